@@ -1,0 +1,191 @@
+//! DescribeConfigs (topics and this broker) and IncrementalAlterConfigs (topics).
+
+use kafka_protocol::messages::describe_configs_response::{
+    DescribeConfigsResourceResult, DescribeConfigsResult,
+};
+use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse;
+use kafka_protocol::messages::{
+    DescribeConfigsRequest, DescribeConfigsResponse, IncrementalAlterConfigsRequest,
+    IncrementalAlterConfigsResponse,
+};
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::ResponseError;
+
+use super::admin::{topic_error_code, CONFIG_SOURCE_DEFAULT, CONFIG_SOURCE_TOPIC};
+use super::{code, KafkaApis};
+use crate::replica::{topic_config, TopicError};
+use crate::storage::Storage;
+
+pub const RESOURCE_TOPIC: i8 = 2;
+pub const RESOURCE_BROKER: i8 = 4;
+const CONFIG_SOURCE_STATIC_BROKER: i8 = 4;
+const OP_SET: i8 = 0;
+const OP_DELETE: i8 = 1;
+
+fn entry(
+    name: &str,
+    value: String,
+    source: i8,
+    read_only: bool,
+    version: i16,
+) -> DescribeConfigsResourceResult {
+    let mut e = DescribeConfigsResourceResult::default()
+        .with_name(StrBytes::from_string(name.to_string()))
+        .with_value(Some(StrBytes::from_string(value)))
+        .with_read_only(read_only)
+        .with_config_source(source);
+    if version >= 3 {
+        // STRING (2) for the enumerations, LONG (5) for the numbers.
+        let numeric = !matches!(
+            name,
+            "cleanup.policy" | "compression.type" | "message.timestamp.type"
+        );
+        e = e.with_config_type(if numeric { 5 } else { 2 });
+    }
+    e
+}
+
+impl<S: Storage + Clone> KafkaApis<S> {
+    pub(super) fn describe_configs(
+        &self,
+        request: DescribeConfigsRequest,
+        version: i16,
+    ) -> DescribeConfigsResponse {
+        let results = request
+            .resources
+            .into_iter()
+            .map(|res| {
+                let wanted = |name: &str| {
+                    res.configuration_keys
+                        .as_ref()
+                        .is_none_or(|keys| keys.iter().any(|k| k.as_str() == name))
+                };
+                let r = DescribeConfigsResult::default()
+                    .with_resource_type(res.resource_type)
+                    .with_resource_name(res.resource_name.clone());
+                match res.resource_type {
+                    RESOURCE_TOPIC => {
+                        let Some(topic) = self.replicas.topic(res.resource_name.as_str()) else {
+                            return r
+                                .with_error_code(code(ResponseError::UnknownTopicOrPartition))
+                                .with_error_message(Some(StrBytes::from_static_str(
+                                    "unknown topic",
+                                )));
+                        };
+                        let overrides = topic.configs();
+                        let defaults = &self.replicas.config().log;
+                        let configs = topic_config::names()
+                            .filter(|n| wanted(n))
+                            .map(|n| match overrides.get(n) {
+                                Some(v) => entry(n, v.clone(), CONFIG_SOURCE_TOPIC, false, version),
+                                None => entry(
+                                    n,
+                                    topic_config::default_value(defaults, n),
+                                    CONFIG_SOURCE_DEFAULT,
+                                    false,
+                                    version,
+                                ),
+                            })
+                            .collect();
+                        r.with_configs(configs)
+                    }
+                    RESOURCE_BROKER => {
+                        let c = self.replicas.config();
+                        let all = [
+                            ("broker.id", c.node_id.to_string()),
+                            ("num.partitions", c.default_partitions.to_string()),
+                            (
+                                "auto.create.topics.enable",
+                                c.auto_create_topics.to_string(),
+                            ),
+                            ("log.retention.ms", c.log.retention_ms.to_string()),
+                            ("log.retention.bytes", c.log.retention_bytes.to_string()),
+                            ("log.segment.bytes", c.log.segment_bytes.to_string()),
+                            (
+                                "log.retention.check.interval.ms",
+                                c.retention_check_interval_ms.to_string(),
+                            ),
+                            ("message.max.bytes", c.log.max_message_bytes.to_string()),
+                            ("socket.request.max.bytes", c.max_frame_bytes.to_string()),
+                            ("connections.max.idle.ms", c.idle_timeout_ms.to_string()),
+                        ];
+                        let configs = all
+                            .into_iter()
+                            .filter(|(n, _)| wanted(n))
+                            .map(|(n, v)| entry(n, v, CONFIG_SOURCE_STATIC_BROKER, true, version))
+                            .collect();
+                        r.with_configs(configs)
+                    }
+                    other => r
+                        .with_error_code(code(ResponseError::InvalidRequest))
+                        .with_error_message(Some(StrBytes::from_string(format!(
+                            "resource type {other} is not supported"
+                        )))),
+                }
+            })
+            .collect();
+        DescribeConfigsResponse::default().with_results(results)
+    }
+
+    pub(super) fn incremental_alter_configs(
+        &self,
+        request: IncrementalAlterConfigsRequest,
+        _version: i16,
+    ) -> IncrementalAlterConfigsResponse {
+        let responses = request
+            .resources
+            .into_iter()
+            .map(|res| {
+                let r = AlterConfigsResourceResponse::default()
+                    .with_resource_type(res.resource_type)
+                    .with_resource_name(res.resource_name.clone());
+                let fail = |error: i16, message: String| {
+                    r.clone().with_error_code(error).with_error_message(Some(StrBytes::from_string(message)))
+                };
+                if res.resource_type != RESOURCE_TOPIC {
+                    return fail(
+                        code(ResponseError::InvalidRequest),
+                        "only topic configs can be altered; broker configs are static".into(),
+                    );
+                }
+                let name = res.resource_name.as_str();
+                let Some(topic) = self.replicas.topic(name) else {
+                    return fail(topic_error_code(&TopicError::UnknownTopic), "unknown topic".into());
+                };
+                let mut configs = topic.configs();
+                for change in &res.configs {
+                    let key = change.name.as_str().to_string();
+                    match change.config_operation {
+                        OP_SET => {
+                            let value = change.value.as_ref().map(|v| v.as_str().to_string()).unwrap_or_default();
+                            if let Err(m) = topic_config::validate(&key, &value) {
+                                return fail(code(ResponseError::InvalidConfig), m);
+                            }
+                            configs.insert(key, value);
+                        }
+                        OP_DELETE => {
+                            if let Err(m) = topic_config::validate(&key, &topic_config::default_value(&self.replicas.config().log, &key)) {
+                                return fail(code(ResponseError::InvalidConfig), m);
+                            }
+                            configs.remove(&key);
+                        }
+                        op => {
+                            return fail(
+                                code(ResponseError::InvalidConfig),
+                                format!("operation {op} on {key}: no list-valued topic configs are supported"),
+                            )
+                        }
+                    }
+                }
+                if request.validate_only {
+                    return r;
+                }
+                match self.replicas.set_topic_configs(name, configs) {
+                    Ok(()) => r,
+                    Err(e) => fail(topic_error_code(&e), e.message()),
+                }
+            })
+            .collect();
+        IncrementalAlterConfigsResponse::default().with_responses(responses)
+    }
+}

@@ -1,0 +1,151 @@
+//! KafkaApis: turns one decoded request into its response. Work that must happen in request order
+//! (appends) runs synchronously in [`KafkaApis::handle`]; waiting (fsync acks, long-poll fetches)
+//! is returned as a future, so a connection can pipeline requests and still answer in order.
+
+mod admin;
+mod configs;
+mod fetch;
+mod list_offsets;
+mod metadata;
+mod produce;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use kafka_protocol::messages::api_versions_response::ApiVersion;
+use kafka_protocol::messages::{ApiVersionsResponse, RequestKind, ResponseKind};
+use kafka_protocol::ResponseError;
+
+use crate::protocol::{Request, SUPPORTED_APIS};
+use crate::replica::ReplicaManager;
+use crate::storage::Storage;
+
+/// A source of wall-clock time in ms since the epoch. The server passes the system clock; the
+/// simulator passes its virtual clock.
+pub trait Clock: Send + Sync + 'static {
+    fn now_ms(&self) -> i64;
+}
+
+/// How a request is answered.
+pub enum Reply {
+    /// The response is ready.
+    Now(ResponseKind),
+    /// The response is ready when the future completes (after fsync, or when a fetch fills).
+    Later(Pin<Box<dyn Future<Output = ResponseKind> + Send + 'static>>),
+    /// No response at all (produce with acks=0).
+    Nothing,
+}
+
+/// Where clients reach this broker, as told in Metadata and DescribeCluster.
+#[derive(Debug, Clone)]
+pub struct Advertised {
+    pub node_id: i32,
+    pub host: String,
+    pub port: i32,
+}
+
+pub struct KafkaApis<S: Storage + Clone> {
+    pub(crate) replicas: Arc<ReplicaManager<S>>,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) advertised: Advertised,
+}
+
+pub(crate) fn code(e: ResponseError) -> i16 {
+    e.code()
+}
+
+impl<S: Storage + Clone> Clone for KafkaApis<S> {
+    fn clone(&self) -> Self {
+        KafkaApis {
+            replicas: self.replicas.clone(),
+            clock: self.clock.clone(),
+            advertised: self.advertised.clone(),
+        }
+    }
+}
+
+impl<S: Storage + Clone> KafkaApis<S> {
+    pub fn new(
+        replicas: Arc<ReplicaManager<S>>,
+        clock: Arc<dyn Clock>,
+        advertised: Advertised,
+    ) -> Self {
+        KafkaApis {
+            replicas,
+            clock,
+            advertised,
+        }
+    }
+
+    pub fn replicas(&self) -> &Arc<ReplicaManager<S>> {
+        &self.replicas
+    }
+
+    pub(crate) fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
+    /// Handles one request. Appends happen before this returns, so calling it in arrival order
+    /// keeps a connection's produce requests in order.
+    pub fn handle(&self, request: Request) -> Reply {
+        let version = request.api_version;
+        match request.body {
+            RequestKind::ApiVersions(_) => {
+                Reply::Now(ResponseKind::ApiVersions(api_versions(version, 0)))
+            }
+            RequestKind::Metadata(r) => {
+                Reply::Now(ResponseKind::Metadata(self.metadata(r, version)))
+            }
+            RequestKind::Produce(r) => self.produce(r, version),
+            RequestKind::Fetch(r) => self.fetch(r, version),
+            RequestKind::ListOffsets(r) => {
+                Reply::Now(ResponseKind::ListOffsets(self.list_offsets(r, version)))
+            }
+            RequestKind::CreateTopics(r) => {
+                Reply::Now(ResponseKind::CreateTopics(self.create_topics(r, version)))
+            }
+            RequestKind::DeleteTopics(r) => {
+                Reply::Now(ResponseKind::DeleteTopics(self.delete_topics(r, version)))
+            }
+            RequestKind::CreatePartitions(r) => Reply::Now(ResponseKind::CreatePartitions(
+                self.create_partitions(r, version),
+            )),
+            RequestKind::DescribeConfigs(r) => Reply::Now(ResponseKind::DescribeConfigs(
+                self.describe_configs(r, version),
+            )),
+            RequestKind::IncrementalAlterConfigs(r) => Reply::Now(
+                ResponseKind::IncrementalAlterConfigs(self.incremental_alter_configs(r, version)),
+            ),
+            RequestKind::DescribeCluster(r) => Reply::Now(ResponseKind::DescribeCluster(
+                self.describe_cluster(r, version),
+            )),
+            // decode_request only lets through the APIs in SUPPORTED_APIS, each handled above.
+            other => unreachable!("request {other:?} passed the version check but has no handler"),
+        }
+    }
+}
+
+/// The ApiVersions response: every supported API with its range. `error_code` is
+/// UNSUPPORTED_VERSION when the client asked with a version we do not speak; the client then
+/// retries with one from the list.
+pub fn api_versions(version: i16, error_code: i16) -> ApiVersionsResponse {
+    let mut keys: Vec<ApiVersion> = SUPPORTED_APIS
+        .iter()
+        .map(|(key, min, max)| {
+            ApiVersion::default()
+                .with_api_key(*key as i16)
+                .with_min_version(*min)
+                .with_max_version(*max)
+        })
+        .collect();
+    keys.sort_by_key(|k| k.api_key);
+    let mut response = ApiVersionsResponse::default()
+        .with_error_code(error_code)
+        .with_api_keys(keys);
+    if version >= 3 {
+        // No features to advertise; an epoch of -1 means "no finalized features".
+        response = response.with_finalized_features_epoch(-1);
+    }
+    response
+}

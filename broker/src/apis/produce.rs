@@ -1,0 +1,187 @@
+//! Produce: validate and append each partition's batches as received, then answer per `acks`:
+//! 0 → no response; 1 or -1 (all) → after the batch is durable under the fsync policy (this broker
+//! is the only replica, so 1 and all wait for the same thing).
+
+use std::time::Duration;
+
+use kafka_protocol::messages::produce_response::{
+    BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
+};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse, ResponseKind};
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::ResponseError;
+
+use super::{code, KafkaApis, Reply};
+use crate::log::AppendError;
+use crate::replica::DurableError;
+use crate::storage::Storage;
+
+/// Longest a produce waits for durability, whatever the client's timeout says.
+pub const PRODUCE_TIMEOUT_MS_MAX: u64 = 300_000;
+
+fn partition_error(
+    index: i32,
+    error: ResponseError,
+    message: Option<String>,
+    version: i16,
+) -> PartitionProduceResponse {
+    let mut r = PartitionProduceResponse::default()
+        .with_index(index)
+        .with_error_code(code(error))
+        .with_base_offset(-1)
+        .with_log_append_time_ms(-1)
+        .with_log_start_offset(-1);
+    if version >= 8 {
+        if let Some(m) = message {
+            r = r.with_error_message(Some(StrBytes::from_string(m.clone())));
+            if error == ResponseError::InvalidRecord {
+                r = r.with_record_errors(vec![BatchIndexAndErrorMessage::default()
+                    .with_batch_index(0)
+                    .with_batch_index_error_message(Some(StrBytes::from_string(m)))]);
+            }
+        }
+    }
+    r
+}
+
+/// The Kafka error a failed append maps to, and the text the producer is told.
+pub(crate) fn append_error(e: &AppendError) -> (ResponseError, String) {
+    match e {
+        AppendError::CorruptMessage(m) => (ResponseError::CorruptMessage, m.clone()),
+        AppendError::InvalidRecord(m) => (ResponseError::InvalidRecord, m.clone()),
+        AppendError::MessageTooLarge(m) => (ResponseError::MessageTooLarge, m.clone()),
+        AppendError::Storage(io) => (
+            ResponseError::KafkaStorageError,
+            format!("storage error: {io}"),
+        ),
+    }
+}
+
+impl<S: Storage + Clone> KafkaApis<S> {
+    pub(super) fn produce(&self, request: ProduceRequest, version: i16) -> Reply {
+        let acks = request.acks;
+        let now_ms = self.now_ms();
+        let mut topics = Vec::with_capacity(request.topic_data.len());
+        // (topic slot, partition slot, partition, end offset) of every append to wait for.
+        let mut waits = Vec::new();
+        for topic_data in request.topic_data {
+            let name = topic_data.name.0.as_str().to_string();
+            let topic = self.replicas.topic(&name);
+            let mut partitions = Vec::with_capacity(topic_data.partition_data.len());
+            for data in topic_data.partition_data {
+                let index = data.index;
+                if request.transactional_id.is_some() {
+                    partitions.push(partition_error(
+                        index,
+                        ResponseError::TransactionalIdAuthorizationFailed,
+                        Some("transactions are not supported yet".into()),
+                        version,
+                    ));
+                    continue;
+                }
+                if !matches!(acks, -1..=1) {
+                    partitions.push(partition_error(
+                        index,
+                        ResponseError::InvalidRequiredAcks,
+                        None,
+                        version,
+                    ));
+                    continue;
+                }
+                let Some(partition) = topic.as_ref().and_then(|t| t.partition(index)) else {
+                    partitions.push(partition_error(
+                        index,
+                        ResponseError::UnknownTopicOrPartition,
+                        None,
+                        version,
+                    ));
+                    continue;
+                };
+                if partition.is_failed() || partition.is_closed() {
+                    partitions.push(partition_error(
+                        index,
+                        ResponseError::KafkaStorageError,
+                        None,
+                        version,
+                    ));
+                    continue;
+                }
+                let records = match data.records {
+                    Some(r) if !r.is_empty() => r,
+                    _ => {
+                        partitions.push(partition_error(
+                            index,
+                            ResponseError::CorruptMessage,
+                            Some("no record batches in the request".into()),
+                            version,
+                        ));
+                        continue;
+                    }
+                };
+                let (result, log_start) = {
+                    let mut log = partition.log();
+                    let result = log.append(&records, 0, now_ms);
+                    (result, log.log_start_offset())
+                };
+                match result {
+                    Ok(info) => {
+                        tracing::debug!(topic = %name, partition = index, base = info.base_offset,
+                            last = info.last_offset, "appended");
+                        partition.appended(info.last_offset + 1);
+                        waits.push((
+                            topics.len(),
+                            partitions.len(),
+                            partition,
+                            info.last_offset + 1,
+                        ));
+                        partitions.push(
+                            PartitionProduceResponse::default()
+                                .with_index(index)
+                                .with_base_offset(info.base_offset)
+                                .with_log_append_time_ms(-1)
+                                .with_log_start_offset(log_start),
+                        );
+                    }
+                    Err(e) => {
+                        let (error, message) = append_error(&e);
+                        if let AppendError::Storage(_) = e {
+                            tracing::error!(topic = %name, partition = index, error = %message, "append failed");
+                        } else {
+                            tracing::info!(topic = %name, partition = index, error = %message, "rejected batch");
+                        }
+                        partitions.push(partition_error(index, error, Some(message), version));
+                    }
+                }
+            }
+            topics.push(
+                TopicProduceResponse::default()
+                    .with_name(topic_data.name)
+                    .with_partition_responses(partitions),
+            );
+        }
+        if acks == 0 {
+            return Reply::Nothing;
+        }
+        let response = ProduceResponse::default().with_responses(topics);
+        if waits.is_empty() || self.replicas.config().fsync != crate::config::FsyncPolicy::Always {
+            return Reply::Now(ResponseKind::Produce(response));
+        }
+        let timeout_ms = (request.timeout_ms.max(0) as u64).min(PRODUCE_TIMEOUT_MS_MAX);
+        Reply::Later(Box::pin(async move {
+            let mut response = response;
+            let deadline = tokio::time::Instant::now() + Duration::from_millis(timeout_ms);
+            for (t, p, partition, end) in waits {
+                let outcome = tokio::time::timeout_at(deadline, partition.wait_durable(end)).await;
+                let error = match outcome {
+                    Ok(Ok(())) => continue,
+                    Ok(Err(DurableError::Storage)) => ResponseError::KafkaStorageError,
+                    Ok(Err(DurableError::Closed)) => ResponseError::NotLeaderOrFollower,
+                    Err(_) => ResponseError::RequestTimedOut,
+                };
+                let slot = &mut response.responses[t].partition_responses[p];
+                *slot = partition_error(slot.index, error, None, version);
+            }
+            ResponseKind::Produce(response)
+        }))
+    }
+}

@@ -1,0 +1,362 @@
+//! Broker configuration: command-line flags, `BROKER_*` environment variables and an optional TOML
+//! file, merged with embedded defaults. Precedence: flag > environment > file > default.
+//!
+//! Every limit the server enforces lives here, with its unit last in the name.
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use anyhow::{bail, Context};
+use clap::Parser;
+use serde::Deserialize;
+
+use crate::log::LogConfig;
+
+/// When appended data is fsynced, and so when acks=1/all are answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FsyncPolicy {
+    /// Every acknowledged batch is fsynced before its ack (group commit). The default.
+    Always,
+    /// A background flush every `ms`; acks do not wait for it.
+    Interval { ms: u64 },
+    /// Never fsync explicitly; the OS writes back when it likes.
+    Never,
+}
+
+impl FromStr for FsyncPolicy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "always" => Ok(FsyncPolicy::Always),
+            "never" => Ok(FsyncPolicy::Never),
+            _ => match s.strip_prefix("interval:") {
+                Some(ms) => match ms.parse::<u64>() {
+                    Ok(ms) if ms > 0 => Ok(FsyncPolicy::Interval { ms }),
+                    _ => Err(format!(
+                        "bad fsync interval {ms:?}: want a positive number of ms"
+                    )),
+                },
+                None => Err(format!(
+                    "bad fsync policy {s:?}: want always, never or interval:MS"
+                )),
+            },
+        }
+    }
+}
+
+impl std::fmt::Display for FsyncPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FsyncPolicy::Always => write!(f, "always"),
+            FsyncPolicy::Never => write!(f, "never"),
+            FsyncPolicy::Interval { ms } => write!(f, "interval:{ms}"),
+        }
+    }
+}
+
+/// Flags of the `broker` binary. Each is also read from `BROKER_<NAME>` and from the TOML file
+/// (`--config`), using the long flag name with `-` replaced by `_` as the key.
+#[derive(Debug, Parser, Default)]
+#[command(
+    name = "broker",
+    version,
+    about = "A Kafka-compatible broker on a durable, sans-IO log"
+)]
+pub struct Flags {
+    /// Address to listen on for Kafka clients [default: 127.0.0.1:9092]. Port 0 picks a free port.
+    #[arg(long, env = "BROKER_LISTEN")]
+    pub listen: Option<String>,
+    /// HOST:PORT that clients are told to connect to (Metadata) [default: the bound listen address].
+    #[arg(long, env = "BROKER_ADVERTISE")]
+    pub advertise: Option<String>,
+    /// Directory holding the partition logs and the topic registry [default: ./data].
+    #[arg(long, env = "BROKER_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Optional TOML file with any of these settings; flags and environment win over it.
+    #[arg(long, env = "BROKER_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// When to fsync: `always` (acks=1/all wait for fsync, group commit), `interval:MS` (flush every
+    /// MS milliseconds, acks do not wait), or `never` (leave it to the OS) [default: always].
+    #[arg(long, env = "BROKER_FSYNC")]
+    pub fsync: Option<FsyncPolicy>,
+    /// This broker's node id [default: 1].
+    #[arg(long, env = "BROKER_NODE_ID")]
+    pub node_id: Option<i32>,
+    /// Partitions of an auto-created topic, and of CreateTopics with num_partitions=-1 [default: 1].
+    #[arg(long, env = "BROKER_DEFAULT_PARTITIONS")]
+    pub default_partitions: Option<u32>,
+    /// Create a topic when a client asks for metadata or produces to one that does not exist
+    /// [default: true].
+    #[arg(long, env = "BROKER_AUTO_CREATE_TOPICS")]
+    pub auto_create_topics: Option<bool>,
+    /// Default `retention.ms` of topics: delete segments older than this; -1 keeps forever
+    /// [default: 604800000, 7 days].
+    #[arg(long, env = "BROKER_RETENTION_MS", allow_hyphen_values = true)]
+    pub retention_ms: Option<i64>,
+    /// Default `retention.bytes` of each partition; -1 means no size limit [default: -1].
+    #[arg(long, env = "BROKER_RETENTION_BYTES", allow_hyphen_values = true)]
+    pub retention_bytes: Option<i64>,
+    /// Default `segment.bytes`: roll to a new segment file past this size [default: 1073741824].
+    #[arg(long, env = "BROKER_LOG_SEGMENT_BYTES")]
+    pub log_segment_bytes: Option<u64>,
+    /// Default `segment.ms`: roll a segment older than this [default: 604800000].
+    #[arg(long, env = "BROKER_LOG_SEGMENT_MS")]
+    pub log_segment_ms: Option<i64>,
+    /// Default `max.message.bytes`: largest record batch accepted [default: 1048588].
+    #[arg(long, env = "BROKER_MAX_MESSAGE_BYTES")]
+    pub max_message_bytes: Option<u32>,
+    /// How often retention runs, in ms [default: 300000].
+    #[arg(long, env = "BROKER_RETENTION_CHECK_INTERVAL_MS")]
+    pub retention_check_interval_ms: Option<u64>,
+    /// Largest request frame accepted; larger frames close the connection [default: 104857600].
+    #[arg(long, env = "BROKER_MAX_FRAME_BYTES")]
+    pub max_frame_bytes: Option<u32>,
+    /// Request bytes a connection may have in flight before the broker stops reading from it
+    /// [default: 67108864].
+    #[arg(long, env = "BROKER_MAX_INFLIGHT_BYTES")]
+    pub max_inflight_bytes: Option<u32>,
+    /// Requests a connection may have in flight before the broker stops reading from it
+    /// [default: 1024].
+    #[arg(long, env = "BROKER_MAX_INFLIGHT_REQUESTS")]
+    pub max_inflight_requests: Option<u32>,
+    /// Close a connection that sends nothing for this long, in ms [default: 600000].
+    #[arg(long, env = "BROKER_IDLE_TIMEOUT_MS")]
+    pub idle_timeout_ms: Option<u64>,
+    /// Most connections served at once; further ones are refused [default: 10000].
+    #[arg(long, env = "BROKER_MAX_CONNECTIONS")]
+    pub max_connections: Option<u32>,
+    /// Cluster id reported to clients [default: a fixed local id].
+    #[arg(long, env = "BROKER_CLUSTER_ID")]
+    pub cluster_id: Option<String>,
+}
+
+/// The same settings as [`Flags`], as read from the TOML file.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<String>,
+    advertise: Option<String>,
+    data_dir: Option<PathBuf>,
+    fsync: Option<String>,
+    node_id: Option<i32>,
+    default_partitions: Option<u32>,
+    auto_create_topics: Option<bool>,
+    retention_ms: Option<i64>,
+    retention_bytes: Option<i64>,
+    log_segment_bytes: Option<u64>,
+    log_segment_ms: Option<i64>,
+    max_message_bytes: Option<u32>,
+    retention_check_interval_ms: Option<u64>,
+    max_frame_bytes: Option<u32>,
+    max_inflight_bytes: Option<u32>,
+    max_inflight_requests: Option<u32>,
+    idle_timeout_ms: Option<u64>,
+    max_connections: Option<u32>,
+    cluster_id: Option<String>,
+}
+
+/// The merged configuration the server runs with.
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    pub listen: String,
+    pub advertise: Option<String>,
+    pub data_dir: PathBuf,
+    pub fsync: FsyncPolicy,
+    pub node_id: i32,
+    pub default_partitions: u32,
+    pub auto_create_topics: bool,
+    /// Defaults for every topic; per-topic configs override them.
+    pub log: LogConfig,
+    pub retention_check_interval_ms: u64,
+    pub max_frame_bytes: u32,
+    pub max_inflight_bytes: u32,
+    pub max_inflight_requests: u32,
+    pub idle_timeout_ms: u64,
+    pub max_connections: u32,
+    pub cluster_id: String,
+}
+
+/// Upper bound on partitions per topic: keeps one request from creating unbounded state.
+pub const PARTITIONS_PER_TOPIC_MAX: u32 = 10_000;
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        BrokerConfig {
+            listen: "127.0.0.1:9092".into(),
+            advertise: None,
+            data_dir: PathBuf::from("./data"),
+            fsync: FsyncPolicy::Always,
+            node_id: 1,
+            default_partitions: 1,
+            auto_create_topics: true,
+            log: LogConfig::default(),
+            retention_check_interval_ms: 300_000,
+            max_frame_bytes: 100 * 1024 * 1024,
+            max_inflight_bytes: 64 * 1024 * 1024,
+            max_inflight_requests: 1024,
+            idle_timeout_ms: 600_000,
+            max_connections: 10_000,
+            cluster_id: "broker-local-cluster-0001".into(),
+        }
+    }
+}
+
+impl BrokerConfig {
+    /// Merges flags (already including environment variables) over the optional file over the
+    /// defaults, then validates the result.
+    pub fn from_flags(flags: Flags) -> anyhow::Result<Self> {
+        let file = match &flags.config {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        let file_fsync = match file.fsync {
+            Some(s) => Some(s.parse::<FsyncPolicy>().map_err(anyhow::Error::msg)?),
+            None => None,
+        };
+        let d = BrokerConfig::default();
+        let mut log = d.log.clone();
+        log.retention_ms = flags
+            .retention_ms
+            .or(file.retention_ms)
+            .unwrap_or(log.retention_ms);
+        log.retention_bytes = flags
+            .retention_bytes
+            .or(file.retention_bytes)
+            .unwrap_or(log.retention_bytes);
+        log.segment_bytes = flags
+            .log_segment_bytes
+            .or(file.log_segment_bytes)
+            .unwrap_or(log.segment_bytes);
+        log.segment_ms = flags
+            .log_segment_ms
+            .or(file.log_segment_ms)
+            .unwrap_or(log.segment_ms);
+        log.max_message_bytes = flags
+            .max_message_bytes
+            .or(file.max_message_bytes)
+            .unwrap_or(log.max_message_bytes);
+        let config = BrokerConfig {
+            listen: flags.listen.or(file.listen).unwrap_or(d.listen),
+            advertise: flags.advertise.or(file.advertise),
+            data_dir: flags.data_dir.or(file.data_dir).unwrap_or(d.data_dir),
+            fsync: flags.fsync.or(file_fsync).unwrap_or(d.fsync),
+            node_id: flags.node_id.or(file.node_id).unwrap_or(d.node_id),
+            default_partitions: flags
+                .default_partitions
+                .or(file.default_partitions)
+                .unwrap_or(d.default_partitions),
+            auto_create_topics: flags
+                .auto_create_topics
+                .or(file.auto_create_topics)
+                .unwrap_or(d.auto_create_topics),
+            log,
+            retention_check_interval_ms: flags
+                .retention_check_interval_ms
+                .or(file.retention_check_interval_ms)
+                .unwrap_or(d.retention_check_interval_ms),
+            max_frame_bytes: flags
+                .max_frame_bytes
+                .or(file.max_frame_bytes)
+                .unwrap_or(d.max_frame_bytes),
+            max_inflight_bytes: flags
+                .max_inflight_bytes
+                .or(file.max_inflight_bytes)
+                .unwrap_or(d.max_inflight_bytes),
+            max_inflight_requests: flags
+                .max_inflight_requests
+                .or(file.max_inflight_requests)
+                .unwrap_or(d.max_inflight_requests),
+            idle_timeout_ms: flags
+                .idle_timeout_ms
+                .or(file.idle_timeout_ms)
+                .unwrap_or(d.idle_timeout_ms),
+            max_connections: flags
+                .max_connections
+                .or(file.max_connections)
+                .unwrap_or(d.max_connections),
+            cluster_id: flags.cluster_id.or(file.cluster_id).unwrap_or(d.cluster_id),
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        if self.default_partitions == 0 || self.default_partitions > PARTITIONS_PER_TOPIC_MAX {
+            bail!("default-partitions must be 1..={PARTITIONS_PER_TOPIC_MAX}");
+        }
+        if self.max_frame_bytes < 1024 {
+            bail!("max-frame-bytes must be at least 1024");
+        }
+        if self.max_inflight_bytes < 1024 || self.max_inflight_requests == 0 {
+            bail!("max-inflight-bytes must be at least 1024 and max-inflight-requests at least 1");
+        }
+        if self.retention_check_interval_ms == 0 || self.idle_timeout_ms == 0 {
+            bail!("retention-check-interval-ms and idle-timeout-ms must be positive");
+        }
+        if self.log.segment_bytes < 1024 {
+            bail!("log-segment-bytes must be at least 1024");
+        }
+        self.log
+            .validate()
+            .map_err(|e| anyhow::anyhow!("log settings: {e}"))?;
+        if self.max_connections == 0 {
+            bail!("max-connections must be positive");
+        }
+        Ok(())
+    }
+}
+
+fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading config file {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("parsing config file {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fsync_policy_parses_each_form() {
+        assert_eq!("always".parse::<FsyncPolicy>(), Ok(FsyncPolicy::Always));
+        assert_eq!("never".parse::<FsyncPolicy>(), Ok(FsyncPolicy::Never));
+        assert_eq!(
+            "interval:50".parse::<FsyncPolicy>(),
+            Ok(FsyncPolicy::Interval { ms: 50 })
+        );
+        assert!("interval:0".parse::<FsyncPolicy>().is_err());
+        assert!("sometimes".parse::<FsyncPolicy>().is_err());
+    }
+
+    #[test]
+    fn flags_win_over_file_and_file_over_defaults() {
+        let dir = std::env::temp_dir().join(format!("broker-config-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("broker.toml");
+        std::fs::write(
+            &file,
+            "listen = \"127.0.0.1:1111\"\nretention_ms = 5\nfsync = \"never\"\n",
+        )
+        .unwrap();
+        let flags = Flags {
+            config: Some(file.clone()),
+            listen: Some("127.0.0.1:2222".into()),
+            ..Flags::default()
+        };
+        let config = BrokerConfig::from_flags(flags).unwrap();
+        assert_eq!(config.listen, "127.0.0.1:2222");
+        assert_eq!(config.log.retention_ms, 5);
+        assert_eq!(config.fsync, FsyncPolicy::Never);
+        assert_eq!(config.data_dir, PathBuf::from("./data"));
+        std::fs::write(&file, "no_such_setting = 1\n").unwrap();
+        let flags = Flags {
+            config: Some(file),
+            ..Flags::default()
+        };
+        assert!(
+            BrokerConfig::from_flags(flags).is_err(),
+            "unknown keys are refused"
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

@@ -1,0 +1,20 @@
+//! A Kafka-compatible broker whose cores are sans-IO state machines.
+//!
+//! - [`log`]: the partition log (segments, indexes, recovery, retention) over a [`storage`] trait.
+//! - [`storage`]: the file system seam: real files in production, an in-memory disk with faults
+//!   for simulation.
+//! - [`protocol`]: request frames to typed requests and responses to frames.
+//! - [`apis`]: KafkaApis, one handler per request type.
+//! - [`replica`]: ReplicaManager, the topics and partitions this broker hosts.
+//! - [`server`]: the tokio shell: listener, connections, background loops, shutdown.
+//! - [`config`]: flags, environment and file configuration.
+//!
+//! ARCHITECTURE.md at the repository root explains how they fit together.
+
+pub mod apis;
+pub mod config;
+pub mod log;
+pub mod protocol;
+pub mod replica;
+pub mod server;
+pub mod storage;

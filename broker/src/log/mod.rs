@@ -1,0 +1,925 @@
+//! The partition `Log`: a sans-IO core over the `Storage` seam. Owns the ordered
+//! `LogSegment`s of one partition directory, offset assignment on append, fetch reads,
+//! roll/retention/truncation, the LogStartOffset checkpoint, flush bookkeeping (durable
+//! offset) and crash recovery. No clocks (time comes in as `now_ms`), no threads, no
+//! randomness, no direct file system access.
+
+pub mod batch;
+pub mod index;
+pub mod segment;
+pub mod testutil;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+
+pub use batch::{
+    crc_ok, set_base_offset, set_partition_leader_epoch, validate_for_append, AppendError,
+    BatchInfo, RecordBatchHeader,
+};
+pub use index::{OffsetIndex, TimeIndex};
+pub use segment::{LogSegment, StoredBatch, NO_TIMESTAMP};
+
+use crate::storage::{Storage, StorageFile};
+use segment::{
+    parse_segment_file_name, segment_file_name, ReplayEnd, INDEX_SUFFIX, LOG_SUFFIX,
+    SEGMENT_POSITION_MAX, TIME_INDEX_SUFFIX,
+};
+
+/// Written by `close` after everything is synced; its presence at `open` means "trust files".
+pub const CLEAN_SHUTDOWN_FILE: &str = ".clean_shutdown";
+/// Checkpoint of the LogStartOffset: 8-byte big-endian offset + 4-byte CRC-32C of it.
+pub const LOG_START_OFFSET_FILE: &str = "log-start-offset";
+/// The reusable append buffer is shrunk back when a big request grew it past this.
+pub const APPEND_BUFFER_RETAIN_BYTES: usize = 8 * 1024 * 1024;
+/// Largest persisted index file we are willing to read.
+const INDEX_FILE_BYTES_MAX: u64 = (index::INDEX_ENTRIES_MAX * index::TIME_ENTRY_BYTES) as u64;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogConfig {
+    /// Roll when the active segment would exceed this (Kafka segment.bytes).
+    pub segment_bytes: u64,
+    /// Roll a non-empty active segment older than this (Kafka segment.ms).
+    pub segment_ms: i64,
+    /// Delete segments whose max timestamp is older than this; -1 = infinite.
+    pub retention_ms: i64,
+    /// Delete old segments while the log is larger than this; -1 = infinite.
+    pub retention_bytes: i64,
+    pub index_interval_bytes: u32,
+    pub max_message_bytes: u32,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            segment_bytes: 1 << 30,
+            segment_ms: 7 * 24 * 3600 * 1000,
+            retention_ms: 7 * 24 * 3600 * 1000,
+            retention_bytes: -1,
+            index_interval_bytes: 4096,
+            max_message_bytes: 1024 * 1024 + 12,
+        }
+    }
+}
+
+impl LogConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        if self.segment_bytes < batch::HEADER_BYTES as u64 || self.segment_bytes > i32::MAX as u64 {
+            return Err(format!(
+                "segment_bytes {} out of range [61, 2^31)",
+                self.segment_bytes
+            ));
+        }
+        if self.segment_ms <= 0 {
+            return Err(format!("segment_ms {} must be positive", self.segment_ms));
+        }
+        if self.retention_ms < -1 || self.retention_bytes < -1 {
+            return Err("retention_ms/retention_bytes must be >= -1".into());
+        }
+        if self.index_interval_bytes == 0 {
+            return Err("index_interval_bytes must be positive".into());
+        }
+        if (self.max_message_bytes as usize) < batch::HEADER_BYTES {
+            return Err(format!(
+                "max_message_bytes {} too small",
+                self.max_message_bytes
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AppendInfo {
+    pub base_offset: i64,
+    pub last_offset: i64,
+    /// Max of the batches' maxTimestamp (-1 if none had one).
+    pub max_timestamp: i64,
+    pub bytes: usize,
+    pub batches: usize,
+}
+
+#[derive(Debug)]
+pub enum ReadError {
+    OffsetOutOfRange {
+        offset: i64,
+        log_start_offset: i64,
+        log_end_offset: i64,
+    },
+    Storage(io::Error),
+}
+
+impl fmt::Display for ReadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ReadError::OffsetOutOfRange {
+                offset,
+                log_start_offset,
+                log_end_offset,
+            } => write!(
+                f,
+                "offset {offset} out of range [{log_start_offset}, {log_end_offset}]"
+            ),
+            ReadError::Storage(e) => write!(f, "storage error: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for ReadError {}
+
+impl From<io::Error> for ReadError {
+    fn from(e: io::Error) -> Self {
+        ReadError::Storage(e)
+    }
+}
+
+/// What `open` found and repaired.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    pub clean_shutdown: bool,
+    pub segments_loaded: usize,
+    /// Segments whose indexes were rebuilt by walking the segment (all of them if unclean).
+    pub segments_rebuilt: usize,
+    /// Segments deleted because they followed a torn/invalid batch or a gap.
+    pub segments_removed: usize,
+    /// Bytes cut off (truncated tails plus removed segments).
+    pub truncated_bytes: u64,
+    /// Last offset kept (-1 if the log is empty).
+    pub last_valid_offset: i64,
+    pub log_start_offset: i64,
+    pub log_end_offset: i64,
+    /// Human-readable details of every repair.
+    pub notes: Vec<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RetentionReport {
+    pub segments_deleted: usize,
+    pub bytes_deleted: u64,
+    pub log_start_offset: i64,
+}
+
+/// Handles to sync outside the log's lock, then pass back to `Log::complete_flush`.
+#[derive(Clone, Debug)]
+pub struct FlushTicket<F> {
+    files: Vec<F>,
+    upto: i64,
+    generation: u64,
+}
+
+impl<F: StorageFile> FlushTicket<F> {
+    /// Offset below which everything is durable once the files are synced.
+    pub fn upto(&self) -> i64 {
+        self.upto
+    }
+    pub fn files(&self) -> &[F] {
+        &self.files
+    }
+    /// Syncs every file of the ticket.
+    pub fn sync(&self) -> io::Result<()> {
+        for f in &self.files {
+            f.sync()?;
+        }
+        Ok(())
+    }
+}
+
+pub struct Log<S: Storage> {
+    storage: S,
+    dir: PathBuf,
+    config: LogConfig,
+    segments: BTreeMap<i64, LogSegment<S::File>>,
+    log_start_offset: i64,
+    durable_offset: i64,
+    /// Bumped by truncations: flush tickets prepared before one are stale.
+    generation: u64,
+    append_buf: Vec<u8>,
+    /// Segments whose index files were written this session but not synced yet.
+    index_files_unsynced: BTreeSet<i64>,
+    /// Set by `close`: a clean-shutdown marker is on disk, so no append may follow.
+    closed: bool,
+}
+
+fn invalid_input(msg: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, msg)
+}
+
+impl<S: Storage> Log<S> {
+    /// Opens (creating if needed) the log in `dir`, recovering from an unclean shutdown.
+    pub fn open(
+        storage: S,
+        dir: PathBuf,
+        config: LogConfig,
+        now_ms: i64,
+    ) -> io::Result<(Self, RecoveryReport)> {
+        config.validate().map_err(invalid_input)?;
+        storage.create_dir_all(&dir)?;
+        let names = storage.list(&dir)?;
+        let clean = names.iter().any(|n| n == CLEAN_SHUTDOWN_FILE);
+        let mut report = RecoveryReport {
+            clean_shutdown: clean,
+            ..RecoveryReport::default()
+        };
+        let checkpoint = read_log_start_checkpoint(&storage, &dir, &mut report.notes)?;
+        let interval = config.index_interval_bytes;
+
+        let mut segments: BTreeMap<i64, LogSegment<S::File>> = BTreeMap::new();
+        let mut broken = false;
+        let bases: Vec<i64> = names
+            .iter()
+            .filter_map(|n| parse_segment_file_name(n))
+            .collect();
+        for base in bases {
+            let path = dir.join(segment_file_name(base, LOG_SUFFIX));
+            let expected = segments.values().next_back().map(|s| s.next_offset());
+            if broken || expected.is_some_and(|e| e != base) {
+                if !broken {
+                    report.notes.push(format!(
+                        "segment {base} does not follow offset {expected:?}"
+                    ));
+                }
+                broken = true;
+                let file = storage.open(&path)?;
+                report.truncated_bytes += file.len();
+                drop(file);
+                remove_segment_files(&storage, &dir, base)?;
+                report.segments_removed += 1;
+                continue;
+            }
+            let file = storage.open(&path)?;
+            let len = file.len();
+            let mut seg = LogSegment::new(file, base, now_ms);
+            let mut loaded = false;
+            if clean {
+                match read_indexes(&storage, &dir, base, len)? {
+                    Ok((oi, ti)) => match seg.load_with_indexes(oi, ti, interval)? {
+                        Ok(()) => loaded = true,
+                        Err(why) => report.notes.push(format!("segment {base}: {why}")),
+                    },
+                    Err(why) => report.notes.push(format!("segment {base}: {why}")),
+                }
+            }
+            if !loaded {
+                seg.reset();
+                report.segments_rebuilt += 1;
+                if let ReplayEnd::Invalid { pos, reason } = seg.replay(len, true, interval)? {
+                    report.notes.push(format!(
+                        "segment {base}: truncating {} bytes at position {pos}: {reason}",
+                        len - pos
+                    ));
+                    seg.file().truncate(pos)?;
+                    seg.file().sync()?;
+                    report.truncated_bytes += len - pos;
+                    broken = true;
+                }
+            }
+            assert_eq!(seg.size_bytes(), seg.file().len());
+            segments.insert(base, seg);
+        }
+        report.segments_loaded = segments.len();
+
+        // Index files without a segment.
+        for name in &names {
+            let stem = name
+                .strip_suffix(INDEX_SUFFIX)
+                .or_else(|| name.strip_suffix(TIME_INDEX_SUFFIX));
+            if let Some(base) = stem.and_then(|s| parse_segment_file_name(&format!("{s}.log"))) {
+                let path = dir.join(name);
+                if !segments.contains_key(&base) && storage.exists(&path) {
+                    storage.remove(&path)?;
+                }
+            }
+        }
+
+        let mut log = Log {
+            storage,
+            dir,
+            config,
+            segments,
+            log_start_offset: 0,
+            durable_offset: 0,
+            generation: 0,
+            append_buf: Vec::new(),
+            index_files_unsynced: BTreeSet::new(),
+            closed: false,
+        };
+        if log.segments.is_empty() {
+            let base = checkpoint.unwrap_or(0).max(0);
+            log.create_segment(base, now_ms)?;
+        }
+        let first_base = *log.segments.keys().next().unwrap();
+        log.log_start_offset = checkpoint.map_or(first_base, |c| c.max(first_base));
+        if log.log_start_offset > log.log_end_offset() {
+            report.notes.push(format!(
+                "log start offset {} beyond recovered log end {}: starting empty there",
+                log.log_start_offset,
+                log.log_end_offset()
+            ));
+            let start = log.log_start_offset;
+            log.remove_all_segments(&mut report)?;
+            log.create_segment(start, now_ms)?;
+        }
+        // Segments wholly below the log start (crash between checkpoint and deletion).
+        while log.segments.len() > 1 {
+            let first = log.segments.values().next().unwrap();
+            if first.next_offset() > log.log_start_offset {
+                break;
+            }
+            let base = first.base_offset();
+            report
+                .notes
+                .push(format!("removing segment {base} below log start"));
+            log.segments.remove(&base);
+            remove_segment_files(&log.storage, &log.dir, base)?;
+        }
+        if clean {
+            log.storage.remove(&log.dir.join(CLEAN_SHUTDOWN_FILE))?;
+        }
+        log.storage.sync_dir(&log.dir)?;
+        log.durable_offset = log.log_end_offset();
+        report.log_start_offset = log.log_start_offset;
+        report.log_end_offset = log.log_end_offset();
+        report.last_valid_offset = log.log_end_offset() - 1;
+        log.check_invariants();
+        Ok((log, report))
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+    pub fn config(&self) -> &LogConfig {
+        &self.config
+    }
+    pub fn log_start_offset(&self) -> i64 {
+        self.log_start_offset
+    }
+    pub fn log_end_offset(&self) -> i64 {
+        self.active().next_offset()
+    }
+    /// Everything below is fsynced.
+    pub fn durable_offset(&self) -> i64 {
+        self.durable_offset
+    }
+    pub fn segment_count(&self) -> usize {
+        self.segments.len()
+    }
+    /// Base offsets of the segments, oldest first.
+    pub fn segment_base_offsets(&self) -> Vec<i64> {
+        self.segments.keys().copied().collect()
+    }
+    /// Bytes stored across all segments.
+    pub fn size_bytes(&self) -> u64 {
+        self.segments.values().map(|s| s.size_bytes()).sum()
+    }
+
+    fn active(&self) -> &LogSegment<S::File> {
+        self.segments
+            .values()
+            .next_back()
+            .expect("a log always has a segment")
+    }
+
+    fn active_mut(&mut self) -> &mut LogSegment<S::File> {
+        self.segments
+            .values_mut()
+            .next_back()
+            .expect("a log always has a segment")
+    }
+
+    /// Validates every batch, then assigns consecutive offsets and appends them all or none.
+    pub fn append(
+        &mut self,
+        batches: &[u8],
+        leader_epoch: i32,
+        now_ms: i64,
+    ) -> Result<AppendInfo, AppendError> {
+        if self.closed {
+            return Err(AppendError::Storage(io::Error::other("log is closed")));
+        }
+        let infos = validate_for_append(batches, self.config.max_message_bytes)?;
+        let count: i64 = infos.iter().map(|i| i.last_offset_delta as i64 + 1).sum();
+        let total = batches.len() as u64;
+        if total > SEGMENT_POSITION_MAX / 2 {
+            return Err(AppendError::MessageTooLarge(format!(
+                "request of {total} bytes cannot fit a segment"
+            )));
+        }
+        self.maybe_roll(total, count, now_ms)?;
+        let log_end_before = self.log_end_offset();
+        let size_before = self.active().size_bytes();
+
+        let mut buf = std::mem::take(&mut self.append_buf);
+        buf.clear();
+        buf.extend_from_slice(batches);
+        let mut next = log_end_before;
+        let mut max_timestamp = NO_TIMESTAMP;
+        let mut stored = Vec::with_capacity(infos.len());
+        for info in &infos {
+            let b = &mut buf[info.pos..info.pos + info.size];
+            set_base_offset(b, next);
+            set_partition_leader_epoch(b, leader_epoch);
+            let last = next + info.last_offset_delta as i64;
+            stored.push(StoredBatch {
+                pos: size_before + info.pos as u64,
+                size: info.size as u64,
+                base_offset: next,
+                last_offset: last,
+                max_timestamp: info.max_timestamp,
+            });
+            max_timestamp = max_timestamp.max(info.max_timestamp);
+            next = last + 1;
+        }
+        let written = self.active().file().append(&buf);
+        if buf.capacity() > APPEND_BUFFER_RETAIN_BYTES {
+            buf = Vec::new();
+        }
+        self.append_buf = buf;
+        if let Err(e) = written {
+            // Restore the previous end; the tracked state was not touched yet.
+            let _ = self.active().file().truncate(size_before);
+            return Err(AppendError::Storage(e));
+        }
+        let interval = self.config.index_interval_bytes;
+        let seg = self.active_mut();
+        for b in stored {
+            seg.track_batch(b, interval);
+        }
+        assert_eq!(
+            self.log_end_offset(),
+            next,
+            "log end must follow the last offset"
+        );
+        assert_eq!(self.active().size_bytes(), size_before + total);
+        self.check_invariants();
+        Ok(AppendInfo {
+            base_offset: log_end_before,
+            last_offset: next - 1,
+            max_timestamp,
+            bytes: batches.len(),
+            batches: infos.len(),
+        })
+    }
+
+    fn maybe_roll(&mut self, bytes: u64, count: i64, now_ms: i64) -> io::Result<()> {
+        let seg = self.active();
+        if seg.is_empty() {
+            return Ok(());
+        }
+        let roll = seg.size_bytes() + bytes > self.config.segment_bytes
+            || now_ms - seg.created_ms() > self.config.segment_ms
+            || seg.index_full()
+            || !seg.offsets_fit(count)
+            || seg.size_bytes() + bytes > SEGMENT_POSITION_MAX;
+        if roll {
+            self.roll(now_ms)?;
+        }
+        Ok(())
+    }
+
+    /// Starts a new active segment at the log end (persisting the old one's indexes).
+    pub fn roll(&mut self, now_ms: i64) -> io::Result<()> {
+        if self.active().is_empty() {
+            return Ok(());
+        }
+        let base = self.log_end_offset();
+        let (storage, dir) = (&self.storage, &self.dir);
+        let old = self.segments.values_mut().next_back().unwrap();
+        old.write_indexes(storage, dir)?;
+        self.index_files_unsynced.insert(old.base_offset());
+        self.create_segment(base, now_ms)?;
+        self.check_invariants();
+        Ok(())
+    }
+
+    fn create_segment(&mut self, base: i64, now_ms: i64) -> io::Result<()> {
+        assert!(self.segments.keys().next_back().map_or(true, |b| *b < base));
+        let file = self
+            .storage
+            .open(&self.dir.join(segment_file_name(base, LOG_SUFFIX)))?;
+        if !file.is_empty() {
+            file.truncate(0)?; // a leftover that deletion missed
+        }
+        self.storage.sync_dir(&self.dir)?;
+        self.segments
+            .insert(base, LogSegment::new(file, base, now_ms));
+        Ok(())
+    }
+
+    /// Whole stored batches from the one containing `offset`, none with base >= `max_offset`,
+    /// up to `max_bytes` but at least one batch (KIP-74). May span segments.
+    pub fn read(&self, offset: i64, max_bytes: usize, max_offset: i64) -> Result<Bytes, ReadError> {
+        let log_end = self.log_end_offset();
+        if offset < self.log_start_offset || offset > log_end {
+            return Err(ReadError::OffsetOutOfRange {
+                offset,
+                log_start_offset: self.log_start_offset,
+                log_end_offset: log_end,
+            });
+        }
+        if offset >= max_offset || offset == log_end {
+            return Ok(Bytes::new());
+        }
+        let first_base = *self
+            .segments
+            .range(..=offset)
+            .next_back()
+            .expect("offset >= log start >= first base")
+            .0;
+        let mut out: Vec<u8> = Vec::new();
+        let mut used = 0usize;
+        for seg in self.segments.range(first_base..).map(|(_, s)| s) {
+            let start = if seg.base_offset() == first_base {
+                match seg.find_batch(offset)? {
+                    Some(b) => b.pos,
+                    None => seg.size_bytes(),
+                }
+            } else {
+                0
+            };
+            let mut pos = start;
+            let mut done = false;
+            while pos < seg.size_bytes() {
+                let b = seg.header(pos)?;
+                if b.base_offset >= max_offset || (used > 0 && used + b.size as usize > max_bytes) {
+                    done = true;
+                    break;
+                }
+                used += b.size as usize;
+                pos += b.size;
+            }
+            if pos > start {
+                seg.read_range(start, pos - start, &mut out)?;
+            }
+            if done {
+                break;
+            }
+        }
+        debug_assert_eq!(out.len(), used);
+        Ok(Bytes::from(out))
+    }
+
+    /// None if nothing is unsynced. Sync the ticket's files without holding the log, then
+    /// pass it to `complete_flush`.
+    pub fn prepare_flush(&self) -> Option<FlushTicket<S::File>> {
+        let log_end = self.log_end_offset();
+        assert!(self.durable_offset <= log_end);
+        if self.durable_offset == log_end {
+            return None;
+        }
+        let files = self
+            .segments
+            .values()
+            .filter(|s| s.next_offset() > self.durable_offset && !s.is_empty())
+            .map(|s| s.file().clone())
+            .collect();
+        Some(FlushTicket {
+            files,
+            upto: log_end,
+            generation: self.generation,
+        })
+    }
+
+    /// Records a synced ticket; a ticket prepared before a truncation is ignored.
+    pub fn complete_flush(&mut self, ticket: &FlushTicket<S::File>) {
+        if ticket.generation != self.generation {
+            return;
+        }
+        assert!(
+            ticket.upto <= self.log_end_offset(),
+            "ticket beyond log end without truncation"
+        );
+        self.durable_offset = self.durable_offset.max(ticket.upto);
+        self.check_invariants();
+    }
+
+    /// Syncs everything now (prepare + sync + complete).
+    pub fn flush(&mut self) -> io::Result<()> {
+        if let Some(t) = self.prepare_flush() {
+            t.sync()?;
+            self.complete_flush(&t);
+        }
+        Ok(())
+    }
+
+    /// (offset, timestamp) of the first batch at or after the log start whose max timestamp
+    /// is >= `ts_ms` (offset = its base offset, clamped to the log start).
+    pub fn offset_for_timestamp(&self, ts_ms: i64) -> io::Result<Option<(i64, i64)>> {
+        for seg in self.segments.values() {
+            if let Some(b) = seg.find_by_timestamp(ts_ms, self.log_start_offset)? {
+                return Ok(Some((
+                    b.base_offset.max(self.log_start_offset),
+                    b.max_timestamp,
+                )));
+            }
+        }
+        Ok(None)
+    }
+
+    /// (offset, timestamp) of the largest timestamp: the base offset of the first batch
+    /// carrying it, clamped to the log start. None for an empty log.
+    pub fn max_timestamp(&self) -> Option<(i64, i64)> {
+        let mut best: Option<(i64, i64)> = None;
+        for seg in self.segments.values() {
+            if seg.is_empty() || seg.next_offset() <= self.log_start_offset {
+                continue;
+            }
+            if best.map_or(true, |(_, t)| seg.max_timestamp() > t) {
+                best = Some((
+                    seg.offset_of_max_timestamp().max(self.log_start_offset),
+                    seg.max_timestamp(),
+                ));
+            }
+        }
+        best
+    }
+
+    /// Drops everything at and above `offset` (a batch boundary or the log end), durably.
+    /// Below the log start it empties the log and restarts it at `offset`.
+    pub fn truncate_to(&mut self, offset: i64) -> io::Result<()> {
+        if offset < self.log_start_offset {
+            return self.truncate_fully_and_start_at(offset);
+        }
+        if offset >= self.log_end_offset() {
+            return Ok(());
+        }
+        let doomed: Vec<i64> = self.segments.range(offset + 1..).map(|(b, _)| *b).collect();
+        for base in doomed.into_iter().rev() {
+            self.segments.remove(&base);
+            self.index_files_unsynced.remove(&base);
+            remove_segment_files(&self.storage, &self.dir, base)?;
+        }
+        let interval = self.config.index_interval_bytes;
+        self.active_mut().truncate_to(offset, interval)?;
+        assert_eq!(self.log_end_offset(), offset);
+        // Make the truncation and everything below it durable.
+        for seg in self.segments.values() {
+            if seg.next_offset() >= self.durable_offset.min(offset) {
+                seg.file().sync()?;
+            }
+        }
+        self.storage.sync_dir(&self.dir)?;
+        self.generation += 1;
+        self.durable_offset = offset;
+        self.check_invariants();
+        Ok(())
+    }
+
+    /// Deletes every segment and restarts the log empty at `offset` (LogStartOffset too).
+    pub fn truncate_fully_and_start_at(&mut self, offset: i64) -> io::Result<()> {
+        assert!(offset >= 0);
+        let now_ms = self.active().created_ms();
+        let mut report = RecoveryReport::default();
+        self.write_log_start_checkpoint(offset)?;
+        self.remove_all_segments(&mut report)?;
+        self.create_segment(offset, now_ms)?;
+        self.log_start_offset = offset;
+        self.generation += 1;
+        self.durable_offset = offset;
+        self.check_invariants();
+        Ok(())
+    }
+
+    fn remove_all_segments(&mut self, report: &mut RecoveryReport) -> io::Result<()> {
+        let bases: Vec<i64> = self.segments.keys().copied().collect();
+        for base in bases {
+            let seg = self.segments.remove(&base).unwrap();
+            report.truncated_bytes += seg.size_bytes();
+            report.segments_removed += 1;
+            self.index_files_unsynced.remove(&base);
+            remove_segment_files(&self.storage, &self.dir, base)?;
+        }
+        self.storage.sync_dir(&self.dir)
+    }
+
+    /// Deletes whole old segments (never the active one) by retention_ms (max timestamp older
+    /// than now - retention_ms), retention_bytes (log larger than the limit) and the log start
+    /// offset, advancing and checkpointing the log start.
+    pub fn apply_retention(&mut self, now_ms: i64) -> io::Result<RetentionReport> {
+        let inactive: Vec<&LogSegment<S::File>> = self
+            .segments
+            .values()
+            .take(self.segments.len() - 1)
+            .collect();
+        let by_time = if self.config.retention_ms < 0 {
+            0
+        } else {
+            inactive
+                .iter()
+                .take_while(|s| now_ms - s.max_timestamp() > self.config.retention_ms)
+                .count()
+        };
+        let by_bytes = if self.config.retention_bytes < 0 {
+            0
+        } else {
+            let mut excess = self.size_bytes() as i64 - self.config.retention_bytes;
+            inactive
+                .iter()
+                .take_while(|s| {
+                    let fits = excess - s.size_bytes() as i64 >= 0;
+                    if fits {
+                        excess -= s.size_bytes() as i64;
+                    }
+                    fits
+                })
+                .count()
+        };
+        let by_start = inactive
+            .iter()
+            .take_while(|s| s.next_offset() <= self.log_start_offset)
+            .count();
+        let n = by_time.max(by_bytes).max(by_start);
+        self.delete_oldest_segments(n)
+    }
+
+    /// Advances the LogStartOffset to `offset` (<= log end) and deletes segments wholly below.
+    pub fn delete_records_before(&mut self, offset: i64) -> io::Result<RetentionReport> {
+        if offset > self.log_end_offset() {
+            return Err(invalid_input(format!(
+                "delete_records_before({offset}) beyond log end {}",
+                self.log_end_offset()
+            )));
+        }
+        if offset > self.log_start_offset {
+            self.write_log_start_checkpoint(offset)?;
+            self.log_start_offset = offset;
+        }
+        let n = self
+            .segments
+            .values()
+            .take(self.segments.len() - 1)
+            .take_while(|s| s.next_offset() <= self.log_start_offset)
+            .count();
+        self.delete_oldest_segments(n)
+    }
+
+    fn delete_oldest_segments(&mut self, n: usize) -> io::Result<RetentionReport> {
+        assert!(n < self.segments.len(), "never delete the active segment");
+        let mut report = RetentionReport {
+            log_start_offset: self.log_start_offset,
+            ..RetentionReport::default()
+        };
+        if n == 0 {
+            return Ok(report);
+        }
+        let doomed: Vec<i64> = self.segments.keys().take(n).copied().collect();
+        let new_first = *self.segments.keys().nth(n).unwrap();
+        let new_start = self.log_start_offset.max(new_first);
+        if new_start != self.log_start_offset {
+            // Checkpoint first: a crash before the deletions just redoes them at open.
+            self.write_log_start_checkpoint(new_start)?;
+            self.log_start_offset = new_start;
+        }
+        for base in doomed {
+            let seg = self.segments.remove(&base).unwrap();
+            report.segments_deleted += 1;
+            report.bytes_deleted += seg.size_bytes();
+            self.index_files_unsynced.remove(&base);
+            remove_segment_files(&self.storage, &self.dir, base)?;
+        }
+        self.storage.sync_dir(&self.dir)?;
+        report.log_start_offset = self.log_start_offset;
+        self.check_invariants();
+        Ok(report)
+    }
+
+    fn write_log_start_checkpoint(&self, offset: i64) -> io::Result<()> {
+        let mut buf = offset.to_be_bytes().to_vec();
+        buf.extend_from_slice(&crc32c::crc32c(&offset.to_be_bytes()).to_be_bytes());
+        let f = self.storage.open(&self.dir.join(LOG_START_OFFSET_FILE))?;
+        f.truncate(0)?;
+        f.append(&buf)?;
+        f.sync()
+    }
+
+    pub fn set_config(&mut self, config: LogConfig) {
+        config.validate().expect("invalid LogConfig");
+        self.config = config;
+    }
+
+    /// Syncs everything, persists indexes, writes the clean-shutdown marker. The log refuses
+    /// appends afterwards: nothing may follow the marker.
+    pub fn close(&mut self) -> io::Result<()> {
+        self.closed = true;
+        for seg in self.segments.values() {
+            seg.file().sync()?;
+        }
+        self.durable_offset = self.log_end_offset();
+        let (storage, dir) = (&self.storage, &self.dir);
+        for seg in self.segments.values_mut() {
+            if seg.indexes_dirty() {
+                seg.write_indexes(storage, dir)?;
+                self.index_files_unsynced.insert(seg.base_offset());
+            }
+        }
+        for base in &self.index_files_unsynced {
+            for suffix in [INDEX_SUFFIX, TIME_INDEX_SUFFIX] {
+                storage
+                    .open(&dir.join(segment_file_name(*base, suffix)))?
+                    .sync()?;
+            }
+        }
+        storage.sync_dir(dir)?;
+        storage.open(&dir.join(CLEAN_SHUTDOWN_FILE))?;
+        storage.sync_dir(dir)
+    }
+
+    /// Removes the whole directory.
+    pub fn delete(self) -> io::Result<()> {
+        self.storage.remove_dir_all(&self.dir)
+    }
+
+    fn check_invariants(&self) {
+        let log_end = self.log_end_offset();
+        assert!(self.log_start_offset <= log_end, "log start beyond log end");
+        assert!(
+            self.durable_offset <= log_end,
+            "durable offset beyond log end"
+        );
+        if cfg!(debug_assertions) {
+            let first = self.segments.values().next().unwrap();
+            assert!(first.base_offset() <= self.log_start_offset);
+            let mut expected = first.base_offset();
+            for seg in self.segments.values() {
+                assert_eq!(seg.base_offset(), expected, "segments must be contiguous");
+                assert!(seg.next_offset() >= seg.base_offset());
+                assert_eq!(seg.size_bytes(), seg.file().len());
+                expected = seg.next_offset();
+            }
+        }
+    }
+}
+
+fn remove_segment_files<S: Storage>(storage: &S, dir: &Path, base: i64) -> io::Result<()> {
+    storage.remove(&dir.join(segment_file_name(base, LOG_SUFFIX)))?;
+    for suffix in [INDEX_SUFFIX, TIME_INDEX_SUFFIX] {
+        let p = dir.join(segment_file_name(base, suffix));
+        if storage.exists(&p) {
+            storage.remove(&p)?;
+        }
+    }
+    Ok(())
+}
+
+fn read_small_file<S: Storage>(storage: &S, path: &Path, max: u64) -> io::Result<Option<Vec<u8>>> {
+    if !storage.exists(path) {
+        return Ok(None);
+    }
+    let f = storage.open(path)?;
+    if f.len() > max {
+        return Ok(None);
+    }
+    let mut buf = vec![0u8; f.len() as usize];
+    f.read_at(0, &mut buf)?;
+    Ok(Some(buf))
+}
+
+fn read_indexes<S: Storage>(
+    storage: &S,
+    dir: &Path,
+    base: i64,
+    segment_bytes: u64,
+) -> io::Result<Result<(OffsetIndex, TimeIndex), String>> {
+    let oi = read_small_file(
+        storage,
+        &dir.join(segment_file_name(base, INDEX_SUFFIX)),
+        INDEX_FILE_BYTES_MAX,
+    )?;
+    let ti = read_small_file(
+        storage,
+        &dir.join(segment_file_name(base, TIME_INDEX_SUFFIX)),
+        INDEX_FILE_BYTES_MAX,
+    )?;
+    let (Some(oi), Some(ti)) = (oi, ti) else {
+        return Ok(Err("index files missing".into()));
+    };
+    let oi = match OffsetIndex::decode(&oi, segment_bytes) {
+        Ok(i) => i,
+        Err(e) => return Ok(Err(e)),
+    };
+    Ok(TimeIndex::decode(&ti).map(|ti| (oi, ti)))
+}
+
+fn read_log_start_checkpoint<S: Storage>(
+    storage: &S,
+    dir: &Path,
+    notes: &mut Vec<String>,
+) -> io::Result<Option<i64>> {
+    let Some(buf) = read_small_file(storage, &dir.join(LOG_START_OFFSET_FILE), 64)? else {
+        return Ok(None);
+    };
+    if buf.len() == 12 {
+        let offset = i64::from_be_bytes(buf[..8].try_into().unwrap());
+        let crc = u32::from_be_bytes(buf[8..].try_into().unwrap());
+        if crc == crc32c::crc32c(&buf[..8]) && offset >= 0 {
+            return Ok(Some(offset));
+        }
+    }
+    notes.push("ignoring a damaged log-start-offset checkpoint".into());
+    Ok(None)
+}
+
+#[cfg(test)]
+mod tests;

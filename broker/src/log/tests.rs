@@ -1,0 +1,900 @@
+//! Tests of `Log`: appends, reads, rolls, retention, indexes, timestamps, truncation, flush
+//! bookkeeping, crash recovery on both storages, and a model-based property test.
+
+use super::batch::RecordBatchHeader;
+use super::testutil::simple_batch;
+use super::*;
+use crate::storage::{FileStorage, MemStorage, Storage, StorageFile, TornWrite};
+
+const T0: i64 = 1_700_000_000_000;
+
+fn small_config() -> LogConfig {
+    LogConfig {
+        segment_bytes: 1000,
+        segment_ms: 1_000_000,
+        retention_ms: -1,
+        retention_bytes: -1,
+        index_interval_bytes: 100,
+        max_message_bytes: 1 << 20,
+    }
+}
+
+fn mem_log(config: LogConfig) -> (MemStorage, Log<MemStorage>) {
+    let s = MemStorage::new();
+    let (log, report) = Log::open(s.clone(), PathBuf::from("/data/t-0"), config, T0).unwrap();
+    assert!(!report.clean_shutdown);
+    assert_eq!(log.log_end_offset(), 0);
+    (s, log)
+}
+
+/// A batch of `records` records with `value_bytes`-byte values.
+fn batch(ts: i64, records: usize, value_bytes: usize) -> Vec<u8> {
+    let v = vec![b'v'; value_bytes];
+    let values: Vec<&[u8]> = (0..records).map(|_| v.as_slice()).collect();
+    simple_batch(ts, &values)
+}
+
+/// (base offset, last offset, size) of every batch in a read result; checks CRCs.
+fn split(bytes: &[u8]) -> Vec<(i64, i64, usize)> {
+    let mut out = Vec::new();
+    let mut pos = 0;
+    while pos < bytes.len() {
+        let h = RecordBatchHeader::parse(&bytes[pos..]).unwrap();
+        let size = h.total_size() as usize;
+        assert!(crc_ok(&bytes[pos..pos + size]));
+        out.push((h.base_offset(), h.last_offset(), size));
+        pos += size;
+    }
+    assert_eq!(pos, bytes.len());
+    out
+}
+
+fn read_all<S: Storage>(log: &Log<S>) -> Vec<(i64, i64, usize)> {
+    let start = log.log_start_offset();
+    split(&log.read(start, usize::MAX, i64::MAX).unwrap())
+}
+
+#[test]
+fn append_assigns_offsets_and_patches_headers() {
+    let (_s, mut log) = mem_log(LogConfig::default());
+    let mut req = batch(T0, 3, 10);
+    req.extend(batch(T0 + 5, 2, 10));
+    let info = log.append(&req, 7, T0).unwrap();
+    assert_eq!(
+        (info.base_offset, info.last_offset, info.batches),
+        (0, 4, 2)
+    );
+    assert_eq!(info.max_timestamp, T0 + 5 + 1);
+    assert_eq!(info.bytes, req.len());
+    let info = log.append(&batch(T0, 1, 1), 8, T0).unwrap();
+    assert_eq!((info.base_offset, info.last_offset), (5, 5));
+    assert_eq!(log.log_end_offset(), 6);
+    let data = log.read(0, usize::MAX, i64::MAX).unwrap();
+    let got: Vec<(i64, i64)> = split(&data).iter().map(|(b, l, _)| (*b, *l)).collect();
+    assert_eq!(got, vec![(0, 2), (3, 4), (5, 5)]);
+    let h = RecordBatchHeader::parse(&data).unwrap();
+    assert_eq!(h.partition_leader_epoch(), 7);
+    // Apart from the patched fields, stored bytes equal the request.
+    let first = split(&data)[0].2;
+    assert_eq!(&data[16..first], &req[16..first]);
+    assert_eq!(&data[first + 16..req.len()], &req[first + 16..]);
+    assert_eq!(&data[first..first + 8], &3i64.to_be_bytes());
+    assert_eq!(&data[first + 12..first + 16], &7i32.to_be_bytes());
+}
+
+#[test]
+fn invalid_requests_append_nothing() {
+    let (_s, mut log) = mem_log(LogConfig::default());
+    let mut req = batch(T0, 1, 1);
+    let mut bad = batch(T0, 1, 1);
+    let n = bad.len();
+    bad[n - 1] ^= 0xff;
+    req.extend(bad);
+    assert!(matches!(
+        log.append(&req, 0, T0),
+        Err(AppendError::CorruptMessage(_))
+    ));
+    assert_eq!(log.log_end_offset(), 0);
+    assert_eq!(log.size_bytes(), 0);
+    log.set_config(LogConfig {
+        max_message_bytes: 100,
+        ..LogConfig::default()
+    });
+    assert!(matches!(
+        log.append(&batch(T0, 1, 200), 0, T0),
+        Err(AppendError::MessageTooLarge(_))
+    ));
+}
+
+#[test]
+fn reads_respect_max_offset_ranges_and_kip74() {
+    let (_s, mut log) = mem_log(small_config());
+    for i in 0..10 {
+        log.append(&batch(T0 + i, 2, 50), 0, T0).unwrap();
+    }
+    assert_eq!(log.log_end_offset(), 20);
+    // Offset inside a batch starts with that batch.
+    let r = split(&log.read(5, usize::MAX, i64::MAX).unwrap());
+    assert_eq!(r[0].0, 4);
+    assert_eq!(r.last().unwrap().1, 19);
+    // High watermark bounds the read (no batch with base >= 10).
+    let r = split(&log.read(5, usize::MAX, 10).unwrap());
+    assert_eq!(r.iter().map(|b| b.0).collect::<Vec<_>>(), vec![4, 6, 8]);
+    // A hw inside a batch excludes batches whose base >= hw only.
+    let r = split(&log.read(5, usize::MAX, 9).unwrap());
+    assert_eq!(r.last().unwrap().0, 8);
+    assert!(log.read(10, 100, 10).unwrap().is_empty());
+    assert!(log.read(20, 100, i64::MAX).unwrap().is_empty());
+    assert!(matches!(
+        log.read(21, 100, i64::MAX),
+        Err(ReadError::OffsetOutOfRange { .. })
+    ));
+    assert!(matches!(
+        log.read(-1, 100, i64::MAX),
+        Err(ReadError::OffsetOutOfRange { .. })
+    ));
+    // KIP-74: one whole batch even if bigger than max_bytes; then only what fits.
+    let size = split(&log.read(0, usize::MAX, i64::MAX).unwrap())[0].2;
+    assert_eq!(split(&log.read(0, 1, i64::MAX).unwrap()).len(), 1);
+    assert_eq!(split(&log.read(0, 2 * size, i64::MAX).unwrap()).len(), 2);
+    assert_eq!(
+        split(&log.read(0, 2 * size - 1, i64::MAX).unwrap()).len(),
+        1
+    );
+}
+
+#[test]
+fn rolls_by_size_and_reads_across_segments() {
+    let (s, mut log) = mem_log(small_config());
+    for i in 0..30 {
+        log.append(&batch(T0 + i, 1, 100), 0, T0).unwrap(); // 170-byte batches
+    }
+    assert!(log.segment_count() >= 5);
+    let bases = log.segment_base_offsets();
+    assert_eq!(bases[0], 0);
+    for b in &bases {
+        let p = log.dir().join(format!("{b:020}.log"));
+        assert!(s.exists(&p), "{p:?}");
+    }
+    for seg in log.segments.values() {
+        assert!(seg.size_bytes() <= 1000);
+    }
+    // A read spanning every segment.
+    let r = read_all(&log);
+    assert_eq!(r.len(), 30);
+    assert!(r.iter().enumerate().all(|(i, b)| b.0 == i as i64));
+    // Rolled segments have index files.
+    assert!(s.exists(&log.dir().join("00000000000000000000.index")));
+    assert!(s.exists(&log.dir().join("00000000000000000000.timeindex")));
+}
+
+#[test]
+fn rolls_by_age() {
+    let mut cfg = small_config();
+    cfg.segment_ms = 100;
+    cfg.segment_bytes = 1 << 20;
+    let (_s, mut log) = mem_log(cfg);
+    log.append(&batch(T0, 1, 1), 0, T0).unwrap();
+    log.append(&batch(T0, 1, 1), 0, T0 + 100).unwrap();
+    assert_eq!(log.segment_count(), 1);
+    log.append(&batch(T0, 1, 1), 0, T0 + 101).unwrap();
+    assert_eq!(log.segment_base_offsets(), vec![0, 2]);
+    // An empty active segment never rolls.
+    log.roll(T0 + 200).unwrap();
+    log.roll(T0 + 300).unwrap();
+    assert_eq!(log.segment_base_offsets(), vec![0, 2, 3]);
+}
+
+#[test]
+fn retention_by_time_advances_log_start_and_survives_restart() {
+    let mut cfg = small_config();
+    cfg.retention_ms = 1000;
+    let (s, mut log) = mem_log(cfg.clone());
+    for i in 0..20 {
+        log.append(&batch(T0 + i * 100, 1, 100), 0, T0).unwrap();
+    }
+    let bases = log.segment_base_offsets();
+    assert!(bases.len() >= 3);
+    // Nothing expired yet.
+    assert_eq!(log.apply_retention(T0 + 1000).unwrap().segments_deleted, 0);
+    // At now = T0 + 2000, batches with ts < T0 + 1000 are expired: segments whose max < that.
+    let report = log.apply_retention(T0 + 2000).unwrap();
+    assert!(report.segments_deleted >= 1);
+    let start = log.log_start_offset();
+    assert_eq!(start, log.segment_base_offsets()[0]);
+    assert_eq!(report.log_start_offset, start);
+    assert!(start > 0);
+    for seg in log.segments.values().take(log.segment_count() - 1) {
+        assert!(seg.max_timestamp() >= T0 + 1000);
+    }
+    assert!(!s.exists(&log.dir().join("00000000000000000000.log")));
+    assert!(!s.exists(&log.dir().join("00000000000000000000.index")));
+    assert!(matches!(
+        log.read(0, 100, i64::MAX),
+        Err(ReadError::OffsetOutOfRange { .. })
+    ));
+    assert_eq!(read_all(&log)[0].0, start);
+    // Way later: everything but the active segment goes.
+    log.apply_retention(T0 + 1_000_000).unwrap();
+    assert_eq!(log.segment_count(), 1);
+    let start = log.log_start_offset();
+    log.close().unwrap();
+    let (log, report) = Log::open(s.clone(), PathBuf::from("/data/t-0"), cfg, T0).unwrap();
+    assert!(report.clean_shutdown);
+    assert_eq!(log.log_start_offset(), start);
+    assert_eq!(log.log_end_offset(), 20);
+}
+
+#[test]
+fn retention_by_bytes() {
+    let mut cfg = small_config();
+    cfg.retention_bytes = 2000;
+    let (_s, mut log) = mem_log(cfg);
+    for i in 0..40 {
+        log.append(&batch(T0 + i, 1, 100), 0, T0).unwrap();
+    }
+    let before = log.size_bytes();
+    let r = log.apply_retention(T0).unwrap();
+    assert!(r.segments_deleted > 0);
+    assert_eq!(log.size_bytes(), before - r.bytes_deleted);
+    // Deleting one more segment would drop below the limit... or hit the active segment.
+    let first = log.segments.values().next().unwrap().size_bytes();
+    assert!(log.size_bytes() - first < 2000 || log.segment_count() == 1);
+    assert_eq!(log.log_start_offset(), log.segment_base_offsets()[0]);
+}
+
+#[test]
+fn delete_records_before_moves_log_start() {
+    let (_s, mut log) = mem_log(small_config());
+    for i in 0..20 {
+        log.append(&batch(T0 + i, 1, 100), 0, T0).unwrap();
+    }
+    log.delete_records_before(7).unwrap();
+    assert_eq!(log.log_start_offset(), 7);
+    assert!(log.segment_base_offsets()[0] <= 7);
+    assert_eq!(read_all(&log)[0].0, 7);
+    assert!(log.delete_records_before(21).is_err());
+    log.delete_records_before(20).unwrap();
+    assert_eq!(log.segment_count(), 1);
+    assert_eq!(log.log_start_offset(), 20);
+}
+
+#[test]
+fn index_lookups_find_every_offset() {
+    let mut cfg = small_config();
+    cfg.segment_bytes = 100_000;
+    cfg.index_interval_bytes = 300;
+    let (_s, mut log) = mem_log(cfg);
+    for i in 0..100 {
+        log.append(&batch(T0 + i, 1 + (i as usize % 3), 40), 0, T0)
+            .unwrap();
+    }
+    let seg = log.segments.values().next().unwrap();
+    assert!(seg.offset_index().len() > 10);
+    let e = seg.offset_index().entries();
+    assert!(e.windows(2).all(|w| w[0].0 < w[1].0 && w[0].1 < w[1].1));
+    let all = read_all(&log);
+    for (base, last, _) in &all {
+        for o in *base..=*last {
+            let r = split(&log.read(o, 1, i64::MAX).unwrap());
+            assert_eq!(r[0].0, *base, "offset {o}");
+        }
+    }
+}
+
+#[test]
+fn offset_for_timestamp_matches_brute_force() {
+    let (_s, mut log) = mem_log(small_config());
+    // Non-monotonic timestamps.
+    let ts: Vec<i64> = (0..40).map(|i| T0 + ((i * 37) % 23) * 10 + i).collect();
+    for t in &ts {
+        log.append(&batch(*t, 2, 60), 0, T0).unwrap();
+    }
+    let stored: Vec<(i64, i64)> = ts
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (2 * i as i64, t + 1))
+        .collect();
+    for target in (T0 - 5..T0 + 300).step_by(3) {
+        let want = stored.iter().find(|(_, m)| *m >= target).copied();
+        assert_eq!(
+            log.offset_for_timestamp(target).unwrap(),
+            want,
+            "target {target}"
+        );
+    }
+    let max = stored.iter().map(|(_, m)| *m).max().unwrap();
+    let first_max = stored.iter().find(|(_, m)| *m == max).unwrap().0;
+    assert_eq!(log.max_timestamp(), Some((first_max, max)));
+    assert_eq!(log.offset_for_timestamp(max + 1).unwrap(), None);
+    // Survives a clean restart (time index reloaded).
+    let s = log.storage.clone();
+    log.close().unwrap();
+    let (log, r) = Log::open(s, PathBuf::from("/data/t-0"), small_config(), T0).unwrap();
+    assert!(r.clean_shutdown);
+    assert_eq!(r.segments_rebuilt, 0, "{r:?}");
+    for target in (T0 - 5..T0 + 300).step_by(7) {
+        let want = stored.iter().find(|(_, m)| *m >= target).copied();
+        assert_eq!(log.offset_for_timestamp(target).unwrap(), want);
+    }
+    assert_eq!(log.max_timestamp(), Some((first_max, max)));
+}
+
+#[test]
+fn truncate_to_then_append() {
+    let (s, mut log) = mem_log(small_config());
+    for i in 0..20 {
+        log.append(&batch(T0 + i, 2, 100), 0, T0).unwrap();
+    }
+    let segs = log.segment_count();
+    log.truncate_to(14).unwrap();
+    assert_eq!(log.log_end_offset(), 14);
+    assert_eq!(log.durable_offset(), 14);
+    assert!(log.segment_count() < segs);
+    assert_eq!(read_all(&log).last().unwrap().1, 13);
+    let info = log.append(&batch(T0, 1, 1), 1, T0).unwrap();
+    assert_eq!(info.base_offset, 14);
+    // No-op at or beyond the end.
+    log.truncate_to(100).unwrap();
+    assert_eq!(log.log_end_offset(), 15);
+    // Truncation is durable; a crash right after keeps exactly the truncated log.
+    log.truncate_to(4).unwrap();
+    drop(log);
+    s.crash(TornWrite::DropUnsynced);
+    let (log, _) = Log::open(s, PathBuf::from("/data/t-0"), small_config(), T0).unwrap();
+    assert_eq!(log.log_end_offset(), 4);
+}
+
+#[test]
+#[should_panic(expected = "batch boundary")]
+fn truncate_to_mid_batch_panics() {
+    let (_s, mut log) = mem_log(small_config());
+    log.append(&batch(T0, 3, 1), 0, T0).unwrap();
+    log.append(&batch(T0, 3, 1), 0, T0).unwrap();
+    log.truncate_to(1).unwrap();
+}
+
+#[test]
+fn truncate_below_log_start_restarts_there() {
+    let (_s, mut log) = mem_log(small_config());
+    for i in 0..20 {
+        log.append(&batch(T0 + i, 1, 100), 0, T0).unwrap();
+    }
+    log.delete_records_before(10).unwrap();
+    log.truncate_to(5).unwrap();
+    assert_eq!((log.log_start_offset(), log.log_end_offset()), (5, 5));
+    assert_eq!(log.append(&batch(T0, 1, 1), 0, T0).unwrap().base_offset, 5);
+}
+
+#[test]
+fn storage_errors_leave_the_log_consistent() {
+    let (s, mut log) = mem_log(small_config());
+    log.append(&batch(T0, 1, 10), 0, T0).unwrap();
+    s.set_disk_full(true);
+    match log.append(&batch(T0, 1, 10), 0, T0) {
+        Err(AppendError::Storage(e)) => assert_eq!(e.raw_os_error(), Some(28)),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(log.log_end_offset(), 1);
+    s.set_disk_full(false);
+    assert_eq!(log.append(&batch(T0, 1, 10), 0, T0).unwrap().base_offset, 1);
+    let path = log.dir().join("00000000000000000000.log");
+    s.fail_reads(&path, true).unwrap();
+    assert!(matches!(
+        log.read(0, 100, i64::MAX),
+        Err(ReadError::Storage(_))
+    ));
+    s.fail_reads(&path, false).unwrap();
+    assert_eq!(read_all(&log).len(), 2);
+}
+
+#[test]
+fn flush_tickets() {
+    let (s, mut log) = mem_log(small_config());
+    assert!(log.prepare_flush().is_none());
+    for i in 0..10 {
+        log.append(&batch(T0 + i, 1, 100), 0, T0).unwrap();
+    }
+    let t = log.prepare_flush().unwrap();
+    assert_eq!(t.upto(), 10);
+    assert_eq!(t.files().len(), log.segment_count());
+    log.append(&batch(T0, 1, 100), 0, T0).unwrap();
+    t.sync().unwrap();
+    log.complete_flush(&t);
+    assert_eq!(log.durable_offset(), 10);
+    let t2 = log.prepare_flush().unwrap();
+    assert_eq!(t2.files().len(), 1);
+    // A truncation in between makes the ticket stale.
+    log.truncate_to(9).unwrap();
+    log.append(&batch(T0, 1, 100), 0, T0).unwrap();
+    log.append(&batch(T0, 1, 100), 0, T0).unwrap();
+    t2.sync().unwrap();
+    log.complete_flush(&t2);
+    assert_eq!(log.durable_offset(), 9);
+    log.flush().unwrap();
+    assert_eq!(log.durable_offset(), 11);
+    drop(log);
+    s.crash(TornWrite::DropUnsynced);
+    let (log, _) = Log::open(s, PathBuf::from("/data/t-0"), small_config(), T0).unwrap();
+    assert_eq!(log.log_end_offset(), 11);
+}
+
+#[test]
+fn clean_shutdown_fast_path() {
+    let (s, mut log) = mem_log(small_config());
+    for i in 0..30 {
+        log.append(&batch(T0 + i, 1 + i as usize % 2, 80), 0, T0)
+            .unwrap();
+    }
+    let indexes: Vec<(OffsetIndex, TimeIndex)> = log
+        .segments
+        .values()
+        .map(|s| (s.offset_index().clone(), s.time_index().clone()))
+        .collect();
+    let end = log.log_end_offset();
+    let dir = log.dir().to_path_buf();
+    log.close().unwrap();
+    assert!(s.exists(&dir.join(CLEAN_SHUTDOWN_FILE)));
+    let (log, r) = Log::open(s.clone(), dir.clone(), small_config(), T0).unwrap();
+    assert!(r.clean_shutdown);
+    assert_eq!(r.segments_rebuilt, 0, "{r:?}");
+    assert_eq!((r.truncated_bytes, r.segments_removed), (0, 0));
+    assert!(!s.exists(&dir.join(CLEAN_SHUTDOWN_FILE)));
+    assert_eq!(log.log_end_offset(), end);
+    assert_eq!(log.durable_offset(), end);
+    let loaded: Vec<(OffsetIndex, TimeIndex)> = log
+        .segments
+        .values()
+        .map(|s| (s.offset_index().clone(), s.time_index().clone()))
+        .collect();
+    assert_eq!(loaded, indexes);
+    // The marker is gone, so a crash now means a full (unclean) recovery.
+    drop(log);
+    s.crash(TornWrite::DropUnsynced);
+    let (mut log, r) = Log::open(s.clone(), dir.clone(), small_config(), T0).unwrap();
+    assert!(!r.clean_shutdown);
+    assert_eq!(r.segments_rebuilt, log.segment_count());
+    assert_eq!(log.log_end_offset(), end);
+    // Damaged index files after a clean shutdown are rebuilt, not trusted.
+    log.close().unwrap();
+    let f = s.open(&dir.join("00000000000000000000.index")).unwrap();
+    f.truncate(3).unwrap();
+    let (log, r) = Log::open(s, dir, small_config(), T0).unwrap();
+    assert_eq!(r.segments_rebuilt, 1);
+    assert_eq!(log.log_end_offset(), end);
+}
+
+#[test]
+fn delete_removes_the_directory() {
+    let (s, mut log) = mem_log(small_config());
+    log.append(&batch(T0, 1, 1), 0, T0).unwrap();
+    let dir = log.dir().to_path_buf();
+    log.delete().unwrap();
+    assert!(!s.exists(&dir));
+}
+
+// ---- recovery from damaged files, generic over storage ----
+
+fn rewrite<S: Storage>(s: &S, path: &Path, f: impl FnOnce(&mut Vec<u8>)) {
+    let file = s.open(path).unwrap();
+    let mut buf = vec![0u8; file.len() as usize];
+    file.read_at(0, &mut buf).unwrap();
+    f(&mut buf);
+    file.truncate(0).unwrap();
+    file.append(&buf).unwrap();
+    file.sync().unwrap();
+}
+
+/// Writes 3 segments of 10-record batches, damages the last batch with `damage`, reopens.
+fn recover_after<S: Storage + Clone>(
+    s: S,
+    dir: PathBuf,
+    damage: impl FnOnce(&S, &Path, u64),
+) -> (Log<S>, RecoveryReport, i64) {
+    let (mut log, _) = Log::open(s.clone(), dir.clone(), small_config(), T0).unwrap();
+    for i in 0..15 {
+        log.append(&batch(T0 + i, 10, 10), 0, T0).unwrap();
+    }
+    assert!(log.segment_count() >= 3);
+    log.flush().unwrap();
+    let last_seg = *log.segment_base_offsets().last().unwrap();
+    let path = dir.join(format!("{last_seg:020}.log"));
+    let seg = log.segments.values().next_back().unwrap();
+    let last_pos = seg
+        .find_batch(log.log_end_offset() - 1)
+        .unwrap()
+        .unwrap()
+        .pos;
+    let end = log.log_end_offset();
+    drop(log); // no close: unclean
+    damage(&s, &path, last_pos);
+    let (log, r) = Log::open(s, dir, small_config(), T0).unwrap();
+    (log, r, end)
+}
+
+fn recovery_suite<S: Storage + Clone>(s: S, root: &Path) {
+    // Torn tail: the file ends mid-batch.
+    let (log, r, end) = recover_after(s.clone(), root.join("torn"), |s, p, pos| {
+        s.open(p).unwrap().truncate(pos + 30).unwrap();
+    });
+    assert!(!r.clean_shutdown);
+    assert_eq!(r.truncated_bytes, 30);
+    assert_eq!(r.last_valid_offset, end - 11);
+    assert_eq!(log.log_end_offset(), end - 10);
+    assert_eq!(log.durable_offset(), log.log_end_offset());
+    assert_eq!(read_all(&log).len(), 14);
+
+    // Bit flip inside the last batch's records: CRC catches it.
+    let (log, r, end) = recover_after(s.clone(), root.join("flip"), |s, p, pos| {
+        rewrite(s, p, |b| b[pos as usize + 70] ^= 0x10);
+    });
+    assert_eq!(log.log_end_offset(), end - 10);
+    assert!(r.truncated_bytes > 0);
+    assert!(r.notes.iter().any(|n| n.contains("CRC")), "{:?}", r.notes);
+
+    // Garbage after the last batch.
+    let (log, r, end) = recover_after(s.clone(), root.join("garbage"), |s, p, _| {
+        s.open(p).unwrap().append(&[0xAB; 100]).unwrap();
+    });
+    assert_eq!(log.log_end_offset(), end);
+    assert_eq!(r.truncated_bytes, 100);
+    assert_eq!(read_all(&log).len(), 15);
+
+    // Damage in an earlier segment removes every later segment.
+    let (log, r, _) = recover_after(s.clone(), root.join("early"), |s, _p, _| {
+        let first = root.join("early").join("00000000000000000000.log");
+        rewrite(s, &first, |b| b[100] ^= 1);
+    });
+    assert!(r.segments_removed >= 2, "{r:?}");
+    assert_eq!(log.segment_count(), 1);
+    assert!(log.log_end_offset() < 10);
+    let mut log = log;
+    let next = log.log_end_offset();
+    assert_eq!(
+        log.append(&batch(T0, 1, 1), 0, T0).unwrap().base_offset,
+        next
+    );
+}
+
+#[test]
+fn recovery_file_storage() {
+    let tmp = tempfile::tempdir().unwrap();
+    recovery_suite(FileStorage::new(), tmp.path());
+}
+
+#[test]
+fn recovery_mem_storage() {
+    recovery_suite(MemStorage::new(), Path::new("/data"));
+}
+
+#[test]
+fn file_storage_clean_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("p-0");
+    let (mut log, _) = Log::open(FileStorage::new(), dir.clone(), small_config(), T0).unwrap();
+    for i in 0..25 {
+        log.append(&batch(T0 + i, 3, 30), 0, T0).unwrap();
+    }
+    let before = log.read(0, usize::MAX, i64::MAX).unwrap();
+    log.close().unwrap();
+    let (log, r) = Log::open(FileStorage::new(), dir, small_config(), T0).unwrap();
+    assert!(r.clean_shutdown);
+    assert_eq!(r.segments_rebuilt, 0);
+    assert_eq!(log.read(0, usize::MAX, i64::MAX).unwrap(), before);
+}
+
+#[test]
+fn mem_crash_drop_unsynced_and_torn_prefix() {
+    let dir = PathBuf::from("/data/t-0");
+    for sectors in [0u64, 1, 2, 5] {
+        let s = MemStorage::new();
+        let (mut log, _) = Log::open(s.clone(), dir.clone(), small_config(), T0).unwrap();
+        for i in 0..6 {
+            log.append(&batch(T0 + i, 2, 100), 0, T0).unwrap();
+        }
+        log.flush().unwrap();
+        let durable = log.log_end_offset();
+        for i in 0..6 {
+            log.append(&batch(T0 + i, 2, 100), 0, T0).unwrap();
+        }
+        let end = log.log_end_offset();
+        drop(log);
+        s.crash(TornWrite::KeepPrefix {
+            sectors,
+            garbage: vec![0x5A; 300],
+        });
+        let (log, r) = Log::open(s.clone(), dir.clone(), small_config(), T0).unwrap();
+        let got = log.log_end_offset();
+        assert!(got >= durable && got <= end, "{sectors}: {got} {r:?}");
+        assert_eq!(read_all(&log).last().map_or(-1, |b| b.1), got - 1);
+        if sectors == 0 {
+            assert_eq!(got, durable);
+        }
+    }
+}
+
+// ---- model-based property test ----
+
+mod model {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Clone, Debug)]
+    pub enum Op {
+        /// (records, value bytes) per batch.
+        Append {
+            batches: Vec<(u8, u16)>,
+            advance_ms: u16,
+        },
+        Read {
+            pick: u32,
+            max_bytes: u16,
+            hw_pick: u32,
+        },
+        Truncate {
+            pick: u32,
+        },
+        Flush,
+        PrepareAndSync,
+        CompleteFlush,
+        Crash,
+        CrashTorn {
+            sectors: u8,
+            garbage: u16,
+        },
+        CloseReopen,
+        Retention {
+            advance_ms: u16,
+        },
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            6 => (prop::collection::vec((1u8..5, 0u16..150), 1..4), 0u16..3000)
+                .prop_map(|(batches, advance_ms)| Op::Append { batches, advance_ms }),
+            3 => (any::<u32>(), 1u16..2000, any::<u32>())
+                .prop_map(|(pick, max_bytes, hw_pick)| Op::Read { pick, max_bytes, hw_pick }),
+            1 => any::<u32>().prop_map(|pick| Op::Truncate { pick }),
+            1 => Just(Op::Flush),
+            1 => Just(Op::PrepareAndSync),
+            1 => Just(Op::CompleteFlush),
+            1 => Just(Op::Crash),
+            1 => (0u8..4, 0u16..700).prop_map(|(sectors, garbage)| Op::CrashTorn { sectors, garbage }),
+            1 => Just(Op::CloseReopen),
+            1 => (0u16..30000).prop_map(|advance_ms| Op::Retention { advance_ms }),
+        ]
+    }
+
+    struct Model {
+        /// (base offset, stored bytes) of every batch at or above the log start.
+        batches: Vec<(i64, Vec<u8>)>,
+        log_start: i64,
+        log_end: i64,
+        durable: i64,
+        generation: u64,
+    }
+
+    impl Model {
+        fn last_offset(b: &[u8]) -> i64 {
+            RecordBatchHeader::parse(b).unwrap().last_offset()
+        }
+
+        fn expected_read(&self, offset: i64, max_bytes: usize, max_offset: i64) -> Vec<u8> {
+            let mut out = Vec::new();
+            if offset >= max_offset || offset == self.log_end {
+                return out;
+            }
+            for (base, b) in &self.batches {
+                if Self::last_offset(b) < offset {
+                    continue;
+                }
+                if *base >= max_offset || (!out.is_empty() && out.len() + b.len() > max_bytes) {
+                    break;
+                }
+                out.extend_from_slice(b);
+            }
+            out
+        }
+
+        fn truncate(&mut self, end: i64) {
+            self.batches.retain(|(b, _)| *b < end);
+            self.log_end = end;
+        }
+
+        fn is_boundary(&self, offset: i64) -> bool {
+            offset == self.log_end || self.batches.iter().any(|(b, _)| *b == offset)
+        }
+    }
+
+    fn config() -> LogConfig {
+        LogConfig {
+            segment_bytes: 700,
+            segment_ms: 10_000,
+            retention_ms: 20_000,
+            retention_bytes: 2500,
+            index_interval_bytes: 128,
+            max_message_bytes: 1 << 20,
+        }
+    }
+
+    fn check(log: &Log<MemStorage>, m: &Model) {
+        assert_eq!(log.log_start_offset(), m.log_start);
+        assert_eq!(log.log_end_offset(), m.log_end);
+        assert_eq!(log.durable_offset(), m.durable);
+        let all = log.read(m.log_start, usize::MAX, i64::MAX).unwrap();
+        assert_eq!(
+            all.as_ref(),
+            m.expected_read(m.log_start, usize::MAX, i64::MAX)
+                .as_slice()
+        );
+    }
+
+    fn run(ops: Vec<Op>) {
+        let s = MemStorage::new();
+        let dir = PathBuf::from("/data/topic-0");
+        let mut now = T0;
+        let (mut log, _) = Log::open(s.clone(), dir.clone(), config(), now).unwrap();
+        let mut m = Model {
+            batches: Vec::new(),
+            log_start: 0,
+            log_end: 0,
+            durable: 0,
+            generation: 0,
+        };
+        let mut ticket: Option<(FlushTicket<_>, u64)> = None;
+        for (step, op) in ops.into_iter().enumerate() {
+            match op {
+                Op::Append {
+                    batches,
+                    advance_ms,
+                } => {
+                    now += advance_ms as i64;
+                    let epoch = (step % 7) as i32;
+                    let mut req = Vec::new();
+                    let mut parts = Vec::new();
+                    for (i, (records, value)) in batches.iter().enumerate() {
+                        let b = batch(now - 50 + i as i64, *records as usize, *value as usize);
+                        parts.push(b.clone());
+                        req.extend(b);
+                    }
+                    let info = log.append(&req, epoch, now).unwrap();
+                    assert_eq!(info.base_offset, m.log_end);
+                    let mut next = m.log_end;
+                    for mut b in parts {
+                        set_base_offset(&mut b, next);
+                        set_partition_leader_epoch(&mut b, epoch);
+                        let last = Model::last_offset(&b);
+                        m.batches.push((next, b));
+                        next = last + 1;
+                    }
+                    assert_eq!(info.last_offset, next - 1);
+                    m.log_end = next;
+                }
+                Op::Read {
+                    pick,
+                    max_bytes,
+                    hw_pick,
+                } => {
+                    let span = (m.log_end - m.log_start + 1) as u32;
+                    let offset = m.log_start + (pick % span) as i64;
+                    let hw = offset + (hw_pick % (m.log_end - offset + 2) as u32) as i64;
+                    let got = log.read(offset, max_bytes as usize, hw).unwrap();
+                    assert_eq!(
+                        got.as_ref(),
+                        m.expected_read(offset, max_bytes as usize, hw).as_slice()
+                    );
+                    if m.log_start > 0 {
+                        assert!(log.read(m.log_start - 1, 100, i64::MAX).is_err());
+                    }
+                    assert!(log.read(m.log_end + 1, 100, i64::MAX).is_err());
+                }
+                Op::Truncate { pick } => {
+                    let n = m.batches.len() as u32 + 1;
+                    let i = (pick % n) as usize;
+                    let offset = m.batches.get(i).map_or(m.log_end, |(b, _)| *b);
+                    log.truncate_to(offset).unwrap();
+                    if offset < m.log_end {
+                        m.truncate(offset);
+                        m.durable = offset;
+                        m.generation += 1;
+                    }
+                }
+                Op::Flush => {
+                    log.flush().unwrap();
+                    m.durable = m.log_end;
+                }
+                Op::PrepareAndSync => {
+                    if let Some(t) = log.prepare_flush() {
+                        assert_eq!(t.upto(), m.log_end);
+                        t.sync().unwrap();
+                        ticket = Some((t, m.generation));
+                    } else {
+                        assert_eq!(m.durable, m.log_end);
+                    }
+                }
+                Op::CompleteFlush => {
+                    if let Some((t, generation)) = ticket.take() {
+                        log.complete_flush(&t);
+                        if generation == m.generation {
+                            m.durable = m.durable.max(t.upto());
+                        }
+                    }
+                }
+                Op::Crash | Op::CrashTorn { .. } => {
+                    drop(log);
+                    // Bytes synced through a ticket not yet completed are on disk too.
+                    let synced = match ticket.take() {
+                        Some((t, generation)) if generation == m.generation => t.upto(),
+                        _ => m.durable,
+                    };
+                    let torn = match op {
+                        Op::CrashTorn { sectors, garbage } => TornWrite::KeepPrefix {
+                            sectors: sectors as u64,
+                            garbage: (0..garbage).map(|i| (i * 31 + 7) as u8).collect(),
+                        },
+                        _ => TornWrite::DropUnsynced,
+                    };
+                    let exact = torn == TornWrite::DropUnsynced;
+                    s.crash(torn);
+                    let (l, r) = Log::open(s.clone(), dir.clone(), config(), now).unwrap();
+                    log = l;
+                    assert!(!r.clean_shutdown);
+                    let floor = m.durable.max(synced).max(m.log_start);
+                    let got = log.log_end_offset();
+                    if exact {
+                        assert_eq!(got, floor, "{r:?}");
+                    } else {
+                        assert!(got >= floor && got <= m.log_end, "{got} {r:?}");
+                        assert!(m.is_boundary(got));
+                    }
+                    m.truncate(got);
+                    m.durable = got;
+                    m.generation += 1;
+                }
+                Op::CloseReopen => {
+                    ticket = None;
+                    log.close().unwrap();
+                    let (l, r) = Log::open(s.clone(), dir.clone(), config(), now).unwrap();
+                    log = l;
+                    assert!(r.clean_shutdown);
+                    assert_eq!(r.segments_rebuilt, 0, "{r:?}");
+                    m.durable = m.log_end;
+                    m.generation += 1;
+                }
+                Op::Retention { advance_ms } => {
+                    now += advance_ms as i64;
+                    let r = log.apply_retention(now).unwrap();
+                    let start = log.log_start_offset();
+                    assert!(start >= m.log_start && m.is_boundary(start));
+                    assert_eq!(r.log_start_offset, start);
+                    if r.segments_deleted == 0 {
+                        assert_eq!(start, m.log_start);
+                    }
+                    m.batches.retain(|(b, _)| *b >= start);
+                    m.log_start = start;
+                    assert!(
+                        log.size_bytes() as i64 <= 2500 || log.segment_count() == 1 || {
+                            // Only the active segment may keep it above the limit.
+                            let first = log.segments.values().next().unwrap().size_bytes() as i64;
+                            log.size_bytes() as i64 - first < 2500
+                        }
+                    );
+                }
+            }
+            check(&log, &m);
+        }
+        log.close().unwrap();
+        let (log, r) = Log::open(s, dir, config(), now).unwrap();
+        assert!(r.clean_shutdown);
+        m.durable = m.log_end;
+        check(&log, &m);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        #[test]
+        fn log_matches_model(ops in prop::collection::vec(op(), 1..80)) {
+            run(ops);
+        }
+    }
+}

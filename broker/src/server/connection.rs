@@ -1,0 +1,202 @@
+//! One client connection: a reader that frames, decodes and dispatches requests in arrival order,
+//! and a writer that sends responses in that same order as they complete.
+//!
+//! Limits: a frame larger than `max_frame_bytes` or with a negative size closes the connection
+//! before anything is allocated for it; bytes of requests in flight are bounded by a semaphore
+//! (the reader stops reading when it is exhausted, so TCP pushes back on the client), and so is
+//! the number of requests in flight. Bytes of a frame are buffered only as they arrive.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use kafka_protocol::messages::{ApiKey, ResponseKind};
+use kafka_protocol::ResponseError;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinHandle;
+
+use crate::apis::{api_versions, KafkaApis, Reply};
+use crate::protocol::{decode_request, encode_response, FrameError};
+use crate::storage::Storage;
+
+/// Limits of one connection, from the broker config.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionLimits {
+    pub max_frame_bytes: u32,
+    pub max_inflight_bytes: u32,
+    pub max_inflight_requests: u32,
+    pub idle_timeout_ms: u64,
+}
+
+/// A response on its way to the writer, holding its share of the in-flight byte budget.
+struct Pending {
+    key: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    body: PendingBody,
+    _permit: OwnedSemaphorePermit,
+}
+
+enum PendingBody {
+    Ready(ResponseKind),
+    Waiting(JoinHandle<ResponseKind>),
+}
+
+/// Serves one connection until the client leaves, sends something we must close on, idles out,
+/// or `shutdown` turns true. In-flight requests are answered before the socket closes.
+pub async fn serve<S, R, W>(
+    mut reader: R,
+    writer: W,
+    peer: SocketAddr,
+    apis: Arc<KafkaApis<S>>,
+    limits: ConnectionLimits,
+    mut shutdown: watch::Receiver<bool>,
+) where
+    S: Storage + Clone,
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    let budget = Arc::new(Semaphore::new(limits.max_inflight_bytes as usize));
+    let (tx, rx) = mpsc::channel::<Pending>(limits.max_inflight_requests as usize);
+    let writer_task = tokio::spawn(write_responses(writer, rx, peer));
+    let idle = Duration::from_millis(limits.idle_timeout_ms);
+    let reason = loop {
+        let size = tokio::select! {
+            biased;
+            _ = shutdown.changed() => break "broker shutting down".to_string(),
+            r = tokio::time::timeout(idle, reader.read_i32()) => match r {
+                Ok(Ok(size)) => size,
+                Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => break "client closed".to_string(),
+                Ok(Err(e)) => break format!("read error: {e}"),
+                Err(_) if budget.available_permits() == limits.max_inflight_bytes as usize => {
+                    break format!("idle for {} ms", limits.idle_timeout_ms)
+                }
+                Err(_) => continue,
+            },
+        };
+        if size < 0 || size as u32 > limits.max_frame_bytes {
+            break format!("frame size {size} outside 0..={}", limits.max_frame_bytes);
+        }
+        let size = size as usize;
+        // A frame larger than the whole budget takes all of it, so it waits for everything
+        // before it to finish rather than deadlocking.
+        let want = size.clamp(1, limits.max_inflight_bytes as usize) as u32;
+        let permit = match Arc::clone(&budget).acquire_many_owned(want).await {
+            Ok(p) => p,
+            Err(_) => break "budget closed".to_string(),
+        };
+        let mut frame = Vec::with_capacity(size.min(64 * 1024));
+        match (&mut reader)
+            .take(size as u64)
+            .read_to_end(&mut frame)
+            .await
+        {
+            Ok(n) if n == size => {}
+            Ok(n) => break format!("connection closed after {n} of {size} frame bytes"),
+            Err(e) => break format!("read error: {e}"),
+        }
+        let pending = match decode_request(Bytes::from(frame)) {
+            Ok(request) => {
+                let (key, version, correlation_id) = (
+                    request.api_key,
+                    request.api_version,
+                    request.header.correlation_id,
+                );
+                tracing::debug!(%peer, api = ?key, version, correlation_id, "request");
+                match apis.handle(request) {
+                    Reply::Now(body) => Some(Pending {
+                        key,
+                        version,
+                        correlation_id,
+                        body: PendingBody::Ready(body),
+                        _permit: permit,
+                    }),
+                    Reply::Later(future) => Some(Pending {
+                        key,
+                        version,
+                        correlation_id,
+                        body: PendingBody::Waiting(tokio::spawn(future)),
+                        _permit: permit,
+                    }),
+                    Reply::Nothing => None,
+                }
+            }
+            Err(FrameError::UnsupportedVersion {
+                peek,
+                key: ApiKey::ApiVersions,
+            }) => {
+                // KIP-511: answer in v0 with UNSUPPORTED_VERSION and our ranges; the client retries.
+                tracing::info!(%peer, version = peek.api_version, "ApiVersions version not supported; answering v0");
+                Some(Pending {
+                    key: ApiKey::ApiVersions,
+                    version: 0,
+                    correlation_id: peek.correlation_id,
+                    body: PendingBody::Ready(ResponseKind::ApiVersions(api_versions(
+                        0,
+                        ResponseError::UnsupportedVersion.code(),
+                    ))),
+                    _permit: permit,
+                })
+            }
+            Err(e) => break format!("{e}"),
+        };
+        if let Some(p) = pending {
+            if tx.send(p).await.is_err() {
+                break "writer stopped".to_string();
+            }
+        }
+    };
+    drop(tx);
+    if let Err(e) = writer_task.await {
+        tracing::error!(%peer, error = %e, "connection writer failed");
+    }
+    tracing::info!(%peer, reason = %reason, "disconnected");
+}
+
+async fn write_responses<W: AsyncWrite + Unpin>(
+    writer: W,
+    mut rx: mpsc::Receiver<Pending>,
+    peer: SocketAddr,
+) {
+    let mut out = BufWriter::with_capacity(256 * 1024, writer);
+    while let Some(pending) = rx.recv().await {
+        let body = match pending.body {
+            PendingBody::Ready(body) => body,
+            PendingBody::Waiting(handle) => match handle.await {
+                Ok(body) => body,
+                Err(e) => {
+                    tracing::error!(%peer, error = %e, "request task failed; closing connection");
+                    return;
+                }
+            },
+        };
+        let frame = match encode_response(
+            pending.key,
+            pending.version,
+            pending.correlation_id,
+            &body,
+        ) {
+            Ok(frame) => frame,
+            Err(e) => {
+                tracing::error!(%peer, api = ?pending.key, version = pending.version, error = %e,
+                    "could not encode response; closing connection");
+                return;
+            }
+        };
+        if let Err(e) = out.write_all(&frame).await {
+            tracing::info!(%peer, error = %e, "write failed");
+            return;
+        }
+        // Flush once nothing else is ready, so pipelined responses share a write.
+        if rx.is_empty() {
+            if let Err(e) = out.flush().await {
+                tracing::info!(%peer, error = %e, "write failed");
+                return;
+            }
+        }
+    }
+    let _ = out.flush().await;
+    let _ = out.shutdown().await;
+}

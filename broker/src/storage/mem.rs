@@ -1,0 +1,459 @@
+//! `MemStorage`: an in-memory `Storage` with deterministic fault injection, for tests and the
+//! simulator.
+//!
+//! Each file holds `durable` bytes (survive a crash) and `pending` bytes (appended since the
+//! last `sync`). Durability model, kept deliberately simple:
+//! - Data appends are volatile until `StorageFile::sync`.
+//! - Metadata operations are durable immediately: creating a file (`open`), `remove`,
+//!   `create_dir_all`, `remove_dir_all`, and `truncate` (a truncate below the durable length
+//!   shrinks the durable bytes at once). `sync_dir` is therefore a no-op.
+//!
+//! Faults take no randomness: the caller (the simulator's seeded RNG) chooses them.
+//! `crash` invalidates every handle opened before it (their operations fail), as a process
+//! restart would.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use super::{disk_full_error, Storage, StorageFile};
+
+/// Sector size for torn writes.
+pub const SECTOR_BYTES: u64 = 512;
+
+/// What happens to unsynced appends on a crash.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TornWrite {
+    /// Every unsynced byte is lost.
+    DropUnsynced,
+    /// In every file, unsynced bytes survive up to the end of the `sectors`-th 512-byte sector
+    /// (counted on absolute file positions, starting with the sector holding the first unsynced
+    /// byte). If more unsynced bytes followed, the next sector is half-written: up to
+    /// `garbage.len()` of its bytes are replaced by `garbage` and the file ends there.
+    KeepPrefix { sectors: u64, garbage: Vec<u8> },
+}
+
+#[derive(Debug, Default)]
+struct FileData {
+    durable: Vec<u8>,
+    pending: Vec<u8>,
+    fail_reads: bool,
+}
+
+impl FileData {
+    fn len(&self) -> u64 {
+        (self.durable.len() + self.pending.len()) as u64
+    }
+
+    fn byte_mut(&mut self, pos: u64) -> Option<&mut u8> {
+        let pos = usize::try_from(pos).ok()?;
+        let d = self.durable.len();
+        if pos < d {
+            self.durable.get_mut(pos)
+        } else {
+            self.pending.get_mut(pos - d)
+        }
+    }
+
+    fn crash(&mut self, torn: &TornWrite) {
+        match torn {
+            TornWrite::DropUnsynced => self.pending.clear(),
+            TornWrite::KeepPrefix { sectors, garbage } => {
+                let d = self.durable.len() as u64;
+                let total = self.len();
+                let boundary = (d / SECTOR_BYTES)
+                    .saturating_add(*sectors)
+                    .saturating_mul(SECTOR_BYTES);
+                let cut = boundary.clamp(d, total);
+                let keep = (cut - d) as usize;
+                let mut survived: Vec<u8> = self.pending[..keep].to_vec();
+                if cut < total {
+                    let room = (SECTOR_BYTES - cut % SECTOR_BYTES).min(total - cut);
+                    let g = (garbage.len() as u64).min(room) as usize;
+                    survived.extend_from_slice(&garbage[..g]);
+                }
+                self.pending.clear();
+                self.durable.extend_from_slice(&survived);
+            }
+        }
+        debug_assert!(self.pending.is_empty());
+    }
+}
+
+type Node = Arc<Mutex<FileData>>;
+
+#[derive(Debug, Default)]
+struct Namespace {
+    dirs: BTreeSet<PathBuf>,
+    files: BTreeMap<PathBuf, Node>,
+}
+
+#[derive(Debug, Default)]
+struct Shared {
+    ns: Mutex<Namespace>,
+    disk_full: AtomicBool,
+    /// Bumped by every crash; handles from an older generation are dead.
+    generation: AtomicU64,
+}
+
+/// In-memory storage; `Clone` shares the same disk.
+#[derive(Clone, Debug, Default)]
+pub struct MemStorage {
+    shared: Arc<Shared>,
+}
+
+/// Handle on one in-memory file.
+#[derive(Clone, Debug)]
+pub struct MemFile {
+    shared: Arc<Shared>,
+    node: Node,
+    generation: u64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn not_found(what: &Path) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::NotFound,
+        format!("{} not found", what.display()),
+    )
+}
+
+impl MemFile {
+    fn data(&self) -> io::Result<MutexGuard<'_, FileData>> {
+        if self.shared.generation.load(Ordering::Acquire) != self.generation {
+            return Err(io::Error::other(
+                "stale MemStorage handle: opened before a crash",
+            ));
+        }
+        Ok(lock(&self.node))
+    }
+}
+
+impl StorageFile for MemFile {
+    fn len(&self) -> u64 {
+        lock(&self.node).len()
+    }
+
+    fn append(&self, data: &[u8]) -> io::Result<()> {
+        let mut f = self.data()?;
+        if self.shared.disk_full.load(Ordering::Acquire) && !data.is_empty() {
+            return Err(disk_full_error());
+        }
+        f.pending.extend_from_slice(data);
+        Ok(())
+    }
+
+    fn read_at(&self, pos: u64, buf: &mut [u8]) -> io::Result<()> {
+        let f = self.data()?;
+        if f.fail_reads {
+            return Err(io::Error::other("injected read failure (EIO)"));
+        }
+        let len = f.len();
+        let end = pos.checked_add(buf.len() as u64);
+        if end.map_or(true, |end| end > len) {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!(
+                    "read of {} bytes at {pos} past file length {len}",
+                    buf.len()
+                ),
+            ));
+        }
+        let mut pos = pos as usize;
+        let mut out = &mut buf[..];
+        let d = f.durable.len();
+        if pos < d {
+            let n = (d - pos).min(out.len());
+            out[..n].copy_from_slice(&f.durable[pos..pos + n]);
+            out = &mut out[n..];
+            pos += n;
+        }
+        if !out.is_empty() {
+            let p = pos - d;
+            let n = out.len();
+            out.copy_from_slice(&f.pending[p..p + n]);
+        }
+        Ok(())
+    }
+
+    fn sync(&self) -> io::Result<()> {
+        let mut f = self.data()?;
+        let pending = std::mem::take(&mut f.pending);
+        f.durable.extend_from_slice(&pending);
+        Ok(())
+    }
+
+    fn truncate(&self, len: u64) -> io::Result<()> {
+        let mut f = self.data()?;
+        let len = usize::try_from(len).expect("truncate length fits usize");
+        let d = f.durable.len();
+        if len <= d {
+            f.durable.truncate(len);
+            f.pending.clear();
+        } else if len - d <= f.pending.len() {
+            f.pending.truncate(len - d);
+        } else {
+            // Extending truncate: zero-filled, unsynced.
+            f.pending.resize(len - d, 0);
+        }
+        Ok(())
+    }
+}
+
+impl MemStorage {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Simulates a power loss: unsynced appends are dropped or torn per `torn`, in every file.
+    /// Handles opened before the crash stop working.
+    pub fn crash(&self, torn: TornWrite) {
+        let ns = lock(&self.shared.ns);
+        self.shared.generation.fetch_add(1, Ordering::AcqRel);
+        for node in ns.files.values() {
+            lock(node).crash(&torn);
+        }
+    }
+
+    /// Flips one bit (0..8) of a stored byte, durable or not.
+    pub fn flip_bit(&self, path: &Path, byte_pos: u64, bit: u8) -> io::Result<()> {
+        assert!(bit < 8, "bit index {bit} out of range");
+        let node = self.node(path)?;
+        let mut f = lock(&node);
+        let len = f.len();
+        match f.byte_mut(byte_pos) {
+            Some(b) => {
+                *b ^= 1 << bit;
+                Ok(())
+            }
+            None => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("flip_bit at {byte_pos} past length {len}"),
+            )),
+        }
+    }
+
+    /// While set, every non-empty append fails with ENOSPC (`ErrorKind::StorageFull`).
+    pub fn set_disk_full(&self, full: bool) {
+        self.shared.disk_full.store(full, Ordering::Release);
+    }
+
+    /// While set, reads of `path` fail with an I/O error.
+    pub fn fail_reads(&self, path: &Path, fail: bool) -> io::Result<()> {
+        let node = self.node(path)?;
+        lock(&node).fail_reads = fail;
+        Ok(())
+    }
+
+    /// All bytes of a file (durable then pending), for assertions.
+    pub fn contents(&self, path: &Path) -> Option<Vec<u8>> {
+        let node = self.node(path).ok()?;
+        let f = lock(&node);
+        let mut v = f.durable.clone();
+        v.extend_from_slice(&f.pending);
+        Some(v)
+    }
+
+    /// (durable, pending) byte counts of a file.
+    pub fn durability(&self, path: &Path) -> Option<(u64, u64)> {
+        let node = self.node(path).ok()?;
+        let f = lock(&node);
+        Some((f.durable.len() as u64, f.pending.len() as u64))
+    }
+
+    fn node(&self, path: &Path) -> io::Result<Node> {
+        lock(&self.shared.ns)
+            .files
+            .get(path)
+            .cloned()
+            .ok_or_else(|| not_found(path))
+    }
+}
+
+impl Storage for MemStorage {
+    type File = MemFile;
+
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+        let mut ns = lock(&self.shared.ns);
+        for a in dir.ancestors() {
+            if !a.as_os_str().is_empty() {
+                ns.dirs.insert(a.to_path_buf());
+            }
+        }
+        Ok(())
+    }
+
+    fn open(&self, path: &Path) -> io::Result<MemFile> {
+        let mut ns = lock(&self.shared.ns);
+        let parent = path.parent().ok_or_else(|| not_found(path))?;
+        if !parent.as_os_str().is_empty() && !ns.dirs.contains(parent) {
+            return Err(not_found(parent));
+        }
+        if ns.dirs.contains(path) {
+            return Err(io::Error::other("is a directory"));
+        }
+        let node = ns.files.entry(path.to_path_buf()).or_default().clone();
+        Ok(MemFile {
+            shared: self.shared.clone(),
+            node,
+            generation: self.shared.generation.load(Ordering::Acquire),
+        })
+    }
+
+    fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
+        let ns = lock(&self.shared.ns);
+        if !ns.dirs.contains(dir) {
+            return Err(not_found(dir));
+        }
+        // BTreeMap order is path order; names within one directory come out sorted.
+        let mut names: Vec<String> = ns
+            .files
+            .keys()
+            .filter(|p| p.parent() == Some(dir))
+            .filter_map(|p| p.file_name().and_then(|n| n.to_str()).map(str::to_string))
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
+    fn remove(&self, path: &Path) -> io::Result<()> {
+        let mut ns = lock(&self.shared.ns);
+        ns.files
+            .remove(path)
+            .map(|_| ())
+            .ok_or_else(|| not_found(path))
+    }
+
+    fn remove_dir_all(&self, dir: &Path) -> io::Result<()> {
+        let mut ns = lock(&self.shared.ns);
+        if !ns.dirs.contains(dir) {
+            return Err(not_found(dir));
+        }
+        ns.dirs.retain(|d| !d.starts_with(dir));
+        ns.files.retain(|p, _| !p.starts_with(dir));
+        Ok(())
+    }
+
+    fn exists(&self, path: &Path) -> bool {
+        let ns = lock(&self.shared.ns);
+        ns.files.contains_key(path) || ns.dirs.contains(path)
+    }
+
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        // Metadata is durable immediately in this model.
+        if lock(&self.shared.ns).dirs.contains(dir) {
+            Ok(())
+        } else {
+            Err(not_found(dir))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn setup() -> (MemStorage, PathBuf, MemFile) {
+        let s = MemStorage::new();
+        s.create_dir_all(Path::new("/d")).unwrap();
+        let p = PathBuf::from("/d/f");
+        let f = s.open(&p).unwrap();
+        (s, p, f)
+    }
+
+    #[test]
+    fn crash_drops_unsynced_and_kills_handles() {
+        let (s, p, f) = setup();
+        f.append(b"abc").unwrap();
+        f.sync().unwrap();
+        f.append(b"def").unwrap();
+        s.crash(TornWrite::DropUnsynced);
+        assert!(f.append(b"x").is_err());
+        assert!(f.sync().is_err());
+        let g = s.open(&p).unwrap();
+        assert_eq!(g.len(), 3);
+        assert_eq!(s.contents(&p).unwrap(), b"abc");
+    }
+
+    #[test]
+    fn crash_keep_prefix_sector_aligned_with_garbage() {
+        let (s, p, f) = setup();
+        f.append(&[1u8; 100]).unwrap();
+        f.sync().unwrap();
+        f.append(&[2u8; 2000]).unwrap(); // file is 2100 bytes, 100 durable
+        s.crash(TornWrite::KeepPrefix {
+            sectors: 2,
+            garbage: vec![9u8; 700],
+        });
+        // Sector 0 holds byte 100; two sectors → keep up to 1024, then 512 garbage bytes max.
+        let c = s.contents(&p).unwrap();
+        assert_eq!(c.len(), 1024 + 512);
+        assert!(c[..100].iter().all(|b| *b == 1));
+        assert!(c[100..1024].iter().all(|b| *b == 2));
+        assert!(c[1024..].iter().all(|b| *b == 9));
+        assert_eq!(s.durability(&p), Some((1536, 0)));
+
+        // Zero sectors and no garbage behaves like DropUnsynced.
+        let g = s.open(&p).unwrap();
+        g.append(b"zz").unwrap();
+        s.crash(TornWrite::KeepPrefix {
+            sectors: 0,
+            garbage: vec![],
+        });
+        assert_eq!(s.contents(&p).unwrap().len(), 1536);
+        // Everything fits: no garbage.
+        let g = s.open(&p).unwrap();
+        g.append(b"zz").unwrap();
+        s.crash(TornWrite::KeepPrefix {
+            sectors: 10,
+            garbage: vec![7; 3],
+        });
+        assert_eq!(s.contents(&p).unwrap().len(), 1538);
+    }
+
+    #[test]
+    fn faults() {
+        let (s, p, f) = setup();
+        f.append(&[0u8; 10]).unwrap();
+        s.flip_bit(&p, 3, 2).unwrap();
+        assert_eq!(s.contents(&p).unwrap()[3], 4);
+        assert!(s.flip_bit(&p, 10, 0).is_err());
+        s.set_disk_full(true);
+        let e = f.append(b"x").unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(28));
+        assert_eq!(f.len(), 10);
+        s.set_disk_full(false);
+        f.append(b"x").unwrap();
+        s.fail_reads(&p, true).unwrap();
+        let mut b = [0u8; 1];
+        assert!(f.read_at(0, &mut b).is_err());
+        s.fail_reads(&p, false).unwrap();
+        f.read_at(0, &mut b).unwrap();
+    }
+
+    #[test]
+    fn truncate_is_durable_immediately() {
+        let (s, p, f) = setup();
+        f.append(b"abcdef").unwrap();
+        f.sync().unwrap();
+        f.append(b"ghi").unwrap();
+        f.truncate(4).unwrap();
+        assert_eq!(s.durability(&p), Some((4, 0)));
+        f.append(b"XY").unwrap();
+        f.truncate(5).unwrap();
+        assert_eq!(s.durability(&p), Some((4, 1)));
+        s.crash(TornWrite::DropUnsynced);
+        assert_eq!(s.contents(&p).unwrap(), b"abcd");
+    }
+
+    #[test]
+    fn open_needs_parent_dir() {
+        let s = MemStorage::new();
+        assert!(s.open(Path::new("/nope/f")).is_err());
+    }
+}

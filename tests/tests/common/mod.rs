@@ -1,0 +1,381 @@
+//! rdkafka helpers shared by the integration tests (`mod common;` in each test file).
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::util::Timeout;
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+
+pub use tests::*;
+
+/// Base client config: loopback bootstrap, quiet logs, no idempotence (not supported yet).
+pub fn client_config(bootstrap: &str) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", bootstrap)
+        .set("broker.address.family", "v4")
+        .set("log_level", "4")
+        .set("socket.timeout.ms", "30000");
+    c
+}
+
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+        .block_on(f)
+}
+
+pub fn admin(bootstrap: &str) -> AdminClient<DefaultClientContext> {
+    client_config(bootstrap)
+        .create()
+        .expect("create AdminClient")
+}
+
+/// CreateTopics through the AdminClient; asserts success, then waits until Metadata shows
+/// every partition with a leader.
+pub fn create_topic(bootstrap: &str, topic: &str, partitions: i32, configs: &[(&str, &str)]) {
+    let admin = admin(bootstrap);
+    let mut nt = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
+    for (k, v) in configs {
+        nt = nt.set(k, v);
+    }
+    let opts = AdminOptions::new()
+        .operation_timeout(Some(Timeout::After(Duration::from_secs(30))))
+        .request_timeout(Some(Timeout::After(Duration::from_secs(30))));
+    let res = block_on(admin.create_topics([&nt], &opts)).expect("CreateTopics request failed");
+    assert_eq!(res.len(), 1, "one result per topic: {res:?}");
+    match &res[0] {
+        Ok(name) => assert_eq!(name, topic),
+        Err((name, code)) => panic!("CreateTopics {name} (configs {configs:?}) failed: {code:?}"),
+    }
+    wait_for_topic(bootstrap, topic, partitions);
+}
+
+/// Waits until Metadata for `topic` lists `partitions` partitions, each with a leader.
+pub fn wait_for_topic(bootstrap: &str, topic: &str, partitions: i32) {
+    let consumer: BaseConsumer = client_config(bootstrap).create().expect("metadata client");
+    let mut last = String::new();
+    let ok = wait_until(Duration::from_secs(20), || {
+        match consumer.fetch_metadata(Some(topic), Duration::from_secs(5)) {
+            Ok(md) => {
+                let t = md.topics().iter().find(|t| t.name() == topic);
+                match t {
+                    Some(t) => {
+                        last = format!(
+                            "error={:?} partitions={:?}",
+                            t.error(),
+                            t.partitions()
+                                .iter()
+                                .map(|p| (p.id(), p.leader(), p.error()))
+                                .collect::<Vec<_>>()
+                        );
+                        t.error().is_none()
+                            && t.partitions().len() == partitions as usize
+                            && t.partitions()
+                                .iter()
+                                .all(|p| p.leader() >= 0 && p.error().is_none())
+                    }
+                    None => {
+                        last = "topic absent".into();
+                        false
+                    }
+                }
+            }
+            Err(e) => {
+                last = format!("{e}");
+                false
+            }
+        }
+    });
+    assert!(
+        ok,
+        "topic {topic} not ready with {partitions} partitions in Metadata: {last}"
+    );
+}
+
+/// (low, high) watermarks via ListOffsets earliest/latest.
+pub fn watermarks(bootstrap: &str, topic: &str, partition: i32) -> (i64, i64) {
+    let consumer: BaseConsumer = client_config(bootstrap).create().expect("watermark client");
+    consumer
+        .fetch_watermarks(topic, partition, Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("ListOffsets {topic}-{partition}: {e}"))
+}
+
+/// One message to produce.
+pub struct Outgoing {
+    pub key: Vec<u8>,
+    pub value: Vec<u8>,
+    /// Explicit partition, or None for the client's key partitioner.
+    pub partition: Option<i32>,
+}
+
+/// Delivery report of one message: Ok((partition, offset)) or the error text.
+pub type Delivery = Result<(i32, i64), String>;
+
+struct Collect {
+    reports: Mutex<Vec<Option<Delivery>>>,
+    acked: Arc<AtomicUsize>,
+}
+
+impl ClientContext for Collect {}
+
+impl ProducerContext for Collect {
+    type DeliveryOpaque = usize;
+    fn delivery(&self, r: &DeliveryResult<'_>, idx: usize) {
+        let d = match r {
+            Ok(m) => Ok((m.partition(), m.offset())),
+            Err((e, m)) => Err(format!("{e} (partition {})", m.partition())),
+        };
+        if d.is_ok() {
+            self.acked.fetch_add(1, Ordering::SeqCst);
+        }
+        // After produce() has taken the reports (e.g. purge on drop) the slot is gone.
+        if let Some(slot) = self.reports.lock().unwrap().get_mut(idx) {
+            *slot = Some(d);
+        }
+    }
+}
+
+/// Produces `n` messages made by `make(i)` with the given acks and extra producer settings
+/// and waits for every delivery report. Returns the reports in production order.
+pub fn produce(
+    bootstrap: &str,
+    topic: &str,
+    acks: &str,
+    extra: &[(&str, &str)],
+    n: usize,
+    make: impl FnMut(usize) -> Outgoing,
+) -> Vec<Delivery> {
+    produce_tracked(
+        bootstrap,
+        topic,
+        acks,
+        extra,
+        n,
+        make,
+        Arc::new(AtomicUsize::new(0)),
+        false,
+    )
+}
+
+/// Like [`produce`], but counts successful deliveries in `acked` as they arrive (so another
+/// thread can act mid-stream), and with `tolerate_failures` a flush that times out is not
+/// fatal: messages without a report are returned as errors.
+#[allow(clippy::too_many_arguments)]
+pub fn produce_tracked(
+    bootstrap: &str,
+    topic: &str,
+    acks: &str,
+    extra: &[(&str, &str)],
+    n: usize,
+    mut make: impl FnMut(usize) -> Outgoing,
+    acked: Arc<AtomicUsize>,
+    tolerate_failures: bool,
+) -> Vec<Delivery> {
+    let mut cfg = client_config(bootstrap);
+    cfg.set("acks", acks)
+        .set("enable.idempotence", "false")
+        .set("linger.ms", "5")
+        .set("message.timeout.ms", "120000")
+        .set("queue.buffering.max.messages", "200000")
+        .set("queue.buffering.max.kbytes", "1048576");
+    for (k, v) in extra {
+        cfg.set(*k, *v);
+    }
+    let ctx = Collect {
+        reports: Mutex::new(vec![None; n]),
+        acked,
+    };
+    let producer: BaseProducer<Collect> = cfg.create_with_context(ctx).expect("create producer");
+    for i in 0..n {
+        let msg = make(i);
+        loop {
+            let mut rec = BaseRecord::with_opaque_to(topic, i)
+                .key(&msg.key)
+                .payload(&msg.value);
+            if let Some(p) = msg.partition {
+                rec = rec.partition(p);
+            }
+            match producer.send(rec) {
+                Ok(()) => break,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                    producer.poll(Duration::from_millis(50));
+                }
+                Err((e, _)) if tolerate_failures => {
+                    producer.context().reports.lock().unwrap()[i] =
+                        Some(Err(format!("enqueue: {e}")));
+                    break;
+                }
+                Err((e, _)) => panic!("enqueue message {i}: {e}"),
+            }
+        }
+        if i % 256 == 0 {
+            producer.poll(Duration::ZERO);
+        }
+    }
+    let flushed = producer.flush(Duration::from_secs(180));
+    if !tolerate_failures {
+        flushed.expect("flush: not all delivery reports arrived in time");
+    }
+    // flush() serves the delivery callbacks; one last poll for good measure.
+    producer.poll(Duration::ZERO);
+    let reports = std::mem::take(&mut *producer.context().reports.lock().unwrap());
+    reports
+        .into_iter()
+        .enumerate()
+        .map(|(i, r)| match r {
+            Some(r) => r,
+            None if tolerate_failures => Err("no delivery report".to_string()),
+            None => panic!("no delivery report for message {i}"),
+        })
+        .collect()
+}
+
+/// Asserts every report succeeded and returns the (partition, offset) pairs.
+pub fn all_ok(reports: &[Delivery]) -> Vec<(i32, i64)> {
+    let failed: Vec<_> = reports
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| r.as_ref().err().map(|e| (i, e.clone())))
+        .take(10)
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "{} of {} deliveries failed; first: {failed:?}",
+        reports.iter().filter(|r| r.is_err()).count(),
+        reports.len()
+    );
+    reports.iter().map(|r| *r.as_ref().unwrap()).collect()
+}
+
+/// A consumed message.
+#[derive(Clone, Debug)]
+pub struct Consumed {
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+}
+
+/// A consumer that uses `assign` only (the broker has no consumer groups yet). librdkafka
+/// requires a group.id for assign(); nothing is committed.
+pub fn assign_consumer(bootstrap: &str, extra: &[(&str, &str)]) -> BaseConsumer {
+    let mut cfg = client_config(bootstrap);
+    cfg.set("group.id", unique_name("assign-only"))
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "error")
+        .set("enable.partition.eof", "false")
+        .set("fetch.wait.max.ms", "100");
+    for (k, v) in extra {
+        cfg.set(*k, *v);
+    }
+    cfg.create().expect("create consumer")
+}
+
+/// Reads each partition from `start` until its next offset reaches `until[p]` (exclusive).
+/// Partitions with `until[p] <= 0` are not read. Panics on timeout with what it has.
+pub fn consume_until(
+    bootstrap: &str,
+    topic: &str,
+    start: Offset,
+    until: &BTreeMap<i32, i64>,
+    timeout: Duration,
+) -> Vec<Consumed> {
+    let consumer = assign_consumer(bootstrap, &[]);
+    let mut tpl = TopicPartitionList::new();
+    for (&p, &end) in until {
+        if end > 0 {
+            tpl.add_partition_offset(topic, p, start)
+                .expect("add partition");
+        }
+    }
+    if tpl.count() == 0 {
+        return Vec::new();
+    }
+    consumer.assign(&tpl).expect("assign");
+    let mut next: BTreeMap<i32, i64> = until.keys().map(|&p| (p, -1)).collect();
+    let done = |next: &BTreeMap<i32, i64>| until.iter().all(|(p, &end)| end <= 0 || next[p] >= end);
+    let mut out = Vec::new();
+    let mut errors: Vec<String> = Vec::new();
+    let deadline = Instant::now() + timeout;
+    while !done(&next) {
+        if Instant::now() > deadline {
+            panic!(
+                "consume {topic}: timed out after {timeout:?}; next offsets {next:?}, wanted {until:?}; \
+                 {} messages read; consumer errors (first 10): {errors:?}",
+                out.len()
+            );
+        }
+        match consumer.poll(Duration::from_millis(200)) {
+            None => {}
+            Some(Ok(m)) => {
+                let p = m.partition();
+                next.insert(p, m.offset() + 1);
+                out.push(Consumed {
+                    partition: p,
+                    offset: m.offset(),
+                    key: m.key().map(|k| k.to_vec()),
+                    value: m.payload().map(|v| v.to_vec()),
+                });
+            }
+            // Coordinator lookups for the (unused) group may fail while the broker has no
+            // group support; those are not about fetching. Keep them for the report.
+            Some(Err(e)) if errors.len() < 10 => errors.push(e.to_string()),
+            Some(Err(_)) => {}
+        }
+    }
+    out
+}
+
+/// Reads partitions from the beginning up to their current high watermarks.
+pub fn consume_all(
+    bootstrap: &str,
+    topic: &str,
+    partitions: &[i32],
+    timeout: Duration,
+) -> Vec<Consumed> {
+    let until: BTreeMap<i32, i64> = partitions
+        .iter()
+        .map(|&p| (p, watermarks(bootstrap, topic, p).1))
+        .collect();
+    consume_until(bootstrap, topic, Offset::Beginning, &until, timeout)
+}
+
+/// Produces a few messages to a fresh topic and reads them back: "a normal client works".
+pub fn smoke_roundtrip(bootstrap: &str) {
+    let topic = unique_name("smoke");
+    create_topic(bootstrap, &topic, 1, &[]);
+    let n = 20;
+    let reports = produce(bootstrap, &topic, "all", &[], n, |i| Outgoing {
+        key: format!("s{i}").into_bytes(),
+        value: payload(1_000_000 + i as u64, 100),
+        partition: Some(0),
+    });
+    let delivered = all_ok(&reports);
+    for (i, &(p, off)) in delivered.iter().enumerate() {
+        assert_eq!((p, off), (0, i as i64), "smoke delivery {i}");
+    }
+    let got = consume_all(bootstrap, &topic, &[0], Duration::from_secs(30));
+    assert_eq!(got.len(), n, "smoke: consumed count");
+    for (i, m) in got.iter().enumerate() {
+        assert_eq!(m.offset, i as i64);
+        assert_eq!(m.key.as_deref(), Some(format!("s{i}").as_bytes()));
+        assert_eq!(
+            m.value.as_deref(),
+            Some(&payload(1_000_000 + i as u64, 100)[..])
+        );
+    }
+}

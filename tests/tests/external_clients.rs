@@ -1,0 +1,244 @@
+//! Other clients than rdkafka-in-Rust: the `kcat` command-line tool (librdkafka as packaged
+//! by Debian, an older release than the one bundled with rdkafka) and the pure-Python
+//! `kafka-python` client, which has its own protocol implementation.
+//!
+//! What users rely on that this proves: the everyday tools people point at a Kafka broker
+//! work unchanged: `kcat -L` lists metadata, `kcat -P`/`kcat -C` round-trip keyed messages,
+//! and kafka-python negotiates versions via ApiVersions, produces with acks='all' and reads
+//! everything back at the offsets it was told.
+//!
+//! A missing tool fails the test when `REQUIRE_EXTERNAL_CLIENTS=1` (as `tests/run-all.sh`
+//! sets it), otherwise the test prints "skipped: ..." and passes.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn required() -> bool {
+    std::env::var("REQUIRE_EXTERNAL_CLIENTS")
+        .map(|v| v == "1")
+        .unwrap_or(false)
+}
+
+/// True if the tool is usable; otherwise panics (required) or prints a skip note.
+fn have(what: &str, probe: &mut Command) -> bool {
+    let ok = probe
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !ok {
+        if required() {
+            panic!("{what} is not installed but REQUIRE_EXTERNAL_CLIENTS=1 (tests/run-all.sh installs it)");
+        }
+        eprintln!(
+            "skipped: {what} not installed (set REQUIRE_EXTERNAL_CLIENTS=1 to make this a failure)"
+        );
+    }
+    ok
+}
+
+/// Runs a command with optional stdin, killing it after `timeout`.
+fn run(cmd: &mut Command, stdin: Option<Vec<u8>>, timeout: Duration) -> Output {
+    cmd.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+    let writer = stdin.map(|data| {
+        let mut w = child.stdin.take().unwrap();
+        thread::spawn(move || {
+            let _ = w.write_all(&data);
+        })
+    });
+    let mut so = child.stdout.take().unwrap();
+    let mut se = child.stderr.take().unwrap();
+    let out_t = thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = so.read_to_end(&mut v);
+        v
+    });
+    let err_t = thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = se.read_to_end(&mut v);
+        v
+    });
+    let deadline = Instant::now() + timeout;
+    let mut timed_out = false;
+    let status = loop {
+        if let Some(st) = child.try_wait().expect("try_wait") {
+            break st;
+        }
+        if Instant::now() >= deadline {
+            timed_out = true;
+            let _ = child.kill();
+            break child.wait().expect("wait");
+        }
+        thread::sleep(Duration::from_millis(50));
+    };
+    if let Some(w) = writer {
+        let _ = w.join();
+    }
+    let out = Output {
+        status,
+        stdout: out_t.join().unwrap(),
+        stderr: err_t.join().unwrap(),
+    };
+    assert!(
+        !timed_out,
+        "{cmd:?} did not finish within {timeout:?}; stdout:\n{}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn assert_success(what: &str, out: &Output) {
+    assert!(
+        out.status.success(),
+        "{what} failed ({}); stdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn kcat_produce_and_consume() {
+    if !have("kcat", Command::new("kcat").arg("-V")) {
+        return;
+    }
+    let broker = Broker::start();
+    let bs = broker.bootstrap();
+    let topic = unique_name("kcat");
+    create_topic(&bs, &topic, 1, &[]);
+
+    // Metadata listing.
+    let out = run(
+        Command::new("kcat").args(["-b", &bs, "-L", "-t", &topic, "-m", "10"]),
+        None,
+        Duration::from_secs(30),
+    );
+    assert_success("kcat -L", &out);
+    let listing = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        listing.contains(&topic),
+        "kcat -L does not show topic {topic}:\n{listing}"
+    );
+
+    // Produce keyed lines (key:value), acks=all.
+    let n = 1000;
+    let lines: Vec<String> = (0..n)
+        .map(|i| format!("key{i}:value-{i}-{}", "x".repeat(i % 50)))
+        .collect();
+    let mut input = lines.join("\n");
+    input.push('\n');
+    let out = run(
+        Command::new("kcat").args([
+            "-b",
+            &bs,
+            "-P",
+            "-t",
+            &topic,
+            "-p",
+            "0",
+            "-K",
+            ":",
+            "-X",
+            "acks=all",
+            "-X",
+            "enable.idempotence=false",
+            "-m",
+            "30",
+        ]),
+        Some(input.into_bytes()),
+        Duration::from_secs(60),
+    );
+    assert_success("kcat -P", &out);
+    assert_eq!(
+        watermarks(&bs, &topic, 0),
+        (0, n as i64),
+        "watermarks after kcat -P"
+    );
+
+    // Consume from the beginning to the end (legacy consumer, no group).
+    let out = run(
+        Command::new("kcat").args([
+            "-b",
+            &bs,
+            "-C",
+            "-t",
+            &topic,
+            "-p",
+            "0",
+            "-o",
+            "beginning",
+            "-e",
+            "-q",
+            "-f",
+            "%o %k:%s\n",
+            "-m",
+            "30",
+        ]),
+        None,
+        Duration::from_secs(60),
+    );
+    assert_success("kcat -C", &out);
+    let text = String::from_utf8(out.stdout).expect("utf8");
+    let got: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        got.len(),
+        n,
+        "kcat -C line count; stderr:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for (i, line) in got.iter().enumerate() {
+        assert_eq!(*line, format!("{i} {}", lines[i]), "kcat -C line {i}");
+    }
+
+    // And what kcat wrote reads back through rdkafka too.
+    let msgs = consume_all(&bs, &topic, &[0], Duration::from_secs(30));
+    assert_eq!(msgs.len(), n);
+    assert_eq!(msgs[7].key.as_deref(), Some(&b"key7"[..]));
+    assert_eq!(
+        msgs[7].value.as_deref(),
+        Some(lines[7].split_once(':').unwrap().1.as_bytes())
+    );
+}
+
+#[test]
+fn kafka_python_roundtrip() {
+    let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".to_string());
+    if !have(
+        "python3 with kafka-python",
+        Command::new(&python).args(["-c", "import kafka"]),
+    ) {
+        return;
+    }
+    let broker = Broker::start();
+    let bs = broker.bootstrap();
+    let topic = unique_name("py");
+    create_topic(&bs, &topic, 1, &[]);
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/roundtrip.py");
+    let out = run(
+        Command::new(&python)
+            .arg(&script)
+            .args([&bs, &topic, "500"]),
+        None,
+        Duration::from_secs(180),
+    );
+    assert_success("tests/python/roundtrip.py", &out);
+    eprintln!("{}", String::from_utf8_lossy(&out.stdout));
+    assert_eq!(watermarks(&bs, &topic, 0), (0, 500));
+}

@@ -15,6 +15,7 @@ fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let config = BrokerConfig::from_flags(flags)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -8,6 +8,7 @@ mod fetch;
 mod list_offsets;
 mod metadata;
 mod produce;
+mod producer_id;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -117,6 +118,9 @@ impl<S: Storage + Clone> KafkaApis<S> {
             RequestKind::IncrementalAlterConfigs(r) => Reply::Now(
                 ResponseKind::IncrementalAlterConfigs(self.incremental_alter_configs(r, version)),
             ),
+            RequestKind::InitProducerId(r) => {
+                Reply::Now(ResponseKind::InitProducerId(self.init_producer_id(r, version)))
+            }
             RequestKind::DescribeCluster(r) => Reply::Now(ResponseKind::DescribeCluster(
                 self.describe_cluster(r, version),
             )),

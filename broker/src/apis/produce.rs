@@ -54,6 +54,8 @@ pub(crate) fn append_error(e: &AppendError) -> (ResponseError, String) {
             ResponseError::KafkaStorageError,
             format!("storage error: {io}"),
         ),
+        AppendError::OutOfOrderSequence(m) => (ResponseError::OutOfOrderSequenceNumber, m.clone()),
+        AppendError::InvalidProducerEpoch(m) => (ResponseError::InvalidProducerEpoch, m.clone()),
     }
 }
 

@@ -45,6 +45,12 @@ pub enum AppendError {
     MessageTooLarge(String),
     /// The storage failed; the log was rolled back to its previous end.
     Storage(io::Error),
+    /// An idempotent producer's sequence does not follow its last one (Kafka
+    /// OUT_OF_ORDER_SEQUENCE_NUMBER).
+    OutOfOrderSequence(String),
+    /// An idempotent producer's epoch is older than the partition's (Kafka
+    /// INVALID_PRODUCER_EPOCH: the producer was fenced).
+    InvalidProducerEpoch(String),
 }
 
 impl fmt::Display for AppendError {
@@ -54,6 +60,8 @@ impl fmt::Display for AppendError {
             AppendError::InvalidRecord(m) => write!(f, "invalid record: {m}"),
             AppendError::MessageTooLarge(m) => write!(f, "message too large: {m}"),
             AppendError::Storage(e) => write!(f, "storage error: {e}"),
+            AppendError::OutOfOrderSequence(m) => write!(f, "out of order sequence: {m}"),
+            AppendError::InvalidProducerEpoch(m) => write!(f, "invalid producer epoch: {m}"),
         }
     }
 }
@@ -400,6 +408,8 @@ mod tests {
             AppendError::InvalidRecord(_) => "invalid",
             AppendError::MessageTooLarge(_) => "too_large",
             AppendError::Storage(_) => "storage",
+            AppendError::OutOfOrderSequence(_) => "out_of_order",
+            AppendError::InvalidProducerEpoch(_) => "epoch",
         }
     }
 

@@ -1,11 +1,13 @@
 //! The partition `Log`: a sans-IO core over the `Storage` seam. Owns the ordered
 //! `LogSegment`s of one partition directory, offset assignment on append, fetch reads,
 //! roll/retention/truncation, the LogStartOffset checkpoint, flush bookkeeping (durable
-//! offset) and crash recovery. No clocks (time comes in as `now_ms`), no threads, no
-//! randomness, no direct file system access.
+//! offset), crash recovery and idempotent-producer deduplication (`ProducerStateManager`,
+//! rebuilt from batch headers at open and on truncation). No clocks (time comes in as
+//! `now_ms`), no threads, no randomness, no direct file system access.
 
 pub mod batch;
 pub mod index;
+pub mod producer_state;
 pub mod segment;
 pub mod testutil;
 
@@ -21,6 +23,10 @@ pub use batch::{
     BatchInfo, RecordBatchHeader,
 };
 pub use index::{OffsetIndex, TimeIndex};
+pub use producer_state::{
+    BatchMetadata, ProducerAppend, ProducerStateEntry, ProducerStateManager, NUM_BATCHES_TO_RETAIN,
+    PRODUCERS_MAX, PRODUCER_ID_EXPIRATION_MS,
+};
 pub use segment::{LogSegment, StoredBatch, NO_TIMESTAMP};
 
 use crate::storage::{Storage, StorageFile};
@@ -98,8 +104,13 @@ pub struct AppendInfo {
     pub last_offset: i64,
     /// Max of the batches' maxTimestamp (-1 if none had one).
     pub max_timestamp: i64,
+    /// Bytes written (0 for a duplicate).
     pub bytes: usize,
+    /// Batches written (0 for a duplicate).
     pub batches: usize,
+    /// Every batch was an idempotent producer's retry of batches already stored: nothing was
+    /// written and the offsets are the original ones (Kafka answers success with them).
+    pub duplicate: bool,
 }
 
 #[derive(Debug)]
@@ -201,6 +212,9 @@ pub struct Log<S: Storage> {
     index_files_unsynced: BTreeSet<i64>,
     /// Set by `close`: a clean-shutdown marker is on disk, so no append may follow.
     closed: bool,
+    /// Idempotent-producer state: a replay of the stored batch headers, plus entries whose
+    /// batches retention deleted, minus expired or evicted ones. Never past the log end.
+    producer_state: ProducerStateManager,
 }
 
 fn invalid_input(msg: String) -> io::Error {
@@ -305,6 +319,7 @@ impl<S: Storage> Log<S> {
             append_buf: Vec::new(),
             index_files_unsynced: BTreeSet::new(),
             closed: false,
+            producer_state: ProducerStateManager::new(PRODUCERS_MAX, PRODUCER_ID_EXPIRATION_MS),
         };
         if log.segments.is_empty() {
             let base = checkpoint.unwrap_or(0).max(0);
@@ -340,6 +355,8 @@ impl<S: Storage> Log<S> {
         }
         log.storage.sync_dir(&log.dir)?;
         log.durable_offset = log.log_end_offset();
+        log.rebuild_producer_state()?;
+        log.producer_state.remove_expired(now_ms);
         report.log_start_offset = log.log_start_offset;
         report.log_end_offset = log.log_end_offset();
         report.last_valid_offset = log.log_end_offset() - 1;
@@ -375,6 +392,36 @@ impl<S: Storage> Log<S> {
         self.segments.values().map(|s| s.size_bytes()).sum()
     }
 
+    /// (epoch, last sequence) of an idempotent producer, if the partition remembers it.
+    pub fn producer_state(&self, producer_id: i64) -> Option<(i16, i32)> {
+        self.producer_state
+            .entry(producer_id)
+            .map(|e| (e.producer_epoch, e.last_seq()))
+    }
+
+    /// Number of producer ids remembered.
+    pub fn producer_count(&self) -> usize {
+        self.producer_state.len()
+    }
+
+    /// Replays the producer state from the headers of every stored batch (offset order).
+    /// Header-only reads: cost proportional to the number of batches. On error the state is
+    /// left empty (no dedup, but no false rejections either).
+    fn rebuild_producer_state(&mut self) -> io::Result<()> {
+        self.producer_state.clear();
+        let state = &mut self.producer_state;
+        let walked = self
+            .segments
+            .values()
+            .try_for_each(|seg| seg.for_each_header(|h| state.replay_batch(h)));
+        if let Err(e) = walked {
+            self.producer_state.clear();
+            return Err(e);
+        }
+        self.producer_state.check_invariants();
+        Ok(())
+    }
+
     fn active(&self) -> &LogSegment<S::File> {
         self.segments
             .values()
@@ -389,7 +436,10 @@ impl<S: Storage> Log<S> {
             .expect("a log always has a segment")
     }
 
-    /// Validates every batch, then assigns consecutive offsets and appends them all or none.
+    /// Validates every batch (framing, then idempotent producers' epochs and sequences), then
+    /// assigns consecutive offsets and appends them all or none. A request whose batches were
+    /// all stored already (a producer's retry) writes nothing and reports the original offsets
+    /// with `duplicate: true`.
     pub fn append(
         &mut self,
         batches: &[u8],
@@ -407,6 +457,27 @@ impl<S: Storage> Log<S> {
                 "request of {total} bytes cannot fit a segment"
             )));
         }
+        let producer_append = match self
+            .producer_state
+            .prepare_append(&infos, self.log_end_offset())?
+        {
+            ProducerAppend::New(p) => p,
+            ProducerAppend::Duplicate {
+                first_offset,
+                last_offset,
+                max_timestamp,
+            } => {
+                assert!(first_offset <= last_offset && last_offset < self.log_end_offset());
+                return Ok(AppendInfo {
+                    base_offset: first_offset,
+                    last_offset,
+                    max_timestamp,
+                    bytes: 0,
+                    batches: 0,
+                    duplicate: true,
+                });
+            }
+        };
         self.maybe_roll(total, count, now_ms)?;
         let log_end_before = self.log_end_offset();
         let size_before = self.active().size_bytes();
@@ -453,6 +524,8 @@ impl<S: Storage> Log<S> {
             "log end must follow the last offset"
         );
         assert_eq!(self.active().size_bytes(), size_before + total);
+        // Only a successful write advances the producers' sequences.
+        self.producer_state.commit(producer_append, next, now_ms);
         self.check_invariants();
         Ok(AppendInfo {
             base_offset: log_end_before,
@@ -460,6 +533,7 @@ impl<S: Storage> Log<S> {
             max_timestamp,
             bytes: batches.len(),
             batches: infos.len(),
+            duplicate: false,
         })
     }
 
@@ -645,6 +719,12 @@ impl<S: Storage> Log<S> {
         if offset >= self.log_end_offset() {
             return Ok(());
         }
+        // Producers with batches at or above `offset` need a rebuild (cost: every batch
+        // header). Forget first: if a step below fails, no entry may point past the log end.
+        let rebuild = self.producer_state.has_batches_from(offset);
+        if rebuild {
+            self.producer_state.clear();
+        }
         let doomed: Vec<i64> = self.segments.range(offset + 1..).map(|(b, _)| *b).collect();
         for base in doomed.into_iter().rev() {
             self.segments.remove(&base);
@@ -654,6 +734,9 @@ impl<S: Storage> Log<S> {
         let interval = self.config.index_interval_bytes;
         self.active_mut().truncate_to(offset, interval)?;
         assert_eq!(self.log_end_offset(), offset);
+        if rebuild {
+            self.rebuild_producer_state()?;
+        }
         // Make the truncation and everything below it durable.
         for seg in self.segments.values() {
             if seg.next_offset() >= self.durable_offset.min(offset) {
@@ -672,6 +755,7 @@ impl<S: Storage> Log<S> {
         assert!(offset >= 0);
         let now_ms = self.active().created_ms();
         let mut report = RecoveryReport::default();
+        self.producer_state.clear();
         self.write_log_start_checkpoint(offset)?;
         self.remove_all_segments(&mut report)?;
         self.create_segment(offset, now_ms)?;
@@ -731,6 +815,8 @@ impl<S: Storage> Log<S> {
             .take_while(|s| s.next_offset() <= self.log_start_offset)
             .count();
         let n = by_time.max(by_bytes).max(by_start);
+        // Entries whose batches are deleted stay (as in Kafka) until they expire.
+        self.producer_state.remove_expired(now_ms);
         self.delete_oldest_segments(n)
     }
 
@@ -847,6 +933,13 @@ impl<S: Storage> Log<S> {
                 assert!(seg.next_offset() >= seg.base_offset());
                 assert_eq!(seg.size_bytes(), seg.file().len());
                 expected = seg.next_offset();
+            }
+        }
+        self.producer_state.check_invariants();
+        if cfg!(debug_assertions) {
+            for (pid, entry) in self.producer_state.entries() {
+                let last = entry.batches.back().expect("entries are never empty");
+                assert!(last.last_offset < log_end, "producer {pid} beyond log end");
             }
         }
     }

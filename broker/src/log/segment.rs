@@ -357,6 +357,37 @@ impl<F: StorageFile> LogSegment<F> {
         );
     }
 
+    /// Calls `f` with the header of every tracked batch, in offset order: one header-sized
+    /// read per batch, so the cost follows the number of batches, not their bytes.
+    pub fn for_each_header(&self, mut f: impl FnMut(&RecordBatchHeader)) -> io::Result<()> {
+        let mut hdr = [0u8; HEADER_BYTES];
+        let mut pos = 0u64;
+        let mut expected = self.base_offset;
+        while pos < self.size_bytes {
+            self.file.read_at(pos, &mut hdr)?;
+            let h = RecordBatchHeader::parse(&hdr).expect("header sized");
+            let size = h.total_size();
+            if size < HEADER_BYTES as i64
+                || pos + size as u64 > self.size_bytes
+                || h.base_offset() != expected
+                || h.last_offset_delta() < 0
+            {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "segment {}: tracked batch at {pos} changed on disk",
+                        self.base_offset
+                    ),
+                ));
+            }
+            expected = h.last_offset() + 1;
+            f(&h);
+            pos += size as u64;
+        }
+        assert_eq!(expected, self.next_offset, "walked every tracked batch");
+        Ok(())
+    }
+
     /// Header of a batch already tracked (trusted; a failure is an I/O error).
     pub fn header(&self, pos: u64) -> io::Result<StoredBatch> {
         assert!(pos < self.size_bytes);

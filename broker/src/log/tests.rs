@@ -2,7 +2,7 @@
 //! bookkeeping, crash recovery on both storages, and a model-based property test.
 
 use super::batch::RecordBatchHeader;
-use super::testutil::simple_batch;
+use super::testutil::{idempotent_batch, set_transactional, simple_batch};
 use super::*;
 use crate::storage::{FileStorage, MemStorage, Storage, StorageFile, TornWrite};
 
@@ -473,6 +473,380 @@ fn delete_removes_the_directory() {
     assert!(!s.exists(&dir));
 }
 
+// ---- idempotent producers ----
+
+/// An idempotent batch of `records` 5-byte records.
+fn pbatch(pid: i64, epoch: i16, seq: i32, records: usize) -> Vec<u8> {
+    let values: Vec<&[u8]> = (0..records).map(|_| b"value".as_slice()).collect();
+    idempotent_batch(T0, &values, pid, epoch, seq)
+}
+
+fn append_err(r: Result<AppendInfo, AppendError>) -> &'static str {
+    match r {
+        Ok(info) => panic!("expected an error, got {info:?}"),
+        Err(AppendError::OutOfOrderSequence(_)) => "out_of_order",
+        Err(AppendError::InvalidProducerEpoch(_)) => "epoch",
+        Err(AppendError::InvalidRecord(_)) => "invalid",
+        Err(AppendError::Storage(_)) => "storage",
+        Err(e) => panic!("unexpected {e}"),
+    }
+}
+
+/// Asserts `req` is answered as a duplicate of offsets `base..=last` and writes nothing.
+fn assert_duplicate<S: Storage>(log: &mut Log<S>, req: &[u8], base: i64, last: i64) {
+    let (end, size) = (log.log_end_offset(), log.size_bytes());
+    let info = log.append(req, 0, T0).unwrap();
+    assert!(info.duplicate, "{info:?}");
+    assert_eq!((info.base_offset, info.last_offset), (base, last));
+    assert_eq!((info.bytes, info.batches), (0, 0));
+    assert_eq!((log.log_end_offset(), log.size_bytes()), (end, size));
+}
+
+#[test]
+fn duplicate_retries_of_the_last_five_batches_return_original_offsets() {
+    let (_s, mut log) = mem_log(small_config());
+    let mut sent = Vec::new();
+    for i in 0..6 {
+        // A non-idempotent batch in between, so offsets and sequences differ.
+        log.append(&batch(T0, 1, 5), 0, T0).unwrap();
+        let b = pbatch(7, 0, 2 * i, 2);
+        let info = log.append(&b, 0, T0).unwrap();
+        assert!(!info.duplicate);
+        sent.push((b, info.base_offset, info.last_offset));
+    }
+    assert_eq!(log.producer_state(7), Some((0, 11)));
+    for (b, base, last) in &sent[1..] {
+        assert_duplicate(&mut log, b, *base, *last);
+        let stored = log.read(*base, 1, i64::MAX).unwrap();
+        assert_eq!(
+            &stored[16..],
+            &b[16..],
+            "the original batch is at those offsets"
+        );
+    }
+    // The 6th-oldest batch is no longer remembered: it is out of order, not a duplicate.
+    assert_eq!(append_err(log.append(&sent[0].0, 0, T0)), "out_of_order");
+    assert_eq!(log.producer_state(7), Some((0, 11)));
+    // The producer continues where it was.
+    assert!(!log.append(&pbatch(7, 0, 12, 1), 0, T0).unwrap().duplicate);
+    assert_eq!(log.producer_state(7), Some((0, 12)));
+}
+
+#[test]
+fn sequence_gaps_and_stale_epochs_are_rejected() {
+    let (_s, mut log) = mem_log(small_config());
+    log.append(&pbatch(1, 3, 0, 2), 0, T0).unwrap();
+    let end = log.log_end_offset();
+    // Gap (and a same-epoch rewind that is not a retained batch).
+    assert_eq!(
+        append_err(log.append(&pbatch(1, 3, 3, 1), 0, T0)),
+        "out_of_order"
+    );
+    assert_eq!(
+        append_err(log.append(&pbatch(1, 3, 1, 1), 0, T0)),
+        "out_of_order"
+    );
+    // Fenced: older epoch.
+    assert_eq!(append_err(log.append(&pbatch(1, 2, 2, 1), 0, T0)), "epoch");
+    // Newer epoch must start at 0.
+    assert_eq!(
+        append_err(log.append(&pbatch(1, 4, 2, 1), 0, T0)),
+        "out_of_order"
+    );
+    // Negative sequences are invalid for idempotent batches.
+    assert_eq!(
+        append_err(log.append(&pbatch(1, 3, -5, 1), 0, T0)),
+        "invalid"
+    );
+    assert_eq!(log.log_end_offset(), end);
+    assert_eq!(log.producer_state(1), Some((3, 1)));
+    // A bump to epoch 4 with sequence 0 resets the entry; epoch 3 is fenced from then on.
+    log.append(&pbatch(1, 4, 0, 3), 0, T0).unwrap();
+    assert_eq!(log.producer_state(1), Some((4, 2)));
+    assert_eq!(append_err(log.append(&pbatch(1, 3, 2, 1), 0, T0)), "epoch");
+    // A retry of the old epoch's batch is fenced too, not a duplicate.
+    assert_eq!(append_err(log.append(&pbatch(1, 3, 0, 2), 0, T0)), "epoch");
+    assert_duplicate(&mut log, &pbatch(1, 4, 0, 3), end, end + 2);
+}
+
+#[test]
+fn unknown_producers_start_at_any_sequence_and_plain_batches_are_unchecked() {
+    let (_s, mut log) = mem_log(small_config());
+    log.append(&pbatch(9, 5, 1234, 2), 0, T0).unwrap();
+    assert_eq!(log.producer_state(9), Some((5, 1235)));
+    assert_eq!(log.producer_state(10), None);
+    // producerId -1: no checks, no state, retries are appended again.
+    let plain = batch(T0, 1, 5);
+    log.append(&plain, 0, T0).unwrap();
+    log.append(&plain, 0, T0).unwrap();
+    assert_eq!(log.producer_count(), 1);
+    assert_eq!(log.log_end_offset(), 4);
+    // Transactional batches get the same sequence checks (and do not crash the log).
+    let mut t = pbatch(11, 0, 0, 1);
+    set_transactional(&mut t, true);
+    log.append(&t, 0, T0).unwrap();
+    assert_duplicate(&mut log, &t, 4, 4);
+    let mut t = pbatch(11, 0, 5, 1);
+    set_transactional(&mut t, true);
+    assert_eq!(append_err(log.append(&t, 0, T0)), "out_of_order");
+}
+
+#[test]
+fn sequences_wrap_around_at_i32_max() {
+    let (_s, mut log) = mem_log(small_config());
+    log.append(&pbatch(3, 0, i32::MAX - 1, 2), 0, T0).unwrap();
+    assert_eq!(log.producer_state(3), Some((0, i32::MAX)));
+    assert_eq!(
+        append_err(log.append(&pbatch(3, 0, 1, 1), 0, T0)),
+        "out_of_order"
+    );
+    log.append(&pbatch(3, 0, 0, 1), 0, T0).unwrap();
+    assert_eq!(log.producer_state(3), Some((0, 0)));
+    // A batch spanning the wrap: MAX..=1 would need the previous last to be MAX - 1.
+    let (_s, mut log) = mem_log(small_config());
+    log.append(&pbatch(3, 0, i32::MAX - 5, 5), 0, T0).unwrap();
+    log.append(&pbatch(3, 0, i32::MAX, 3), 0, T0).unwrap();
+    assert_eq!(log.producer_state(3), Some((0, 1)));
+    assert_duplicate(&mut log, &pbatch(3, 0, i32::MAX, 3), 5, 7);
+    log.append(&pbatch(3, 0, 2, 1), 0, T0).unwrap();
+}
+
+#[test]
+fn multi_batch_requests_are_all_or_nothing() {
+    let (_s, mut log) = mem_log(small_config());
+    // Checked in order against the state left by the earlier batches of the request.
+    let mut req = pbatch(1, 0, 0, 2);
+    req.extend(pbatch(1, 0, 2, 3));
+    req.extend(batch(T0, 1, 1));
+    req.extend(pbatch(2, 0, 0, 1));
+    let info = log.append(&req, 0, T0).unwrap();
+    assert_eq!(
+        (info.base_offset, info.last_offset, info.batches),
+        (0, 6, 4)
+    );
+    assert_eq!(log.producer_state(1), Some((0, 4)));
+    // A later batch out of order: nothing appended, no state changed.
+    let mut bad = pbatch(1, 0, 5, 1);
+    bad.extend(pbatch(2, 0, 1, 1));
+    bad.extend(pbatch(1, 0, 7, 1));
+    assert_eq!(append_err(log.append(&bad, 0, T0)), "out_of_order");
+    assert_eq!(log.log_end_offset(), 7);
+    assert_eq!(log.producer_state(1), Some((0, 4)));
+    assert_eq!(log.producer_state(2), Some((0, 0)));
+    // A whole retried request: duplicate, original offsets (first batch .. last batch).
+    let mut retry = pbatch(1, 0, 0, 2);
+    retry.extend(pbatch(1, 0, 2, 3));
+    assert_duplicate(&mut log, &retry, 0, 4);
+    let mut retry = pbatch(1, 0, 2, 3);
+    retry.extend(pbatch(2, 0, 0, 1));
+    assert_duplicate(&mut log, &retry, 2, 6);
+    // Duplicates mixed with new batches (or plain ones) are refused.
+    let mut mixed = pbatch(1, 0, 2, 3);
+    mixed.extend(pbatch(1, 0, 5, 1));
+    assert_eq!(append_err(log.append(&mixed, 0, T0)), "out_of_order");
+    let mut mixed = pbatch(2, 0, 0, 1);
+    mixed.extend(batch(T0, 1, 1));
+    assert_eq!(append_err(log.append(&mixed, 0, T0)), "out_of_order");
+    assert_eq!(log.log_end_offset(), 7);
+    assert_eq!(log.producer_state(1), Some((0, 4)));
+}
+
+#[test]
+fn failed_writes_do_not_advance_sequences() {
+    let (s, mut log) = mem_log(small_config());
+    log.append(&pbatch(1, 0, 0, 1), 0, T0).unwrap();
+    s.set_disk_full(true);
+    let next = pbatch(1, 0, 1, 2);
+    assert_eq!(append_err(log.append(&next, 0, T0)), "storage");
+    assert_eq!(log.producer_state(1), Some((0, 0)));
+    // A new producer's failed write leaves no entry either.
+    assert_eq!(
+        append_err(log.append(&pbatch(2, 0, 0, 1), 0, T0)),
+        "storage"
+    );
+    assert_eq!(log.producer_state(2), None);
+    s.set_disk_full(false);
+    // The retry is appended (it was never stored), not answered as a duplicate.
+    let info = log.append(&next, 0, T0).unwrap();
+    assert!(!info.duplicate);
+    assert_eq!((info.base_offset, info.last_offset), (1, 2));
+    assert_duplicate(&mut log, &next, 1, 2);
+}
+
+/// Producers 1..=3 with interleaved batches across several segments; returns what was sent.
+fn produce_some<S: Storage>(log: &mut Log<S>) -> Vec<(Vec<u8>, i64, i64)> {
+    let mut sent = Vec::new();
+    let mut seqs = [0i32; 4];
+    for i in 0..24usize {
+        let pid = 1 + (i * 7 % 3);
+        let records = 1 + i % 3;
+        let b = pbatch(pid as i64, 0, seqs[pid], records);
+        seqs[pid] += records as i32;
+        let info = log.append(&b, 0, T0).unwrap();
+        sent.push((b, info.base_offset, info.last_offset));
+    }
+    assert!(log.segment_count() > 2);
+    sent
+}
+
+/// Every sent batch still in the log and among its producer's last 5 is a duplicate.
+fn assert_dedup_matches<S: Storage>(log: &mut Log<S>, sent: &[(Vec<u8>, i64, i64)]) {
+    for (i, (b, base, last)) in sent.iter().enumerate() {
+        let pid = RecordBatchHeader::parse(b).unwrap().producer_id();
+        let newer = sent[i + 1..]
+            .iter()
+            .filter(|(o, _, _)| RecordBatchHeader::parse(o).unwrap().producer_id() == pid)
+            .count();
+        if *last < log.log_end_offset() && newer < NUM_BATCHES_TO_RETAIN {
+            assert_duplicate(log, b, *base, *last);
+        } else if *last < log.log_end_offset() {
+            assert_eq!(append_err(log.append(b, 0, T0)), "out_of_order");
+        }
+    }
+}
+
+#[test]
+fn producer_state_is_rebuilt_on_clean_reopen_and_after_a_crash() {
+    let (s, mut log) = mem_log(small_config());
+    let dir = log.dir().to_path_buf();
+    let sent = produce_some(&mut log);
+    let before = log.producer_state.clone();
+    assert_eq!(before.len(), 3);
+    log.close().unwrap();
+    let (mut log, r) = Log::open(s.clone(), dir.clone(), small_config(), T0).unwrap();
+    assert!(r.clean_shutdown);
+    assert_eq!(log.producer_state, before);
+    assert_dedup_matches(&mut log, &sent);
+
+    // Crash: the unsynced tail is lost, and so is the producers' memory of it.
+    log.flush().unwrap();
+    let durable = log.log_end_offset();
+    let mut tail = Vec::new();
+    for (pid, seq) in [(1, 1000), (2, 2000)] {
+        // Unknown-to-the-log sequences would be out of order: bump the epoch instead.
+        let b = pbatch(pid, 1, 0, 2);
+        let info = log.append(&b, 0, T0).unwrap();
+        tail.push((b, info.base_offset, info.last_offset, seq));
+    }
+    assert_eq!(log.producer_state(1), Some((1, 1)));
+    drop(log);
+    s.crash(TornWrite::DropUnsynced);
+    let (mut log, r) = Log::open(s.clone(), dir.clone(), small_config(), T0).unwrap();
+    assert!(!r.clean_shutdown);
+    assert_eq!(log.log_end_offset(), durable);
+    assert_eq!(log.producer_state, before);
+    assert_dedup_matches(&mut log, &sent);
+    // The lost batches are appended again when retried (at new offsets), exactly once.
+    for (b, _, _, _) in &tail {
+        let info = log.append(b, 0, T0).unwrap();
+        assert!(!info.duplicate);
+        assert_duplicate(&mut log, b, info.base_offset, info.last_offset);
+    }
+}
+
+#[test]
+fn truncation_rolls_the_producer_state_back() {
+    let (_s, mut log) = mem_log(small_config());
+    let sent = produce_some(&mut log);
+    // Replay the first 15 batches into a second log: its state is what truncation must give.
+    let (_s2, mut prefix) = mem_log(small_config());
+    for (b, _, _) in &sent[..15] {
+        prefix.append(b, 0, T0).unwrap();
+    }
+    let cut = sent[15].1;
+    assert_eq!(prefix.log_end_offset(), cut);
+    log.truncate_to(cut).unwrap();
+    assert_eq!(log.producer_state, prefix.producer_state);
+    assert_dedup_matches(&mut log, &sent[..15]);
+    // The truncated batches are new again, in order.
+    for (b, base, last) in &sent[15..] {
+        let info = log.append(b, 0, T0).unwrap();
+        assert!(!info.duplicate);
+        assert_eq!((info.base_offset, info.last_offset), (*base, *last));
+    }
+    // Truncating away only plain batches keeps the state as it is (no rebuild needed).
+    let state = log.producer_state.clone();
+    let end = log.log_end_offset();
+    log.append(&batch(T0, 2, 5), 0, T0).unwrap();
+    log.truncate_to(end).unwrap();
+    assert_eq!(log.producer_state, state);
+    // Truncating below the log start forgets every producer.
+    log.delete_records_before(10).unwrap();
+    log.truncate_to(5).unwrap();
+    assert_eq!(log.producer_count(), 0);
+    log.append(&sent[20].0, 0, T0).unwrap();
+}
+
+#[test]
+fn retention_keeps_entries_until_they_expire() {
+    let mut cfg = small_config();
+    cfg.retention_ms = 1000;
+    let (_s, mut log) = mem_log(cfg);
+    let first = pbatch(1, 0, 0, 1);
+    log.append(&first, 0, T0).unwrap();
+    log.roll(T0).unwrap();
+    log.append(&batch(T0 + 5000, 1, 100), 0, T0).unwrap();
+    let r = log.apply_retention(T0 + 2000).unwrap();
+    assert!(r.segments_deleted > 0 && log.log_start_offset() > 0);
+    // The batch is gone but still remembered (as in Kafka): the retry is a duplicate.
+    assert_eq!(log.producer_state(1), Some((0, 0)));
+    assert_duplicate(&mut log, &first, 0, 0);
+    // Idle for longer than producer.id.expiration.ms: forgotten.
+    log.apply_retention(T0 + PRODUCER_ID_EXPIRATION_MS + 1)
+        .unwrap();
+    assert_eq!(log.producer_state(1), None);
+}
+
+/// Rebuild cost at open: `cargo test --release -p broker --lib rebuild_cost -- --ignored
+/// --nocapture`.
+#[test]
+#[ignore]
+fn rebuild_cost() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("p-0");
+    let cfg = LogConfig {
+        segment_bytes: 64 << 20,
+        ..LogConfig::default()
+    };
+    let (mut log, _) = Log::open(FileStorage::new(), dir.clone(), cfg.clone(), T0).unwrap();
+    let n = 200_000usize;
+    let mut seqs = vec![0i32; 1000];
+    let mut req = Vec::new();
+    for i in 0..n {
+        let pid = i % 1000;
+        req.extend(pbatch(pid as i64, 0, seqs[pid], 4));
+        seqs[pid] += 4;
+        if req.len() > 64 << 10 {
+            log.append(&req, 0, T0).unwrap();
+            req.clear();
+        }
+    }
+    log.append(&req, 0, T0).unwrap();
+    let bytes = log.size_bytes();
+    log.close().unwrap();
+    for clean in [true, false] {
+        if !clean {
+            FileStorage::new()
+                .remove(&dir.join(CLEAN_SHUTDOWN_FILE))
+                .ok();
+        }
+        let started = std::time::Instant::now();
+        let (log, r) = Log::open(FileStorage::new(), dir.clone(), cfg.clone(), T0).unwrap();
+        let open = started.elapsed();
+        let started = std::time::Instant::now();
+        let mut log = log;
+        log.rebuild_producer_state().unwrap();
+        println!(
+            "{n} batches, {bytes} bytes, {} segments, clean {}: open {open:?}, rebuild alone {:?}",
+            log.segment_count(),
+            r.clean_shutdown,
+            started.elapsed()
+        );
+        assert_eq!(log.producer_count(), 1000);
+        log.close().unwrap();
+    }
+}
+
 // ---- recovery from damaged files, generic over storage ----
 
 fn rewrite<S: Storage>(s: &S, path: &Path, f: impl FnOnce(&mut Vec<u8>)) {
@@ -646,6 +1020,13 @@ mod model {
         Retention {
             advance_ms: u16,
         },
+        /// An idempotent producer sends a new batch, or retries one it sent before.
+        Produce {
+            producer: u8,
+            retry: Option<u32>,
+            records: u8,
+            advance_ms: u16,
+        },
     }
 
     fn op() -> impl Strategy<Value = Op> {
@@ -662,8 +1043,31 @@ mod model {
             1 => (0u8..4, 0u16..700).prop_map(|(sectors, garbage)| Op::CrashTorn { sectors, garbage }),
             1 => Just(Op::CloseReopen),
             1 => (0u16..30000).prop_map(|advance_ms| Op::Retention { advance_ms }),
+            5 => (0u8..3, prop::option::of(any::<u32>()), 1u8..4, 0u16..2000).prop_map(
+                |(producer, retry, records, advance_ms)| Op::Produce {
+                    producer,
+                    retry,
+                    records,
+                    advance_ms
+                }
+            ),
         ]
     }
+
+    /// What an idempotent producer (id 100 + index) knows.
+    #[derive(Default)]
+    struct ProducerModel {
+        epoch: i16,
+        next_seq: i32,
+        /// Every batch it sent, as sent.
+        sent: Vec<Vec<u8>>,
+        /// A crash or truncation removed one of its stored batches, or a retry was appended
+        /// again (its original was gone): the broker may expect another sequence than
+        /// `next_seq` (a real client would get OUT_OF_ORDER_SEQUENCE_NUMBER too).
+        desynced: bool,
+    }
+
+    const PRODUCER_ID_BASE: i64 = 100;
 
     struct Model {
         /// (base offset, stored bytes) of every batch at or above the log start.
@@ -672,6 +1076,16 @@ mod model {
         log_end: i64,
         durable: i64,
         generation: u64,
+        producers: Vec<ProducerModel>,
+    }
+
+    /// Equal apart from the fields the log patches (base offset, length, leader epoch).
+    fn same_batch(a: &[u8], b: &[u8]) -> bool {
+        a[16..] == b[16..]
+    }
+
+    fn header(b: &[u8]) -> RecordBatchHeader<'_> {
+        RecordBatchHeader::parse(b).unwrap()
     }
 
     impl Model {
@@ -697,8 +1111,57 @@ mod model {
         }
 
         fn truncate(&mut self, end: i64) {
+            for (_, b) in self.batches.iter().filter(|(base, _)| *base >= end) {
+                let pid = header(b).producer_id();
+                if pid >= PRODUCER_ID_BASE {
+                    self.producers[(pid - PRODUCER_ID_BASE) as usize].desynced = true;
+                }
+            }
             self.batches.retain(|(b, _)| *b < end);
             self.log_end = end;
+        }
+
+        /// A retry of `b` must be a duplicate: it is among its producer's last 5 stored
+        /// batches of the latest stored epoch.
+        fn expect_duplicate(&self, b: &[u8]) -> bool {
+            let pid = header(b).producer_id();
+            let mine: Vec<&Vec<u8>> = self
+                .batches
+                .iter()
+                .map(|(_, s)| s)
+                .filter(|s| header(s).producer_id() == pid)
+                .collect();
+            let Some(latest) = mine.last() else {
+                return false;
+            };
+            let epoch = header(latest).producer_epoch();
+            mine.iter()
+                .rev()
+                .take(NUM_BATCHES_TO_RETAIN)
+                .filter(|s| header(s).producer_epoch() == epoch)
+                .any(|s| same_batch(s, b))
+        }
+
+        /// No idempotent batch is stored twice.
+        fn check_no_duplicates(&self) {
+            let mut seen = BTreeSet::new();
+            for (base, b) in &self.batches {
+                let h = header(b);
+                if h.producer_id() >= 0 {
+                    let key = (h.producer_id(), h.producer_epoch(), h.base_sequence());
+                    assert!(seen.insert(key), "{key:?} stored twice (again at {base})");
+                }
+            }
+        }
+
+        fn push(&mut self, mut b: Vec<u8>, leader_epoch: i32) -> i64 {
+            let base = self.log_end;
+            set_base_offset(&mut b, base);
+            set_partition_leader_epoch(&mut b, leader_epoch);
+            let last = Self::last_offset(&b);
+            self.batches.push((base, b));
+            self.log_end = last + 1;
+            last
         }
 
         fn is_boundary(&self, offset: i64) -> bool {
@@ -740,6 +1203,7 @@ mod model {
             log_end: 0,
             durable: 0,
             generation: 0,
+            producers: (0..3).map(|_| ProducerModel::default()).collect(),
         };
         let mut ticket: Option<(FlushTicket<_>, u64)> = None;
         for (step, op) in ops.into_iter().enumerate() {
@@ -860,6 +1324,71 @@ mod model {
                     assert_eq!(r.segments_rebuilt, 0, "{r:?}");
                     m.durable = m.log_end;
                     m.generation += 1;
+                }
+                Op::Produce {
+                    producer,
+                    retry,
+                    records,
+                    advance_ms,
+                } => {
+                    now += advance_ms as i64;
+                    let leader_epoch = (step % 7) as i32;
+                    let pid = PRODUCER_ID_BASE + producer as i64;
+                    let p = &m.producers[producer as usize];
+                    let (b, is_retry) = match retry {
+                        Some(pick) if !p.sent.is_empty() => {
+                            (p.sent[pick as usize % p.sent.len()].clone(), true)
+                        }
+                        _ => {
+                            let values: Vec<&[u8]> =
+                                (0..records).map(|_| b"idempotent".as_slice()).collect();
+                            let b = idempotent_batch(now - 10, &values, pid, p.epoch, p.next_seq);
+                            (b, false)
+                        }
+                    };
+                    let expect_duplicate = is_retry && m.expect_duplicate(&b);
+                    let present = m.batches.iter().find(|(_, s)| same_batch(s, &b)).cloned();
+                    match log.append(&b, leader_epoch, now) {
+                        Ok(info) if info.duplicate => {
+                            assert!(is_retry, "a new batch answered as a duplicate");
+                            if info.base_offset >= m.log_start {
+                                let (base, stored) = present.expect("duplicate of a stored batch");
+                                assert_eq!(info.base_offset, base);
+                                assert_eq!(info.last_offset, Model::last_offset(&stored));
+                            } else {
+                                assert!(present.is_none());
+                            }
+                        }
+                        Ok(info) => {
+                            assert!(!expect_duplicate, "a recent retry was appended again");
+                            assert!(present.is_none(), "a stored batch was appended again");
+                            assert_eq!(info.base_offset, m.log_end);
+                            let last = m.push(b.clone(), leader_epoch);
+                            assert_eq!(info.last_offset, last);
+                            let p = &mut m.producers[producer as usize];
+                            if is_retry {
+                                p.desynced = true;
+                            } else {
+                                p.next_seq += records as i32;
+                                p.sent.push(b);
+                            }
+                        }
+                        Err(AppendError::OutOfOrderSequence(e)) => {
+                            assert!(!expect_duplicate, "{e}");
+                            if !is_retry {
+                                let p = &mut m.producers[producer as usize];
+                                assert!(p.desynced, "an in-sequence batch was refused: {e}");
+                                // Like a KIP-360 client: bump the epoch, restart at 0.
+                                p.epoch += 1;
+                                p.next_seq = 0;
+                            }
+                        }
+                        Err(AppendError::InvalidProducerEpoch(e)) => {
+                            assert!(is_retry && !expect_duplicate, "{e}");
+                        }
+                        Err(e) => panic!("{e}"),
+                    }
+                    m.check_no_duplicates();
                 }
                 Op::Retention { advance_ms } => {
                     now += advance_ms as i64;

@@ -1,7 +1,10 @@
 //! Test helpers shared by unit tests, integration tests and the simulator: an encoder for
-//! valid uncompressed v2 record batches (what a producer would send).
+//! valid uncompressed v2 record batches (what a producer would send), plain or idempotent.
 
-use super::batch::{ATTRIBUTES_POS, CRC_POS, HEADER_BYTES, MAGIC_V2};
+use super::batch::{
+    ATTRIBUTES_POS, BASE_SEQUENCE_POS, CRC_POS, HEADER_BYTES, MAGIC_V2, PRODUCER_EPOCH_POS,
+    PRODUCER_ID_POS, TRANSACTIONAL_BIT,
+};
 
 /// One record to encode.
 #[derive(Clone, Debug, Default)]
@@ -99,4 +102,40 @@ pub fn simple_batch(base_timestamp_ms: i64, values: &[&[u8]]) -> Vec<u8> {
 pub fn recompute_crc(batch: &mut [u8]) {
     let crc = crc32c::crc32c(&batch[ATTRIBUTES_POS..]);
     batch[CRC_POS..CRC_POS + 4].copy_from_slice(&crc.to_be_bytes());
+}
+
+/// Makes a batch idempotent: sets producerId, producerEpoch and baseSequence, fixes the CRC.
+pub fn set_producer(batch: &mut [u8], producer_id: i64, producer_epoch: i16, base_sequence: i32) {
+    assert!(batch.len() >= HEADER_BYTES, "not a batch header");
+    batch[PRODUCER_ID_POS..PRODUCER_ID_POS + 8].copy_from_slice(&producer_id.to_be_bytes());
+    batch[PRODUCER_EPOCH_POS..PRODUCER_EPOCH_POS + 2]
+        .copy_from_slice(&producer_epoch.to_be_bytes());
+    batch[BASE_SEQUENCE_POS..BASE_SEQUENCE_POS + 4].copy_from_slice(&base_sequence.to_be_bytes());
+    recompute_crc(batch);
+}
+
+/// Sets or clears the transactional attribute bit, fixes the CRC.
+pub fn set_transactional(batch: &mut [u8], transactional: bool) {
+    let pos = ATTRIBUTES_POS;
+    let mut attributes = i16::from_be_bytes([batch[pos], batch[pos + 1]]);
+    if transactional {
+        attributes |= TRANSACTIONAL_BIT;
+    } else {
+        attributes &= !TRANSACTIONAL_BIT;
+    }
+    batch[pos..pos + 2].copy_from_slice(&attributes.to_be_bytes());
+    recompute_crc(batch);
+}
+
+/// An idempotent batch of `values` (timestamp delta = record index).
+pub fn idempotent_batch(
+    base_timestamp_ms: i64,
+    values: &[&[u8]],
+    producer_id: i64,
+    producer_epoch: i16,
+    base_sequence: i32,
+) -> Vec<u8> {
+    let mut b = simple_batch(base_timestamp_ms, values);
+    set_producer(&mut b, producer_id, producer_epoch, base_sequence);
+    b
 }

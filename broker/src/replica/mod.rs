@@ -20,12 +20,14 @@ use crate::log::{Log, LogConfig};
 use crate::storage::Storage;
 
 pub use partition::{DurableError, Partition};
-use registry::{Registry, TopicRecord};
+use registry::{Registry, RegistryState, TopicRecord};
 
 /// Longest topic name Kafka accepts.
 pub const TOPIC_NAME_BYTES_MAX: usize = 249;
 /// Most topics one broker hosts; CreateTopics past it fails with a clear error.
 pub const TOPICS_MAX: usize = 100_000;
+/// Producer ids are reserved durably in blocks of this many, so InitProducerId rarely writes.
+pub const PRODUCER_ID_BLOCK: i64 = 1000;
 
 /// A topic and its partitions.
 pub struct Topic<S: Storage> {
@@ -122,6 +124,8 @@ pub struct ReplicaManager<S: Storage + Clone> {
     /// Source of topic ids: a SplitMix64 stream seeded by the caller (the shell seeds it from
     /// the OS, the simulator from its seed), so this module reads no randomness itself.
     id_state: Mutex<u64>,
+    /// (next producer id to hand out, end of the durably reserved block).
+    producer_ids: Mutex<(i64, i64)>,
 }
 
 fn splitmix64(state: &mut u64) -> u64 {
@@ -142,7 +146,9 @@ impl<S: Storage + Clone> ReplicaManager<S> {
         now_ms: i64,
     ) -> anyhow::Result<Self> {
         storage.create_dir_all(&config.data_dir)?;
-        let (registry, records) = Registry::open(storage.clone(), &config.data_dir.join("meta"))?;
+        let (registry, state) = Registry::open(storage.clone(), &config.data_dir.join("meta"))?;
+        let records = state.topics;
+        let block_end = state.producer_id_block_end.max(0);
         let (data_version, _) = watch::channel(0u64);
         let manager = ReplicaManager {
             storage,
@@ -151,6 +157,7 @@ impl<S: Storage + Clone> ReplicaManager<S> {
             registry: Mutex::new(registry),
             data_version,
             id_state: Mutex::new(id_seed),
+            producer_ids: Mutex::new((block_end, block_end)),
         };
         let mut topics = BTreeMap::new();
         for (name, record) in &records {
@@ -264,6 +271,19 @@ impl<S: Storage + Clone> ReplicaManager<S> {
         self.topic(topic).and_then(|t| t.partition(index))
     }
 
+    /// What the registry must hold now, with `topics` as given.
+    fn state(&self, topics: BTreeMap<String, TopicRecord>) -> RegistryState {
+        let block_end = self
+            .producer_ids
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .1;
+        RegistryState {
+            producer_id_block_end: block_end,
+            topics,
+        }
+    }
+
     fn records(&self) -> BTreeMap<String, TopicRecord> {
         self.topics
             .read()
@@ -356,7 +376,7 @@ impl<S: Storage + Clone> ReplicaManager<S> {
             },
         );
         registry
-            .write(&records)
+            .write(&self.state(records))
             .map_err(|e| TopicError::Storage(format!("topic registry: {e}")))?;
         self.topics
             .write()
@@ -388,7 +408,7 @@ impl<S: Storage + Clone> ReplicaManager<S> {
         let mut records = self.records();
         records.remove(name);
         registry
-            .write(&records)
+            .write(&self.state(records))
             .map_err(|e| TopicError::Storage(format!("topic registry: {e}")))?;
         self.topics
             .write()
@@ -443,7 +463,7 @@ impl<S: Storage + Clone> ReplicaManager<S> {
             .unwrap_or_else(|p| p.into_inner())
             .extend(added);
         registry
-            .write(&self.records())
+            .write(&self.state(self.records()))
             .map_err(|e| TopicError::Storage(format!("topic registry: {e}")))?;
         tracing::info!(topic = name, partitions = count, "grew topic");
         Ok(())
@@ -461,7 +481,7 @@ impl<S: Storage + Clone> ReplicaManager<S> {
             &mut *topic.configs.write().unwrap_or_else(|p| p.into_inner()),
             configs,
         );
-        if let Err(e) = registry.write(&self.records()) {
+        if let Err(e) = registry.write(&self.state(self.records())) {
             *topic.configs.write().unwrap_or_else(|p| p.into_inner()) = previous;
             return Err(TopicError::Storage(format!("topic registry: {e}")));
         }
@@ -470,6 +490,36 @@ impl<S: Storage + Clone> ReplicaManager<S> {
             p.log().set_config(log_config.clone());
         }
         Ok(())
+    }
+
+    /// Hands out a producer id never handed out before, across restarts: ids are reserved in
+    /// durable blocks of [`PRODUCER_ID_BLOCK`].
+    pub fn allocate_producer_id(&self) -> Result<i64, TopicError> {
+        let mut registry = self.registry.lock().unwrap_or_else(|p| p.into_inner());
+        let (next, end) = *self.producer_ids.lock().unwrap_or_else(|p| p.into_inner());
+        debug_assert!(next <= end);
+        if next == end {
+            let new_end = end + PRODUCER_ID_BLOCK;
+            let state = RegistryState {
+                producer_id_block_end: new_end,
+                topics: self.records(),
+            };
+            registry
+                .write(&state)
+                .map_err(|e| TopicError::Storage(format!("registry: {e}")))?;
+            self.producer_ids
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .1 = new_end;
+        }
+        let mut ids = self.producer_ids.lock().unwrap_or_else(|p| p.into_inner());
+        let id = ids.0;
+        ids.0 += 1;
+        assert!(
+            ids.0 <= ids.1,
+            "a producer id is handed out only inside a durable block"
+        );
+        Ok(id)
     }
 
     /// Deletes segments past retention in every partition. Returns the segments removed.

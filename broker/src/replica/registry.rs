@@ -1,4 +1,5 @@
-//! The topic registry on disk: every topic's id, partition count and config overrides, in one
+//! The registry on disk: every topic's id, partition count and config overrides, and the end of
+//! the reserved block of producer ids, in one
 //! small TOML file under `<data-dir>/meta/`, written through the [`Storage`] trait.
 //!
 //! Updates never overwrite: each write is a new file `topics-<generation>.toml`, fsynced along with
@@ -26,10 +27,14 @@ pub struct TopicRecord {
     pub configs: BTreeMap<String, String>,
 }
 
-#[derive(Debug, Default, Serialize, Deserialize)]
-struct RegistryFile {
+/// Everything the registry persists.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegistryState {
+    /// Producer ids below this may have been handed out; a restart continues from here.
     #[serde(default)]
-    topics: BTreeMap<String, TopicRecord>,
+    pub producer_id_block_end: i64,
+    #[serde(default)]
+    pub topics: BTreeMap<String, TopicRecord>,
 }
 
 /// Reads and writes registry generations in `dir`.
@@ -51,8 +56,8 @@ fn parse_generation(name: &str) -> Option<u64> {
 }
 
 impl<S: Storage> Registry<S> {
-    /// Opens the registry in `dir`, returning the topics of the newest readable generation.
-    pub fn open(storage: S, dir: &Path) -> io::Result<(Self, BTreeMap<String, TopicRecord>)> {
+    /// Opens the registry in `dir`, returning the state of the newest readable generation.
+    pub fn open(storage: S, dir: &Path) -> io::Result<(Self, RegistryState)> {
         storage.create_dir_all(dir)?;
         let mut generations: Vec<u64> = storage
             .list(dir)?
@@ -67,19 +72,19 @@ impl<S: Storage> Registry<S> {
         };
         for &generation in generations.iter().rev() {
             match registry.read(generation) {
-                Ok(topics) => {
+                Ok(state) => {
                     registry.generation = generation;
-                    return Ok((registry, topics));
+                    return Ok((registry, state));
                 }
                 Err(e) => {
                     tracing::warn!(generation, error = %e, "skipping unreadable topic registry")
                 }
             }
         }
-        Ok((registry, BTreeMap::new()))
+        Ok((registry, RegistryState::default()))
     }
 
-    fn read(&self, generation: u64) -> io::Result<BTreeMap<String, TopicRecord>> {
+    fn read(&self, generation: u64) -> io::Result<RegistryState> {
         let file = self.storage.open(&self.dir.join(file_name(generation)))?;
         let len = file.len();
         if len > REGISTRY_BYTES_MAX {
@@ -92,17 +97,13 @@ impl<S: Storage> Registry<S> {
         file.read_at(0, &mut buf)?;
         let text = String::from_utf8(buf)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
-        let parsed: RegistryFile = toml::from_str(&text)
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
-        Ok(parsed.topics)
+        toml::from_str(&text).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))
     }
 
-    /// Durably replaces the registry with `topics`.
-    pub fn write(&mut self, topics: &BTreeMap<String, TopicRecord>) -> io::Result<()> {
-        let text = toml::to_string(&RegistryFile {
-            topics: topics.clone(),
-        })
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+    /// Durably replaces the registry with `state`.
+    pub fn write(&mut self, state: &RegistryState) -> io::Result<()> {
+        let text = toml::to_string(state)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
         let next = self.generation + 1;
         let path = self.dir.join(file_name(next));
         if self.storage.exists(&path) {
@@ -114,7 +115,7 @@ impl<S: Storage> Registry<S> {
         self.storage.sync_dir(&self.dir)?;
         let previous = self.generation;
         self.generation = next;
-        debug_assert_eq!(self.read(next).ok().as_ref(), Some(topics));
+        debug_assert_eq!(self.read(next).ok().as_ref(), Some(state));
         if previous > 0 {
             self.storage.remove(&self.dir.join(file_name(previous)))?;
         }

@@ -30,14 +30,14 @@ install_deps() {
     if [ "${#pkgs[@]}" -gt 0 ]; then
         log "apt-get install ${pkgs[*]}"
         "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
-        "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive \
+        "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive DEBCONF_NOWARNINGS=yes \
             apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >/dev/null
     fi
 
     if ! "$PYTHON" -c "import sys, kafka; sys.exit(kafka.__version__ != '$KAFKA_PYTHON_VERSION')" \
         >/dev/null 2>&1; then
         log "pip install kafka-python==$KAFKA_PYTHON_VERSION"
-        local pip=("$PYTHON" -m pip install --quiet --disable-pip-version-check --no-input)
+        local pip=(env PIP_ROOT_USER_ACTION=ignore "$PYTHON" -m pip install --quiet --disable-pip-version-check --no-input)
         if [ "$(id -u)" != 0 ] && [ -z "${VIRTUAL_ENV:-}" ]; then pip+=(--user); fi
         # Debian's own python3 refuses pip installs outside a venv (PEP 668) unless told.
         "${pip[@]}" "kafka-python==$KAFKA_PYTHON_VERSION" 2>/dev/null ||

@@ -205,6 +205,10 @@ fn torn_tail(how: Stop) {
         (ROUNDS * PER_ROUND) as i64
     );
     let last = batches.last().unwrap().clone();
+    eprintln!(
+        "{} batches on disk before damage; last {last:?}",
+        batches.len()
+    );
     assert!(
         last.size > 400,
         "last batch too small to tear mid-batch: {last:?}"
@@ -243,6 +247,10 @@ fn flipped_byte(how: Stop) {
     let mut bytes = fs::read(&seg).unwrap();
     let batches = parse_batches(&bytes);
     let last = batches.last().unwrap().clone();
+    eprintln!(
+        "{} batches on disk before damage; last {last:?}",
+        batches.len()
+    );
     assert!(batches.len() >= 2, "need at least two batches: {batches:?}");
     // A byte inside the records of the last batch: the CRC covers it, the framing does not.
     let at = (last.position + 61 + (last.size - 61) / 2) as usize;

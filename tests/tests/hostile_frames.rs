@@ -150,9 +150,14 @@ fn expect_error_or_close(addr: SocketAddr, bytes: &[u8], corr: Option<i32>, what
     send(&mut s, bytes);
     let o = read_outcome(&mut s, PROMPT);
     match &o {
-        Outcome::Closed => {}
+        Outcome::Closed => eprintln!("{what}: connection closed"),
         Outcome::Response(body) => {
             let got = i32::from_be_bytes(body[0..4].try_into().unwrap());
+            eprintln!(
+                "{what}: {}-byte response {:02x?}",
+                body.len(),
+                &body[..body.len().min(24)]
+            );
             if let Some(c) = corr {
                 assert_eq!(got, c, "{what}: response correlation id");
             }

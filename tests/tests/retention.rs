@@ -100,6 +100,10 @@ fn wait_and_check(broker: &Broker, topic: &str, what: &str) -> State {
         );
     }
 
+    eprintln!(
+        "{what}: log start {} high {} segments (base, bytes) {:?}",
+        s.low, s.high, s.segments
+    );
     let bs = broker.bootstrap();
     if s.low == s.high {
         // Everything expired (a broker may roll and delete the active segment too): a new

@@ -1,12 +1,16 @@
-//! DescribeConfigs (topics and this broker) and IncrementalAlterConfigs (topics).
+//! DescribeConfigs (topics and this broker), IncrementalAlterConfigs and the legacy
+//! AlterConfigs (topics; broker configs are static).
 
+use std::collections::BTreeMap;
+
+use kafka_protocol::messages::alter_configs_response;
 use kafka_protocol::messages::describe_configs_response::{
     DescribeConfigsResourceResult, DescribeConfigsResult,
 };
 use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse;
 use kafka_protocol::messages::{
-    DescribeConfigsRequest, DescribeConfigsResponse, IncrementalAlterConfigsRequest,
-    IncrementalAlterConfigsResponse,
+    AlterConfigsRequest, AlterConfigsResponse, DescribeConfigsRequest, DescribeConfigsResponse,
+    IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
 };
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
@@ -127,65 +131,117 @@ impl<S: Storage + Clone> KafkaApis<S> {
         DescribeConfigsResponse::default().with_results(results)
     }
 
+    /// Applies `change` to the overrides of the topic named by a resource, unless
+    /// `validate_only`. Returns the error code and message for the resource's response.
+    fn alter_topic_configs(
+        &self,
+        resource_type: i8,
+        name: &str,
+        validate_only: bool,
+        change: impl FnOnce(&mut BTreeMap<String, String>) -> Result<(), String>,
+    ) -> (i16, Option<String>) {
+        if resource_type != RESOURCE_TOPIC {
+            let message = "only topic configs can be altered; broker configs are static";
+            return (code(ResponseError::InvalidRequest), Some(message.into()));
+        }
+        let Some(topic) = self.replicas.topic(name) else {
+            return (
+                topic_error_code(&TopicError::UnknownTopic),
+                Some("unknown topic".into()),
+            );
+        };
+        let mut configs = topic.configs();
+        if let Err(message) = change(&mut configs) {
+            return (code(ResponseError::InvalidConfig), Some(message));
+        }
+        if validate_only {
+            return (0, None);
+        }
+        match self.replicas.set_topic_configs(name, configs) {
+            Ok(()) => (0, None),
+            Err(e) => (topic_error_code(&e), Some(e.message())),
+        }
+    }
+
     pub(super) fn incremental_alter_configs(
         &self,
         request: IncrementalAlterConfigsRequest,
         _version: i16,
     ) -> IncrementalAlterConfigsResponse {
+        let validate_only = request.validate_only;
         let responses = request
             .resources
             .into_iter()
             .map(|res| {
-                let r = AlterConfigsResourceResponse::default()
+                let (error, message) =
+                    self.alter_topic_configs(res.resource_type, res.resource_name.as_str(), validate_only, |configs| {
+                        for change in &res.configs {
+                            let key = change.name.as_str().to_string();
+                            match change.config_operation {
+                                OP_SET => {
+                                    let value = change.value.as_ref().map(|v| v.as_str()).unwrap_or_default();
+                                    topic_config::validate(&key, value)?;
+                                    configs.insert(key, value.to_string());
+                                }
+                                OP_DELETE => {
+                                    if !topic_config::is_known(&key) {
+                                        return Err(format!("unknown topic config {key:?}"));
+                                    }
+                                    configs.remove(&key);
+                                }
+                                op => {
+                                    return Err(format!(
+                                        "operation {op} on {key}: no list-valued topic configs are supported"
+                                    ))
+                                }
+                            }
+                        }
+                        Ok(())
+                    });
+                AlterConfigsResourceResponse::default()
                     .with_resource_type(res.resource_type)
-                    .with_resource_name(res.resource_name.clone());
-                let fail = |error: i16, message: String| {
-                    r.clone().with_error_code(error).with_error_message(Some(StrBytes::from_string(message)))
-                };
-                if res.resource_type != RESOURCE_TOPIC {
-                    return fail(
-                        code(ResponseError::InvalidRequest),
-                        "only topic configs can be altered; broker configs are static".into(),
-                    );
-                }
-                let name = res.resource_name.as_str();
-                let Some(topic) = self.replicas.topic(name) else {
-                    return fail(topic_error_code(&TopicError::UnknownTopic), "unknown topic".into());
-                };
-                let mut configs = topic.configs();
-                for change in &res.configs {
-                    let key = change.name.as_str().to_string();
-                    match change.config_operation {
-                        OP_SET => {
-                            let value = change.value.as_ref().map(|v| v.as_str().to_string()).unwrap_or_default();
-                            if let Err(m) = topic_config::validate(&key, &value) {
-                                return fail(code(ResponseError::InvalidConfig), m);
-                            }
-                            configs.insert(key, value);
-                        }
-                        OP_DELETE => {
-                            if let Err(m) = topic_config::validate(&key, &topic_config::default_value(&self.replicas.config().log, &key)) {
-                                return fail(code(ResponseError::InvalidConfig), m);
-                            }
-                            configs.remove(&key);
-                        }
-                        op => {
-                            return fail(
-                                code(ResponseError::InvalidConfig),
-                                format!("operation {op} on {key}: no list-valued topic configs are supported"),
-                            )
-                        }
-                    }
-                }
-                if request.validate_only {
-                    return r;
-                }
-                match self.replicas.set_topic_configs(name, configs) {
-                    Ok(()) => r,
-                    Err(e) => fail(topic_error_code(&e), e.message()),
-                }
+                    .with_resource_name(res.resource_name)
+                    .with_error_code(error)
+                    .with_error_message(message.map(StrBytes::from_string))
             })
             .collect();
         IncrementalAlterConfigsResponse::default().with_responses(responses)
+    }
+
+    /// The legacy AlterConfigs: the given set replaces all of the topic's overrides.
+    pub(super) fn alter_configs(
+        &self,
+        request: AlterConfigsRequest,
+        _version: i16,
+    ) -> AlterConfigsResponse {
+        let validate_only = request.validate_only;
+        let responses = request
+            .resources
+            .into_iter()
+            .map(|res| {
+                let (error, message) = self.alter_topic_configs(
+                    res.resource_type,
+                    res.resource_name.as_str(),
+                    validate_only,
+                    |configs| {
+                        configs.clear();
+                        for c in &res.configs {
+                            let Some(value) = c.value.as_ref() else {
+                                continue;
+                            };
+                            topic_config::validate(c.name.as_str(), value.as_str())?;
+                            configs.insert(c.name.as_str().to_string(), value.as_str().to_string());
+                        }
+                        Ok(())
+                    },
+                );
+                alter_configs_response::AlterConfigsResourceResponse::default()
+                    .with_resource_type(res.resource_type)
+                    .with_resource_name(res.resource_name)
+                    .with_error_code(error)
+                    .with_error_message(message.map(StrBytes::from_string))
+            })
+            .collect();
+        AlterConfigsResponse::default().with_responses(responses)
     }
 }

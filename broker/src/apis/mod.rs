@@ -118,9 +118,12 @@ impl<S: Storage + Clone> KafkaApis<S> {
             RequestKind::IncrementalAlterConfigs(r) => Reply::Now(
                 ResponseKind::IncrementalAlterConfigs(self.incremental_alter_configs(r, version)),
             ),
-            RequestKind::InitProducerId(r) => {
-                Reply::Now(ResponseKind::InitProducerId(self.init_producer_id(r, version)))
+            RequestKind::AlterConfigs(r) => {
+                Reply::Now(ResponseKind::AlterConfigs(self.alter_configs(r, version)))
             }
+            RequestKind::InitProducerId(r) => Reply::Now(ResponseKind::InitProducerId(
+                self.init_producer_id(r, version),
+            )),
             RequestKind::DescribeCluster(r) => Reply::Now(ResponseKind::DescribeCluster(
                 self.describe_cluster(r, version),
             )),

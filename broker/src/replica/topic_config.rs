@@ -86,6 +86,11 @@ pub fn validate(name: &str, value: &str) -> Result<(), String> {
     }
 }
 
+/// Whether `name` is a topic config this broker knows.
+pub fn is_known(name: &str) -> bool {
+    KEYS.iter().any(|k| k.name == name)
+}
+
 /// Every key DescribeConfigs lists, in a stable order.
 pub fn names() -> impl Iterator<Item = &'static str> {
     KEYS.iter().map(|k| k.name)

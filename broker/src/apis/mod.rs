@@ -4,7 +4,7 @@
 
 mod admin;
 mod configs;
-mod fetch;
+pub mod fetch;
 mod list_offsets;
 mod metadata;
 mod produce;

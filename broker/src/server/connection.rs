@@ -4,21 +4,24 @@
 //! Limits: a frame larger than `max_frame_bytes` or with a negative size closes the connection
 //! before anything is allocated for it; bytes of requests in flight are bounded by a semaphore
 //! (the reader stops reading when it is exhausted, so TCP pushes back on the client), and so is
-//! the number of requests in flight. Bytes of a frame are buffered only as they arrive.
+//! the number of requests in flight. A fetch also reserves the most response bytes it may
+//! produce, so responses count against the same budget. Bytes of a frame are buffered only as
+//! they arrive.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use kafka_protocol::messages::{ApiKey, ResponseKind};
+use kafka_protocol::messages::{ApiKey, RequestKind, ResponseKind};
 use kafka_protocol::ResponseError;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 
+use crate::apis::fetch::FETCH_RESPONSE_BYTES_MAX;
 use crate::apis::{api_versions, KafkaApis, Reply};
-use crate::protocol::{decode_request, encode_response, FrameError};
+use crate::protocol::{decode_request, encode_response, FrameError, Request};
 use crate::storage::Storage;
 
 /// Limits of one connection, from the broker config.
@@ -99,6 +102,17 @@ pub async fn serve<S, R, W>(
         }
         let pending = match decode_request(Bytes::from(frame)) {
             Ok(request) => {
+                // A fetch's response can be far larger than its request: reserve its size
+                // too, so pipelined fetches cannot pile up unbounded response memory.
+                let mut permit = permit;
+                let extra = response_bytes_max(&request)
+                    .min(limits.max_inflight_bytes as usize - want as usize);
+                if extra > 0 {
+                    match Arc::clone(&budget).acquire_many_owned(extra as u32).await {
+                        Ok(p) => permit.merge(p),
+                        Err(_) => break "budget closed".to_string(),
+                    }
+                }
                 let (key, version, correlation_id) = (
                     request.api_key,
                     request.api_version,
@@ -153,6 +167,21 @@ pub async fn serve<S, R, W>(
         tracing::error!(%peer, error = %e, "connection writer failed");
     }
     tracing::info!(%peer, reason = %reason, "disconnected");
+}
+
+/// The most response bytes a request can produce beyond a small fixed part.
+fn response_bytes_max(request: &Request) -> usize {
+    match &request.body {
+        RequestKind::Fetch(f) => {
+            let asked = if request.api_version >= 3 {
+                f.max_bytes
+            } else {
+                FETCH_RESPONSE_BYTES_MAX
+            };
+            asked.clamp(0, FETCH_RESPONSE_BYTES_MAX) as usize
+        }
+        _ => 0,
+    }
 }
 
 async fn write_responses<W: AsyncWrite + Unpin>(

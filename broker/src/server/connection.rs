@@ -1,6 +1,11 @@
 //! One client connection: a reader that frames, decodes and dispatches requests in arrival order,
 //! and a writer that sends responses in that same order as they complete.
 //!
+//! Ordering: produce requests append in arrival order and then wait for durability side by side,
+//! so one producer's pipelined requests share fsyncs. Every other request waits until the produce
+//! requests before it are answered, so it observes their effects, as on a Kafka broker, which
+//! handles one request per connection at a time.
+//!
 //! Limits: a frame larger than `max_frame_bytes` or with a negative size closes the connection
 //! before anything is allocated for it; bytes of requests in flight are bounded by a semaphore
 //! (the reader stops reading when it is exhausted, so TCP pushes back on the client), and so is
@@ -16,7 +21,7 @@ use bytes::Bytes;
 use kafka_protocol::messages::{ApiKey, RequestKind, ResponseKind};
 use kafka_protocol::ResponseError;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
-use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, RwLock, Semaphore};
 use tokio::task::JoinHandle;
 
 use crate::apis::fetch::FETCH_RESPONSE_BYTES_MAX;
@@ -62,6 +67,7 @@ pub async fn serve<S, R, W>(
     W: AsyncWrite + Unpin + Send + 'static,
 {
     let budget = Arc::new(Semaphore::new(limits.max_inflight_bytes as usize));
+    let ordering = Arc::new(RwLock::new(()));
     let (tx, rx) = mpsc::channel::<Pending>(limits.max_inflight_requests as usize);
     let writer_task = tokio::spawn(write_responses(writer, rx, peer));
     let idle = Duration::from_millis(limits.idle_timeout_ms);
@@ -119,6 +125,15 @@ pub async fn serve<S, R, W>(
                     request.header.correlation_id,
                 );
                 tracing::debug!(%peer, api = ?key, version, correlation_id, "request");
+                // Produce requests overlap their waits for fsync (group commit across one
+                // connection's pipeline); anything else first waits for them, so a fetch or
+                // offset lookup sees every write acknowledged before it on this connection.
+                let produce_guard = if key == ApiKey::Produce {
+                    Some(Arc::clone(&ordering).read_owned().await)
+                } else {
+                    drop(Arc::clone(&ordering).write_owned().await);
+                    None
+                };
                 match apis.handle(request) {
                     Reply::Now(body) => Some(Pending {
                         key,
@@ -131,7 +146,11 @@ pub async fn serve<S, R, W>(
                         key,
                         version,
                         correlation_id,
-                        body: PendingBody::Waiting(tokio::spawn(future)),
+                        body: PendingBody::Waiting(tokio::spawn(async move {
+                            let body = future.await;
+                            drop(produce_guard);
+                            body
+                        })),
                         _permit: permit,
                     }),
                     Reply::Nothing => None,

@@ -3,6 +3,8 @@
 //! what is in flight, fsync, mark every log clean.
 
 pub mod connection;
+#[cfg(test)]
+mod tests;
 
 use std::future::Future;
 use std::net::SocketAddr;

@@ -1,0 +1,344 @@
+//! Connection-level tests over in-memory pipes and the in-memory disk: pipelined requests are
+//! answered in order, acks=0 gets no answer, a long-poll fetch is answered when data arrives,
+//! bad frames close only their own connection, and a full disk is reported, not fatal.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::{
+    ApiKey, ApiVersionsRequest, FetchRequest, FetchResponse, MetadataRequest, MetadataResponse,
+    ProduceRequest, ProduceResponse, RequestHeader, ResponseHeader, TopicName,
+};
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+use tokio::sync::watch;
+
+use super::connection::{serve, ConnectionLimits};
+use crate::apis::{Advertised, Clock, KafkaApis};
+use crate::config::BrokerConfig;
+use crate::log::testutil::simple_batch;
+use crate::replica::ReplicaManager;
+use crate::storage::MemStorage;
+
+struct FixedClock;
+impl Clock for FixedClock {
+    fn now_ms(&self) -> i64 {
+        1_700_000_000_000
+    }
+}
+
+const LIMITS: ConnectionLimits = ConnectionLimits {
+    max_frame_bytes: 1024 * 1024,
+    max_inflight_bytes: 4 * 1024 * 1024,
+    max_inflight_requests: 64,
+    idle_timeout_ms: 60_000,
+};
+
+struct Harness {
+    apis: Arc<KafkaApis<MemStorage>>,
+    storage: MemStorage,
+    _shutdown: watch::Sender<bool>,
+    shutdown_rx: watch::Receiver<bool>,
+}
+
+impl Harness {
+    fn new() -> Harness {
+        let storage = MemStorage::new();
+        let config = BrokerConfig {
+            data_dir: "/data".into(),
+            ..BrokerConfig::default()
+        };
+        let replicas = Arc::new(
+            ReplicaManager::open(storage.clone(), config, 7, FixedClock.now_ms()).unwrap(),
+        );
+        let advertised = Advertised {
+            node_id: 1,
+            host: "127.0.0.1".into(),
+            port: 9092,
+        };
+        let apis = Arc::new(KafkaApis::new(replicas, Arc::new(FixedClock), advertised));
+        let (tx, rx) = watch::channel(false);
+        Harness {
+            apis,
+            storage,
+            _shutdown: tx,
+            shutdown_rx: rx,
+        }
+    }
+
+    /// A client end of a new connection served by the broker.
+    fn connect(&self) -> DuplexStream {
+        let (client, server) = tokio::io::duplex(1 << 20);
+        let (reader, writer) = tokio::io::split(server);
+        let peer = "127.0.0.1:1".parse().unwrap();
+        tokio::spawn(serve(
+            reader,
+            writer,
+            peer,
+            Arc::clone(&self.apis),
+            LIMITS,
+            self.shutdown_rx.clone(),
+        ));
+        client
+    }
+}
+
+fn frame<T: Encodable>(key: ApiKey, version: i16, correlation_id: i32, body: &T) -> Bytes {
+    let header = RequestHeader::default()
+        .with_request_api_key(key as i16)
+        .with_request_api_version(version)
+        .with_correlation_id(correlation_id)
+        .with_client_id(Some(StrBytes::from_static_str("test")));
+    let mut buf = BytesMut::new();
+    buf.put_i32(0);
+    header
+        .encode(&mut buf, key.request_header_version(version))
+        .unwrap();
+    body.encode(&mut buf, version).unwrap();
+    let size = (buf.len() - 4) as i32;
+    buf[..4].copy_from_slice(&size.to_be_bytes());
+    buf.freeze()
+}
+
+/// Reads one response frame; returns its correlation id and body bytes.
+async fn read_response(stream: &mut DuplexStream, key: ApiKey, version: i16) -> (i32, Bytes) {
+    let size = stream.read_i32().await.expect("response size");
+    let mut buf = vec![0u8; size as usize];
+    stream.read_exact(&mut buf).await.unwrap();
+    let mut buf = Bytes::from(buf);
+    let header = ResponseHeader::decode(&mut buf, key.response_header_version(version)).unwrap();
+    (header.correlation_id, buf)
+}
+
+fn produce(topic: &str, acks: i16, values: &[&[u8]]) -> ProduceRequest {
+    ProduceRequest::default()
+        .with_acks(acks)
+        .with_timeout_ms(5000)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(TopicName(StrBytes::from_string(topic.into())))
+            .with_partition_data(vec![PartitionProduceData::default()
+                .with_index(0)
+                .with_records(Some(Bytes::from(simple_batch(
+                    1_700_000_000_000,
+                    values,
+                ))))])])
+}
+
+fn fetch(topic: &str, offset: i64, max_wait_ms: i32) -> FetchRequest {
+    FetchRequest::default()
+        .with_max_wait_ms(max_wait_ms)
+        .with_min_bytes(1)
+        .with_max_bytes(1024 * 1024)
+        .with_topics(vec![FetchTopic::default()
+            .with_topic(TopicName(StrBytes::from_string(topic.into())))
+            .with_partitions(vec![FetchPartition::default()
+                .with_partition(0)
+                .with_fetch_offset(offset)
+                .with_partition_max_bytes(1024 * 1024)])])
+}
+
+fn metadata(topic: &str) -> MetadataRequest {
+    MetadataRequest::default()
+        .with_allow_auto_topic_creation(true)
+        .with_topics(Some(vec![MetadataRequestTopic::default()
+            .with_name(Some(TopicName(StrBytes::from_string(topic.into()))))]))
+}
+
+#[tokio::test]
+async fn pipelined_requests_are_answered_in_order() {
+    let h = Harness::new();
+    let mut c = h.connect();
+    let mut out = BytesMut::new();
+    out.put(frame(ApiKey::Metadata, 9, 1, &metadata("t")));
+    for i in 0..3 {
+        out.put(frame(
+            ApiKey::Produce,
+            9,
+            2 + i,
+            &produce("t", -1, &[b"a", b"b"]),
+        ));
+    }
+    out.put(frame(ApiKey::Fetch, 11, 5, &fetch("t", 0, 0)));
+    out.put(frame(
+        ApiKey::ApiVersions,
+        3,
+        6,
+        &ApiVersionsRequest::default(),
+    ));
+    c.write_all(&out).await.unwrap();
+
+    let (id, mut body) = read_response(&mut c, ApiKey::Metadata, 9).await;
+    assert_eq!(id, 1);
+    let md = MetadataResponse::decode(&mut body, 9).unwrap();
+    assert_eq!(md.topics[0].error_code, 0, "auto-created");
+    for i in 0..3 {
+        let (id, mut body) = read_response(&mut c, ApiKey::Produce, 9).await;
+        assert_eq!(id, 2 + i);
+        let r = ProduceResponse::decode(&mut body, 9).unwrap();
+        let p = &r.responses[0].partition_responses[0];
+        assert_eq!(
+            (p.error_code, p.base_offset),
+            (0, 2 * i as i64),
+            "appends land in request order"
+        );
+    }
+    let (id, mut body) = read_response(&mut c, ApiKey::Fetch, 11).await;
+    assert_eq!(id, 5);
+    let f = FetchResponse::decode(&mut body, 11).unwrap();
+    let p = &f.responses[0].partitions[0];
+    assert_eq!(
+        p.high_watermark, 6,
+        "fsync=always: acked data is durable and visible"
+    );
+    let records = p.records.clone().unwrap();
+    let batches = crate::log::batch::validate_for_append(&records, u32::MAX).unwrap();
+    assert_eq!(batches.len(), 3, "served the stored batches");
+    let (id, _) = read_response(&mut c, ApiKey::ApiVersions, 3).await;
+    assert_eq!(id, 6);
+}
+
+#[tokio::test]
+async fn acks_zero_gets_no_response() {
+    let h = Harness::new();
+    let mut c = h.connect();
+    c.write_all(&frame(ApiKey::Metadata, 9, 1, &metadata("z")))
+        .await
+        .unwrap();
+    read_response(&mut c, ApiKey::Metadata, 9).await;
+    c.write_all(&frame(ApiKey::Produce, 9, 2, &produce("z", 0, &[b"x"])))
+        .await
+        .unwrap();
+    c.write_all(&frame(
+        ApiKey::ApiVersions,
+        3,
+        3,
+        &ApiVersionsRequest::default(),
+    ))
+    .await
+    .unwrap();
+    let (id, _) = read_response(&mut c, ApiKey::ApiVersions, 3).await;
+    assert_eq!(id, 3, "the acks=0 produce was not answered");
+    let log_end = h
+        .apis
+        .replicas()
+        .partition("z", 0)
+        .unwrap()
+        .log()
+        .log_end_offset();
+    assert_eq!(log_end, 1, "but it was appended");
+}
+
+#[tokio::test]
+async fn long_poll_fetch_is_answered_when_data_arrives() {
+    let h = Harness::new();
+    let mut consumer = h.connect();
+    consumer
+        .write_all(&frame(ApiKey::Metadata, 9, 1, &metadata("lp")))
+        .await
+        .unwrap();
+    read_response(&mut consumer, ApiKey::Metadata, 9).await;
+    // Waits up to 60 s for one byte at offset 0 of an empty partition.
+    consumer
+        .write_all(&frame(ApiKey::Fetch, 11, 2, &fetch("lp", 0, 60_000)))
+        .await
+        .unwrap();
+    let mut producer = h.connect();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    producer
+        .write_all(&frame(
+            ApiKey::Produce,
+            9,
+            1,
+            &produce("lp", -1, &[b"hello"]),
+        ))
+        .await
+        .unwrap();
+    read_response(&mut producer, ApiKey::Produce, 9).await;
+    let answered = tokio::time::timeout(
+        Duration::from_secs(30),
+        read_response(&mut consumer, ApiKey::Fetch, 11),
+    )
+    .await;
+    let (id, mut body) =
+        answered.expect("the fetch is answered once data arrives, not at max_wait_ms");
+    assert_eq!(id, 2);
+    let f = FetchResponse::decode(&mut body, 11).unwrap();
+    assert!(!f.responses[0].partitions[0]
+        .records
+        .as_ref()
+        .unwrap()
+        .is_empty());
+}
+
+#[tokio::test]
+async fn bad_frames_close_only_their_connection() {
+    let h = Harness::new();
+    for bad in [
+        Bytes::from_static(&[0x7f, 0xff, 0xff, 0xff]), // 2 GiB frame
+        Bytes::from_static(&[0xff, 0xff, 0xff, 0xf0]), // negative size
+        Bytes::from_static(&[0, 0, 0, 8, 0x03, 0xe7, 0, 0, 0, 0, 0, 1]), // unknown api key 999
+        Bytes::from_static(&[
+            0, 0, 0, 14, 0, 3, 0, 0, 0, 0, 0, 1, 0xff, 0xff, 0x7f, 0xff, 0xff, 0xff,
+        ]), // i32::MAX topics
+    ] {
+        let mut c = h.connect();
+        c.write_all(&bad).await.unwrap();
+        let mut rest = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(10), c.read_to_end(&mut rest)).await;
+        assert!(
+            matches!(read, Ok(Ok(0))),
+            "connection closed without a response for {bad:?}"
+        );
+    }
+    let mut good = h.connect();
+    good.write_all(&frame(
+        ApiKey::ApiVersions,
+        3,
+        9,
+        &ApiVersionsRequest::default(),
+    ))
+    .await
+    .unwrap();
+    assert_eq!(read_response(&mut good, ApiKey::ApiVersions, 3).await.0, 9);
+}
+
+#[tokio::test]
+async fn a_full_disk_is_reported_and_recovered_from() {
+    let h = Harness::new();
+    let mut c = h.connect();
+    c.write_all(&frame(ApiKey::Metadata, 9, 1, &metadata("full")))
+        .await
+        .unwrap();
+    read_response(&mut c, ApiKey::Metadata, 9).await;
+    h.storage.set_disk_full(true);
+    c.write_all(&frame(ApiKey::Produce, 9, 2, &produce("full", -1, &[b"x"])))
+        .await
+        .unwrap();
+    let (_, mut body) = read_response(&mut c, ApiKey::Produce, 9).await;
+    let r = ProduceResponse::decode(&mut body, 9).unwrap();
+    let p = &r.responses[0].partition_responses[0];
+    assert_eq!(
+        p.error_code,
+        kafka_protocol::ResponseError::KafkaStorageError.code()
+    );
+    assert!(
+        p.error_message.as_ref().is_some_and(|m| !m.is_empty()),
+        "the producer is told why"
+    );
+    h.storage.set_disk_full(false);
+    c.write_all(&frame(ApiKey::Produce, 9, 3, &produce("full", -1, &[b"y"])))
+        .await
+        .unwrap();
+    let (_, mut body) = read_response(&mut c, ApiKey::Produce, 9).await;
+    let r = ProduceResponse::decode(&mut body, 9).unwrap();
+    let p = &r.responses[0].partition_responses[0];
+    assert_eq!(
+        (p.error_code, p.base_offset),
+        (0, 0),
+        "nothing half-written was kept"
+    );
+}

@@ -3,16 +3,21 @@
 #
 # On a fresh Debian 12 machine with the Rust toolchain, gcc, python3 and git it installs what
 # the suite needs (kcat; make and zlib headers for the bundled librdkafka build that rdkafka
-# does; pip and kafka-python for the Python client test), builds the release broker, and runs
-# every workspace test in release mode with the external-client tests made mandatory.
+# does; pip, kafka-python and confluent-kafka for the Python client tests; node/npm if absent
+# and kafkajs, via `npm ci` in tests/node, for the JavaScript client test), builds the release
+# broker, and runs every workspace test in release mode with the external-client tests made
+# mandatory.
 #
-#   SKIP_INSTALL=1   skip the apt/pip steps (everything is already there)
+#   SKIP_INSTALL=1   skip the apt/pip/npm steps (everything is already there)
 #   Extra arguments are passed to `cargo test` (e.g. a test name filter).
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 KAFKA_PYTHON_VERSION=2.3.3
+# A release with manylinux x86_64 wheels for CPython 3.11 (bundling librdkafka 2.12.1) and
+# the AdminClient calls the test uses (incremental_alter_configs, describe_cluster).
+CONFLUENT_KAFKA_VERSION=2.12.1
 PYTHON=${PYTHON:-python3}
 export PYTHON
 
@@ -27,6 +32,8 @@ install_deps() {
     command -v pkg-config >/dev/null 2>&1 || pkgs+=(pkg-config)
     [ -e /usr/include/zlib.h ] || pkgs+=(zlib1g-dev)
     "$PYTHON" -m pip --version >/dev/null 2>&1 || pkgs+=(python3-pip)
+    command -v node >/dev/null 2>&1 || pkgs+=(nodejs)
+    command -v npm >/dev/null 2>&1 || pkgs+=(npm)
     if [ "${#pkgs[@]}" -gt 0 ]; then
         log "apt-get install ${pkgs[*]}"
         "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
@@ -34,14 +41,30 @@ install_deps() {
             apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >/dev/null
     fi
 
+    local pip=(env PIP_ROOT_USER_ACTION=ignore "$PYTHON" -m pip install --quiet --disable-pip-version-check --no-input)
+    if [ "$(id -u)" != 0 ] && [ -z "${VIRTUAL_ENV:-}" ]; then pip+=(--user); fi
+    local want=()
     if ! "$PYTHON" -c "import sys, kafka; sys.exit(kafka.__version__ != '$KAFKA_PYTHON_VERSION')" \
         >/dev/null 2>&1; then
-        log "pip install kafka-python==$KAFKA_PYTHON_VERSION"
-        local pip=(env PIP_ROOT_USER_ACTION=ignore "$PYTHON" -m pip install --quiet --disable-pip-version-check --no-input)
-        if [ "$(id -u)" != 0 ] && [ -z "${VIRTUAL_ENV:-}" ]; then pip+=(--user); fi
+        want+=("kafka-python==$KAFKA_PYTHON_VERSION")
+    fi
+    if ! "$PYTHON" -c "import sys, confluent_kafka as c; sys.exit(c.version()[0] != '$CONFLUENT_KAFKA_VERSION')" \
+        >/dev/null 2>&1; then
+        want+=("confluent-kafka==$CONFLUENT_KAFKA_VERSION")
+    fi
+    if [ "${#want[@]}" -gt 0 ]; then
+        log "pip install ${want[*]}"
+        # Wheels only: confluent-kafka's sdist would need librdkafka headers to build.
         # Debian's own python3 refuses pip installs outside a venv (PEP 668) unless told.
-        "${pip[@]}" "kafka-python==$KAFKA_PYTHON_VERSION" 2>/dev/null ||
-            "${pip[@]}" --break-system-packages "kafka-python==$KAFKA_PYTHON_VERSION"
+        "${pip[@]}" --only-binary confluent-kafka "${want[@]}" 2>/dev/null ||
+            "${pip[@]}" --only-binary confluent-kafka --break-system-packages "${want[@]}"
+    fi
+
+    # kafkajs, exactly as tests/node/package-lock.json pins it.
+    if ! (cd tests/node && node -e "process.exit(require('kafkajs/package.json').version === require('./package-lock.json').packages['node_modules/kafkajs'].version ? 0 : 1)") \
+        >/dev/null 2>&1; then
+        log "npm ci (tests/node)"
+        (cd tests/node && npm ci --no-audit --no-fund --loglevel=error)
     fi
 }
 

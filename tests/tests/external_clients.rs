@@ -1,11 +1,19 @@
 //! Other clients than rdkafka-in-Rust: the `kcat` command-line tool (librdkafka as packaged
-//! by Debian, an older release than the one bundled with rdkafka) and the pure-Python
-//! `kafka-python` client, which has its own protocol implementation.
+//! by Debian, an older release than the one bundled with rdkafka), the pure-Python
+//! `kafka-python` client and the pure-JavaScript `kafkajs` client (each with its own protocol
+//! implementation), and Confluent's Python client `confluent-kafka` (the librdkafka in its
+//! wheel).
 //!
 //! What users rely on that this proves: the everyday tools people point at a Kafka broker
 //! work unchanged: `kcat -L` lists metadata, `kcat -P`/`kcat -C` round-trip keyed messages,
 //! and kafka-python negotiates versions via ApiVersions, produces with acks='all' and reads
-//! everything back at the offsets it was told.
+//! everything back at the offsets it was told. kafkajs (`tests/node/roundtrip.js`) creates a
+//! topic, describes its configs and produces keyed messages idempotently with acks -1; since
+//! its consumer needs consumer groups, which the broker lacks, it reads back through its own
+//! lower-level Fetch client instead, and rdkafka reads the same messages here too.
+//! confluent-kafka (`tests/python/confluent_roundtrip.py`) drives the AdminClient
+//! (create_topics with configs, describe_configs, incremental_alter_configs, describe_cluster
+//! and their error codes), an idempotent acks=all producer and an assign-only consumer.
 //!
 //! A missing tool fails the test when `REQUIRE_EXTERNAL_CLIENTS=1` (as `tests/run-all.sh`
 //! sets it), otherwise the test prints "skipped: ..." and passes.
@@ -37,7 +45,9 @@ fn have(what: &str, probe: &mut Command) -> bool {
         .unwrap_or(false);
     if !ok {
         if required() {
-            panic!("{what} is not installed but REQUIRE_EXTERNAL_CLIENTS=1 (tests/run-all.sh installs it)");
+            panic!(
+                "{what} is not installed but REQUIRE_EXTERNAL_CLIENTS=1 (tests/run-all.sh installs it)"
+            );
         }
         eprintln!(
             "skipped: {what} not installed (set REQUIRE_EXTERNAL_CLIENTS=1 to make this a failure)"
@@ -241,4 +251,76 @@ fn kafka_python_roundtrip() {
     assert_success("tests/python/roundtrip.py", &out);
     eprintln!("{}", String::from_utf8_lossy(&out.stdout));
     assert_eq!(watermarks(&bs, &topic, 0), (0, 500));
+}
+
+/// `node` plus the kafkajs install under `tests/node` (`npm ci` there; run-all.sh does it).
+#[test]
+fn kafkajs_roundtrip() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("node");
+    if !have(
+        "node with kafkajs (npm ci in tests/node)",
+        Command::new("node")
+            .args(["-e", "require('kafkajs')"])
+            .current_dir(&dir),
+    ) {
+        return;
+    }
+    let broker = Broker::start();
+    let bs = broker.bootstrap();
+    let topic = unique_name("js");
+    let n = 1000;
+    let out = run(
+        Command::new("node")
+            .arg(dir.join("roundtrip.js"))
+            .args([&bs, &topic, &n.to_string()])
+            .current_dir(&dir),
+        None,
+        Duration::from_secs(120),
+    );
+    assert_success("tests/node/roundtrip.js", &out);
+    eprintln!("{}", String::from_utf8_lossy(&out.stdout));
+
+    // What kafkajs wrote reads back through rdkafka too: every key once, values as sent.
+    let msgs = consume_all(&bs, &topic, &[0, 1, 2], Duration::from_secs(30));
+    assert_eq!(msgs.len(), n, "rdkafka read of the kafkajs topic");
+    let mut keys: Vec<String> = msgs
+        .iter()
+        .map(|m| String::from_utf8(m.key.clone().expect("key")).expect("utf8 key"))
+        .collect();
+    keys.sort();
+    keys.dedup();
+    assert_eq!(keys.len(), n, "distinct keys");
+    assert!(msgs
+        .iter()
+        .all(|m| m.value.as_ref().map(|v| v.len()) == Some(300)));
+}
+
+#[test]
+fn confluent_kafka_python_roundtrip() {
+    let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".to_string());
+    if !have(
+        "python3 with confluent-kafka",
+        Command::new(&python).args(["-c", "import confluent_kafka"]),
+    ) {
+        return;
+    }
+    let broker = Broker::start();
+    let bs = broker.bootstrap();
+    let topic = unique_name("ck");
+    let n = 1000;
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/confluent_roundtrip.py");
+    let out = run(
+        Command::new(&python)
+            .arg(&script)
+            .args([&bs, &topic, &n.to_string()]),
+        None,
+        Duration::from_secs(120),
+    );
+    assert_success("tests/python/confluent_roundtrip.py", &out);
+    eprintln!("{}", String::from_utf8_lossy(&out.stdout));
+    let total: i64 = (0..3).map(|p| watermarks(&bs, &topic, p).1).sum();
+    assert_eq!(
+        total, n as i64,
+        "messages on the broker after confluent-kafka"
+    );
 }

@@ -125,10 +125,9 @@ pub fn decode_request(frame: Bytes) -> Result<Request, FrameError> {
         }
     })?;
     if !buf.is_empty() {
-        return Err(FrameError::Malformed {
-            peek,
-            reason: format!("{} bytes left over after the body", buf.len()),
-        });
+        // Kafka ignores bytes after the body, and librdkafka 2.12 relies on it: its Metadata v12
+        // "all topics" request reserves a 4-byte count, writes a 1-byte null, and leaves 3 zeros.
+        tracing::debug!(api = ?key, version = peek.api_version, left_over = buf.len(), "ignoring bytes after the body");
     }
     Ok(Request {
         api_key: key,
@@ -204,6 +203,20 @@ mod tests {
             decode_request(f),
             Err(FrameError::Malformed { .. })
         ));
+    }
+
+    #[test]
+    fn bytes_after_the_body_are_ignored_like_kafka_does() {
+        // librdkafka 2.12's Metadata v12 for all topics: client id "rdkafka", no header tags,
+        // topics = null (compact 0), 3 stray zeros, auto-create, authorized-ops, no body tags.
+        let mut rest = vec![0x00, 0x07];
+        rest.extend_from_slice(b"rdkafka");
+        rest.extend_from_slice(&[0x00, 0x00, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00]);
+        let decoded = decode_request(frame(3, 12, &rest)).unwrap();
+        match decoded.body {
+            RequestKind::Metadata(m) => assert!(m.topics.is_none(), "null topics means all topics"),
+            other => panic!("decoded {other:?}"),
+        }
     }
 
     #[test]

@@ -8,12 +8,14 @@
 //! - [`replica`]: ReplicaManager, the topics and partitions this broker hosts.
 //! - [`server`]: the tokio shell: listener, connections, background loops, shutdown.
 //! - [`config`]: flags, environment and file configuration.
+//! - [`planted`]: deliberate bugs behind the `planted-bugs` feature, for the simulator to catch.
 //!
 //! ARCHITECTURE.md at the repository root explains how they fit together.
 
 pub mod apis;
 pub mod config;
 pub mod log;
+pub mod planted;
 pub mod protocol;
 pub mod replica;
 pub mod server;

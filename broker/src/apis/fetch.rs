@@ -79,26 +79,15 @@ impl<S: Storage + Clone> KafkaApis<S> {
                     partitions.push(data.with_error_code(code(ResponseError::KafkaStorageError)));
                     continue;
                 }
-                let high_watermark = partition.high_watermark();
-                let (result, log_start, log_end) = {
-                    let log = partition.log();
-                    let (start, end) = (log.log_start_offset(), log.log_end_offset());
-                    let offset = fp.fetch_offset;
-                    let result = if offset < start || offset > end {
-                        Err(ReadError::OffsetOutOfRange {
-                            offset,
-                            log_start_offset: start,
-                            log_end_offset: end,
-                        })
-                    } else if offset >= high_watermark || remaining == 0 {
-                        Ok(Bytes::new())
-                    } else {
-                        let max = (fp.partition_max_bytes.max(0) as usize).min(remaining);
-                        log.read(offset, max.max(1), high_watermark)
-                    };
-                    (result, start, end)
+                let max_bytes = if remaining == 0 {
+                    0
+                } else {
+                    (fp.partition_max_bytes.max(0) as usize)
+                        .min(remaining)
+                        .max(1)
                 };
-                debug_assert!(log_start <= high_watermark && high_watermark <= log_end);
+                let (result, high_watermark, log_start) =
+                    partition.fetch(fp.fetch_offset, max_bytes);
                 data = data
                     .with_high_watermark(high_watermark)
                     .with_last_stable_offset(high_watermark)

@@ -41,8 +41,8 @@ impl<S: Storage + Clone> KafkaApis<S> {
                         if partition.is_failed() {
                             return r.with_error_code(code(ResponseError::KafkaStorageError));
                         }
-                        let high_watermark = partition.high_watermark();
-                        let log = partition.log();
+                        let core = partition.core();
+                        let (high_watermark, log) = (core.high_watermark(), core.log());
                         let found = match lp.timestamp {
                             EARLIEST_TIMESTAMP => Some((log.log_start_offset(), -1)),
                             LATEST_TIMESTAMP => Some((high_watermark, -1)),

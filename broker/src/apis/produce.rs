@@ -120,16 +120,10 @@ impl<S: Storage + Clone> KafkaApis<S> {
                         continue;
                     }
                 };
-                let (result, log_start) = {
-                    let mut log = partition.log();
-                    let result = log.append(&records, 0, now_ms);
-                    (result, log.log_start_offset())
-                };
-                match result {
-                    Ok(info) => {
+                match partition.append(&records, 0, now_ms) {
+                    Ok((info, log_start)) => {
                         tracing::debug!(topic = %name, partition = index, base = info.base_offset,
-                            last = info.last_offset, "appended");
-                        partition.appended(info.last_offset + 1);
+                            last = info.last_offset, duplicate = info.duplicate, "appended");
                         waits.push((
                             topics.len(),
                             partitions.len(),
@@ -165,7 +159,8 @@ impl<S: Storage + Clone> KafkaApis<S> {
             return Reply::Nothing;
         }
         let response = ProduceResponse::default().with_responses(topics);
-        if waits.is_empty() || self.replicas.config().fsync != crate::config::FsyncPolicy::Always {
+        waits.retain(|(_, _, partition, end)| !partition.acknowledgeable(*end));
+        if waits.is_empty() {
             return Reply::Now(ResponseKind::Produce(response));
         }
         let timeout_ms = (request.timeout_ms.max(0) as u64).min(PRODUCE_TIMEOUT_MS_MAX);
@@ -173,7 +168,8 @@ impl<S: Storage + Clone> KafkaApis<S> {
             let mut response = response;
             let deadline = tokio::time::Instant::now() + Duration::from_millis(timeout_ms);
             for (t, p, partition, end) in waits {
-                let outcome = tokio::time::timeout_at(deadline, partition.wait_durable(end)).await;
+                let outcome =
+                    tokio::time::timeout_at(deadline, partition.wait_acknowledgeable(end)).await;
                 let error = match outcome {
                     Ok(Ok(())) => continue,
                     Ok(Err(DurableError::Storage)) => ResponseError::KafkaStorageError,

@@ -247,7 +247,8 @@ impl<F: StorageFile> LogSegment<F> {
             if verify_crc {
                 buf.resize(b.size as usize, 0);
                 self.file.read_at(pos, &mut buf)?;
-                if !super::batch::crc_ok(&buf) {
+                let skip = crate::planted::enabled(crate::planted::PlantedBug::RecoverySkipsCrc);
+                if !super::batch::crc_ok(&buf) && !skip {
                     return Ok(ReplayEnd::Invalid {
                         pos,
                         reason: "CRC mismatch".into(),

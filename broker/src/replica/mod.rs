@@ -4,6 +4,7 @@
 //! Single-node today: this broker leads every partition. Topic metadata persists in the
 //! [`registry`]; partition logs live in `<data-dir>/<topic>-<partition>/`.
 
+pub mod core;
 pub mod partition;
 pub mod registry;
 pub mod topic_config;
@@ -15,10 +16,11 @@ use std::sync::{Arc, Mutex, RwLock};
 use tokio::sync::watch;
 use uuid::Uuid;
 
-use crate::config::{BrokerConfig, PARTITIONS_PER_TOPIC_MAX};
+use crate::config::{BrokerConfig, FsyncPolicy, PARTITIONS_PER_TOPIC_MAX};
 use crate::log::{Log, LogConfig};
 use crate::storage::Storage;
 
+pub use self::core::{AckPolicy, PartitionCore};
 pub use partition::{DurableError, Partition};
 use registry::{Registry, RegistryState, TopicRecord};
 
@@ -206,6 +208,14 @@ impl<S: Storage + Clone> ReplicaManager<S> {
         &self.config
     }
 
+    /// Acknowledgements wait for fsync only under `--fsync always`.
+    pub fn ack_policy(&self) -> AckPolicy {
+        match self.config.fsync {
+            FsyncPolicy::Always => AckPolicy::AfterFsync,
+            FsyncPolicy::Interval { .. } | FsyncPolicy::Never => AckPolicy::AfterWrite,
+        }
+    }
+
     /// A receiver that changes whenever any partition's high watermark advances.
     pub fn watch_data(&self) -> watch::Receiver<u64> {
         self.data_version.subscribe()
@@ -236,7 +246,7 @@ impl<S: Storage + Clone> ReplicaManager<S> {
             topic.to_string(),
             index,
             log,
-            self.config.fsync,
+            self.ack_policy(),
             self.data_version.clone(),
         ))
     }
@@ -487,7 +497,7 @@ impl<S: Storage + Clone> ReplicaManager<S> {
         }
         let log_config = topic_config::log_config(&self.config.log, &topic.configs());
         for p in topic.partitions() {
-            p.log().set_config(log_config.clone());
+            p.core().log_mut().set_config(log_config.clone());
         }
         Ok(())
     }
@@ -530,7 +540,7 @@ impl<S: Storage + Clone> ReplicaManager<S> {
                 if p.is_failed() || p.is_closed() {
                     continue;
                 }
-                match p.log().apply_retention(now_ms) {
+                match p.core().log_mut().apply_retention(now_ms) {
                     Ok(report) => removed += report.segments_deleted,
                     Err(e) => {
                         tracing::error!(topic = %topic.name, partition = p.index, error = %e, "retention failed")
@@ -564,7 +574,7 @@ impl<S: Storage + Clone> ReplicaManager<S> {
                 if p.is_failed() {
                     continue;
                 }
-                if let Err(e) = p.log().close() {
+                if let Err(e) = p.core().log_mut().close() {
                     tracing::error!(topic = %topic.name, partition = p.index, error = %e, "closing log");
                 }
             }

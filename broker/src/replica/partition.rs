@@ -1,21 +1,22 @@
-//! A partition as the server sees it: its [`Log`] behind a mutex, its high watermark, and the
-//! group-commit flusher that turns appended bytes into durable bytes.
+//! A partition as the tokio shell runs it: its sans-IO [`PartitionCore`] behind a mutex, watch
+//! channels that publish the high watermark and the ack offset, and the group-commit flusher.
 //!
 //! Group commit: appends only write; one flusher per partition loops "prepare a flush ticket under
-//! the lock, fsync the ticket's files outside it, publish the new durable offset". Every batch
+//! the lock, fsync the ticket's files outside it, record the completed flush". Every batch
 //! appended while an fsync runs is covered by the next one, so throughput does not fall to the
-//! disk's fsync rate. Producers waiting for acks watch the durable offset.
+//! disk's fsync rate. Producers waiting for acks watch the ack offset.
 
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use bytes::Bytes;
 use tokio::sync::{watch, Notify};
 
-use crate::config::FsyncPolicy;
-use crate::log::Log;
+use super::core::{AckPolicy, PartitionCore};
+use crate::log::{AppendError, AppendInfo, Log, ReadError};
 use crate::storage::Storage;
 
-/// Why a producer's wait for durability ended without it.
+/// Why a producer's wait for its acknowledgement ended without it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DurableError {
     /// The fsync failed; the partition is offline until restart.
@@ -27,12 +28,11 @@ pub enum DurableError {
 pub struct Partition<S: Storage> {
     pub topic: String,
     pub index: i32,
-    log: Mutex<Log<S>>,
-    fsync: FsyncPolicy,
-    /// Offsets below this are visible to consumers.
+    core: Mutex<PartitionCore<S>>,
+    /// Mirror of the core's high watermark, readable without the lock.
     high_watermark: AtomicI64,
-    /// Offsets below this are fsynced; producers waiting for acks watch it.
-    durable: watch::Sender<i64>,
+    /// Mirror of the core's ack offset; producers waiting for acks watch it.
+    ack_offset: watch::Sender<i64>,
     /// Wakes the flusher; a stored permit means "there may be something to flush".
     flush_wanted: Notify,
     /// Set when an fsync failed: the data on disk can no longer be trusted to match memory.
@@ -47,33 +47,31 @@ impl<S: Storage> Partition<S> {
         topic: String,
         index: i32,
         log: Log<S>,
-        fsync: FsyncPolicy,
+        policy: AckPolicy,
         data_version: watch::Sender<u64>,
     ) -> Arc<Self> {
-        let end = log.log_end_offset();
-        debug_assert_eq!(log.durable_offset(), end, "a freshly opened log is durable");
-        let (durable, _) = watch::channel(end);
+        let core = PartitionCore::new(log, policy);
+        let (ack_offset, _) = watch::channel(core.ack_offset());
         let partition = Arc::new(Partition {
             topic,
             index,
-            log: Mutex::new(log),
-            fsync,
-            high_watermark: AtomicI64::new(end),
-            durable,
+            high_watermark: AtomicI64::new(core.high_watermark()),
+            core: Mutex::new(core),
+            ack_offset,
             flush_wanted: Notify::new(),
             failed: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             data_version,
         });
-        if fsync == FsyncPolicy::Always {
+        if policy == AckPolicy::AfterFsync {
             tokio::spawn(Arc::clone(&partition).run_flusher());
         }
         partition
     }
 
-    /// The log, locked. Hold it briefly: appends and reads of this partition wait on it.
-    pub fn log(&self) -> MutexGuard<'_, Log<S>> {
-        self.log
+    /// The core, locked. Hold it briefly: appends and reads of this partition wait on it.
+    pub fn core(&self) -> MutexGuard<'_, PartitionCore<S>> {
+        self.core
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
@@ -90,32 +88,63 @@ impl<S: Storage> Partition<S> {
         self.closed.load(Ordering::Acquire)
     }
 
-    /// Called after an append that ended at `log_end_offset`. Without per-batch fsync the new
-    /// records are visible at once; with it they become visible when the flusher makes them
-    /// durable, so a consumer never reads a record that a crash could take back.
-    pub fn appended(&self, log_end_offset: i64) {
-        match self.fsync {
-            FsyncPolicy::Always => self.flush_wanted.notify_one(),
-            FsyncPolicy::Interval { .. } | FsyncPolicy::Never => {
-                self.advance_high_watermark(log_end_offset)
-            }
+    /// Appends as received and publishes what changed. Returns the append and the log start.
+    pub fn append(
+        &self,
+        batches: &[u8],
+        leader_epoch: i32,
+        now_ms: i64,
+    ) -> Result<(AppendInfo, i64), AppendError> {
+        let (info, log_start, high_watermark, ack_offset, policy) = {
+            let mut core = self.core();
+            let info = core.append(batches, leader_epoch, now_ms)?;
+            (
+                info,
+                core.log().log_start_offset(),
+                core.high_watermark(),
+                core.ack_offset(),
+                core.policy(),
+            )
+        };
+        self.publish(high_watermark, ack_offset);
+        if policy == AckPolicy::AfterFsync {
+            self.flush_wanted.notify_one();
         }
+        Ok((info, log_start))
     }
 
-    fn advance_high_watermark(&self, offset: i64) {
-        let previous = self.high_watermark.fetch_max(offset, Ordering::AcqRel);
-        if offset > previous {
+    /// A consumer's read at `offset`, with the high watermark and log start it was made against.
+    pub fn fetch(&self, offset: i64, max_bytes: usize) -> (Result<Bytes, ReadError>, i64, i64) {
+        let core = self.core();
+        (
+            core.fetch(offset, max_bytes),
+            core.high_watermark(),
+            core.log().log_start_offset(),
+        )
+    }
+
+    fn publish(&self, high_watermark: i64, ack_offset: i64) {
+        let previous = self
+            .high_watermark
+            .fetch_max(high_watermark, Ordering::AcqRel);
+        if high_watermark > previous {
             self.data_version.send_modify(|v| *v = v.wrapping_add(1));
         }
+        self.ack_offset.send_if_modified(|a| {
+            let advanced = ack_offset > *a;
+            *a = (*a).max(ack_offset);
+            advanced
+        });
     }
 
-    /// Waits until every offset below `end_offset` is durable. Returns at once unless the fsync
-    /// policy is `always`.
-    pub async fn wait_durable(&self, end_offset: i64) -> Result<(), DurableError> {
-        if self.fsync != FsyncPolicy::Always {
-            return Ok(());
-        }
-        let mut rx = self.durable.subscribe();
+    /// Whether a produce ending at `end_offset` may be acknowledged now.
+    pub fn acknowledgeable(&self, end_offset: i64) -> bool {
+        *self.ack_offset.borrow() >= end_offset
+    }
+
+    /// Waits until a produce ending at `end_offset` may be acknowledged.
+    pub async fn wait_acknowledgeable(&self, end_offset: i64) -> Result<(), DurableError> {
+        let mut rx = self.ack_offset.subscribe();
         loop {
             if *rx.borrow_and_update() >= end_offset {
                 return Ok(());
@@ -132,25 +161,20 @@ impl<S: Storage> Partition<S> {
         }
     }
 
-    /// One flush: sync every file holding unsynced bytes, outside the log lock.
+    /// One flush: sync every file holding unsynced bytes, outside the lock.
     /// Returns false when there was nothing to flush.
     pub fn flush_once(&self) -> std::io::Result<bool> {
-        let ticket = match self.log().prepare_flush() {
+        let ticket = match self.core().prepare_flush() {
             Some(ticket) => ticket,
             None => return Ok(false),
         };
         ticket.sync()?;
-        let durable = {
-            let mut log = self.log();
-            log.complete_flush(&ticket);
-            log.durable_offset()
+        let (high_watermark, ack_offset) = {
+            let mut core = self.core();
+            let ack_offset = core.complete_flush(&ticket);
+            (core.high_watermark(), ack_offset)
         };
-        // A truncation between prepare and complete makes the ticket stale, so `durable` may
-        // stay below `ticket.upto()`; it never passes the log end.
-        self.durable.send_modify(|d| *d = (*d).max(durable));
-        if self.fsync == FsyncPolicy::Always {
-            self.advance_high_watermark(durable);
-        }
+        self.publish(high_watermark, ack_offset);
         Ok(true)
     }
 
@@ -167,34 +191,28 @@ impl<S: Storage> Partition<S> {
                 Ok::<(), std::io::Error>(())
             })
             .await;
-            match result {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => {
-                    tracing::error!(topic = %self.topic, partition = self.index, error = %e,
-                        "fsync failed; partition offline until restart");
-                    self.fail();
-                    break;
-                }
-                Err(e) => {
-                    tracing::error!(topic = %self.topic, partition = self.index, error = %e,
-                        "flusher task failed");
-                    self.fail();
-                    break;
-                }
-            }
+            let error = match result {
+                Ok(Ok(())) => continue,
+                Ok(Err(e)) => e.to_string(),
+                Err(e) => e.to_string(),
+            };
+            tracing::error!(topic = %self.topic, partition = self.index, error = %error,
+                "fsync failed; partition offline until restart");
+            self.fail();
+            break;
         }
     }
 
     /// Marks the partition failed and wakes every waiter so it can answer KAFKA_STORAGE_ERROR.
     pub fn fail(&self) {
         self.failed.store(true, Ordering::Release);
-        self.durable.send_modify(|_| {});
+        self.ack_offset.send_modify(|_| {});
     }
 
     /// Stops the flusher and wakes every waiter. The caller then closes or deletes the log.
     pub fn close(&self) {
         self.closed.store(true, Ordering::Release);
         self.flush_wanted.notify_one();
-        self.durable.send_modify(|_| {});
+        self.ack_offset.send_modify(|_| {});
     }
 }

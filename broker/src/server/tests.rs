@@ -227,6 +227,7 @@ async fn acks_zero_gets_no_response() {
         .replicas()
         .partition("z", 0)
         .unwrap()
+        .core()
         .log()
         .log_end_offset();
     assert_eq!(log_end, 1, "but it was appended");

@@ -1,0 +1,80 @@
+//! Planted bugs: deliberate defects, compiled in only with the `planted-bugs` cargo feature, that
+//! the simulator must catch. They prove the checkers can fail. Without the feature, [`enabled`]
+//! is a constant `false` and every plant compiles away.
+
+/// One planted defect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum PlantedBug {
+    /// Produce is acknowledged when the batch is written, before it is fsynced.
+    AckBeforeFsync,
+    /// Recovery after a crash checks batch structure but not the CRC.
+    RecoverySkipsCrc,
+    /// Fetch serves records past the high watermark (not yet durable).
+    FetchPastHighWatermark,
+}
+
+impl PlantedBug {
+    pub const ALL: [PlantedBug; 3] = [
+        PlantedBug::AckBeforeFsync,
+        PlantedBug::RecoverySkipsCrc,
+        PlantedBug::FetchPastHighWatermark,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            PlantedBug::AckBeforeFsync => "ack-before-fsync",
+            PlantedBug::RecoverySkipsCrc => "recovery-skips-crc",
+            PlantedBug::FetchPastHighWatermark => "fetch-past-hw",
+        }
+    }
+
+    pub fn describe(self) -> &'static str {
+        match self {
+            PlantedBug::AckBeforeFsync => "acknowledge produce after the write, before fsync",
+            PlantedBug::RecoverySkipsCrc => {
+                "crash recovery trusts batch structure without checking the CRC"
+            }
+            PlantedBug::FetchPastHighWatermark => "fetch serves records above the high watermark",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<PlantedBug> {
+        PlantedBug::ALL.into_iter().find(|b| b.name() == name)
+    }
+
+    fn bit(self) -> u32 {
+        1 << (self as u32)
+    }
+}
+
+#[cfg(feature = "planted-bugs")]
+static ENABLED: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+/// Whether `bug` is planted right now.
+#[inline]
+pub fn enabled(bug: PlantedBug) -> bool {
+    #[cfg(feature = "planted-bugs")]
+    {
+        ENABLED.load(std::sync::atomic::Ordering::Relaxed) & bug.bit() != 0
+    }
+    #[cfg(not(feature = "planted-bugs"))]
+    {
+        let _ = bug.bit();
+        false
+    }
+}
+
+/// Plants exactly `bugs` (process-wide; the simulator runs one seed at a time). Returns false
+/// when the crate was built without the `planted-bugs` feature, so nothing can be planted.
+pub fn plant(bugs: &[PlantedBug]) -> bool {
+    #[cfg(feature = "planted-bugs")]
+    {
+        let mask = bugs.iter().fold(0, |m, b| m | b.bit());
+        ENABLED.store(mask, std::sync::atomic::Ordering::Relaxed);
+        true
+    }
+    #[cfg(not(feature = "planted-bugs"))]
+    {
+        bugs.is_empty()
+    }
+}

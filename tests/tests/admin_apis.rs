@@ -35,14 +35,6 @@ use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::util::Timeout;
 use rdkafka::{Offset, TopicPartitionList};
 
-fn block_on<F: std::future::Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
-        .block_on(f)
-}
-
 fn opts() -> AdminOptions {
     AdminOptions::new()
         .operation_timeout(Some(Timeout::After(Duration::from_secs(30))))

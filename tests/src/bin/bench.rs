@@ -117,6 +117,23 @@ impl ProducerContext for Counting {
     }
 }
 
+/// An acks=all, non-idempotent producer that counts delivery reports, with `extra` settings.
+fn counting_producer(bootstrap: &str, extra: &[(&str, &str)]) -> ThreadedProducer<Counting> {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", bootstrap)
+        .set("acks", "all")
+        .set("enable.idempotence", "false");
+    for (k, v) in extra {
+        config.set(*k, *v);
+    }
+    let ctx = Counting {
+        ok: AtomicU64::new(0),
+        failed: AtomicU64::new(0),
+    };
+    config.create_with_context(ctx).expect("producer")
+}
+
 fn create_topic(bootstrap: &str, name: &str, partitions: i32) {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
@@ -137,20 +154,15 @@ fn create_topic(bootstrap: &str, name: &str, partitions: i32) {
 
 /// Produces `n` messages of `value_bytes` with acks=all; returns (seconds, messages/s, MB/s).
 fn produce(bootstrap: &str, topic: &str, n: u64, value_bytes: usize) -> (f64, f64, f64) {
-    let ctx = Counting {
-        ok: AtomicU64::new(0),
-        failed: AtomicU64::new(0),
-    };
-    let producer: ThreadedProducer<Counting> = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("acks", "all")
-        .set("enable.idempotence", "false")
-        .set("linger.ms", "5")
-        .set("batch.size", "1000000")
-        .set("queue.buffering.max.messages", "1000000")
-        .set("queue.buffering.max.kbytes", "1048576")
-        .create_with_context(ctx)
-        .expect("producer");
+    let producer = counting_producer(
+        bootstrap,
+        &[
+            ("linger.ms", "5"),
+            ("batch.size", "1000000"),
+            ("queue.buffering.max.messages", "1000000"),
+            ("queue.buffering.max.kbytes", "1048576"),
+        ],
+    );
     let value = vec![0x5au8; value_bytes];
     let start = Instant::now();
     for i in 0..n {
@@ -253,17 +265,7 @@ fn latency(
             seen
         })
     };
-    let ctx = Counting {
-        ok: AtomicU64::new(0),
-        failed: AtomicU64::new(0),
-    };
-    let producer: ThreadedProducer<Counting> = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("acks", "all")
-        .set("enable.idempotence", "false")
-        .set("linger.ms", "0")
-        .create_with_context(ctx)
-        .expect("producer");
+    let producer = counting_producer(bootstrap, &[("linger.ms", "0")]);
     let interval = Duration::from_nanos(1_000_000_000 / rate);
     let start = Instant::now();
     let mut value = vec![0u8; value_bytes.max(8)];

@@ -29,7 +29,8 @@ pub fn client_config(bootstrap: &str) -> ClientConfig {
     c
 }
 
-fn block_on<F: std::future::Future>(f: F) -> F::Output {
+/// Runs one future to completion on a throwaway current-thread runtime.
+pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

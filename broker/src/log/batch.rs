@@ -331,15 +331,162 @@ impl<'a> Reader<'a> {
     }
     /// A nullable byte field: length -1 is null, other negatives are invalid.
     fn bytes_field(&mut self, what: &str, nullable: bool) -> Result<(), String> {
+        self.bytes_slice(what, nullable).map(|_| ())
+    }
+    /// A nullable byte field, returned as a slice of the buffer.
+    fn bytes_slice(&mut self, what: &str, nullable: bool) -> Result<Option<&'a [u8]>, String> {
         let len = self.varint()?;
         if len == -1 && nullable {
-            return Ok(());
+            return Ok(None);
         }
         if len < 0 {
             return Err(format!("{what} length {len} is invalid"));
         }
-        self.skip(len as usize, what)
+        let start = self.pos;
+        self.skip(len as usize, what)?;
+        Ok(Some(&self.buf[start..self.pos]))
     }
+}
+
+/// One record of an uncompressed batch, as decoded by [`decode_records`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecodedRecord<'a> {
+    pub offset: i64,
+    pub timestamp_ms: i64,
+    pub key: Option<&'a [u8]>,
+    pub value: Option<&'a [u8]>,
+}
+
+/// Decodes the records of one uncompressed v2 batch (the broker's own internal records, the
+/// simulator's and tests' reads). Compressed batches are refused: the broker never decompresses.
+pub fn decode_records(batch: &[u8]) -> Result<Vec<DecodedRecord<'_>>, String> {
+    let header = RecordBatchHeader::parse(batch).ok_or("shorter than a batch header")?;
+    if header.total_size() as usize > batch.len() {
+        return Err("batch length overruns the buffer".into());
+    }
+    if header.compression() != 0 {
+        return Err("compressed batch".into());
+    }
+    let count = header.record_count().clamp(0, RECORDS_PER_BATCH_MAX);
+    let mut r = Reader {
+        buf: &batch[..header.total_size() as usize],
+        pos: HEADER_BYTES,
+    };
+    let mut out = Vec::with_capacity(count as usize);
+    for i in 0..count {
+        let len = r.varint()?;
+        if len <= 0 || len as usize > r.buf.len() - r.pos {
+            return Err(format!("record {i}: length {len} overruns the batch"));
+        }
+        r.skip(1, "attributes")?;
+        let timestamp_delta = r.varlong()?;
+        let offset_delta = r.varint()?;
+        let key = r.bytes_slice("key", true)?;
+        let value = r.bytes_slice("value", true)?;
+        let headers = r.varint()?;
+        for h in 0..headers.max(0) {
+            r.bytes_field(&format!("header {h} key"), false)?;
+            r.bytes_field(&format!("header {h} value"), true)?;
+        }
+        out.push(DecodedRecord {
+            offset: header.base_offset() + offset_delta as i64,
+            timestamp_ms: header.base_timestamp().saturating_add(timestamp_delta),
+            key,
+            value,
+        });
+    }
+    Ok(out)
+}
+
+/// Records one batch may carry when the broker builds or decodes it itself.
+pub const RECORDS_PER_BATCH_MAX: i32 = 1_000_000;
+
+/// One record for [`encode_batch`].
+#[derive(Clone, Debug, Default)]
+pub struct NewRecord<'a> {
+    pub key: Option<&'a [u8]>,
+    pub value: Option<&'a [u8]>,
+    pub headers: Vec<(&'a [u8], Option<&'a [u8]>)>,
+    pub timestamp_delta: i64,
+}
+
+fn put_uvarint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+pub fn put_varint(out: &mut Vec<u8>, v: i32) {
+    put_uvarint(out, ((v << 1) ^ (v >> 31)) as u32 as u64);
+}
+
+pub fn put_varlong(out: &mut Vec<u8>, v: i64) {
+    put_uvarint(out, ((v << 1) ^ (v >> 63)) as u64);
+}
+
+fn put_nullable(out: &mut Vec<u8>, b: Option<&[u8]>) {
+    match b {
+        None => put_varint(out, -1),
+        Some(b) => {
+            put_varint(out, b.len() as i32);
+            out.extend_from_slice(b);
+        }
+    }
+}
+
+/// Encodes a valid uncompressed v2 batch as a producer would send it: baseOffset 0, producerId
+/// -1, CreateTime, maxTimestamp = base + max(timestamp_delta). Used for the broker's internal
+/// records (group offsets) and by tests and the simulator.
+pub fn encode_batch(base_timestamp_ms: i64, records: &[NewRecord<'_>]) -> Vec<u8> {
+    assert!(!records.is_empty(), "a batch needs at least one record");
+    assert!(
+        records.len() <= RECORDS_PER_BATCH_MAX as usize,
+        "too many records for one batch"
+    );
+    let mut body = Vec::new();
+    let mut rec = Vec::new();
+    for (i, r) in records.iter().enumerate() {
+        rec.clear();
+        rec.push(0); // attributes
+        put_varlong(&mut rec, r.timestamp_delta);
+        put_varint(&mut rec, i as i32);
+        put_nullable(&mut rec, r.key);
+        put_nullable(&mut rec, r.value);
+        put_varint(&mut rec, r.headers.len() as i32);
+        for (k, v) in &r.headers {
+            put_varint(&mut rec, k.len() as i32);
+            rec.extend_from_slice(k);
+            put_nullable(&mut rec, *v);
+        }
+        put_varint(&mut body, rec.len() as i32);
+        body.extend_from_slice(&rec);
+    }
+    let max_delta = records.iter().map(|r| r.timestamp_delta).max().unwrap_or(0);
+    let mut b = Vec::with_capacity(HEADER_BYTES + body.len());
+    b.extend_from_slice(&0i64.to_be_bytes()); // baseOffset
+    b.extend_from_slice(&((HEADER_BYTES - 12 + body.len()) as i32).to_be_bytes());
+    b.extend_from_slice(&(-1i32).to_be_bytes()); // partitionLeaderEpoch
+    b.push(MAGIC_V2 as u8);
+    b.extend_from_slice(&0u32.to_be_bytes()); // crc, set below
+    b.extend_from_slice(&0i16.to_be_bytes()); // attributes
+    b.extend_from_slice(&((records.len() - 1) as i32).to_be_bytes());
+    b.extend_from_slice(&base_timestamp_ms.to_be_bytes());
+    b.extend_from_slice(&(base_timestamp_ms + max_delta).to_be_bytes());
+    b.extend_from_slice(&(-1i64).to_be_bytes()); // producerId
+    b.extend_from_slice(&(-1i16).to_be_bytes()); // producerEpoch
+    b.extend_from_slice(&(-1i32).to_be_bytes()); // baseSequence
+    b.extend_from_slice(&(records.len() as i32).to_be_bytes());
+    debug_assert_eq!(b.len(), HEADER_BYTES);
+    b.extend_from_slice(&body);
+    let crc = crc32c::crc32c(&b[ATTRIBUTES_POS..]);
+    b[CRC_POS..CRC_POS + 4].copy_from_slice(&crc.to_be_bytes());
+    debug_assert!(
+        validate_for_append(&b, u32::MAX).is_ok(),
+        "encode_batch wrote an invalid batch"
+    );
+    b
 }
 
 /// Walks `count` uncompressed records that must exactly fill `records`.
@@ -401,6 +548,44 @@ fn walk_records(records: &[u8], count: i32) -> Result<(), String> {
 mod tests {
     use super::*;
     use crate::log::testutil::{self, recompute_crc, simple_batch, TestRecord};
+
+    #[test]
+    fn encode_then_decode_records_round_trips() {
+        let header_value: &[u8] = b"hv";
+        let records = [
+            NewRecord {
+                key: Some(b"k1"),
+                value: Some(b"v1"),
+                headers: vec![],
+                timestamp_delta: 0,
+            },
+            NewRecord {
+                key: None,
+                value: None,
+                headers: vec![(b"h", Some(header_value))],
+                timestamp_delta: 5,
+            },
+            NewRecord {
+                key: Some(b""),
+                value: Some(&[7u8; 300]),
+                headers: vec![],
+                timestamp_delta: 2,
+            },
+        ];
+        let mut batch = encode_batch(1000, &records);
+        set_base_offset(&mut batch, 40);
+        let decoded = decode_records(&batch).unwrap();
+        assert_eq!(decoded.len(), 3);
+        for (i, (d, r)) in decoded.iter().zip(&records).enumerate() {
+            assert_eq!(d.offset, 40 + i as i64);
+            assert_eq!(d.timestamp_ms, 1000 + r.timestamp_delta);
+            assert_eq!((d.key, d.value), (r.key, r.value));
+        }
+        assert!(
+            decode_records(&batch[..batch.len() - 1]).is_err(),
+            "a short batch is refused"
+        );
+    }
 
     fn kind(e: &AppendError) -> &'static str {
         match e {

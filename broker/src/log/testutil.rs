@@ -2,7 +2,7 @@
 //! valid uncompressed v2 record batches (what a producer would send), plain or idempotent.
 
 use super::batch::{
-    ATTRIBUTES_POS, BASE_SEQUENCE_POS, CRC_POS, HEADER_BYTES, MAGIC_V2, PRODUCER_EPOCH_POS,
+    NewRecord, ATTRIBUTES_POS, BASE_SEQUENCE_POS, CRC_POS, HEADER_BYTES, PRODUCER_EPOCH_POS,
     PRODUCER_ID_POS, TRANSACTIONAL_BIT,
 };
 
@@ -15,73 +15,25 @@ pub struct TestRecord {
     pub timestamp_delta: i64,
 }
 
-fn put_uvarint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
-pub fn put_varint(out: &mut Vec<u8>, v: i32) {
-    put_uvarint(out, ((v << 1) ^ (v >> 31)) as u32 as u64);
-}
-
-pub fn put_varlong(out: &mut Vec<u8>, v: i64) {
-    put_uvarint(out, ((v << 1) ^ (v >> 63)) as u64);
-}
-
-fn put_nullable(out: &mut Vec<u8>, b: &Option<Vec<u8>>) {
-    match b {
-        None => put_varint(out, -1),
-        Some(b) => {
-            put_varint(out, b.len() as i32);
-            out.extend_from_slice(b);
-        }
-    }
-}
+pub use super::batch::{put_varint, put_varlong};
 
 /// Encodes a valid uncompressed v2 batch: baseOffset 0, producerId -1, CreateTime,
 /// maxTimestamp = base + max(timestamp_delta). Panics on an empty record list.
 pub fn encode_batch(base_timestamp_ms: i64, records: &[TestRecord]) -> Vec<u8> {
-    assert!(!records.is_empty(), "a batch needs at least one record");
-    let mut body = Vec::new();
-    let mut rec = Vec::new();
-    for (i, r) in records.iter().enumerate() {
-        rec.clear();
-        rec.push(0); // attributes
-        put_varlong(&mut rec, r.timestamp_delta);
-        put_varint(&mut rec, i as i32);
-        put_nullable(&mut rec, &r.key);
-        put_nullable(&mut rec, &r.value);
-        put_varint(&mut rec, r.headers.len() as i32);
-        for (k, v) in &r.headers {
-            put_varint(&mut rec, k.len() as i32);
-            rec.extend_from_slice(k);
-            put_nullable(&mut rec, v);
-        }
-        put_varint(&mut body, rec.len() as i32);
-        body.extend_from_slice(&rec);
-    }
-    let max_delta = records.iter().map(|r| r.timestamp_delta).max().unwrap();
-    let mut b = Vec::with_capacity(HEADER_BYTES + body.len());
-    b.extend_from_slice(&0i64.to_be_bytes()); // baseOffset
-    b.extend_from_slice(&((HEADER_BYTES - 12 + body.len()) as i32).to_be_bytes());
-    b.extend_from_slice(&(-1i32).to_be_bytes()); // partitionLeaderEpoch
-    b.push(MAGIC_V2 as u8);
-    b.extend_from_slice(&0u32.to_be_bytes()); // crc placeholder
-    b.extend_from_slice(&0i16.to_be_bytes()); // attributes
-    b.extend_from_slice(&((records.len() - 1) as i32).to_be_bytes());
-    b.extend_from_slice(&base_timestamp_ms.to_be_bytes());
-    b.extend_from_slice(&(base_timestamp_ms + max_delta).to_be_bytes());
-    b.extend_from_slice(&(-1i64).to_be_bytes()); // producerId
-    b.extend_from_slice(&(-1i16).to_be_bytes()); // producerEpoch
-    b.extend_from_slice(&(-1i32).to_be_bytes()); // baseSequence
-    b.extend_from_slice(&(records.len() as i32).to_be_bytes());
-    debug_assert_eq!(b.len(), HEADER_BYTES);
-    b.extend_from_slice(&body);
-    recompute_crc(&mut b);
-    b
+    let records: Vec<NewRecord<'_>> = records
+        .iter()
+        .map(|r| NewRecord {
+            key: r.key.as_deref(),
+            value: r.value.as_deref(),
+            headers: r
+                .headers
+                .iter()
+                .map(|(k, v)| (k.as_slice(), v.as_deref()))
+                .collect(),
+            timestamp_delta: r.timestamp_delta,
+        })
+        .collect();
+    super::batch::encode_batch(base_timestamp_ms, &records)
 }
 
 /// Values only (null keys), timestamp delta = record index.

@@ -77,3 +77,15 @@ cargo build --release -p broker
 
 log "cargo test --workspace --release"
 REQUIRE_EXTERNAL_CLIENTS=1 cargo test --workspace --release "$@"
+
+# ---- deterministic simulation (sim/) ---------------------------------------------------------
+# A seed sweep of the core stepper under crash and disk faults, a determinism check (each seed
+# run twice, trace hashes compared), and proof that every planted bug is caught. The planted
+# build is a separate feature set of `broker`, so it never reaches the binary tested above.
+log "sim: seed sweep"
+cargo run --release -q -p sim -- --seeds 2000
+log "sim: determinism"
+cargo run --release -q -p sim -- determinism --seeds 3
+log "sim: planted bugs must be caught"
+cargo run --release -q -p sim --features planted-bugs -- plants --check
+# ---- end of simulation section ----------------------------------------------------------------

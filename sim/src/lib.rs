@@ -1,5 +1,53 @@
-//! Deterministic simulation of the broker's sans-IO cores and of the whole server.
+//! Deterministic simulation of the broker's sans-IO cores.
 //!
-//! Empty for now: the simulation issue fills it with a seeded stepper over the cores (using the
-//! in-memory storage with faults, `broker::storage::MemStorage`) and a turmoil harness over the
-//! real server shell. The seams it needs already exist: the `Storage` trait and the `Clock` trait.
+//! This first layer is a seeded, single-threaded discrete-event stepper over one broker node:
+//! an in-memory disk with faults ([`broker::storage::MemStorage`]), 1–3 partitions each driven
+//! by the production [`broker::replica::PartitionCore`], a group-commit flusher, pipelining
+//! producers and manually assigned consumers. Everything the clients see is recorded into an
+//! [`invariants`] history and checked at the end of the run.
+//!
+//! * [`world`]: the stepper ([`world::run`] runs one seed).
+//! * [`trace`]: the FNV-1a-hashed event trace (same seed ⇒ same hash, byte for byte).
+//! * [`decode`]: the consumer side of the record-batch format (CRC check, record parsing).
+//!
+//! Network partitions and clock faults arrive with the replication and turmoil layers.
+
+pub mod decode;
+pub mod trace;
+pub mod world;
+
+pub use world::{run, Faults, RunConfig, RunResult};
+
+use std::sync::Mutex;
+
+static LAST_PANIC: Mutex<Option<String>> = Mutex::new(None);
+
+/// Replaces the default panic hook (which prints to stderr) with one that remembers the
+/// message and location for [`panic_message`]: a panic inside a seed is a finding, reported
+/// with the seed, not noise in the middle of a sweep.
+pub fn install_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        let msg = payload_text(info.payload());
+        let text = match info.location() {
+            Some(l) => format!("{msg} (at {}:{})", l.file(), l.line()),
+            None => msg,
+        };
+        *LAST_PANIC.lock().unwrap_or_else(|e| e.into_inner()) = Some(text);
+    }));
+}
+
+fn payload_text(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic payload".to_string()
+    }
+}
+
+/// The message of a caught panic, with its location when the hook saw it.
+pub fn panic_message(payload: &Box<dyn std::any::Any + Send>) -> String {
+    let hooked = LAST_PANIC.lock().unwrap_or_else(|e| e.into_inner()).take();
+    hooked.unwrap_or_else(|| payload_text(payload.as_ref()))
+}

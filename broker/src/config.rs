@@ -10,6 +10,7 @@ use anyhow::{bail, Context};
 use clap::Parser;
 use serde::Deserialize;
 
+use crate::group::GroupConfig;
 use crate::log::LogConfig;
 
 /// When appended data is fsynced, and so when acks=1/all are answered.
@@ -128,6 +129,16 @@ pub struct Flags {
     /// Cluster id reported to clients [default: a fixed local id].
     #[arg(long, env = "BROKER_CLUSTER_ID")]
     pub cluster_id: Option<String>,
+    /// Shortest consumer session timeout a group member may ask for, in ms [default: 6000].
+    #[arg(long, env = "BROKER_GROUP_MIN_SESSION_TIMEOUT_MS")]
+    pub group_min_session_timeout_ms: Option<i32>,
+    /// Longest consumer session timeout a group member may ask for, in ms [default: 1800000].
+    #[arg(long, env = "BROKER_GROUP_MAX_SESSION_TIMEOUT_MS")]
+    pub group_max_session_timeout_ms: Option<i32>,
+    /// How long the first rebalance of an empty group waits for more members, in ms
+    /// [default: 3000].
+    #[arg(long, env = "BROKER_GROUP_INITIAL_REBALANCE_DELAY_MS")]
+    pub group_initial_rebalance_delay_ms: Option<i64>,
 }
 
 /// The same settings as [`Flags`], as read from the TOML file.
@@ -153,6 +164,9 @@ struct FileConfig {
     idle_timeout_ms: Option<u64>,
     max_connections: Option<u32>,
     cluster_id: Option<String>,
+    group_min_session_timeout_ms: Option<i32>,
+    group_max_session_timeout_ms: Option<i32>,
+    group_initial_rebalance_delay_ms: Option<i64>,
 }
 
 /// The merged configuration the server runs with.
@@ -174,6 +188,8 @@ pub struct BrokerConfig {
     pub idle_timeout_ms: u64,
     pub max_connections: u32,
     pub cluster_id: String,
+    /// Consumer-group limits and timing.
+    pub group: GroupConfig,
 }
 
 /// Upper bound on partitions per topic: keeps one request from creating unbounded state.
@@ -197,6 +213,7 @@ impl Default for BrokerConfig {
             idle_timeout_ms: 600_000,
             max_connections: 10_000,
             cluster_id: "broker-local-cluster-0001".into(),
+            group: GroupConfig::default(),
         }
     }
 }
@@ -275,6 +292,21 @@ impl BrokerConfig {
                 .or(file.max_connections)
                 .unwrap_or(d.max_connections),
             cluster_id: flags.cluster_id.or(file.cluster_id).unwrap_or(d.cluster_id),
+            group: GroupConfig {
+                session_timeout_ms_min: flags
+                    .group_min_session_timeout_ms
+                    .or(file.group_min_session_timeout_ms)
+                    .unwrap_or(d.group.session_timeout_ms_min),
+                session_timeout_ms_max: flags
+                    .group_max_session_timeout_ms
+                    .or(file.group_max_session_timeout_ms)
+                    .unwrap_or(d.group.session_timeout_ms_max),
+                initial_rebalance_delay_ms: flags
+                    .group_initial_rebalance_delay_ms
+                    .or(file.group_initial_rebalance_delay_ms)
+                    .unwrap_or(d.group.initial_rebalance_delay_ms),
+                ..d.group
+            },
         };
         config.validate()?;
         Ok(config)
@@ -299,6 +331,12 @@ impl BrokerConfig {
         self.log
             .validate()
             .map_err(|e| anyhow::anyhow!("log settings: {e}"))?;
+        if self.group.session_timeout_ms_min <= 0
+            || self.group.session_timeout_ms_min > self.group.session_timeout_ms_max
+            || self.group.initial_rebalance_delay_ms < 0
+        {
+            bail!("group session timeouts must satisfy 0 < min <= max, and the rebalance delay be >= 0");
+        }
         if self.max_connections == 0 {
             bail!("max-connections must be positive");
         }

@@ -14,6 +14,7 @@
 
 pub mod apis;
 pub mod config;
+pub mod group;
 pub mod log;
 pub mod planted;
 pub mod protocol;

@@ -14,7 +14,10 @@ use clap::{Parser, Subcommand};
 use sim::{run, Faults, RunConfig, RunResult};
 
 #[derive(Parser, Debug)]
-#[command(name = "sim", about = "Deterministic simulation of the broker core under faults")]
+#[command(
+    name = "sim",
+    about = "Deterministic simulation of the broker core under faults"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,

@@ -1175,7 +1175,11 @@ mod tests {
         assert_eq!(a.trace_hash, b.trace_hash);
         assert_eq!(a.trace, b.trace);
         c.trace = false;
-        assert_eq!(run(&c).trace_hash, a.trace_hash, "hash does not depend on keeping the text");
+        assert_eq!(
+            run(&c).trace_hash,
+            a.trace_hash,
+            "hash does not depend on keeping the text"
+        );
         c.seed = 12;
         assert_ne!(run(&c).trace_hash, a.trace_hash);
     }
@@ -1186,7 +1190,10 @@ mod tests {
             let r = run(&RunConfig::new(seed));
             assert!(r.passed(), "seed {seed}:\n{}", r.describe(10));
             let stats = &r.report.as_ref().unwrap().stats;
-            assert!(stats.sends_ok > 0 && stats.polls_ok > 0, "seed {seed}: {stats:?}");
+            assert!(
+                stats.sends_ok > 0 && stats.polls_ok > 0,
+                "seed {seed}: {stats:?}"
+            );
         }
     }
 }

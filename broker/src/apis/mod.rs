@@ -5,6 +5,7 @@
 mod admin;
 mod configs;
 pub mod fetch;
+mod groups;
 mod list_offsets;
 mod metadata;
 mod produce;
@@ -18,8 +19,10 @@ use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::{ApiVersionsResponse, RequestKind, ResponseKind};
 use kafka_protocol::ResponseError;
 
+use crate::group::GroupRequest;
 use crate::protocol::{Request, SUPPORTED_APIS};
 use crate::replica::ReplicaManager;
+use crate::server::group_manager::GroupManager;
 use crate::storage::Storage;
 
 /// A source of wall-clock time in ms since the epoch. The server passes the system clock; the
@@ -48,6 +51,7 @@ pub struct Advertised {
 
 pub struct KafkaApis<S: Storage + Clone> {
     pub(crate) replicas: Arc<ReplicaManager<S>>,
+    pub(crate) groups: Arc<GroupManager<S>>,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) advertised: Advertised,
 }
@@ -60,6 +64,7 @@ impl<S: Storage + Clone> Clone for KafkaApis<S> {
     fn clone(&self) -> Self {
         KafkaApis {
             replicas: self.replicas.clone(),
+            groups: self.groups.clone(),
             clock: self.clock.clone(),
             advertised: self.advertised.clone(),
         }
@@ -69,11 +74,13 @@ impl<S: Storage + Clone> Clone for KafkaApis<S> {
 impl<S: Storage + Clone> KafkaApis<S> {
     pub fn new(
         replicas: Arc<ReplicaManager<S>>,
+        groups: Arc<GroupManager<S>>,
         clock: Arc<dyn Clock>,
         advertised: Advertised,
     ) -> Self {
         KafkaApis {
             replicas,
+            groups,
             clock,
             advertised,
         }
@@ -89,9 +96,29 @@ impl<S: Storage + Clone> KafkaApis<S> {
 
     /// Handles one request. Appends happen before this returns, so calling it in arrival order
     /// keeps a connection's produce requests in order.
-    pub fn handle(&self, request: Request) -> Reply {
+    pub fn handle(&self, request: Request, client_host: &str) -> Reply {
         let version = request.api_version;
+        let client_id = request
+            .header
+            .client_id
+            .as_ref()
+            .map(|c| c.as_str().to_string())
+            .unwrap_or_default();
+        let group = |r: GroupRequest| self.group_request(version, &client_id, client_host, r);
         match request.body {
+            RequestKind::FindCoordinator(r) => Reply::Now(ResponseKind::FindCoordinator(
+                self.find_coordinator(r, version),
+            )),
+            RequestKind::JoinGroup(r) => group(GroupRequest::Join(r)),
+            RequestKind::SyncGroup(r) => group(GroupRequest::Sync(r)),
+            RequestKind::Heartbeat(r) => group(GroupRequest::Heartbeat(r)),
+            RequestKind::LeaveGroup(r) => group(GroupRequest::Leave(r)),
+            RequestKind::OffsetCommit(r) => group(GroupRequest::OffsetCommit(r)),
+            RequestKind::OffsetFetch(r) => group(GroupRequest::OffsetFetch(r)),
+            RequestKind::OffsetDelete(r) => group(GroupRequest::OffsetDelete(r)),
+            RequestKind::DescribeGroups(r) => group(GroupRequest::Describe(r)),
+            RequestKind::ListGroups(r) => group(GroupRequest::List(r)),
+            RequestKind::DeleteGroups(r) => group(GroupRequest::Delete(r)),
             RequestKind::ApiVersions(_) => {
                 Reply::Now(ResponseKind::ApiVersions(api_versions(version, 0)))
             }

@@ -100,6 +100,11 @@ pub fn validate_topic_name(name: &str) -> Result<(), TopicError> {
             "topic name must be 1..={TOPIC_NAME_BYTES_MAX} characters"
         )));
     }
+    if name == "__consumer_offsets" {
+        return Err(TopicError::InvalidName(
+            "__consumer_offsets is the broker's internal group log".into(),
+        ));
+    }
     if name == "." || name == ".." {
         return Err(TopicError::InvalidName(
             "topic name cannot be '.' or '..'".into(),
@@ -186,6 +191,9 @@ impl<S: Storage + Clone> ReplicaManager<S> {
 
     fn remove_orphans(&self, topics: &BTreeMap<String, Arc<Topic<S>>>) -> anyhow::Result<()> {
         for entry in self.storage.list(&self.config.data_dir)? {
+            if entry == crate::server::group_manager::OFFSETS_LOG_DIR {
+                continue;
+            }
             let Some((topic, index)) = entry.rsplit_once('-') else {
                 continue;
             };

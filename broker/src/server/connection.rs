@@ -71,6 +71,7 @@ pub async fn serve<S, R, W>(
     let (tx, rx) = mpsc::channel::<Pending>(limits.max_inflight_requests as usize);
     let writer_task = tokio::spawn(write_responses(writer, rx, peer));
     let idle = Duration::from_millis(limits.idle_timeout_ms);
+    let client_host = peer.ip().to_string();
     let reason = loop {
         let size = tokio::select! {
             biased;
@@ -134,7 +135,7 @@ pub async fn serve<S, R, W>(
                     drop(Arc::clone(&ordering).write_owned().await);
                     None
                 };
-                match apis.handle(request) {
+                match apis.handle(request, &client_host) {
                     Reply::Now(body) => Some(Pending {
                         key,
                         version,

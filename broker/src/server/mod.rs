@@ -3,6 +3,7 @@
 //! what is in flight, fsync, mark every log clean.
 
 pub mod connection;
+pub mod group_manager;
 #[cfg(test)]
 mod tests;
 
@@ -20,6 +21,7 @@ use crate::config::{BrokerConfig, FsyncPolicy};
 use crate::replica::ReplicaManager;
 use crate::storage::FileStorage;
 use connection::ConnectionLimits;
+use group_manager::GroupManager;
 
 /// How long shutdown waits for connections to finish their in-flight requests.
 pub const SHUTDOWN_DRAIN_MS_MAX: u64 = 10_000;
@@ -74,12 +76,22 @@ pub async fn run(
     let replicas = {
         let config = config.clone();
         let now = clock.now_ms();
-        Arc::new(ReplicaManager::open(storage, config, seed, now)?)
+        Arc::new(ReplicaManager::open(storage.clone(), config, seed, now)?)
     };
     let listener = TcpListener::bind(&config.listen).await?;
     let bound = listener.local_addr()?;
+    let groups = GroupManager::open(
+        storage.clone(),
+        &config.data_dir,
+        &config.log,
+        replicas.ack_policy(),
+        config.group.clone(),
+        Arc::clone(&clock),
+        seed.rotate_left(17),
+    )?;
     let apis = Arc::new(KafkaApis::new(
         Arc::clone(&replicas),
+        Arc::clone(&groups),
         Arc::clone(&clock),
         advertised(&config, bound)?,
     ));
@@ -183,8 +195,10 @@ pub async fn run(
     }
     background.abort_all();
     let r = Arc::clone(&replicas);
+    let g = Arc::clone(&groups);
     tokio::task::spawn_blocking(move || {
         r.flush_all();
+        g.close();
         r.close();
     })
     .await?;

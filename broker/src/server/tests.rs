@@ -18,9 +18,13 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 use tokio::sync::watch;
 
 use super::connection::{serve, ConnectionLimits};
+use super::group_manager::GroupManager;
 use crate::apis::{Advertised, Clock, KafkaApis};
 use crate::config::BrokerConfig;
+use crate::group::GroupConfig;
 use crate::log::testutil::simple_batch;
+use crate::log::LogConfig;
+use crate::replica::AckPolicy;
 use crate::replica::ReplicaManager;
 use crate::storage::MemStorage;
 
@@ -60,7 +64,22 @@ impl Harness {
             host: "127.0.0.1".into(),
             port: 9092,
         };
-        let apis = Arc::new(KafkaApis::new(replicas, Arc::new(FixedClock), advertised));
+        let groups = GroupManager::open(
+            storage.clone(),
+            std::path::Path::new("/data"),
+            &LogConfig::default(),
+            AckPolicy::AfterFsync,
+            GroupConfig::default(),
+            Arc::new(FixedClock),
+            1,
+        )
+        .unwrap();
+        let apis = Arc::new(KafkaApis::new(
+            replicas,
+            groups,
+            Arc::new(FixedClock),
+            advertised,
+        ));
         let (tx, rx) = watch::channel(false);
         Harness {
             apis,

@@ -1,0 +1,290 @@
+//! GroupManager: the tokio shell around the sans-IO [`GroupCoordinator`]. It hands requests to
+//! the core in arrival order, appends the records the core asks to persist to the internal
+//! offsets log (`<data-dir>/__consumer_offsets-0`, through the same append + fsync path as user
+//! data), tells the core when they are durable, delivers the core's responses, and calls `tick`
+//! when the core's nearest deadline passes. On start it replays the offsets log into the core.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::sync::{oneshot, watch, Notify};
+
+use crate::apis::Clock;
+use crate::group::{
+    GroupConfig, GroupCoordinator, GroupRecord, GroupRequest, GroupResponse, PersistId, RequestId,
+};
+use crate::log::batch::{
+    decode_records, encode_batch, validate_for_append, NewRecord, RecordBatchHeader,
+};
+use crate::log::{Log, LogConfig};
+use crate::replica::{AckPolicy, Partition};
+use crate::storage::Storage;
+
+/// The internal log's directory name, as in Kafka.
+pub const OFFSETS_LOG_DIR: &str = "__consumer_offsets-0";
+/// Bytes read per step while replaying the offsets log.
+const REPLAY_READ_BYTES: usize = 1024 * 1024;
+/// Records encoded into one batch of the offsets log at most.
+const RECORDS_PER_APPEND_MAX: usize = 10_000;
+
+pub struct GroupManager<S: Storage> {
+    core: Mutex<GroupCoordinator>,
+    log: Arc<Partition<S>>,
+    waiters: Mutex<BTreeMap<RequestId, oneshot::Sender<GroupResponse>>>,
+    next_request: AtomicU64,
+    timer: Notify,
+    clock: Arc<dyn Clock>,
+}
+
+fn record_key(record: &GroupRecord) -> String {
+    match record {
+        GroupRecord::Offset {
+            group,
+            topic,
+            partition,
+            ..
+        }
+        | GroupRecord::OffsetTombstone {
+            group,
+            topic,
+            partition,
+        } => format!("offset/{group}/{topic}/{partition}"),
+        GroupRecord::Group { group, .. } | GroupRecord::GroupTombstone { group } => {
+            format!("group/{group}")
+        }
+    }
+}
+
+impl<S: Storage + Clone> GroupManager<S> {
+    /// Opens (recovering) the offsets log, replays it into a new coordinator and starts the timer.
+    pub fn open(
+        storage: S,
+        data_dir: &Path,
+        log_config: &LogConfig,
+        policy: AckPolicy,
+        group_config: GroupConfig,
+        clock: Arc<dyn Clock>,
+        seed: u64,
+    ) -> anyhow::Result<Arc<Self>> {
+        let now_ms = clock.now_ms();
+        // Offsets are kept until compaction exists: no time or size retention on this log.
+        let config = LogConfig {
+            retention_ms: -1,
+            retention_bytes: -1,
+            ..log_config.clone()
+        };
+        let (log, report) = Log::open(storage, data_dir.join(OFFSETS_LOG_DIR), config, now_ms)?;
+        tracing::info!(report = ?report, "opened the group offsets log");
+        let mut core = GroupCoordinator::new(group_config, seed);
+        let replayed = replay(&log, &mut core)?;
+        core.loaded(now_ms);
+        tracing::info!(records = replayed, "replayed group offsets and metadata");
+        // Nothing fetches this log, so its high-watermark notifications go nowhere.
+        let (unwatched, _) = watch::channel(0u64);
+        let manager = Arc::new(GroupManager {
+            core: Mutex::new(core),
+            log: Partition::new("__consumer_offsets".into(), 0, log, policy, unwatched),
+            waiters: Mutex::new(BTreeMap::new()),
+            next_request: AtomicU64::new(1),
+            timer: Notify::new(),
+            clock,
+        });
+        tokio::spawn(Arc::clone(&manager).run_timer());
+        Ok(manager)
+    }
+
+    fn core(&self) -> MutexGuard<'_, GroupCoordinator> {
+        self.core.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Hands `request` to the coordinator now (so requests reach it in arrival order) and returns
+    /// where its response will arrive.
+    pub fn submit(
+        self: &Arc<Self>,
+        version: i16,
+        client_id: &str,
+        client_host: &str,
+        request: GroupRequest,
+    ) -> oneshot::Receiver<GroupResponse> {
+        let id = self.next_request.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        self.waiters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, tx);
+        let mut core = self.core();
+        core.handle(
+            self.clock.now_ms(),
+            id,
+            version,
+            client_id,
+            client_host,
+            request,
+        );
+        self.pump(&mut core);
+        rx
+    }
+
+    /// Moves everything the core produced: records to the log, responses to their requests.
+    fn pump(self: &Arc<Self>, core: &mut GroupCoordinator) {
+        loop {
+            let mut records: Vec<(PersistId, GroupRecord)> = Vec::new();
+            while records.len() < RECORDS_PER_APPEND_MAX {
+                match core.poll_record() {
+                    Some(r) => records.push(r),
+                    None => break,
+                }
+            }
+            if records.is_empty() {
+                break;
+            }
+            self.persist(core, records);
+        }
+        let mut waiters = self.waiters.lock().unwrap_or_else(|p| p.into_inner());
+        while let Some((id, response)) = core.poll_response() {
+            match waiters.remove(&id) {
+                Some(tx) => {
+                    let _ = tx.send(response);
+                }
+                None => tracing::error!(
+                    request = id,
+                    "group coordinator answered an unknown request"
+                ),
+            }
+        }
+        drop(waiters);
+        self.timer.notify_one();
+    }
+
+    /// Appends `records` (in PersistId order) as one batch; when the batch is durable the core
+    /// is told, from a task, so the lock is not held across the fsync.
+    fn persist(
+        self: &Arc<Self>,
+        core: &mut GroupCoordinator,
+        records: Vec<(PersistId, GroupRecord)>,
+    ) {
+        let last_id = records
+            .last()
+            .map(|(id, _)| *id)
+            .expect("records is not empty");
+        let encoded: Vec<(String, Vec<u8>)> = records
+            .iter()
+            .map(|(_, r)| {
+                (
+                    record_key(r),
+                    serde_json::to_vec(r).expect("group records serialize"),
+                )
+            })
+            .collect();
+        let now_ms = self.clock.now_ms();
+        let batch = encode_batch(
+            now_ms,
+            &encoded
+                .iter()
+                .map(|(k, v)| NewRecord {
+                    key: Some(k.as_bytes()),
+                    value: Some(v),
+                    ..NewRecord::default()
+                })
+                .collect::<Vec<_>>(),
+        );
+        match self.log.append(&batch, 0, now_ms) {
+            Ok((info, _)) => {
+                let end = info.last_offset + 1;
+                let me = Arc::clone(self);
+                tokio::spawn(async move {
+                    let durable = me.log.wait_acknowledgeable(end).await;
+                    let mut core = me.core();
+                    let now_ms = me.clock.now_ms();
+                    match durable {
+                        Ok(()) => core.persisted(last_id, now_ms),
+                        Err(e) => {
+                            tracing::error!(error = ?e, "group records could not be made durable");
+                            core.persist_failed(last_id, now_ms);
+                        }
+                    }
+                    me.pump(&mut core);
+                });
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "appending group records failed");
+                core.persist_failed(last_id, now_ms);
+            }
+        }
+    }
+
+    async fn run_timer(self: Arc<Self>) {
+        loop {
+            let deadline = self.core().poll_timeout();
+            let wait_ms = match deadline {
+                Some(at) => (at - self.clock.now_ms()).max(0) as u64,
+                None => 3_600_000,
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(wait_ms)) => {
+                    let mut core = self.core();
+                    core.tick(self.clock.now_ms());
+                    self.pump(&mut core);
+                }
+                _ = self.timer.notified() => {}
+            }
+            if self.log.is_closed() {
+                break;
+            }
+        }
+    }
+
+    /// The offsets log partition (for shutdown and tests).
+    pub fn log(&self) -> &Arc<Partition<S>> {
+        &self.log
+    }
+
+    /// Clean shutdown: fsync and mark the offsets log clean.
+    pub fn close(&self) {
+        self.log.close();
+        self.timer.notify_one();
+        if let Err(e) = self.log.core().log_mut().close() {
+            tracing::error!(error = %e, "closing the group offsets log");
+        }
+    }
+}
+
+/// Feeds every record of the offsets log to the coordinator, in log order.
+fn replay<S: Storage>(log: &Log<S>, core: &mut GroupCoordinator) -> anyhow::Result<usize> {
+    let (mut offset, end) = (log.log_start_offset(), log.log_end_offset());
+    let mut count = 0;
+    while offset < end {
+        let bytes = log.read(offset, REPLAY_READ_BYTES, end)?;
+        let batches = validate_for_append(&bytes, u32::MAX)
+            .map_err(|e| anyhow::anyhow!("offsets log: {e}"))?;
+        anyhow::ensure!(
+            !batches.is_empty(),
+            "offsets log read at {offset} returned nothing"
+        );
+        for info in &batches {
+            let batch = &bytes[info.pos..info.pos + info.size];
+            let header = RecordBatchHeader::parse(batch).expect("validated above");
+            let next = header.last_offset() + 1;
+            for record in decode_records(batch).map_err(|e| anyhow::anyhow!("offsets log: {e}"))? {
+                if record.offset < offset {
+                    continue;
+                }
+                let value = record.value.unwrap_or_default();
+                match serde_json::from_slice::<GroupRecord>(value) {
+                    Ok(r) => {
+                        core.replay(r);
+                        count += 1;
+                    }
+                    Err(e) => {
+                        tracing::warn!(offset = record.offset, error = %e, "skipping unreadable group record")
+                    }
+                }
+            }
+            offset = offset.max(next);
+        }
+    }
+    Ok(count)
+}

@@ -14,6 +14,10 @@
 //! confluent-kafka (`tests/python/confluent_roundtrip.py`) drives the AdminClient
 //! (create_topics with configs, describe_configs, incremental_alter_configs, describe_cluster
 //! and their error codes), an idempotent acks=all producer and an assign-only consumer.
+//! Consumer groups: kcat's balanced consumer (`kcat -G`) reads every record once and commits
+//! on exit, so a second one in the group continues after them; kafka-python's KafkaConsumer
+//! with a group_id (`tests/python/group_consumer.py`) consumes, commits, finds nothing new
+//! in a second consumer of the group and everything in another group.
 //!
 //! A missing tool fails the test when `REQUIRE_EXTERNAL_CLIENTS=1` (as `tests/run-all.sh`
 //! sets it), otherwise the test prints "skipped: ..." and passes.
@@ -323,4 +327,139 @@ fn confluent_kafka_python_roundtrip() {
         total, n as i64,
         "messages on the broker after confluent-kafka"
     );
+}
+
+/// A broker for the group tests: the first join of a group does not wait 3 s for others.
+fn group_broker() -> Broker {
+    Broker::builder()
+        .arg("group-initial-rebalance-delay-ms", 0)
+        .start()
+}
+
+/// (partition, offset) → value of `n` messages `{tag}-{i}`, round-robin over `partitions`.
+fn produce_values(
+    bs: &str,
+    topic: &str,
+    partitions: i32,
+    tag: &str,
+    n: usize,
+) -> std::collections::BTreeMap<(i32, i64), String> {
+    let values: Vec<String> = (0..n).map(|i| format!("{tag}-{i}")).collect();
+    let reports = produce(bs, topic, "all", &[], n, |i| Outgoing {
+        key: values[i].clone().into_bytes(),
+        value: values[i].clone().into_bytes(),
+        partition: Some(i as i32 % partitions),
+    });
+    all_ok(&reports).into_iter().zip(values).collect()
+}
+
+/// kcat's balanced consumer (`-G group`) reads a topic's records once each and commits
+/// when it stops; a second one in the same group continues after the committed offsets.
+#[test]
+fn kcat_balanced_consumer_group() {
+    if !have("kcat", Command::new("kcat").arg("-V")) {
+        return;
+    }
+    let broker = group_broker();
+    let bs = broker.bootstrap();
+    let topic = unique_name("kcat-group");
+    let group = unique_name("kcat-g");
+    create_topic(&bs, &topic, 2, &[]);
+
+    let kcat_group = |n: usize| {
+        let out = run(
+            Command::new("kcat").args([
+                "-b",
+                &bs,
+                "-G",
+                &group,
+                &topic,
+                "-c",
+                &n.to_string(),
+                "-q",
+                "-f",
+                "%p %o %s\n",
+                "-X",
+                "auto.offset.reset=earliest",
+            ]),
+            None,
+            Duration::from_secs(60),
+        );
+        assert_success("kcat -G", &out);
+        let text = String::from_utf8(out.stdout).expect("utf8");
+        let got: std::collections::BTreeMap<(i32, i64), String> = text
+            .lines()
+            .map(|l| {
+                let mut w = l.splitn(3, ' ');
+                let p = w.next().unwrap().parse().expect("partition");
+                let o = w.next().unwrap().parse().expect("offset");
+                ((p, o), w.next().unwrap_or("").to_string())
+            })
+            .collect();
+        assert_eq!(
+            got.len(),
+            text.lines().count(),
+            "kcat -G printed a record twice:\n{text}"
+        );
+        got
+    };
+
+    let first = produce_values(&bs, &topic, 2, "one", 100);
+    let got = kcat_group(100);
+    assert_eq!(got, first, "kcat -G: the 100 records, once each");
+
+    // kcat committed on close (auto commit of the offsets it consumed).
+    let reader = assign_consumer(&bs, &[("group.id", &group)]);
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    tpl.add_partition(&topic, 0);
+    tpl.add_partition(&topic, 1);
+    let committed: Vec<(i32, rdkafka::Offset)> =
+        rdkafka::consumer::Consumer::committed_offsets(&reader, tpl, Duration::from_secs(15))
+            .expect("OffsetFetch")
+            .elements()
+            .iter()
+            .map(|e| (e.partition(), e.offset()))
+            .collect();
+    assert_eq!(
+        committed,
+        vec![
+            (0, rdkafka::Offset::Offset(50)),
+            (1, rdkafka::Offset::Offset(50))
+        ],
+        "offsets kcat -G committed"
+    );
+
+    let second = produce_values(&bs, &topic, 2, "two", 10);
+    let got = kcat_group(10);
+    assert_eq!(
+        got, second,
+        "a second kcat -G in the group reads only the new records"
+    );
+}
+
+/// kafka-python's KafkaConsumer with a group_id: consume, commit, resume; another group
+/// reads everything (`tests/python/group_consumer.py`).
+#[test]
+fn kafka_python_group_consumer() {
+    let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".to_string());
+    if !have(
+        "python3 with kafka-python",
+        Command::new(&python).args(["-c", "import kafka"]),
+    ) {
+        return;
+    }
+    let broker = group_broker();
+    let bs = broker.bootstrap();
+    let topic = unique_name("py-group");
+    create_topic(&bs, &topic, 3, &[]);
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/group_consumer.py");
+    let out = run(
+        Command::new(&python)
+            .arg(&script)
+            .args([&bs, &topic, "300"]),
+        None,
+        Duration::from_secs(180),
+    );
+    assert_success("tests/python/group_consumer.py", &out);
+    eprintln!("{}", String::from_utf8_lossy(&out.stdout));
 }

@@ -6,19 +6,22 @@
 //! 2. consume throughput of what phase 1 wrote (assign + read from the beginning);
 //! 3. end-to-end latency at a fixed rate (default 1,000 msg/s) with librdkafka's default
 //!    fetch.wait.max.ms=500 and linger.ms=0, measured from send to receipt;
-//! 4. throughout, the broker's peak resident memory (VmHWM / VmRSS from /proc).
+//! 4. a consumer group of `--group-members` members: time until every partition is assigned,
+//!    and from one member leaving until the group is stable again;
+//! 5. throughout, the broker's peak resident memory (VmHWM / VmRSS from /proc).
 //!
 //! Run: `cargo build --release -p broker && cargo run --release -p tests --bin bench -- --help`
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
@@ -32,6 +35,7 @@ struct Args {
     value_bytes: usize,
     latency_seconds: u64,
     latency_rate: u64,
+    group_members: u64,
 }
 
 fn parse_args() -> Args {
@@ -40,6 +44,7 @@ fn parse_args() -> Args {
         value_bytes: 1024,
         latency_seconds: 10,
         latency_rate: 1000,
+        group_members: 50,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -53,6 +58,7 @@ fn parse_args() -> Args {
             "--value-bytes" => a.value_bytes = value() as usize,
             "--latency-seconds" => a.latency_seconds = value(),
             "--latency-rate" => a.latency_rate = value(),
+            "--group-members" => a.group_members = value(),
             _ => usage(&flag),
         }
     }
@@ -64,6 +70,7 @@ fn usage(flag: &str) -> ! {
         "bench: bad flag {flag:?}\n\
          usage: bench [--messages N (per produce phase, default 1000000)] [--value-bytes N (1024)]\n\
          \x20            [--latency-seconds N (10)] [--latency-rate MSG_PER_S (1000)]\n\
+         \x20            [--group-members N (50; 0 skips the group phase)]\n\
          The broker binary is target/release/broker (or BROKER_BIN)."
     );
     std::process::exit(2)
@@ -292,6 +299,108 @@ fn latency(
     seen
 }
 
+/// Each member's current assignment, updated from the rebalance callbacks.
+#[derive(Default)]
+struct Assignments(Mutex<BTreeMap<usize, Vec<i32>>>);
+
+impl Assignments {
+    /// True when the members in `alive` own every partition of `0..partitions` exactly once.
+    fn covers(&self, partitions: i32, alive: &[bool]) -> bool {
+        let map = self.0.lock().unwrap();
+        let mut owned: Vec<i32> = map
+            .iter()
+            .filter(|(member, _)| alive[**member])
+            .flat_map(|(_, ps)| ps.iter().copied())
+            .collect();
+        let dead_own_nothing = map
+            .iter()
+            .all(|(member, ps)| alive[*member] || ps.is_empty());
+        owned.sort_unstable();
+        dead_own_nothing && owned == (0..partitions).collect::<Vec<_>>()
+    }
+}
+
+struct Member {
+    index: usize,
+    assignments: Arc<Assignments>,
+}
+
+impl ClientContext for Member {}
+
+impl ConsumerContext for Member {
+    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let partitions = match rebalance {
+            Rebalance::Assign(tpl) => tpl.elements().iter().map(|e| e.partition()).collect(),
+            Rebalance::Revoke(_) | Rebalance::Error(_) => Vec::new(),
+        };
+        self.assignments
+            .0
+            .lock()
+            .unwrap()
+            .insert(self.index, partitions);
+    }
+}
+
+/// Joins `members` consumers to one group over a topic with as many partitions; returns the time
+/// until every partition is owned exactly once, then the time from one member leaving until the
+/// rest own every partition again.
+fn group_rebalance(bootstrap: &str, members: usize) -> (Duration, Duration) {
+    let topic = "bench-group";
+    let partitions = members as i32;
+    create_topic(bootstrap, topic, partitions);
+    let assignments = Arc::new(Assignments::default());
+    let stop: Arc<Vec<AtomicBool>> =
+        Arc::new((0..members).map(|_| AtomicBool::new(false)).collect());
+    let start = Instant::now();
+    let threads: Vec<_> = (0..members)
+        .map(|index| {
+            let (bootstrap, assignments, stop) = (
+                bootstrap.to_string(),
+                Arc::clone(&assignments),
+                Arc::clone(&stop),
+            );
+            thread::spawn(move || {
+                let c: BaseConsumer<Member> = ClientConfig::new()
+                    .set("bootstrap.servers", &bootstrap)
+                    .set("group.id", "bench-group")
+                    .set("enable.auto.commit", "false")
+                    .create_with_context(Member { index, assignments })
+                    .expect("group member");
+                c.subscribe(&[topic]).expect("subscribe");
+                while !stop[index].load(Ordering::Relaxed) {
+                    let _ = c.poll(Duration::from_millis(50));
+                }
+                // Dropping the consumer closes it: LeaveGroup.
+            })
+        })
+        .collect();
+    let mut alive = vec![true; members];
+    let wait_cover = |alive: &[bool], what: &str| {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while !assignments.covers(partitions, alive) {
+            assert!(
+                Instant::now() < deadline,
+                "{what}: the group did not settle within 120 s"
+            );
+            thread::sleep(Duration::from_millis(5));
+        }
+    };
+    wait_cover(&alive, "join");
+    let joined = start.elapsed();
+    let left_at = Instant::now();
+    stop[0].store(true, Ordering::Relaxed);
+    alive[0] = false;
+    wait_cover(&alive, "leave");
+    let settled = left_at.elapsed();
+    for s in stop.iter() {
+        s.store(true, Ordering::Relaxed);
+    }
+    for t in threads {
+        t.join().expect("member thread");
+    }
+    (joined, settled)
+}
+
 fn pct(sorted: &[Duration], p: f64) -> f64 {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[i].as_secs_f64() * 1e3
@@ -359,6 +468,17 @@ fn main() {
         pct(&lat, 1.0),
         lat.len()
     );
+
+    if args.group_members > 0 {
+        let (joined, settled) = group_rebalance(&bootstrap, args.group_members as usize);
+        println!(
+            "group of {} members (librdkafka defaults, range assignor, initial rebalance delay 3000 ms): \
+             all assigned {:.2} s after subscribing; one member leaves -> stable again in {:.2} s",
+            args.group_members,
+            joined.as_secs_f64(),
+            settled.as_secs_f64()
+        );
+    }
 
     sampling.store(false, Ordering::Relaxed);
     sampler.join().unwrap();

@@ -14,7 +14,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -86,8 +86,30 @@ type Node = Arc<Mutex<FileData>>;
 
 #[derive(Debug, Default)]
 struct Namespace {
-    dirs: BTreeSet<PathBuf>,
-    files: BTreeMap<PathBuf, Node>,
+    /// Keys are paths as strings (see [`key`]): comparing strings is a memcmp, comparing
+    /// `PathBuf`s walks components, which dominated long simulations.
+    dirs: BTreeSet<String>,
+    files: BTreeMap<String, Node>,
+}
+
+/// The map key of a path. MemStorage paths are the broker's own, always UTF-8.
+fn key(path: &Path) -> String {
+    path.to_string_lossy().into_owned()
+}
+
+/// The prefix every path inside the directory `dir` starts with.
+fn dir_prefix(dir: &str) -> String {
+    if dir.ends_with('/') {
+        dir.to_string()
+    } else {
+        format!("{dir}/")
+    }
+}
+
+/// Whether `path` lies strictly inside the directory `dir` (any depth).
+fn inside(path: &str, dir: &str) -> bool {
+    let prefix = dir_prefix(dir);
+    path.len() > prefix.len() && path.starts_with(&prefix)
 }
 
 #[derive(Debug, Default)]
@@ -269,7 +291,7 @@ impl MemStorage {
     fn node(&self, path: &Path) -> io::Result<Node> {
         lock(&self.shared.ns)
             .files
-            .get(path)
+            .get(&key(path))
             .cloned()
             .ok_or_else(|| not_found(path))
     }
@@ -282,7 +304,7 @@ impl Storage for MemStorage {
         let mut ns = lock(&self.shared.ns);
         for a in dir.ancestors() {
             if !a.as_os_str().is_empty() {
-                ns.dirs.insert(a.to_path_buf());
+                ns.dirs.insert(key(a));
             }
         }
         Ok(())
@@ -291,13 +313,14 @@ impl Storage for MemStorage {
     fn open(&self, path: &Path) -> io::Result<MemFile> {
         let mut ns = lock(&self.shared.ns);
         let parent = path.parent().ok_or_else(|| not_found(path))?;
-        if !parent.as_os_str().is_empty() && !ns.dirs.contains(parent) {
+        if !parent.as_os_str().is_empty() && !ns.dirs.contains(&key(parent)) {
             return Err(not_found(parent));
         }
-        if ns.dirs.contains(path) {
+        let path_key = key(path);
+        if ns.dirs.contains(&path_key) {
             return Err(io::Error::other("is a directory"));
         }
-        let node = ns.files.entry(path.to_path_buf()).or_default().clone();
+        let node = ns.files.entry(path_key).or_default().clone();
         Ok(MemFile {
             shared: self.shared.clone(),
             node,
@@ -307,15 +330,19 @@ impl Storage for MemStorage {
 
     fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
         let ns = lock(&self.shared.ns);
-        if !ns.dirs.contains(dir) {
-            return Err(not_found(dir));
+        let dir = key(dir);
+        if !ns.dirs.contains(&dir) {
+            return Err(not_found(Path::new(&dir)));
         }
-        // BTreeMap order is path order; names within one directory come out sorted.
+        // Every path inside `dir` sorts after "dir/" and shares that prefix: scan just that range.
+        let prefix = dir_prefix(&dir);
         let mut names: Vec<String> = ns
             .files
-            .keys()
-            .filter(|p| p.parent() == Some(dir))
-            .filter_map(|p| p.file_name().and_then(|n| n.to_str()).map(str::to_string))
+            .range(prefix.clone()..)
+            .take_while(|(p, _)| p.starts_with(&prefix))
+            .map(|(p, _)| &p[prefix.len()..])
+            .filter(|name| !name.contains('/'))
+            .map(str::to_string)
             .collect();
         names.sort();
         Ok(names)
@@ -324,29 +351,31 @@ impl Storage for MemStorage {
     fn remove(&self, path: &Path) -> io::Result<()> {
         let mut ns = lock(&self.shared.ns);
         ns.files
-            .remove(path)
+            .remove(&key(path))
             .map(|_| ())
             .ok_or_else(|| not_found(path))
     }
 
     fn remove_dir_all(&self, dir: &Path) -> io::Result<()> {
         let mut ns = lock(&self.shared.ns);
-        if !ns.dirs.contains(dir) {
+        let dir_key = key(dir);
+        if !ns.dirs.contains(&dir_key) {
             return Err(not_found(dir));
         }
-        ns.dirs.retain(|d| !d.starts_with(dir));
-        ns.files.retain(|p, _| !p.starts_with(dir));
+        ns.dirs.retain(|d| *d != dir_key && !inside(d, &dir_key));
+        ns.files.retain(|p, _| !inside(p, &dir_key));
         Ok(())
     }
 
     fn exists(&self, path: &Path) -> bool {
         let ns = lock(&self.shared.ns);
-        ns.files.contains_key(path) || ns.dirs.contains(path)
+        let path = key(path);
+        ns.files.contains_key(&path) || ns.dirs.contains(&path)
     }
 
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         // Metadata is durable immediately in this model.
-        if lock(&self.shared.ns).dirs.contains(dir) {
+        if lock(&self.shared.ns).dirs.contains(&key(dir)) {
             Ok(())
         } else {
             Err(not_found(dir))
@@ -357,6 +386,30 @@ impl Storage for MemStorage {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::PathBuf;
+
+    #[test]
+    fn list_sees_only_direct_children_and_remove_dir_all_only_its_tree() {
+        let s = MemStorage::new();
+        s.create_dir_all(Path::new("/data/t-0")).unwrap();
+        s.create_dir_all(Path::new("/data/t-0x")).unwrap();
+        s.create_dir_all(Path::new("/data/t-0/sub")).unwrap();
+        for f in [
+            "/data/t-0/b",
+            "/data/t-0/a",
+            "/data/t-0/sub/c",
+            "/data/t-0x/d",
+        ] {
+            s.open(Path::new(f)).unwrap();
+        }
+        assert_eq!(s.list(Path::new("/data/t-0")).unwrap(), vec!["a", "b"]);
+        s.remove_dir_all(Path::new("/data/t-0")).unwrap();
+        assert!(!s.exists(Path::new("/data/t-0/sub/c")) && !s.exists(Path::new("/data/t-0")));
+        assert!(
+            s.exists(Path::new("/data/t-0x/d")),
+            "a sibling sharing the name prefix survives"
+        );
+    }
 
     fn setup() -> (MemStorage, PathBuf, MemFile) {
         let s = MemStorage::new();

@@ -89,3 +89,52 @@ cargo run --release -q -p sim -- determinism --seeds 3
 log "sim: planted bugs must be caught"
 cargo run --release -q -p sim --features planted-bugs -- plants --check
 # ---- end of simulation section ----------------------------------------------------------------
+
+# ---- fuzzing (fuzz/) ----------------------------------------------------------------------------
+# The checked-in corpus is already replayed on stable by `cargo test` (broker/tests/fuzz_corpus.rs).
+# Here, if a nightly toolchain exists, each libFuzzer target runs for FUZZ_SECONDS (default 30)
+# on a temporary copy of its corpus, so CI never changes the committed one; two targets at a
+# time (one per core). A crash, an allocation over the RSS limit or a 10 s input fails the
+# script; the reproducer lands in fuzz/artifacts/<target>/ (replay: see TESTING.md).
+# About 4 minutes on 2 cores the first time (cargo-fuzz install + nightly build), ~1.5 after.
+#   SKIP_FUZZ=1   skip this section
+if [ "${SKIP_FUZZ:-0}" != 1 ] && cargo +nightly --version >/dev/null 2>&1; then
+    if ! cargo fuzz --version >/dev/null 2>&1; then
+        log "cargo install cargo-fuzz"
+        cargo install cargo-fuzz --locked -q
+    fi
+    fuzz_tmp=$(mktemp -d)
+    trap 'rm -rf "$fuzz_tmp"' EXIT
+    log "fuzz: build"
+    (cd fuzz && cargo +nightly fuzz build)
+    fuzz_one() {
+        cp -r "fuzz/corpus/$1" "$fuzz_tmp/$1"
+        (cd fuzz && cargo +nightly fuzz run "$1" "$fuzz_tmp/$1" -- \
+            -max_total_time="${FUZZ_SECONDS:-30}" -rss_limit_mb=2048 -timeout=10 \
+            -print_final_stats=1) >"$fuzz_tmp/$1.log" 2>&1
+    }
+    fuzz_failed=0
+    for pair in "request_frame record_batch" "log_recovery dispatch"; do
+        pids=()
+        for target in $pair; do
+            log "fuzz: $target for ${FUZZ_SECONDS:-30} s"
+            fuzz_one "$target" &
+            pids+=("$!")
+        done
+        i=0
+        for target in $pair; do
+            if wait "${pids[$i]}"; then
+                grep -h 'stat::average_exec_per_sec' "$fuzz_tmp/$target.log" | sed "s/^/    $target /" >&2
+            else
+                log "fuzz: $target FAILED"
+                tail -n 60 "$fuzz_tmp/$target.log" >&2
+                fuzz_failed=1
+            fi
+            i=$((i + 1))
+        done
+    done
+    [ "$fuzz_failed" = 0 ]
+else
+    log "fuzz: skipped (SKIP_FUZZ=1 or no nightly toolchain)"
+fi
+# ---- end of fuzzing section ---------------------------------------------------------------------

@@ -372,7 +372,8 @@ pub fn decode_records(batch: &[u8]) -> Result<Vec<DecodedRecord<'_>>, String> {
         buf: &batch[..header.total_size() as usize],
         pos: HEADER_BYTES,
     };
-    let mut out = Vec::with_capacity(count as usize);
+    // Every record takes at least 7 bytes: never let the declared count size the allocation.
+    let mut out = Vec::with_capacity((count as usize).min(batch.len() / 7));
     for i in 0..count {
         let len = r.varint()?;
         if len <= 0 || len as usize > r.buf.len() - r.pos {

@@ -130,7 +130,8 @@ impl<'a> RecordBatchHeader<'a> {
         be_i32(self.bytes, LAST_OFFSET_DELTA_POS)
     }
     pub fn last_offset(&self) -> i64 {
-        self.base_offset() + self.last_offset_delta() as i64
+        self.base_offset()
+            .saturating_add(self.last_offset_delta() as i64)
     }
     pub fn base_timestamp(&self) -> i64 {
         be_i64(self.bytes, BASE_TIMESTAMP_POS)
@@ -390,7 +391,7 @@ pub fn decode_records(batch: &[u8]) -> Result<Vec<DecodedRecord<'_>>, String> {
             r.bytes_field(&format!("header {h} value"), true)?;
         }
         out.push(DecodedRecord {
-            offset: header.base_offset() + offset_delta as i64,
+            offset: header.base_offset().saturating_add(offset_delta as i64),
             timestamp_ms: header.base_timestamp().saturating_add(timestamp_delta),
             key,
             value,

@@ -185,7 +185,8 @@ impl<F: StorageFile> LogSegment<F> {
         if h.magic() != MAGIC_V2 {
             return Err(format!("magic {}", h.magic()));
         }
-        if h.last_offset_delta() < 0 || h.record_count() != h.last_offset_delta() + 1 {
+        if h.last_offset_delta() < 0 || h.record_count() as i64 != h.last_offset_delta() as i64 + 1
+        {
             return Err(format!(
                 "lastOffsetDelta {} / recordCount {}",
                 h.last_offset_delta(),

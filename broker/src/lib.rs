@@ -13,6 +13,7 @@
 //! ARCHITECTURE.md at the repository root explains how they fit together.
 
 pub mod apis;
+pub mod blocking;
 pub mod config;
 pub mod group;
 pub mod log;

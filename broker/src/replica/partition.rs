@@ -185,7 +185,7 @@ impl<S: Storage> Partition<S> {
                 break;
             }
             let me = Arc::clone(&self);
-            let result = tokio::task::spawn_blocking(move || {
+            let result = crate::blocking::run_blocking(move || {
                 // Keep flushing while appends keep arriving: each round covers all of them.
                 while me.flush_once()? {}
                 Ok::<(), std::io::Error>(())

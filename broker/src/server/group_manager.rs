@@ -224,6 +224,7 @@ impl<S: Storage + Clone> GroupManager<S> {
                 None => 3_600_000,
             };
             tokio::select! {
+                biased;
                 _ = tokio::time::sleep(Duration::from_millis(wait_ms)) => {
                     let mut core = self.core();
                     core.tick(self.clock.now_ms());

@@ -12,6 +12,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
@@ -19,7 +20,7 @@ use tokio::task::JoinSet;
 use crate::apis::{Advertised, Clock, KafkaApis};
 use crate::config::{BrokerConfig, FsyncPolicy};
 use crate::replica::ReplicaManager;
-use crate::storage::FileStorage;
+use crate::storage::{FileStorage, Storage};
 use connection::ConnectionLimits;
 use group_manager::GroupManager;
 
@@ -59,6 +60,40 @@ fn advertised(config: &BrokerConfig, bound: SocketAddr) -> anyhow::Result<Advert
     })
 }
 
+/// What the shell runs on: storage, a wall clock and a seed for ids. Production passes the
+/// real file system, the OS clock and an OS-derived seed; the simulator passes `MemStorage`, a
+/// simulated (possibly skewed) clock and the run's seed.
+pub struct ShellEnv<S> {
+    pub storage: S,
+    pub clock: Arc<dyn Clock>,
+    pub seed: u64,
+}
+
+/// A source of client connections: tokio's `TcpListener` in production, turmoil's simulated
+/// one in the simulator.
+pub trait Acceptor {
+    type Read: AsyncRead + Unpin + Send + 'static;
+    type Write: AsyncWrite + Unpin + Send + 'static;
+    fn local_addr(&self) -> std::io::Result<SocketAddr>;
+    fn accept(
+        &mut self,
+    ) -> impl Future<Output = std::io::Result<(Self::Read, Self::Write, SocketAddr)>>;
+}
+
+impl Acceptor for TcpListener {
+    type Read = tokio::net::tcp::OwnedReadHalf;
+    type Write = tokio::net::tcp::OwnedWriteHalf;
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        TcpListener::local_addr(self)
+    }
+    async fn accept(&mut self) -> std::io::Result<(Self::Read, Self::Write, SocketAddr)> {
+        let (stream, peer) = TcpListener::accept(self).await?;
+        let _ = stream.set_nodelay(true);
+        let (reader, writer) = stream.into_split();
+        Ok((reader, writer, peer))
+    }
+}
+
 /// Runs the broker until `shutdown` completes. `on_listening` is told the bound address once
 /// clients can connect.
 pub async fn run(
@@ -66,19 +101,42 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
     on_listening: impl FnOnce(SocketAddr),
 ) -> anyhow::Result<()> {
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let seed = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(0)
         ^ ((std::process::id() as u64) << 32);
-    let storage = FileStorage::default();
+    let env = ShellEnv {
+        storage: FileStorage::default(),
+        clock: Arc::new(SystemClock),
+        seed,
+    };
+    let listener = TcpListener::bind(&config.listen).await?;
+    run_with(config, env, listener, shutdown, on_listening).await
+}
+
+/// [`run`] over any storage, clock and listener: the body the simulator runs under turmoil.
+pub async fn run_with<S, A>(
+    config: BrokerConfig,
+    env: ShellEnv<S>,
+    mut listener: A,
+    shutdown: impl Future<Output = ()>,
+    on_listening: impl FnOnce(SocketAddr),
+) -> anyhow::Result<()>
+where
+    S: Storage + Clone,
+    A: Acceptor,
+{
+    let ShellEnv {
+        storage,
+        clock,
+        seed,
+    } = env;
     let replicas = {
         let config = config.clone();
         let now = clock.now_ms();
         Arc::new(ReplicaManager::open(storage.clone(), config, seed, now)?)
     };
-    let listener = TcpListener::bind(&config.listen).await?;
     let bound = listener.local_addr()?;
     let groups = GroupManager::open(
         storage.clone(),
@@ -110,11 +168,12 @@ pub async fn run(
             tick.tick().await;
             loop {
                 tokio::select! {
+                    biased;
                     _ = stop.changed() => break,
                     _ = tick.tick() => {
                         let r = Arc::clone(&replicas);
                         let now = clock.now_ms();
-                        let removed = tokio::task::spawn_blocking(move || r.apply_retention(now)).await.unwrap_or(0);
+                        let removed = crate::blocking::run_blocking(move || r.apply_retention(now)).await.unwrap_or(0);
                         if removed > 0 {
                             tracing::info!(segments = removed, "retention removed segments");
                         }
@@ -130,10 +189,11 @@ pub async fn run(
             let mut tick = tokio::time::interval(Duration::from_millis(ms));
             loop {
                 tokio::select! {
+                    biased;
                     _ = stop.changed() => break,
                     _ = tick.tick() => {
                         let r = Arc::clone(&replicas);
-                        let _ = tokio::task::spawn_blocking(move || r.flush_all()).await;
+                        let _ = crate::blocking::run_blocking(move || r.flush_all()).await;
                     }
                 }
             }
@@ -151,10 +211,11 @@ pub async fn run(
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
+            biased;
             _ = &mut shutdown => break,
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
             accepted = listener.accept() => {
-                let (stream, peer) = match accepted {
+                let (reader, writer, peer) = match accepted {
                     Ok(a) => a,
                     Err(e) => {
                         tracing::warn!(error = %e, "accept failed");
@@ -166,9 +227,7 @@ pub async fn run(
                     tracing::warn!(%peer, max = config.max_connections, "refusing connection: too many connections");
                     continue;
                 };
-                let _ = stream.set_nodelay(true);
                 tracing::info!(%peer, "connected");
-                let (reader, writer) = stream.into_split();
                 let apis = Arc::clone(&apis);
                 let stop = stop_rx.clone();
                 connections.spawn(async move {
@@ -196,7 +255,7 @@ pub async fn run(
     background.abort_all();
     let r = Arc::clone(&replicas);
     let g = Arc::clone(&groups);
-    tokio::task::spawn_blocking(move || {
+    crate::blocking::run_blocking(move || {
         r.flush_all();
         g.close();
         r.close();

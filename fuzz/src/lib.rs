@@ -130,8 +130,9 @@ const NOW_MS: i64 = 1_700_000_000_000;
 
 /// Any bytes as a partition directory left by a crash (see `write_recovery_input`):
 /// `Log::open` succeeds or returns an error, and after a successful open every offset from log
-/// start to log end is readable as whole, CRC-valid batches. Closing cleanly and reopening must
-/// give the same log.
+/// start to log end is readable as whole batches, CRC-valid ones after an unclean shutdown.
+/// (After a clean shutdown recovery trusts the segments and does not re-read them, as Kafka
+/// does; consumers check CRCs.) Closing cleanly and reopening must give the same log.
 pub fn log_recovery(data: &[u8]) {
     let storage = MemStorage::new();
     write_recovery_input(&storage, data).expect("writing to an empty MemStorage");
@@ -142,7 +143,10 @@ pub fn log_recovery(data: &[u8]) {
         return;
     };
     let (start, end) = (log.log_start_offset(), log.log_end_offset());
-    check_readable(&log, start, end);
+    let verify_crc = data
+        .first()
+        .is_some_and(|f| f & RECOVERY_CLEAN_SHUTDOWN == 0);
+    check_readable(&log, start, end, verify_crc);
     log.close().expect("close after a successful open");
     drop(log);
     let (log, report) = Log::open(storage, dir, LogConfig::default(), NOW_MS)
@@ -154,13 +158,13 @@ pub fn log_recovery(data: &[u8]) {
         "a clean close and reopen changed the log: {:?}",
         report.notes
     );
-    check_readable(&log, start, end);
+    check_readable(&log, start, end, verify_crc);
 }
 
 /// Walks the log batch by batch: a read at each offset not yet covered returns whole batches,
 /// the first containing that offset. Batches can span huge offset ranges, so offsets inside a
 /// batch are covered by reading its first and last offset, not every one.
-fn check_readable<S: Storage>(log: &Log<S>, start: i64, end: i64) {
+fn check_readable<S: Storage>(log: &Log<S>, start: i64, end: i64, verify_crc: bool) {
     assert!(start <= end, "log start {start} beyond log end {end}");
     let mut offset = start;
     while offset < end {
@@ -182,7 +186,10 @@ fn check_readable<S: Storage>(log: &Log<S>, start: i64, end: i64) {
                 "read at {offset}: torn batch at {pos}"
             );
             let batch = &bytes[pos..pos + size];
-            assert!(crc_ok(batch), "read at {offset}: bad CRC at {pos}");
+            assert!(
+                !verify_crc || crc_ok(batch),
+                "read at {offset}: bad CRC at {pos}"
+            );
             if first_last.is_none() {
                 assert!(
                     h.base_offset() <= offset && offset <= h.last_offset(),

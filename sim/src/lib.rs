@@ -1,19 +1,24 @@
-//! Deterministic simulation of the broker's sans-IO cores.
+//! Deterministic simulation of the broker: its sans-IO cores, and the whole server.
 //!
-//! This first layer is a seeded, single-threaded discrete-event stepper over one broker node:
-//! an in-memory disk with faults ([`broker::storage::MemStorage`]), 1–3 partitions each driven
+//! Two layers. The core stepper ([`world`]) is a seeded, single-threaded discrete-event
+//! stepper over one broker node: an in-memory disk with faults ([`broker::storage::MemStorage`]), 1–3 partitions each driven
 //! by the production [`broker::replica::PartitionCore`], a group-commit flusher, pipelining
 //! producers and manually assigned consumers. Everything the clients see is recorded into an
 //! [`invariants`] history and checked at the end of the run.
 //!
-//! * [`world`]: the stepper ([`world::run`] runs one seed).
+//! * [`world`]: the core stepper ([`world::run`] runs one seed).
+//! * [`system`]: the whole-system layer: the real broker server under turmoil, with network,
+//!   crash, disk and clock faults, driven by the Jepsen workload.
+//! * [`workload`] and [`client`]: that workload and its minimal Kafka client; `sim check` runs
+//!   the same workload against any real bootstrap address.
 //! * [`trace`]: the FNV-1a-hashed event trace (same seed ⇒ same hash, byte for byte).
 //! * [`decode`]: the consumer side of the record-batch format (CRC check, record parsing).
-//!
-//! Network partitions and clock faults arrive with the replication and turmoil layers.
 
+pub mod client;
 pub mod decode;
+pub mod system;
 pub mod trace;
+pub mod workload;
 pub mod world;
 
 pub use world::{run, Faults, RunConfig, RunResult};
@@ -44,6 +49,12 @@ fn payload_text(payload: &(dyn std::any::Any + Send)) -> String {
     } else {
         "non-string panic payload".to_string()
     }
+}
+
+/// Takes the message of the last panic the hook saw (a panic inside a task of the simulated
+/// broker is caught by tokio; the whole-system layer reports it as a finding).
+pub fn take_panic() -> Option<String> {
+    LAST_PANIC.lock().unwrap_or_else(|e| e.into_inner()).take()
 }
 
 /// The message of a caught panic, with its location when the hook saw it.

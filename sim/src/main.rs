@@ -1,26 +1,38 @@
 //! `sim`: the deterministic simulator's command line.
 //!
-//!   sim [--seeds N] [--start-seed S] [--faults crash,disk] [--plant NAME] [--steps N]
-//!   sim --seed N [--trace] [--plant NAME]
+//!   sim [--layer core|system] [--seeds N] [--start-seed S] [--faults ...] [--plant NAME]
+//!   sim [--layer core|system] --seed N [--trace] [--plant NAME]
 //!   sim plants [--check] [--max-seeds 200]
-//!   sim determinism [--seed S] [--seeds N]
+//!   sim determinism [--layer core|system] [--seed S] [--seeds N]
+//!   sim check --bootstrap HOST:PORT [--seconds N]
+//!
+//! Layers: `core` (default) steps the sans-IO partition core over the faulty in-memory disk;
+//! `system` runs the real broker server under turmoil with network, crash, disk and clock
+//! faults. Each layer reduces one seed to a [`SeedOutcome`], so sweeps, replays, the
+//! determinism check and the plant check treat them alike.
+
+mod check;
 
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 use std::time::Instant;
 
 use broker::planted::{self, PlantedBug};
-use clap::{Parser, Subcommand};
-use sim::{run, Faults, RunConfig, RunResult};
+use clap::{Parser, Subcommand, ValueEnum};
+use sim::system::{run_system_seed, SystemConfig, SystemFaults};
+use sim::{run, Faults, RunConfig};
 
 #[derive(Parser, Debug)]
 #[command(
     name = "sim",
-    about = "Deterministic simulation of the broker core under faults"
+    about = "Deterministic simulation of the broker under faults, and a Jepsen-style checker"
 )]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
+    /// Which simulation layer runs each seed.
+    #[arg(long, value_enum, default_value_t = Layer::Core)]
+    layer: Layer,
     /// Number of seeds to sweep.
     #[arg(long, default_value_t = 100)]
     seeds: u64,
@@ -33,16 +45,22 @@ struct Cli {
     /// Print the full event trace (single seed).
     #[arg(long)]
     trace: bool,
-    /// Fault families: crash, disk (comma-separated), all or none.
-    #[arg(long, default_value = "crash,disk")]
+    /// Fault families, comma-separated: net, crash, disk, clock, all or none. The core layer
+    /// (one node, no network) takes crash and disk; the system layer takes all four.
+    #[arg(long, default_value = "all")]
     faults: String,
     /// Plant a deliberate bug (needs --features planted-bugs); see `sim plants`.
     #[arg(long)]
     plant: Option<String>,
-    /// Events per run before the workload stops and the world heals.
+    /// Core layer: events per run before the workload stops and the world heals and drains.
     #[arg(long, default_value_t = RunConfig::DEFAULT_STEPS)]
     steps: u64,
+    /// System layer: simulated milliseconds the producers run before the world heals.
+    #[arg(long, default_value_t = SYSTEM_RUN_MS)]
+    run_ms: u64,
 }
+
+const SYSTEM_RUN_MS: u64 = 10_000;
 
 #[derive(Subcommand, Debug)]
 enum Command {
@@ -61,17 +79,187 @@ enum Command {
         #[arg(long, default_value_t = 3)]
         seeds: u64,
     },
+    /// Run the Jepsen-style workload against a real Kafka-compatible cluster and check the
+    /// history (this broker, Apache Kafka, Redpanda, ...).
+    Check(check::CheckArgs),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Layer {
+    /// The sans-IO partition core, the log and the faulty in-memory disk, stepped directly.
+    Core,
+    /// The real broker server (tokio shell, TCP, dispatch) under turmoil.
+    System,
+}
+
+/// How one seed of any layer ended.
+struct SeedOutcome {
+    passed: bool,
+    /// One line: why it failed (or a summary when it passed).
+    headline: String,
+    /// Up to a few lines per violation.
+    details: String,
+    trace_hash: u64,
+    trace: Option<String>,
+    events: u64,
+    sim_ns: u64,
+}
+
+/// Everything a layer needs besides the seed.
+#[derive(Clone, Debug)]
+struct Settings {
+    layer: Layer,
+    core: RunConfig,
+    system: SystemConfig,
+    /// The --faults text as given, for replay commands.
+    faults_text: String,
+}
+
+impl Settings {
+    fn run(&self, seed: u64, trace: bool, detail_lines: usize) -> SeedOutcome {
+        match self.layer {
+            Layer::Core => {
+                let r = run(&RunConfig {
+                    seed,
+                    trace,
+                    ..self.core.clone()
+                });
+                SeedOutcome {
+                    passed: r.passed(),
+                    headline: r.headline(),
+                    details: r.describe(detail_lines),
+                    trace_hash: r.trace_hash,
+                    trace: r.trace.clone(),
+                    events: r.events,
+                    sim_ns: r.sim_ns,
+                }
+            }
+            Layer::System => {
+                let r = run_system_seed(&SystemConfig {
+                    seed,
+                    trace,
+                    ..self.system.clone()
+                });
+                let passed = r.violations.is_empty();
+                let headline = match r.violations.first() {
+                    Some(v) => v.lines().next().unwrap_or("").to_string(),
+                    None => r.summary.clone(),
+                };
+                let mut details = String::new();
+                for v in r.violations.iter().take(detail_lines) {
+                    for line in v.lines().take(6) {
+                        details.push_str(&format!("  {line}\n"));
+                    }
+                }
+                if passed {
+                    details.push_str(&format!("  {}\n", r.summary));
+                }
+                SeedOutcome {
+                    passed,
+                    headline,
+                    details,
+                    trace_hash: r.trace_hash,
+                    trace: trace.then(|| {
+                        let mut t = r.trace.join("\n");
+                        t.push('\n');
+                        t
+                    }),
+                    events: r.steps,
+                    sim_ns: r.sim_ms * 1_000_000,
+                }
+            }
+        }
+    }
+
+    fn replay_command(&self, seed: u64, plant: Option<PlantedBug>) -> String {
+        let mut cmd = String::from("cargo run --release -p sim");
+        if plant.is_some() {
+            cmd.push_str(" --features planted-bugs");
+        }
+        cmd.push_str(" --");
+        if self.layer == Layer::System {
+            cmd.push_str(" --layer system");
+        }
+        cmd.push_str(&format!(" --seed {seed} --trace"));
+        if let Some(p) = plant {
+            cmd.push_str(&format!(" --plant {}", p.name()));
+        }
+        if self.faults_text != "all" {
+            cmd.push_str(&format!(" --faults {}", self.faults_text));
+        }
+        match self.layer {
+            Layer::Core if self.core.steps != RunConfig::DEFAULT_STEPS => {
+                cmd.push_str(&format!(" --steps {}", self.core.steps));
+            }
+            Layer::System if self.system.run_ms != SYSTEM_RUN_MS => {
+                cmd.push_str(&format!(" --run-ms {}", self.system.run_ms));
+            }
+            _ => {}
+        }
+        cmd
+    }
+}
+
+fn parse_system_faults(text: &str) -> Result<SystemFaults, String> {
+    let mut f = SystemFaults::NONE;
+    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        match part {
+            "net" => f.net = true,
+            "crash" => f.crash = true,
+            "disk" => f.disk = true,
+            "clock" => f.clock = true,
+            "all" => f = SystemFaults::ALL,
+            "none" => {}
+            other => {
+                return Err(format!(
+                    "unknown fault '{other}' (known: net, crash, disk, clock, all, none)"
+                ))
+            }
+        }
+    }
+    Ok(f)
+}
+
+/// The core layer has one node and no network or clock to fault: `all` means crash and disk
+/// there, and naming net or clock explicitly is an error rather than a silent no-op.
+fn parse_core_faults(text: &str) -> Result<Faults, String> {
+    let text = text.replace("all", "crash,disk");
+    Faults::parse(&text)
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The simulated broker's own logs, on request: SIM_LOG=warn (or info, debug, ...).
+    if let Ok(filter) = std::env::var("SIM_LOG") {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_writer(std::io::stderr)
+            .without_time()
+            .init();
+    }
+    if let Some(Command::Check(args)) = &cli.command {
+        return check::main(args);
+    }
     sim::install_panic_hook();
-    let faults = match Faults::parse(&cli.faults) {
-        Ok(f) => f,
-        Err(e) => {
-            eprintln!("sim: {e}");
-            return ExitCode::from(2);
-        }
+    let mut core = RunConfig::new(0);
+    core.steps = cli.steps;
+    let mut system = SystemConfig {
+        run_ms: cli.run_ms,
+        ..SystemConfig::default()
+    };
+    let faults = match cli.layer {
+        Layer::Core => parse_core_faults(&cli.faults).map(|f| core.faults = f),
+        Layer::System => parse_system_faults(&cli.faults).map(|f| system.faults = f),
+    };
+    if let Err(e) = faults {
+        eprintln!("sim: {e}");
+        return ExitCode::from(2);
+    }
+    let settings = Settings {
+        layer: cli.layer,
+        core,
+        system,
+        faults_text: cli.faults.clone(),
     };
     let plant = match &cli.plant {
         None => None,
@@ -92,48 +280,20 @@ fn main() -> ExitCode {
         );
         return ExitCode::from(2);
     }
-    let base = RunConfig {
-        seed: 0,
-        faults,
-        steps: cli.steps,
-        trace: false,
-    };
     match cli.command {
-        Some(Command::Plants { check, max_seeds }) => plants(check, max_seeds, &base),
-        Some(Command::Determinism { seed, seeds }) => determinism(seed, seeds, &base),
+        Some(Command::Plants { check, max_seeds }) => plants(check, max_seeds, &settings),
+        Some(Command::Determinism { seed, seeds }) => determinism(seed, seeds, &settings),
+        Some(Command::Check(_)) => unreachable!("handled above"),
         None => match cli.seed {
-            Some(seed) => single(seed, cli.trace, &base, plant),
-            None => sweep(cli.start_seed, cli.seeds, &base, plant),
+            Some(seed) => single(seed, cli.trace, &settings, plant),
+            None => sweep(cli.start_seed, cli.seeds, &settings, plant),
         },
     }
 }
 
-fn replay_command(seed: u64, base: &RunConfig, plant: Option<PlantedBug>) -> String {
-    let mut cmd = String::from("cargo run --release -p sim");
-    if plant.is_some() {
-        cmd.push_str(" --features planted-bugs");
-    }
-    cmd.push_str(&format!(" -- --seed {seed} --trace"));
-    if let Some(p) = plant {
-        cmd.push_str(&format!(" --plant {}", p.name()));
-    }
-    if base.faults != Faults::default() {
-        cmd.push_str(&format!(" --faults {}", base.faults));
-    }
-    if base.steps != RunConfig::DEFAULT_STEPS {
-        cmd.push_str(&format!(" --steps {}", base.steps));
-    }
-    cmd
-}
-
-fn single(seed: u64, trace: bool, base: &RunConfig, plant: Option<PlantedBug>) -> ExitCode {
-    let config = RunConfig {
-        seed,
-        trace,
-        ..base.clone()
-    };
+fn single(seed: u64, trace: bool, settings: &Settings, plant: Option<PlantedBug>) -> ExitCode {
     let start = Instant::now();
-    let r = run(&config);
+    let r = settings.run(seed, trace, usize::MAX / 8);
     let wall = start.elapsed().as_secs_f64();
     if let Some(t) = &r.trace {
         print!("{t}");
@@ -145,13 +305,13 @@ fn single(seed: u64, trace: bool, base: &RunConfig, plant: Option<PlantedBug>) -
         r.trace_hash,
         wall * 1e3
     );
-    print!("{}", r.describe(usize::MAX / 8));
-    if r.passed() {
+    print!("{}", r.details);
+    if r.passed {
         println!("seed {seed}: passed");
         ExitCode::SUCCESS
     } else {
-        println!("seed {seed}: FAILED");
-        println!("replay: {}", replay_command(seed, base, plant));
+        println!("seed {seed}: FAILED: {}", r.headline);
+        println!("replay: {}", settings.replay_command(seed, plant));
         ExitCode::FAILURE
     }
 }
@@ -190,7 +350,7 @@ struct Speed {
 }
 
 impl Speed {
-    fn add(&mut self, r: &RunResult) {
+    fn add(&mut self, r: &SeedOutcome) {
         self.events += r.events;
         self.sim_ns += r.sim_ns;
         self.runs += 1;
@@ -210,23 +370,20 @@ impl Speed {
     }
 }
 
-fn sweep(start: u64, seeds: u64, base: &RunConfig, plant: Option<PlantedBug>) -> ExitCode {
+fn sweep(start: u64, seeds: u64, settings: &Settings, plant: Option<PlantedBug>) -> ExitCode {
     let progress = Progress::new(seeds);
     let mut speed = Speed::default();
     let mut failures = 0u64;
     let t0 = Instant::now();
     for seed in start..start.saturating_add(seeds) {
-        let r = run(&RunConfig {
-            seed,
-            ..base.clone()
-        });
+        let r = settings.run(seed, false, 5);
         speed.add(&r);
-        if !r.passed() {
+        if !r.passed {
             failures += 1;
             progress.clear();
-            println!("FAIL seed {seed}: {}", r.headline());
-            print!("{}", r.describe(5));
-            println!("  replay: {}", replay_command(seed, base, plant));
+            println!("FAIL seed {seed}: {}", r.headline);
+            print!("{}", r.details);
+            println!("  replay: {}", settings.replay_command(seed, plant));
         }
         progress.update(seed - start + 1, failures);
     }
@@ -240,10 +397,24 @@ fn sweep(start: u64, seeds: u64, base: &RunConfig, plant: Option<PlantedBug>) ->
     }
 }
 
-fn plants(check: bool, max_seeds: u64, base: &RunConfig) -> ExitCode {
+/// The layer that must catch each planted bug (the one whose code it lives in).
+fn plant_layer(bug: PlantedBug) -> Layer {
+    match bug {
+        PlantedBug::AckBeforeFsync
+        | PlantedBug::RecoverySkipsCrc
+        | PlantedBug::FetchPastHighWatermark => Layer::Core,
+    }
+}
+
+fn plants(check: bool, max_seeds: u64, settings: &Settings) -> ExitCode {
     if !check {
         for b in PlantedBug::ALL {
-            println!("{:<22} {}", b.name(), b.describe());
+            println!(
+                "{:<22} [{:?} layer] {}",
+                b.name(),
+                plant_layer(b),
+                b.describe()
+            );
         }
         if !planted::plant(&[]) || !planted::plant(&PlantedBug::ALL) {
             println!("(this binary lacks the planted-bugs feature)");
@@ -263,14 +434,15 @@ fn plants(check: bool, max_seeds: u64, base: &RunConfig) -> ExitCode {
     let mut speed = Speed::default();
     for b in PlantedBug::ALL {
         planted::plant(&[b]);
+        let settings = Settings {
+            layer: plant_layer(b),
+            ..settings.clone()
+        };
         let mut caught = None;
         for seed in 0..max_seeds {
-            let r = run(&RunConfig {
-                seed,
-                ..base.clone()
-            });
+            let r = settings.run(seed, false, 3);
             speed.add(&r);
-            if !r.passed() {
+            if !r.passed {
                 caught = Some((seed, r));
                 break;
             }
@@ -280,8 +452,8 @@ fn plants(check: bool, max_seeds: u64, base: &RunConfig) -> ExitCode {
                 "caught {:<22} at seed {seed} ({} seeds): {}\n  replay: {}",
                 b.name(),
                 seed + 1,
-                r.headline(),
-                replay_command(seed, base, Some(b))
+                r.headline,
+                settings.replay_command(seed, Some(b))
             ),
             None => {
                 missed += 1;
@@ -303,16 +475,11 @@ fn plants(check: bool, max_seeds: u64, base: &RunConfig) -> ExitCode {
     }
 }
 
-fn determinism(start: u64, seeds: u64, base: &RunConfig) -> ExitCode {
+fn determinism(start: u64, seeds: u64, settings: &Settings) -> ExitCode {
     let mut diffs = 0;
     for seed in start..start.saturating_add(seeds) {
-        let config = RunConfig {
-            seed,
-            trace: true,
-            ..base.clone()
-        };
-        let a = run(&config);
-        let b = run(&config);
+        let a = settings.run(seed, true, 3);
+        let b = settings.run(seed, true, 3);
         let same = a.trace_hash == b.trace_hash && a.trace == b.trace;
         println!(
             "seed {seed}: {:016x} {:016x} {} ({} events)",

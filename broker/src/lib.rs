@@ -22,3 +22,4 @@ pub mod protocol;
 pub mod replica;
 pub mod server;
 pub mod storage;
+pub mod sync;

@@ -31,7 +31,7 @@ struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
     /// Which simulation layer runs each seed.
-    #[arg(long, value_enum, default_value_t = Layer::Core)]
+    #[arg(long, global = true, value_enum, default_value_t = Layer::Core)]
     layer: Layer,
     /// Number of seeds to sweep.
     #[arg(long, default_value_t = 100)]
@@ -47,16 +47,16 @@ struct Cli {
     trace: bool,
     /// Fault families, comma-separated: net, crash, disk, clock, all or none. The core layer
     /// (one node, no network) takes crash and disk; the system layer takes all four.
-    #[arg(long, default_value = "all")]
+    #[arg(long, global = true, default_value = "all")]
     faults: String,
     /// Plant a deliberate bug (needs --features planted-bugs); see `sim plants`.
     #[arg(long)]
     plant: Option<String>,
     /// Core layer: events per run before the workload stops and the world heals and drains.
-    #[arg(long, default_value_t = RunConfig::DEFAULT_STEPS)]
+    #[arg(long, global = true, default_value_t = RunConfig::DEFAULT_STEPS)]
     steps: u64,
     /// System layer: simulated milliseconds the producers run before the world heals.
-    #[arg(long, default_value_t = SYSTEM_RUN_MS)]
+    #[arg(long, global = true, default_value_t = SYSTEM_RUN_MS)]
     run_ms: u64,
 }
 
@@ -397,24 +397,24 @@ fn sweep(start: u64, seeds: u64, settings: &Settings, plant: Option<PlantedBug>)
     }
 }
 
-/// The layer that must catch each planted bug (the one whose code it lives in).
-fn plant_layer(bug: PlantedBug) -> Layer {
+/// The layers that must catch each planted bug: the one whose code it lives in, and the
+/// whole-system layer where its effect reaches clients often enough to be caught within the
+/// plant check's seed budget.
+fn plant_layers(bug: PlantedBug) -> &'static [Layer] {
     match bug {
-        PlantedBug::AckBeforeFsync
-        | PlantedBug::RecoverySkipsCrc
-        | PlantedBug::FetchPastHighWatermark => Layer::Core,
+        PlantedBug::AckBeforeFsync => &[Layer::Core, Layer::System],
+        PlantedBug::RecoverySkipsCrc | PlantedBug::FetchPastHighWatermark => &[Layer::Core],
     }
 }
 
 fn plants(check: bool, max_seeds: u64, settings: &Settings) -> ExitCode {
     if !check {
         for b in PlantedBug::ALL {
-            println!(
-                "{:<22} [{:?} layer] {}",
-                b.name(),
-                plant_layer(b),
-                b.describe()
-            );
+            let layers: Vec<String> = plant_layers(b)
+                .iter()
+                .map(|l| format!("{l:?}").to_lowercase())
+                .collect();
+            println!("{:<24} [{}] {}", b.name(), layers.join(", "), b.describe());
         }
         if !planted::plant(&[]) || !planted::plant(&PlantedBug::ALL) {
             println!("(this binary lacks the planted-bugs feature)");
@@ -432,41 +432,46 @@ fn plants(check: bool, max_seeds: u64, settings: &Settings) -> ExitCode {
     let mut missed = 0;
     let t0 = Instant::now();
     let mut speed = Speed::default();
+    let mut checks = 0;
     for b in PlantedBug::ALL {
         planted::plant(&[b]);
-        let settings = Settings {
-            layer: plant_layer(b),
-            ..settings.clone()
-        };
-        let mut caught = None;
-        for seed in 0..max_seeds {
-            let r = settings.run(seed, false, 3);
-            speed.add(&r);
-            if !r.passed {
-                caught = Some((seed, r));
-                break;
+        for &layer in plant_layers(b) {
+            checks += 1;
+            let settings = Settings {
+                layer,
+                ..settings.clone()
+            };
+            let mut caught = None;
+            for seed in 0..max_seeds {
+                let r = settings.run(seed, false, 3);
+                speed.add(&r);
+                if !r.passed {
+                    caught = Some((seed, r));
+                    break;
+                }
             }
-        }
-        match caught {
-            Some((seed, r)) => println!(
-                "caught {:<22} at seed {seed} ({} seeds): {}\n  replay: {}",
-                b.name(),
-                seed + 1,
-                r.headline,
-                settings.replay_command(seed, Some(b))
-            ),
-            None => {
-                missed += 1;
-                println!("MISSED {:<22} in {max_seeds} seeds", b.name());
+            let layer = format!("{layer:?}").to_lowercase();
+            match caught {
+                Some((seed, r)) => println!(
+                    "caught {:<24} on {layer:<6} at seed {seed} ({} seeds): {}\n  replay: {}",
+                    b.name(),
+                    seed + 1,
+                    r.headline,
+                    settings.replay_command(seed, Some(b))
+                ),
+                None => {
+                    missed += 1;
+                    println!("MISSED {:<24} on {layer:<6} in {max_seeds} seeds", b.name());
+                }
             }
         }
     }
     planted::plant(&[]);
     println!("{}", speed.line(t0.elapsed().as_secs_f64()));
     println!(
-        "{} plants, {} caught, {missed} missed",
+        "{} plants, {checks} checks, {} caught, {missed} missed",
         PlantedBug::ALL.len(),
-        PlantedBug::ALL.len() - missed
+        checks - missed
     );
     if missed > 0 {
         ExitCode::FAILURE

@@ -33,6 +33,8 @@ use crate::workload::{self, Connector, WorkloadConfig, WorkloadOutcome};
 const BROKER: &str = "broker";
 const CLIENTS: &str = "clients";
 const PORT: u16 = 9092;
+/// Simulated duration of every fsync and other blocking storage operation.
+const FSYNC_MS: u64 = 2;
 /// The simulated wall clock starts here (2024-01-01), so runs do not depend on today's date.
 const EPOCH_SECS: u64 = 1_704_067_200;
 
@@ -320,6 +322,9 @@ impl Faults {
 pub fn run_system_seed(config: &SystemConfig) -> SystemResult {
     let seed = config.seed;
     let _ = crate::take_panic();
+    // An fsync (and other blocking storage work) takes 2 ms of simulated time, so a crash can
+    // land between a write and its fsync.
+    broker::blocking::set_inline_latency(Duration::from_millis(FSYNC_MS));
     let mut sim = turmoil::Builder::new()
         .rng_seed(seed)
         .epoch(UNIX_EPOCH + Duration::from_secs(EPOCH_SECS))

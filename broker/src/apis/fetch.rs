@@ -31,17 +31,16 @@ impl<S: Storage + Clone> KafkaApis<S> {
         let apis = self.clone();
         Reply::Later(Box::pin(async move {
             let deadline = tokio::time::Instant::now() + Duration::from_millis(max_wait_ms as u64);
-            let mut data = apis.replicas.watch_data();
             loop {
-                data.borrow_and_update();
+                let seen = apis.replicas.data_version();
                 let (response, bytes) = apis.fetch_once(&request, version);
                 if bytes >= min_bytes || tokio::time::Instant::now() >= deadline {
                     return ResponseKind::Fetch(response);
                 }
-                match tokio::time::timeout_at(deadline, data.changed()).await {
-                    Ok(Ok(())) => continue,
-                    // Deadline, or the broker is going away: answer with what there is.
-                    _ => return ResponseKind::Fetch(apis.fetch_once(&request, version).0),
+                let changed = apis.replicas.data_changed_since(seen);
+                if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                    // Deadline: answer with what there is.
+                    return ResponseKind::Fetch(apis.fetch_once(&request, version).0);
                 }
             }
         }))

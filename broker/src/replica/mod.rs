@@ -13,12 +13,12 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 
-use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::config::{BrokerConfig, FsyncPolicy, PARTITIONS_PER_TOPIC_MAX};
 use crate::log::{Log, LogConfig};
 use crate::storage::Storage;
+use crate::sync::Watch;
 
 pub use self::core::{AckPolicy, PartitionCore};
 pub use partition::{DurableError, Partition};
@@ -127,7 +127,7 @@ pub struct ReplicaManager<S: Storage + Clone> {
     topics: RwLock<BTreeMap<String, Arc<Topic<S>>>>,
     /// Serializes topic creation, deletion and reconfiguration, and owns the registry file.
     registry: Mutex<Registry<S>>,
-    data_version: watch::Sender<u64>,
+    data_version: Arc<Watch<u64>>,
     /// Source of topic ids: a SplitMix64 stream seeded by the caller (the shell seeds it from
     /// the OS, the simulator from its seed), so this module reads no randomness itself.
     id_state: Mutex<u64>,
@@ -156,7 +156,7 @@ impl<S: Storage + Clone> ReplicaManager<S> {
         let (registry, state) = Registry::open(storage.clone(), &config.data_dir.join("meta"))?;
         let records = state.topics;
         let block_end = state.producer_id_block_end.max(0);
-        let (data_version, _) = watch::channel(0u64);
+        let data_version = Arc::new(Watch::new(0u64));
         let manager = ReplicaManager {
             storage,
             config,
@@ -224,9 +224,15 @@ impl<S: Storage + Clone> ReplicaManager<S> {
         }
     }
 
-    /// A receiver that changes whenever any partition's high watermark advances.
-    pub fn watch_data(&self) -> watch::Receiver<u64> {
-        self.data_version.subscribe()
+    /// A counter bumped whenever any partition's high watermark advances.
+    pub fn data_version(&self) -> u64 {
+        self.data_version.get()
+    }
+
+    /// Waits until any partition's high watermark has advanced past `seen`, a value of
+    /// [`data_version`](Self::data_version).
+    pub async fn data_changed_since(&self, seen: u64) {
+        self.data_version.wait_for(|v| *v != seen).await;
     }
 
     fn next_topic_id(&self) -> Uuid {
@@ -255,7 +261,7 @@ impl<S: Storage + Clone> ReplicaManager<S> {
             index,
             log,
             self.ack_policy(),
-            self.data_version.clone(),
+            Arc::clone(&self.data_version),
         ))
     }
 

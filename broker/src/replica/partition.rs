@@ -10,11 +10,12 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
-use tokio::sync::{watch, Notify};
+use tokio::sync::Notify;
 
 use super::core::{AckPolicy, PartitionCore};
 use crate::log::{AppendError, AppendInfo, Log, ReadError};
 use crate::storage::Storage;
+use crate::sync::Watch;
 
 /// Why a producer's wait for its acknowledgement ended without it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,14 +33,14 @@ pub struct Partition<S: Storage> {
     /// Mirror of the core's high watermark, readable without the lock.
     high_watermark: AtomicI64,
     /// Mirror of the core's ack offset; producers waiting for acks watch it.
-    ack_offset: watch::Sender<i64>,
+    ack_offset: Watch<i64>,
     /// Wakes the flusher; a stored permit means "there may be something to flush".
     flush_wanted: Notify,
     /// Set when an fsync failed: the data on disk can no longer be trusted to match memory.
     failed: AtomicBool,
     closed: AtomicBool,
     /// Bumped whenever any partition's high watermark advances; long-poll fetches watch it.
-    data_version: watch::Sender<u64>,
+    data_version: Arc<Watch<u64>>,
 }
 
 impl<S: Storage> Partition<S> {
@@ -48,10 +49,10 @@ impl<S: Storage> Partition<S> {
         index: i32,
         log: Log<S>,
         policy: AckPolicy,
-        data_version: watch::Sender<u64>,
+        data_version: Arc<Watch<u64>>,
     ) -> Arc<Self> {
         let core = PartitionCore::new(log, policy);
-        let (ack_offset, _) = watch::channel(core.ack_offset());
+        let ack_offset = Watch::new(core.ack_offset());
         let partition = Arc::new(Partition {
             topic,
             index,
@@ -128,9 +129,12 @@ impl<S: Storage> Partition<S> {
             .high_watermark
             .fetch_max(high_watermark, Ordering::AcqRel);
         if high_watermark > previous {
-            self.data_version.send_modify(|v| *v = v.wrapping_add(1));
+            self.data_version.modify(|v| {
+                *v = v.wrapping_add(1);
+                true
+            });
         }
-        self.ack_offset.send_if_modified(|a| {
+        self.ack_offset.modify(|a| {
             let advanced = ack_offset > *a;
             *a = (*a).max(ack_offset);
             advanced
@@ -139,25 +143,21 @@ impl<S: Storage> Partition<S> {
 
     /// Whether a produce ending at `end_offset` may be acknowledged now.
     pub fn acknowledgeable(&self, end_offset: i64) -> bool {
-        *self.ack_offset.borrow() >= end_offset
+        self.ack_offset.get() >= end_offset
     }
 
     /// Waits until a produce ending at `end_offset` may be acknowledged.
     pub async fn wait_acknowledgeable(&self, end_offset: i64) -> Result<(), DurableError> {
-        let mut rx = self.ack_offset.subscribe();
-        loop {
-            if *rx.borrow_and_update() >= end_offset {
-                return Ok(());
-            }
-            if self.is_failed() {
-                return Err(DurableError::Storage);
-            }
-            if self.is_closed() {
-                return Err(DurableError::Closed);
-            }
-            if rx.changed().await.is_err() {
-                return Err(DurableError::Closed);
-            }
+        let ack_offset = self
+            .ack_offset
+            .wait_for(|a| *a >= end_offset || self.is_failed() || self.is_closed())
+            .await;
+        if ack_offset >= end_offset {
+            Ok(())
+        } else if self.is_failed() {
+            Err(DurableError::Storage)
+        } else {
+            Err(DurableError::Closed)
         }
     }
 
@@ -206,13 +206,13 @@ impl<S: Storage> Partition<S> {
     /// Marks the partition failed and wakes every waiter so it can answer KAFKA_STORAGE_ERROR.
     pub fn fail(&self) {
         self.failed.store(true, Ordering::Release);
-        self.ack_offset.send_modify(|_| {});
+        self.ack_offset.wake_all();
     }
 
     /// Stops the flusher and wakes every waiter. The caller then closes or deletes the log.
     pub fn close(&self) {
         self.closed.store(true, Ordering::Release);
         self.flush_wanted.notify_one();
-        self.ack_offset.send_modify(|_| {});
+        self.ack_offset.wake_all();
     }
 }

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use tokio::sync::{oneshot, watch, Notify};
+use tokio::sync::{oneshot, Notify};
 
 use crate::apis::Clock;
 use crate::group::{
@@ -83,7 +83,7 @@ impl<S: Storage + Clone> GroupManager<S> {
         core.loaded(now_ms);
         tracing::info!(records = replayed, "replayed group offsets and metadata");
         // Nothing fetches this log, so its high-watermark notifications go nowhere.
-        let (unwatched, _) = watch::channel(0u64);
+        let unwatched = Arc::new(crate::sync::Watch::new(0u64));
         let manager = Arc::new(GroupManager {
             core: Mutex::new(core),
             log: Partition::new("__consumer_offsets".into(), 0, log, policy, unwatched),

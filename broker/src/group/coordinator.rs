@@ -45,6 +45,7 @@ use super::group::{
 };
 use super::record::GroupRecord;
 use super::{GroupConfig, GroupRequest, GroupResponse, PersistId, RequestId, PERSIST_WAITERS_MAX};
+use crate::planted::PlantedBug;
 
 /// (topic, partition)
 type TopicPartition = (String, i32);
@@ -744,6 +745,18 @@ impl GroupCoordinator {
             failed.topics.push(failed_topic);
         }
         match last_pid {
+            Some(_) if crate::planted::enabled(PlantedBug::CommitBeforePersist) => {
+                // Planted bug: apply and acknowledge now; a crash before the records are
+                // durable loses an acknowledged commit.
+                let g = self
+                    .groups
+                    .get_mut(&group_id)
+                    .expect("records only for a group");
+                for (tp, committed) in apply {
+                    g.offsets.insert(tp, committed);
+                }
+                self.out.respond(id, GroupResponse::OffsetCommit(ok));
+            }
             Some(pid) => {
                 let g = self
                     .groups

@@ -9,10 +9,13 @@
 //! * [`world`]: the stepper ([`world::run`] runs one seed).
 //! * [`trace`]: the FNV-1a-hashed event trace (same seed ⇒ same hash, byte for byte).
 //! * [`decode`]: the consumer side of the record-batch format (CRC check, record parsing).
+//! * [`groups`]: the group coordinator under simulated consumers and faults
+//!   ([`groups::run_group_seed`] runs one seed).
 //!
 //! Network partitions and clock faults arrive with the replication and turmoil layers.
 
 pub mod decode;
+pub mod groups;
 pub mod trace;
 pub mod world;
 

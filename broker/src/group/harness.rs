@@ -111,6 +111,15 @@ pub fn client_instance(client: usize) -> Option<String> {
     (client >= STATIC_CLIENTS_FROM).then(|| format!("i{client}"))
 }
 
+/// The client a member id belongs to: member ids start with the client id (`c{n}`) or the
+/// instance id (`i{n}`) the member joined with. (The harness cannot always learn ids from
+/// responses: a static member's replacement id stays in memory even if its JoinGroup failed.)
+pub fn member_id_client(member_id: &str) -> Option<usize> {
+    let prefix = member_id.split('-').next()?;
+    let n: usize = prefix.strip_prefix(['c', 'i'])?.parse().ok()?;
+    (n < CLIENTS).then_some(n)
+}
+
 /// What identity an OffsetCommit is sent with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum CommitAs {
@@ -589,6 +598,10 @@ struct GroupModel {
     assignments: BTreeMap<i32, BTreeMap<usize, Vec<i32>>>,
     /// Static member ids replaced durably by a newer member of their instance.
     fenced: BTreeSet<String>,
+    /// A DeleteGroups of the Empty group is not acknowledged yet: until its tombstone is
+    /// durable a crash can bring the deleted group back, with the highest generation the old
+    /// group handed out (kept here).
+    delete_in_doubt: Option<i32>,
     /// partition → (log sequence, offset) that OffsetFetch may return: the last acknowledged
     /// write and everything written after it (-1: no committed offset).
     offsets: BTreeMap<i32, Vec<(u64, i64)>>,
@@ -670,8 +683,6 @@ pub struct GroupHarness {
     outstanding: BTreeMap<RequestId, Outstanding>,
     clients: Vec<Client>,
     groups: Vec<GroupModel>,
-    /// Every member id a client learned → that client.
-    member_client: BTreeMap<String, usize>,
     /// Whether successes that need persistence are checked to arrive after it (turn off to
     /// show that the crash checks catch a planted early acknowledgement on their own).
     pub check_response_durability: bool,
@@ -721,7 +732,6 @@ impl GroupHarness {
             outstanding: BTreeMap::new(),
             clients: (0..CLIENTS).map(Client::new).collect(),
             groups: (0..GROUPS).map(|_| GroupModel::new()).collect(),
-            member_client: BTreeMap::new(),
             check_response_durability: true,
             log: None,
         }
@@ -1060,6 +1070,8 @@ impl GroupHarness {
             // It will be deleted (from memory at once, from the log once the tombstone is
             // durable): a new group of that name starts over at generation 0.
             let m = &mut self.groups[group];
+            let issued = m.issued_generation.max(m.delete_in_doubt.unwrap_or(0));
+            m.delete_in_doubt = Some(issued);
             m.seen_generation = 0;
             m.synced_generation = 0;
             m.issued_generation = 0;
@@ -1176,6 +1188,13 @@ impl GroupHarness {
         self.events += 1;
         for g in &mut self.groups {
             g.seen_generation = 0;
+            if let Some(issued) = g.delete_in_doubt.take() {
+                // The deleted group may be back (its tombstone was lost or failed), or the log
+                // may end with a new group of that name: either's generations may follow.
+                g.issued_generation = g.issued_generation.max(issued);
+                g.synced_generation = 0;
+                g.assignments.clear();
+            }
         }
         let durable = self.durable.len();
         self.note(|| format!("  restarted from {durable} durable records"));
@@ -1319,9 +1338,6 @@ impl GroupHarness {
                             ),
                         ));
                     }
-                }
-                if !r.member_id.is_empty() {
-                    self.member_client.insert(r.member_id.to_string(), c);
                 }
                 let cl = &mut self.clients[c];
                 if cl.join_in_flight != Some(id) {
@@ -1587,6 +1603,7 @@ impl GroupHarness {
                 });
                 if ok {
                     self.require_durable(id, "DeleteGroups")?;
+                    self.groups[group].delete_in_doubt = None;
                     let tombstone = self
                         .request_records
                         .get(&id)
@@ -1671,7 +1688,7 @@ impl GroupHarness {
         }
         let cl = &self.clients[c];
         if cl.member_id == member_id && cl.generation == generation {
-            let leader_client = self.member_client.get(&cl.leader).copied();
+            let leader_client = member_id_client(&cl.leader);
             if leader_client != Some(usize::from(a.leader_client)) {
                 return Err(self.violation(
                     "assignment",
@@ -1844,6 +1861,9 @@ mod tests {
         };
         assert_eq!(Assignment::decode(&a.encode()), Some(a));
         assert_eq!(Assignment::decode(b""), None);
+        assert_eq!(member_id_client("i5-8ff3-2"), Some(5));
+        assert_eq!(member_id_client("c0-7-1"), Some(0));
+        assert_eq!(member_id_client("x1-7-1"), None);
     }
 
     #[test]

@@ -11,13 +11,17 @@ pub enum PlantedBug {
     RecoverySkipsCrc,
     /// Fetch serves records past the high watermark (not yet durable).
     FetchPastHighWatermark,
+    /// The group coordinator answers OffsetCommit (and applies the offsets) before the offset
+    /// records are durable.
+    CommitBeforePersist,
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 3] = [
+    pub const ALL: [PlantedBug; 4] = [
         PlantedBug::AckBeforeFsync,
         PlantedBug::RecoverySkipsCrc,
         PlantedBug::FetchPastHighWatermark,
+        PlantedBug::CommitBeforePersist,
     ];
 
     pub fn name(self) -> &'static str {
@@ -25,6 +29,7 @@ impl PlantedBug {
             PlantedBug::AckBeforeFsync => "ack-before-fsync",
             PlantedBug::RecoverySkipsCrc => "recovery-skips-crc",
             PlantedBug::FetchPastHighWatermark => "fetch-past-hw",
+            PlantedBug::CommitBeforePersist => "commit-before-persist",
         }
     }
 
@@ -35,6 +40,9 @@ impl PlantedBug {
                 "crash recovery trusts batch structure without checking the CRC"
             }
             PlantedBug::FetchPastHighWatermark => "fetch serves records above the high watermark",
+            PlantedBug::CommitBeforePersist => {
+                "the group coordinator acknowledges OffsetCommit before its records are durable"
+            }
         }
     }
 

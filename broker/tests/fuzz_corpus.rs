@@ -416,6 +416,224 @@ fn corpus_dispatch() -> Vec<(String, Vec<u8>)> {
     ]
 }
 
+/// A group_actions program as bytes.
+fn group_program(actions: &[broker::group::harness::GroupAction]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for a in actions {
+        a.encode(&mut out);
+    }
+    out
+}
+
+/// The clients of group `group` (0 or 1) join, sync and become Stable.
+fn group_stable(group: u8) -> Vec<broker::group::harness::GroupAction> {
+    use broker::group::harness::{GroupAction::*, CLIENTS, GROUPS};
+    let clients: Vec<u8> = (0..CLIENTS as u8)
+        .filter(|c| c % GROUPS as u8 == group)
+        .collect();
+    let mut p = Vec::new();
+    for _ in 0..2 {
+        p.extend(clients.iter().map(|&client| Act { client }));
+    }
+    p.push(Advance { ms: 3_000 });
+    p.push(Advance { ms: 3_000 });
+    p.extend(clients.iter().map(|&client| Act { client }));
+    p.push(Persist { records: 0 });
+    p
+}
+
+fn corpus_group_actions() -> Vec<(String, Vec<u8>)> {
+    use broker::group::harness::{CommitAs, GroupAction::*};
+    let commit = |client| Commit {
+        client,
+        commit_as: CommitAs::Current,
+    };
+    let with = |group: u8, tail: &[broker::group::harness::GroupAction]| {
+        let mut p = group_stable(group);
+        p.extend_from_slice(tail);
+        group_program(&p)
+    };
+    let both = {
+        let mut p = group_stable(0);
+        p.extend(group_stable(1));
+        p.extend([Act { client: 1 }, Act { client: 3 }, Act { client: 5 }]);
+        p.extend([
+            Persist { records: 0 },
+            Crash,
+            Act { client: 1 },
+            Act { client: 2 },
+        ]);
+        group_program(&p)
+    };
+    vec![
+        (
+            "join-sync-stable".into(),
+            with(
+                0,
+                &[Act { client: 0 }, Act { client: 2 }, Act { client: 4 }],
+            ),
+        ),
+        (
+            "commit-persist-crash-fetch".into(),
+            with(
+                0,
+                &[
+                    commit(0),
+                    commit(2),
+                    Persist { records: 0 },
+                    Crash,
+                    Fetch { group: 0 },
+                ],
+            ),
+        ),
+        (
+            "commit-crash-before-persist".into(),
+            with(0, &[commit(4), Crash, Fetch { group: 0 }]),
+        ),
+        (
+            "leader-sync-persist-fails".into(),
+            group_program(&{
+                let mut p = group_stable(1);
+                p.pop(); // not persisted: fail it instead
+                p.extend([
+                    PersistFail { records: 0 },
+                    Act { client: 1 },
+                    Act { client: 3 },
+                ]);
+                p
+            }),
+        ),
+        (
+            "commit-straddles-failed-persist".into(),
+            with(
+                0,
+                &[
+                    commit(0),
+                    PersistFail { records: 1 },
+                    Persist { records: 1 },
+                    Crash,
+                ],
+            ),
+        ),
+        (
+            "static-restart-zombie-commit".into(),
+            with(
+                0,
+                &[
+                    Restart { client: 4 },
+                    Act { client: 4 },
+                    Persist { records: 0 },
+                    Act { client: 4 },
+                    Commit {
+                        client: 4,
+                        commit_as: CommitAs::Zombie,
+                    },
+                ],
+            ),
+        ),
+        (
+            "session-timeout-rebalance".into(),
+            with(
+                0,
+                &[
+                    Advance { ms: 9_000 },
+                    Act { client: 0 },
+                    Advance { ms: 2_000 },
+                    Act { client: 0 },
+                    Act { client: 2 },
+                ],
+            ),
+        ),
+        (
+            "empty-then-delete".into(),
+            with(
+                1,
+                &[
+                    commit(1),
+                    Persist { records: 0 },
+                    Leave { client: 1 },
+                    Leave { client: 3 },
+                    Leave { client: 5 },
+                    OffsetDelete {
+                        group: 1,
+                        partition: 0,
+                    },
+                    DeleteGroup { group: 1 },
+                    Persist { records: 0 },
+                    Crash,
+                ],
+            ),
+        ),
+        ("both-groups-crash-rejoin".into(), both),
+        (
+            "standalone-commits-delete".into(),
+            group_program(&[
+                Commit {
+                    client: 0,
+                    commit_as: CommitAs::Standalone,
+                },
+                Commit {
+                    client: 1,
+                    commit_as: CommitAs::Standalone,
+                },
+                Persist { records: 1 },
+                OffsetDelete {
+                    group: 0,
+                    partition: 0,
+                },
+                DeleteGroup { group: 1 },
+                Crash,
+                Persist { records: 0 },
+            ]),
+        ),
+        (
+            "stale-generation-commits".into(),
+            with(
+                0,
+                &[
+                    Commit {
+                        client: 0,
+                        commit_as: CommitAs::PreviousGeneration,
+                    },
+                    Commit {
+                        client: 2,
+                        commit_as: CommitAs::NextGeneration,
+                    },
+                    Join { client: 2 },
+                    Commit {
+                        client: 0,
+                        commit_as: CommitAs::Current,
+                    },
+                ],
+            ),
+        ),
+        (
+            "describe-list".into(),
+            with(
+                0,
+                &[
+                    Describe { group: 0 },
+                    List,
+                    Describe { group: 1 },
+                    Crash,
+                    List,
+                ],
+            ),
+        ),
+    ]
+}
+
+/// Writes the group_actions corpus only (see `generate_corpus`).
+#[test]
+#[ignore]
+fn generate_group_actions_corpus() {
+    let dir = corpus_dir("group_actions");
+    std::fs::create_dir_all(&dir).unwrap();
+    for (name, bytes) in corpus_group_actions() {
+        std::fs::write(dir.join(name), bytes).unwrap();
+    }
+}
+
 /// Writes the corpus files. Run by hand (see the top of this file); the output is committed.
 #[test]
 #[ignore]
@@ -425,6 +643,7 @@ fn generate_corpus() {
         ("record_batch", corpus_record_batch()),
         ("log_recovery", corpus_log_recovery()),
         ("dispatch", corpus_dispatch()),
+        ("group_actions", corpus_group_actions()),
     ] {
         let dir = corpus_dir(target);
         std::fs::create_dir_all(&dir).unwrap();

@@ -27,6 +27,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("record_batch", record_batch),
     ("log_recovery", log_recovery),
     ("dispatch", dispatch),
+    ("group_actions", group_actions),
 ];
 
 /// Any bytes as a request frame (size prefix removed): decoding returns a request or an error.
@@ -299,4 +300,30 @@ pub fn dispatch(data: &[u8]) {
             }
         }
     });
+}
+
+/// Most actions one group_actions input runs (bytes past them are ignored).
+pub const GROUP_ACTIONS_MAX: usize = 400;
+
+/// Any bytes as a program of `GroupAction`s (see `GroupAction::decode`) against the group
+/// coordinator under simulated consumers, persist faults and crashes
+/// (`broker::group::harness`). Every action is followed by the harness's checks, and the run
+/// ends with `finish` (everything persists, time passes, every request must be answered). A
+/// violation panics with its description.
+pub fn group_actions(data: &[u8]) {
+    use broker::group::harness::{GroupAction, GroupHarness};
+
+    let mut data = data;
+    let mut h = GroupHarness::new(7);
+    for _ in 0..GROUP_ACTIONS_MAX {
+        let Some(action) = GroupAction::decode(&mut data) else {
+            break;
+        };
+        if let Err(v) = h.step(action) {
+            panic!("group harness: {v}");
+        }
+    }
+    if let Err(v) = h.finish() {
+        panic!("group harness: {v}");
+    }
 }

@@ -1,8 +1,8 @@
 //! Deterministic simulation of the broker: its sans-IO cores, and the whole server.
 //!
 //! Two layers. The core stepper ([`world`]) is a seeded, single-threaded discrete-event
-//! stepper over one broker node: an in-memory disk with faults ([`broker::storage::MemStorage`]), 1–3 partitions each driven
-//! by the production [`broker::replica::PartitionCore`], a group-commit flusher, pipelining
+//! stepper over one broker node: an in-memory disk with faults
+//! ([`broker::storage::MemStorage`]), 1–3 partitions each driven by the production [`broker::replica::PartitionCore`], a group-commit flusher, pipelining
 //! producers and manually assigned consumers. Everything the clients see is recorded into an
 //! [`invariants`] history and checked at the end of the run.
 //!
@@ -13,9 +13,12 @@
 //!   the same workload against any real bootstrap address.
 //! * [`trace`]: the FNV-1a-hashed event trace (same seed ⇒ same hash, byte for byte).
 //! * [`decode`]: the consumer side of the record-batch format (CRC check, record parsing).
+//! * [`groups`]: the group coordinator under simulated consumers, persist failures and
+//!   crashes ([`groups::run_group_seed`] runs one seed).
 
 pub mod client;
 pub mod decode;
+pub mod groups;
 pub mod system;
 pub mod trace;
 pub mod workload;

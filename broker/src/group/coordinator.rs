@@ -45,6 +45,7 @@ use super::group::{
 };
 use super::record::GroupRecord;
 use super::{GroupConfig, GroupRequest, GroupResponse, PersistId, RequestId, PERSIST_WAITERS_MAX};
+use crate::planted::PlantedBug;
 
 /// (topic, partition)
 type TopicPartition = (String, i32);
@@ -81,8 +82,11 @@ pub(crate) struct Outbox {
     next_persist_id: PersistId,
     /// The last id handed to the shell by `poll_record`.
     polled_through: PersistId,
-    /// In increasing persist id order.
-    waiters: VecDeque<(PersistId, Waiter)>,
+    /// (first record, last record, waiter), in increasing persist id order. A waiter is run
+    /// with success only if none of its records failed.
+    waiters: VecDeque<(PersistId, PersistId, Waiter)>,
+    /// The highest record id settled as failed (0: none).
+    failed_through: PersistId,
     seed: u64,
     member_counter: u64,
 }
@@ -102,15 +106,25 @@ impl Outbox {
 
     /// Run `waiter` once record `id` is persisted.
     pub(crate) fn wait(&mut self, id: PersistId, waiter: Waiter) {
+        self.wait_span(id, id, waiter);
+    }
+
+    /// Run `waiter` once records `first..=last` are settled: as persisted only if none failed.
+    pub(crate) fn wait_span(&mut self, first: PersistId, last: PersistId, waiter: Waiter) {
+        assert!(first <= last, "a span of records");
         assert!(
-            id < self.next_persist_id,
+            last < self.next_persist_id,
             "waiting on a record not yet queued"
         );
         assert!(
-            !matches!(self.waiters.back(), Some((last, _)) if *last > id),
-            "waiters in persist order"
+            first > self.polled_through,
+            "waiting on records already handed to the shell"
         );
-        self.waiters.push_back((id, waiter));
+        assert!(
+            !matches!(self.waiters.back(), Some((_, l, _)) if *l >= first),
+            "waiters in persist order, their spans disjoint"
+        );
+        self.waiters.push_back((first, last, waiter));
     }
 
     fn waiters_full(&self) -> bool {
@@ -156,6 +170,7 @@ impl GroupCoordinator {
                 next_persist_id: 1,
                 polled_through: 0,
                 waiters: VecDeque::new(),
+                failed_through: 0,
                 seed,
                 member_counter: 0,
             },
@@ -300,8 +315,19 @@ impl GroupCoordinator {
             id <= self.out.polled_through,
             "persisted a record never polled"
         );
-        while self.out.waiters.front().is_some_and(|(p, _)| *p <= id) {
-            let (pid, waiter) = self.out.waiters.pop_front().expect("checked");
+        if !ok {
+            self.out.failed_through = self.out.failed_through.max(id);
+        }
+        while self
+            .out
+            .waiters
+            .front()
+            .is_some_and(|(_, last, _)| *last <= id)
+        {
+            let (first, pid, waiter) = self.out.waiters.pop_front().expect("checked");
+            // A request whose records straddle a failed persist failed, even if its last record
+            // is durable: answering success would acknowledge the failed part.
+            let ok = ok && first > self.out.failed_through;
             match waiter {
                 Waiter::Respond {
                     request_id,
@@ -428,7 +454,7 @@ impl GroupCoordinator {
 
     /// Forget in-flight offsets of `group` matching `strip` (a tombstone follows them).
     fn strip_pending_commits(&mut self, group: &str, strip: impl Fn(&TopicPartition) -> bool) {
-        for (_, w) in self.out.waiters.iter_mut() {
+        for (_, _, w) in self.out.waiters.iter_mut() {
             if let Waiter::Commit {
                 group: g, apply, ..
             } = w
@@ -442,7 +468,7 @@ impl GroupCoordinator {
 
     /// The group was deleted: its in-flight offsets die with it (its tombstone follows them).
     fn forget_pending_commits(&mut self, group: &str) {
-        for (_, w) in self.out.waiters.iter_mut() {
+        for (_, _, w) in self.out.waiters.iter_mut() {
             if let Waiter::Commit {
                 group: g,
                 counted,
@@ -459,7 +485,7 @@ impl GroupCoordinator {
     }
 
     fn has_pending_commit(&self, group: &str, tp: &TopicPartition) -> bool {
-        self.out.waiters.iter().any(|(_, w)| {
+        self.out.waiters.iter().any(|(_, _, w)| {
             matches!(w, Waiter::Commit { group: g, apply, .. }
                 if g == group && apply.iter().any(|(t, _)| t == tp))
         })
@@ -664,6 +690,7 @@ impl GroupCoordinator {
         let mut ok = OffsetCommitResponse::default();
         let mut failed = OffsetCommitResponse::default();
         let mut apply = Vec::new();
+        let mut first_pid = None;
         let mut last_pid = None;
         for topic in r.topics {
             let name = topic.name.0.to_string();
@@ -707,6 +734,7 @@ impl GroupCoordinator {
                             metadata,
                             commit_timestamp_ms: now_ms,
                         }));
+                        first_pid = first_pid.or(last_pid);
                         apply.push(((name.clone(), p.partition_index), committed));
                     }
                 }
@@ -717,13 +745,26 @@ impl GroupCoordinator {
             failed.topics.push(failed_topic);
         }
         match last_pid {
+            Some(_) if crate::planted::enabled(PlantedBug::CommitBeforePersist) => {
+                // Planted bug: apply and acknowledge now; a crash before the records are
+                // durable loses an acknowledged commit.
+                let g = self
+                    .groups
+                    .get_mut(&group_id)
+                    .expect("records only for a group");
+                for (tp, committed) in apply {
+                    g.offsets.insert(tp, committed);
+                }
+                self.out.respond(id, GroupResponse::OffsetCommit(ok));
+            }
             Some(pid) => {
                 let g = self
                     .groups
                     .get_mut(&group_id)
                     .expect("records only for a group");
                 g.commits_in_flight += 1;
-                self.out.wait(
+                self.out.wait_span(
+                    first_pid.expect("set with last_pid"),
                     pid,
                     Waiter::Commit {
                         request_id: id,
@@ -914,6 +955,7 @@ impl GroupCoordinator {
             ok.topics.push(ok_topic);
             failed.topics.push(failed_topic);
         }
+        let mut first_pid = None;
         let mut last_pid = None;
         for tp in &deleted {
             let committed = self
@@ -929,12 +971,14 @@ impl GroupCoordinator {
                     topic: tp.0.clone(),
                     partition: tp.1,
                 }));
+                first_pid = first_pid.or(last_pid);
             }
         }
         let deleted: BTreeSet<TopicPartition> = deleted.into_iter().collect();
         self.strip_pending_commits(&group_id, |tp| deleted.contains(tp));
         match last_pid {
-            Some(pid) => self.out.wait(
+            Some(pid) => self.out.wait_span(
+                first_pid.expect("set with last_pid"),
                 pid,
                 Waiter::Respond {
                     request_id: id,
@@ -1027,6 +1071,7 @@ impl GroupCoordinator {
     fn delete(&mut self, id: RequestId, r: DeleteGroupsRequest) {
         let mut ok = DeleteGroupsResponse::default();
         let mut failed = DeleteGroupsResponse::default();
+        let mut first_pid = None;
         let mut last_pid = None;
         for group_id in r.groups_names {
             let name = group_id.0.to_string();
@@ -1043,6 +1088,7 @@ impl GroupCoordinator {
                 last_pid = Some(self.out.persist(GroupRecord::GroupTombstone {
                     group: name.clone(),
                 }));
+                first_pid = first_pid.or(last_pid);
             }
             let mut ok_result = DeletableGroupResult::default();
             ok_result.group_id = group_id;
@@ -1055,7 +1101,8 @@ impl GroupCoordinator {
             failed.results.push(failed_result);
         }
         match last_pid {
-            Some(pid) => self.out.wait(
+            Some(pid) => self.out.wait_span(
+                first_pid.expect("set with last_pid"),
                 pid,
                 Waiter::Respond {
                     request_id: id,

@@ -12,6 +12,8 @@
 //! - [`group`]: one [`group::Group`]: its state machine (Empty → PreparingRebalance →
 //!   CompletingRebalance → Stable), members, rebalance and its invariants.
 //! - [`record`]: [`GroupRecord`], what is persisted, and how replay rebuilds state from it.
+//! - [`harness`]: [`harness::GroupHarness`], simulated consumers, crashes and persist faults
+//!   around a coordinator, checking user-visible guarantees (tests, fuzzing, `sim`).
 //!
 //! Every request handed to [`GroupCoordinator::handle`] produces exactly one response through
 //! [`GroupCoordinator::poll_response`], possibly much later (a JoinGroup waits for the rebalance,
@@ -20,6 +22,7 @@
 pub mod coordinator;
 #[allow(clippy::module_inception)] // Kafka's noun: a group inside the group coordinator
 pub mod group;
+pub mod harness;
 pub mod record;
 #[cfg(test)]
 mod tests;

@@ -1135,6 +1135,35 @@ fn persist_failed_answers_with_an_error() {
     assert_eq!(r.generation_id, 2);
 }
 
+/// The shell may settle a commit's records in two appends: if the first fails and the second
+/// persists, the commit failed (found by the group harness: it was acknowledged).
+#[test]
+fn a_commit_straddling_a_failed_persist_answers_with_an_error() {
+    let mut h = H::new();
+    let cid = h.commit(-1, "", &[("t", 0, 42), ("t", 1, 43)]);
+    let records = h.poll_records();
+    assert_eq!(records.len(), 2);
+    let (first, last) = (h.log[0].0, h.log[1].0);
+    h.c.persist_failed(first, h.now);
+    assert!(h.waiting(cid));
+    h.c.persisted(last, h.now);
+    h.settled_through = last;
+    assert_eq!(
+        commit_errors(h.take(cid)),
+        vec![code(ResponseError::CoordinatorNotAvailable); 2]
+    );
+    assert_eq!(h.fetch(7, Some(&[("t", &[0, 1])])).len(), 2);
+    assert_eq!(
+        h.fetch(7, Some(&[("t", &[0, 1])])),
+        vec![("t".into(), 0, -1), ("t".into(), 1, -1)],
+        "nothing applied"
+    );
+    // Later commits are unaffected.
+    let cid = h.commit(-1, "", &[("t", 0, 44)]);
+    h.persist();
+    assert_eq!(commit_errors(h.take(cid)), vec![NONE]);
+}
+
 #[test]
 fn offset_commit_validation() {
     let mut h = H::with(GroupConfig {

@@ -2,8 +2,9 @@
 //!
 //! Two layers. The core stepper ([`world`]) is a seeded, single-threaded discrete-event
 //! stepper over one broker node: an in-memory disk with faults
-//! ([`broker::storage::MemStorage`]), 1–3 partitions each driven by the production [`broker::replica::PartitionCore`], a group-commit flusher, pipelining
-//! producers and manually assigned consumers. Everything the clients see is recorded into an
+//! ([`broker::storage::MemStorage`]), 1–3 partitions each driven by the production
+//! [`broker::replica::PartitionCore`], a group-commit flusher, pipelining producers and
+//! manually assigned consumers. Everything the clients see is recorded into an
 //! [`invariants`] history and checked at the end of the run.
 //!
 //! * [`world`]: the core stepper ([`world::run`] runs one seed).

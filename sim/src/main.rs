@@ -1,13 +1,14 @@
 //! `sim`: the deterministic simulator's command line.
 //!
-//!   sim [--layer core|system] [--seeds N] [--start-seed S] [--faults ...] [--plant NAME]
-//!   sim [--layer core|system] --seed N [--trace] [--plant NAME]
+//!   sim [--layer core|groups|system] [--seeds N] [--start-seed S] [--faults ...] [--plant NAME]
+//!   sim [--layer core|groups|system] --seed N [--trace] [--plant NAME]
 //!   sim plants [--check] [--max-seeds 200]
-//!   sim determinism [--layer core|system] [--seed S] [--seeds N]
+//!   sim determinism [--layer core|groups|system] [--seed S] [--seeds N]
 //!   sim check --bootstrap HOST:PORT [--seconds N]
 //!
 //! Layers: `core` (default) steps the sans-IO partition core over the faulty in-memory disk;
-//! `system` runs the real broker server under turmoil with network, crash, disk and clock
+//! `groups` steps the sans-IO group coordinator under simulated consumers, persist failures and
+//! coordinator crashes; `system` runs the real broker server under turmoil with network, crash, disk and clock
 //! faults. Each layer reduces one seed to a [`SeedOutcome`], so sweeps, replays, the
 //! determinism check and the plant check treat them alike.
 
@@ -19,6 +20,7 @@ use std::time::Instant;
 
 use broker::planted::{self, PlantedBug};
 use clap::{Parser, Subcommand, ValueEnum};
+use sim::groups::run_group_seed;
 use sim::system::{run_system_seed, SystemConfig, SystemFaults};
 use sim::{run, Faults, RunConfig};
 
@@ -52,7 +54,7 @@ struct Cli {
     /// Plant a deliberate bug (needs --features planted-bugs); see `sim plants`.
     #[arg(long)]
     plant: Option<String>,
-    /// Core layer: events per run before the workload stops and the world heals and drains.
+    /// Core and groups layers: events (actions) per run before the world heals and drains.
     #[arg(long, global = true, default_value_t = RunConfig::DEFAULT_STEPS)]
     steps: u64,
     /// System layer: simulated milliseconds the producers run before the world heals.
@@ -88,6 +90,8 @@ enum Command {
 enum Layer {
     /// The sans-IO partition core, the log and the faulty in-memory disk, stepped directly.
     Core,
+    /// The sans-IO group coordinator with simulated consumers, persist faults and crashes.
+    Groups,
     /// The real broker server (tokio shell, TCP, dispatch) under turmoil.
     System,
 }
@@ -134,6 +138,33 @@ impl Settings {
                     sim_ns: r.sim_ns,
                 }
             }
+            Layer::Groups => {
+                let r = run_group_seed(seed, self.core.steps as usize, trace);
+                let passed = r.passed();
+                let headline = match r.violations.first() {
+                    Some(v) => v.lines().next().unwrap_or("").to_string(),
+                    None => format!("{} events, no violation", r.events),
+                };
+                let mut details = String::new();
+                for v in r.violations.iter().take(detail_lines) {
+                    for line in v.lines().take(6) {
+                        details.push_str(&format!("  {line}\n"));
+                    }
+                }
+                SeedOutcome {
+                    passed,
+                    headline,
+                    details,
+                    trace_hash: r.trace_hash,
+                    trace: trace.then(|| {
+                        let mut t = r.trace.join("\n");
+                        t.push('\n');
+                        t
+                    }),
+                    events: r.events,
+                    sim_ns: r.sim_ms * 1_000_000,
+                }
+            }
             Layer::System => {
                 let r = run_system_seed(&SystemConfig {
                     seed,
@@ -177,8 +208,10 @@ impl Settings {
             cmd.push_str(" --features planted-bugs");
         }
         cmd.push_str(" --");
-        if self.layer == Layer::System {
-            cmd.push_str(" --layer system");
+        match self.layer {
+            Layer::Core => {}
+            Layer::Groups => cmd.push_str(" --layer groups"),
+            Layer::System => cmd.push_str(" --layer system"),
         }
         cmd.push_str(&format!(" --seed {seed} --trace"));
         if let Some(p) = plant {
@@ -188,7 +221,7 @@ impl Settings {
             cmd.push_str(&format!(" --faults {}", self.faults_text));
         }
         match self.layer {
-            Layer::Core if self.core.steps != RunConfig::DEFAULT_STEPS => {
+            Layer::Core | Layer::Groups if self.core.steps != RunConfig::DEFAULT_STEPS => {
                 cmd.push_str(&format!(" --steps {}", self.core.steps));
             }
             Layer::System if self.system.run_ms != SYSTEM_RUN_MS => {
@@ -249,6 +282,14 @@ fn main() -> ExitCode {
     };
     let faults = match cli.layer {
         Layer::Core => parse_core_faults(&cli.faults).map(|f| core.faults = f),
+        // The group simulation always mixes its own faults (persist failures, crashes, clock
+        // jumps, vanishing members); --faults does not apply.
+        Layer::Groups => match cli.faults.as_str() {
+            "all" => Ok(()),
+            other => Err(format!(
+                "--faults {other}: the groups layer always injects its own fault mix"
+            )),
+        },
         Layer::System => parse_system_faults(&cli.faults).map(|f| system.faults = f),
     };
     if let Err(e) = faults {
@@ -404,6 +445,7 @@ fn plant_layers(bug: PlantedBug) -> &'static [Layer] {
     match bug {
         PlantedBug::AckBeforeFsync => &[Layer::Core, Layer::System],
         PlantedBug::RecoverySkipsCrc | PlantedBug::FetchPastHighWatermark => &[Layer::Core],
+        PlantedBug::CommitBeforePersist => &[Layer::Groups],
     }
 }
 

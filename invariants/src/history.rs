@@ -69,6 +69,12 @@ pub enum OpKind {
         partition: i32,
         offset: i64,
     },
+    /// A read of a consumer group's committed offsets (OffsetFetch) for `topic`: `(partition,
+    /// offset)`, -1 where nothing is committed.
+    CommittedOffsets {
+        topic: String,
+        offsets: Vec<(i32, i64)>,
+    },
     /// A snapshot of one replica's log bounds.
     LogSample(LogSample),
     /// One replica's committed prefix, read at the end of a run.
@@ -354,6 +360,28 @@ impl HistoryBuilder {
         self.complete(op, time, Outcome::Poll(result))
     }
 
+    /// Records a completed read of committed offsets, invoked at `invoke`, answered at
+    /// `complete`.
+    pub fn committed_offsets(
+        &mut self,
+        process: ProcessId,
+        invoke: Time,
+        complete: Time,
+        topic: impl Into<String>,
+        offsets: Vec<(i32, i64)>,
+    ) -> OpId {
+        self.push_op(Op {
+            id: 0,
+            process,
+            invoke,
+            complete: Some(complete),
+            kind: OpKind::CommittedOffsets {
+                topic: topic.into(),
+                offsets,
+            },
+        })
+    }
+
     /// Records an instantaneous, already completed op (invoke = complete = `time`).
     pub fn push(&mut self, process: ProcessId, time: Time, kind: OpKind) -> OpId {
         self.push_op(Op {
@@ -519,6 +547,9 @@ impl fmt::Display for Op {
                 partition,
                 offset,
             } => write!(f, "seek {topic}/{partition} to {offset}"),
+            OpKind::CommittedOffsets { topic, offsets } => {
+                write!(f, "committed offsets {topic} {offsets:?}")
+            }
             OpKind::LogSample(s) => write!(
                 f,
                 "log-sample node {} {}/{} start={} hw={} end={}",

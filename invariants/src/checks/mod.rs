@@ -5,6 +5,7 @@
 //! arithmetic overflow), runs in O(n log n) and emits violations in a deterministic order.
 
 pub mod aborted;
+pub mod commits;
 pub mod duplicates;
 pub mod log;
 pub mod lost_writes;
@@ -54,6 +55,7 @@ pub enum ViolationKind {
     /// A write acknowledged or read below a replica's high watermark is absent from or differs in
     /// that replica.
     ReplicaMissingWrite,
+    LostCommit,
 }
 
 impl ViolationKind {
@@ -75,6 +77,7 @@ impl ViolationKind {
             ViolationKind::LogBounds => "log-bounds",
             ViolationKind::ReplicaDivergence => "replica-divergence",
             ViolationKind::ReplicaMissingWrite => "replica-missing-write",
+            ViolationKind::LostCommit => "lost-commit",
         }
     }
 }
@@ -285,6 +288,7 @@ pub fn check_all(history: &History, options: &CheckOptions) -> Report {
     violations.extend(sends::check_indexed(&index, options));
     violations.extend(poll_order::check_indexed(&index));
     violations.extend(log::check_indexed(&index));
+    violations.extend(commits::check_indexed(&index));
 
     let mut stats = Stats {
         ops: history.len(),

@@ -27,6 +27,9 @@ pub struct CheckArgs {
     replication_factor: i16,
     #[arg(long, default_value_t = 3)]
     producers: u32,
+    /// Members of a consumer group that consume and commit offsets (0: no group).
+    #[arg(long, default_value_t = 2)]
+    group_members: u32,
     /// Pause between one producer's sends, in milliseconds.
     #[arg(long, default_value_t = 2)]
     send_interval_ms: u64,
@@ -73,6 +76,7 @@ pub fn main(args: &CheckArgs) -> ExitCode {
         create_topic: true,
         replication_factor: args.replication_factor,
         producers: args.producers,
+        group_members: args.group_members,
         run_for: Duration::from_secs(args.seconds),
         send_interval: Duration::from_millis(args.send_interval_ms),
         request_timeout: Duration::from_secs(10),

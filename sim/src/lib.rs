@@ -10,8 +10,9 @@
 //! * [`world`]: the core stepper ([`world::run`] runs one seed).
 //! * [`system`]: the whole-system layer: the real broker server under turmoil, with network,
 //!   crash, disk and clock faults, driven by the Jepsen workload.
-//! * [`workload`] and [`client`]: that workload and its minimal Kafka client; `sim check` runs
-//!   the same workload against any real bootstrap address.
+//! * [`workload`], [`group_member`] and [`client`]: that workload (idempotent producers, an
+//!   assigned consumer, a consumer group committing offsets) and its minimal Kafka client;
+//!   `sim check` runs the same workload against any real bootstrap address.
 //! * [`trace`]: the FNV-1a-hashed event trace (same seed ⇒ same hash, byte for byte).
 //! * [`decode`]: the consumer side of the record-batch format (CRC check, record parsing).
 //! * [`groups`]: the group coordinator under simulated consumers, persist failures and
@@ -19,6 +20,7 @@
 
 pub mod client;
 pub mod decode;
+pub mod group_member;
 pub mod groups;
 pub mod system;
 pub mod trace;

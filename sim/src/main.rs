@@ -62,7 +62,7 @@ struct Cli {
     run_ms: u64,
 }
 
-const SYSTEM_RUN_MS: u64 = 10_000;
+const SYSTEM_RUN_MS: u64 = 20_000;
 
 #[derive(Subcommand, Debug)]
 enum Command {
@@ -445,7 +445,7 @@ fn plant_layers(bug: PlantedBug) -> &'static [Layer] {
     match bug {
         PlantedBug::AckBeforeFsync => &[Layer::Core, Layer::System],
         PlantedBug::RecoverySkipsCrc | PlantedBug::FetchPastHighWatermark => &[Layer::Core],
-        PlantedBug::CommitBeforePersist => &[Layer::Groups],
+        PlantedBug::CommitBeforePersist => &[Layer::Groups, Layer::System],
     }
 }
 

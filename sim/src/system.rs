@@ -33,6 +33,10 @@ use crate::workload::{self, Connector, WorkloadConfig, WorkloadOutcome};
 const BROKER: &str = "broker";
 const CLIENTS: &str = "clients";
 const PORT: u16 = 9092;
+/// Largest broker clock step, either way. Group timers run on the wall clock (as Kafka's do), so
+/// a larger backward step stalls rebalances for that long; 10 s keeps runs short while still
+/// moving record timestamps, retention and session deadlines around.
+const CLOCK_SKEW_MS_MAX: i64 = 10_000;
 /// Simulated duration of every fsync and other blocking storage operation.
 const FSYNC_MS: u64 = 2;
 /// The simulated wall clock starts here (2024-01-01), so runs do not depend on today's date.
@@ -78,6 +82,8 @@ pub struct SystemConfig {
     pub run_ms: u64,
     pub partitions: i32,
     pub producers: u32,
+    /// Consumer-group members consuming and committing.
+    pub group_members: u32,
     pub faults: SystemFaults,
     /// Keep the trace lines (the hash is always computed).
     pub trace: bool,
@@ -90,6 +96,7 @@ impl Default for SystemConfig {
             run_ms: 20_000,
             partitions: 3,
             producers: 3,
+            group_members: 3,
             faults: SystemFaults::ALL,
             trace: false,
         }
@@ -169,6 +176,9 @@ fn broker_config() -> BrokerConfig {
     };
     // Small segments so runs roll segments and exercise recovery across several files.
     config.log.segment_bytes = 64 * 1024;
+    // A new group waits this long for more members before its first rebalance (Kafka's
+    // default is 3 s, which with crashes every few seconds rarely lets a group form).
+    config.group.initial_rebalance_delay_ms = 300;
     config
 }
 
@@ -212,11 +222,20 @@ impl Faults {
                 self.crash(sim, step, trace);
             }
         }
-        // About one fault decision per 100 ms of simulated time.
-        if self.rng.gen_range(0..100u32) != 0 {
+        // About one fault decision per 500 ms of simulated time, a crash or a full disk (which
+        // ends in a restart) about every 5 s: faults overlap often, yet the broker stays up
+        // long enough between them for groups to rebalance and commit.
+        if self.rng.gen_range(0..500u32) != 0 {
             return;
         }
-        match self.rng.gen_range(0..5u32) {
+        let kind = match self.rng.gen_range(0..10u32) {
+            0 => 0,     // crash
+            1 | 2 => 1, // partition
+            3..=5 => 2, // clog
+            6 => 3,     // disk full
+            _ => 4,     // clock step
+        };
+        match kind {
             0 if self.enabled.crash && self.down_until.is_none() => self.crash(sim, step, trace),
             1 if self.enabled.net && self.partitioned_until.is_none() => {
                 let ms = self.rng.gen_range(100..3_000);
@@ -254,7 +273,7 @@ impl Faults {
                 self.disk_full_until = Some(step + ms);
             }
             4 if self.enabled.clock => {
-                let skew = self.rng.gen_range(-120_000..120_000i64);
+                let skew = self.rng.gen_range(-CLOCK_SKEW_MS_MAX..=CLOCK_SKEW_MS_MAX);
                 self.skew_ms.store(skew, Ordering::Relaxed);
                 note(trace, step, format_args!("broker clock skew now {skew} ms"));
             }
@@ -376,6 +395,7 @@ pub fn run_system_seed(config: &SystemConfig) -> SystemResult {
             create_topic: true,
             replication_factor: 1,
             producers: config.producers,
+            group_members: config.group_members,
             run_for: Duration::from_millis(config.run_ms),
             send_interval: Duration::from_millis(5),
             request_timeout: Duration::from_millis(2_000),

@@ -30,6 +30,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 
 use crate::client::{CallError, KafkaConn};
+use crate::group_member::{final_committed, group_member};
 use broker::log::batch::{decode_records, encode_batch, NewRecord, RecordBatchHeader};
 use broker::log::testutil::set_producer;
 
@@ -72,6 +73,8 @@ pub struct WorkloadConfig {
     pub create_topic: bool,
     pub replication_factor: i16,
     pub producers: u32,
+    /// Members of the consumer group (`group_member.rs`); 0 for none.
+    pub group_members: u32,
     /// How long producers send and the consumer polls.
     pub run_for: Duration,
     /// Pause between a producer's sends.
@@ -90,7 +93,8 @@ pub struct WorkloadConfig {
 /// The workload's recorded result.
 pub struct WorkloadOutcome {
     pub history: History,
-    /// The final read reached every partition's high watermark.
+    /// The final read reached every partition's high watermark (and, with group members, read
+    /// the group's committed offsets).
     pub final_read_complete: bool,
     /// `(time_ns, line)` per client-visible event, for traces.
     pub events: Vec<(u64, String)>,
@@ -98,19 +102,19 @@ pub struct WorkloadOutcome {
 
 /// Shared between the workload's tasks: the history, and the start time for op timestamps.
 pub struct Recorder {
-    history: HistoryBuilder,
+    pub(crate) history: HistoryBuilder,
     start: Instant,
     events: Vec<(u64, String)>,
 }
 
-type Shared = Rc<RefCell<Recorder>>;
+pub(crate) type Shared = Rc<RefCell<Recorder>>;
 
 impl Recorder {
-    fn now_ns(&self) -> u64 {
+    pub(crate) fn now_ns(&self) -> u64 {
         self.start.elapsed().as_nanos() as u64
     }
 
-    fn event(&mut self, line: String) {
+    pub(crate) fn event(&mut self, line: String) {
         let t = self.now_ns();
         self.events.push((t, line));
     }
@@ -155,10 +159,20 @@ pub async fn run<C: Connector>(
             polling.await;
         }));
     }
+    for m in 0..config.group_members {
+        tasks.push(tokio::task::spawn_local(group_member(
+            connector.clone(),
+            config.clone(),
+            Rc::clone(&shared),
+            GROUP_MEMBER_PROCESS_BASE + u64::from(m),
+            deadline,
+        )));
+    }
     for t in tasks {
         let _ = t.await;
     }
     quiesce.await;
+    let connector_for_offsets = connector.clone();
     let final_read_complete = tokio::time::timeout(
         config.final_read_timeout,
         consumer(
@@ -171,25 +185,35 @@ pub async fn run<C: Connector>(
     )
     .await
     .unwrap_or(false);
+    let offsets_read = config.group_members == 0
+        || final_committed(
+            connector_for_offsets,
+            config.clone(),
+            Rc::clone(&shared),
+            FINAL_READER_PROCESS,
+            Instant::now() + config.final_read_timeout,
+        )
+        .await;
     let recorder = Rc::try_unwrap(shared)
         .ok()
         .expect("workload tasks finished")
         .into_inner();
     WorkloadOutcome {
         history: recorder.history.build(),
-        final_read_complete,
+        final_read_complete: final_read_complete && offsets_read,
         events: recorder.events,
     }
 }
 
 const CONSUMER_PROCESS: u64 = 1000;
 const FINAL_READER_PROCESS: u64 = 1001;
+const GROUP_MEMBER_PROCESS_BASE: u64 = 2000;
 
 /// Connections and leadership, as one client task sees them.
-struct Router<C: Connector> {
+pub(crate) struct Router<C: Connector> {
     connector: C,
     client_id: String,
-    topic: String,
+    pub(crate) topic: String,
     partitions: i32,
     replication_factor: i16,
     bootstrap: String,
@@ -202,7 +226,7 @@ struct Router<C: Connector> {
 }
 
 impl<C: Connector> Router<C> {
-    fn new(connector: C, config: &WorkloadConfig, client_id: &str) -> Self {
+    pub(crate) fn new(connector: C, config: &WorkloadConfig, client_id: &str) -> Self {
         Router {
             connector,
             client_id: client_id.to_string(),
@@ -220,11 +244,23 @@ impl<C: Connector> Router<C> {
     }
 
     /// A call on the connection to `addr`, opened if needed and dropped on any failure.
-    async fn call<Q: kafka_protocol::protocol::Request>(
+    pub(crate) async fn call<Q: kafka_protocol::protocol::Request>(
         &mut self,
         addr: &str,
         request: &Q,
         version: i16,
+    ) -> Result<Q::Response, CallError> {
+        let timeout = self.request_timeout;
+        self.call_within(addr, request, version, timeout).await
+    }
+
+    /// [`call`](Self::call) with its own timeout (JoinGroup waits for the whole rebalance).
+    pub(crate) async fn call_within<Q: kafka_protocol::protocol::Request>(
+        &mut self,
+        addr: &str,
+        request: &Q,
+        version: i16,
+        timeout: Duration,
     ) -> Result<Q::Response, CallError> {
         if !self.conns.contains_key(addr) {
             let (r, w) = tokio::time::timeout(
@@ -238,11 +274,10 @@ impl<C: Connector> Router<C> {
                 .insert(addr.to_string(), KafkaConn::new(r, w, &self.client_id));
         }
         let conn = self.conns.get_mut(addr).expect("just inserted");
-        let result =
-            match tokio::time::timeout(self.request_timeout, conn.call(request, version)).await {
-                Ok(r) => r,
-                Err(_) => Err(CallError::Io("request timed out".into())),
-            };
+        let result = match tokio::time::timeout(timeout, conn.call(request, version)).await {
+            Ok(r) => r,
+            Err(_) => Err(CallError::Io("request timed out".into())),
+        };
         if result.is_err() {
             self.conns.remove(addr);
         }
@@ -250,7 +285,7 @@ impl<C: Connector> Router<C> {
     }
 
     /// Some broker address to ask for metadata: a known broker, else the bootstrap.
-    fn any_broker(&self, attempt: u32) -> String {
+    pub(crate) fn any_broker(&self, attempt: u32) -> String {
         if self.brokers.is_empty() || attempt % 2 == 1 {
             return self.bootstrap.clone();
         }
@@ -586,6 +621,7 @@ async fn consumer<C: Connector>(
     }
     let mut positions: BTreeMap<i32, i64> = partitions.iter().map(|p| (*p, 0)).collect();
     let mut caught_up: BTreeMap<i32, bool> = partitions.iter().map(|p| (*p, false)).collect();
+    let max_wait_ms = if deadline.is_some() { 100 } else { 10 };
     loop {
         if let Some(d) = deadline {
             if Instant::now() >= d {
@@ -594,117 +630,136 @@ async fn consumer<C: Connector>(
         } else if caught_up.values().all(|c| *c) {
             return true;
         }
-        // One fetch per leader, covering the partitions it leads.
-        let mut by_leader: BTreeMap<String, Vec<i32>> = BTreeMap::new();
-        for p in &partitions {
-            match router.leader(*p).await {
-                Some((_, addr)) => by_leader.entry(addr).or_default().push(*p),
-                None => {
-                    let e = router.last_error.take().unwrap_or_else(|| {
-                        format!(
-                            "no leader for partition {p} in metadata [{}]",
-                            router.last_metadata
-                        )
-                    });
-                    shared.borrow_mut().event(format!("c{process}: {e}"));
-                    tokio::time::sleep(Duration::from_millis(100)).await
-                }
+        let high_watermarks =
+            poll(&mut router, &shared, process, &mut positions, max_wait_ms).await;
+        for (partition, hw) in high_watermarks {
+            if positions[&partition] >= hw {
+                caught_up.insert(partition, true);
             }
-        }
-        for (addr, leads) in by_leader {
-            let request = FetchRequest::default()
-                .with_replica_id(BrokerId(-1))
-                .with_max_wait_ms(if deadline.is_some() { 100 } else { 10 })
-                .with_min_bytes(1)
-                .with_max_bytes(FETCH_RESPONSE_BYTES_MAX)
-                .with_isolation_level(0)
-                .with_session_id(0)
-                .with_session_epoch(-1)
-                .with_topics(vec![FetchTopic::default()
-                    .with_topic(TopicName(StrBytes::from_string(config.topic.clone())))
-                    .with_partitions(
-                        leads
-                            .iter()
-                            .map(|p| {
-                                FetchPartition::default()
-                                    .with_partition(*p)
-                                    .with_current_leader_epoch(-1)
-                                    .with_fetch_offset(positions[p])
-                                    .with_last_fetched_epoch(-1)
-                                    .with_log_start_offset(-1)
-                                    .with_partition_max_bytes(FETCH_PARTITION_BYTES_MAX)
-                            })
-                            .collect(),
-                    )]);
-            let op = {
-                let mut s = shared.borrow_mut();
-                let t = s.now_ns();
-                s.history.poll(process, t, config.topic.clone())
-            };
-            let result = router.call(&addr, &request, FETCH_VERSION).await;
-            let mut s = shared.borrow_mut();
-            let t = s.now_ns();
-            let response = match result {
-                Ok(r) => r,
-                Err(e) => {
-                    s.event(format!("c{process} poll: {e}"));
-                    let _ = s
-                        .history
-                        .complete_poll(op, t, PollResult::Failed(e.to_string()));
-                    drop(s);
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            };
-            let mut polled = Vec::new();
-            let mut error = None;
-            for topic in &response.responses {
-                for p in &topic.partitions {
-                    let partition = p.partition_index;
-                    let Some(position) = positions.get_mut(&partition) else {
-                        continue;
-                    };
-                    match p.error_code {
-                        0 => {}
-                        1 => {
-                            // OFFSET_OUT_OF_RANGE: retention moved the log start past us.
-                            *position = p.log_start_offset.max(*position);
-                            continue;
-                        }
-                        code => {
-                            if code == 6 {
-                                router.leaders.clear();
-                            }
-                            error = Some(format!("partition {partition}: error code {code}"));
-                            continue;
-                        }
-                    }
-                    if let Some(records) = &p.records {
-                        match read_values(records, *position) {
-                            Ok(values) => {
-                                for (offset, value) in values {
-                                    polled.push(Record::new(partition, offset, value));
-                                    *position = offset + 1;
-                                }
-                            }
-                            Err(e) => error = Some(format!("partition {partition}: {e}")),
-                        }
-                    }
-                    if *position >= p.high_watermark {
-                        caught_up.insert(partition, true);
-                    }
-                }
-            }
-            if let Some(e) = &error {
-                s.event(format!("c{process} poll: {e}"));
-            }
-            let result = match (&error, polled.is_empty()) {
-                (Some(e), true) => PollResult::Failed(e.clone()),
-                _ => PollResult::Ok(polled),
-            };
-            let _ = s.history.complete_poll(op, t, result);
         }
     }
+}
+
+/// One poll of the partitions in `positions` (one fetch per leader), recorded as a poll op per
+/// fetch; advances the positions past what it read. Returns the high watermark each partition
+/// that answered without error reported.
+pub(crate) async fn poll<C: Connector>(
+    router: &mut Router<C>,
+    shared: &Shared,
+    process: u64,
+    positions: &mut BTreeMap<i32, i64>,
+    max_wait_ms: i32,
+) -> BTreeMap<i32, i64> {
+    let mut high_watermarks = BTreeMap::new();
+    let mut by_leader: BTreeMap<String, Vec<i32>> = BTreeMap::new();
+    let partitions: Vec<i32> = positions.keys().copied().collect();
+    for p in partitions {
+        match router.leader(p).await {
+            Some((_, addr)) => by_leader.entry(addr).or_default().push(p),
+            None => {
+                let e = router.last_error.take().unwrap_or_else(|| {
+                    format!(
+                        "no leader for partition {p} in metadata [{}]",
+                        router.last_metadata
+                    )
+                });
+                shared.borrow_mut().event(format!("c{process}: {e}"));
+                tokio::time::sleep(Duration::from_millis(100)).await
+            }
+        }
+    }
+    for (addr, leads) in by_leader {
+        let request = FetchRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_max_wait_ms(max_wait_ms)
+            .with_min_bytes(1)
+            .with_max_bytes(FETCH_RESPONSE_BYTES_MAX)
+            .with_isolation_level(0)
+            .with_session_id(0)
+            .with_session_epoch(-1)
+            .with_topics(vec![FetchTopic::default()
+                .with_topic(TopicName(StrBytes::from_string(router.topic.clone())))
+                .with_partitions(
+                    leads
+                        .iter()
+                        .map(|p| {
+                            FetchPartition::default()
+                                .with_partition(*p)
+                                .with_current_leader_epoch(-1)
+                                .with_fetch_offset(positions[p])
+                                .with_last_fetched_epoch(-1)
+                                .with_log_start_offset(-1)
+                                .with_partition_max_bytes(FETCH_PARTITION_BYTES_MAX)
+                        })
+                        .collect(),
+                )]);
+        let op = {
+            let mut s = shared.borrow_mut();
+            let t = s.now_ns();
+            s.history.poll(process, t, router.topic.clone())
+        };
+        let result = router.call(&addr, &request, FETCH_VERSION).await;
+        let mut s = shared.borrow_mut();
+        let t = s.now_ns();
+        let response = match result {
+            Ok(r) => r,
+            Err(e) => {
+                s.event(format!("c{process} poll: {e}"));
+                let _ = s
+                    .history
+                    .complete_poll(op, t, PollResult::Failed(e.to_string()));
+                drop(s);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let mut polled = Vec::new();
+        let mut error = None;
+        for topic in &response.responses {
+            for p in &topic.partitions {
+                let partition = p.partition_index;
+                let Some(position) = positions.get_mut(&partition) else {
+                    continue;
+                };
+                match p.error_code {
+                    0 => {}
+                    1 => {
+                        // OFFSET_OUT_OF_RANGE: retention moved the log start past us.
+                        *position = p.log_start_offset.max(*position);
+                        continue;
+                    }
+                    code => {
+                        if code == 6 {
+                            router.leaders.clear();
+                        }
+                        error = Some(format!("partition {partition}: error code {code}"));
+                        continue;
+                    }
+                }
+                if let Some(records) = &p.records {
+                    match read_values(records, *position) {
+                        Ok(values) => {
+                            for (offset, value) in values {
+                                polled.push(Record::new(partition, offset, value));
+                                *position = offset + 1;
+                            }
+                        }
+                        Err(e) => error = Some(format!("partition {partition}: {e}")),
+                    }
+                }
+                high_watermarks.insert(partition, p.high_watermark);
+            }
+        }
+        if let Some(e) = &error {
+            s.event(format!("c{process} poll: {e}"));
+        }
+        let result = match (&error, polled.is_empty()) {
+            (Some(e), true) => PollResult::Failed(e.clone()),
+            _ => PollResult::Ok(polled),
+        };
+        let _ = s.history.complete_poll(op, t, result);
+    }
+    high_watermarks
 }
 
 /// `(offset, value)` of every record at or past `position` in a fetch response's record set.

@@ -58,6 +58,32 @@ fn record_key(record: &GroupRecord) -> String {
     }
 }
 
+/// The coordinator's clock: the wall clock read once at start, then advanced by tokio's
+/// monotonic clock. Session, rebalance and join deadlines are durations, and a wall clock that
+/// steps (NTP, a resumed VM) would stretch or cut them; this one never steps. (Kafka's group
+/// coordinator reads the wall clock and stalls on a backward step; found by the turmoil
+/// simulation's clock faults.)
+struct MonotonicClock {
+    base_ms: i64,
+    start: tokio::time::Instant,
+}
+
+impl MonotonicClock {
+    fn starting_at(base_ms: i64) -> Self {
+        MonotonicClock {
+            base_ms,
+            start: tokio::time::Instant::now(),
+        }
+    }
+}
+
+impl Clock for MonotonicClock {
+    fn now_ms(&self) -> i64 {
+        self.base_ms
+            .saturating_add(i64::try_from(self.start.elapsed().as_millis()).unwrap_or(i64::MAX))
+    }
+}
+
 impl<S: Storage + Clone> GroupManager<S> {
     /// Opens (recovering) the offsets log, replays it into a new coordinator and starts the timer.
     pub fn open(
@@ -69,6 +95,7 @@ impl<S: Storage + Clone> GroupManager<S> {
         clock: Arc<dyn Clock>,
         seed: u64,
     ) -> anyhow::Result<Arc<Self>> {
+        let clock: Arc<dyn Clock> = Arc::new(MonotonicClock::starting_at(clock.now_ms()));
         let now_ms = clock.now_ms();
         // Offsets are kept until compaction exists: no time or size retention on this log.
         let config = LogConfig {

@@ -5,7 +5,7 @@
 //! validation, stored as sent and consumed back in order with every key and value intact.
 //! A compressed batch whose payload does not decompress, or whose records do not match its
 //! header, is refused with CORRUPT_MESSAGE or INVALID_RECORD, nothing of it is stored, and
-//! the broker keeps serving.
+//! the broker keeps serving. kafka-python's gzip batches (Python's own encoder) pass too.
 
 mod common;
 
@@ -213,5 +213,75 @@ fn damaged_compressed_batches_are_refused_and_nothing_is_stored() {
         (0..12)
             .map(|i| [&b"one"[..], b"two", b"three"][i % 3].to_vec())
             .collect::<Vec<_>>()
+    );
+}
+
+/// kafka-python compresses with Python's own gzip, not librdkafka's: its batches must pass too.
+/// Skipped (passes with a note) without python3 + kafka-python, unless
+/// `REQUIRE_EXTERNAL_CLIENTS=1`.
+#[test]
+fn kafka_python_gzip_produce() {
+    let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".to_string());
+    let have = std::process::Command::new(&python)
+        .args(["-c", "import kafka"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !have {
+        assert!(
+            std::env::var("REQUIRE_EXTERNAL_CLIENTS").as_deref() != Ok("1"),
+            "python3 with kafka-python is required"
+        );
+        eprintln!("skipped: python3 with kafka-python not found");
+        return;
+    }
+    let broker = Broker::start();
+    let bs = broker.bootstrap();
+    let topic = unique_name("compressed-py-gzip");
+    create_topic(&bs, &topic, 1, &[]);
+    let n = 300;
+    let script = r#"
+import sys
+from kafka import KafkaProducer
+bs, topic, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+p = KafkaProducer(bootstrap_servers=bs, acks='all', compression_type='gzip', linger_ms=20)
+futures = [p.send(topic, key=b'py-%d' % i, value=(b'%d ' % i) * 100, partition=0) for i in range(n)]
+p.flush()
+for i, f in enumerate(futures):
+    md = f.get(timeout=30)
+    assert md.offset == i, (i, md.offset)
+p.close()
+"#;
+    let out = std::process::Command::new(&python)
+        .args(["-c", script, &bs, &topic, &n.to_string()])
+        .output()
+        .expect("run python3");
+    assert!(
+        out.status.success(),
+        "kafka-python gzip produce failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let until = BTreeMap::from([(0, n as i64)]);
+    let got = consume_until(
+        &bs,
+        &topic,
+        Offset::Beginning,
+        &until,
+        Duration::from_secs(60),
+    );
+    assert_eq!(got.len(), n);
+    for (i, m) in got.iter().enumerate() {
+        assert_eq!(m.key.as_deref(), Some(format!("py-{i}").as_bytes()));
+        assert_eq!(
+            m.value.as_deref(),
+            Some(format!("{i} ").repeat(100).as_bytes())
+        );
+    }
+    let log_bytes: u64 = segment_files(&broker.partition_dir(&topic, 0))
+        .iter()
+        .map(|(_, p)| std::fs::metadata(p).unwrap().len())
+        .sum();
+    assert!(
+        log_bytes < 100_000,
+        "{log_bytes} bytes: not stored compressed?"
     );
 }

@@ -281,7 +281,7 @@ p.close()
         .map(|(_, p)| std::fs::metadata(p).unwrap().len())
         .sum();
     assert!(
-        log_bytes < 100_000,
+        log_bytes < 30_000,
         "{log_bytes} bytes: not stored compressed?"
     );
 }

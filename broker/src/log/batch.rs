@@ -202,6 +202,16 @@ pub fn validate_for_append(
     bytes: &[u8],
     max_message_bytes: u32,
 ) -> Result<Vec<BatchInfo>, AppendError> {
+    validate_for_append_limited(bytes, max_message_bytes, DECOMPRESSED_BYTES_MAX)
+}
+
+/// [`validate_for_append`] with another decompression limit (the fuzzer uses a small one so
+/// that bombs cost it milliseconds, not a quarter second each).
+pub fn validate_for_append_limited(
+    bytes: &[u8],
+    max_message_bytes: u32,
+    decompressed_bytes_max: u64,
+) -> Result<Vec<BatchInfo>, AppendError> {
     if bytes.is_empty() {
         return Err(AppendError::InvalidRecord(
             "no record batches in the request".into(),
@@ -209,7 +219,7 @@ pub fn validate_for_append(
     }
     let mut infos = Vec::new();
     let mut pos = 0usize;
-    let mut decompressed_budget_bytes = DECOMPRESSED_BYTES_MAX;
+    let mut decompressed_budget_bytes = decompressed_bytes_max;
     while pos < bytes.len() {
         let index = infos.len();
         let rest = &bytes[pos..];
@@ -389,6 +399,14 @@ pub struct DecodedRecord<'a> {
 /// reads). A compressed batch is decompressed through the same bounded stream as validation
 /// (at most [`DECOMPRESSED_BYTES_MAX`], with the same record checks).
 pub fn decode_records(batch: &[u8]) -> Result<Vec<DecodedRecord<'_>>, String> {
+    decode_records_limited(batch, DECOMPRESSED_BYTES_MAX)
+}
+
+/// [`decode_records`] with another decompression limit (see [`validate_for_append_limited`]).
+pub fn decode_records_limited(
+    batch: &[u8],
+    decompressed_bytes_max: u64,
+) -> Result<Vec<DecodedRecord<'_>>, String> {
     let header = RecordBatchHeader::parse(batch).ok_or("shorter than a batch header")?;
     if header.batch_length() < BATCH_LENGTH_MIN || header.total_size() as usize > batch.len() {
         return Err("batch length overruns the buffer".into());
@@ -398,7 +416,7 @@ pub fn decode_records(batch: &[u8]) -> Result<Vec<DecodedRecord<'_>>, String> {
             .ok_or_else(|| format!("unknown compression codec {}", header.compression()))?;
         let records = &batch[HEADER_BYTES..header.total_size() as usize];
         let count = header.record_count();
-        let decoded = compression::decode_compressed(codec, records, count, DECOMPRESSED_BYTES_MAX)
+        let decoded = compression::decode_compressed(codec, records, count, decompressed_bytes_max)
             .map_err(|e| format!("{}: {e}", codec.name()))?;
         return Ok(decoded
             .into_iter()

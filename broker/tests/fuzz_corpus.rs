@@ -234,7 +234,25 @@ fn corpus_record_batch() -> Vec<(String, Vec<u8>)> {
     magic1[16] = 1;
     let mut trailing = one.clone();
     trailing.extend_from_slice(&[0; 5]);
-    vec![
+    // Compressed batches as clients send them, one per codec, plus raw snappy and a bomb:
+    // 65 records of 1 MiB of zeros in 6 KiB of zstd, one record past the decompression limit.
+    use broker::log::compression::Codec;
+    use broker::log::testutil::{compress_batch, with_records_section};
+    let mut compressed: Vec<(String, Vec<u8>)> =
+        [Codec::Gzip, Codec::Snappy, Codec::Lz4, Codec::Zstd]
+            .into_iter()
+            .map(|c| (format!("compressed-{}", c.name()), compress_batch(&rich, c)))
+            .collect();
+    let raw = snap::raw::Encoder::new().compress_vec(&rich[61..]).unwrap();
+    compressed.push((
+        "compressed-snappy-raw".into(),
+        with_records_section(&rich, Codec::Snappy.id(), &raw),
+    ));
+    let zeros = vec![0u8; 1 << 20];
+    let bomb_values: Vec<&[u8]> = vec![&zeros[..]; 65];
+    let bomb = simple_batch(ts, &bomb_values);
+    compressed.push(("zstd-bomb-65mib".into(), compress_batch(&bomb, Codec::Zstd)));
+    let mut out: Vec<(String, Vec<u8>)> = vec![
         ("one-record".into(), one.clone()),
         ("three-records".into(), three.clone()),
         ("keys-headers-nulls".into(), rich),
@@ -249,6 +267,101 @@ fn corpus_record_batch() -> Vec<(String, Vec<u8>)> {
         ("gzip-attribute".into(), gzip),
         ("magic-1".into(), magic1),
         ("trailing-bytes".into(), trailing),
+    ];
+    out.extend(compressed);
+    out
+}
+
+/// storage_faults inputs (see `targets::storage_faults` for the layout): five config bytes,
+/// then operations by `byte % 12`: 0-2 append (records, value bytes, codec), 3 flush, 4 roll,
+/// 5 retention (seconds to pass), 6 flip (segment, u16 position, bit), 7 disk full (on/off),
+/// 8 fail reads (segment), 9 clear failing reads, 10 crash (torn-write choice), 11 close.
+fn corpus_storage_faults() -> Vec<(String, Vec<u8>)> {
+    const CONFIG: [u8; 5] = [8, 3, 0, 0, 16];
+    let ops = |ops: &[&[u8]]| -> Vec<u8> {
+        let mut v = CONFIG.to_vec();
+        for op in ops {
+            v.extend_from_slice(op);
+        }
+        v
+    };
+    let append: &[u8] = &[0, 2, 40, 0];
+    let append_gzip: &[u8] = &[1, 3, 90, 1];
+    let append_snappy: &[u8] = &[1, 1, 200, 2];
+    let append_lz4: &[u8] = &[2, 0, 10, 3];
+    let append_zstd: &[u8] = &[2, 3, 255, 4];
+    let flush: &[u8] = &[3];
+    let roll: &[u8] = &[4];
+    vec![
+        (
+            "append-flush-crash-torn".into(),
+            ops(&[append, append, flush, append, append, &[10, 3]]),
+        ),
+        (
+            "compressed-appends-roll-close".into(),
+            ops(&[
+                append_gzip,
+                append_snappy,
+                roll,
+                append_lz4,
+                append_zstd,
+                flush,
+                &[11],
+            ]),
+        ),
+        (
+            "flip-durable-then-crash".into(),
+            ops(&[append, append, append, flush, &[6, 0, 0, 70, 3], &[10, 0]]),
+        ),
+        (
+            "flip-unsynced-keep-prefix".into(),
+            ops(&[append, flush, append, append, &[6, 0, 0, 150, 5], &[10, 5]]),
+        ),
+        (
+            "disk-full-append-roll".into(),
+            ops(&[
+                append,
+                flush,
+                &[7, 1],
+                append,
+                roll,
+                &[7, 0],
+                append,
+                &[10, 1],
+            ]),
+        ),
+        (
+            "retention-after-rolls".into(),
+            [
+                &[8u8, 3, 200, 130, 16][..],
+                &ops(&[
+                    append,
+                    roll,
+                    append,
+                    roll,
+                    append,
+                    flush,
+                    &[5, 250],
+                    append,
+                    &[11],
+                ])[5..],
+            ]
+            .concat(),
+        ),
+        (
+            "failing-reads-crash".into(),
+            ops(&[
+                append,
+                roll,
+                append,
+                flush,
+                &[8, 0],
+                &[10, 0],
+                append,
+                &[9],
+                &[11],
+            ]),
+        ),
     ]
 }
 
@@ -644,6 +757,7 @@ fn generate_corpus() {
         ("log_recovery", corpus_log_recovery()),
         ("dispatch", corpus_dispatch()),
         ("group_actions", corpus_group_actions()),
+        ("storage_faults", corpus_storage_faults()),
     ] {
         let dir = corpus_dir(target);
         std::fs::create_dir_all(&dir).unwrap();
@@ -651,4 +765,21 @@ fn generate_corpus() {
             std::fs::write(dir.join(name), bytes).unwrap();
         }
     }
+}
+
+/// The compressed record_batch seeds are what they claim: each codec's batch validates and
+/// decodes; the bomb is refused at the decompression limit.
+#[test]
+fn compressed_seeds_validate_and_the_bomb_is_refused() {
+    let dir = corpus_dir("record_batch");
+    for codec in ["gzip", "snappy", "snappy-raw", "lz4", "zstd"] {
+        let data = std::fs::read(dir.join(format!("compressed-{codec}"))).unwrap();
+        let infos = broker::log::validate_for_append(&data, targets::MAX_MESSAGE_BYTES)
+            .unwrap_or_else(|e| panic!("{codec}: {e}"));
+        assert_eq!(infos[0].record_count, 2);
+        assert_eq!(broker::log::batch::decode_records(&data).unwrap().len(), 2);
+    }
+    let bomb = std::fs::read(dir.join("zstd-bomb-65mib")).unwrap();
+    let e = broker::log::validate_for_append(&bomb, targets::MAX_MESSAGE_BYTES).unwrap_err();
+    assert!(e.to_string().contains("decompression limit"), "{e}");
 }

@@ -786,6 +786,7 @@ fn read_values(mut records: &[u8], position: i64) -> Result<Vec<(i64, u64)>, Str
             }
             let value = r
                 .value
+                .as_deref()
                 .and_then(|v| v.get(..8))
                 .map(|v| u64::from_be_bytes(v.try_into().expect("8 bytes")))
                 .ok_or_else(|| format!("record at {offset} has no 8-byte value"))?;

@@ -6,6 +6,7 @@
 //! `now_ms`), no threads, no randomness, no direct file system access.
 
 pub mod batch;
+pub mod compression;
 pub mod index;
 pub mod producer_state;
 pub mod segment;

@@ -1,9 +1,9 @@
 //! Test helpers shared by unit tests, integration tests and the simulator: an encoder for
-//! valid uncompressed v2 record batches (what a producer would send), plain or idempotent.
+//! valid v2 record batches (what a producer would send), plain, idempotent or compressed.
 
 use super::batch::{
-    NewRecord, ATTRIBUTES_POS, BASE_SEQUENCE_POS, CRC_POS, HEADER_BYTES, PRODUCER_EPOCH_POS,
-    PRODUCER_ID_POS, TRANSACTIONAL_BIT,
+    NewRecord, ATTRIBUTES_POS, BASE_SEQUENCE_POS, BATCH_LENGTH_POS, CRC_POS, HEADER_BYTES,
+    LOG_OVERHEAD_BYTES, PRODUCER_EPOCH_POS, PRODUCER_ID_POS, TRANSACTIONAL_BIT,
 };
 
 /// One record to encode.
@@ -89,5 +89,26 @@ pub fn idempotent_batch(
 ) -> Vec<u8> {
     let mut b = simple_batch(base_timestamp_ms, values);
     set_producer(&mut b, producer_id, producer_epoch, base_sequence);
+    b
+}
+
+/// Re-encodes a valid uncompressed batch with its records section compressed by `codec`, as a
+/// Kafka client would send it (attributes carry the codec; the CRC covers the compressed bytes).
+pub fn compress_batch(batch: &[u8], codec: super::compression::Codec) -> Vec<u8> {
+    let records = super::compression::compress(codec, &batch[HEADER_BYTES..]);
+    with_records_section(batch, codec.id(), &records)
+}
+
+/// `batch`'s header (codec bits set to `codec_id`, batchLength and CRC fixed) followed by
+/// `records` as its records section, whatever those bytes are.
+pub fn with_records_section(batch: &[u8], codec_id: i16, records: &[u8]) -> Vec<u8> {
+    let mut b = batch[..HEADER_BYTES].to_vec();
+    b.extend_from_slice(records);
+    let length = (b.len() - LOG_OVERHEAD_BYTES) as i32;
+    b[BATCH_LENGTH_POS..BATCH_LENGTH_POS + 4].copy_from_slice(&length.to_be_bytes());
+    let pos = ATTRIBUTES_POS;
+    let attributes = (i16::from_be_bytes([b[pos], b[pos + 1]]) & !0x07) | codec_id;
+    b[pos..pos + 2].copy_from_slice(&attributes.to_be_bytes());
+    recompute_crc(&mut b);
     b
 }

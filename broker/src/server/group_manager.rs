@@ -301,7 +301,7 @@ fn replay<S: Storage>(log: &Log<S>, core: &mut GroupCoordinator) -> anyhow::Resu
                     continue;
                 }
                 let value = record.value.unwrap_or_default();
-                match serde_json::from_slice::<GroupRecord>(value) {
+                match serde_json::from_slice::<GroupRecord>(&value) {
                     Ok(r) => {
                         core.replay(r);
                         count += 1;

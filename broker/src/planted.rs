@@ -11,13 +11,19 @@ pub enum PlantedBug {
     RecoverySkipsCrc,
     /// Fetch serves records past the high watermark (not yet durable).
     FetchPastHighWatermark,
+    /// A quorum voter grants a second vote in the same epoch to a different candidate.
+    VoteTwice,
+    /// The quorum leader advances the high watermark from its own log end, ignoring followers.
+    HwFromLeader,
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 3] = [
+    pub const ALL: [PlantedBug; 5] = [
         PlantedBug::AckBeforeFsync,
         PlantedBug::RecoverySkipsCrc,
         PlantedBug::FetchPastHighWatermark,
+        PlantedBug::VoteTwice,
+        PlantedBug::HwFromLeader,
     ];
 
     pub fn name(self) -> &'static str {
@@ -25,6 +31,8 @@ impl PlantedBug {
             PlantedBug::AckBeforeFsync => "ack-before-fsync",
             PlantedBug::RecoverySkipsCrc => "recovery-skips-crc",
             PlantedBug::FetchPastHighWatermark => "fetch-past-hw",
+            PlantedBug::VoteTwice => "vote-twice",
+            PlantedBug::HwFromLeader => "hw-from-leader",
         }
     }
 
@@ -35,6 +43,12 @@ impl PlantedBug {
                 "crash recovery trusts batch structure without checking the CRC"
             }
             PlantedBug::FetchPastHighWatermark => "fetch serves records above the high watermark",
+            PlantedBug::VoteTwice => {
+                "a quorum voter grants a second vote in one epoch to a different candidate"
+            }
+            PlantedBug::HwFromLeader => {
+                "the quorum leader advances the high watermark from its own log end alone"
+            }
         }
     }
 

@@ -8,11 +8,13 @@
 //!
 //! * [`world`]: the stepper ([`world::run`] runs one seed).
 //! * [`trace`]: the FNV-1a-hashed event trace (same seed ⇒ same hash, byte for byte).
+//! * [`raft`]: the multi-node metadata-quorum simulation ([`raft::run_raft_seed`]).
 //! * [`decode`]: the consumer side of the record-batch format (CRC check, record parsing).
 //!
 //! Network partitions and clock faults arrive with the replication and turmoil layers.
 
 pub mod decode;
+pub mod raft;
 pub mod trace;
 pub mod world;
 

@@ -537,6 +537,7 @@ impl RaftCore {
                     } else if !matches!(&self.state, State::Follower(f) if f.leader == leader) {
                         self.become_follower(epoch, leader);
                     }
+                    self.last_leader_contact = Some(self.now);
                     self.send(from, Message::BeginQuorumEpochResponse { epoch });
                 }
             }
@@ -648,12 +649,17 @@ impl RaftCore {
             next_fetch_ms: self.now,
             download: None,
         });
-        self.last_leader_contact = Some(self.now);
+        // Only the leader itself (BeginQuorumEpoch, fetch responses) counts as leader contact,
+        // not another node's hint.
         self.election_deadline = self.now + self.cfg.fetch_timeout_ms;
         self.send_fetch();
     }
 
     fn become_prospective(&mut self) {
+        if !self.cfg.pre_vote {
+            self.become_candidate();
+            return;
+        }
         let mut granted = BTreeSet::new();
         granted.insert(self.cfg.node_id);
         self.state = State::Prospective { granted };
@@ -872,14 +878,10 @@ impl RaftCore {
     }
 
     fn fetch_response(&self, correlation: u64, hw: i64, result: FetchResult) -> Message {
-        let leader = match self.state {
-            State::Resigned => None,
-            _ => self.qs.leader,
-        };
         Message::FetchResponse {
             correlation,
             epoch: self.qs.epoch,
-            leader,
+            leader: self.leader(),
             high_watermark: hw,
             log_start_offset: self.log.start_offset(),
             result,

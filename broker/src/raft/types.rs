@@ -236,6 +236,9 @@ pub struct RaftConfig {
     /// Proposals are refused while this many entries are uncommitted.
     pub max_uncommitted_entries: usize,
     pub max_payload_bytes: usize,
+    /// KIP-996 pre-vote: ask for pre-votes before bumping the epoch (off: classic elections, as
+    /// a cluster without the feature runs).
+    pub pre_vote: bool,
     /// Seed for the election jitter (the shell can use the node id and boot time).
     pub seed: u64,
 }
@@ -256,6 +259,7 @@ impl RaftConfig {
             max_log_entries: 100_000,
             max_uncommitted_entries: 10_000,
             max_payload_bytes: 1 << 20,
+            pre_vote: true,
             seed,
         }
     }

@@ -181,6 +181,9 @@ impl RaftCore {
             next_correlation: 1,
             cfg,
         };
+        // Correlation ids start at a random point so responses to an earlier incarnation's
+        // requests (still in the network) do not match this one's.
+        core.next_correlation = splitmix64(&mut core.rng) >> 1;
         core.election_deadline = core.now + core.random_election_timeout();
         match core.qs.leader {
             Some(l) if l == core.cfg.node_id => {

@@ -13,6 +13,9 @@ pub mod log;
 pub mod metadata;
 pub mod types;
 
+#[cfg(test)]
+mod tests;
+
 pub use self::core::{Committed, ProposeError, RaftCore, Role};
 pub use self::log::RaftLog;
 pub use self::metadata::{MetadataImage, MetadataRecord};

@@ -9,10 +9,13 @@ fn main() {
             broker::planted::PlantedBug::from_name(b).unwrap()
         ]));
     }
-    let cfg = RaftSimConfig {
+    let mut cfg = RaftSimConfig {
         trace: true,
         ..RaftSimConfig::default()
     };
+    if std::env::var("NOFAULTS").is_ok() {
+        cfg.faults = RaftFaults::NONE;
+    }
     let r = run_raft_seed(s, &cfg);
     for l in &r.trace {
         println!("{l}");

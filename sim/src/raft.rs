@@ -179,7 +179,7 @@ impl Params {
             election_timeout_ms,
             // Small jitter makes split votes (and concurrent candidates) common.
             election_jitter_ms: [5, 30, election_timeout_ms][rng.gen_range(0..3)],
-            pre_vote: rng.gen_bool(0.7),
+            pre_vote: rng.gen_bool(0.5),
         }
     }
 }
@@ -252,6 +252,7 @@ impl Disk {
 
 struct Node {
     id: NodeId,
+    seed: u64,
     core: Option<RaftCore>,
     disk: Disk,
     inc: u64,
@@ -377,6 +378,7 @@ impl World {
                 };
                 Node {
                     id: i as NodeId + 1,
+                    seed: 0,
                     core: None,
                     disk: Disk::default(),
                     inc: 0,
@@ -526,11 +528,7 @@ impl World {
     }
 
     fn raft_config(&self, i: usize, voters: &[NodeId]) -> RaftConfig {
-        let mut c = RaftConfig::new(
-            self.nodes[i].id,
-            voters.to_vec(),
-            (self.nodes[i].inc << 8) ^ self.rng_seedlet(i),
-        );
+        let mut c = RaftConfig::new(self.nodes[i].id, voters.to_vec(), self.nodes[i].seed);
         c.election_timeout_ms = self.p.election_timeout_ms;
         c.election_jitter_ms = self.p.election_jitter_ms;
         c.fetch_timeout_ms = 2 * self.p.election_timeout_ms;
@@ -545,11 +543,9 @@ impl World {
         c
     }
 
-    fn rng_seedlet(&self, i: usize) -> u64 {
-        (i as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ self.nodes[i].skew_us as u64
-    }
-
     fn start_node(&mut self, i: usize, voters: &[NodeId]) {
+        // Each incarnation's jitter seed comes from the world's RNG.
+        self.nodes[i].seed = self.rng.gen();
         let cfg = self.raft_config(i, voters);
         let now_ms = self.local_ms(i);
         let node = &mut self.nodes[i];

@@ -162,7 +162,12 @@ impl RaftCore {
             qs.epoch
         );
         let mut core = RaftCore {
-            rng: cfg.seed ^ (cfg.node_id as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+            // Mix the node id in non-linearly: a caller seeding every node alike (or with a
+            // multiple of the same constant) must still get different jitter per node.
+            rng: {
+                let mut x = cfg.seed;
+                splitmix64(&mut x) ^ splitmix64(&mut (cfg.node_id as u64 ^ 0x5EED))
+            },
             now: now_ms,
             high_watermark: log.start_offset(),
             durable_end: log.end_offset(),

@@ -11,7 +11,10 @@ fn main() {
             broker::planted::PlantedBug::from_name(b).unwrap()
         ]));
     }
-    let cfg = RaftSimConfig::default();
+    let mut cfg = RaftSimConfig::default();
+    if let Ok(n) = std::env::var("NODES") {
+        cfg.nodes = n.parse().unwrap();
+    }
     let t = std::time::Instant::now();
     let (mut bad, mut live, mut ev) = (0, 0, 0);
     for s in start..start + n {

@@ -13,6 +13,9 @@ fn main() {
         trace: true,
         ..RaftSimConfig::default()
     };
+    if let Ok(n) = std::env::var("NODES") {
+        cfg.nodes = n.parse().unwrap();
+    }
     if std::env::var("NOFAULTS").is_ok() {
         cfg.faults = RaftFaults::NONE;
     }

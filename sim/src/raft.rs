@@ -174,7 +174,7 @@ impl Params {
             propose_gap: (MS, rng.gen_range(2..40) * MS),
             max_log_entries: rng.gen_range(8..80),
             max_fetch_entries: rng.gen_range(2..20),
-            chunk_bytes: [256, 1000, 4096, 65536][rng.gen_range(0..4)],
+            chunk_bytes: [1000, 4096, 65536][rng.gen_range(0..3)],
             resign_p: rng.gen_range(0.0..0.01),
             election_timeout_ms,
             // Small jitter makes split votes (and concurrent candidates) common.

@@ -572,10 +572,11 @@ impl RaftCore {
             Message::FetchResponse {
                 correlation,
                 epoch,
+                leader,
                 high_watermark,
                 result,
                 ..
-            } => self.handle_fetch_response(correlation, epoch, high_watermark, result),
+            } => self.handle_fetch_response(correlation, epoch, leader, high_watermark, result),
             Message::FetchSnapshotRequest {
                 correlation,
                 epoch,
@@ -635,8 +636,14 @@ impl RaftCore {
             voted_for: None,
             leader: None,
         });
+        // Seeing a higher epoch is not hearing from a leader: keep a pending election timeout
+        // (else a candidate with a stale log, refused by all, resets everyone's timer with each
+        // new epoch and no one else ever stands).
+        let was_leading = matches!(self.state, State::Leader(_) | State::Resigned);
         self.state = State::Unattached;
-        self.election_deadline = self.now + self.random_election_timeout();
+        if was_leading || self.election_deadline <= self.now {
+            self.election_deadline = self.now + self.random_election_timeout();
+        }
     }
 
     fn become_follower(&mut self, epoch: i32, leader: NodeId) {
@@ -966,6 +973,7 @@ impl RaftCore {
         &mut self,
         correlation: u64,
         epoch: i32,
+        leader: Option<NodeId>,
         leader_hw: i64,
         result: FetchResult,
     ) {
@@ -982,6 +990,15 @@ impl RaftCore {
         f.in_flight = None;
         if result == FetchResult::NotLeader {
             f.next_fetch_ms = now + self.cfg.fetch_backoff_ms;
+            if leader != Some(f.leader) {
+                // Our leader says it no longer leads this epoch (it resigned or restarted):
+                // stop vouching for it, so pre-vote hints do not send others back to it.
+                self.state = State::Unattached;
+                self.last_leader_contact = None;
+                self.election_deadline = self
+                    .election_deadline
+                    .min(now + self.cfg.election_timeout_ms);
+            }
             return;
         }
         self.last_leader_contact = Some(now);

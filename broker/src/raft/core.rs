@@ -386,8 +386,13 @@ impl RaftCore {
                 }
             }
             _ => {
-                if now >= self.election_deadline && self.is_voter(self.cfg.node_id) {
-                    self.become_prospective();
+                if now >= self.election_deadline {
+                    if self.is_voter(self.cfg.node_id) {
+                        self.become_prospective();
+                    } else {
+                        // Observers never stand; just keep the timer in the future.
+                        self.election_deadline = now + self.random_election_timeout();
+                    }
                 }
             }
         }
@@ -1132,10 +1137,17 @@ impl RaftCore {
                 bytes,
             } => {
                 let mut complete = None;
+                let max_snapshot = self.cfg.max_snapshot_bytes as u64;
                 match f.download.as_mut().filter(|d| d.id == snapshot_id) {
                     None => {}
                     Some(d) => {
-                        if position != d.buf.len() as u64 || size < position + bytes.len() as u64 {
+                        if size > max_snapshot {
+                            // Refuse to buffer it: the follower stays behind (visible) rather
+                            // than running out of memory.
+                            d.buf.clear();
+                        } else if position != d.buf.len() as u64
+                            || size < position + bytes.len() as u64
+                        {
                             d.buf.clear();
                         } else {
                             d.buf.extend_from_slice(&bytes);

@@ -231,6 +231,8 @@ pub struct RaftConfig {
     pub max_fetch_entries: usize,
     pub max_fetch_bytes: usize,
     pub snapshot_chunk_bytes: usize,
+    /// A follower refuses to buffer a snapshot larger than this.
+    pub max_snapshot_bytes: usize,
     /// [`super::RaftCore::snapshot_hint`] asks for a snapshot once the log holds more entries.
     pub max_log_entries: usize,
     /// Proposals are refused while this many entries are uncommitted.
@@ -256,6 +258,7 @@ impl RaftConfig {
             max_fetch_entries: 500,
             max_fetch_bytes: 1 << 20,
             snapshot_chunk_bytes: 1 << 20,
+            max_snapshot_bytes: 1 << 30,
             max_log_entries: 100_000,
             max_uncommitted_entries: 10_000,
             max_payload_bytes: 1 << 20,

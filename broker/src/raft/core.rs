@@ -195,7 +195,7 @@ impl RaftCore {
                 // A leader that restarted does not know who followed it: resign and let the
                 // others elect quickly.
                 core.state = State::Resigned;
-                core.send_end_quorum_epoch();
+                core.send_end_quorum_epoch(Vec::new());
             }
             Some(l) => {
                 let epoch = core.qs.epoch;
@@ -768,16 +768,29 @@ impl RaftCore {
     }
 
     fn resign_inner(&mut self) {
+        // Preferred successors: most up to date first (by matched log end, then id), as Kafka.
+        let mut successors: Vec<(i64, NodeId)> = match &self.state {
+            State::Leader(l) => l
+                .progress
+                .iter()
+                .map(|(&id, p)| (p.end_offset, id))
+                .collect(),
+            _ => Vec::new(),
+        };
+        successors.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
         self.state = State::Resigned;
         self.last_leader_contact = None;
         self.election_deadline = self.now + self.random_election_timeout();
-        self.send_end_quorum_epoch();
+        self.send_end_quorum_epoch(successors.into_iter().map(|x| x.1).collect());
     }
 
-    fn send_end_quorum_epoch(&mut self) {
-        // Most up to date first is what Kafka does; we do not track follower progress after a
-        // restart, so the order is by id, which is deterministic.
-        let successors = self.other_voters();
+    /// `successors` in preference order; empty when unknown (after a restart), then by id.
+    fn send_end_quorum_epoch(&mut self, successors: Vec<NodeId>) {
+        let successors = if successors.is_empty() {
+            self.other_voters()
+        } else {
+            successors
+        };
         for &to in &successors {
             let m = Message::EndQuorumEpoch {
                 epoch: self.qs.epoch,

@@ -8,6 +8,7 @@
 //! - [`replica`]: ReplicaManager, the topics and partitions this broker hosts.
 //! - [`server`]: the tokio shell: listener, connections, background loops, shutdown.
 //! - [`config`]: flags, environment and file configuration.
+//! - [`raft`]: the KRaft-style metadata quorum core (sans-IO; not wired into the server yet).
 //! - [`planted`]: deliberate bugs behind the `planted-bugs` feature, for the simulator to catch.
 //!
 //! ARCHITECTURE.md at the repository root explains how they fit together.
@@ -19,6 +20,7 @@ pub mod group;
 pub mod log;
 pub mod planted;
 pub mod protocol;
+pub mod raft;
 pub mod replica;
 pub mod server;
 pub mod storage;

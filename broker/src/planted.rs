@@ -14,14 +14,20 @@ pub enum PlantedBug {
     /// The group coordinator answers OffsetCommit (and applies the offsets) before the offset
     /// records are durable.
     CommitBeforePersist,
+    /// A quorum voter grants a second vote in the same epoch to a different candidate.
+    VoteTwice,
+    /// The quorum leader advances the high watermark from its own log end, ignoring followers.
+    HwFromLeader,
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 4] = [
+    pub const ALL: [PlantedBug; 6] = [
         PlantedBug::AckBeforeFsync,
         PlantedBug::RecoverySkipsCrc,
         PlantedBug::FetchPastHighWatermark,
         PlantedBug::CommitBeforePersist,
+        PlantedBug::VoteTwice,
+        PlantedBug::HwFromLeader,
     ];
 
     pub fn name(self) -> &'static str {
@@ -30,6 +36,8 @@ impl PlantedBug {
             PlantedBug::RecoverySkipsCrc => "recovery-skips-crc",
             PlantedBug::FetchPastHighWatermark => "fetch-past-hw",
             PlantedBug::CommitBeforePersist => "commit-before-persist",
+            PlantedBug::VoteTwice => "vote-twice",
+            PlantedBug::HwFromLeader => "hw-from-leader",
         }
     }
 
@@ -42,6 +50,12 @@ impl PlantedBug {
             PlantedBug::FetchPastHighWatermark => "fetch serves records above the high watermark",
             PlantedBug::CommitBeforePersist => {
                 "the group coordinator acknowledges OffsetCommit before its records are durable"
+            }
+            PlantedBug::VoteTwice => {
+                "a quorum voter grants a second vote in one epoch to a different candidate"
+            }
+            PlantedBug::HwFromLeader => {
+                "the quorum leader advances the high watermark from its own log end alone"
             }
         }
     }

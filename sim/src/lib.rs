@@ -14,6 +14,7 @@
 //!   assigned consumer, a consumer group committing offsets) and its minimal Kafka client;
 //!   `sim check` runs the same workload against any real bootstrap address.
 //! * [`trace`]: the FNV-1a-hashed event trace (same seed ⇒ same hash, byte for byte).
+//! * [`raft`]: the multi-node metadata-quorum simulation ([`raft::run_raft_seed`]).
 //! * [`decode`]: the consumer side of the record-batch format (CRC check, record parsing).
 //! * [`groups`]: the group coordinator under simulated consumers, persist failures and
 //!   crashes ([`groups::run_group_seed`] runs one seed).
@@ -22,6 +23,7 @@ pub mod client;
 pub mod decode;
 pub mod group_member;
 pub mod groups;
+pub mod raft;
 pub mod system;
 pub mod trace;
 pub mod workload;

@@ -1,14 +1,15 @@
 //! `sim`: the deterministic simulator's command line.
 //!
-//!   sim [--layer core|groups|system] [--seeds N] [--start-seed S] [--faults ...] [--plant NAME]
-//!   sim [--layer core|groups|system] --seed N [--trace] [--plant NAME]
+//!   sim [--layer core|groups|raft|system] [--seeds N] [--start-seed S] [--faults ...] [--plant NAME]
+//!   sim [--layer core|groups|raft|system] --seed N [--trace] [--plant NAME]
 //!   sim plants [--check] [--max-seeds 200]
-//!   sim determinism [--layer core|groups|system] [--seed S] [--seeds N]
+//!   sim determinism [--layer core|groups|raft|system] [--seed S] [--seeds N]
 //!   sim check --bootstrap HOST:PORT [--seconds N]
 //!
 //! Layers: `core` (default) steps the sans-IO partition core over the faulty in-memory disk;
 //! `groups` steps the sans-IO group coordinator under simulated consumers, persist failures and
-//! coordinator crashes; `system` runs the real broker server under turmoil with network, crash, disk and clock
+//! coordinator crashes; `raft` steps a cluster of sans-IO metadata-quorum nodes over a faulty
+//! network, disks and clocks; `system` runs the real broker server under turmoil with network, crash, disk and clock
 //! faults. Each layer reduces one seed to a [`SeedOutcome`], so sweeps, replays, the
 //! determinism check and the plant check treat them alike.
 
@@ -21,6 +22,7 @@ use std::time::Instant;
 use broker::planted::{self, PlantedBug};
 use clap::{Parser, Subcommand, ValueEnum};
 use sim::groups::run_group_seed;
+use sim::raft::{run_raft_seed, RaftFaults, RaftSimConfig};
 use sim::system::{run_system_seed, SystemConfig, SystemFaults};
 use sim::{run, Faults, RunConfig};
 
@@ -48,21 +50,25 @@ struct Cli {
     #[arg(long)]
     trace: bool,
     /// Fault families, comma-separated: net, crash, disk, clock, all or none. The core layer
-    /// (one node, no network) takes crash and disk; the system layer takes all four.
+    /// (one node, no network) takes crash and disk; the raft and system layers take all four;
+    /// the groups layer always mixes its own.
     #[arg(long, global = true, default_value = "all")]
     faults: String,
     /// Plant a deliberate bug (needs --features planted-bugs); see `sim plants`.
     #[arg(long)]
     plant: Option<String>,
-    /// Core and groups layers: events (actions) per run before the world heals and drains.
-    #[arg(long, global = true, default_value_t = RunConfig::DEFAULT_STEPS)]
-    steps: u64,
+    /// Core, groups and raft layers: events (actions) per run before the world heals and
+    /// drains (default: the layer's own).
+    #[arg(long, global = true)]
+    steps: Option<u64>,
     /// System layer: simulated milliseconds the producers run before the world heals.
     #[arg(long, global = true, default_value_t = SYSTEM_RUN_MS)]
     run_ms: u64,
 }
 
 const SYSTEM_RUN_MS: u64 = 20_000;
+/// Group-harness actions per groups-layer seed.
+const GROUPS_STEPS: u64 = 1_000;
 
 #[derive(Subcommand, Debug)]
 enum Command {
@@ -92,6 +98,8 @@ enum Layer {
     Core,
     /// The sans-IO group coordinator with simulated consumers, persist faults and crashes.
     Groups,
+    /// A 3-node metadata quorum (sans-IO KRaft cores) over a faulty network, disks and clocks.
+    Raft,
     /// The real broker server (tokio shell, TCP, dispatch) under turmoil.
     System,
 }
@@ -114,7 +122,11 @@ struct SeedOutcome {
 struct Settings {
     layer: Layer,
     core: RunConfig,
+    groups_steps: u64,
+    raft: RaftSimConfig,
     system: SystemConfig,
+    /// --steps as given, for replay commands.
+    steps: Option<u64>,
     /// The --faults text as given, for replay commands.
     faults_text: String,
 }
@@ -139,7 +151,7 @@ impl Settings {
                 }
             }
             Layer::Groups => {
-                let r = run_group_seed(seed, self.core.steps as usize, trace);
+                let r = run_group_seed(seed, self.groups_steps as usize, trace);
                 let passed = r.passed();
                 let headline = match r.violations.first() {
                     Some(v) => v.lines().next().unwrap_or("").to_string(),
@@ -153,6 +165,43 @@ impl Settings {
                 }
                 SeedOutcome {
                     passed,
+                    headline,
+                    details,
+                    trace_hash: r.trace_hash,
+                    trace: trace.then(|| {
+                        let mut t = r.trace.join("\n");
+                        t.push('\n');
+                        t
+                    }),
+                    events: r.events,
+                    sim_ns: r.sim_ms * 1_000_000,
+                }
+            }
+            Layer::Raft => {
+                let r = run_raft_seed(
+                    seed,
+                    &RaftSimConfig {
+                        trace,
+                        ..self.raft.clone()
+                    },
+                );
+                let mut problems: Vec<String> = r.violations.clone();
+                problems.extend(r.liveness.iter().map(|l| format!("liveness: {l}")));
+                let headline = match problems.first() {
+                    Some(v) => v.lines().next().unwrap_or("").to_string(),
+                    None => format!(
+                        "{} elections, {} entries committed, {} crashes",
+                        r.elections, r.committed, r.crashes
+                    ),
+                };
+                let mut details = String::new();
+                for v in problems.iter().take(detail_lines) {
+                    for line in v.lines().take(6) {
+                        details.push_str(&format!("  {line}\n"));
+                    }
+                }
+                SeedOutcome {
+                    passed: problems.is_empty(),
                     headline,
                     details,
                     trace_hash: r.trace_hash,
@@ -211,6 +260,7 @@ impl Settings {
         match self.layer {
             Layer::Core => {}
             Layer::Groups => cmd.push_str(" --layer groups"),
+            Layer::Raft => cmd.push_str(" --layer raft"),
             Layer::System => cmd.push_str(" --layer system"),
         }
         cmd.push_str(&format!(" --seed {seed} --trace"));
@@ -220,14 +270,11 @@ impl Settings {
         if self.faults_text != "all" {
             cmd.push_str(&format!(" --faults {}", self.faults_text));
         }
-        match self.layer {
-            Layer::Core | Layer::Groups if self.core.steps != RunConfig::DEFAULT_STEPS => {
-                cmd.push_str(&format!(" --steps {}", self.core.steps));
-            }
-            Layer::System if self.system.run_ms != SYSTEM_RUN_MS => {
-                cmd.push_str(&format!(" --run-ms {}", self.system.run_ms));
-            }
-            _ => {}
+        if let Some(steps) = self.steps {
+            cmd.push_str(&format!(" --steps {steps}"));
+        }
+        if self.layer == Layer::System && self.system.run_ms != SYSTEM_RUN_MS {
+            cmd.push_str(&format!(" --run-ms {}", self.system.run_ms));
         }
         cmd
     }
@@ -275,7 +322,11 @@ fn main() -> ExitCode {
     }
     sim::install_panic_hook();
     let mut core = RunConfig::new(0);
-    core.steps = cli.steps;
+    core.steps = cli.steps.unwrap_or(RunConfig::DEFAULT_STEPS);
+    let mut raft = RaftSimConfig::default();
+    if let Some(steps) = cli.steps {
+        raft.steps = steps;
+    }
     let mut system = SystemConfig {
         run_ms: cli.run_ms,
         ..SystemConfig::default()
@@ -290,6 +341,14 @@ fn main() -> ExitCode {
                 "--faults {other}: the groups layer always injects its own fault mix"
             )),
         },
+        Layer::Raft => parse_system_faults(&cli.faults).map(|f| {
+            raft.faults = RaftFaults {
+                net: f.net,
+                crash: f.crash,
+                disk: f.disk,
+                clock: f.clock,
+            }
+        }),
         Layer::System => parse_system_faults(&cli.faults).map(|f| system.faults = f),
     };
     if let Err(e) = faults {
@@ -299,7 +358,10 @@ fn main() -> ExitCode {
     let settings = Settings {
         layer: cli.layer,
         core,
+        groups_steps: cli.steps.unwrap_or(GROUPS_STEPS),
+        raft,
         system,
+        steps: cli.steps,
         faults_text: cli.faults.clone(),
     };
     let plant = match &cli.plant {
@@ -446,6 +508,7 @@ fn plant_layers(bug: PlantedBug) -> &'static [Layer] {
         PlantedBug::AckBeforeFsync => &[Layer::Core, Layer::System],
         PlantedBug::RecoverySkipsCrc | PlantedBug::FetchPastHighWatermark => &[Layer::Core],
         PlantedBug::CommitBeforePersist => &[Layer::Groups, Layer::System],
+        PlantedBug::VoteTwice | PlantedBug::HwFromLeader => &[Layer::Raft],
     }
 }
 

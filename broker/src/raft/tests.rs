@@ -1,0 +1,331 @@
+//! Unit tests of [`RaftCore`] over a tiny in-process cluster: a perfect network and a disk that
+//! syncs when told. The randomized, faulty version of this is `sim/src/raft.rs`.
+
+use bytes::Bytes;
+
+use super::*;
+
+struct Cluster {
+    cores: Vec<RaftCore>,
+    now: u64,
+    /// Deliver and sync automatically.
+    auto_sync: bool,
+    /// Tokens issued but not yet reported synced, per node.
+    unsynced: Vec<Vec<u64>>,
+    ops: Vec<Vec<StorageOp>>,
+    /// Links that drop messages: (from index, to index).
+    cut: Vec<(usize, usize)>,
+}
+
+impl Cluster {
+    fn new(n: usize) -> Cluster {
+        let voters: Vec<NodeId> = (1..=n as NodeId).collect();
+        let cores = voters
+            .iter()
+            .map(|&id| {
+                let mut c = RaftConfig::new(id, voters.clone(), 7);
+                c.election_timeout_ms = 100;
+                c.election_jitter_ms = 100;
+                c.fetch_timeout_ms = 200;
+                c.fetch_backoff_ms = 5;
+                c.request_timeout_ms = 50;
+                c.max_fetch_entries = 3;
+                c.max_log_entries = 10;
+                c.snapshot_chunk_bytes = 7;
+                RaftCore::new(c, Recovered::default(), 0)
+            })
+            .collect();
+        Cluster {
+            cores,
+            now: 0,
+            auto_sync: true,
+            unsynced: vec![Vec::new(); n],
+            ops: vec![Vec::new(); n],
+            cut: Vec::new(),
+        }
+    }
+
+    fn idx(id: NodeId) -> usize {
+        (id - 1) as usize
+    }
+
+    /// Runs until nothing is left to do at the current time.
+    fn settle(&mut self) {
+        for _ in 0..10_000 {
+            let mut progressed = false;
+            for i in 0..self.cores.len() {
+                while let Some(op) = self.cores[i].poll_storage() {
+                    if let StorageOp::Sync { token } = op {
+                        self.unsynced[i].push(token);
+                    }
+                    self.ops[i].push(op);
+                    progressed = true;
+                }
+                if self.auto_sync {
+                    if let Some(&t) = self.unsynced[i].last() {
+                        self.unsynced[i].clear();
+                        self.cores[i].synced(self.now, t);
+                        progressed = true;
+                    }
+                }
+                while let Some(env) = self.cores[i].poll_message() {
+                    progressed = true;
+                    let to = Self::idx(env.to);
+                    if !self.cut.contains(&(i, to)) {
+                        self.cores[to].step(self.now, env);
+                    }
+                }
+            }
+            if !progressed {
+                return;
+            }
+        }
+        panic!("cluster did not settle");
+    }
+
+    /// Advances time in 1 ms ticks for `ms`.
+    fn run(&mut self, ms: u64) {
+        for _ in 0..ms {
+            self.now += 1;
+            for c in self.cores.iter_mut() {
+                if c.poll_timeout() <= self.now {
+                    c.tick(self.now);
+                }
+            }
+            self.settle();
+        }
+    }
+
+    fn leader(&self) -> Option<usize> {
+        let ls: Vec<usize> = (0..self.cores.len())
+            .filter(|&i| self.cores[i].role() == Role::Leader)
+            .collect();
+        assert!(
+            ls.len() <= 1 || {
+                let e: Vec<i32> = ls.iter().map(|&i| self.cores[i].epoch()).collect();
+                e.windows(2).all(|w| w[0] != w[1])
+            }
+        );
+        ls.into_iter().max_by_key(|&i| self.cores[i].epoch())
+    }
+}
+
+fn noop() -> Bytes {
+    MetadataRecord::NoOp.encode()
+}
+
+#[test]
+fn raft_elects_one_leader_and_commits() {
+    let mut c = Cluster::new(3);
+    c.run(1000);
+    let l = c.leader().expect("a leader");
+    let epoch = c.cores[l].epoch();
+    for i in 0..3 {
+        assert_eq!(c.cores[i].epoch(), epoch);
+        if i != l {
+            assert_eq!(c.cores[i].role(), Role::Follower);
+            assert_eq!(c.cores[i].leader(), Some(l as NodeId + 1));
+        }
+    }
+    let off = c.cores[l].propose(c.now, noop()).unwrap();
+    c.run(100);
+    for core in &c.cores {
+        assert!(core.high_watermark() > off, "hw {}", core.high_watermark());
+        assert_eq!(core.log_end_offset(), c.cores[l].log_end_offset());
+    }
+    let f = (l + 1) % 3;
+    assert!(matches!(
+        c.cores[f].propose(c.now, noop()),
+        Err(ProposeError::NotLeader { .. })
+    ));
+}
+
+#[test]
+fn raft_vote_waits_for_durable_quorum_state() {
+    let mut c = Cluster::new(3);
+    c.auto_sync = false;
+    let now = 1;
+    // Node 2 asks node 1 for its vote directly.
+    let req = Envelope {
+        from: 2,
+        to: 1,
+        message: Message::VoteRequest {
+            epoch: 1,
+            candidate: 2,
+            last_epoch: 0,
+            last_offset: 0,
+            pre_vote: false,
+        },
+    };
+    c.cores[0].step(now, req);
+    let ops: Vec<StorageOp> = std::iter::from_fn(|| c.cores[0].poll_storage()).collect();
+    assert!(matches!(
+        &ops[0],
+        StorageOp::PersistQuorumState(QuorumState {
+            epoch: 1,
+            voted_for: None,
+            ..
+        })
+    ));
+    let last = ops.iter().rev().find_map(|op| match op {
+        StorageOp::Sync { token } => Some(*token),
+        _ => None,
+    });
+    assert!(ops.iter().any(|op| matches!(
+        op,
+        StorageOp::PersistQuorumState(QuorumState {
+            voted_for: Some(2),
+            ..
+        })
+    )));
+    assert!(
+        c.cores[0].poll_message().is_none(),
+        "vote sent before durable"
+    );
+    c.cores[0].synced(now, last.unwrap());
+    let resp = c.cores[0].poll_message().expect("vote after sync");
+    assert!(matches!(
+        resp.message,
+        Message::VoteResponse { granted: true, .. }
+    ));
+    // A second candidate in the same epoch is refused.
+    c.cores[0].step(
+        now,
+        Envelope {
+            from: 3,
+            to: 1,
+            message: Message::VoteRequest {
+                epoch: 1,
+                candidate: 3,
+                last_epoch: 0,
+                last_offset: 0,
+                pre_vote: false,
+            },
+        },
+    );
+    let resp = c.cores[0].poll_message().unwrap();
+    assert!(matches!(
+        resp.message,
+        Message::VoteResponse { granted: false, .. }
+    ));
+}
+
+#[test]
+fn raft_check_quorum_resigns_and_others_elect() {
+    let mut c = Cluster::new(3);
+    c.run(1000);
+    let l = c.leader().unwrap();
+    let epoch = c.cores[l].epoch();
+    for o in 0..3 {
+        if o != l {
+            c.cut.push((l, o));
+            c.cut.push((o, l));
+        }
+    }
+    c.run(1500);
+    // It resigned (check-quorum) and, cut off, keeps asking for pre-votes in vain.
+    assert!(matches!(
+        c.cores[l].role(),
+        Role::Resigned | Role::Prospective
+    ));
+    assert_eq!(
+        c.cores[l].epoch(),
+        epoch,
+        "pre-vote keeps the isolated node's epoch"
+    );
+    let l2 = c.leader().unwrap();
+    assert_ne!(l2, l);
+    assert!(c.cores[l2].epoch() > epoch);
+    // Heal: the old leader follows the new one and catches up.
+    c.cut.clear();
+    c.cores[l2].propose(c.now, noop()).unwrap();
+    c.run(1000);
+    assert_eq!(c.cores[l].leader(), Some(l2 as NodeId + 1));
+    assert_eq!(c.cores[l].high_watermark(), c.cores[l2].high_watermark());
+}
+
+#[test]
+fn raft_diverging_suffix_is_truncated() {
+    let mut c = Cluster::new(3);
+    c.run(1000);
+    let l = c.leader().unwrap();
+    // Isolate the leader, let it append entries that never commit.
+    for o in 0..3 {
+        if o != l {
+            c.cut.push((l, o));
+            c.cut.push((o, l));
+        }
+    }
+    for _ in 0..4 {
+        c.cores[l].propose(c.now, noop()).unwrap();
+    }
+    let hw_before = c.cores[l].high_watermark();
+    c.run(1500);
+    let l2 = c.leader().unwrap();
+    assert_ne!(l2, l);
+    c.cores[l2].propose(c.now, noop()).unwrap();
+    c.cut.clear();
+    c.run(1000);
+    let (a, b) = (&c.cores[l], &c.cores[l2]);
+    assert_eq!(a.log_end_offset(), b.log_end_offset());
+    for o in a.log_start_offset()..a.log_end_offset() {
+        assert_eq!(a.log().entry(o), b.log().entry(o));
+    }
+    assert!(a.high_watermark() >= hw_before);
+    assert!(c.ops[l]
+        .iter()
+        .any(|op| matches!(op, StorageOp::Truncate { .. })));
+}
+
+#[test]
+fn raft_follower_behind_log_start_fetches_snapshot() {
+    let mut c = Cluster::new(3);
+    c.run(1000);
+    let l = c.leader().unwrap();
+    let lagging = (l + 1) % 3;
+    c.cut.push((l, lagging));
+    c.cut.push((lagging, l));
+    let mut image = MetadataImage::default();
+    for i in 0..20 {
+        let rec = MetadataRecord::RegisterBroker {
+            node_id: i,
+            host: format!("h{i}"),
+            port: 9092,
+            epoch: 1,
+        };
+        c.cores[l].propose(c.now, rec.encode()).unwrap();
+        c.run(5);
+    }
+    c.run(20);
+    // The leader applies and snapshots at its high watermark.
+    while let Some(x) = c.cores[l].committed(image.applied_offset, 100) {
+        match x {
+            Committed::Entries(es) => {
+                for e in es {
+                    image.apply(e.offset, &e.payload);
+                }
+            }
+            Committed::Snapshot(_) => unreachable!(),
+        }
+    }
+    let at = c.cores[l].snapshot_hint().expect("log is long");
+    assert_eq!(at, image.applied_offset);
+    c.cores[l].create_snapshot(c.now, at, image.encode());
+    assert_eq!(c.cores[l].log_start_offset(), at);
+    c.cut.clear();
+    c.run(500);
+    let f = &c.cores[lagging];
+    assert_eq!(f.role(), Role::Follower);
+    assert!(
+        f.log_start_offset() >= at,
+        "follower installed the snapshot"
+    );
+    assert_eq!(f.high_watermark(), c.cores[l].high_watermark());
+    match f.committed(0, 10) {
+        Some(Committed::Snapshot(s)) => {
+            let img = MetadataImage::decode(&s.data).unwrap();
+            assert_eq!(img, image);
+        }
+        other => panic!("expected the snapshot, got {other:?}"),
+    }
+}

@@ -79,15 +79,37 @@ log "cargo test --workspace --release"
 REQUIRE_EXTERNAL_CLIENTS=1 cargo test --workspace --release "$@"
 
 # ---- deterministic simulation (sim/) ---------------------------------------------------------
-# A seed sweep of the core stepper under crash and disk faults, a determinism check (each seed
-# run twice, trace hashes compared), and proof that every planted bug is caught. The planted
+# Seed sweeps of every layer (core: the partition core and log over a faulty disk; groups: the
+# group coordinator; raft: a 3-node metadata quorum over a faulty network; system: the real
+# broker server under turmoil with network, crash, disk and clock faults), a determinism check
+# per layer (each seed run twice, trace hashes compared), proof that every planted bug is
+# caught, and the Jepsen-style `sim check` against the real broker binary over TCP. The planted
 # build is a separate feature set of `broker`, so it never reaches the binary tested above.
-log "sim: seed sweep"
+# About 2 minutes on 2 cores.
+log "sim: seed sweeps"
+cargo build --release -q -p sim
 cargo run --release -q -p sim -- --seeds 2000
+cargo run --release -q -p sim -- --layer groups --seeds 2000
+cargo run --release -q -p sim -- --layer raft --seeds 1000
+cargo run --release -q -p sim -- --layer system --seeds 300
 log "sim: determinism"
-cargo run --release -q -p sim -- determinism --seeds 3
+for layer in core groups raft system; do
+    cargo run --release -q -p sim -- determinism --layer "$layer" --seeds 3
+done
 log "sim: planted bugs must be caught"
 cargo run --release -q -p sim --features planted-bugs -- plants --check
+log "sim: check against the real broker"
+check_dir=$(mktemp -d)
+./target/release/broker --data-dir "$check_dir/data" --listen 127.0.0.1:0 >"$check_dir/addr" 2>"$check_dir/broker.log" &
+check_pid=$!
+for _ in $(seq 100); do grep -q '^listening on ' "$check_dir/addr" && break; sleep 0.1; done
+check_addr=$(sed -n 's/^listening on //p' "$check_dir/addr")
+check_status=0
+./target/release/sim check --bootstrap "$check_addr" --seconds 5 || check_status=$?
+kill "$check_pid" 2>/dev/null || true
+wait "$check_pid" 2>/dev/null || true
+rm -rf "$check_dir"
+[ "$check_status" = 0 ]
 # ---- end of simulation section ----------------------------------------------------------------
 
 # ---- fuzzing (fuzz/) ----------------------------------------------------------------------------
@@ -115,7 +137,7 @@ if [ "${SKIP_FUZZ:-0}" != 1 ] && cargo +nightly --version >/dev/null 2>&1; then
             -print_final_stats=1) >"$fuzz_tmp/$1.log" 2>&1
     }
     fuzz_failed=0
-    for pair in "request_frame record_batch" "log_recovery dispatch" "storage_faults"; do
+    for pair in "request_frame record_batch" "log_recovery dispatch" "storage_faults group_actions"; do
         pids=()
         for target in $pair; do
             log "fuzz: $target for ${FUZZ_SECONDS:-30} s"

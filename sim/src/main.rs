@@ -117,6 +117,46 @@ struct SeedOutcome {
     sim_ns: u64,
 }
 
+impl SeedOutcome {
+    /// An outcome from a layer's problem descriptions (empty: passed): the first line of the
+    /// first problem as headline, up to six lines of each of the first `detail_lines`.
+    fn from_lines(problems: &[String], summary: String, detail_lines: usize, hash: u64) -> Self {
+        let mut details = String::new();
+        for p in problems.iter().take(detail_lines) {
+            for line in p.lines().take(6) {
+                details.push_str(&format!("  {line}\n"));
+            }
+        }
+        SeedOutcome {
+            passed: problems.is_empty(),
+            headline: match problems.first() {
+                Some(p) => p.lines().next().unwrap_or("").to_string(),
+                None => summary,
+            },
+            details,
+            trace_hash: hash,
+            trace: None,
+            events: 0,
+            sim_ns: 0,
+        }
+    }
+
+    fn with_trace(mut self, keep: bool, lines: &[String]) -> Self {
+        if keep {
+            let mut t = lines.join("\n");
+            t.push('\n');
+            self.trace = Some(t);
+        }
+        self
+    }
+
+    fn with_time(mut self, events: u64, sim_ms: u64) -> Self {
+        self.events = events;
+        self.sim_ns = sim_ms * 1_000_000;
+        self
+    }
+}
+
 /// Everything a layer needs besides the seed.
 #[derive(Clone, Debug)]
 struct Settings {
@@ -152,67 +192,26 @@ impl Settings {
             }
             Layer::Groups => {
                 let r = run_group_seed(seed, self.groups_steps as usize, trace);
-                let passed = r.passed();
-                let headline = match r.violations.first() {
-                    Some(v) => v.lines().next().unwrap_or("").to_string(),
-                    None => format!("{} events, no violation", r.events),
-                };
-                let mut details = String::new();
-                for v in r.violations.iter().take(detail_lines) {
-                    for line in v.lines().take(6) {
-                        details.push_str(&format!("  {line}\n"));
-                    }
-                }
-                SeedOutcome {
-                    passed,
-                    headline,
-                    details,
-                    trace_hash: r.trace_hash,
-                    trace: trace.then(|| {
-                        let mut t = r.trace.join("\n");
-                        t.push('\n');
-                        t
-                    }),
-                    events: r.events,
-                    sim_ns: r.sim_ms * 1_000_000,
-                }
+                let summary = format!("{} events, no violation", r.events);
+                SeedOutcome::from_lines(&r.violations, summary, detail_lines, r.trace_hash)
+                    .with_trace(trace, &r.trace)
+                    .with_time(r.events, r.sim_ms)
             }
             Layer::Raft => {
-                let r = run_raft_seed(
-                    seed,
-                    &RaftSimConfig {
-                        trace,
-                        ..self.raft.clone()
-                    },
-                );
+                let config = RaftSimConfig {
+                    trace,
+                    ..self.raft.clone()
+                };
+                let r = run_raft_seed(seed, &config);
                 let mut problems: Vec<String> = r.violations.clone();
                 problems.extend(r.liveness.iter().map(|l| format!("liveness: {l}")));
-                let headline = match problems.first() {
-                    Some(v) => v.lines().next().unwrap_or("").to_string(),
-                    None => format!(
-                        "{} elections, {} entries committed, {} crashes",
-                        r.elections, r.committed, r.crashes
-                    ),
-                };
-                let mut details = String::new();
-                for v in problems.iter().take(detail_lines) {
-                    for line in v.lines().take(6) {
-                        details.push_str(&format!("  {line}\n"));
-                    }
-                }
-                SeedOutcome {
-                    passed: problems.is_empty(),
-                    headline,
-                    details,
-                    trace_hash: r.trace_hash,
-                    trace: trace.then(|| {
-                        let mut t = r.trace.join("\n");
-                        t.push('\n');
-                        t
-                    }),
-                    events: r.events,
-                    sim_ns: r.sim_ms * 1_000_000,
-                }
+                let summary = format!(
+                    "{} elections, {} entries committed, {} crashes",
+                    r.elections, r.committed, r.crashes
+                );
+                SeedOutcome::from_lines(&problems, summary, detail_lines, r.trace_hash)
+                    .with_trace(trace, &r.trace)
+                    .with_time(r.events, r.sim_ms)
             }
             Layer::System => {
                 let r = run_system_seed(&SystemConfig {
@@ -220,33 +219,18 @@ impl Settings {
                     trace,
                     ..self.system.clone()
                 });
-                let passed = r.violations.is_empty();
-                let headline = match r.violations.first() {
-                    Some(v) => v.lines().next().unwrap_or("").to_string(),
-                    None => r.summary.clone(),
-                };
-                let mut details = String::new();
-                for v in r.violations.iter().take(detail_lines) {
-                    for line in v.lines().take(6) {
-                        details.push_str(&format!("  {line}\n"));
-                    }
+                let mut outcome = SeedOutcome::from_lines(
+                    &r.violations,
+                    r.summary.clone(),
+                    detail_lines,
+                    r.trace_hash,
+                )
+                .with_trace(trace, &r.trace)
+                .with_time(r.steps, r.sim_ms);
+                if outcome.passed {
+                    outcome.details.push_str(&format!("  {}\n", r.summary));
                 }
-                if passed {
-                    details.push_str(&format!("  {}\n", r.summary));
-                }
-                SeedOutcome {
-                    passed,
-                    headline,
-                    details,
-                    trace_hash: r.trace_hash,
-                    trace: trace.then(|| {
-                        let mut t = r.trace.join("\n");
-                        t.push('\n');
-                        t
-                    }),
-                    events: r.steps,
-                    sim_ns: r.sim_ms * 1_000_000,
-                }
+                outcome
             }
         }
     }

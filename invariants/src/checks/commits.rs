@@ -172,7 +172,13 @@ mod tests {
         let mut b = HistoryBuilder::new();
         commit(&mut b, 10, 40, 5, CommitResult::Ok);
         commit(&mut b, 20, 30, 9, CommitResult::Ok); // overlaps the first: either may be last
-        commit(&mut b, 45, 46, 11, CommitResult::Indeterminate("timeout".into()));
+        commit(
+            &mut b,
+            45,
+            46,
+            11,
+            CommitResult::Indeterminate("timeout".into()),
+        );
         commit(&mut b, 47, 48, 13, CommitResult::Failed("fenced".into()));
         b.committed_offsets(2, 50, 60, "t", vec![(0, 5)]);
         b.committed_offsets(2, 50, 60, "t", vec![(0, 11)]);

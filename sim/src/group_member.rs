@@ -148,6 +148,17 @@ enum Rejoin {
     Lost,
 }
 
+impl Rejoin {
+    /// Forgets what this says is no longer valid: the member id, or the coordinator.
+    fn apply(self, member_id: &mut String, coordinator: &mut Option<String>) {
+        match self {
+            Rejoin::Keep => {}
+            Rejoin::Reset => member_id.clear(),
+            Rejoin::Lost => *coordinator = None,
+        }
+    }
+}
+
 fn rejoin_for(code: i16) -> Rejoin {
     match code {
         UNKNOWN_MEMBER_ID => Rejoin::Reset,
@@ -232,11 +243,7 @@ pub(crate) async fn group_member<C: Connector>(
                 continue;
             }
             code => {
-                match rejoin_for(code) {
-                    Rejoin::Reset => member_id.clear(),
-                    Rejoin::Lost => coordinator = None,
-                    Rejoin::Keep => {}
-                }
+                rejoin_for(code).apply(&mut member_id, &mut coordinator);
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
@@ -278,11 +285,7 @@ pub(crate) async fn group_member<C: Connector>(
             }
         };
         if synced.error_code != 0 {
-            match rejoin_for(synced.error_code) {
-                Rejoin::Reset => member_id.clear(),
-                Rejoin::Lost => coordinator = None,
-                Rejoin::Keep => {}
-            }
+            rejoin_for(synced.error_code).apply(&mut member_id, &mut coordinator);
             continue;
         }
         let mine = decode_assignment(synced.assignment.clone());
@@ -311,9 +314,7 @@ pub(crate) async fn group_member<C: Connector>(
                 let _ = router.call(&coord, &leave, LEAVE_GROUP_VERSION).await;
                 return;
             }
-            Some(Rejoin::Keep) => {}
-            Some(Rejoin::Reset) => member_id.clear(),
-            Some(Rejoin::Lost) => coordinator = None,
+            Some(rejoin) => rejoin.apply(&mut member_id, &mut coordinator),
         }
     }
 }

@@ -123,11 +123,15 @@ struct SimClock {
 
 impl Clock for SimClock {
     fn now_ms(&self) -> i64 {
-        let since_epoch = turmoil::since_epoch()
-            .unwrap_or(Duration::from_secs(EPOCH_SECS))
-            .as_millis() as i64;
-        since_epoch + self.skew_ms.load(Ordering::Relaxed)
+        sim_wall_ms() + self.skew_ms.load(Ordering::Relaxed)
     }
+}
+
+/// turmoil's logical wall clock, in ms since the Unix epoch (the clients' clock: never skewed).
+fn sim_wall_ms() -> i64 {
+    turmoil::since_epoch()
+        .unwrap_or(Duration::from_secs(EPOCH_SECS))
+        .as_millis() as i64
 }
 
 /// turmoil's listener as the broker shell's [`Acceptor`].
@@ -158,10 +162,7 @@ impl Connector for SimConnector {
         Ok(stream.into_split())
     }
     fn now_ms(&self) -> i64 {
-        SimClock {
-            skew_ms: Arc::new(AtomicI64::new(0)),
-        }
-        .now_ms()
+        sim_wall_ms()
     }
 }
 

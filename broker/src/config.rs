@@ -139,6 +139,34 @@ pub struct Flags {
     /// [default: 3000].
     #[arg(long, env = "BROKER_GROUP_INITIAL_REBALANCE_DELAY_MS")]
     pub group_initial_rebalance_delay_ms: Option<i64>,
+    /// The controller quorum, `ID@HOST:PORT,...` (Kafka's controller.quorum.voters). Each voter
+    /// is also a broker (combined mode); PORT is its controller listener. Unset: a single
+    /// broker with no quorum.
+    #[arg(long, env = "BROKER_VOTERS")]
+    pub voters: Option<String>,
+    /// Address the controller listener binds [default: this node's entry in --voters].
+    #[arg(long, env = "BROKER_CONTROLLER_LISTEN")]
+    pub controller_listen: Option<String>,
+    /// Replicas of an auto-created topic, and of CreateTopics with replication_factor=-1
+    /// [default: min(3, number of voters)].
+    #[arg(long, env = "BROKER_DEFAULT_REPLICATION_FACTOR")]
+    pub default_replication_factor: Option<i16>,
+    /// Default `min.insync.replicas` of topics: acks=all needs at least this many in-sync
+    /// replicas, else NOT_ENOUGH_REPLICAS [default: 1].
+    #[arg(long, env = "BROKER_MIN_INSYNC_REPLICAS")]
+    pub min_insync_replicas: Option<i32>,
+    /// A follower that has not caught up with the leader's log end for this long leaves the ISR
+    /// (Kafka's replica.lag.time.max.ms) [default: 10000].
+    #[arg(long, env = "BROKER_REPLICA_LAG_TIME_MAX_MS")]
+    pub replica_lag_time_max_ms: Option<u64>,
+    /// A broker the active controller has not heard from for this long is fenced: it leaves
+    /// every ISR and loses its leaderships (Kafka's broker.session.timeout.ms) [default: 1500].
+    #[arg(long, env = "BROKER_SESSION_TIMEOUT_MS")]
+    pub broker_session_timeout_ms: Option<u64>,
+    /// Quorum election timeout base, in ms; each election adds up to as much jitter again
+    /// [default: 300].
+    #[arg(long, env = "BROKER_ELECTION_TIMEOUT_MS")]
+    pub election_timeout_ms: Option<u64>,
 }
 
 /// The same settings as [`Flags`], as read from the TOML file.
@@ -167,6 +195,103 @@ struct FileConfig {
     group_min_session_timeout_ms: Option<i32>,
     group_max_session_timeout_ms: Option<i32>,
     group_initial_rebalance_delay_ms: Option<i64>,
+    voters: Option<String>,
+    controller_listen: Option<String>,
+    default_replication_factor: Option<i16>,
+    min_insync_replicas: Option<i32>,
+    replica_lag_time_max_ms: Option<u64>,
+    broker_session_timeout_ms: Option<u64>,
+    election_timeout_ms: Option<u64>,
+}
+
+/// One controller quorum voter: `ID@HOST:PORT`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Voter {
+    pub id: i32,
+    pub host: String,
+    pub port: u16,
+}
+
+impl Voter {
+    pub fn addr(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
+}
+
+/// Most voters a quorum may have.
+pub const VOTERS_MAX: usize = 9;
+
+/// Parses `1@HOST:PORT,2@HOST:PORT,...`.
+pub fn parse_voters(s: &str) -> anyhow::Result<Vec<Voter>> {
+    let mut voters: Vec<Voter> = Vec::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (id, addr) = part
+            .split_once('@')
+            .ok_or_else(|| anyhow::anyhow!("voter {part:?} is not ID@HOST:PORT"))?;
+        let id: i32 = id
+            .parse()
+            .map_err(|_| anyhow::anyhow!("voter {part:?}: bad id {id:?}"))?;
+        let (host, port) = addr
+            .rsplit_once(':')
+            .ok_or_else(|| anyhow::anyhow!("voter {part:?} is not ID@HOST:PORT"))?;
+        let port: u16 = port
+            .parse()
+            .map_err(|_| anyhow::anyhow!("voter {part:?}: bad port {port:?}"))?;
+        if id < 0 {
+            bail!("voter {part:?}: ids are non-negative");
+        }
+        if voters.iter().any(|v| v.id == id) {
+            bail!("voter id {id} appears twice in --voters");
+        }
+        voters.push(Voter {
+            id,
+            host: host.trim_matches(|c| c == '[' || c == ']').to_string(),
+            port,
+        });
+    }
+    if voters.is_empty() {
+        bail!("--voters lists no voter");
+    }
+    if voters.len() > VOTERS_MAX {
+        bail!(
+            "--voters lists {} voters; at most {VOTERS_MAX}",
+            voters.len()
+        );
+    }
+    voters.sort_by_key(|v| v.id);
+    Ok(voters)
+}
+
+/// Replication settings; `voters` empty means a single broker without a quorum.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    pub voters: Vec<Voter>,
+    pub controller_listen: Option<String>,
+    pub default_replication_factor: i16,
+    pub min_insync_replicas: i32,
+    pub replica_lag_time_max_ms: u64,
+    pub broker_session_timeout_ms: u64,
+    pub election_timeout_ms: u64,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            voters: Vec::new(),
+            controller_listen: None,
+            default_replication_factor: 1,
+            min_insync_replicas: 1,
+            replica_lag_time_max_ms: 10_000,
+            broker_session_timeout_ms: 1_500,
+            election_timeout_ms: 300,
+        }
+    }
+}
+
+impl ClusterConfig {
+    pub fn is_clustered(&self) -> bool {
+        !self.voters.is_empty()
+    }
 }
 
 /// The merged configuration the server runs with.
@@ -190,6 +315,8 @@ pub struct BrokerConfig {
     pub cluster_id: String,
     /// Consumer-group limits and timing.
     pub group: GroupConfig,
+    /// Quorum and replication.
+    pub cluster: ClusterConfig,
 }
 
 /// Upper bound on partitions per topic: keeps one request from creating unbounded state.
@@ -214,6 +341,7 @@ impl Default for BrokerConfig {
             max_connections: 10_000,
             cluster_id: "broker-local-cluster-0001".into(),
             group: GroupConfig::default(),
+            cluster: ClusterConfig::default(),
         }
     }
 }
@@ -252,7 +380,37 @@ impl BrokerConfig {
             .max_message_bytes
             .or(file.max_message_bytes)
             .unwrap_or(log.max_message_bytes);
+        let voters = match flags.voters.or(file.voters) {
+            Some(v) => parse_voters(&v)?,
+            None => Vec::new(),
+        };
+        let dc = ClusterConfig::default();
+        let cluster = ClusterConfig {
+            default_replication_factor: flags
+                .default_replication_factor
+                .or(file.default_replication_factor)
+                .unwrap_or(voters.len().clamp(1, 3) as i16),
+            voters,
+            controller_listen: flags.controller_listen.or(file.controller_listen),
+            min_insync_replicas: flags
+                .min_insync_replicas
+                .or(file.min_insync_replicas)
+                .unwrap_or(dc.min_insync_replicas),
+            replica_lag_time_max_ms: flags
+                .replica_lag_time_max_ms
+                .or(file.replica_lag_time_max_ms)
+                .unwrap_or(dc.replica_lag_time_max_ms),
+            broker_session_timeout_ms: flags
+                .broker_session_timeout_ms
+                .or(file.broker_session_timeout_ms)
+                .unwrap_or(dc.broker_session_timeout_ms),
+            election_timeout_ms: flags
+                .election_timeout_ms
+                .or(file.election_timeout_ms)
+                .unwrap_or(dc.election_timeout_ms),
+        };
         let config = BrokerConfig {
+            cluster,
             listen: flags.listen.or(file.listen).unwrap_or(d.listen),
             advertise: flags.advertise.or(file.advertise),
             data_dir: flags.data_dir.or(file.data_dir).unwrap_or(d.data_dir),
@@ -340,6 +498,26 @@ impl BrokerConfig {
         if self.max_connections == 0 {
             bail!("max-connections must be positive");
         }
+        let c = &self.cluster;
+        if c.is_clustered() && !c.voters.iter().any(|v| v.id == self.node_id) {
+            bail!(
+                "--node-id {} is not among --voters (combined mode: every node is a voter)",
+                self.node_id
+            );
+        }
+        let brokers = c.voters.len().max(1) as i16;
+        if c.default_replication_factor < 1 || c.default_replication_factor > brokers {
+            bail!("default-replication-factor must be 1..={brokers}");
+        }
+        if c.min_insync_replicas < 1 {
+            bail!("min-insync-replicas must be at least 1");
+        }
+        if c.replica_lag_time_max_ms == 0
+            || c.broker_session_timeout_ms == 0
+            || c.election_timeout_ms == 0
+        {
+            bail!("replica-lag-time-max-ms, broker-session-timeout-ms and election-timeout-ms must be positive");
+        }
         Ok(())
     }
 }
@@ -396,5 +574,30 @@ mod tests {
             "unknown keys are refused"
         );
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn voters_parse_and_validate() {
+        let v = parse_voters("2@b:9193, 1@a:9192,3@[::1]:9194").unwrap();
+        assert_eq!(v.iter().map(|v| v.id).collect::<Vec<_>>(), [1, 2, 3]);
+        assert_eq!(v[2].host, "::1");
+        assert_eq!(v[0].addr(), "a:9192");
+        for bad in ["", "1@a", "x@a:1", "1@a:99999", "1@a:1,1@b:2", "-1@a:1"] {
+            assert!(parse_voters(bad).is_err(), "{bad:?} accepted");
+        }
+        let flags = Flags {
+            voters: Some("1@127.0.0.1:9192,2@127.0.0.1:9193,3@127.0.0.1:9194".into()),
+            node_id: Some(4),
+            ..Flags::default()
+        };
+        assert!(BrokerConfig::from_flags(flags).is_err(), "node not a voter");
+        let flags = Flags {
+            voters: Some("1@127.0.0.1:9192,2@127.0.0.1:9193,3@127.0.0.1:9194".into()),
+            node_id: Some(2),
+            ..Flags::default()
+        };
+        let c = BrokerConfig::from_flags(flags).unwrap();
+        assert_eq!(c.cluster.default_replication_factor, 3);
+        assert!(c.cluster.is_clustered());
     }
 }

@@ -41,6 +41,25 @@ pub enum MetadataRecord {
         leader: NodeId,
     },
     NoOp,
+    /// Replaces a topic's config overrides (Kafka's ConfigRecord, per topic).
+    TopicConfig {
+        topic_id: [u8; 16],
+        configs: Vec<(String, String)>,
+    },
+    /// Kafka's RemoveTopicRecord.
+    DeleteTopic {
+        topic_id: [u8; 16],
+    },
+    /// Kafka's FenceBrokerRecord / UnfenceBrokerRecord: a fenced broker is left out of Metadata
+    /// and may not lead or join an ISR.
+    BrokerFence {
+        node_id: NodeId,
+        fenced: bool,
+    },
+    /// Records that apply together or not at all is not needed here: they apply in order within
+    /// one log entry, so a controller failover never leaves half of them (Kafka's metadata
+    /// transactions, simplified). Batches do not nest.
+    Batch(Vec<MetadataRecord>),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -176,6 +195,38 @@ impl MetadataRecord {
                 out.extend_from_slice(&leader.to_be_bytes());
             }
             MetadataRecord::NoOp => out.push(5),
+            MetadataRecord::TopicConfig { topic_id, configs } => {
+                out.push(6);
+                out.extend_from_slice(topic_id);
+                put_len(out, configs.len());
+                for (k, v) in configs {
+                    put_string(out, k);
+                    put_string(out, v);
+                }
+            }
+            MetadataRecord::DeleteTopic { topic_id } => {
+                out.push(7);
+                out.extend_from_slice(topic_id);
+            }
+            MetadataRecord::BrokerFence { node_id, fenced } => {
+                out.push(8);
+                out.extend_from_slice(&node_id.to_be_bytes());
+                out.push(u8::from(*fenced));
+            }
+            MetadataRecord::Batch(records) => {
+                out.push(9);
+                put_len(out, records.len());
+                for r in records {
+                    assert!(
+                        !matches!(r, MetadataRecord::Batch(_)),
+                        "metadata batches do not nest"
+                    );
+                    let mut one = Vec::new();
+                    r.encode_into(&mut one);
+                    put_len(out, one.len());
+                    out.extend_from_slice(&one);
+                }
+            }
         }
     }
 
@@ -189,6 +240,10 @@ impl MetadataRecord {
     }
 
     fn decode_from(r: &mut Reader<'_>) -> Result<MetadataRecord, DecodeError> {
+        Self::decode_nested(r, true)
+    }
+
+    fn decode_nested(r: &mut Reader<'_>, top: bool) -> Result<MetadataRecord, DecodeError> {
         if r.u8()? != VERSION {
             return Err(DecodeError("unknown version"));
         }
@@ -217,6 +272,45 @@ impl MetadataRecord {
                 leader: r.i32()?,
             },
             5 => MetadataRecord::NoOp,
+            6 => {
+                let topic_id = r.id()?;
+                let n = r.len()?;
+                if n * 8 > r.buf.len() {
+                    return Err(DecodeError("list longer than the record"));
+                }
+                let mut configs = Vec::with_capacity(n);
+                for _ in 0..n {
+                    configs.push((r.string()?, r.string()?));
+                }
+                MetadataRecord::TopicConfig { topic_id, configs }
+            }
+            7 => MetadataRecord::DeleteTopic { topic_id: r.id()? },
+            8 => MetadataRecord::BrokerFence {
+                node_id: r.i32()?,
+                fenced: match r.u8()? {
+                    0 => false,
+                    1 => true,
+                    _ => return Err(DecodeError("bad bool")),
+                },
+            },
+            9 if top => {
+                let n = r.len()?;
+                if n * 6 > r.buf.len() {
+                    return Err(DecodeError("list longer than the record"));
+                }
+                let mut records = Vec::with_capacity(n);
+                for _ in 0..n {
+                    let len = r.len()?;
+                    let mut inner = Reader { buf: r.take(len)? };
+                    let rec = Self::decode_nested(&mut inner, false)?;
+                    if !inner.buf.is_empty() {
+                        return Err(DecodeError("trailing bytes in batch member"));
+                    }
+                    records.push(rec);
+                }
+                MetadataRecord::Batch(records)
+            }
+            9 => return Err(DecodeError("nested batch")),
             _ => return Err(DecodeError("unknown record type")),
         })
     }
@@ -226,7 +320,10 @@ impl MetadataRecord {
 pub struct BrokerRegistration {
     pub host: String,
     pub port: u16,
+    /// The broker's incarnation: a new value at every start.
     pub epoch: i64,
+    /// Fenced brokers are left out of Metadata and may not lead or join an ISR.
+    pub fenced: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -241,6 +338,8 @@ pub struct PartitionImage {
 pub struct TopicImage {
     pub name: String,
     pub partitions: Vec<PartitionImage>,
+    /// Config overrides (`min.insync.replicas`, `retention.ms`, ...).
+    pub configs: BTreeMap<String, String>,
 }
 
 /// The cluster metadata after applying every committed record below `applied_offset`.
@@ -284,11 +383,30 @@ impl MetadataImage {
                 port,
                 epoch,
             } => {
-                if self.brokers.get(&node_id).is_some_and(|b| b.epoch >= epoch) {
+                if self.brokers.get(&node_id).is_some_and(|b| b.epoch == epoch) {
                     return false;
                 }
-                self.brokers
-                    .insert(node_id, BrokerRegistration { host, port, epoch });
+                let restarted = self.brokers.contains_key(&node_id);
+                self.brokers.insert(
+                    node_id,
+                    BrokerRegistration {
+                        host,
+                        port,
+                        epoch,
+                        fenced: false,
+                    },
+                );
+                if restarted {
+                    // A restarted broker lost whatever it had not fsynced, so it must not go on
+                    // leading in an epoch whose unsynced suffix followers may hold: every
+                    // partition it leads moves to a new leader epoch, which makes followers
+                    // truncate to the restarted leader's log.
+                    for t in self.topics.values_mut() {
+                        for p in t.partitions.iter_mut().filter(|p| p.leader == node_id) {
+                            p.leader_epoch += 1;
+                        }
+                    }
+                }
             }
             MetadataRecord::CreateTopic {
                 name,
@@ -316,8 +434,36 @@ impl MetadataImage {
                     TopicImage {
                         name,
                         partitions: parts,
+                        configs: BTreeMap::new(),
                     },
                 );
+            }
+            MetadataRecord::TopicConfig { topic_id, configs } => {
+                let Some(t) = self.topics.get_mut(&topic_id) else {
+                    return false;
+                };
+                t.configs = configs.into_iter().collect();
+            }
+            MetadataRecord::DeleteTopic { topic_id } => {
+                let Some(t) = self.topics.remove(&topic_id) else {
+                    return false;
+                };
+                self.topic_ids.remove(&t.name);
+            }
+            MetadataRecord::BrokerFence { node_id, fenced } => {
+                let Some(b) = self.brokers.get_mut(&node_id) else {
+                    return false;
+                };
+                b.fenced = fenced;
+            }
+            MetadataRecord::Batch(records) => {
+                let mut all = true;
+                for r in records {
+                    if matches!(r, MetadataRecord::Batch(_)) || !self.apply_record(r) {
+                        all = false;
+                    }
+                }
+                return all;
             }
             MetadataRecord::PartitionChange {
                 topic_id,
@@ -373,6 +519,12 @@ impl MetadataImage {
                 port: b.port,
                 epoch: b.epoch,
             });
+            if b.fenced {
+                records.push(MetadataRecord::BrokerFence {
+                    node_id,
+                    fenced: true,
+                });
+            }
         }
         for (&id, t) in &self.topics {
             records.push(MetadataRecord::CreateTopic {
@@ -380,6 +532,12 @@ impl MetadataImage {
                 id,
                 partitions: t.partitions.len() as u32,
             });
+            if !t.configs.is_empty() {
+                records.push(MetadataRecord::TopicConfig {
+                    topic_id: id,
+                    configs: t.configs.clone().into_iter().collect(),
+                });
+            }
             for (i, p) in t.partitions.iter().enumerate() {
                 if p.leader_epoch != 0 || p.leader != -1 || !p.replicas.is_empty() {
                     records.push(MetadataRecord::PartitionChange {
@@ -467,6 +625,21 @@ mod tests {
                 leader: 2,
             },
             MetadataRecord::NoOp,
+            MetadataRecord::TopicConfig {
+                topic_id: [9; 16],
+                configs: vec![("min.insync.replicas".into(), "2".into())],
+            },
+            MetadataRecord::BrokerFence {
+                node_id: 3,
+                fenced: true,
+            },
+            MetadataRecord::Batch(vec![
+                MetadataRecord::NoOp,
+                MetadataRecord::BrokerFence {
+                    node_id: 3,
+                    fenced: false,
+                },
+            ]),
         ]
     }
 
@@ -490,10 +663,49 @@ mod tests {
         for (i, r) in samples().into_iter().enumerate() {
             img.apply(i as i64, &r.encode());
         }
-        img.apply(5, b"garbage");
+        let n = samples().len() as i64;
+        img.apply(n, b"garbage");
         assert_eq!(img.rejected, 1);
+        assert!(!img.brokers[&3].fenced);
+        assert_eq!(img.topics[&[9; 16]].configs["min.insync.replicas"], "2");
         let back = MetadataImage::decode(&img.encode()).unwrap();
         assert_eq!(back, img);
         assert_eq!(back.digest(), img.digest());
+    }
+
+    #[test]
+    fn raft_metadata_restart_bumps_led_epochs_and_delete_forgets() {
+        let mut img = MetadataImage::default();
+        let recs = samples();
+        for (i, r) in recs.iter().take(3).enumerate() {
+            img.apply(i as i64, &r.encode());
+        }
+        assert_eq!(img.topics[&[9; 16]].partitions[1].leader_epoch, 1);
+        // Same incarnation again: a no-op.
+        img.apply(3, &recs[0].encode());
+        assert_eq!(img.rejected, 1);
+        let restart = MetadataRecord::RegisterBroker {
+            node_id: 3,
+            host: "h".into(),
+            port: 9092,
+            epoch: 8,
+        };
+        img.apply(4, &restart.encode());
+        assert_eq!(img.topics[&[9; 16]].partitions[1].leader_epoch, 2);
+        assert_eq!(img.topics[&[9; 16]].partitions[0].leader_epoch, 0);
+        img.apply(
+            5,
+            &MetadataRecord::DeleteTopic { topic_id: [9; 16] }.encode(),
+        );
+        assert!(img.topics.is_empty() && img.topic_ids.is_empty());
+        let nested = MetadataRecord::Batch(vec![MetadataRecord::NoOp]).encode();
+        let mut bad = vec![VERSION, 9];
+        put_len(&mut bad, 1);
+        put_len(&mut bad, nested.len());
+        bad.extend_from_slice(&nested);
+        assert!(
+            MetadataRecord::decode(&bad).is_err(),
+            "nested batch refused"
+        );
     }
 }

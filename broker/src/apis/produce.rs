@@ -56,6 +56,10 @@ pub(crate) fn append_error(e: &AppendError) -> (ResponseError, String) {
         ),
         AppendError::OutOfOrderSequence(m) => (ResponseError::OutOfOrderSequenceNumber, m.clone()),
         AppendError::InvalidProducerEpoch(m) => (ResponseError::InvalidProducerEpoch, m.clone()),
+        // Follower appends only.
+        e @ (AppendError::OffsetMismatch { .. } | AppendError::LeaderEpochRegression { .. }) => {
+            (ResponseError::UnknownServerError, e.to_string())
+        }
     }
 }
 

@@ -55,6 +55,11 @@ pub enum AppendError {
     /// An idempotent producer's epoch is older than the partition's (Kafka
     /// INVALID_PRODUCER_EPOCH: the producer was fenced).
     InvalidProducerEpoch(String),
+    /// A follower append does not start at the log end, or its batches are not contiguous
+    /// (Kafka's UnexpectedAppendOffsetException). `got` is the offending batch's base offset.
+    OffsetMismatch { expected: i64, got: i64 },
+    /// A follower append carries a leader epoch older than the latest in the log.
+    LeaderEpochRegression { latest: i32, got: i32 },
 }
 
 impl fmt::Display for AppendError {
@@ -66,6 +71,15 @@ impl fmt::Display for AppendError {
             AppendError::Storage(e) => write!(f, "storage error: {e}"),
             AppendError::OutOfOrderSequence(m) => write!(f, "out of order sequence: {m}"),
             AppendError::InvalidProducerEpoch(m) => write!(f, "invalid producer epoch: {m}"),
+            AppendError::OffsetMismatch { expected, got } => {
+                write!(f, "batch at offset {got}, expected offset {expected}")
+            }
+            AppendError::LeaderEpochRegression { latest, got } => {
+                write!(
+                    f,
+                    "leader epoch {got} is older than the log's latest {latest}"
+                )
+            }
         }
     }
 }
@@ -657,6 +671,8 @@ mod tests {
             AppendError::Storage(_) => "storage",
             AppendError::OutOfOrderSequence(_) => "out_of_order",
             AppendError::InvalidProducerEpoch(_) => "epoch",
+            AppendError::OffsetMismatch { .. } => "offset_mismatch",
+            AppendError::LeaderEpochRegression { .. } => "leader_epoch",
         }
     }
 

@@ -1,12 +1,16 @@
 //! The partition `Log`: a sans-IO core over the `Storage` seam. Owns the ordered
 //! `LogSegment`s of one partition directory, offset assignment on append, fetch reads,
 //! roll/retention/truncation, the LogStartOffset checkpoint, flush bookkeeping (durable
-//! offset), crash recovery and idempotent-producer deduplication (`ProducerStateManager`,
-//! rebuilt from batch headers at open and on truncation). No clocks (time comes in as
-//! `now_ms`), no threads, no randomness, no direct file system access.
+//! offset), crash recovery, idempotent-producer deduplication (`ProducerStateManager`,
+//! rebuilt from batch headers at open and on truncation) and the leader epoch cache
+//! (`LeaderEpochCache`, rebuilt in the same header walk). Leaders append with `append`
+//! (offsets and leader epoch assigned here), followers with `append_as_follower` (the
+//! leader's bytes, stored as received). No clocks (time comes in as `now_ms`), no threads,
+//! no randomness, no direct file system access.
 
 pub mod batch;
 pub mod compression;
+pub mod epoch;
 pub mod index;
 pub mod producer_state;
 pub mod segment;
@@ -23,6 +27,7 @@ pub use batch::{
     crc_ok, set_base_offset, set_partition_leader_epoch, validate_for_append, AppendError,
     BatchInfo, RecordBatchHeader,
 };
+pub use epoch::{LeaderEpochCache, UNDEFINED_EPOCH, UNDEFINED_EPOCH_OFFSET};
 pub use index::{OffsetIndex, TimeIndex};
 pub use producer_state::{
     BatchMetadata, ProducerAppend, ProducerStateEntry, ProducerStateManager, NUM_BATCHES_TO_RETAIN,
@@ -216,6 +221,20 @@ pub struct Log<S: Storage> {
     /// Idempotent-producer state: a replay of the stored batch headers, plus entries whose
     /// batches retention deleted, minus expired or evicted ones. Never past the log end.
     producer_state: ProducerStateManager,
+    /// First offset of every leader epoch with data in the log (plus, possibly, a latest epoch
+    /// assigned at the log end with no data yet). Never past the log end or below its start.
+    epochs: LeaderEpochCache,
+}
+
+/// A request must fit a fresh segment.
+fn check_request_size(batches: &[u8]) -> Result<(), AppendError> {
+    let total = batches.len() as u64;
+    if total > SEGMENT_POSITION_MAX / 2 {
+        return Err(AppendError::MessageTooLarge(format!(
+            "request of {total} bytes cannot fit a segment"
+        )));
+    }
+    Ok(())
 }
 
 fn invalid_input(msg: String) -> io::Error {
@@ -321,6 +340,7 @@ impl<S: Storage> Log<S> {
             index_files_unsynced: BTreeSet::new(),
             closed: false,
             producer_state: ProducerStateManager::new(PRODUCERS_MAX, PRODUCER_ID_EXPIRATION_MS),
+            epochs: LeaderEpochCache::new(),
         };
         if log.segments.is_empty() {
             let base = checkpoint.unwrap_or(0).max(0);
@@ -356,7 +376,7 @@ impl<S: Storage> Log<S> {
         }
         log.storage.sync_dir(&log.dir)?;
         log.durable_offset = log.log_end_offset();
-        log.rebuild_producer_state()?;
+        log.rebuild_from_headers()?;
         log.producer_state.remove_expired(now_ms);
         report.log_start_offset = log.log_start_offset;
         report.log_end_offset = log.log_end_offset();
@@ -405,22 +425,74 @@ impl<S: Storage> Log<S> {
         self.producer_state.len()
     }
 
-    /// Replays the producer state from the headers of every stored batch (offset order).
-    /// Header-only reads: cost proportional to the number of batches. On error the state is
-    /// left empty (no dedup, but no false rejections either).
-    fn rebuild_producer_state(&mut self) -> io::Result<()> {
+    /// Replays the producer state and the leader epoch cache from the headers of every stored
+    /// batch (offset order), in one walk. Header-only reads: cost proportional to the number
+    /// of batches. On error the producer state is left empty (no dedup, but no false
+    /// rejections either) and the epoch cache unchanged.
+    fn rebuild_from_headers(&mut self) -> io::Result<()> {
         self.producer_state.clear();
         let state = &mut self.producer_state;
-        let walked = self
-            .segments
-            .values()
-            .try_for_each(|seg| seg.for_each_header(|h| state.replay_batch(h)));
+        let mut epochs = LeaderEpochCache::new();
+        let walked = self.segments.values().try_for_each(|seg| {
+            seg.for_each_header(|h| {
+                state.replay_batch(h);
+                epochs.assign(h.partition_leader_epoch(), h.base_offset());
+            })
+        });
         if let Err(e) = walked {
             self.producer_state.clear();
             return Err(e);
         }
+        epochs.truncate_from_start(self.log_start_offset);
+        self.epochs = epochs;
         self.producer_state.check_invariants();
         Ok(())
+    }
+
+    /// The latest leader epoch of the log (of its last batch, or assigned with
+    /// `assign_epoch_start`).
+    pub fn latest_epoch(&self) -> Option<i32> {
+        self.epochs.latest_epoch()
+    }
+
+    /// Every cached (leader epoch, start offset), oldest first.
+    pub fn epoch_entries(&self) -> Vec<(i32, i64)> {
+        self.epochs.entries()
+    }
+
+    /// A new leader records `epoch` as starting at its log end before it appends anything
+    /// (Kafka's `maybeAssignEpochStartOffset`); `start_offset` must be the log end. Ignored if
+    /// `epoch` is not greater than the latest epoch. An epoch without a batch yet replaces a
+    /// latest epoch that has none either.
+    ///
+    /// Not persisted: an epoch with no batch is forgotten at restart (the cache is rebuilt
+    /// from batch headers). That is harmless: it covers no offset, so every answer of
+    /// `end_offset_for_epoch` about data stays the same, and a restarted node leads again
+    /// only in a newer epoch, which it assigns again when it becomes leader.
+    pub fn assign_epoch_start(&mut self, epoch: i32, start_offset: i64) {
+        assert_eq!(
+            start_offset,
+            self.log_end_offset(),
+            "an epoch starts at the log end"
+        );
+        self.epochs.assign(epoch, start_offset);
+        self.check_invariants();
+    }
+
+    /// Kafka's OffsetsForLeaderEpoch answer (`LeaderEpochFileCache.endOffsetFor`) for a
+    /// follower whose latest epoch is `requested`: (epoch, end offset), the end offset
+    /// exclusive (the follower truncates to it, or to its own log end if smaller).
+    /// - empty cache: None;
+    /// - `requested` < 0 (UNDEFINED_EPOCH), or greater than the latest epoch: `Some((-1, -1))`
+    ///   (UNDEFINED_EPOCH, UNDEFINED_EPOCH_OFFSET);
+    /// - `requested` == latest epoch: (latest, log end offset);
+    /// - otherwise, with `floor` the largest cached epoch <= `requested` and `next` the
+    ///   smallest cached epoch > `requested`: (floor, start offset of `next`);
+    /// - `requested` below every cached epoch (its data was deleted): (`requested`, start
+    ///   offset of the first cached epoch), as Kafka answers, so that the follower replicates
+    ///   from there.
+    pub fn end_offset_for_epoch(&self, requested: i32) -> Option<(i32, i64)> {
+        self.epochs.end_offset_for(requested, self.log_end_offset())
     }
 
     fn active(&self) -> &LogSegment<S::File> {
@@ -440,7 +512,8 @@ impl<S: Storage> Log<S> {
     /// Validates every batch (framing, then idempotent producers' epochs and sequences), then
     /// assigns consecutive offsets and appends them all or none. A request whose batches were
     /// all stored already (a producer's retry) writes nothing and reports the original offsets
-    /// with `duplicate: true`.
+    /// with `duplicate: true`. `leader_epoch` is stamped into every batch; it must not be
+    /// older than the latest epoch of the log (panics: leaders only move to newer epochs).
     pub fn append(
         &mut self,
         batches: &[u8],
@@ -450,14 +523,14 @@ impl<S: Storage> Log<S> {
         if self.closed {
             return Err(AppendError::Storage(io::Error::other("log is closed")));
         }
-        let infos = validate_for_append(batches, self.config.max_message_bytes)?;
-        let count: i64 = infos.iter().map(|i| i.last_offset_delta as i64 + 1).sum();
-        let total = batches.len() as u64;
-        if total > SEGMENT_POSITION_MAX / 2 {
-            return Err(AppendError::MessageTooLarge(format!(
-                "request of {total} bytes cannot fit a segment"
-            )));
+        if let Some(latest) = self.epochs.latest_epoch() {
+            assert!(
+                leader_epoch < 0 || leader_epoch >= latest,
+                "leader append in epoch {leader_epoch} after epoch {latest}"
+            );
         }
+        let infos = validate_for_append(batches, self.config.max_message_bytes)?;
+        check_request_size(batches)?;
         let producer_append = match self
             .producer_state
             .prepare_append(&infos, self.log_end_offset())?
@@ -479,20 +552,130 @@ impl<S: Storage> Log<S> {
                 });
             }
         };
-        self.maybe_roll(total, count, now_ms)?;
         let log_end_before = self.log_end_offset();
-        let size_before = self.active().size_bytes();
-
         let mut buf = std::mem::take(&mut self.append_buf);
         buf.clear();
         buf.extend_from_slice(batches);
         let mut next = log_end_before;
-        let mut max_timestamp = NO_TIMESTAMP;
-        let mut stored = Vec::with_capacity(infos.len());
         for info in &infos {
             let b = &mut buf[info.pos..info.pos + info.size];
             set_base_offset(b, next);
             set_partition_leader_epoch(b, leader_epoch);
+            next += info.last_offset_delta as i64 + 1;
+        }
+        let written = self.write_batches(&buf, &infos, now_ms);
+        if buf.capacity() > APPEND_BUFFER_RETAIN_BYTES {
+            buf = Vec::new();
+        }
+        self.append_buf = buf;
+        let max_timestamp = written?;
+        assert_eq!(self.log_end_offset(), next);
+        // Only a successful write advances the producers' sequences.
+        self.producer_state.commit(producer_append, next, now_ms);
+        self.check_invariants();
+        Ok(AppendInfo {
+            base_offset: log_end_before,
+            last_offset: next - 1,
+            max_timestamp,
+            bytes: batches.len(),
+            batches: infos.len(),
+            duplicate: false,
+        })
+    }
+
+    /// Appends batches fetched from the leader, their offsets and leader epochs already
+    /// assigned (Kafka's `appendAsFollower`), all or none, stored byte for byte as received.
+    /// Refuses (changing nothing) damaged framing or CRCs, a first batch not at the log end or
+    /// batches that are not contiguous (`OffsetMismatch`), and a batch whose leader epoch is
+    /// older than the latest one before it (`LeaderEpochRegression`; negative epochs mean
+    /// "none" and are allowed anywhere). The producer state replays the batches without the
+    /// leader's sequence checks (the leader's log is the truth), so that it is right if this
+    /// replica becomes leader.
+    pub fn append_as_follower(
+        &mut self,
+        batches: &[u8],
+        now_ms: i64,
+    ) -> Result<AppendInfo, AppendError> {
+        if self.closed {
+            return Err(AppendError::Storage(io::Error::other("log is closed")));
+        }
+        // Validation covers framing, CRCs and records; it ignores base offsets and epochs.
+        let infos = validate_for_append(batches, self.config.max_message_bytes)?;
+        check_request_size(batches)?;
+        let log_end_before = self.log_end_offset();
+        let mut expected = log_end_before;
+        let mut latest = self.epochs.latest_epoch();
+        for info in &infos {
+            let h = RecordBatchHeader::parse(&batches[info.pos..info.pos + info.size])
+                .expect("validated batch");
+            if h.base_offset() != expected {
+                return Err(AppendError::OffsetMismatch {
+                    expected,
+                    got: h.base_offset(),
+                });
+            }
+            let epoch = h.partition_leader_epoch();
+            if let Some(l) = latest.filter(|l| epoch >= 0 && epoch < *l) {
+                return Err(AppendError::LeaderEpochRegression {
+                    latest: l,
+                    got: epoch,
+                });
+            }
+            if epoch >= 0 {
+                latest = Some(epoch);
+            }
+            expected = h
+                .base_offset()
+                .checked_add(info.last_offset_delta as i64 + 1)
+                .ok_or_else(|| AppendError::InvalidRecord("offsets overflow".into()))?;
+        }
+        let max_timestamp = self.write_batches(batches, &infos, now_ms)?;
+        assert_eq!(self.log_end_offset(), expected);
+        for info in &infos {
+            let h = RecordBatchHeader::parse(&batches[info.pos..info.pos + info.size])
+                .expect("validated batch");
+            // As `commit` does for the leader: a new producer first expires idle ones.
+            let pid = h.producer_id();
+            if pid != producer_state::NO_PRODUCER_ID && self.producer_state.entry(pid).is_none() {
+                self.producer_state.remove_expired(now_ms);
+            }
+            self.producer_state.replay_batch(&h);
+        }
+        self.check_invariants();
+        Ok(AppendInfo {
+            base_offset: log_end_before,
+            last_offset: expected - 1,
+            max_timestamp,
+            bytes: batches.len(),
+            batches: infos.len(),
+            duplicate: false,
+        })
+    }
+
+    /// The write both append paths share. `bytes` are whole validated batches (`infos`) whose
+    /// headers carry their final base offsets, the first at the log end, and leader epochs not
+    /// older than the latest. Rolls if needed, writes them to the active segment (all or
+    /// nothing: a failed write is cut back and changes nothing), tracks them and records new
+    /// leader epochs. Returns the batches' max timestamp.
+    fn write_batches(
+        &mut self,
+        bytes: &[u8],
+        infos: &[BatchInfo],
+        now_ms: i64,
+    ) -> Result<i64, AppendError> {
+        let total = bytes.len() as u64;
+        let count: i64 = infos.iter().map(|i| i.last_offset_delta as i64 + 1).sum();
+        self.maybe_roll(total, count, now_ms)?;
+        let log_end_before = self.log_end_offset();
+        let size_before = self.active().size_bytes();
+        let mut next = log_end_before;
+        let mut max_timestamp = NO_TIMESTAMP;
+        let mut stored = Vec::with_capacity(infos.len());
+        let mut epochs = Vec::with_capacity(infos.len());
+        for info in infos {
+            let h = RecordBatchHeader::parse(&bytes[info.pos..info.pos + info.size])
+                .expect("validated batch");
+            assert_eq!(h.base_offset(), next, "batches must be contiguous");
             let last = next + info.last_offset_delta as i64;
             stored.push(StoredBatch {
                 pos: size_before + info.pos as u64,
@@ -501,15 +684,11 @@ impl<S: Storage> Log<S> {
                 last_offset: last,
                 max_timestamp: info.max_timestamp,
             });
+            epochs.push((h.partition_leader_epoch(), next));
             max_timestamp = max_timestamp.max(info.max_timestamp);
             next = last + 1;
         }
-        let written = self.active().file().append(&buf);
-        if buf.capacity() > APPEND_BUFFER_RETAIN_BYTES {
-            buf = Vec::new();
-        }
-        self.append_buf = buf;
-        if let Err(e) = written {
+        if let Err(e) = self.active().file().append(bytes) {
             // Restore the previous end; the tracked state was not touched yet.
             let _ = self.active().file().truncate(size_before);
             return Err(AppendError::Storage(e));
@@ -525,17 +704,13 @@ impl<S: Storage> Log<S> {
             "log end must follow the last offset"
         );
         assert_eq!(self.active().size_bytes(), size_before + total);
-        // Only a successful write advances the producers' sequences.
-        self.producer_state.commit(producer_append, next, now_ms);
-        self.check_invariants();
-        Ok(AppendInfo {
-            base_offset: log_end_before,
-            last_offset: next - 1,
-            max_timestamp,
-            bytes: batches.len(),
-            batches: infos.len(),
-            duplicate: false,
-        })
+        for (epoch, base) in epochs {
+            if let Some(latest) = self.epochs.latest_epoch() {
+                assert!(epoch < 0 || epoch >= latest, "epoch {epoch} after {latest}");
+            }
+            self.epochs.assign(epoch, base);
+        }
+        Ok(max_timestamp)
     }
 
     fn maybe_roll(&mut self, bytes: u64, count: i64, now_ms: i64) -> io::Result<()> {
@@ -711,8 +886,9 @@ impl<S: Storage> Log<S> {
         best
     }
 
-    /// Drops everything at and above `offset` (a batch boundary or the log end), durably.
-    /// Below the log start it empties the log and restarts it at `offset`.
+    /// Drops everything at and above `offset` (a batch boundary or the log end), durably, and
+    /// the leader epochs starting there or later. Below the log start it empties the log and
+    /// restarts it at `offset`.
     pub fn truncate_to(&mut self, offset: i64) -> io::Result<()> {
         if offset < self.log_start_offset {
             return self.truncate_fully_and_start_at(offset);
@@ -726,6 +902,7 @@ impl<S: Storage> Log<S> {
         if rebuild {
             self.producer_state.clear();
         }
+        self.epochs.truncate_from_end(offset);
         let doomed: Vec<i64> = self.segments.range(offset + 1..).map(|(b, _)| *b).collect();
         for base in doomed.into_iter().rev() {
             self.segments.remove(&base);
@@ -736,7 +913,7 @@ impl<S: Storage> Log<S> {
         self.active_mut().truncate_to(offset, interval)?;
         assert_eq!(self.log_end_offset(), offset);
         if rebuild {
-            self.rebuild_producer_state()?;
+            self.rebuild_from_headers()?;
         }
         // Make the truncation and everything below it durable.
         for seg in self.segments.values() {
@@ -751,12 +928,14 @@ impl<S: Storage> Log<S> {
         Ok(())
     }
 
-    /// Deletes every segment and restarts the log empty at `offset` (LogStartOffset too).
+    /// Deletes every segment and restarts the log empty at `offset` (LogStartOffset too),
+    /// forgetting every leader epoch.
     pub fn truncate_fully_and_start_at(&mut self, offset: i64) -> io::Result<()> {
         assert!(offset >= 0);
         let now_ms = self.active().created_ms();
         let mut report = RecoveryReport::default();
         self.producer_state.clear();
+        self.epochs.clear();
         self.write_log_start_checkpoint(offset)?;
         self.remove_all_segments(&mut report)?;
         self.create_segment(offset, now_ms)?;
@@ -781,7 +960,8 @@ impl<S: Storage> Log<S> {
 
     /// Deletes whole old segments (never the active one) by retention_ms (max timestamp older
     /// than now - retention_ms), retention_bytes (log larger than the limit) and the log start
-    /// offset, advancing and checkpointing the log start.
+    /// offset, advancing and checkpointing the log start (the leader epoch covering the new
+    /// start now starts there; older ones are dropped).
     pub fn apply_retention(&mut self, now_ms: i64) -> io::Result<RetentionReport> {
         let inactive: Vec<&LogSegment<S::File>> = self
             .segments
@@ -821,7 +1001,8 @@ impl<S: Storage> Log<S> {
         self.delete_oldest_segments(n)
     }
 
-    /// Advances the LogStartOffset to `offset` (<= log end) and deletes segments wholly below.
+    /// Advances the LogStartOffset to `offset` (<= log end) and deletes segments wholly below;
+    /// the leader epoch covering `offset` now starts there, older ones are dropped.
     pub fn delete_records_before(&mut self, offset: i64) -> io::Result<RetentionReport> {
         if offset > self.log_end_offset() {
             return Err(invalid_input(format!(
@@ -832,6 +1013,7 @@ impl<S: Storage> Log<S> {
         if offset > self.log_start_offset {
             self.write_log_start_checkpoint(offset)?;
             self.log_start_offset = offset;
+            self.epochs.truncate_from_start(offset);
         }
         let n = self
             .segments
@@ -858,6 +1040,7 @@ impl<S: Storage> Log<S> {
             // Checkpoint first: a crash before the deletions just redoes them at open.
             self.write_log_start_checkpoint(new_start)?;
             self.log_start_offset = new_start;
+            self.epochs.truncate_from_start(new_start);
         }
         for base in doomed {
             let seg = self.segments.remove(&base).unwrap();
@@ -935,6 +1118,9 @@ impl<S: Storage> Log<S> {
                 assert_eq!(seg.size_bytes(), seg.file().len());
                 expected = seg.next_offset();
             }
+        }
+        if cfg!(debug_assertions) {
+            self.epochs.check_invariants(self.log_start_offset, log_end);
         }
         self.producer_state.check_invariants();
         if cfg!(debug_assertions) {

@@ -2,7 +2,7 @@
 //! bookkeeping, crash recovery on both storages, and a model-based property test.
 
 use super::batch::RecordBatchHeader;
-use super::testutil::{idempotent_batch, set_transactional, simple_batch};
+use super::testutil::{compress_batch, idempotent_batch, set_transactional, simple_batch};
 use super::*;
 use crate::storage::{FileStorage, MemStorage, Storage, StorageFile, TornWrite};
 
@@ -835,7 +835,7 @@ fn rebuild_cost() {
         let open = started.elapsed();
         let started = std::time::Instant::now();
         let mut log = log;
-        log.rebuild_producer_state().unwrap();
+        log.rebuild_from_headers().unwrap();
         println!(
             "{n} batches, {bytes} bytes, {} segments, clean {}: open {open:?}, rebuild alone {:?}",
             log.segment_count(),
@@ -985,6 +985,371 @@ fn mem_crash_drop_unsynced_and_torn_prefix() {
             assert_eq!(got, durable);
         }
     }
+}
+
+// ---- leader epoch cache and follower appends ----
+
+/// The epoch cache a rebuild from the stored batch headers gives (first entry at the log start).
+fn epochs_from_headers<S: Storage>(log: &Log<S>) -> Vec<(i32, i64)> {
+    let start = log.log_start_offset();
+    let data = log.read(start, usize::MAX, i64::MAX).unwrap();
+    let mut out: Vec<(i32, i64)> = Vec::new();
+    let mut pos = 0;
+    while pos < data.len() {
+        let h = RecordBatchHeader::parse(&data[pos..]).unwrap();
+        let epoch = h.partition_leader_epoch();
+        if epoch >= 0 && out.last().is_none_or(|(e, _)| epoch > *e) {
+            out.push((epoch, h.base_offset().max(start)));
+        }
+        pos += h.total_size() as usize;
+    }
+    out
+}
+
+/// The cache is the one the stored headers give, plus at most a latest epoch with no data.
+fn assert_epochs_match_data<S: Storage>(log: &Log<S>) {
+    let derived = epochs_from_headers(log);
+    let got = log.epoch_entries();
+    if got.len() == derived.len() + 1 {
+        let (epoch, start) = *got.last().unwrap();
+        assert_eq!(start, log.log_end_offset(), "{got:?} vs {derived:?}");
+        assert!(derived.last().is_none_or(|(e, _)| *e < epoch));
+        assert_eq!(got[..derived.len()], derived[..]);
+    } else {
+        assert_eq!(got, derived);
+    }
+}
+
+/// Appends one `records`-record batch in `epoch`; returns its base offset.
+fn append_in(log: &mut Log<MemStorage>, epoch: i32, records: usize) -> i64 {
+    log.append(&batch(T0, records, 100), epoch, T0)
+        .unwrap()
+        .base_offset
+}
+
+#[test]
+fn leader_appends_cache_the_first_offset_of_each_epoch() {
+    let (_s, mut log) = mem_log(small_config());
+    assert_eq!(log.latest_epoch(), None);
+    assert_eq!(log.epoch_entries(), vec![]);
+    append_in(&mut log, 0, 2);
+    append_in(&mut log, 0, 3);
+    append_in(&mut log, 2, 1); // offset 5
+    let mut req = batch(T0, 2, 10);
+    req.extend(batch(T0, 2, 10));
+    log.append(&req, 5, T0).unwrap(); // offsets 6..=9, one entry
+    append_in(&mut log, -1, 1); // no epoch: not cached
+    append_in(&mut log, 5, 1);
+    assert_eq!(log.epoch_entries(), vec![(0, 0), (2, 5), (5, 6)]);
+    assert_eq!(log.latest_epoch(), Some(5));
+    // A new leader records its epoch at its log end before appending.
+    let end = log.log_end_offset();
+    log.assign_epoch_start(7, end);
+    log.assign_epoch_start(6, end); // older: ignored
+    log.assign_epoch_start(7, end); // same: ignored
+    assert_eq!(log.epoch_entries(), vec![(0, 0), (2, 5), (5, 6), (7, end)]);
+    log.assign_epoch_start(8, end); // epoch 7 holds nothing: replaced
+    assert_eq!(log.epoch_entries(), vec![(0, 0), (2, 5), (5, 6), (8, end)]);
+    assert_eq!(append_in(&mut log, 8, 1), end);
+    assert_eq!(log.epoch_entries(), vec![(0, 0), (2, 5), (5, 6), (8, end)]);
+    assert_epochs_match_data(&log);
+}
+
+#[test]
+#[should_panic(expected = "leader append in epoch 1 after epoch 2")]
+fn leader_append_in_an_older_epoch_panics() {
+    let (_s, mut log) = mem_log(small_config());
+    append_in(&mut log, 2, 1);
+    append_in(&mut log, 1, 1);
+}
+
+#[test]
+fn end_offset_for_epoch_follows_kafka() {
+    let (_s, mut log) = mem_log(small_config());
+    assert_eq!(log.end_offset_for_epoch(0), None);
+    append_in(&mut log, 2, 3); // 0..=2
+    append_in(&mut log, 4, 3); // 3..=5
+    append_in(&mut log, 7, 3); // 6..=8
+    assert_eq!(log.epoch_entries(), vec![(2, 0), (4, 3), (7, 6)]);
+    // The latest epoch ends at the log end.
+    assert_eq!(log.end_offset_for_epoch(7), Some((7, 9)));
+    // A cached epoch ends where the next one starts.
+    assert_eq!(log.end_offset_for_epoch(4), Some((4, 6)));
+    assert_eq!(log.end_offset_for_epoch(2), Some((2, 3)));
+    // An unknown epoch between two: the floor epoch, ending where the next starts.
+    assert_eq!(log.end_offset_for_epoch(5), Some((4, 6)));
+    assert_eq!(log.end_offset_for_epoch(3), Some((2, 3)));
+    // Below every cached epoch: the requested epoch, ending at the first cached start.
+    assert_eq!(log.end_offset_for_epoch(1), Some((1, 0)));
+    // Above the latest, or undefined.
+    assert_eq!(log.end_offset_for_epoch(8), Some((-1, -1)));
+    assert_eq!(log.end_offset_for_epoch(-1), Some((-1, -1)));
+    // A latest epoch without data yet.
+    log.assign_epoch_start(9, 9);
+    assert_eq!(log.end_offset_for_epoch(9), Some((9, 9)));
+    assert_eq!(log.end_offset_for_epoch(7), Some((7, 9)));
+    assert_eq!(log.end_offset_for_epoch(8), Some((7, 9)));
+    // After retention removed epoch 2's data: epoch 2 is below every cached epoch.
+    log.delete_records_before(4).unwrap();
+    assert_eq!(log.epoch_entries(), vec![(4, 4), (7, 6), (9, 9)]);
+    assert_eq!(log.end_offset_for_epoch(2), Some((2, 4)));
+}
+
+#[test]
+fn epoch_cache_survives_restart_and_crash() {
+    let dir = PathBuf::from("/data/t-0");
+    let s = MemStorage::new();
+    let (mut log, _) = Log::open(s.clone(), dir.clone(), small_config(), T0).unwrap();
+    for (i, epoch) in [0, 0, 1, 1, 1, 3, 3, 6].into_iter().enumerate() {
+        append_in(&mut log, epoch, 1 + i % 3);
+    }
+    assert!(log.segment_count() > 1);
+    let before = log.epoch_entries();
+    assert_eq!(before.len(), 4);
+    // Clean restart: the same cache, except an epoch that has no batch yet.
+    let end = log.log_end_offset();
+    log.assign_epoch_start(9, end);
+    log.close().unwrap();
+    let (log, r) = Log::open(s.clone(), dir.clone(), small_config(), T0).unwrap();
+    assert!(r.clean_shutdown);
+    assert_eq!(log.epoch_entries(), before);
+    // Unclean restart (indexes rebuilt) gives the same.
+    drop(log);
+    s.crash(TornWrite::DropUnsynced);
+    let (mut log, r) = Log::open(s.clone(), dir.clone(), small_config(), T0).unwrap();
+    assert!(!r.clean_shutdown);
+    assert_eq!(log.epoch_entries(), before);
+    // A torn tail: the recovered cache is the old one cut at the recovered end.
+    log.flush().unwrap();
+    for epoch in [6, 10, 10, 12, 12] {
+        append_in(&mut log, epoch, 2);
+    }
+    let full = log.epoch_entries();
+    drop(log);
+    s.crash(TornWrite::KeepPrefix {
+        sectors: 1,
+        garbage: vec![0x5A; 100],
+    });
+    let (log, _) = Log::open(s.clone(), dir.clone(), small_config(), T0).unwrap();
+    let end = log.log_end_offset();
+    let expected: Vec<(i32, i64)> = full.into_iter().filter(|(_, s)| *s < end).collect();
+    assert_eq!(log.epoch_entries(), expected);
+    assert_epochs_match_data(&log);
+}
+
+#[test]
+fn truncation_and_retention_adjust_the_epoch_cache() {
+    let dir = PathBuf::from("/data/t-0");
+    let s = MemStorage::new();
+    let (mut log, _) = Log::open(s.clone(), dir.clone(), small_config(), T0).unwrap();
+    let mut starts = Vec::new();
+    for epoch in 0..8 {
+        starts.push(append_in(&mut log, epoch, 2));
+        append_in(&mut log, epoch, 2);
+    }
+    assert!(log.segment_count() > 2);
+    let all: Vec<(i32, i64)> = (0..8).map(|e| (e, starts[e as usize])).collect();
+    assert_eq!(log.epoch_entries(), all);
+    // Truncating inside epoch 6 keeps its entry; epoch 7 goes.
+    log.truncate_to(starts[6] + 2).unwrap();
+    assert_eq!(log.epoch_entries(), all[..7]);
+    // Truncating at epoch 6's start drops it.
+    log.truncate_to(starts[6]).unwrap();
+    assert_eq!(log.epoch_entries(), all[..6]);
+    assert_eq!(log.latest_epoch(), Some(5));
+    // A truncation that does not need a producer-state rebuild still adjusts the cache.
+    log.assign_epoch_start(9, starts[6]);
+    append_in(&mut log, 9, 1);
+    log.truncate_to(starts[6]).unwrap();
+    assert_eq!(log.epoch_entries(), all[..6]);
+    // Moving the log start into epoch 2 moves epoch 2's start; older epochs go.
+    log.delete_records_before(starts[2] + 2).unwrap();
+    assert_eq!(log.epoch_entries()[0], (2, starts[2] + 2));
+    assert_eq!(log.epoch_entries()[1..], all[3..6]);
+    let kept = log.epoch_entries();
+    assert_epochs_match_data(&log);
+    // Whole-segment retention.
+    log.set_config(LogConfig {
+        retention_bytes: 600,
+        ..small_config()
+    });
+    let r = log.apply_retention(T0).unwrap();
+    assert!(r.segments_deleted > 0);
+    let start = log.log_start_offset();
+    assert_eq!(log.epoch_entries()[0].1, start);
+    assert!(log.epoch_entries().len() < kept.len());
+    assert_epochs_match_data(&log);
+    // Restart: the same cache.
+    let kept = log.epoch_entries();
+    log.close().unwrap();
+    let (mut log, _) = Log::open(s.clone(), dir.clone(), small_config(), T0).unwrap();
+    assert_eq!(log.epoch_entries(), kept);
+    // Below the log start: everything goes.
+    log.truncate_to(start - 1).unwrap();
+    assert_eq!(log.epoch_entries(), vec![]);
+    assert_eq!(log.end_offset_for_epoch(5), None);
+}
+
+/// Copies everything the follower lacks from the leader, `chunk` bytes per fetch.
+fn replicate(leader: &Log<MemStorage>, follower: &mut Log<MemStorage>, chunk: usize) {
+    while follower.log_end_offset() < leader.log_end_offset() {
+        let data = leader
+            .read(follower.log_end_offset(), chunk, i64::MAX)
+            .unwrap();
+        let info = follower.append_as_follower(&data, T0).unwrap();
+        assert_eq!(info.bytes, data.len());
+    }
+}
+
+fn all_bytes<S: Storage>(log: &Log<S>) -> Bytes {
+    log.read(log.log_start_offset(), usize::MAX, i64::MAX)
+        .unwrap()
+}
+
+#[test]
+fn follower_copy_is_byte_identical() {
+    let (_ls, mut leader) = mem_log(small_config());
+    let fs = MemStorage::new();
+    let fdir = PathBuf::from("/data/f-0");
+    let fconfig = LogConfig {
+        segment_bytes: 500,
+        ..small_config()
+    };
+    let (mut follower, _) = Log::open(fs.clone(), fdir.clone(), fconfig.clone(), T0).unwrap();
+    let mut seq = [0i32; 3];
+    let mut last_of_0 = None;
+    for i in 0..30usize {
+        let epoch = (i / 7) as i32;
+        if i % 7 == 0 {
+            let end = leader.log_end_offset();
+            leader.assign_epoch_start(epoch, end);
+        }
+        if i % 3 == 0 {
+            let pid = (i % 9 / 3) as i64;
+            let records = 1 + i % 4;
+            let b = pbatch(pid, 0, seq[pid as usize], records);
+            let info = leader.append(&b, epoch, T0).unwrap();
+            if pid == 0 {
+                last_of_0 = Some((b, info.base_offset, info.last_offset));
+            }
+            seq[pid as usize] += records as i32;
+        } else {
+            let mut req = batch(T0 + i as i64, 1 + i % 3, 30);
+            req.extend(compress_batch(
+                &batch(T0, 2, 40),
+                crate::log::compression::Codec::Gzip,
+            ));
+            leader.append(&req, epoch, T0).unwrap();
+        }
+        if i % 4 == 0 {
+            replicate(&leader, &mut follower, 1 + i * 37);
+        }
+    }
+    replicate(&leader, &mut follower, 300);
+    assert_eq!(all_bytes(&follower), all_bytes(&leader));
+    assert_eq!(follower.log_end_offset(), leader.log_end_offset());
+    assert_eq!(follower.epoch_entries(), leader.epoch_entries());
+    assert_eq!(follower.producer_count(), 3);
+    for pid in 0..3 {
+        assert_eq!(follower.producer_state(pid), leader.producer_state(pid));
+    }
+    assert_eq!(read_all(&follower), read_all(&leader));
+    // The same after a restart of the follower.
+    follower.close().unwrap();
+    let (mut follower, _) = Log::open(fs, fdir, fconfig, T0).unwrap();
+    assert_eq!(follower.epoch_entries(), leader.epoch_entries());
+    // The follower becomes leader: its dedup state is the old leader's.
+    let end = follower.log_end_offset();
+    follower.assign_epoch_start(10, end);
+    let (retry, base, last) = last_of_0.unwrap();
+    let info = follower.append(&retry, 10, T0).unwrap();
+    assert!(info.duplicate);
+    assert_eq!((info.base_offset, info.last_offset), (base, last));
+    assert_eq!(follower.log_end_offset(), end);
+    assert!(follower.append(&pbatch(0, 0, seq[0], 1), 10, T0).is_ok());
+    assert_eq!(
+        append_err(follower.append(&pbatch(0, 0, seq[0] + 5, 1), 10, T0)),
+        "out_of_order"
+    );
+}
+
+#[test]
+fn follower_refuses_bad_appends_without_changing_the_log() {
+    let (_ls, mut leader) = mem_log(small_config());
+    for epoch in [1, 1, 3, 3] {
+        append_in(&mut leader, epoch, 2);
+    }
+    let (_fs, mut follower) = mem_log(small_config());
+    let first = leader.read(0, 1, i64::MAX).unwrap(); // batch 0..=1
+    follower.append_as_follower(&first, T0).unwrap();
+    let snapshot = |f: &Log<MemStorage>| {
+        (
+            all_bytes(f),
+            f.log_end_offset(),
+            f.size_bytes(),
+            f.epoch_entries(),
+        )
+    };
+    let before = snapshot(&follower);
+    let check = |f: &mut Log<MemStorage>, bytes: &[u8], what: &str| {
+        let e = f.append_as_follower(bytes, T0).unwrap_err();
+        assert_eq!(snapshot(f), before, "{what}");
+        e
+    };
+    // A gap: batches starting at 4 while the log ends at 2.
+    let gap = leader.read(4, usize::MAX, i64::MAX).unwrap();
+    assert!(matches!(
+        check(&mut follower, &gap, "gap"),
+        AppendError::OffsetMismatch {
+            expected: 2,
+            got: 4
+        }
+    ));
+    // An overlap: the batch already stored.
+    assert!(matches!(
+        check(&mut follower, &first, "overlap"),
+        AppendError::OffsetMismatch {
+            expected: 2,
+            got: 0
+        }
+    ));
+    // Not contiguous inside the request: 2..=3 then 6..=7.
+    let mut split_req = leader.read(2, 1, i64::MAX).unwrap().to_vec();
+    split_req.extend_from_slice(&leader.read(6, 1, i64::MAX).unwrap());
+    assert!(matches!(
+        check(&mut follower, &split_req, "hole"),
+        AppendError::OffsetMismatch {
+            expected: 4,
+            got: 6
+        }
+    ));
+    // A damaged batch (the CRC covers the records), even after a good one.
+    let mut bad = leader.read(2, usize::MAX, i64::MAX).unwrap().to_vec();
+    let n = bad.len();
+    bad[n - 1] ^= 0x01;
+    assert!(matches!(
+        check(&mut follower, &bad, "crc"),
+        AppendError::CorruptMessage(_)
+    ));
+    // An epoch regression inside one request (the epoch is outside the CRC).
+    let mut regress = leader.read(2, usize::MAX, i64::MAX).unwrap().to_vec();
+    let second = split(&regress)[0].2;
+    set_partition_leader_epoch(&mut regress[second..], 0);
+    assert!(matches!(
+        check(&mut follower, &regress, "regression"),
+        AppendError::LeaderEpochRegression { latest: 1, got: 0 }
+    ));
+    // Older than the log's latest epoch.
+    let mut old = leader.read(2, 1, i64::MAX).unwrap().to_vec();
+    set_partition_leader_epoch(&mut old, 0);
+    assert!(matches!(
+        check(&mut follower, &old, "old epoch"),
+        AppendError::LeaderEpochRegression { latest: 1, got: 0 }
+    ));
+    // Still appends what it should afterwards.
+    replicate(&leader, &mut follower, usize::MAX);
+    assert_eq!(all_bytes(&follower), all_bytes(&leader));
+    assert_eq!(follower.epoch_entries(), vec![(1, 0), (3, 4)]);
 }
 
 // ---- model-based property test ----
@@ -1184,6 +1549,7 @@ mod model {
         assert_eq!(log.log_start_offset(), m.log_start);
         assert_eq!(log.log_end_offset(), m.log_end);
         assert_eq!(log.durable_offset(), m.durable);
+        assert_epochs_match_data(log);
         let all = log.read(m.log_start, usize::MAX, i64::MAX).unwrap();
         assert_eq!(
             all.as_ref(),
@@ -1213,7 +1579,7 @@ mod model {
                     advance_ms,
                 } => {
                     now += advance_ms as i64;
-                    let epoch = (step % 7) as i32;
+                    let epoch = (step / 8) as i32;
                     let mut req = Vec::new();
                     let mut parts = Vec::new();
                     for (i, (records, value)) in batches.iter().enumerate() {
@@ -1332,7 +1698,7 @@ mod model {
                     advance_ms,
                 } => {
                     now += advance_ms as i64;
-                    let leader_epoch = (step % 7) as i32;
+                    let leader_epoch = (step / 8) as i32;
                     let pid = PRODUCER_ID_BASE + producer as i64;
                     let p = &m.producers[producer as usize];
                     let (b, is_retry) = match retry {

@@ -137,7 +137,7 @@ if [ "${SKIP_FUZZ:-0}" != 1 ] && cargo +nightly --version >/dev/null 2>&1; then
             -print_final_stats=1) >"$fuzz_tmp/$1.log" 2>&1
     }
     fuzz_failed=0
-    for pair in "request_frame record_batch" "log_recovery dispatch" "storage_faults group_actions"; do
+    for pair in "request_frame record_batch" "log_recovery dispatch" "storage_faults group_actions" "quorum_frame"; do
         pids=()
         for target in $pair; do
             log "fuzz: $target for ${FUZZ_SECONDS:-30} s"

@@ -365,6 +365,111 @@ fn corpus_storage_faults() -> Vec<(String, Vec<u8>)> {
     ]
 }
 
+/// Controller-to-controller frame bodies (size prefix removed): one per message kind, plus a
+/// truncated one and one declaring more entries than it holds.
+fn corpus_quorum_frame() -> Vec<(String, Vec<u8>)> {
+    use broker::raft::wire::{encode_frame, PeerFrame};
+    use broker::raft::{Entry, Envelope, FetchResult, Message, SnapshotChunk, SnapshotId};
+    let raft = |message| {
+        PeerFrame::Raft(Envelope {
+            from: 1,
+            to: 2,
+            message,
+        })
+    };
+    let frames = [
+        (
+            "vote-request",
+            raft(Message::VoteRequest {
+                epoch: 3,
+                candidate: 1,
+                last_epoch: 2,
+                last_offset: 17,
+                pre_vote: true,
+            }),
+        ),
+        (
+            "end-quorum-epoch",
+            raft(Message::EndQuorumEpoch {
+                epoch: 3,
+                leader: 1,
+                preferred_successors: vec![3, 2],
+            }),
+        ),
+        (
+            "fetch-response-entries",
+            raft(Message::FetchResponse {
+                correlation: 9,
+                epoch: 3,
+                leader: Some(1),
+                high_watermark: 5,
+                log_start_offset: 0,
+                result: FetchResult::Entries(vec![
+                    Entry {
+                        offset: 5,
+                        epoch: 3,
+                        payload: Bytes::from_static(b"record"),
+                    },
+                    Entry {
+                        offset: 6,
+                        epoch: 3,
+                        payload: Bytes::new(),
+                    },
+                ]),
+            }),
+        ),
+        (
+            "fetch-snapshot-response",
+            raft(Message::FetchSnapshotResponse {
+                correlation: 10,
+                epoch: 3,
+                leader: Some(1),
+                snapshot_id: SnapshotId {
+                    end_offset: 100,
+                    epoch: 2,
+                },
+                chunk: SnapshotChunk::Chunk {
+                    size: 12,
+                    position: 4,
+                    bytes: Bytes::from_static(b"chunk"),
+                },
+            }),
+        ),
+        (
+            "controller-request",
+            PeerFrame::ControllerRequest {
+                correlation: 1,
+                from: 3,
+                payload: Bytes::from_static(b"create-topic"),
+            },
+        ),
+        (
+            "controller-response",
+            PeerFrame::ControllerResponse {
+                correlation: 1,
+                error_code: 7,
+                message: "not controller".into(),
+                payload: Bytes::new(),
+            },
+        ),
+    ];
+    let mut out = Vec::new();
+    for (name, frame) in frames {
+        let mut buf = Vec::new();
+        encode_frame(&frame, &mut buf).unwrap();
+        out.push((name.to_string(), buf[4..].to_vec()));
+    }
+    let whole = out[2].1.clone();
+    out.push(("truncated".into(), whole[..whole.len() - 3].to_vec()));
+    // A FetchResponse declaring u32::MAX entries with none behind it.
+    let mut lying = whole[..whole.len()].to_vec();
+    let count_pos = 2 + 8 + 1 + 8 + 4 + 5 + 8 + 8 + 1;
+    lying.truncate(count_pos);
+    lying.extend_from_slice(&u32::MAX.to_be_bytes());
+    out.push(("entry-count-lies".into(), lying));
+    out
+}
+
 fn corpus_log_recovery() -> Vec<(String, Vec<u8>)> {
     let ts = 1_700_000_000_000;
     // A segment of three batches at offsets 0, 1-3, 4-5.
@@ -758,6 +863,7 @@ fn generate_corpus() {
         ("dispatch", corpus_dispatch()),
         ("group_actions", corpus_group_actions()),
         ("storage_faults", corpus_storage_faults()),
+        ("quorum_frame", corpus_quorum_frame()),
     ] {
         let dir = corpus_dir(target);
         std::fs::create_dir_all(&dir).unwrap();

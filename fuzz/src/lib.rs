@@ -35,7 +35,30 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("dispatch", dispatch),
     ("group_actions", group_actions),
     ("storage_faults", storage_faults),
+    ("quorum_frame", quorum_frame),
 ];
+
+/// Any bytes as a controller-to-controller frame body (size prefix removed): decoding returns a
+/// frame or an error, never a panic; a decoded frame re-encodes to a body that decodes to the
+/// same frame (and, the encoding being canonical, to the same bytes).
+pub fn quorum_frame(data: &[u8]) {
+    let _ = broker::raft::wire::split_frame(data);
+    let Ok(frame) = broker::raft::wire::decode_body(data) else {
+        return;
+    };
+    let mut out = Vec::new();
+    broker::raft::wire::encode_frame(&frame, &mut out).expect("a decoded frame fits the limit");
+    let (used, body) = broker::raft::wire::split_frame(&out)
+        .expect("an encoded frame splits")
+        .expect("an encoded frame is whole");
+    assert_eq!(used, out.len());
+    assert_eq!(body, data, "re-encoding changed the bytes");
+    assert_eq!(
+        broker::raft::wire::decode_body(body).as_ref(),
+        Ok(&frame),
+        "decode(encode(x)) != x"
+    );
+}
 
 /// Any bytes as a request frame (size prefix removed): decoding returns a request or an error.
 /// Never a panic, and never an allocation the frame's length does not bound (the vendored

@@ -7,11 +7,13 @@
 //! - [`log`]: the in-memory view of the replicated log and its epoch queries.
 //! - [`core`]: [`RaftCore`], one voter's state machine.
 //! - [`metadata`]: [`MetadataRecord`] encoding and the [`MetadataImage`] state machine.
+//! - [`wire`]: the binary codec of frames between controller nodes ([`PeerFrame`]).
 
 pub mod core;
 pub mod log;
 pub mod metadata;
 pub mod types;
+pub mod wire;
 
 #[cfg(test)]
 mod tests;
@@ -19,4 +21,8 @@ mod tests;
 pub use self::core::{Committed, ProposeError, RaftCore, Role};
 pub use self::log::RaftLog;
 pub use self::metadata::{MetadataImage, MetadataRecord};
+
 pub use self::types::*;
+pub use self::wire::{
+    decode_body, encode_frame, split_frame, PeerFrame, WireError, PEER_FRAME_BYTES_MAX,
+};

@@ -1190,6 +1190,35 @@ fn truncation_and_retention_adjust_the_epoch_cache() {
     assert_eq!(log.end_offset_for_epoch(5), None);
 }
 
+#[test]
+fn truncating_at_the_log_end_drops_an_epoch_without_data() {
+    let (_ls, mut leader) = mem_log(small_config());
+    append_in(&mut leader, 1, 2);
+    let (_fs, mut follower) = mem_log(small_config());
+    follower
+        .append_as_follower(&leader.read(0, 1, i64::MAX).unwrap(), T0)
+        .unwrap();
+    append_in(&mut leader, 1, 2); // the follower misses this one
+                                  // The follower leads briefly in epoch 2 without appending; the leader is back in epoch 3.
+    follower.assign_epoch_start(2, 2);
+    leader.assign_epoch_start(3, 4);
+    append_in(&mut leader, 3, 1);
+    let old = leader.read(2, 1, i64::MAX).unwrap();
+    assert!(matches!(
+        follower.append_as_follower(&old, T0),
+        Err(AppendError::LeaderEpochRegression { latest: 2, got: 1 })
+    ));
+    // Reconciliation: the leader ends epoch 2 (as its floor epoch 1) at 4; the follower is
+    // shorter and truncates at its log end, which forgets epoch 2.
+    assert_eq!(leader.end_offset_for_epoch(2), Some((1, 4)));
+    assert_eq!(follower.end_offset_for_epoch(1), Some((1, 2)));
+    follower.truncate_to(2).unwrap();
+    assert_eq!(follower.epoch_entries(), vec![(1, 0)]);
+    replicate(&leader, &mut follower, 1);
+    assert_eq!(all_bytes(&follower), all_bytes(&leader));
+    assert_eq!(follower.epoch_entries(), leader.epoch_entries());
+}
+
 /// Copies everything the follower lacks from the leader, `chunk` bytes per fetch.
 fn replicate(leader: &Log<MemStorage>, follower: &mut Log<MemStorage>, chunk: usize) {
     while follower.log_end_offset() < leader.log_end_offset() {
@@ -1812,6 +1841,9 @@ mod replication {
         FollowerTruncate { pick: u32 },
         /// The follower crashes, losing what it did not flush.
         FollowerCrash { flush_first: bool },
+        /// The follower is leader for one epoch and appends nothing; then the leader is
+        /// elected again in a newer epoch, its log unchanged.
+        FollowerLeadsBriefly,
     }
 
     fn op() -> impl Strategy<Value = Op> {
@@ -1823,6 +1855,7 @@ mod replication {
             5 => (1u16..1500).prop_map(|max_bytes| Op::Fetch { max_bytes }),
             1 => any::<u32>().prop_map(|pick| Op::FollowerTruncate { pick }),
             1 => any::<bool>().prop_map(|flush_first| Op::FollowerCrash { flush_first }),
+            1 => Just(Op::FollowerLeadsBriefly),
         ]
     }
 
@@ -1874,7 +1907,8 @@ mod replication {
                 follower.truncate_to(leader_end.min(end)).unwrap();
                 return;
             }
-            assert!(my_end < end, "no progress");
+            // `my_end` may be the log end: that drops an epoch without data (a leadership
+            // that ended before it appended anything).
             follower.truncate_to(my_end).unwrap();
         }
         panic!("reconciliation does not converge");
@@ -1945,6 +1979,15 @@ mod replication {
                     fs.crash(TornWrite::DropUnsynced);
                     let (f, _) = Log::open(fs.clone(), fdir.clone(), fconfig.clone(), T0).unwrap();
                     follower = f;
+                }
+                Op::FollowerLeadsBriefly => {
+                    epoch += 1;
+                    let end = follower.log_end_offset();
+                    follower.assign_epoch_start(epoch, end);
+                    epoch += 1;
+                    let end = leader.log_end_offset();
+                    leader.assign_epoch_start(epoch, end);
+                    diverged = true;
                 }
             }
             assert_epochs_match_data(&leader);

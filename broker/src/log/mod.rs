@@ -888,12 +888,17 @@ impl<S: Storage> Log<S> {
 
     /// Drops everything at and above `offset` (a batch boundary or the log end), durably, and
     /// the leader epochs starting there or later. Below the log start it empties the log and
-    /// restarts it at `offset`.
+    /// restarts it at `offset`. At or beyond the log end it keeps the data but still drops an
+    /// epoch starting at the log end (as Kafka does): a former leader may have assigned its
+    /// epoch there and lost leadership before appending, and a follower must not keep an epoch
+    /// its leader never wrote (the leader's older-epoch batches would be refused after it).
     pub fn truncate_to(&mut self, offset: i64) -> io::Result<()> {
         if offset < self.log_start_offset {
             return self.truncate_fully_and_start_at(offset);
         }
         if offset >= self.log_end_offset() {
+            self.epochs.truncate_from_end(self.log_end_offset());
+            self.check_invariants();
             return Ok(());
         }
         // Producers with batches at or above `offset` need a rebuild (cost: every batch

@@ -1190,6 +1190,35 @@ fn truncation_and_retention_adjust_the_epoch_cache() {
     assert_eq!(log.end_offset_for_epoch(5), None);
 }
 
+#[test]
+fn truncating_at_the_log_end_drops_an_epoch_without_data() {
+    let (_ls, mut leader) = mem_log(small_config());
+    append_in(&mut leader, 1, 2);
+    let (_fs, mut follower) = mem_log(small_config());
+    follower
+        .append_as_follower(&leader.read(0, 1, i64::MAX).unwrap(), T0)
+        .unwrap();
+    append_in(&mut leader, 1, 2); // the follower misses this one
+                                  // The follower leads briefly in epoch 2 without appending; the leader is back in epoch 3.
+    follower.assign_epoch_start(2, 2);
+    leader.assign_epoch_start(3, 4);
+    append_in(&mut leader, 3, 1);
+    let old = leader.read(2, 1, i64::MAX).unwrap();
+    assert!(matches!(
+        follower.append_as_follower(&old, T0),
+        Err(AppendError::LeaderEpochRegression { latest: 2, got: 1 })
+    ));
+    // Reconciliation: the leader ends epoch 2 (as its floor epoch 1) at 4; the follower is
+    // shorter and truncates at its log end, which forgets epoch 2.
+    assert_eq!(leader.end_offset_for_epoch(2), Some((1, 4)));
+    assert_eq!(follower.end_offset_for_epoch(1), Some((1, 2)));
+    follower.truncate_to(2).unwrap();
+    assert_eq!(follower.epoch_entries(), vec![(1, 0)]);
+    replicate(&leader, &mut follower, 1);
+    assert_eq!(all_bytes(&follower), all_bytes(&leader));
+    assert_eq!(follower.epoch_entries(), leader.epoch_entries());
+}
+
 /// Copies everything the follower lacks from the leader, `chunk` bytes per fetch.
 fn replicate(leader: &Log<MemStorage>, follower: &mut Log<MemStorage>, chunk: usize) {
     while follower.log_end_offset() < leader.log_end_offset() {
@@ -1789,6 +1818,205 @@ mod model {
         #![proptest_config(ProptestConfig::with_cases(64))]
         #[test]
         fn log_matches_model(ops in prop::collection::vec(op(), 1..80)) {
+            run(ops);
+        }
+    }
+}
+
+// ---- replication property test ----
+
+mod replication {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Clone, Debug)]
+    pub enum Op {
+        /// The leader appends (records per batch); `idempotent` batches come from one producer.
+        Append { batches: Vec<u8>, idempotent: bool },
+        /// A new leader: its log is the old one cut at a batch boundary, in a newer epoch.
+        LeaderChange { pick: u32, append: bool },
+        /// The follower fetches once, at most `max_bytes`.
+        Fetch { max_bytes: u16 },
+        /// The follower loses a tail (cut at one of its batch boundaries) and re-fetches.
+        FollowerTruncate { pick: u32 },
+        /// The follower crashes, losing what it did not flush.
+        FollowerCrash { flush_first: bool },
+        /// The follower is leader for one epoch and appends nothing; then the leader is
+        /// elected again in a newer epoch, its log unchanged.
+        FollowerLeadsBriefly,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            5 => (prop::collection::vec(1u8..4, 1..4), any::<bool>())
+                .prop_map(|(batches, idempotent)| Op::Append { batches, idempotent }),
+            2 => (any::<u32>(), any::<bool>())
+                .prop_map(|(pick, append)| Op::LeaderChange { pick, append }),
+            5 => (1u16..1500).prop_map(|max_bytes| Op::Fetch { max_bytes }),
+            1 => any::<u32>().prop_map(|pick| Op::FollowerTruncate { pick }),
+            1 => any::<bool>().prop_map(|flush_first| Op::FollowerCrash { flush_first }),
+            1 => Just(Op::FollowerLeadsBriefly),
+        ]
+    }
+
+    const PRODUCER_ID: i64 = 42;
+
+    fn base_offsets<S: Storage>(log: &Log<S>) -> Vec<i64> {
+        read_all(log).iter().map(|(b, _, _)| *b).collect()
+    }
+
+    fn leader_append(leader: &mut Log<MemStorage>, epoch: i32, records: &[u8], idem: bool) {
+        let mut req = Vec::new();
+        for (i, n) in records.iter().enumerate() {
+            let mut b = batch(T0 + i as i64, *n as usize, 40);
+            if idem {
+                let (pe, seq) = match leader.producer_state(PRODUCER_ID) {
+                    Some((e, last)) => (e, last + 1),
+                    None => (0, 0),
+                };
+                // One batch per request: the next sequence depends on the stored ones.
+                b = pbatch(PRODUCER_ID, pe, seq, *n as usize);
+                leader.append(&b, epoch, T0).unwrap();
+                continue;
+            }
+            req.extend(b);
+        }
+        if !req.is_empty() {
+            leader.append(&req, epoch, T0).unwrap();
+        }
+    }
+
+    /// Kafka's follower truncation after a leader change: ask the leader for the end of the
+    /// follower's latest epoch, cut there, and repeat while the leader answers with an epoch
+    /// the follower does not have.
+    fn reconcile(leader: &Log<MemStorage>, follower: &mut Log<MemStorage>) {
+        for _ in 0..1000 {
+            let Some(epoch) = follower.latest_epoch() else {
+                assert_eq!(follower.log_end_offset(), 0, "data without epochs");
+                return;
+            };
+            let (leader_epoch, leader_end) = leader
+                .end_offset_for_epoch(epoch)
+                .expect("the leader has epochs");
+            assert!(leader_end >= 0, "the leader's epochs reach the follower's");
+            let end = follower.log_end_offset();
+            let (mine, my_end) = follower
+                .end_offset_for_epoch(leader_epoch)
+                .expect("non-empty");
+            if mine == leader_epoch {
+                follower.truncate_to(leader_end.min(end)).unwrap();
+                return;
+            }
+            // `my_end` may be the log end: that drops an epoch without data (a leadership
+            // that ended before it appended anything).
+            follower.truncate_to(my_end).unwrap();
+        }
+        panic!("reconciliation does not converge");
+    }
+
+    fn fetch(leader: &Log<MemStorage>, follower: &mut Log<MemStorage>, max_bytes: usize) {
+        let end = follower.log_end_offset();
+        assert!(end <= leader.log_end_offset());
+        let data = leader.read(end, max_bytes, i64::MAX).unwrap();
+        if !data.is_empty() {
+            let info = follower.append_as_follower(&data, T0).unwrap();
+            assert_eq!(info.base_offset, end);
+        }
+        // Whatever the follower has is the leader's.
+        let mine = all_bytes(follower);
+        let theirs = leader.read(0, mine.len().max(1), follower.log_end_offset());
+        assert_eq!(mine, theirs.unwrap().slice(..mine.len()));
+    }
+
+    fn run(ops: Vec<Op>) {
+        let (_ls, mut leader) = mem_log(small_config());
+        let fs = MemStorage::new();
+        let fdir = PathBuf::from("/data/f-0");
+        let fconfig = LogConfig {
+            segment_bytes: 600,
+            ..small_config()
+        };
+        let (mut follower, _) = Log::open(fs.clone(), fdir.clone(), fconfig.clone(), T0).unwrap();
+        let mut epoch = 0;
+        let mut diverged = false;
+        for op in ops {
+            match op {
+                Op::Append {
+                    batches,
+                    idempotent,
+                } => leader_append(&mut leader, epoch, &batches, idempotent),
+                Op::LeaderChange { pick, append } => {
+                    let mut cuts = base_offsets(&leader);
+                    cuts.push(leader.log_end_offset());
+                    let cut = cuts[pick as usize % cuts.len()];
+                    leader.truncate_to(cut).unwrap();
+                    epoch += 1;
+                    leader.assign_epoch_start(epoch, cut);
+                    if append {
+                        leader_append(&mut leader, epoch, &[1], false);
+                    }
+                    diverged = true;
+                }
+                Op::Fetch { max_bytes } => {
+                    if diverged {
+                        reconcile(&leader, &mut follower);
+                        diverged = false;
+                    }
+                    fetch(&leader, &mut follower, max_bytes as usize);
+                }
+                Op::FollowerTruncate { pick } => {
+                    let mut cuts = base_offsets(&follower);
+                    cuts.push(follower.log_end_offset());
+                    follower
+                        .truncate_to(cuts[pick as usize % cuts.len()])
+                        .unwrap();
+                }
+                Op::FollowerCrash { flush_first } => {
+                    if flush_first {
+                        follower.flush().unwrap();
+                    }
+                    drop(follower);
+                    fs.crash(TornWrite::DropUnsynced);
+                    let (f, _) = Log::open(fs.clone(), fdir.clone(), fconfig.clone(), T0).unwrap();
+                    follower = f;
+                }
+                Op::FollowerLeadsBriefly => {
+                    epoch += 1;
+                    let end = follower.log_end_offset();
+                    follower.assign_epoch_start(epoch, end);
+                    epoch += 1;
+                    let end = leader.log_end_offset();
+                    leader.assign_epoch_start(epoch, end);
+                    diverged = true;
+                }
+            }
+            assert_epochs_match_data(&leader);
+            assert_epochs_match_data(&follower);
+        }
+        // The leader writes in its epoch, then the follower catches up.
+        leader_append(&mut leader, epoch, &[1], false);
+        if diverged {
+            reconcile(&leader, &mut follower);
+        }
+        while follower.log_end_offset() < leader.log_end_offset() {
+            fetch(&leader, &mut follower, 700);
+        }
+        assert_eq!(all_bytes(&follower), all_bytes(&leader));
+        assert_eq!(follower.epoch_entries(), leader.epoch_entries());
+        assert_eq!(
+            follower.producer_state(PRODUCER_ID),
+            leader.producer_state(PRODUCER_ID)
+        );
+        follower.close().unwrap();
+        let (follower, _) = Log::open(fs, fdir, fconfig, T0).unwrap();
+        assert_eq!(follower.epoch_entries(), leader.epoch_entries());
+        assert_eq!(all_bytes(&follower), all_bytes(&leader));
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        #[test]
+        fn follower_converges_to_the_leader(ops in prop::collection::vec(op(), 1..60)) {
             run(ops);
         }
     }

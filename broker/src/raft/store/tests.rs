@@ -486,7 +486,7 @@ fn op_for(h: &Harness, kind: u8, arg: u8) -> Option<StorageOp> {
         4 => StorageOp::InstallSnapshot(snap(end.max(snap_end + 1) + i64::from(arg % 3), epoch)),
         5 => StorageOp::PersistQuorumState(QuorumState {
             epoch: epoch + i32::from(arg % 2),
-            voted_for: (arg % 3 != 0).then_some(i32::from(arg % 3)),
+            voted_for: (arg % 3 > 0).then_some(i32::from(arg % 3)),
             leader: (arg % 5 == 1).then_some(1),
         }),
         6 => StorageOp::Sync {

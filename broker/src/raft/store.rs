@@ -32,7 +32,10 @@
 //! Recovery chooses among the log files left by a crash in between: of those whose valid
 //! entries reach the snapshot end (and agree with the snapshot's epoch at its last offset), the
 //! one reaching furthest, the newest on a tie; it truncates the chosen file's invalid tail and
-//! removes every other log file. At rest there is exactly one log file.
+//! removes every other log file. At rest there is exactly one log file. (An `InstallSnapshot`
+//! interrupted before it emptied the old log can so keep old entries above the snapshot when
+//! they agree with it at its last offset: the state a `WriteSnapshot` would have left. Log files
+//! with entries starting above the snapshot end mean a snapshot was lost: `open` refuses them.)
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -331,10 +334,12 @@ impl<S: Storage> RaftStore<S> {
             .collect();
         snap_ids.sort();
         let mut snapshot: Option<Snapshot> = None;
+        // Removed only once the log is known to connect, so a refusal leaves the evidence.
+        let mut to_remove: Vec<PathBuf> = Vec::new();
         for (id, name) in snap_ids.iter().rev() {
             let path = dir.join(name);
             if snapshot.is_some() {
-                storage.remove(&path)?;
+                to_remove.push(path);
                 continue;
             }
             let f = storage.open(&path)?;
@@ -345,7 +350,7 @@ impl<S: Storage> RaftStore<S> {
                 }
                 None => {
                     tracing::warn!(file = %name, "torn or corrupt snapshot removed");
-                    storage.remove(&path)?;
+                    to_remove.push(path);
                 }
             }
         }
@@ -359,9 +364,13 @@ impl<S: Storage> RaftStore<S> {
             .collect();
         log_files.sort();
         let mut best: Option<(ScannedLog, S::File, &String)> = None;
+        let mut after_snapshot: Option<i64> = None;
         for (start, name) in &log_files {
             let f = storage.open(&dir.join(name))?;
             let scanned = scan_log(&f, *start)?;
+            if scanned.start > snap_end && !scanned.entries.is_empty() {
+                after_snapshot = Some(scanned.start);
+            }
             let connects = scanned.start <= snap_end
                 && scanned.end_offset() >= snap_end
                 && (scanned.start == snap_end
@@ -396,6 +405,18 @@ impl<S: Storage> RaftStore<S> {
                 (scanned, f, name.clone())
             }
             None => {
+                // A log file left empty by InstallSnapshot, one entirely below the snapshot or
+                // one an InstallSnapshot was replacing is garbage. Entries starting above the
+                // snapshot end mean a snapshot was lost: refuse rather than drop them.
+                if let Some(start) = after_snapshot {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!(
+                            "metadata log starts at {start}, after the snapshot end {snap_end}: \
+                             a snapshot is missing or corrupt"
+                        ),
+                    ));
+                }
                 if !log_files.is_empty() {
                     tracing::warn!(
                         snapshot_end = snap_end,
@@ -419,8 +440,11 @@ impl<S: Storage> RaftStore<S> {
         };
         for (_, name) in &log_files {
             if **name != chosen {
-                storage.remove(&dir.join(name))?;
+                to_remove.push(dir.join(name));
             }
+        }
+        for path in to_remove {
+            storage.remove(&path)?;
         }
         storage.sync_dir(&dir)?;
 

@@ -436,12 +436,56 @@ fn corrupt_newest_snapshot_is_removed() {
         epoch: 1,
     }));
     h.storage.flip_bit(&path, 14, 1).unwrap();
-    let (_, r) = open(&h.storage);
-    assert_eq!(r.snapshot, None);
-    // The log does not reach back to offset 0: nothing usable remains but the quorum state.
-    assert!(r.entries.is_empty());
-    assert_eq!(r.quorum_state, qs(1));
-    assert!(!h.storage.exists(&path));
+    // The log does not reach back to offset 0 without it: refused, nothing removed.
+    let e = RaftStore::open(h.storage.clone(), PathBuf::from(DIR))
+        .err()
+        .expect("refused");
+    assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+    assert!(h.storage.exists(&path));
+    assert_eq!(h.storage.list(Path::new(DIR)).unwrap().len(), 3);
+}
+
+#[test]
+fn torn_newest_snapshot_falls_back_to_the_older_one() {
+    let mut h = Harness::new();
+    h.apply(StorageOp::PersistQuorumState(qs(1)));
+    h.apply(StorageOp::Append(entries(0, 10, 1)));
+    h.apply(StorageOp::WriteSnapshot(snap(4, 1)));
+    h.apply(StorageOp::Sync { token: 1 });
+    let want = h.current().clone();
+    // A newer snapshot whose write was torn (as a crash during write_snapshot_file leaves it).
+    let torn = PathBuf::from(DIR).join(snapshot_name(SnapshotId {
+        end_offset: 8,
+        epoch: 1,
+    }));
+    let f = h.storage.open(&torn).unwrap();
+    f.append(&8i64.to_be_bytes()).unwrap();
+    f.append(&[0, 0, 0, 1, 7, 7, 7]).unwrap();
+    assert_eq!(h.crash(TornWrite::DropUnsynced), want);
+    assert!(!h.storage.exists(&torn));
+}
+
+/// Entries with valid CRCs but a gap or a decreasing epoch end recovery there.
+#[test]
+fn a_gap_or_epoch_regression_stops_recovery() {
+    for (bad, what) in [(entry(5, 1, 10), "gap"), (entry(3, 0, 10), "epoch")] {
+        let mut h = Harness::new();
+        h.apply(StorageOp::PersistQuorumState(qs(1)));
+        h.apply(StorageOp::Append(entries(0, 3, 1)));
+        h.apply(StorageOp::Sync { token: 1 });
+        let mut buf = Vec::new();
+        encode_entry(&bad, &mut buf);
+        encode_entry(&entry(4, 1, 10), &mut buf);
+        let f = h.storage.open(&h.log_path()).unwrap();
+        f.append(&buf).unwrap();
+        f.sync().unwrap();
+        let got = h.crash(TornWrite::DropUnsynced);
+        assert_eq!(got.entries, entries(0, 3, 1), "{what}");
+        assert_eq!(
+            h.storage.contents(&h.log_path()).unwrap().len() as u64,
+            h.store.log_bytes
+        );
+    }
 }
 
 #[test]

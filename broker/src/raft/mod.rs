@@ -8,10 +8,12 @@
 //! - [`core`]: [`RaftCore`], one voter's state machine.
 //! - [`metadata`]: [`MetadataRecord`] encoding and the [`MetadataImage`] state machine.
 //! - [`wire`]: the binary codec of frames between controller nodes ([`PeerFrame`]).
+//! - [`store`]: [`RaftStore`], durable storage of quorum state, log and snapshots.
 
 pub mod core;
 pub mod log;
 pub mod metadata;
+pub mod store;
 pub mod types;
 pub mod wire;
 
@@ -22,6 +24,7 @@ pub use self::core::{Committed, ProposeError, RaftCore, Role};
 pub use self::log::RaftLog;
 pub use self::metadata::{MetadataImage, MetadataRecord};
 
+pub use self::store::RaftStore;
 pub use self::types::*;
 pub use self::wire::{
     decode_body, encode_frame, split_frame, PeerFrame, WireError, PEER_FRAME_BYTES_MAX,

@@ -71,7 +71,7 @@ fn index_of(key: &[u8]) -> usize {
 
 /// CreateTopics with an explicit replication factor and topic configs; waits for leaders.
 fn create_replicated(c: &Cluster, topic: &str, partitions: i32, rf: i32, configs: &[(&str, &str)]) {
-    let admin = admin(&c.bootstrap());
+    let admin = admin(&c.bootstrap_live());
     let mut nt = NewTopic::new(topic, partitions, TopicReplication::Fixed(rf));
     for (k, v) in configs {
         nt = nt.set(k, v);
@@ -93,7 +93,7 @@ fn create_replicated(c: &Cluster, topic: &str, partitions: i32, rf: i32, configs
 
 /// High watermarks of every partition, retried while leadership moves.
 fn high_watermarks(c: &Cluster, topic: &str, partitions: i32) -> BTreeMap<i32, i64> {
-    let consumer: BaseConsumer = client_config(&c.bootstrap())
+    let consumer: BaseConsumer = client_config(&c.bootstrap_live())
         .set("socket.timeout.ms", "10000")
         .create()
         .expect("watermark client");
@@ -121,7 +121,7 @@ fn high_watermarks(c: &Cluster, topic: &str, partitions: i32) -> BTreeMap<i32, i
 fn read_back(c: &Cluster, topic: &str, partitions: i32) -> Vec<Consumed> {
     let until = high_watermarks(c, topic, partitions);
     consume_until(
-        &c.bootstrap(),
+        &c.bootstrap_live(),
         topic,
         Offset::Beginning,
         &until,
@@ -187,7 +187,7 @@ fn produce_through_leader_kill(c: &mut Cluster, topic: &str, n: usize) -> (Vec<D
         .node_for_leader(topic, 0)
         .expect("partition 0 has a leader");
     let acked = Arc::new(AtomicUsize::new(0));
-    let bs = c.bootstrap();
+    let bs = c.bootstrap_live();
     let (t, a) = (topic.to_string(), acked.clone());
     let producer =
         thread::spawn(move || produce_tracked(&bs, &t, "all", FAILOVER_PRODUCER, n, msg, a, true));
@@ -236,7 +236,7 @@ fn restarted_leader_truncates_and_rejoins() {
     }
     // More acknowledged writes while all three are in sync, then lose another node.
     let more = produce(
-        &c.bootstrap(),
+        &c.bootstrap_live(),
         &topic,
         "all",
         FAILOVER_PRODUCER,
@@ -258,9 +258,14 @@ fn restarted_leader_truncates_and_rejoins() {
 
 /// Produces `n` records starting at index `from` with acks=all and reads the topic back.
 fn produce_and_read(c: &Cluster, topic: &str, from: usize, n: usize) -> Vec<Delivery> {
-    let reports = produce(&c.bootstrap(), topic, "all", FAILOVER_PRODUCER, n, |i| {
-        msg(from + i)
-    });
+    let reports = produce(
+        &c.bootstrap_live(),
+        topic,
+        "all",
+        FAILOVER_PRODUCER,
+        n,
+        |i| msg(from + i),
+    );
     all_ok(&reports);
     reports
 }
@@ -302,7 +307,7 @@ fn not_enough_replicas_when_isr_too_small() {
     let mut c = Cluster::start();
     let topic = unique_name("min-isr");
     create_replicated(&c, &topic, 1, 3, &[("min.insync.replicas", "3")]);
-    let ok = produce(&c.bootstrap(), &topic, "all", &[], 10, |i| Outgoing {
+    let ok = produce(&c.bootstrap_live(), &topic, "all", &[], 10, |i| Outgoing {
         partition: Some(0),
         ..msg(i)
     });
@@ -321,9 +326,11 @@ fn not_enough_replicas_when_isr_too_small() {
         ("message.send.max.retries", "0"),
         ("message.timeout.ms", "30000"),
     ];
-    let refused = produce(&c.bootstrap(), &topic, "all", no_retry, 1, |_| Outgoing {
-        partition: Some(0),
-        ..msg(100)
+    let refused = produce(&c.bootstrap_live(), &topic, "all", no_retry, 1, |_| {
+        Outgoing {
+            partition: Some(0),
+            ..msg(100)
+        }
     });
     match &refused[0] {
         Err(e) if e.contains("NotEnoughReplicas") => {}
@@ -332,9 +339,11 @@ fn not_enough_replicas_when_isr_too_small() {
              (or ..._AFTER_APPEND), got {other:?}"
         ),
     }
-    let one = produce(&c.bootstrap(), &topic, "1", no_retry, 1, |_| Outgoing {
-        partition: Some(0),
-        ..msg(101)
+    let one = produce(&c.bootstrap_live(), &topic, "1", no_retry, 1, |_| {
+        Outgoing {
+            partition: Some(0),
+            ..msg(101)
+        }
     });
     all_ok(&one);
 }
@@ -377,7 +386,7 @@ fn find_group_coordinator(addr: &str, group: &str) -> Result<i32, String> {
 }
 
 fn group_consumer(c: &Cluster, group: &str, topic: &str) -> BaseConsumer {
-    let consumer: BaseConsumer = client_config(&c.bootstrap())
+    let consumer: BaseConsumer = client_config(&c.bootstrap_live())
         .set("group.id", group)
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")
@@ -415,7 +424,14 @@ fn consumer_group_survives_coordinator_loss() {
     let partitions = 3;
     create_replicated(&c, &topic, partitions, 3, &[("min.insync.replicas", "2")]);
     let total = 600;
-    all_ok(&produce(&c.bootstrap(), &topic, "all", &[], total, msg));
+    all_ok(&produce(
+        &c.bootstrap_live(),
+        &topic,
+        "all",
+        &[],
+        total,
+        msg,
+    ));
     let group = unique_name("g");
 
     // Consume and commit 300, then read 100 more without committing.
@@ -587,4 +603,42 @@ fn dev_cluster_starts_and_stops_cleanly() {
             .contains("listening on"),
         "node log holds the node's output"
     );
+}
+
+/// The harness itself (no replication needed): three nodes on distinct ports, kill -9 and
+/// restart on the same port, SIGSTOP/SIGCONT.
+#[test]
+fn cluster_harness_kills_restarts_and_freezes_nodes() {
+    fn state(pid: u32) -> char {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("proc stat");
+        // "pid (comm) S ...": the state follows the last ')'.
+        stat[stat.rfind(')').unwrap() + 2..].chars().next().unwrap()
+    }
+    let mut c = Cluster::start();
+    assert_eq!(c.ids(), [1, 2, 3]);
+    let addrs: HashSet<String> = c.ids().iter().map(|&id| c.addr(id)).collect();
+    assert_eq!(addrs.len(), 3, "distinct Kafka ports");
+    assert_eq!(c.voters().split(',').count(), 3);
+    for id in c.ids() {
+        TcpStream::connect(c.addr(id)).expect("node accepts connections");
+    }
+    c.kill9(2);
+    assert!(!c.is_running(2));
+    assert!(!c.bootstrap_live().contains(&c.addr(2)));
+    assert!(
+        TcpStream::connect(c.addr(2)).is_err(),
+        "killed node still listening"
+    );
+    c.restart(2);
+    TcpStream::connect(c.addr(2)).expect("restarted node on its old port");
+    assert!(c.log_tail(2, 200).contains("listening on"));
+    let pid = c.pid(3).unwrap();
+    c.sigstop(3);
+    assert!(wait_until(Duration::from_secs(5), || state(pid) == 'T'));
+    assert!(!c.bootstrap_live().contains(&c.addr(3)));
+    c.sigcont(3);
+    assert!(wait_until(Duration::from_secs(5), || state(pid) != 'T'));
+    for id in c.ids() {
+        c.assert_alive(id);
+    }
 }

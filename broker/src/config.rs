@@ -167,6 +167,9 @@ pub struct Flags {
     /// [default: 300].
     #[arg(long, env = "BROKER_ELECTION_TIMEOUT_MS")]
     pub election_timeout_ms: Option<u64>,
+    /// A tool instead of a broker (`broker dev-cluster ...`); none runs the broker.
+    #[command(subcommand)]
+    pub command: Option<crate::dev_cluster::Command>,
 }
 
 /// The same settings as [`Flags`], as read from the TOML file.

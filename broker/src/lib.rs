@@ -8,6 +8,7 @@
 //! - [`replica`]: ReplicaManager, the topics and partitions this broker hosts.
 //! - [`server`]: the tokio shell: listener, connections, background loops, shutdown.
 //! - [`config`]: flags, environment and file configuration.
+//! - [`dev_cluster`]: `broker dev-cluster`, an N-node loopback cluster of child processes.
 //! - [`raft`]: the KRaft-style metadata quorum core (sans-IO; not wired into the server yet).
 //! - [`planted`]: deliberate bugs behind the `planted-bugs` feature, for the simulator to catch.
 //!
@@ -16,6 +17,7 @@
 pub mod apis;
 pub mod blocking;
 pub mod config;
+pub mod dev_cluster;
 pub mod group;
 pub mod log;
 pub mod planted;

@@ -1,5 +1,5 @@
 //! The `broker` binary: parse configuration, set up logging, run the server until SIGTERM or
-//! Ctrl-C, then shut down cleanly.
+//! Ctrl-C, then shut down cleanly. `broker dev-cluster` supervises a local cluster instead.
 
 use std::io::Write;
 
@@ -8,7 +8,10 @@ use clap::Parser;
 use broker::config::{BrokerConfig, Flags};
 
 fn main() -> anyhow::Result<()> {
-    let flags = Flags::parse();
+    let mut flags = Flags::parse();
+    if let Some(broker::dev_cluster::Command::DevCluster(args)) = flags.command.take() {
+        return broker::dev_cluster::run(args);
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()

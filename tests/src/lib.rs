@@ -8,6 +8,10 @@
 //! The binary is found through `BROKER_BIN`, else `<target dir>/release/broker` where the
 //! target dir is `CARGO_TARGET_DIR` or `<workspace>/target`. Build it first with
 //! `cargo build --release -p broker`.
+//!
+//! [`cluster::Cluster`] runs three such processes as one replicated cluster.
+
+pub mod cluster;
 
 use std::fs::{self, File};
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};

@@ -1,0 +1,451 @@
+//! A three-node broker cluster as real processes on loopback, for the replication interop tests.
+//!
+//! [`Cluster`] picks free Kafka and controller ports up front, starts every node with
+//! `--node-id i --voters ... --listen ... --controller-listen ...` on its own data directory
+//! (under one temporary directory), and can crash (`kill -9`), restart (same ports, same data),
+//! freeze (`SIGSTOP`) and thaw (`SIGCONT`) single nodes. Nodes are named by their node id,
+//! 1-based. Picking ports by binding port 0 and releasing it races with other processes; a start
+//! that fails with "address in use" is retried on fresh ports.
+
+use std::fs::{self, File};
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+
+use crate::{broker_bin, tail, STARTUP_TIMEOUT};
+
+/// Nodes in a [`Cluster`].
+pub const CLUSTER_NODES: usize = 3;
+/// Attempts at starting a cluster when a picked port turns out to be taken.
+const PORT_ATTEMPTS: usize = 5;
+/// Lines of a node's log shown when something fails.
+const LOG_TAIL_LINES: usize = 60;
+/// Timeout of one Metadata request.
+const METADATA_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// One partition as Metadata reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PartitionInfo {
+    pub id: i32,
+    /// Node id of the leader, -1 if none.
+    pub leader: i32,
+    pub replicas: Vec<i32>,
+    pub isr: Vec<i32>,
+    pub error: Option<String>,
+}
+
+struct Node {
+    id: i32,
+    kafka_port: u16,
+    controller_port: u16,
+    child: Option<Child>,
+    stopped: bool,
+    starts: u32,
+}
+
+/// A running cluster of [`CLUSTER_NODES`] broker processes. Dropping it kills every node and
+/// deletes the data.
+pub struct Cluster {
+    nodes: Vec<Node>,
+    args: Vec<(String, String)>,
+    dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    /// Three nodes, `--default-replication-factor 3 --min-insync-replicas 2`.
+    pub fn start() -> Cluster {
+        Self::start_with(&[])
+    }
+
+    /// Like [`Cluster::start`] with further `--flag value` pairs for every node (names without
+    /// the dashes; they win over the defaults).
+    pub fn start_with(extra: &[(&str, &str)]) -> Cluster {
+        let mut args: Vec<(String, String)> = vec![
+            ("default-replication-factor".into(), "3".into()),
+            ("min-insync-replicas".into(), "2".into()),
+        ];
+        for (n, v) in extra {
+            let n = n.trim_start_matches('-').to_string();
+            args.retain(|(a, _)| *a != n);
+            args.push((n, v.to_string()));
+        }
+        let mut last_error = String::new();
+        for _ in 0..PORT_ATTEMPTS {
+            let dir = tempfile::Builder::new()
+                .prefix("broker-cluster-")
+                .tempdir()
+                .expect("create cluster dir");
+            let ports = free_ports(2 * CLUSTER_NODES);
+            let nodes = (0..CLUSTER_NODES)
+                .map(|i| Node {
+                    id: i as i32 + 1,
+                    kafka_port: ports[i],
+                    controller_port: ports[CLUSTER_NODES + i],
+                    child: None,
+                    stopped: false,
+                    starts: 0,
+                })
+                .collect();
+            let mut c = Cluster {
+                nodes,
+                args: args.clone(),
+                dir,
+            };
+            for id in 1..=CLUSTER_NODES as i32 {
+                c.spawn(id);
+            }
+            match c.wait_listening(&(1..=CLUSTER_NODES as i32).collect::<Vec<_>>()) {
+                Ok(()) => return c,
+                Err(e) if e.contains("in use") => last_error = e,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        panic!("cluster did not start in {PORT_ATTEMPTS} attempts on fresh ports: {last_error}");
+    }
+
+    fn node(&self, id: i32) -> &Node {
+        self.nodes
+            .iter()
+            .find(|n| n.id == id)
+            .unwrap_or_else(|| panic!("no node {id}"))
+    }
+
+    fn node_mut(&mut self, id: i32) -> &mut Node {
+        self.nodes
+            .iter_mut()
+            .find(|n| n.id == id)
+            .unwrap_or_else(|| panic!("no node {id}"))
+    }
+
+    /// Node ids, 1..=3.
+    pub fn ids(&self) -> Vec<i32> {
+        self.nodes.iter().map(|n| n.id).collect()
+    }
+
+    /// `1@127.0.0.1:P1,2@...`: every node's controller listener.
+    pub fn voters(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|n| format!("{}@127.0.0.1:{}", n.id, n.controller_port))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Kafka listener of node `id`.
+    pub fn addr(&self, id: i32) -> String {
+        format!("127.0.0.1:{}", self.node(id).kafka_port)
+    }
+
+    /// Every node's Kafka listener, running or not (ports never change).
+    pub fn bootstrap(&self) -> String {
+        self.ids()
+            .iter()
+            .map(|&id| self.addr(id))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// The Kafka listeners of running, not stopped nodes.
+    pub fn bootstrap_live(&self) -> String {
+        self.nodes
+            .iter()
+            .filter(|n| n.child.is_some() && !n.stopped)
+            .map(|n| format!("127.0.0.1:{}", n.kafka_port))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    fn log_path(&self, id: i32, start: u32) -> PathBuf {
+        self.dir.path().join(format!("node-{id}.{start}.log"))
+    }
+
+    /// The last lines node `id`'s current (or last) process wrote.
+    pub fn log_tail(&self, id: i32, lines: usize) -> String {
+        tail(&self.log_path(id, self.node(id).starts), lines)
+    }
+
+    fn spawn(&mut self, id: i32) {
+        let voters = self.voters();
+        let data = self.dir.path().join(format!("node-{id}"));
+        fs::create_dir_all(&data).expect("create node data dir");
+        let (kafka_port, controller_port) = {
+            let n = self.node_mut(id);
+            assert!(n.child.is_none(), "node {id} already running");
+            n.starts += 1;
+            (n.kafka_port, n.controller_port)
+        };
+        let log = self.log_path(id, self.node(id).starts);
+        let out = File::create(&log).expect("create node log");
+        let err = out.try_clone().expect("clone log handle");
+        let bin = broker_bin();
+        let mut cmd = Command::new(&bin);
+        cmd.arg("--node-id")
+            .arg(id.to_string())
+            .arg("--voters")
+            .arg(&voters)
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{kafka_port}"))
+            .arg("--controller-listen")
+            .arg(format!("127.0.0.1:{controller_port}"))
+            .arg("--data-dir")
+            .arg(&data);
+        for (n, v) in &self.args {
+            cmd.arg(format!("--{n}")).arg(v);
+        }
+        if std::env::var_os("RUST_LOG").is_none() {
+            cmd.env("RUST_LOG", "info");
+        }
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::from(out))
+            .stderr(Stdio::from(err));
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {}: {e}", bin.display()));
+        let n = self.node_mut(id);
+        n.child = Some(child);
+        n.stopped = false;
+    }
+
+    /// Waits until each of `ids` printed `listening on`; Err with the failing node's log.
+    fn wait_listening(&mut self, ids: &[i32]) -> Result<(), String> {
+        let deadline = Instant::now() + STARTUP_TIMEOUT;
+        let mut pending: Vec<i32> = ids.to_vec();
+        while !pending.is_empty() {
+            let mut still = Vec::new();
+            for &id in &pending {
+                let log = self.log_path(id, self.node(id).starts);
+                let text = fs::read(&log).unwrap_or_default();
+                if String::from_utf8_lossy(&text).contains("listening on ") {
+                    continue;
+                }
+                let child = self.node_mut(id).child.as_mut().expect("spawned");
+                if let Ok(Some(status)) = child.try_wait() {
+                    self.node_mut(id).child = None;
+                    return Err(format!(
+                        "node {id} exited during startup ({status}); log:\n{}",
+                        tail(&log, LOG_TAIL_LINES)
+                    ));
+                }
+                still.push(id);
+            }
+            pending = still;
+            if !pending.is_empty() && Instant::now() > deadline {
+                let id = pending[0];
+                return Err(format!(
+                    "node {id} did not print `listening on` within {STARTUP_TIMEOUT:?}; log:\n{}",
+                    self.log_tail(id, LOG_TAIL_LINES)
+                ));
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+        Ok(())
+    }
+
+    pub fn pid(&self, id: i32) -> Option<u32> {
+        self.node(id).child.as_ref().map(|c| c.id())
+    }
+
+    pub fn is_running(&self, id: i32) -> bool {
+        self.node(id).child.is_some()
+    }
+
+    /// Crash node `id`: SIGKILL and reap.
+    pub fn kill9(&mut self, id: i32) {
+        let mut child = self
+            .node_mut(id)
+            .child
+            .take()
+            .unwrap_or_else(|| panic!("node {id} is not running"));
+        let _ = child.kill();
+        let _ = child.wait();
+        self.node_mut(id).stopped = false;
+    }
+
+    /// Starts node `id` again on its ports and data directory; a running node is killed first.
+    pub fn restart(&mut self, id: i32) {
+        if self.is_running(id) {
+            self.kill9(id);
+        }
+        self.spawn(id);
+        if let Err(e) = self.wait_listening(&[id]) {
+            panic!("restart of node {id} failed: {e}");
+        }
+    }
+
+    fn signal(&self, id: i32, sig: libc::c_int) {
+        let pid = self
+            .pid(id)
+            .unwrap_or_else(|| panic!("node {id} is not running")) as libc::pid_t;
+        // SAFETY: kill(2) on our own unreaped child, so the pid cannot have been reused.
+        let rc = unsafe { libc::kill(pid, sig) };
+        assert_eq!(
+            rc,
+            0,
+            "kill({sig}) node {id}: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+
+    /// Freezes node `id` (`kill -STOP`): its sockets stay open but it answers nothing.
+    pub fn sigstop(&mut self, id: i32) {
+        self.signal(id, libc::SIGSTOP);
+        self.node_mut(id).stopped = true;
+    }
+
+    /// Thaws a node frozen with [`Cluster::sigstop`].
+    pub fn sigcont(&mut self, id: i32) {
+        self.signal(id, libc::SIGCONT);
+        self.node_mut(id).stopped = false;
+    }
+
+    /// Panics with its log if a node that should be running has exited.
+    pub fn assert_alive(&mut self, id: i32) {
+        let exited = match self.node_mut(id).child.as_mut() {
+            Some(c) => c.try_wait().ok().flatten(),
+            None => panic!("node {id} is not running"),
+        };
+        if let Some(status) = exited {
+            panic!(
+                "node {id} died ({status}); log:\n{}",
+                self.log_tail(id, LOG_TAIL_LINES)
+            );
+        }
+    }
+
+    fn metadata_client(&self) -> BaseConsumer {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", self.bootstrap_live())
+            .set("broker.address.family", "v4")
+            .set("log_level", "3")
+            .set("socket.timeout.ms", "5000")
+            .set("topic.metadata.refresh.interval.ms", "500");
+        c.create().expect("metadata client")
+    }
+
+    /// Broker ids listed by one Metadata request to the live nodes, sorted.
+    pub fn brokers(&self) -> Result<Vec<i32>, String> {
+        let md = self
+            .metadata_client()
+            .fetch_metadata(None, METADATA_TIMEOUT)
+            .map_err(|e| e.to_string())?;
+        let mut ids: Vec<i32> = md.brokers().iter().map(|b| b.id()).collect();
+        ids.sort_unstable();
+        Ok(ids)
+    }
+
+    /// Partitions of `topic` as one Metadata request to the live nodes reports them.
+    pub fn partitions(&self, topic: &str) -> Result<Vec<PartitionInfo>, String> {
+        let md = self
+            .metadata_client()
+            .fetch_metadata(Some(topic), METADATA_TIMEOUT)
+            .map_err(|e| e.to_string())?;
+        let t = md
+            .topics()
+            .iter()
+            .find(|t| t.name() == topic)
+            .ok_or_else(|| format!("topic {topic} absent from Metadata"))?;
+        if let Some(e) = t.error() {
+            return Err(format!("topic {topic}: {e:?}"));
+        }
+        let mut out: Vec<PartitionInfo> = t
+            .partitions()
+            .iter()
+            .map(|p| PartitionInfo {
+                id: p.id(),
+                leader: p.leader(),
+                replicas: p.replicas().to_vec(),
+                isr: p.isr().to_vec(),
+                error: p.error().map(|e| format!("{e:?}")),
+            })
+            .collect();
+        out.sort_by_key(|p| p.id);
+        Ok(out)
+    }
+
+    /// Leader node id of `topic`-`partition`, if Metadata names one.
+    pub fn node_for_leader(&self, topic: &str, partition: i32) -> Option<i32> {
+        self.partitions(topic)
+            .ok()?
+            .into_iter()
+            .find(|p| p.id == partition)
+            .map(|p| p.leader)
+            .filter(|&l| l >= 0)
+    }
+
+    /// Waits until Metadata shows every partition of `topic` satisfying `ok`; returns the last
+    /// observation as the error otherwise.
+    pub fn wait_partitions(
+        &self,
+        topic: &str,
+        timeout: Duration,
+        mut ok: impl FnMut(&PartitionInfo) -> bool,
+    ) -> Result<Vec<PartitionInfo>, String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let last = match self.partitions(topic) {
+                Ok(ps) if !ps.is_empty() && ps.iter().all(&mut ok) => return Ok(ps),
+                Ok(ps) => format!("{ps:?}"),
+                Err(e) => e,
+            };
+            if Instant::now() > deadline {
+                return Err(format!("after {timeout:?}: {last}"));
+            }
+            thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Waits until every partition of `topic` has a live leader other than `not` (if given).
+    pub fn wait_leaders(&self, topic: &str, not: Option<i32>, timeout: Duration) -> Vec<i32> {
+        let ps = self
+            .wait_partitions(topic, timeout, |p| p.leader >= 0 && Some(p.leader) != not)
+            .unwrap_or_else(|e| panic!("{topic}: no leader (other than {not:?}) everywhere: {e}"));
+        ps.iter().map(|p| p.leader).collect()
+    }
+
+    /// Waits until every partition of `topic` has all its replicas in the ISR.
+    pub fn wait_full_isr(&self, topic: &str, timeout: Duration) {
+        if let Err(e) = self.wait_partitions(topic, timeout, |p| {
+            p.leader >= 0 && !p.replicas.is_empty() && p.isr.len() == p.replicas.len()
+        }) {
+            panic!("{topic}: ISR not full: {e}");
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let panicking = thread::panicking();
+        for n in &mut self.nodes {
+            if let Some(mut c) = n.child.take() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+        if panicking {
+            for n in &self.nodes {
+                eprintln!(
+                    "---- node {} log (start {}, tail) ----\n{}",
+                    n.id,
+                    n.starts,
+                    tail(&self.log_path(n.id, n.starts), 40)
+                );
+            }
+        }
+    }
+}
+
+/// `n` distinct loopback ports that were free a moment ago (all bound at once, then released).
+pub fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port"))
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().expect("local addr").port())
+        .collect()
+}

@@ -530,7 +530,10 @@ fn op_for(h: &Harness, kind: u8, arg: u8) -> Option<StorageOp> {
         4 => StorageOp::InstallSnapshot(snap(end.max(snap_end + 1) + i64::from(arg % 3), epoch)),
         5 => StorageOp::PersistQuorumState(QuorumState {
             epoch: epoch + i32::from(arg % 2),
-            voted_for: (arg % 3 > 0).then_some(i32::from(arg % 3)),
+            voted_for: match arg % 3 {
+                0 => None,
+                v => Some(i32::from(v)),
+            },
             leader: (arg % 5 == 1).then_some(1),
         }),
         6 => StorageOp::Sync {
@@ -660,12 +663,12 @@ struct Cluster {
 }
 
 impl Cluster {
-    fn new() -> Cluster {
+    fn new(seed: u64) -> Cluster {
         let voters = vec![1, 2, 3];
         let nodes = voters
             .iter()
             .map(|&id| {
-                let mut c = RaftConfig::new(id, voters.clone(), 11);
+                let mut c = RaftConfig::new(id, voters.clone(), seed);
                 c.election_timeout_ms = 100;
                 c.election_jitter_ms = 100;
                 c.fetch_timeout_ms = 200;
@@ -749,7 +752,13 @@ impl Cluster {
 
 #[test]
 fn three_cores_over_stores_keep_committed_entries_through_crashes() {
-    let mut c = Cluster::new();
+    for seed in [11, 12, 13, 14] {
+        three_cores_through_crashes(seed);
+    }
+}
+
+fn three_cores_through_crashes(seed: u64) {
+    let mut c = Cluster::new(seed);
     c.run(1000);
     let mut proposed = c.propose("a", 8);
     c.check(&proposed);

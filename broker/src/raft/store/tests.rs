@@ -576,6 +576,51 @@ proptest! {
     }
 }
 
+/// The same scheme over the real file system.
+#[test]
+fn file_storage_round_trip_with_compaction() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("raft");
+    let fs = crate::storage::FileStorage::new();
+    let (mut store, r) = RaftStore::open(fs.clone(), dir.clone()).unwrap();
+    assert_eq!(State::of(&r), State::default());
+    let mut model = State::default();
+    let ops = [
+        StorageOp::PersistQuorumState(qs(1)),
+        StorageOp::Append(entries(0, 10, 1)),
+        StorageOp::Truncate { end_offset: 8 },
+        StorageOp::WriteSnapshot(snap(5, 1)),
+        StorageOp::Append(entries(8, 12, 1)),
+        StorageOp::PersistQuorumState(qs(2)),
+        StorageOp::Sync { token: 1 },
+    ];
+    for op in &ops {
+        store.apply(op).unwrap();
+        model = model.after(op).pop().unwrap();
+    }
+    drop(store);
+    let (mut store, r) = RaftStore::open(fs.clone(), dir.clone()).unwrap();
+    assert_eq!(State::of(&r), model);
+    let mut names = fs.list(&dir).unwrap();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "log-00000000000000000005",
+            "quorum-state-0",
+            "quorum-state-1",
+            "snapshot-00000000000000000005-0000000001"
+        ]
+    );
+    let op = StorageOp::InstallSnapshot(snap(40, 2));
+    store.apply(&op).unwrap();
+    model = model.after(&op).pop().unwrap();
+    drop(store);
+    let (_, r) = RaftStore::open(fs.clone(), dir.clone()).unwrap();
+    assert_eq!(State::of(&r), model);
+    assert!(fs.exists(&dir.join("log-00000000000000000040")));
+}
+
 // ---- three cores over stores ----
 
 struct Node {

@@ -582,7 +582,7 @@ fn file_storage_round_trip_with_compaction() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("raft");
     let fs = crate::storage::FileStorage::new();
-    let (mut store, r) = RaftStore::open(fs.clone(), dir.clone()).unwrap();
+    let (mut store, r) = RaftStore::open(fs, dir.clone()).unwrap();
     assert_eq!(State::of(&r), State::default());
     let mut model = State::default();
     let ops = [
@@ -599,7 +599,7 @@ fn file_storage_round_trip_with_compaction() {
         model = model.after(op).pop().unwrap();
     }
     drop(store);
-    let (mut store, r) = RaftStore::open(fs.clone(), dir.clone()).unwrap();
+    let (mut store, r) = RaftStore::open(fs, dir.clone()).unwrap();
     assert_eq!(State::of(&r), model);
     let mut names = fs.list(&dir).unwrap();
     names.sort();
@@ -616,7 +616,7 @@ fn file_storage_round_trip_with_compaction() {
     store.apply(&op).unwrap();
     model = model.after(&op).pop().unwrap();
     drop(store);
-    let (_, r) = RaftStore::open(fs.clone(), dir.clone()).unwrap();
+    let (_, r) = RaftStore::open(fs, dir.clone()).unwrap();
     assert_eq!(State::of(&r), model);
     assert!(fs.exists(&dir.join("log-00000000000000000040")));
 }

@@ -295,7 +295,8 @@ impl<S: Storage> RaftStore<S> {
     /// Opens (creating) the store in `dir` and recovers what it holds. A torn or corrupt tail is
     /// cut off with a warning; files a crash left half-done (a torn snapshot, a log file of an
     /// unfinished compaction) are removed. Errors only on IO errors or an inconsistency no
-    /// truncation can fix (a log whose epochs exceed every surviving quorum state).
+    /// truncation can fix (a log whose epochs exceed every surviving quorum state, or a log
+    /// starting above the newest valid snapshot's end); an error removes nothing.
     pub fn open(storage: S, dir: PathBuf) -> io::Result<(RaftStore<S>, Recovered)> {
         storage.create_dir_all(&dir)?;
         let names = storage.list(&dir)?;

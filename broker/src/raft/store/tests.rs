@@ -530,7 +530,10 @@ fn op_for(h: &Harness, kind: u8, arg: u8) -> Option<StorageOp> {
         4 => StorageOp::InstallSnapshot(snap(end.max(snap_end + 1) + i64::from(arg % 3), epoch)),
         5 => StorageOp::PersistQuorumState(QuorumState {
             epoch: epoch + i32::from(arg % 2),
-            voted_for: (arg % 3 > 0).then_some(i32::from(arg % 3)),
+            voted_for: match arg % 3 {
+                0 => None,
+                v => Some(i32::from(v)),
+            },
             leader: (arg % 5 == 1).then_some(1),
         }),
         6 => StorageOp::Sync {
@@ -571,6 +574,51 @@ proptest! {
         let want = h.current().clone();
         prop_assert_eq!(h.crash(TornWrite::DropUnsynced), want);
     }
+}
+
+/// The same scheme over the real file system.
+#[test]
+fn file_storage_round_trip_with_compaction() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("raft");
+    let fs = crate::storage::FileStorage::new();
+    let (mut store, r) = RaftStore::open(fs, dir.clone()).unwrap();
+    assert_eq!(State::of(&r), State::default());
+    let mut model = State::default();
+    let ops = [
+        StorageOp::PersistQuorumState(qs(1)),
+        StorageOp::Append(entries(0, 10, 1)),
+        StorageOp::Truncate { end_offset: 8 },
+        StorageOp::WriteSnapshot(snap(5, 1)),
+        StorageOp::Append(entries(8, 12, 1)),
+        StorageOp::PersistQuorumState(qs(2)),
+        StorageOp::Sync { token: 1 },
+    ];
+    for op in &ops {
+        store.apply(op).unwrap();
+        model = model.after(op).pop().unwrap();
+    }
+    drop(store);
+    let (mut store, r) = RaftStore::open(fs, dir.clone()).unwrap();
+    assert_eq!(State::of(&r), model);
+    let mut names = fs.list(&dir).unwrap();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "log-00000000000000000005",
+            "quorum-state-0",
+            "quorum-state-1",
+            "snapshot-00000000000000000005-0000000001"
+        ]
+    );
+    let op = StorageOp::InstallSnapshot(snap(40, 2));
+    store.apply(&op).unwrap();
+    model = model.after(&op).pop().unwrap();
+    drop(store);
+    let (_, r) = RaftStore::open(fs, dir.clone()).unwrap();
+    assert_eq!(State::of(&r), model);
+    assert!(fs.exists(&dir.join("log-00000000000000000040")));
 }
 
 // ---- three cores over stores ----
@@ -660,12 +708,12 @@ struct Cluster {
 }
 
 impl Cluster {
-    fn new() -> Cluster {
+    fn new(seed: u64) -> Cluster {
         let voters = vec![1, 2, 3];
         let nodes = voters
             .iter()
             .map(|&id| {
-                let mut c = RaftConfig::new(id, voters.clone(), 11);
+                let mut c = RaftConfig::new(id, voters.clone(), seed);
                 c.election_timeout_ms = 100;
                 c.election_jitter_ms = 100;
                 c.fetch_timeout_ms = 200;
@@ -749,7 +797,13 @@ impl Cluster {
 
 #[test]
 fn three_cores_over_stores_keep_committed_entries_through_crashes() {
-    let mut c = Cluster::new();
+    for seed in [11, 12, 13, 14] {
+        three_cores_through_crashes(seed);
+    }
+}
+
+fn three_cores_through_crashes(seed: u64) {
+    let mut c = Cluster::new(seed);
     c.run(1000);
     let mut proposed = c.propose("a", 8);
     c.check(&proposed);

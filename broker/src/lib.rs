@@ -8,6 +8,7 @@
 //! - [`replica`]: ReplicaManager, the topics and partitions this broker hosts.
 //! - [`server`]: the tokio shell: listener, connections, background loops, shutdown.
 //! - [`config`]: flags, environment and file configuration.
+//! - [`cluster`]: the active controller's decisions over the metadata image (sans-IO).
 //! - [`raft`]: the KRaft-style metadata quorum core (sans-IO; not wired into the server yet).
 //! - [`planted`]: deliberate bugs behind the `planted-bugs` feature, for the simulator to catch.
 //!
@@ -15,6 +16,7 @@
 
 pub mod apis;
 pub mod blocking;
+pub mod cluster;
 pub mod config;
 pub mod group;
 pub mod log;

@@ -136,7 +136,7 @@ impl ControllerResponse {
 }
 
 /// (correlation, to, response)
-type Answer = (u64, NodeId, ControllerResponse);
+pub type Answer = (u64, NodeId, ControllerResponse);
 
 #[derive(Clone, Debug)]
 struct Queued {
@@ -172,7 +172,8 @@ pub struct Controller {
     next_rebalance_ms: u64,
     /// A preferred-leader pass is due or was cut short by the round limits.
     rebalance_pending: bool,
-    /// Registered, unfenced brokers after the last round: their session expiries wake `step`.
+    /// Registered brokers after the last round that are unfenced, or in controlled shutdown and
+    /// still alive (they may go on leading): their session expiries wake `step`.
     watched: BTreeSet<NodeId>,
     /// Fenced brokers after the last round: hearing from one wakes `step`.
     fenced: BTreeSet<NodeId>,
@@ -576,11 +577,11 @@ impl Controller {
             self.requests.push_front(q);
         }
         self.wake = round.full || !self.requests.is_empty();
-        self.watched = round
-            .view
-            .brokers
-            .iter()
-            .filter(|(_, b)| !b.fenced)
+        let brokers = round.view.brokers.iter();
+        self.watched = brokers
+            .filter(|&(n, b)| {
+                !b.fenced || (self.shutting_down.contains_key(n) && self.alive(*n, now))
+            })
             .map(|(&n, _)| n)
             .collect();
         self.fenced = round
@@ -1424,7 +1425,22 @@ mod tests {
         s.run(2 * SESSION_MS, &all);
         assert!(s.fenced(2));
         assert_eq!(pstate(s.part("c", 0)), (2, 0, vec![2]));
-        // Gone: its last partition goes offline.
+        // Gone: its session expiry wakes the controller and its last partition goes offline.
+        let expiry = s.now + SESSION_MS;
+        s.now += 100;
+        for n in [3, 4] {
+            s.ctl.heard_from(n, s.now);
+        }
+        assert_eq!(
+            s.ctl.poll_timeout(),
+            Some(expiry),
+            "the fenced leader's session"
+        );
+        s.now = expiry;
+        s.settle();
+        assert_eq!(pstate(s.part("c", 0)), (-1, 1, vec![2]));
+        assert!(!s.fenced(3) && !s.fenced(4));
+        assert!(s.ctl.poll_timeout() > Some(s.now), "nothing more is due");
         s.run(2 * SESSION_MS, &[1, 3, 4]);
         assert_eq!(pstate(s.part("c", 0)), (-1, 1, vec![2]));
         // A new incarnation registers: unfenced, leads again.

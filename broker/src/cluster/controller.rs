@@ -576,7 +576,9 @@ impl Controller {
         for q in pending.into_iter().flatten().rev() {
             self.requests.push_front(q);
         }
-        self.wake = round.full || !self.requests.is_empty();
+        // A round that proposed something is followed by one more, so decisions that depend
+        // on it are never left waiting for unrelated input.
+        self.wake = round.full || !self.requests.is_empty() || !round.records.is_empty();
         let brokers = round.view.brokers.iter();
         self.watched = brokers
             .filter(|&(n, b)| {
@@ -1034,23 +1036,12 @@ impl Controller {
         if let Some(c) = self.elect(round, p, now) {
             return elected(c);
         }
-        if p.leader != -1 {
-            if self.alive(p.leader, now) {
-                return shrink(p.leader);
-            }
-            return Some(Change {
-                leader: -1,
-                leader_epoch: p.leader_epoch + 1,
-                isr: p.isr.clone(),
-            });
+        if p.leader != -1 && self.alive(p.leader, now) {
+            return shrink(p.leader);
         }
         if round.unclean {
-            let r = p
-                .replicas
-                .iter()
-                .copied()
-                .find(|&r| self.usable(round, r, now));
-            if let Some(r) = r {
+            let usable = |r: &NodeId| *r != p.leader && self.usable(round, *r, now);
+            if let Some(r) = p.replicas.iter().copied().find(usable) {
                 return Some(Change {
                     leader: r,
                     leader_epoch: p.leader_epoch + 1,
@@ -1058,7 +1049,11 @@ impl Controller {
                 });
             }
         }
-        None
+        (p.leader != -1).then(|| Change {
+            leader: -1,
+            leader_epoch: p.leader_epoch + 1,
+            isr: p.isr.clone(),
+        })
     }
 
     /// Preferred-leader election: leadership returns to the first replica where it is in the
@@ -1663,9 +1658,10 @@ mod tests {
         for unclean in [false, true] {
             let mut s = Sim::cluster_with(cfg(unclean), 4, 7);
             s.seed("t", &[2, 3], &[2], 2);
+            // Unclean: straight to the out-of-ISR replica in one leader epoch.
             s.run(SESSION_MS + 200, &[1, 3, 4]);
             let want = if unclean {
-                (3, 2, vec![3])
+                (3, 1, vec![3])
             } else {
                 (-1, 1, vec![2])
             };
@@ -1839,6 +1835,8 @@ mod tests {
         Grow(u8),
         Delete(u8),
         Round,
+        /// This node loses and regains leadership (queued requests fail, liveness restarts).
+        Failover,
     }
 
     fn op() -> impl Strategy<Value = Op> {
@@ -1853,6 +1851,7 @@ mod tests {
             1 => any::<u8>().prop_map(Op::Grow),
             1 => any::<u8>().prop_map(Op::Delete),
             5 => Just(Op::Round),
+            1 => Just(Op::Failover),
         ]
     }
 
@@ -1879,6 +1878,9 @@ mod tests {
         let mut s = Sim::cluster_with(cfg(unclean), 4, 11);
         s.request(1, create("t0", 4, 3));
         let mut up: BTreeSet<NodeId> = (1..=4).collect();
+        // Nodes asked to shut down, by incarnation: they stay fenced while up.
+        let mut shut: BTreeMap<NodeId, i64> = BTreeMap::new();
+        let mut epoch = 1;
         let mut topics = 1;
         let round = |s: &mut Sim| -> Result<(), String> {
             let before = s.image.clone();
@@ -1900,10 +1902,19 @@ mod tests {
                 }
                 Op::Restart(n) => {
                     up.insert(n);
+                    shut.remove(&n);
                     s.register(n);
+                }
+                Op::Failover => {
+                    epoch += 1;
+                    shut.clear();
+                    s.ctl.deactivate();
+                    s.ctl.activate(s.now, epoch, None);
+                    s.collect();
                 }
                 Op::Shutdown(n) => {
                     let incarnation = s.incarnations[&n];
+                    shut.insert(n, incarnation);
                     let node_id = n;
                     s.submit(
                         n,
@@ -1973,11 +1984,34 @@ mod tests {
             }
             round(&mut s)?;
         }
+        // Progress: with every up node heard for a while, no partition stays offline while an
+        // ISR member (any replica, if unclean) is up and not shutting down.
+        for _ in 0..3 {
+            s.now += SESSION_MS / 10;
+            for &n in &up {
+                s.ctl.heard_from(n, s.now);
+            }
+            for _ in 0..100 {
+                if s.ctl.poll_timeout() != Some(s.now) {
+                    break;
+                }
+                round(&mut s)?;
+            }
+        }
+        let usable = |n: &NodeId| up.contains(n) && !shut.contains_key(n);
+        for t in s.image.topics.values() {
+            for (i, p) in t.partitions.iter().enumerate() {
+                let candidates = if unclean { &p.replicas } else { &p.isr };
+                if p.leader == -1 && candidates.iter().any(usable) {
+                    return Err(format!("{}/{i} stays offline: {p:?}, up {up:?}", t.name));
+                }
+            }
+        }
         Ok(())
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(96))]
+        #![proptest_config(ProptestConfig::with_cases(256))]
 
         #[test]
         fn controller_proptest_rounds_keep_the_invariants(
@@ -1988,6 +2022,28 @@ mod tests {
             let r = run_ops(&ops, unclean);
             prop_assert!(r.is_ok(), "{}", r.unwrap_err());
         }
+    }
+
+    /// Found by the proptest: a leader lost with unclean election on went offline first and
+    /// waited for unrelated input to elect.
+    #[test]
+    fn controller_proptest_regression_unclean_after_lost_leader() {
+        use Op::*;
+        let _g = serial();
+        let ops = [
+            Shrink(0),
+            Crash(4),
+            Round,
+            Advance(1000),
+            Round,
+            Shutdown(2),
+            Advance(0),
+            Restart(4),
+            Crash(2),
+            Shutdown(2),
+            Advance(1000),
+        ];
+        run_ops(&ops, true).expect("invariants and progress hold");
     }
 
     #[test]

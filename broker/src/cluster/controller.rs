@@ -179,6 +179,9 @@ pub struct Controller {
     fenced: BTreeSet<NodeId>,
     /// Work is waiting (requests, a round cut short): `step` is due now.
     wake: bool,
+    /// The last `step` saw this epoch's LeaderChange applied: the image holds everything
+    /// committed before this controller's term.
+    caught_up: bool,
     last_now_ms: u64,
 }
 
@@ -384,6 +387,7 @@ impl Controller {
             watched: BTreeSet::new(),
             fenced: BTreeSet::new(),
             wake: false,
+            caught_up: false,
             last_now_ms: 0,
         }
     }
@@ -400,6 +404,8 @@ impl Controller {
     /// This node just became the raft leader (quorum epoch `epoch`) at `now_ms`.
     /// `previous_leader` is presumed dead (a majority stopped hearing from it) and is fenced at
     /// the first round unless heard from; every other node gets a full session timeout of grace.
+    /// Nothing is decided until the image has applied this epoch's LeaderChange entry (the raft
+    /// leader's first), so no decision rests on an image missing earlier terms' entries.
     pub fn activate(&mut self, now_ms: u64, epoch: i32, previous_leader: Option<NodeId>) {
         self.deactivate();
         self.last_now_ms = self.last_now_ms.max(now_ms);
@@ -435,6 +441,7 @@ impl Controller {
         self.fenced.clear();
         self.rebalance_pending = false;
         self.wake = false;
+        self.caught_up = false;
     }
 
     /// A raft Fetch or any request from `node`.
@@ -481,9 +488,12 @@ impl Controller {
     }
 
     /// When `step` is due even without new input: now (work is waiting), the next session
-    /// expiry, or the next preferred-leader check.
+    /// expiry, or the next preferred-leader check. `None` while inactive or until a `step` has
+    /// seen the image catch up with this epoch (the shell calls `step` after applying entries).
     pub fn poll_timeout(&self) -> Option<u64> {
-        self.active?;
+        if self.active.is_none() || !self.caught_up {
+            return None;
+        }
         if self.wake || !self.requests.is_empty() || self.rebalance_pending {
             return Some(self.last_now_ms);
         }
@@ -530,10 +540,15 @@ impl Controller {
     /// One round, called when nothing is uncommitted and `image` has everything proposed so far
     /// applied: at most one record (a batch) to propose, or `None`. Requests that fail
     /// validation are answered at once; the others once the returned record is committed (or
-    /// at once if the round needs no record).
+    /// at once if the round needs no record). `None`, deciding nothing, until `image` has
+    /// applied this epoch's LeaderChange with this node as leader.
     pub fn step(&mut self, now_ms: u64, image: &MetadataImage) -> Option<MetadataRecord> {
-        self.active?;
+        let epoch = self.active?;
         if self.in_flight.is_some() {
+            return None;
+        }
+        self.caught_up = image.quorum_leader == Some((epoch, self.node_id));
+        if !self.caught_up {
             return None;
         }
         self.last_now_ms = self.last_now_ms.max(now_ms);
@@ -1147,7 +1162,7 @@ mod tests {
 
         fn cluster_with(cfg: ControllerConfig, nodes: NodeId, seed: u64) -> Sim {
             let mut s = Sim::new(cfg, nodes, seed);
-            s.ctl.activate(0, 1, None);
+            s.activate(1, None);
             for n in 1..=nodes {
                 s.register(n);
             }
@@ -1155,6 +1170,12 @@ mod tests {
             assert_eq!(s.image.brokers.len(), nodes as usize);
             assert!(s.image.brokers.values().all(|b| !b.fenced));
             s
+        }
+
+        /// This node becomes the quorum leader in `epoch`; its LeaderChange entry commits.
+        fn activate(&mut self, epoch: i32, previous: Option<NodeId>) {
+            self.ctl.activate(self.now, epoch, previous);
+            self.commit(&MetadataRecord::LeaderChange { epoch, leader: ME });
         }
 
         /// Applies `rec` as committed (by this controller or an earlier one).
@@ -1366,8 +1387,12 @@ mod tests {
         s.seed("t", &[2, 3], &[2, 3], 2);
         s.ctl.deactivate();
         s.now = 50_000;
-        s.ctl.activate(s.now, 2, Some(2));
-        assert_eq!(s.ctl.poll_timeout(), Some(s.now));
+        s.activate(2, Some(2));
+        assert_eq!(
+            s.ctl.poll_timeout(),
+            None,
+            "no step has seen the image caught up"
+        );
         s.settle();
         assert!(s.fenced(2) && !s.fenced(3));
         assert_eq!(pstate(s.part("t", 0)), (3, 1, vec![3]));
@@ -1679,20 +1704,33 @@ mod tests {
         assert_eq!(s.ctl.poll_timeout(), None);
         s.ctl.activate(0, 1, None);
         s.register(1);
+        assert_eq!(s.ctl.step(0, &s.image), None, "the image is not caught up");
+        assert_eq!(s.ctl.poll_timeout(), None);
+        s.commit(&MetadataRecord::LeaderChange {
+            epoch: 1,
+            leader: 2,
+        });
+        assert_eq!(s.ctl.step(0, &s.image), None, "another node's epoch");
+        s.commit(&MetadataRecord::LeaderChange {
+            epoch: 2,
+            leader: ME,
+        });
+        assert_eq!(s.ctl.step(0, &s.image), None, "a later epoch: deposed");
+        s.ctl.activate(0, 2, None);
+        s.collect();
+        assert_eq!(s.answers.len(), 2, "re-activation fails what was queued");
+        let registering = s.register(1);
         let rec = s.ctl.step(0, &s.image);
         assert!(rec.is_some());
         let queued = s.submit(2, create("t", 1, 1));
         s.ctl.deactivate();
         s.collect();
         assert_eq!(s.answers[&queued].error, ControllerError::NotController);
-        assert_eq!(
-            s.answers[&1].error,
-            ControllerError::NotController,
-            "in flight"
-        );
+        let in_flight = &s.answers[&registering].error;
+        assert_eq!(*in_flight, ControllerError::NotController, "in flight");
         s.ctl.committed();
         s.collect();
-        assert_eq!(s.answers.len(), 3);
+        assert_eq!(s.answers.len(), 4, "each request answered once");
     }
 
     #[test]
@@ -1909,7 +1947,7 @@ mod tests {
                     epoch += 1;
                     shut.clear();
                     s.ctl.deactivate();
-                    s.ctl.activate(s.now, epoch, None);
+                    s.activate(epoch, None);
                     s.collect();
                 }
                 Op::Shutdown(n) => {
@@ -1991,6 +2029,7 @@ mod tests {
             for &n in &up {
                 s.ctl.heard_from(n, s.now);
             }
+            round(&mut s)?;
             for _ in 0..100 {
                 if s.ctl.poll_timeout() != Some(s.now) {
                     break;

@@ -9,13 +9,16 @@
 //! - [`server`]: the tokio shell: listener, connections, background loops, shutdown.
 //! - [`config`]: flags, environment and file configuration.
 //! - [`dev_cluster`]: `broker dev-cluster`, an N-node loopback cluster of child processes.
-//! - [`raft`]: the KRaft-style metadata quorum core (sans-IO; not wired into the server yet).
+//! - [`cluster`]: the replicated cluster: the controller (sans-IO), the quorum shell, partition
+//!   replication and the view request handlers read.
+//! - [`raft`]: the KRaft-style metadata quorum core (sans-IO), its durable store and wire codec.
 //! - [`planted`]: deliberate bugs behind the `planted-bugs` feature, for the simulator to catch.
 //!
 //! ARCHITECTURE.md at the repository root explains how they fit together.
 
 pub mod apis;
 pub mod blocking;
+pub mod cluster;
 pub mod config;
 pub mod dev_cluster;
 pub mod group;

@@ -18,16 +18,20 @@ pub enum PlantedBug {
     VoteTwice,
     /// The quorum leader advances the high watermark from its own log end, ignoring followers.
     HwFromLeader,
+    /// The active controller elects a partition leader from any alive replica, not only from
+    /// the ISR (an unclean election nobody asked for).
+    OutOfIsrElection,
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 6] = [
+    pub const ALL: [PlantedBug; 7] = [
         PlantedBug::AckBeforeFsync,
         PlantedBug::RecoverySkipsCrc,
         PlantedBug::FetchPastHighWatermark,
         PlantedBug::CommitBeforePersist,
         PlantedBug::VoteTwice,
         PlantedBug::HwFromLeader,
+        PlantedBug::OutOfIsrElection,
     ];
 
     pub fn name(self) -> &'static str {
@@ -38,6 +42,7 @@ impl PlantedBug {
             PlantedBug::CommitBeforePersist => "commit-before-persist",
             PlantedBug::VoteTwice => "vote-twice",
             PlantedBug::HwFromLeader => "hw-from-leader",
+            PlantedBug::OutOfIsrElection => "out-of-isr-election",
         }
     }
 
@@ -56,6 +61,9 @@ impl PlantedBug {
             }
             PlantedBug::HwFromLeader => {
                 "the quorum leader advances the high watermark from its own log end alone"
+            }
+            PlantedBug::OutOfIsrElection => {
+                "the controller elects a partition leader from outside the ISR"
             }
         }
     }

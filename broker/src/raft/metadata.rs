@@ -56,6 +56,12 @@ pub enum MetadataRecord {
         node_id: NodeId,
         fenced: bool,
     },
+    /// Grows a topic to `count` partitions (Kafka's PartitionRecord for the new ones); the new
+    /// partitions start empty like those of [`MetadataRecord::CreateTopic`]. Never shrinks.
+    CreatePartitions {
+        topic_id: [u8; 16],
+        count: u32,
+    },
     /// Records that apply together or not at all is not needed here: they apply in order within
     /// one log entry, so a controller failover never leaves half of them (Kafka's metadata
     /// transactions, simplified). Batches do not nest.
@@ -227,6 +233,11 @@ impl MetadataRecord {
                     out.extend_from_slice(&one);
                 }
             }
+            MetadataRecord::CreatePartitions { topic_id, count } => {
+                out.push(10);
+                out.extend_from_slice(topic_id);
+                out.extend_from_slice(&count.to_be_bytes());
+            }
         }
     }
 
@@ -311,6 +322,10 @@ impl MetadataRecord {
                 MetadataRecord::Batch(records)
             }
             9 => return Err(DecodeError("nested batch")),
+            10 => MetadataRecord::CreatePartitions {
+                topic_id: r.id()?,
+                count: r.u32()?,
+            },
             _ => return Err(DecodeError("unknown record type")),
         })
     }
@@ -455,6 +470,23 @@ impl MetadataImage {
                     return false;
                 };
                 b.fenced = fenced;
+            }
+            MetadataRecord::CreatePartitions { topic_id, count } => {
+                let Some(t) = self.topics.get_mut(&topic_id) else {
+                    return false;
+                };
+                if count as usize <= t.partitions.len() || count > MAX_PARTITIONS {
+                    return false;
+                }
+                t.partitions.resize(
+                    count as usize,
+                    PartitionImage {
+                        leader: -1,
+                        leader_epoch: 0,
+                        isr: Vec::new(),
+                        replicas: Vec::new(),
+                    },
+                );
             }
             MetadataRecord::Batch(records) => {
                 let mut all = true;
@@ -633,6 +665,10 @@ mod tests {
                 node_id: 3,
                 fenced: true,
             },
+            MetadataRecord::CreatePartitions {
+                topic_id: [9; 16],
+                count: 3,
+            },
             MetadataRecord::Batch(vec![
                 MetadataRecord::NoOp,
                 MetadataRecord::BrokerFence {
@@ -668,9 +704,31 @@ mod tests {
         assert_eq!(img.rejected, 1);
         assert!(!img.brokers[&3].fenced);
         assert_eq!(img.topics[&[9; 16]].configs["min.insync.replicas"], "2");
+        assert_eq!(img.topics[&[9; 16]].partitions.len(), 3);
         let back = MetadataImage::decode(&img.encode()).unwrap();
         assert_eq!(back, img);
         assert_eq!(back.digest(), img.digest());
+    }
+
+    #[test]
+    fn raft_metadata_create_partitions_only_grows() {
+        let mut img = MetadataImage::default();
+        let grow = |count| MetadataRecord::CreatePartitions {
+            topic_id: [9; 16],
+            count,
+        };
+        img.apply(0, &grow(3).encode());
+        assert_eq!(img.rejected, 1, "unknown topic");
+        img.apply(1, &samples()[1].encode());
+        for (i, (count, len)) in [(2, 2), (1, 2), (4, 4), (MAX_PARTITIONS + 1, 4)]
+            .into_iter()
+            .enumerate()
+        {
+            img.apply(2 + i as i64, &grow(count).encode());
+            assert_eq!(img.topics[&[9; 16]].partitions.len(), len);
+        }
+        assert_eq!(img.rejected, 4, "not growing or too many: refused");
+        assert!(img.topics[&[9; 16]].partitions[3].replicas.is_empty());
     }
 
     #[test]

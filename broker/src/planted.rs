@@ -60,7 +60,7 @@ impl PlantedBug {
                 "a quorum voter grants a second vote in one epoch to a different candidate"
             }
             PlantedBug::HwFromLeader => {
-                "the quorum leader advances the high watermark from its own log end alone"
+                "the quorum leader, and a partition leader, advance the high watermark from their own log alone"
             }
             PlantedBug::OutOfIsrElection => {
                 "the controller elects a partition leader from outside the ISR"

@@ -330,6 +330,7 @@ pub fn dispatch(data: &[u8]) {
                 host: "127.0.0.1".into(),
                 port: 9092,
             },
+            None,
         );
         for request in requests {
             let (key, version) = (request.api_key, request.api_version);

@@ -76,8 +76,10 @@ impl Cluster {
         }
         let mut last_error = String::new();
         for _ in 0..PORT_ATTEMPTS {
+            // CLUSTER_KEEP_LOGS=1 keeps the nodes' data and logs for a post-mortem.
             let dir = tempfile::Builder::new()
                 .prefix("broker-cluster-")
+                .disable_cleanup(std::env::var_os("CLUSTER_KEEP_LOGS").is_some())
                 .tempdir()
                 .expect("create cluster dir");
             let ports = free_ports(2 * CLUSTER_NODES);

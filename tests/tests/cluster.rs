@@ -92,7 +92,14 @@ fn create_replicated(c: &Cluster, topic: &str, partitions: i32, rf: i32, configs
 }
 
 /// High watermarks of every partition, retried while leadership moves.
-fn high_watermarks(c: &Cluster, topic: &str, partitions: i32) -> BTreeMap<i32, i64> {
+/// Each partition's high watermark once it covers `at_least` (bounded wait: a new leader's high
+/// watermark catches up with the old one's as its followers fetch, as in Kafka).
+fn high_watermarks(
+    c: &Cluster,
+    topic: &str,
+    partitions: i32,
+    at_least: &BTreeMap<i32, i64>,
+) -> BTreeMap<i32, i64> {
     let consumer: BaseConsumer = client_config(&c.bootstrap_live())
         .set("socket.timeout.ms", "10000")
         .create()
@@ -104,7 +111,9 @@ fn high_watermarks(c: &Cluster, topic: &str, partitions: i32) -> BTreeMap<i32, i
             match consumer.fetch_watermarks(topic, p, Duration::from_secs(5)) {
                 Ok((_, high)) => {
                     out.insert(p, high);
-                    true
+                    let want = at_least.get(&p).copied().unwrap_or(0);
+                    last = format!("high watermark {high}, below the acknowledged {want}");
+                    high >= want
                 }
                 Err(e) => {
                     last = e.to_string();
@@ -117,9 +126,15 @@ fn high_watermarks(c: &Cluster, topic: &str, partitions: i32) -> BTreeMap<i32, i
     out
 }
 
-/// Reads every partition from the beginning to its current high watermark.
-fn read_back(c: &Cluster, topic: &str, partitions: i32) -> Vec<Consumed> {
-    let until = high_watermarks(c, topic, partitions);
+/// Reads every partition from the beginning to its high watermark, once that covers every
+/// acknowledged record in `reports`.
+fn read_back(c: &Cluster, topic: &str, partitions: i32, reports: &[Delivery]) -> Vec<Consumed> {
+    let mut at_least: BTreeMap<i32, i64> = BTreeMap::new();
+    for (p, o) in reports.iter().flatten() {
+        let e = at_least.entry(*p).or_insert(0);
+        *e = (*e).max(o + 1);
+    }
+    let until = high_watermarks(c, topic, partitions, &at_least);
     consume_until(
         &c.bootstrap_live(),
         topic,
@@ -211,19 +226,19 @@ fn produce_through_leader_kill(c: &mut Cluster, topic: &str, n: usize) -> (Vec<D
 }
 
 #[test]
-#[ignore = "needs replication wiring"]
+
 fn acked_writes_survive_leader_kill() {
     let mut c = Cluster::start();
     let topic = unique_name("survive");
     create_replicated(&c, &topic, PARTITIONS, 3, &[("min.insync.replicas", "2")]);
     let (reports, victim) = produce_through_leader_kill(&mut c, &topic, 6_000);
     c.wait_leaders(&topic, Some(victim), CONVERGE_TIMEOUT);
-    let got = read_back(&c, &topic, PARTITIONS);
+    let got = read_back(&c, &topic, PARTITIONS, &reports);
     check_acked(&got, &reports, true);
 }
 
 #[test]
-#[ignore = "needs replication wiring"]
+
 fn restarted_leader_truncates_and_rejoins() {
     let mut c = Cluster::start();
     let topic = unique_name("rejoin");
@@ -252,7 +267,7 @@ fn restarted_leader_truncates_and_rejoins() {
         .expect("another node");
     c.kill9(second);
     c.wait_leaders(&topic, Some(second), CONVERGE_TIMEOUT);
-    let got = read_back(&c, &topic, PARTITIONS);
+    let got = read_back(&c, &topic, PARTITIONS, &reports);
     check_acked(&got, &reports, true);
 }
 
@@ -271,7 +286,7 @@ fn produce_and_read(c: &Cluster, topic: &str, from: usize, n: usize) -> Vec<Deli
 }
 
 #[test]
-#[ignore = "needs replication wiring"]
+
 fn sigstopped_node_does_not_stop_the_cluster() {
     let mut c = Cluster::start();
     let topic = unique_name("frozen");
@@ -283,7 +298,7 @@ fn sigstopped_node_does_not_stop_the_cluster() {
     let follower = c.ids().into_iter().find(|&id| id != leader).unwrap();
     c.sigstop(follower);
     reports.extend(produce_and_read(&c, &topic, 0, 1_000));
-    check_acked(&read_back(&c, &topic, PARTITIONS), &reports, true);
+    check_acked(&read_back(&c, &topic, PARTITIONS, &reports), &reports, true);
     c.sigcont(follower);
     c.wait_full_isr(&topic, Duration::from_secs(60));
 
@@ -291,18 +306,18 @@ fn sigstopped_node_does_not_stop_the_cluster() {
     let leader = c.node_for_leader(&topic, 0).expect("leader");
     c.sigstop(leader);
     reports.extend(produce_and_read(&c, &topic, 1_000, 1_000));
-    check_acked(&read_back(&c, &topic, PARTITIONS), &reports, true);
+    check_acked(&read_back(&c, &topic, PARTITIONS, &reports), &reports, true);
     c.sigcont(leader);
     c.wait_full_isr(&topic, Duration::from_secs(60));
     for id in c.ids() {
         c.assert_alive(id);
     }
     reports.extend(produce_and_read(&c, &topic, 2_000, 200));
-    check_acked(&read_back(&c, &topic, PARTITIONS), &reports, true);
+    check_acked(&read_back(&c, &topic, PARTITIONS, &reports), &reports, true);
 }
 
 #[test]
-#[ignore = "needs replication wiring"]
+
 fn not_enough_replicas_when_isr_too_small() {
     let mut c = Cluster::start();
     let topic = unique_name("min-isr");
@@ -417,7 +432,7 @@ fn poll_n(consumer: &BaseConsumer, n: usize) -> Vec<(i32, i64)> {
 }
 
 #[test]
-#[ignore = "needs replication wiring"]
+
 fn consumer_group_survives_coordinator_loss() {
     let mut c = Cluster::start();
     let topic = unique_name("group-failover");
@@ -499,7 +514,7 @@ fn consumer_group_survives_coordinator_loss() {
 }
 
 #[test]
-#[ignore = "needs replication wiring"]
+
 fn metadata_shows_three_brokers_and_leaders() {
     let c = Cluster::start();
     let mut brokers = Vec::new();

@@ -3,16 +3,24 @@
 //! (any high watermark advance wakes it) or when `max_wait_ms` runs out.
 //!
 //! Fetch sessions (KIP-227) are declined by answering session id 0, so clients send full fetches.
+//!
+//! A fetch with a replica id (>= 0) is a follower's: it reads up to the log end, reports the
+//! follower's durable position to the leader (which may advance the high watermark), and is
+//! answered with a diverging epoch when the follower's log went astray. Its long poll wakes on
+//! any leader append. Consumers may only fetch from the leader.
 
 use std::time::Duration;
 
 use bytes::Bytes;
-use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::fetch_response::{
+    EpochEndOffset, FetchableTopicResponse, PartitionData,
+};
 use kafka_protocol::messages::{FetchRequest, FetchResponse, ResponseKind};
 use kafka_protocol::ResponseError;
 
 use super::{code, KafkaApis, Reply};
 use crate::log::ReadError;
+use crate::replica::core::{ReplicaFetchError, ReplicaFetchPosition};
 use crate::storage::Storage;
 
 /// Longest a fetch may wait, whatever the client asks.
@@ -24,6 +32,10 @@ impl<S: Storage + Clone> KafkaApis<S> {
     pub(super) fn fetch(&self, request: FetchRequest, version: i16) -> Reply {
         let max_wait_ms = request.max_wait_ms.clamp(0, FETCH_WAIT_MS_MAX);
         let min_bytes = request.min_bytes.max(0) as usize;
+        let replica = request.replica_id.0.max(request.replica_state.replica_id.0);
+        if replica >= 0 {
+            return self.replica_fetch(request, replica, version, max_wait_ms, min_bytes);
+        }
         let (response, bytes) = self.fetch_once(&request, version);
         if bytes >= min_bytes || max_wait_ms == 0 || bytes_unreachable(&response) {
             return Reply::Now(ResponseKind::Fetch(response));
@@ -78,6 +90,14 @@ impl<S: Storage + Clone> KafkaApis<S> {
                     partitions.push(data.with_error_code(code(ResponseError::KafkaStorageError)));
                     continue;
                 }
+                if let Some(error) = leader_check(
+                    partition.is_leader(),
+                    partition.leader_epoch(),
+                    fp.current_leader_epoch,
+                ) {
+                    partitions.push(data.with_error_code(code(error)));
+                    continue;
+                }
                 let max_bytes = if remaining == 0 {
                     0
                 } else {
@@ -105,6 +125,150 @@ impl<S: Storage + Clone> KafkaApis<S> {
                         tracing::error!(topic = %partition.topic, partition = fp.partition, error = %e, "read failed");
                         partitions
                             .push(data.with_error_code(code(ResponseError::KafkaStorageError)));
+                    }
+                }
+            }
+            topics.push(
+                FetchableTopicResponse::default()
+                    .with_topic(fetch_topic.topic.clone())
+                    .with_partitions(partitions),
+            );
+        }
+        (
+            FetchResponse::default()
+                .with_session_id(0)
+                .with_responses(topics),
+            total,
+        )
+    }
+}
+
+/// The error a consumer's request gets from a replica that does not lead in the epoch the
+/// client knows (-1: the client does not say), or None.
+pub(crate) fn leader_check(leading: bool, epoch: i32, client_epoch: i32) -> Option<ResponseError> {
+    if client_epoch >= 0 && client_epoch < epoch {
+        Some(ResponseError::FencedLeaderEpoch)
+    } else if client_epoch > epoch {
+        Some(ResponseError::UnknownLeaderEpoch)
+    } else if !leading {
+        Some(ResponseError::NotLeaderOrFollower)
+    } else {
+        None
+    }
+}
+
+impl<S: Storage + Clone> KafkaApis<S> {
+    fn replica_fetch(
+        &self,
+        request: FetchRequest,
+        replica: i32,
+        version: i16,
+        max_wait_ms: i32,
+        min_bytes: usize,
+    ) -> Reply {
+        let (response, bytes) = self.replica_fetch_once(&request, replica, version);
+        if bytes >= min_bytes || max_wait_ms == 0 || bytes_unreachable(&response) {
+            return Reply::Now(ResponseKind::Fetch(response));
+        }
+        let apis = self.clone();
+        Reply::Later(Box::pin(async move {
+            let deadline = tokio::time::Instant::now() + Duration::from_millis(max_wait_ms as u64);
+            loop {
+                let seen = apis.replicas.log_end_version();
+                // Re-reading also re-reports the follower's position: harmless, it only grows.
+                let (response, bytes) = apis.replica_fetch_once(&request, replica, version);
+                if bytes >= min_bytes
+                    || bytes_unreachable(&response)
+                    || tokio::time::Instant::now() >= deadline
+                {
+                    return ResponseKind::Fetch(response);
+                }
+                let changed = apis.replicas.log_end_changed_since(seen);
+                if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                    return ResponseKind::Fetch(
+                        apis.replica_fetch_once(&request, replica, version).0,
+                    );
+                }
+            }
+        }))
+    }
+
+    fn replica_fetch_once(
+        &self,
+        request: &FetchRequest,
+        replica: i32,
+        version: i16,
+    ) -> (FetchResponse, usize) {
+        let now_ms = self.now_ms();
+        let mut remaining = request.max_bytes.clamp(0, FETCH_RESPONSE_BYTES_MAX) as usize;
+        let mut total = 0usize;
+        let mut topics = Vec::with_capacity(request.topics.len());
+        for fetch_topic in &request.topics {
+            let topic = self.replicas.topic(fetch_topic.topic.0.as_str());
+            let mut partitions = Vec::with_capacity(fetch_topic.partitions.len());
+            for fp in &fetch_topic.partitions {
+                let mut data = PartitionData::default()
+                    .with_partition_index(fp.partition)
+                    .with_high_watermark(-1)
+                    .with_last_stable_offset(-1)
+                    .with_log_start_offset(-1)
+                    .with_records(Some(Bytes::new()));
+                if version >= 4 {
+                    data = data.with_aborted_transactions(Some(Vec::new()));
+                }
+                let Some(partition) = topic.as_ref().and_then(|t| t.partition(fp.partition)) else {
+                    partitions
+                        .push(data.with_error_code(code(ResponseError::UnknownTopicOrPartition)));
+                    continue;
+                };
+                if partition.is_failed() || partition.is_closed() {
+                    partitions.push(data.with_error_code(code(ResponseError::KafkaStorageError)));
+                    continue;
+                }
+                let max_bytes = (fp.partition_max_bytes.max(0) as usize)
+                    .min(remaining)
+                    .max(1);
+                let last_fetched_epoch = if version >= 12 {
+                    fp.last_fetched_epoch
+                } else {
+                    -1
+                };
+                match partition.replica_fetch(
+                    replica,
+                    fp.current_leader_epoch,
+                    fp.fetch_offset,
+                    last_fetched_epoch,
+                    max_bytes,
+                    now_ms,
+                ) {
+                    Ok(read) => {
+                        data = data
+                            .with_high_watermark(read.high_watermark)
+                            .with_last_stable_offset(read.high_watermark)
+                            .with_log_start_offset(read.log_start_offset);
+                        if let ReplicaFetchPosition::Diverging { epoch, end_offset } = read.position
+                        {
+                            data = data.with_diverging_epoch(
+                                EpochEndOffset::default()
+                                    .with_epoch(epoch)
+                                    .with_end_offset(end_offset),
+                            );
+                        } else if fp.fetch_offset < read.log_start_offset {
+                            data = data.with_error_code(code(ResponseError::OffsetOutOfRange));
+                        }
+                        remaining = remaining.saturating_sub(read.records.len());
+                        total += read.records.len();
+                        partitions.push(data.with_records(Some(read.records)));
+                    }
+                    Err(e) => {
+                        let error = match e {
+                            ReplicaFetchError::NotLeader | ReplicaFetchError::NotReplica => {
+                                ResponseError::NotLeaderOrFollower
+                            }
+                            ReplicaFetchError::FencedEpoch => ResponseError::FencedLeaderEpoch,
+                            ReplicaFetchError::UnknownEpoch => ResponseError::UnknownLeaderEpoch,
+                        };
+                        partitions.push(data.with_error_code(code(error)));
                     }
                 }
             }

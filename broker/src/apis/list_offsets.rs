@@ -41,6 +41,18 @@ impl<S: Storage + Clone> KafkaApis<S> {
                         if partition.is_failed() {
                             return r.with_error_code(code(ResponseError::KafkaStorageError));
                         }
+                        let client_epoch = if version >= 4 {
+                            lp.current_leader_epoch
+                        } else {
+                            -1
+                        };
+                        if let Some(error) = super::fetch::leader_check(
+                            partition.is_leader(),
+                            partition.leader_epoch(),
+                            client_epoch,
+                        ) {
+                            return r.with_error_code(code(error));
+                        }
                         let core = partition.core();
                         let (high_watermark, log) = (core.high_watermark(), core.log());
                         let found = match lp.timestamp {
@@ -62,7 +74,7 @@ impl<S: Storage + Clone> KafkaApis<S> {
                         let (offset, timestamp) = found.unwrap_or((-1, -1));
                         let mut r = r.with_offset(offset).with_timestamp(timestamp);
                         if version >= 4 {
-                            r = r.with_leader_epoch(0);
+                            r = r.with_leader_epoch(core.leader_epoch());
                         }
                         r
                     })

@@ -3,6 +3,7 @@
 //! is returned as a future, so a connection can pipeline requests and still answer in order.
 
 mod admin;
+mod cluster;
 mod configs;
 pub mod fetch;
 mod groups;
@@ -19,6 +20,7 @@ use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::{ApiVersionsResponse, RequestKind, ResponseKind};
 use kafka_protocol::ResponseError;
 
+use crate::cluster::ClusterView;
 use crate::group::GroupRequest;
 use crate::protocol::{Request, SUPPORTED_APIS};
 use crate::replica::ReplicaManager;
@@ -54,6 +56,8 @@ pub struct KafkaApis<S: Storage + Clone> {
     pub(crate) groups: Arc<GroupManager<S>>,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) advertised: Advertised,
+    /// The cluster, when this broker is one node of a replicated cluster.
+    pub(crate) cluster: Option<Arc<ClusterView>>,
 }
 
 pub(crate) fn code(e: ResponseError) -> i16 {
@@ -67,6 +71,7 @@ impl<S: Storage + Clone> Clone for KafkaApis<S> {
             groups: self.groups.clone(),
             clock: self.clock.clone(),
             advertised: self.advertised.clone(),
+            cluster: self.cluster.clone(),
         }
     }
 }
@@ -77,12 +82,14 @@ impl<S: Storage + Clone> KafkaApis<S> {
         groups: Arc<GroupManager<S>>,
         clock: Arc<dyn Clock>,
         advertised: Advertised,
+        cluster: Option<Arc<ClusterView>>,
     ) -> Self {
         KafkaApis {
             replicas,
             groups,
             clock,
             advertised,
+            cluster,
         }
     }
 
@@ -122,9 +129,24 @@ impl<S: Storage + Clone> KafkaApis<S> {
             RequestKind::ApiVersions(_) => {
                 Reply::Now(ResponseKind::ApiVersions(api_versions(version, 0)))
             }
-            RequestKind::Metadata(r) => {
-                Reply::Now(ResponseKind::Metadata(self.metadata(r, version)))
+            RequestKind::Metadata(r) => match &self.cluster {
+                Some(view) => Reply::Now(ResponseKind::Metadata(
+                    self.cluster_metadata(view, r, version),
+                )),
+                None => Reply::Now(ResponseKind::Metadata(self.metadata(r, version))),
+            },
+            RequestKind::CreateTopics(r) if self.cluster.is_some() => {
+                self.cluster_create_topics(r, version)
             }
+            RequestKind::DeleteTopics(r) if self.cluster.is_some() => {
+                self.cluster_delete_topics(r, version)
+            }
+            RequestKind::CreatePartitions(r) if self.cluster.is_some() => {
+                self.cluster_create_partitions(r, version)
+            }
+            RequestKind::DescribeCluster(r) if self.cluster.is_some() => Reply::Now(
+                ResponseKind::DescribeCluster(self.cluster_describe(r, version)),
+            ),
             RequestKind::Produce(r) => self.produce(r, version),
             RequestKind::Fetch(r) => self.fetch(r, version),
             RequestKind::ListOffsets(r) => {

@@ -1,6 +1,8 @@
 //! Produce: validate and append each partition's batches as received, then answer per `acks`:
-//! 0 → no response; 1 or -1 (all) → after the batch is durable under the fsync policy (this broker
-//! is the only replica, so 1 and all wait for the same thing).
+//! 0 → no response; 1 → after the leader holds the batch (durably under `--fsync always`);
+//! -1 (all) → after every ISR member holds it (the high watermark passed it), refused up front
+//! with NOT_ENOUGH_REPLICAS when the ISR is smaller than `min.insync.replicas`. Only the leader
+//! appends; other replicas answer NOT_LEADER_OR_FOLLOWER.
 
 use std::time::Duration;
 
@@ -13,7 +15,7 @@ use kafka_protocol::ResponseError;
 
 use super::{code, KafkaApis, Reply};
 use crate::log::AppendError;
-use crate::replica::DurableError;
+use crate::replica::{DurableError, ProduceError};
 use crate::storage::Storage;
 
 /// Longest a produce waits for durability, whatever the client's timeout says.
@@ -124,8 +126,12 @@ impl<S: Storage + Clone> KafkaApis<S> {
                         continue;
                     }
                 };
-                match partition.append(&records, 0, now_ms) {
-                    Ok((info, log_start)) => {
+                let min_isr = topic
+                    .as_ref()
+                    .map_or(1, |t| self.replicas.min_insync_replicas(t));
+                let required = (acks == -1).then_some(min_isr);
+                match partition.produce(&records, required, now_ms) {
+                    Ok((info, log_start, epoch)) => {
                         tracing::debug!(topic = %name, partition = index, base = info.base_offset,
                             last = info.last_offset, duplicate = info.duplicate, "appended");
                         waits.push((
@@ -133,6 +139,8 @@ impl<S: Storage + Clone> KafkaApis<S> {
                             partitions.len(),
                             partition,
                             info.last_offset + 1,
+                            epoch,
+                            min_isr,
                         ));
                         partitions.push(
                             PartitionProduceResponse::default()
@@ -142,7 +150,25 @@ impl<S: Storage + Clone> KafkaApis<S> {
                                 .with_log_start_offset(log_start),
                         );
                     }
-                    Err(e) => {
+                    Err(ProduceError::NotLeader) => {
+                        partitions.push(partition_error(
+                            index,
+                            ResponseError::NotLeaderOrFollower,
+                            None,
+                            version,
+                        ));
+                    }
+                    Err(ProduceError::NotEnoughReplicas { isr, min_isr }) => {
+                        partitions.push(partition_error(
+                            index,
+                            ResponseError::NotEnoughReplicas,
+                            Some(format!(
+                                "the ISR has {isr} members; min.insync.replicas is {min_isr}"
+                            )),
+                            version,
+                        ));
+                    }
+                    Err(ProduceError::Append(e)) => {
                         let (error, message) = append_error(&e);
                         if let AppendError::Storage(_) = e {
                             tracing::error!(topic = %name, partition = index, error = %message, "append failed");
@@ -163,7 +189,14 @@ impl<S: Storage + Clone> KafkaApis<S> {
             return Reply::Nothing;
         }
         let response = ProduceResponse::default().with_responses(topics);
-        waits.retain(|(_, _, partition, end)| !partition.acknowledgeable(*end));
+        let all = acks == -1;
+        waits.retain(|(_, _, partition, end, _, _)| {
+            if all {
+                !partition.replicated(*end)
+            } else {
+                !partition.acknowledgeable(*end)
+            }
+        });
         if waits.is_empty() {
             return Reply::Now(ResponseKind::Produce(response));
         }
@@ -171,13 +204,25 @@ impl<S: Storage + Clone> KafkaApis<S> {
         Reply::Later(Box::pin(async move {
             let mut response = response;
             let deadline = tokio::time::Instant::now() + Duration::from_millis(timeout_ms);
-            for (t, p, partition, end) in waits {
-                let outcome =
-                    tokio::time::timeout_at(deadline, partition.wait_acknowledgeable(end)).await;
+            for (t, p, partition, end, epoch, min_isr) in waits {
+                let outcome = if all {
+                    tokio::time::timeout_at(
+                        deadline,
+                        partition.wait_replicated(end, epoch, min_isr),
+                    )
+                    .await
+                } else {
+                    tokio::time::timeout_at(deadline, partition.wait_acknowledgeable(end)).await
+                };
                 let error = match outcome {
                     Ok(Ok(())) => continue,
                     Ok(Err(DurableError::Storage)) => ResponseError::KafkaStorageError,
-                    Ok(Err(DurableError::Closed)) => ResponseError::NotLeaderOrFollower,
+                    Ok(Err(DurableError::Closed | DurableError::NotLeader)) => {
+                        ResponseError::NotLeaderOrFollower
+                    }
+                    Ok(Err(DurableError::NotEnoughReplicasAfterAppend)) => {
+                        ResponseError::NotEnoughReplicasAfterAppend
+                    }
                     Err(_) => ResponseError::RequestTimedOut,
                 };
                 let slot = &mut response.responses[t].partition_responses[p];

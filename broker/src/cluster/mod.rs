@@ -1,3 +1,214 @@
-//! The cluster layer over the metadata quorum: what the active controller decides.
+//! The replicated cluster (combined mode: every node is a quorum voter and a broker).
+//!
+//! - [`controller`]: the active controller's decisions, sans-IO (registrations, fencing,
+//!   leader election from the ISR, ISR changes, topic creation and deletion).
+//! - [`requests`]: the binary encoding of controller requests and responses between nodes.
+//! - [`quorum`]: the tokio shell around `raft::RaftCore`, its durable store, the peer transport
+//!   and, on the quorum leader, the controller; it publishes the committed [`MetadataImage`].
+//! - [`replication`]: applies the image to this broker's partitions (lead, follow, create,
+//!   delete), runs the follower fetchers and asks the controller for ISR changes.
+//!
+//! [`ClusterView`] is what request handlers see: the latest image, this node's identity and a
+//! way to send requests to the active controller.
 
 pub mod controller;
+pub mod quorum;
+pub mod replication;
+pub mod requests;
+
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::raft::{MetadataImage, NodeId};
+use crate::sync::Watch;
+use controller::{ControllerError, ControllerRequest, ControllerResponse};
+
+/// The metadata quorum's directory under the data dir (no `-N` suffix, so the partition-log
+/// orphan sweep leaves it alone).
+pub const METADATA_DIR: &str = "__cluster_metadata";
+/// Longest a controlled shutdown waits for this broker's leaderships to move away.
+pub const CONTROLLED_SHUTDOWN_MS_MAX: u64 = 5_000;
+
+/// This start's incarnation: positive, and different at every start (mixes the shell's seed
+/// with the wall clock).
+pub fn incarnation(seed: u64, now_ms: i64) -> u64 {
+    let mut z = seed ^ (now_ms as u64).rotate_left(21);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    (z ^ (z >> 31)) >> 1
+}
+
+/// Kafka's controlled shutdown: ask the controller to move this broker's leaderships away and
+/// wait (bounded) until the image shows none, so producers fail over without waiting for a
+/// session timeout.
+pub async fn controlled_shutdown(view: &ClusterView) {
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(CONTROLLED_SHUTDOWN_MS_MAX);
+    let leads = |image: &MetadataImage| {
+        image
+            .topics
+            .values()
+            .flat_map(|t| t.partitions.iter())
+            .filter(|p| p.leader == view.me)
+            .count()
+    };
+    let request = ControllerRequest::ControlledShutdown {
+        node_id: view.me,
+        incarnation: view.incarnation,
+    };
+    let outcome = tokio::time::timeout_at(deadline, async {
+        loop {
+            let r = view.controller_request(request.clone()).await;
+            if r.error == ControllerError::None {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        loop {
+            let seen = view.version();
+            if leads(&view.image()) == 0 {
+                break;
+            }
+            view.changed_since(seen).await;
+        }
+    })
+    .await;
+    match outcome {
+        Ok(()) => tracing::info!("controlled shutdown: leaderships moved away"),
+        Err(_) => tracing::warn!(
+            still_leading = leads(&view.image()),
+            "controlled shutdown incomplete after {CONTROLLED_SHUTDOWN_MS_MAX} ms; stopping anyway"
+        ),
+    }
+}
+
+/// Longest a broker waits for the active controller to answer one request.
+pub const CONTROLLER_REQUEST_TIMEOUT_MS: u64 = 10_000;
+/// Requests to the controller queued in this node's quorum task.
+pub const QUORUM_INBOX_MAX: usize = 4096;
+
+/// An input to the quorum task.
+pub enum QuorumInput {
+    /// A frame from a peer.
+    Frame(crate::raft::wire::PeerFrame),
+    /// A request from this node to the active controller.
+    Local {
+        request: ControllerRequest,
+        reply: oneshot::Sender<ControllerResponse>,
+    },
+}
+
+/// A response carrying only an error.
+pub fn error_response(error: ControllerError) -> ControllerResponse {
+    ControllerResponse {
+        error,
+        topic_id: None,
+    }
+}
+
+/// The cluster as this node sees it.
+pub struct ClusterView {
+    pub me: NodeId,
+    /// A new value at every start: the controller tells restarts apart by it.
+    pub incarnation: i64,
+    image: RwLock<Arc<MetadataImage>>,
+    /// Bumped at every published image.
+    version: Watch<u64>,
+    /// Bumped each time an image has been applied to the local partitions' roles.
+    roles_version: Watch<u64>,
+    quorum_leader: AtomicI32,
+    inbox: mpsc::Sender<QuorumInput>,
+}
+
+impl ClusterView {
+    pub fn new(me: NodeId, incarnation: i64, inbox: mpsc::Sender<QuorumInput>) -> Arc<Self> {
+        Arc::new(ClusterView {
+            me,
+            incarnation,
+            image: RwLock::new(Arc::new(MetadataImage::default())),
+            version: Watch::new(0),
+            roles_version: Watch::new(0),
+            quorum_leader: AtomicI32::new(-1),
+            inbox,
+        })
+    }
+
+    pub fn image(&self) -> Arc<MetadataImage> {
+        Arc::clone(&self.image.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    pub fn version(&self) -> u64 {
+        self.version.get()
+    }
+
+    /// Waits for an image newer than `seen`.
+    pub async fn changed_since(&self, seen: u64) {
+        self.version.wait_for(|v| *v != seen).await;
+    }
+
+    pub fn roles_version(&self) -> u64 {
+        self.roles_version.get()
+    }
+
+    /// Waits until partition roles were re-applied after `seen`.
+    pub async fn roles_changed_since(&self, seen: u64) {
+        self.roles_version.wait_for(|v| *v != seen).await;
+    }
+
+    pub(crate) fn roles_applied(&self) {
+        self.roles_version.modify(|v| {
+            *v = v.wrapping_add(1);
+            true
+        });
+    }
+
+    pub(crate) fn publish(&self, image: Arc<MetadataImage>, quorum_leader: Option<NodeId>) {
+        *self.image.write().unwrap_or_else(|p| p.into_inner()) = image;
+        self.quorum_leader
+            .store(quorum_leader.unwrap_or(-1), Ordering::Release);
+        self.version.modify(|v| {
+            *v = v.wrapping_add(1);
+            true
+        });
+    }
+
+    /// The quorum leader (the active controller), if known.
+    pub fn controller_id(&self) -> Option<NodeId> {
+        let l = self.quorum_leader.load(Ordering::Acquire);
+        (l >= 0).then_some(l)
+    }
+
+    /// Whether the image holds this start's registration: only then does it describe this
+    /// incarnation, and only then may this node lead or delete anything.
+    pub fn registered(&self, image: &MetadataImage) -> bool {
+        image
+            .brokers
+            .get(&self.me)
+            .is_some_and(|b| b.epoch == self.incarnation && !b.fenced)
+    }
+
+    /// Sends one request to the active controller and waits for its answer (bounded).
+    pub async fn controller_request(&self, request: ControllerRequest) -> ControllerResponse {
+        let (reply, answer) = oneshot::channel();
+        let unavailable = |m: &str| {
+            tracing::debug!(reason = m, "controller request not answered");
+            error_response(ControllerError::NotController)
+        };
+        if self
+            .inbox
+            .try_send(QuorumInput::Local { request, reply })
+            .is_err()
+        {
+            return unavailable("the quorum task is busy or stopped");
+        }
+        match tokio::time::timeout(Duration::from_millis(CONTROLLER_REQUEST_TIMEOUT_MS), answer)
+            .await
+        {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => unavailable("the quorum task dropped the request"),
+            Err(_) => unavailable("the controller did not answer in time"),
+        }
+    }
+}

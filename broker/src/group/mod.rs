@@ -107,3 +107,99 @@ pub enum GroupResponse {
     List(ListGroupsResponse),
     Delete(DeleteGroupsResponse),
 }
+
+/// The answer of a broker that is not (or no longer) the group's coordinator: every group,
+/// topic and partition of `request` gets `error` (NOT_COORDINATOR or
+/// COORDINATOR_NOT_AVAILABLE), so the client looks the coordinator up again.
+pub fn coordinator_error(
+    request: &GroupRequest,
+    version: i16,
+    error: kafka_protocol::ResponseError,
+) -> GroupResponse {
+    use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
+    use kafka_protocol::messages::describe_groups_response::DescribedGroup;
+    use kafka_protocol::messages::offset_commit_response::{
+        OffsetCommitResponsePartition, OffsetCommitResponseTopic,
+    };
+    use kafka_protocol::messages::offset_fetch_response::OffsetFetchResponseGroup;
+    let code = error.code();
+    match request {
+        GroupRequest::Join(r) => {
+            GroupResponse::Join(group::join_error(version, error, r.member_id.as_str()))
+        }
+        GroupRequest::Sync(_) => GroupResponse::Sync(group::sync_error(error)),
+        GroupRequest::Heartbeat(_) => {
+            GroupResponse::Heartbeat(HeartbeatResponse::default().with_error_code(code))
+        }
+        GroupRequest::Leave(_) => {
+            GroupResponse::Leave(LeaveGroupResponse::default().with_error_code(code))
+        }
+        GroupRequest::OffsetCommit(r) => GroupResponse::OffsetCommit(
+            OffsetCommitResponse::default().with_topics(
+                r.topics
+                    .iter()
+                    .map(|t| {
+                        OffsetCommitResponseTopic::default()
+                            .with_name(t.name.clone())
+                            .with_partitions(
+                                t.partitions
+                                    .iter()
+                                    .map(|p| {
+                                        OffsetCommitResponsePartition::default()
+                                            .with_partition_index(p.partition_index)
+                                            .with_error_code(code)
+                                    })
+                                    .collect(),
+                            )
+                    })
+                    .collect(),
+            ),
+        ),
+        GroupRequest::OffsetFetch(r) => {
+            let mut response = OffsetFetchResponse::default().with_error_code(code);
+            if version >= 8 {
+                response = response.with_groups(
+                    r.groups
+                        .iter()
+                        .map(|g| {
+                            OffsetFetchResponseGroup::default()
+                                .with_group_id(g.group_id.clone())
+                                .with_error_code(code)
+                        })
+                        .collect(),
+                );
+            }
+            GroupResponse::OffsetFetch(response)
+        }
+        GroupRequest::OffsetDelete(_) => {
+            GroupResponse::OffsetDelete(OffsetDeleteResponse::default().with_error_code(code))
+        }
+        GroupRequest::Describe(r) => GroupResponse::Describe(
+            DescribeGroupsResponse::default().with_groups(
+                r.groups
+                    .iter()
+                    .map(|g| {
+                        DescribedGroup::default()
+                            .with_group_id(g.clone())
+                            .with_error_code(code)
+                    })
+                    .collect(),
+            ),
+        ),
+        GroupRequest::List(_) => {
+            GroupResponse::List(ListGroupsResponse::default().with_error_code(code))
+        }
+        GroupRequest::Delete(r) => GroupResponse::Delete(
+            DeleteGroupsResponse::default().with_results(
+                r.groups_names
+                    .iter()
+                    .map(|g| {
+                        DeletableGroupResult::default()
+                            .with_group_id(g.clone())
+                            .with_error_code(code)
+                    })
+                    .collect(),
+            ),
+        ),
+    }
+}

@@ -167,6 +167,8 @@ pub fn encode_response(
     Ok(buf.freeze())
 }
 
+pub mod client;
+
 #[cfg(test)]
 mod tests {
     use super::*;

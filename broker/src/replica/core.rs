@@ -3,12 +3,21 @@
 //! read. The tokio shell ([`super::Partition`]) and the simulator both drive this same code, so
 //! the rules the simulator checks are the rules production runs.
 //!
-//! Single node: the high watermark is the durable offset when acknowledgements wait for fsync,
-//! and the log end otherwise. Replication will move it to the ISR's durable minimum.
+//! Replication state lives here too ([`ReplicaRole`]): a partition is the standalone leader of a
+//! broker without a quorum, the leader of a leader epoch (tracking each follower's durable log
+//! end as its fetches report it), a follower of some leader, or offline. The high watermark is
+//! the minimum *acknowledgeable* log end (durable under `--fsync always`) over the leader and
+//! every member of the ISR, where the ISR counted is the committed one plus any pending
+//! expansion (Kafka's "maximal ISR"): a shrink only counts once the controller committed it.
+
+use std::collections::BTreeMap;
 
 use bytes::Bytes;
 
 use crate::log::{AppendError, AppendInfo, FlushTicket, Log, ReadError};
+
+/// An unanswered AlterPartition is sent again after this long.
+pub const ISR_CHANGE_RETRY_MS: i64 = 5_000;
 use crate::planted::{self, PlantedBug};
 use crate::storage::Storage;
 
@@ -21,10 +30,94 @@ pub enum AckPolicy {
     AfterWrite,
 }
 
+/// A broker id, as the metadata quorum names it.
+pub type NodeId = i32;
+
+/// What a follower's fetches told the leader.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FollowerProgress {
+    /// The follower's acknowledgeable log end (its fetch offset); -1 until its first fetch in
+    /// this leader epoch.
+    pub log_end: i64,
+    /// Last time its fetch offset reached the leader's log end (Kafka's lastCaughtUpTimeMs).
+    pub last_caught_up_ms: i64,
+    /// Last time it fetched at all (-1: not in this epoch); a replica that stopped fetching
+    /// is not added back to the ISR on the strength of an old position.
+    pub last_fetch_ms: i64,
+}
+
+/// The leader's view of one leader epoch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaderState {
+    pub me: NodeId,
+    pub epoch: i32,
+    pub replicas: Vec<NodeId>,
+    /// The ISR as committed by the controller.
+    pub isr: Vec<NodeId>,
+    /// An AlterPartition sent and not yet answered by a metadata change: (new ISR, sent at).
+    pub pending_isr: Option<(Vec<NodeId>, i64)>,
+    pub followers: BTreeMap<NodeId, FollowerProgress>,
+}
+
+impl LeaderState {
+    /// Committed ISR plus pending additions: everyone whose log the high watermark must wait
+    /// for.
+    pub fn maximal_isr(&self) -> Vec<NodeId> {
+        let mut all = self.isr.clone();
+        if let Some((pending, _)) = &self.pending_isr {
+            for m in pending {
+                if !all.contains(m) {
+                    all.push(*m);
+                }
+            }
+        }
+        all
+    }
+}
+
+/// This broker's part in the partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReplicaRole {
+    /// A broker without a quorum leads every partition, alone, in epoch 0.
+    Standalone,
+    Leader(LeaderState),
+    Follower {
+        leader: NodeId,
+        epoch: i32,
+    },
+    /// Not a replica, or the metadata has not said yet, or the partition has no leader.
+    Offline {
+        epoch: i32,
+    },
+}
+
+/// Why the leader refused a follower's fetch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplicaFetchError {
+    NotLeader,
+    /// The follower's epoch is older than ours (FENCED_LEADER_EPOCH).
+    FencedEpoch,
+    /// The follower's epoch is newer than ours (UNKNOWN_LEADER_EPOCH).
+    UnknownEpoch,
+    /// The fetcher is not in the replica set.
+    NotReplica,
+}
+
+/// What the leader answers a follower's fetch position with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplicaFetchPosition {
+    /// Read from the fetch offset.
+    Read,
+    /// The follower's log diverges: it must truncate to at most `end_offset` (Kafka's
+    /// DivergingEpoch).
+    Diverging { epoch: i32, end_offset: i64 },
+}
+
 pub struct PartitionCore<S: Storage> {
     log: Log<S>,
     policy: AckPolicy,
     high_watermark: i64,
+    role: ReplicaRole,
 }
 
 impl<S: Storage> PartitionCore<S> {
@@ -41,6 +134,7 @@ impl<S: Storage> PartitionCore<S> {
             log,
             policy,
             high_watermark,
+            role: ReplicaRole::Standalone,
         };
         core.check_invariants();
         core
@@ -88,9 +182,7 @@ impl<S: Storage> PartitionCore<S> {
             assert_eq!(info.base_offset, end_before, "appends land at the log end");
             assert_eq!(self.log.log_end_offset(), info.last_offset + 1);
         }
-        if self.policy == AckPolicy::AfterWrite {
-            self.advance_high_watermark(self.log.log_end_offset());
-        }
+        self.maybe_advance_high_watermark();
         self.check_invariants();
         Ok(info)
     }
@@ -103,16 +195,307 @@ impl<S: Storage> PartitionCore<S> {
     /// Records a completed fsync. Returns the new ack offset.
     pub fn complete_flush(&mut self, ticket: &FlushTicket<S::File>) -> i64 {
         self.log.complete_flush(ticket);
-        if self.policy == AckPolicy::AfterFsync {
-            self.advance_high_watermark(self.log.durable_offset());
-        }
+        self.maybe_advance_high_watermark();
         self.check_invariants();
         self.ack_offset()
     }
 
-    fn advance_high_watermark(&mut self, offset: i64) {
-        debug_assert!(offset <= self.log.log_end_offset());
-        self.high_watermark = self.high_watermark.max(offset);
+    /// The local log end that may count toward acknowledgements: durable under
+    /// `--fsync always`, written otherwise.
+    fn local_ack_offset(&self) -> i64 {
+        match self.policy {
+            AckPolicy::AfterFsync => self.log.durable_offset(),
+            AckPolicy::AfterWrite => self.log.log_end_offset(),
+        }
+    }
+
+    /// Moves the high watermark up to what every counted replica has acknowledgeably.
+    fn maybe_advance_high_watermark(&mut self) {
+        let local = self.local_ack_offset();
+        let candidate = match &self.role {
+            ReplicaRole::Standalone => local,
+            ReplicaRole::Leader(_) if planted::enabled(PlantedBug::HwFromLeader) => local,
+            ReplicaRole::Leader(l) => {
+                let mut hw = local;
+                for m in l.maximal_isr() {
+                    if m == l.me {
+                        continue;
+                    }
+                    let end = l.followers.get(&m).map_or(-1, |f| f.log_end);
+                    hw = hw.min(end);
+                }
+                hw
+            }
+            ReplicaRole::Follower { .. } | ReplicaRole::Offline { .. } => return,
+        };
+        debug_assert!(candidate <= self.log.log_end_offset());
+        if candidate > self.high_watermark {
+            self.high_watermark = candidate;
+        }
+    }
+
+    pub fn role(&self) -> &ReplicaRole {
+        &self.role
+    }
+
+    /// The leader epoch this replica leads or follows in (0 standalone).
+    pub fn leader_epoch(&self) -> i32 {
+        match &self.role {
+            ReplicaRole::Standalone => 0,
+            ReplicaRole::Leader(l) => l.epoch,
+            ReplicaRole::Follower { epoch, .. } | ReplicaRole::Offline { epoch } => *epoch,
+        }
+    }
+
+    /// Whether produce and consumer fetches are served here.
+    pub fn is_leader(&self) -> bool {
+        matches!(self.role, ReplicaRole::Standalone | ReplicaRole::Leader(_))
+    }
+
+    /// The committed ISR size (1 standalone); acks=all needs it at least min.insync.replicas.
+    pub fn isr_len(&self) -> usize {
+        match &self.role {
+            ReplicaRole::Standalone => 1,
+            ReplicaRole::Leader(l) => l.isr.len(),
+            _ => 0,
+        }
+    }
+
+    /// Takes leadership of `epoch` (from the metadata). The epoch starts at the log end;
+    /// every follower starts unknown and caught up as of now, as in Kafka.
+    pub fn become_leader(
+        &mut self,
+        me: NodeId,
+        epoch: i32,
+        replicas: Vec<NodeId>,
+        isr: Vec<NodeId>,
+        now_ms: i64,
+    ) {
+        assert!(
+            epoch >= self.leader_epoch() || matches!(self.role, ReplicaRole::Standalone),
+            "leader epoch {epoch} below the known {}",
+            self.leader_epoch()
+        );
+        assert!(isr.contains(&me) && replicas.contains(&me));
+        self.log
+            .assign_epoch_start(epoch, self.log.log_end_offset());
+        let followers = replicas
+            .iter()
+            .filter(|r| **r != me)
+            .map(|r| {
+                (
+                    *r,
+                    FollowerProgress {
+                        log_end: -1,
+                        last_caught_up_ms: now_ms,
+                        last_fetch_ms: -1,
+                    },
+                )
+            })
+            .collect();
+        self.role = ReplicaRole::Leader(LeaderState {
+            me,
+            epoch,
+            replicas,
+            isr,
+            pending_isr: None,
+            followers,
+        });
+        self.maybe_advance_high_watermark();
+        self.check_invariants();
+    }
+
+    /// The metadata changed this leader's ISR (or replicas) within its epoch.
+    pub fn update_leader_isr(&mut self, replicas: Vec<NodeId>, isr: Vec<NodeId>, now_ms: i64) {
+        let ReplicaRole::Leader(l) = &mut self.role else {
+            return;
+        };
+        if l.pending_isr.as_ref().is_some_and(|(p, _)| *p == isr) || l.isr != isr {
+            l.pending_isr = None;
+        }
+        for r in &replicas {
+            if *r != l.me {
+                l.followers.entry(*r).or_insert(FollowerProgress {
+                    log_end: -1,
+                    last_caught_up_ms: now_ms,
+                    last_fetch_ms: -1,
+                });
+            }
+        }
+        l.followers.retain(|r, _| replicas.contains(r));
+        l.replicas = replicas;
+        l.isr = isr;
+        self.maybe_advance_high_watermark();
+        self.check_invariants();
+    }
+
+    pub fn become_follower(&mut self, leader: NodeId, epoch: i32) {
+        self.role = ReplicaRole::Follower { leader, epoch };
+        self.check_invariants();
+    }
+
+    pub fn become_offline(&mut self, epoch: i32) {
+        self.role = ReplicaRole::Offline { epoch };
+    }
+
+    /// Leader side of a follower's fetch: checks the epoch and divergence, records the
+    /// follower's position (its fetch offset is what it holds acknowledgeably), advances the
+    /// high watermark.
+    pub fn replica_fetch(
+        &mut self,
+        replica: NodeId,
+        current_leader_epoch: i32,
+        fetch_offset: i64,
+        last_fetched_epoch: i32,
+        now_ms: i64,
+    ) -> Result<ReplicaFetchPosition, ReplicaFetchError> {
+        let log_end = self.log.log_end_offset();
+        let ReplicaRole::Leader(l) = &self.role else {
+            return Err(ReplicaFetchError::NotLeader);
+        };
+        if current_leader_epoch >= 0 && current_leader_epoch < l.epoch {
+            return Err(ReplicaFetchError::FencedEpoch);
+        }
+        if current_leader_epoch > l.epoch {
+            return Err(ReplicaFetchError::UnknownEpoch);
+        }
+        if !l.followers.contains_key(&replica) {
+            return Err(ReplicaFetchError::NotReplica);
+        }
+        if last_fetched_epoch >= 0 {
+            if let Some((epoch, end_offset)) = self.log.end_offset_for_epoch(last_fetched_epoch) {
+                if epoch != last_fetched_epoch || end_offset < fetch_offset {
+                    return Ok(ReplicaFetchPosition::Diverging { epoch, end_offset });
+                }
+            }
+        }
+        if fetch_offset > log_end {
+            // Ahead of us with no epoch to compare: truncate to our end.
+            return Ok(ReplicaFetchPosition::Diverging {
+                epoch: self.log.latest_epoch().unwrap_or(-1),
+                end_offset: log_end,
+            });
+        }
+        let ReplicaRole::Leader(l) = &mut self.role else {
+            unreachable!()
+        };
+        let f = l.followers.get_mut(&replica).expect("checked above");
+        f.log_end = fetch_offset;
+        f.last_fetch_ms = now_ms;
+        if fetch_offset >= log_end {
+            f.last_caught_up_ms = now_ms;
+        }
+        self.maybe_advance_high_watermark();
+        self.check_invariants();
+        Ok(ReplicaFetchPosition::Read)
+    }
+
+    /// An ISR change the leader should ask the controller for, if any (and none is pending):
+    /// followers not caught up for `lag_max_ms` leave, followers at or past the high watermark
+    /// and the epoch's start join. Returns (current ISR, new ISR) and marks it pending.
+    pub fn isr_change(
+        &mut self,
+        now_ms: i64,
+        lag_max_ms: i64,
+    ) -> Option<(Vec<NodeId>, Vec<NodeId>)> {
+        let hw = self.high_watermark;
+        let epoch_start = self
+            .log
+            .epoch_entries()
+            .last()
+            .map_or(0, |(_, start)| *start);
+        let ReplicaRole::Leader(l) = &mut self.role else {
+            return None;
+        };
+        if let Some((_, sent_ms)) = &l.pending_isr {
+            // Unanswered for long (the controller moved, or refused): ask again.
+            if now_ms - *sent_ms < ISR_CHANGE_RETRY_MS {
+                return None;
+            }
+            l.pending_isr = None;
+        }
+        let mut new_isr: Vec<NodeId> = l
+            .isr
+            .iter()
+            .copied()
+            .filter(|m| {
+                *m == l.me
+                    || l.followers
+                        .get(m)
+                        .is_some_and(|f| now_ms - f.last_caught_up_ms <= lag_max_ms)
+            })
+            .collect();
+        for r in &l.replicas {
+            let caught_up = l.followers.get(r).is_some_and(|f| {
+                f.log_end >= hw
+                    && f.log_end >= epoch_start
+                    && f.last_fetch_ms >= 0
+                    && now_ms - f.last_fetch_ms <= lag_max_ms
+            });
+            if !new_isr.contains(r) && caught_up {
+                new_isr.push(*r);
+            }
+        }
+        if new_isr == l.isr {
+            return None;
+        }
+        l.pending_isr = Some((new_isr.clone(), now_ms));
+        Some((l.isr.clone(), new_isr))
+    }
+
+    /// A follower's read of the leader's log: everything up to the log end.
+    pub fn read_for_replica(&self, offset: i64, max_bytes: usize) -> Result<Bytes, ReadError> {
+        let (start, end) = (self.log.log_start_offset(), self.log.log_end_offset());
+        if offset < start || offset > end {
+            return Err(ReadError::OffsetOutOfRange {
+                offset,
+                log_start_offset: start,
+                log_end_offset: end,
+            });
+        }
+        if offset == end || max_bytes == 0 {
+            return Ok(Bytes::new());
+        }
+        self.log.read(offset, max_bytes, end)
+    }
+
+    /// Follower side: appends the leader's batches as they are.
+    pub fn append_as_follower(
+        &mut self,
+        batches: &[u8],
+        now_ms: i64,
+    ) -> Result<AppendInfo, AppendError> {
+        assert!(matches!(self.role, ReplicaRole::Follower { .. }));
+        let info = self.log.append_as_follower(batches, now_ms)?;
+        self.check_invariants();
+        Ok(info)
+    }
+
+    /// Follower side: the leader's high watermark, capped by what this replica holds
+    /// acknowledgeably.
+    pub fn follower_high_watermark(&mut self, leader_high_watermark: i64) {
+        let hw = leader_high_watermark.min(self.local_ack_offset());
+        if hw > self.high_watermark {
+            self.high_watermark = hw;
+        }
+        self.check_invariants();
+    }
+
+    /// Follower side: drops a divergent suffix (durably). The high watermark never needs to
+    /// go down for committed data; if it does, that is logged by the caller.
+    pub fn truncate_to(&mut self, offset: i64) -> std::io::Result<()> {
+        self.log.truncate_to(offset)?;
+        self.high_watermark = self.high_watermark.min(self.log.log_end_offset());
+        self.check_invariants();
+        Ok(())
+    }
+
+    /// Follower side: the leader's log starts past ours; start over empty at `offset`.
+    pub fn restart_at(&mut self, offset: i64) -> std::io::Result<()> {
+        self.log.truncate_fully_and_start_at(offset)?;
+        self.high_watermark = offset;
+        self.check_invariants();
+        Ok(())
     }
 
     /// What a consumer fetching at `offset` gets: whole stored batches below the high watermark
@@ -160,5 +543,147 @@ impl<S: Storage> PartitionCore<S> {
                 "a record visible before it is durable"
             );
         }
+        if let ReplicaRole::Leader(l) = &self.role {
+            assert!(l.isr.contains(&l.me), "a leader outside its own ISR");
+            assert!(
+                l.isr.iter().all(|m| l.replicas.contains(m)),
+                "ISR not within the replicas"
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+    use crate::log::testutil::simple_batch;
+    use crate::log::LogConfig;
+    use crate::storage::MemStorage;
+
+    const T0: i64 = 1_700_000_000_000;
+
+    fn core(s: &MemStorage, dir: &str) -> PartitionCore<MemStorage> {
+        let (log, _) = Log::open(s.clone(), PathBuf::from(dir), LogConfig::default(), T0).unwrap();
+        let mut c = PartitionCore::new(log, AckPolicy::AfterFsync);
+        c.become_offline(-1);
+        c
+    }
+
+    fn flush(c: &mut PartitionCore<MemStorage>) {
+        if let Some(t) = c.prepare_flush() {
+            t.sync().unwrap();
+            c.complete_flush(&t);
+        }
+    }
+
+    #[test]
+    fn high_watermark_waits_for_every_isr_member_durably() {
+        let s = MemStorage::new();
+        let mut leader = core(&s, "/l/t-0");
+        leader.become_leader(1, 1, vec![1, 2, 3], vec![1, 2, 3], T0);
+        leader
+            .append(&simple_batch(T0, &[b"a", b"b"]), 1, T0)
+            .unwrap();
+        assert_eq!(leader.high_watermark(), 0, "not durable anywhere yet");
+        flush(&mut leader);
+        assert_eq!(leader.high_watermark(), 0, "followers have nothing");
+        leader.replica_fetch(2, 1, 2, 1, T0).unwrap();
+        assert_eq!(leader.high_watermark(), 0, "follower 3 has nothing");
+        leader.replica_fetch(3, 1, 1, 1, T0).unwrap();
+        assert_eq!(leader.high_watermark(), 1, "min over the ISR");
+        leader.replica_fetch(3, 1, 2, 1, T0).unwrap();
+        assert_eq!(leader.high_watermark(), 2);
+        // Fetches from the wrong epoch or a non-replica are refused.
+        assert_eq!(
+            leader.replica_fetch(2, 0, 2, 1, T0),
+            Err(ReplicaFetchError::FencedEpoch)
+        );
+        assert_eq!(
+            leader.replica_fetch(2, 5, 2, 1, T0),
+            Err(ReplicaFetchError::UnknownEpoch)
+        );
+        assert_eq!(
+            leader.replica_fetch(9, 1, 2, 1, T0),
+            Err(ReplicaFetchError::NotReplica)
+        );
+    }
+
+    #[test]
+    fn shrink_counts_only_once_committed_and_expand_counts_at_once() {
+        let s = MemStorage::new();
+        let mut leader = core(&s, "/l/t-0");
+        leader.become_leader(1, 1, vec![1, 2, 3], vec![1, 2, 3], T0);
+        leader.append(&simple_batch(T0, &[b"a"]), 1, T0).unwrap();
+        flush(&mut leader);
+        leader.replica_fetch(2, 1, 1, 1, T0 + 19_000).unwrap();
+        // Follower 3 never fetches: after the lag limit the leader asks to drop it...
+        let change = leader.isr_change(T0 + 20_000, 10_000);
+        assert_eq!(change, Some((vec![1, 2, 3], vec![1, 2])));
+        // ...but until the controller commits it, the HW still waits for 3.
+        assert_eq!(leader.high_watermark(), 0);
+        assert_eq!(
+            leader.isr_change(T0 + 20_001, 10_000),
+            None,
+            "one change at a time"
+        );
+        leader.update_leader_isr(vec![1, 2, 3], vec![1, 2], T0 + 20_002);
+        assert_eq!(leader.high_watermark(), 1);
+        // 3 catches up: it is asked back in, and counts for the HW at once.
+        leader.append(&simple_batch(T0, &[b"b"]), 1, T0).unwrap();
+        flush(&mut leader);
+        leader.replica_fetch(3, 1, 1, 1, T0 + 20_010).unwrap();
+        let change = leader.isr_change(T0 + 20_011, 10_000);
+        assert_eq!(change, Some((vec![1, 2], vec![1, 2, 3])));
+        leader.replica_fetch(2, 1, 2, 1, T0 + 20_012).unwrap();
+        assert_eq!(
+            leader.high_watermark(),
+            1,
+            "pending member 3 holds the HW back"
+        );
+        leader.replica_fetch(3, 1, 2, 1, T0 + 20_013).unwrap();
+        assert_eq!(leader.high_watermark(), 2);
+    }
+
+    #[test]
+    fn a_diverging_follower_is_told_where_to_truncate() {
+        let s = MemStorage::new();
+        let mut leader = core(&s, "/l/t-0");
+        leader.become_leader(1, 1, vec![1, 2], vec![1, 2], T0);
+        leader
+            .append(&simple_batch(T0, &[b"a", b"b"]), 1, T0)
+            .unwrap();
+        leader.become_leader(1, 3, vec![1, 2], vec![1, 2], T0);
+        leader.append(&simple_batch(T0, &[b"c"]), 3, T0).unwrap();
+        // The follower holds offsets 0..5 of epoch 1 (an old leader's unacknowledged tail).
+        assert_eq!(
+            leader.replica_fetch(2, 3, 5, 1, T0),
+            Ok(ReplicaFetchPosition::Diverging {
+                epoch: 1,
+                end_offset: 2
+            })
+        );
+        // A follower with the same history reads.
+        assert_eq!(
+            leader.replica_fetch(2, 3, 2, 1, T0),
+            Ok(ReplicaFetchPosition::Read)
+        );
+        // Follower side: truncating and re-fetching yields the leader's bytes.
+        let mut follower = core(&s, "/f/t-0");
+        follower.become_follower(1, 3);
+        let bytes = leader.read_for_replica(0, 1 << 20).unwrap();
+        follower.append_as_follower(&bytes, T0).unwrap();
+        assert_eq!(follower.log().log_end_offset(), 3);
+        assert_eq!(follower.log().latest_epoch(), Some(3));
+        follower.truncate_to(2).unwrap();
+        assert_eq!(follower.log().latest_epoch(), Some(1));
+        flush(&mut follower);
+        follower.follower_high_watermark(3);
+        assert_eq!(
+            follower.high_watermark(),
+            2,
+            "capped by what it holds durably"
+        );
     }
 }

@@ -21,13 +21,15 @@ use crate::storage::Storage;
 use crate::sync::Watch;
 
 pub use self::core::{AckPolicy, PartitionCore};
-pub use partition::{DurableError, Partition};
+pub use partition::{DurableError, Partition, ProduceError, ReplicaRead};
 use registry::{Registry, RegistryState, TopicRecord};
 
 /// Longest topic name Kafka accepts.
 pub const TOPIC_NAME_BYTES_MAX: usize = 249;
 /// Most topics one broker hosts; CreateTopics past it fails with a clear error.
 pub const TOPICS_MAX: usize = 100_000;
+/// In a cluster, node N hands out producer ids `N * PRODUCER_IDS_PER_NODE + k`.
+pub const PRODUCER_IDS_PER_NODE: i64 = 1 << 40;
 /// Producer ids are reserved durably in blocks of this many, so InitProducerId rarely writes.
 pub const PRODUCER_ID_BLOCK: i64 = 1000;
 
@@ -128,6 +130,7 @@ pub struct ReplicaManager<S: Storage + Clone> {
     /// Serializes topic creation, deletion and reconfiguration, and owns the registry file.
     registry: Mutex<Registry<S>>,
     data_version: Arc<Watch<u64>>,
+    log_end_version: Arc<Watch<u64>>,
     /// Source of topic ids: a SplitMix64 stream seeded by the caller (the shell seeds it from
     /// the OS, the simulator from its seed), so this module reads no randomness itself.
     id_state: Mutex<u64>,
@@ -163,6 +166,7 @@ impl<S: Storage + Clone> ReplicaManager<S> {
             topics: RwLock::new(BTreeMap::new()),
             registry: Mutex::new(registry),
             data_version,
+            log_end_version: Arc::new(Watch::new(0u64)),
             id_state: Mutex::new(id_seed),
             producer_ids: Mutex::new((block_end, block_end)),
         };
@@ -235,6 +239,27 @@ impl<S: Storage + Clone> ReplicaManager<S> {
         self.data_version.wait_for(|v| *v != seen).await;
     }
 
+    /// The topic's `min.insync.replicas`, else the broker default.
+    pub fn min_insync_replicas(&self, topic: &Topic<S>) -> usize {
+        topic
+            .configs()
+            .get("min.insync.replicas")
+            .and_then(|v| v.parse::<i32>().ok())
+            .unwrap_or(self.config.cluster.min_insync_replicas)
+            .max(1) as usize
+    }
+
+    /// A counter bumped whenever any leader appends (followers' long polls watch it).
+    pub fn log_end_version(&self) -> u64 {
+        self.log_end_version.get()
+    }
+
+    /// Waits until some leader appended since `seen`, a value of
+    /// [`log_end_version`](Self::log_end_version).
+    pub async fn log_end_changed_since(&self, seen: u64) {
+        self.log_end_version.wait_for(|v| *v != seen).await;
+    }
+
     fn next_topic_id(&self) -> Uuid {
         let mut state = self.id_state.lock().unwrap_or_else(|p| p.into_inner());
         let hi = splitmix64(&mut state) as u128;
@@ -262,6 +287,8 @@ impl<S: Storage + Clone> ReplicaManager<S> {
             log,
             self.ack_policy(),
             Arc::clone(&self.data_version),
+            Arc::clone(&self.log_end_version),
+            self.config.cluster.is_clustered(),
         ))
     }
 
@@ -367,8 +394,29 @@ impl<S: Storage + Clone> ReplicaManager<S> {
         configs: BTreeMap<String, String>,
         now_ms: i64,
     ) -> Result<Arc<Topic<S>>, TopicError> {
+        self.create_topic_as(name, None, partitions, configs, now_ms)
+    }
+
+    /// [`create_topic`](Self::create_topic) with the id the cluster metadata chose.
+    pub fn create_topic_as(
+        &self,
+        name: &str,
+        id: Option<Uuid>,
+        partitions: i32,
+        configs: BTreeMap<String, String>,
+        now_ms: i64,
+    ) -> Result<Arc<Topic<S>>, TopicError> {
         let mut registry = self.registry.lock().unwrap_or_else(|p| p.into_inner());
-        let count = self.validate_create(name, partitions, &configs)?;
+        // The cluster's offsets topic comes from the controller; clients may not create it.
+        let internal = id.is_some() && name == crate::server::group_manager::OFFSETS_TOPIC;
+        let count = if internal {
+            if self.topic(name).is_some() {
+                return Err(TopicError::AlreadyExists);
+            }
+            partitions.max(1) as u32
+        } else {
+            self.validate_create(name, partitions, &configs)?
+        };
         let log_config = topic_config::log_config(&self.config.log, &configs);
         let mut opened = Vec::with_capacity(count as usize);
         for index in 0..count as i32 {
@@ -386,7 +434,7 @@ impl<S: Storage + Clone> ReplicaManager<S> {
         }
         let topic = Arc::new(Topic {
             name: name.to_string(),
-            id: self.next_topic_id(),
+            id: id.unwrap_or_else(|| self.next_topic_id()),
             configs: RwLock::new(configs),
             partitions: RwLock::new(opened),
         });
@@ -543,6 +591,15 @@ impl<S: Storage + Clone> ReplicaManager<S> {
             ids.0 <= ids.1,
             "a producer id is handed out only inside a durable block"
         );
+        if self.config.cluster.is_clustered() {
+            // Every node hands out ids from its own range, so two producers that asked
+            // different brokers never share an id (and so never share sequence numbers).
+            assert!(
+                id < PRODUCER_IDS_PER_NODE,
+                "producer id range of this node exhausted"
+            );
+            return Ok(i64::from(self.config.node_id) * PRODUCER_IDS_PER_NODE + id);
+        }
         Ok(id)
     }
 

@@ -6,13 +6,15 @@
 //! appended while an fsync runs is covered by the next one, so throughput does not fall to the
 //! disk's fsync rate. Producers waiting for acks watch the ack offset.
 
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
 use tokio::sync::Notify;
 
-use super::core::{AckPolicy, PartitionCore};
+use super::core::{
+    AckPolicy, NodeId, PartitionCore, ReplicaFetchError, ReplicaFetchPosition, ReplicaRole,
+};
 use crate::log::{AppendError, AppendInfo, Log, ReadError};
 use crate::storage::Storage;
 use crate::sync::Watch;
@@ -24,6 +26,29 @@ pub enum DurableError {
     Storage,
     /// The partition was deleted or the broker is shutting down.
     Closed,
+    /// Leadership moved while the produce waited for the ISR (NOT_LEADER_OR_FOLLOWER).
+    NotLeader,
+    /// The ISR shrank below min.insync.replicas while the produce waited
+    /// (NOT_ENOUGH_REPLICAS_AFTER_APPEND).
+    NotEnoughReplicasAfterAppend,
+}
+
+/// Why a produce was refused before anything was appended.
+#[derive(Debug)]
+pub enum ProduceError {
+    NotLeader,
+    NotEnoughReplicas { isr: usize, min_isr: usize },
+    Append(AppendError),
+}
+
+/// A leader's answer to one partition of a follower's fetch.
+#[derive(Debug)]
+pub struct ReplicaRead {
+    pub position: ReplicaFetchPosition,
+    pub records: Bytes,
+    pub high_watermark: i64,
+    pub log_start_offset: i64,
+    pub log_end_offset: i64,
 }
 
 pub struct Partition<S: Storage> {
@@ -41,6 +66,13 @@ pub struct Partition<S: Storage> {
     closed: AtomicBool,
     /// Bumped whenever any partition's high watermark advances; long-poll fetches watch it.
     data_version: Arc<Watch<u64>>,
+    /// Bumped whenever any leader appends; followers' long-poll fetches watch it.
+    log_end_version: Arc<Watch<u64>>,
+    /// The high watermark, for acks=all waiters (a mirror of the core's).
+    high_watermark_watch: Watch<i64>,
+    /// Mirror of the core's leader epoch and whether it leads.
+    leader_epoch: AtomicI32,
+    leading: AtomicBool,
 }
 
 impl<S: Storage> Partition<S> {
@@ -50,19 +82,29 @@ impl<S: Storage> Partition<S> {
         log: Log<S>,
         policy: AckPolicy,
         data_version: Arc<Watch<u64>>,
+        log_end_version: Arc<Watch<u64>>,
+        clustered: bool,
     ) -> Arc<Self> {
-        let core = PartitionCore::new(log, policy);
+        let mut core = PartitionCore::new(log, policy);
+        if clustered {
+            // Nothing is led until the metadata says so.
+            core.become_offline(-1);
+        }
         let ack_offset = Watch::new(core.ack_offset());
         let partition = Arc::new(Partition {
             topic,
             index,
             high_watermark: AtomicI64::new(core.high_watermark()),
+            high_watermark_watch: Watch::new(core.high_watermark()),
+            leader_epoch: AtomicI32::new(core.leader_epoch()),
+            leading: AtomicBool::new(core.is_leader()),
             core: Mutex::new(core),
             ack_offset,
             flush_wanted: Notify::new(),
             failed: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             data_version,
+            log_end_version,
         });
         if policy == AckPolicy::AfterFsync {
             tokio::spawn(Arc::clone(&partition).run_flusher());
@@ -89,29 +131,289 @@ impl<S: Storage> Partition<S> {
         self.closed.load(Ordering::Acquire)
     }
 
-    /// Appends as received and publishes what changed. Returns the append and the log start.
+    /// Appends as received (as the standalone broker, in epoch 0) and publishes what changed.
+    /// Returns the append and the log start.
     pub fn append(
         &self,
         batches: &[u8],
         leader_epoch: i32,
         now_ms: i64,
     ) -> Result<(AppendInfo, i64), AppendError> {
-        let (info, log_start, high_watermark, ack_offset, policy) = {
+        let _ = leader_epoch;
+        match self.produce(batches, None, now_ms) {
+            Ok((info, log_start, _)) => Ok((info, log_start)),
+            Err(ProduceError::Append(e)) => Err(e),
+            Err(e) => Err(AppendError::Storage(std::io::Error::other(format!(
+                "{e:?}"
+            )))),
+        }
+    }
+
+    /// A producer's append on the leader: refused unless this replica leads, and (for acks=all,
+    /// `min_isr` set) unless the ISR has at least `min_isr` members. Returns the append, the log
+    /// start and the leader epoch it was appended in.
+    pub fn produce(
+        &self,
+        batches: &[u8],
+        min_isr: Option<usize>,
+        now_ms: i64,
+    ) -> Result<(AppendInfo, i64, i32), ProduceError> {
+        let (info, log_start, epoch, high_watermark, ack_offset, policy) = {
             let mut core = self.core();
-            let info = core.append(batches, leader_epoch, now_ms)?;
+            if !core.is_leader() {
+                return Err(ProduceError::NotLeader);
+            }
+            if let Some(min_isr) = min_isr {
+                let isr = core.isr_len();
+                if isr < min_isr {
+                    return Err(ProduceError::NotEnoughReplicas { isr, min_isr });
+                }
+            }
+            let epoch = core.leader_epoch();
+            let info = core
+                .append(batches, epoch, now_ms)
+                .map_err(ProduceError::Append)?;
             (
                 info,
                 core.log().log_start_offset(),
+                epoch,
                 core.high_watermark(),
                 core.ack_offset(),
                 core.policy(),
             )
         };
         self.publish(high_watermark, ack_offset);
+        if !info.duplicate {
+            self.log_end_version.modify(|v| {
+                *v = v.wrapping_add(1);
+                true
+            });
+        }
         if policy == AckPolicy::AfterFsync {
             self.flush_wanted.notify_one();
         }
-        Ok((info, log_start))
+        Ok((info, log_start, epoch))
+    }
+
+    pub fn leader_epoch(&self) -> i32 {
+        self.leader_epoch.load(Ordering::Acquire)
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.leading.load(Ordering::Acquire)
+    }
+
+    /// Applies the metadata's view of this partition: lead, follow, or neither. Wakes every
+    /// waiter whose leadership ended.
+    pub fn set_role(
+        &self,
+        me: NodeId,
+        leader: NodeId,
+        epoch: i32,
+        replicas: &[NodeId],
+        isr: &[NodeId],
+        now_ms: i64,
+    ) {
+        let (high_watermark, ack_offset, changed) = {
+            let mut core = self.core();
+            let before = (core.leader_epoch(), core.is_leader());
+            if epoch < core.leader_epoch() && !matches!(core.role(), ReplicaRole::Standalone) {
+                tracing::warn!(topic = %self.topic, partition = self.index, epoch,
+                    known = core.leader_epoch(), "ignoring metadata with an older leader epoch");
+                return;
+            }
+            let same_epoch = core.leader_epoch() == epoch;
+            match core.role().clone() {
+                ReplicaRole::Leader(_) if leader == me && same_epoch => {
+                    core.update_leader_isr(replicas.to_vec(), isr.to_vec(), now_ms);
+                }
+                ReplicaRole::Follower { leader: l, .. }
+                    if leader != me && l == leader && same_epoch => {}
+                _ if leader == me && isr.contains(&me) => {
+                    core.become_leader(me, epoch, replicas.to_vec(), isr.to_vec(), now_ms);
+                    tracing::info!(topic = %self.topic, partition = self.index, epoch,
+                        log_end = core.log().log_end_offset(), "leading");
+                }
+                _ if leader >= 0 && leader != me && replicas.contains(&me) => {
+                    core.become_follower(leader, epoch);
+                    tracing::info!(topic = %self.topic, partition = self.index, epoch, leader,
+                        "following");
+                }
+                ReplicaRole::Offline { .. } if same_epoch => {}
+                _ => core.become_offline(epoch),
+            }
+            self.leader_epoch
+                .store(core.leader_epoch(), Ordering::Release);
+            self.leading.store(core.is_leader(), Ordering::Release);
+            let after = (core.leader_epoch(), core.is_leader());
+            (core.high_watermark(), core.ack_offset(), before != after)
+        };
+        self.publish(high_watermark, ack_offset);
+        if changed {
+            // Producers waiting in an epoch that ended must answer NOT_LEADER_OR_FOLLOWER.
+            self.high_watermark_watch.wake_all();
+            self.ack_offset.wake_all();
+        }
+    }
+
+    /// Leader side of one partition of a follower's fetch.
+    #[allow(clippy::too_many_arguments)]
+    pub fn replica_fetch(
+        &self,
+        replica: NodeId,
+        current_leader_epoch: i32,
+        fetch_offset: i64,
+        last_fetched_epoch: i32,
+        max_bytes: usize,
+        now_ms: i64,
+    ) -> Result<ReplicaRead, ReplicaFetchError> {
+        let (read, ack_offset) = {
+            let mut core = self.core();
+            let position = core.replica_fetch(
+                replica,
+                current_leader_epoch,
+                fetch_offset,
+                last_fetched_epoch,
+                now_ms,
+            )?;
+            let records = match position {
+                ReplicaFetchPosition::Read => {
+                    match core.read_for_replica(fetch_offset, max_bytes) {
+                        Ok(r) => r,
+                        Err(ReadError::OffsetOutOfRange { .. }) => Bytes::new(),
+                        Err(e) => {
+                            tracing::error!(topic = %self.topic, partition = self.index, error = %e,
+                            "read for a follower failed");
+                            Bytes::new()
+                        }
+                    }
+                }
+                ReplicaFetchPosition::Diverging { .. } => Bytes::new(),
+            };
+            (
+                ReplicaRead {
+                    position,
+                    records,
+                    high_watermark: core.high_watermark(),
+                    log_start_offset: core.log().log_start_offset(),
+                    log_end_offset: core.log().log_end_offset(),
+                },
+                core.ack_offset(),
+            )
+        };
+        self.publish(read.high_watermark, ack_offset);
+        Ok(read)
+    }
+
+    /// Follower side: appends the leader's batches (if this replica still follows in `epoch`),
+    /// fsyncs them, and takes the leader's high watermark. Runs on a blocking thread.
+    pub fn follower_apply(
+        &self,
+        epoch: i32,
+        records: &[u8],
+        leader_high_watermark: i64,
+        now_ms: i64,
+    ) -> Result<(), AppendError> {
+        {
+            let mut core = self.core();
+            if !matches!(core.role(), ReplicaRole::Follower { epoch: e, .. } if *e == epoch) {
+                return Ok(());
+            }
+            if !records.is_empty() {
+                core.append_as_follower(records, now_ms)?;
+            }
+        }
+        if !records.is_empty() && self.core().policy() == AckPolicy::AfterFsync {
+            // The next fetch offset tells the leader this is durable: sync before it is sent.
+            self.flush_once().map_err(AppendError::Storage)?;
+        }
+        let (high_watermark, ack_offset) = {
+            let mut core = self.core();
+            core.follower_high_watermark(leader_high_watermark);
+            (core.high_watermark(), core.ack_offset())
+        };
+        self.publish(high_watermark, ack_offset);
+        Ok(())
+    }
+
+    /// Follower side: drop a divergent suffix, durably, when the leader said so.
+    pub fn follower_truncate(
+        &self,
+        epoch: i32,
+        leader_epoch_end: (i32, i64),
+    ) -> std::io::Result<()> {
+        let mut core = self.core();
+        if !matches!(core.role(), ReplicaRole::Follower { epoch: e, .. } if *e == epoch) {
+            return Ok(());
+        }
+        let (diverging_epoch, leader_end) = leader_epoch_end;
+        let local_end = core
+            .log()
+            .end_offset_for_epoch(diverging_epoch)
+            .map_or(core.log().log_end_offset(), |(_, end)| end.max(0));
+        let to = leader_end
+            .min(local_end)
+            .min(core.log().log_end_offset())
+            .max(core.log().log_start_offset());
+        let hw_before = core.high_watermark();
+        tracing::info!(topic = %self.topic, partition = self.index, epoch, diverging_epoch,
+            leader_end, from = core.log().log_end_offset(), to, "truncating a divergent suffix");
+        core.truncate_to(to)?;
+        // The mirrors follow a lowered high watermark exactly (publish only raises them).
+        self.high_watermark
+            .store(core.high_watermark(), Ordering::Release);
+        let lowered = core.high_watermark();
+        self.high_watermark_watch.modify(|h| {
+            *h = lowered;
+            false
+        });
+        if core.high_watermark() < hw_before {
+            tracing::error!(topic = %self.topic, partition = self.index, hw_before, to,
+                "truncated below the high watermark");
+        }
+        Ok(())
+    }
+
+    /// Follower side: the leader's log starts past our end; start over there.
+    pub fn follower_restart_at(&self, epoch: i32, offset: i64) -> std::io::Result<()> {
+        let mut core = self.core();
+        if !matches!(core.role(), ReplicaRole::Follower { epoch: e, .. } if *e == epoch) {
+            return Ok(());
+        }
+        tracing::warn!(topic = %self.topic, partition = self.index, offset,
+            "the leader's log starts past ours; restarting the replica there");
+        core.restart_at(offset)?;
+        self.high_watermark
+            .store(core.high_watermark(), Ordering::Release);
+        Ok(())
+    }
+
+    /// What a follower sends in its next fetch: (leader, epoch, fetch offset, last fetched
+    /// epoch, log start), or None when it does not follow.
+    pub fn follower_position(&self) -> Option<(NodeId, i32, i64, i32, i64)> {
+        let core = self.core();
+        match core.role() {
+            ReplicaRole::Follower { leader, epoch } => Some((
+                *leader,
+                *epoch,
+                core.ack_offset(),
+                core.log().latest_epoch().unwrap_or(-1),
+                core.log().log_start_offset(),
+            )),
+            _ => None,
+        }
+    }
+
+    /// An ISR change to ask the controller for, with this leader's epoch.
+    pub fn isr_change(
+        &self,
+        now_ms: i64,
+        lag_max_ms: i64,
+    ) -> Option<(i32, Vec<NodeId>, Vec<NodeId>)> {
+        let mut core = self.core();
+        let epoch = core.leader_epoch();
+        core.isr_change(now_ms, lag_max_ms)
+            .map(|(current, new)| (epoch, current, new))
     }
 
     /// A consumer's read at `offset`, with the high watermark and log start it was made against.
@@ -129,6 +431,11 @@ impl<S: Storage> Partition<S> {
             .high_watermark
             .fetch_max(high_watermark, Ordering::AcqRel);
         if high_watermark > previous {
+            self.high_watermark_watch.modify(|h| {
+                let advanced = high_watermark > *h;
+                *h = (*h).max(high_watermark);
+                advanced
+            });
             self.data_version.modify(|v| {
                 *v = v.wrapping_add(1);
                 true
@@ -159,6 +466,38 @@ impl<S: Storage> Partition<S> {
         } else {
             Err(DurableError::Closed)
         }
+    }
+
+    /// Waits until every ISR member holds a produce ending at `end_offset` (acks=all), as long
+    /// as this replica still leads in `epoch`; then checks the ISR still has `min_isr` members.
+    pub async fn wait_replicated(
+        &self,
+        end_offset: i64,
+        epoch: i32,
+        min_isr: usize,
+    ) -> Result<(), DurableError> {
+        let moved = || !self.is_leader() || self.leader_epoch() != epoch;
+        let high_watermark = self
+            .high_watermark_watch
+            .wait_for(|h| *h >= end_offset || self.is_failed() || self.is_closed() || moved())
+            .await;
+        if high_watermark >= end_offset {
+            if self.core().isr_len() < min_isr {
+                return Err(DurableError::NotEnoughReplicasAfterAppend);
+            }
+            Ok(())
+        } else if self.is_failed() {
+            Err(DurableError::Storage)
+        } else if self.is_closed() {
+            Err(DurableError::Closed)
+        } else {
+            Err(DurableError::NotLeader)
+        }
+    }
+
+    /// Whether every ISR member already holds a produce ending at `end_offset`.
+    pub fn replicated(&self, end_offset: i64) -> bool {
+        self.high_watermark.load(Ordering::Acquire) >= end_offset
     }
 
     /// One flush: sync every file holding unsynced bytes, outside the lock.
@@ -207,6 +546,7 @@ impl<S: Storage> Partition<S> {
     pub fn fail(&self) {
         self.failed.store(true, Ordering::Release);
         self.ack_offset.wake_all();
+        self.high_watermark_watch.wake_all();
     }
 
     /// Stops the flusher and wakes every waiter. The caller then closes or deletes the log.
@@ -214,5 +554,6 @@ impl<S: Storage> Partition<S> {
         self.closed.store(true, Ordering::Release);
         self.flush_wanted.notify_one();
         self.ack_offset.wake_all();
+        self.high_watermark_watch.wake_all();
     }
 }

@@ -49,7 +49,9 @@ const KEYS: &[Key] = &[
     },
     Key {
         name: "min.insync.replicas",
-        check: |v| in_range(v, 1, 1),
+        // As in Kafka, a value above the replication factor is accepted; acks=all produce then
+        // fails with NOT_ENOUGH_REPLICAS.
+        check: |v| in_range(v, 1, INT_MAX),
     },
     Key {
         name: "cleanup.policy",

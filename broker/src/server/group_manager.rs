@@ -1,8 +1,15 @@
 //! GroupManager: the tokio shell around the sans-IO [`GroupCoordinator`]. It hands requests to
 //! the core in arrival order, appends the records the core asks to persist to the internal
-//! offsets log (`<data-dir>/__consumer_offsets-0`, through the same append + fsync path as user
-//! data), tells the core when they are durable, delivers the core's responses, and calls `tick`
-//! when the core's nearest deadline passes. On start it replays the offsets log into the core.
+//! offsets log (`<data-dir>/__consumer_offsets-0`, through the same append path as user data),
+//! tells the core when they are held by every in-sync replica of that log (the high watermark;
+//! on a single broker that is its own fsync), delivers the core's responses, and calls `tick`
+//! when the core's nearest deadline passes.
+//!
+//! Single broker: the manager owns the offsets log and replays it at start. Cluster: the
+//! offsets log is the replicated topic `__consumer_offsets` (one partition); this broker is the
+//! coordinator of every group exactly while it leads that partition. On becoming its leader it
+//! replays the log into a fresh coordinator; on losing it, it drops the coordinator and every
+//! waiting request is answered NOT_COORDINATOR, so clients find the new one.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -30,13 +37,28 @@ const REPLAY_READ_BYTES: usize = 1024 * 1024;
 /// Records encoded into one batch of the offsets log at most.
 const RECORDS_PER_APPEND_MAX: usize = 10_000;
 
-pub struct GroupManager<S: Storage> {
-    core: Mutex<GroupCoordinator>,
+/// The internal topic holding group metadata and committed offsets.
+pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
+
+/// A loaded coordinator: its core, the offsets log it writes and the leader epoch it loaded in.
+struct Coordinating<S: Storage> {
+    core: GroupCoordinator,
     log: Arc<Partition<S>>,
+    epoch: i32,
+}
+
+pub struct GroupManager<S: Storage> {
+    /// None while this broker does not coordinate (cluster mode, not the offsets leader).
+    state: Mutex<Option<Coordinating<S>>>,
     waiters: Mutex<BTreeMap<RequestId, oneshot::Sender<GroupResponse>>>,
     next_request: AtomicU64,
     timer: Notify,
     clock: Arc<dyn Clock>,
+    group_config: GroupConfig,
+    seed: u64,
+    /// The single broker's own offsets log (None in cluster mode).
+    owned_log: Option<Arc<Partition<S>>>,
+    closed: std::sync::atomic::AtomicBool,
 }
 
 fn record_key(record: &GroupRecord) -> String {
@@ -105,26 +127,122 @@ impl<S: Storage + Clone> GroupManager<S> {
         };
         let (log, report) = Log::open(storage, data_dir.join(OFFSETS_LOG_DIR), config, now_ms)?;
         tracing::info!(report = ?report, "opened the group offsets log");
-        let mut core = GroupCoordinator::new(group_config, seed);
+        let mut core = GroupCoordinator::new(group_config.clone(), seed);
         let replayed = replay(&log, &mut core)?;
         core.loaded(now_ms);
         tracing::info!(records = replayed, "replayed group offsets and metadata");
         // Nothing fetches this log, so its high-watermark notifications go nowhere.
         let unwatched = Arc::new(crate::sync::Watch::new(0u64));
+        let log = Partition::new(
+            OFFSETS_TOPIC.into(),
+            0,
+            log,
+            policy,
+            Arc::clone(&unwatched),
+            unwatched,
+            false,
+        );
         let manager = Arc::new(GroupManager {
-            core: Mutex::new(core),
-            log: Partition::new("__consumer_offsets".into(), 0, log, policy, unwatched),
+            state: Mutex::new(Some(Coordinating {
+                core,
+                log: Arc::clone(&log),
+                epoch: 0,
+            })),
             waiters: Mutex::new(BTreeMap::new()),
             next_request: AtomicU64::new(1),
             timer: Notify::new(),
             clock,
+            group_config,
+            seed,
+            owned_log: Some(log),
+            closed: std::sync::atomic::AtomicBool::new(false),
         });
         tokio::spawn(Arc::clone(&manager).run_timer());
         Ok(manager)
     }
 
-    fn core(&self) -> MutexGuard<'_, GroupCoordinator> {
-        self.core.lock().unwrap_or_else(|p| p.into_inner())
+    /// A cluster node's manager: coordinates nothing until [`GroupManager::follow`] finds this
+    /// broker leading the offsets topic.
+    pub fn clustered(group_config: GroupConfig, clock: Arc<dyn Clock>, seed: u64) -> Arc<Self> {
+        let clock: Arc<dyn Clock> = Arc::new(MonotonicClock::starting_at(clock.now_ms()));
+        let manager = Arc::new(GroupManager {
+            state: Mutex::new(None),
+            waiters: Mutex::new(BTreeMap::new()),
+            next_request: AtomicU64::new(1),
+            timer: Notify::new(),
+            clock,
+            group_config,
+            seed,
+            owned_log: None,
+            closed: std::sync::atomic::AtomicBool::new(false),
+        });
+        tokio::spawn(Arc::clone(&manager).run_timer());
+        manager
+    }
+
+    fn state(&self) -> MutexGuard<'_, Option<Coordinating<S>>> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether this broker coordinates groups now.
+    pub fn is_coordinator(&self) -> bool {
+        self.state().is_some()
+    }
+
+    /// Cluster mode: load or drop the coordinator as this broker gains or loses the leadership
+    /// of the offsets partition (`offsets`, None while it does not exist here).
+    pub fn follow(self: &Arc<Self>, offsets: Option<Arc<Partition<S>>>) {
+        let leading = offsets
+            .as_ref()
+            .filter(|p| p.is_leader() && !p.is_failed() && !p.is_closed())
+            .map(|p| (Arc::clone(p), p.leader_epoch()));
+        let mut state = self.state();
+        let current = state.as_ref().map(|c| (Arc::as_ptr(&c.log), c.epoch));
+        match leading {
+            Some((p, epoch)) if current != Some((Arc::as_ptr(&p), epoch)) => {
+                let mut core = GroupCoordinator::new(self.group_config.clone(), self.seed);
+                let replayed = {
+                    let guard = p.core();
+                    replay(guard.log(), &mut core)
+                };
+                match replayed {
+                    Ok(n) => {
+                        core.loaded(self.clock.now_ms());
+                        tracing::info!(
+                            epoch,
+                            records = n,
+                            "coordinating groups: loaded the offsets log"
+                        );
+                        *state = Some(Coordinating {
+                            core,
+                            log: p,
+                            epoch,
+                        });
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "loading the offsets log failed");
+                        *state = None;
+                    }
+                }
+                drop(state);
+                // Requests of the previous coordinator get NOT_COORDINATOR.
+                self.waiters
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clear();
+                self.timer.notify_one();
+            }
+            None if state.is_some() => {
+                tracing::info!("no longer coordinating groups");
+                *state = None;
+                drop(state);
+                self.waiters
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clear();
+            }
+            _ => {}
+        }
     }
 
     /// Hands `request` to the coordinator now (so requests reach it in arrival order) and returns
@@ -138,12 +256,16 @@ impl<S: Storage + Clone> GroupManager<S> {
     ) -> oneshot::Receiver<GroupResponse> {
         let id = self.next_request.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
+        let mut state = self.state();
+        let Some(st) = state.as_mut() else {
+            // Dropping `tx` answers NOT_COORDINATOR.
+            return rx;
+        };
         self.waiters
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(id, tx);
-        let mut core = self.core();
-        core.handle(
+        st.core.handle(
             self.clock.now_ms(),
             id,
             version,
@@ -151,12 +273,13 @@ impl<S: Storage + Clone> GroupManager<S> {
             client_host,
             request,
         );
-        self.pump(&mut core);
+        self.pump(st);
         rx
     }
 
     /// Moves everything the core produced: records to the log, responses to their requests.
-    fn pump(self: &Arc<Self>, core: &mut GroupCoordinator) {
+    fn pump(self: &Arc<Self>, st: &mut Coordinating<S>) {
+        let core = &mut st.core;
         loop {
             let mut records: Vec<(PersistId, GroupRecord)> = Vec::new();
             while records.len() < RECORDS_PER_APPEND_MAX {
@@ -168,7 +291,7 @@ impl<S: Storage + Clone> GroupManager<S> {
             if records.is_empty() {
                 break;
             }
-            self.persist(core, records);
+            self.persist(core, &st.log, st.epoch, records);
         }
         let mut waiters = self.waiters.lock().unwrap_or_else(|p| p.into_inner());
         while let Some((id, response)) = core.poll_response() {
@@ -186,11 +309,13 @@ impl<S: Storage + Clone> GroupManager<S> {
         self.timer.notify_one();
     }
 
-    /// Appends `records` (in PersistId order) as one batch; when the batch is durable the core
-    /// is told, from a task, so the lock is not held across the fsync.
+    /// Appends `records` (in PersistId order) as one batch; when every in-sync replica holds
+    /// it the core is told, from a task, so the lock is not held across the wait.
     fn persist(
         self: &Arc<Self>,
         core: &mut GroupCoordinator,
+        log: &Arc<Partition<S>>,
+        loaded_epoch: i32,
         records: Vec<(PersistId, GroupRecord)>,
     ) {
         let last_id = records
@@ -218,26 +343,34 @@ impl<S: Storage + Clone> GroupManager<S> {
                 })
                 .collect::<Vec<_>>(),
         );
-        match self.log.append(&batch, 0, now_ms) {
-            Ok((info, _)) => {
+        match log.produce(&batch, Some(1), now_ms) {
+            Ok((info, _, epoch)) => {
                 let end = info.last_offset + 1;
                 let me = Arc::clone(self);
+                let log = Arc::clone(log);
                 tokio::spawn(async move {
-                    let durable = me.log.wait_acknowledgeable(end).await;
-                    let mut core = me.core();
+                    let durable = log.wait_replicated(end, epoch, 1).await;
+                    let mut state = me.state();
+                    // A coordinator loaded since has its own records to wait for.
+                    let Some(st) = state
+                        .as_mut()
+                        .filter(|st| Arc::ptr_eq(&st.log, &log) && st.epoch == loaded_epoch)
+                    else {
+                        return;
+                    };
                     let now_ms = me.clock.now_ms();
                     match durable {
-                        Ok(()) => core.persisted(last_id, now_ms),
+                        Ok(()) => st.core.persisted(last_id, now_ms),
                         Err(e) => {
-                            tracing::error!(error = ?e, "group records could not be made durable");
-                            core.persist_failed(last_id, now_ms);
+                            tracing::error!(error = ?e, "group records could not be replicated");
+                            st.core.persist_failed(last_id, now_ms);
                         }
                     }
-                    me.pump(&mut core);
+                    me.pump(st);
                 });
             }
             Err(e) => {
-                tracing::error!(error = %e, "appending group records failed");
+                tracing::error!(error = ?e, "appending group records failed");
                 core.persist_failed(last_id, now_ms);
             }
         }
@@ -245,7 +378,7 @@ impl<S: Storage + Clone> GroupManager<S> {
 
     async fn run_timer(self: Arc<Self>) {
         loop {
-            let deadline = self.core().poll_timeout();
+            let deadline = self.state().as_ref().and_then(|st| st.core.poll_timeout());
             let wait_ms = match deadline {
                 Some(at) => (at - self.clock.now_ms()).max(0) as u64,
                 None => 3_600_000,
@@ -253,29 +386,35 @@ impl<S: Storage + Clone> GroupManager<S> {
             tokio::select! {
                 biased;
                 _ = tokio::time::sleep(Duration::from_millis(wait_ms)) => {
-                    let mut core = self.core();
-                    core.tick(self.clock.now_ms());
-                    self.pump(&mut core);
+                    let mut state = self.state();
+                    if let Some(st) = state.as_mut() {
+                        st.core.tick(self.clock.now_ms());
+                        self.pump(st);
+                    }
                 }
                 _ = self.timer.notified() => {}
             }
-            if self.log.is_closed() {
+            if self.closed.load(Ordering::Acquire) {
                 break;
             }
         }
     }
 
-    /// The offsets log partition (for shutdown and tests).
-    pub fn log(&self) -> &Arc<Partition<S>> {
-        &self.log
+    /// The offsets log partition this broker writes now (for shutdown and tests).
+    pub fn log(&self) -> Option<Arc<Partition<S>>> {
+        self.state().as_ref().map(|st| Arc::clone(&st.log))
     }
 
-    /// Clean shutdown: fsync and mark the offsets log clean.
+    /// Clean shutdown: fsync and mark the single broker's offsets log clean (a cluster's is a
+    /// replicated partition, closed with the others).
     pub fn close(&self) {
-        self.log.close();
+        self.closed.store(true, Ordering::Release);
         self.timer.notify_one();
-        if let Err(e) = self.log.core().log_mut().close() {
-            tracing::error!(error = %e, "closing the group offsets log");
+        if let Some(log) = &self.owned_log {
+            log.close();
+            if let Err(e) = log.core().log_mut().close() {
+                tracing::error!(error = %e, "closing the group offsets log");
+            }
         }
     }
 }

@@ -77,7 +77,7 @@ pub trait Acceptor {
     fn local_addr(&self) -> std::io::Result<SocketAddr>;
     fn accept(
         &mut self,
-    ) -> impl Future<Output = std::io::Result<(Self::Read, Self::Write, SocketAddr)>>;
+    ) -> impl Future<Output = std::io::Result<(Self::Read, Self::Write, SocketAddr)>> + Send;
 }
 
 impl Acceptor for TcpListener {
@@ -92,6 +92,45 @@ impl Acceptor for TcpListener {
         let (reader, writer) = stream.into_split();
         Ok((reader, writer, peer))
     }
+}
+
+/// A way to open outbound connections (peer controllers, leaders' Kafka listeners): tokio TCP
+/// in production, turmoil's simulated TCP in the simulator.
+pub trait Dialer: Send + Sync + 'static {
+    type Read: AsyncRead + Unpin + Send + 'static;
+    type Write: AsyncWrite + Unpin + Send + 'static;
+    fn dial(&self, addr: String) -> crate::cluster::quorum::DialFuture<Self::Read, Self::Write>;
+}
+
+/// Outbound connections over tokio TCP.
+pub struct TcpDialer;
+
+/// How long an outbound connection attempt may take.
+pub const DIAL_TIMEOUT_MS: u64 = 2_000;
+
+impl Dialer for TcpDialer {
+    type Read = tokio::net::tcp::OwnedReadHalf;
+    type Write = tokio::net::tcp::OwnedWriteHalf;
+    fn dial(&self, addr: String) -> crate::cluster::quorum::DialFuture<Self::Read, Self::Write> {
+        Box::pin(async move {
+            let stream = tokio::time::timeout(
+                Duration::from_millis(DIAL_TIMEOUT_MS),
+                tokio::net::TcpStream::connect(addr),
+            )
+            .await
+            .map_err(|_| {
+                std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")
+            })??;
+            let _ = stream.set_nodelay(true);
+            Ok(stream.into_split())
+        })
+    }
+}
+
+/// The cluster's network: the controller listener and the dialer (absent for a single broker).
+pub struct ClusterIo<C, D> {
+    pub controller_listener: C,
+    pub dialer: Arc<D>,
 }
 
 /// Runs the broker until `shutdown` completes. `on_listening` is told the bound address once
@@ -112,20 +151,77 @@ pub async fn run(
         seed,
     };
     let listener = TcpListener::bind(&config.listen).await?;
-    run_with(config, env, listener, shutdown, on_listening).await
+    if config.cluster.is_clustered() {
+        let addr = match &config.cluster.controller_listen {
+            Some(a) => a.clone(),
+            None => config
+                .cluster
+                .voters
+                .iter()
+                .find(|v| v.id == config.node_id)
+                .map(|v| v.addr())
+                .ok_or_else(|| anyhow::anyhow!("node {} is not a voter", config.node_id))?,
+        };
+        let controller_listener = TcpListener::bind(&addr)
+            .await
+            .map_err(|e| anyhow::anyhow!("binding the controller listener {addr}: {e}"))?;
+        let io = ClusterIo {
+            controller_listener,
+            dialer: Arc::new(TcpDialer),
+        };
+        run_cluster_with(config, env, listener, io, shutdown, on_listening).await
+    } else {
+        run_with(config, env, listener, shutdown, on_listening).await
+    }
 }
 
-/// [`run`] over any storage, clock and listener: the body the simulator runs under turmoil.
-pub async fn run_with<S, A>(
+/// [`run`] as one node of a replicated cluster, over any storage, clock, listeners and dialer.
+pub async fn run_cluster_with<S, A, C, D>(
     config: BrokerConfig,
     env: ShellEnv<S>,
-    mut listener: A,
+    listener: A,
+    io: ClusterIo<C, D>,
     shutdown: impl Future<Output = ()>,
     on_listening: impl FnOnce(SocketAddr),
 ) -> anyhow::Result<()>
 where
     S: Storage + Clone,
     A: Acceptor,
+    C: Acceptor + Send + 'static,
+    D: Dialer,
+{
+    run_inner(config, env, listener, Some(io), shutdown, on_listening).await
+}
+
+/// [`run`] over any storage, clock and listener: the body the simulator runs under turmoil.
+pub async fn run_with<S, A>(
+    config: BrokerConfig,
+    env: ShellEnv<S>,
+    listener: A,
+    shutdown: impl Future<Output = ()>,
+    on_listening: impl FnOnce(SocketAddr),
+) -> anyhow::Result<()>
+where
+    S: Storage + Clone,
+    A: Acceptor,
+{
+    run_inner::<S, A, TcpListener, TcpDialer>(config, env, listener, None, shutdown, on_listening)
+        .await
+}
+
+async fn run_inner<S, A, C, D>(
+    config: BrokerConfig,
+    env: ShellEnv<S>,
+    mut listener: A,
+    cluster_io: Option<ClusterIo<C, D>>,
+    shutdown: impl Future<Output = ()>,
+    on_listening: impl FnOnce(SocketAddr),
+) -> anyhow::Result<()>
+where
+    S: Storage + Clone,
+    A: Acceptor,
+    C: Acceptor + Send + 'static,
+    D: Dialer,
 {
     let ShellEnv {
         storage,
@@ -138,26 +234,136 @@ where
         Arc::new(ReplicaManager::open(storage.clone(), config, seed, now)?)
     };
     let bound = listener.local_addr()?;
-    let groups = GroupManager::open(
-        storage.clone(),
-        &config.data_dir,
-        &config.log,
-        replicas.ack_policy(),
-        config.group.clone(),
-        Arc::clone(&clock),
-        seed.rotate_left(17),
-    )?;
+    let groups = if cluster_io.is_some() {
+        GroupManager::clustered(
+            config.group.clone(),
+            Arc::clone(&clock),
+            seed.rotate_left(17),
+        )
+    } else {
+        GroupManager::open(
+            storage.clone(),
+            &config.data_dir,
+            &config.log,
+            replicas.ack_policy(),
+            config.group.clone(),
+            Arc::clone(&clock),
+            seed.rotate_left(17),
+        )?
+    };
+    let advertised = advertised(&config, bound)?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut background = JoinSet::new();
+    let mut quorum_task = None;
+    let cluster = match cluster_io {
+        None => None,
+        Some(io) => {
+            let (inbox_tx, inbox_rx) = tokio::sync::mpsc::channel(crate::cluster::QUORUM_INBOX_MAX);
+            let incarnation = (crate::cluster::incarnation(seed, clock.now_ms())) as i64;
+            let view =
+                crate::cluster::ClusterView::new(config.node_id, incarnation, inbox_tx.clone());
+            let c = &config.cluster;
+            let mut raft = crate::raft::RaftConfig::new(
+                config.node_id,
+                c.voters.iter().map(|v| v.id).collect(),
+                seed.rotate_left(29),
+            );
+            raft.election_timeout_ms = c.election_timeout_ms;
+            raft.election_jitter_ms = c.election_timeout_ms;
+            raft.fetch_timeout_ms = c.election_timeout_ms * 3;
+            raft.request_timeout_ms = c.election_timeout_ms * 3;
+            raft.fetch_backoff_ms = 20;
+            let params = crate::cluster::quorum::QuorumParams {
+                storage: storage.clone(),
+                dir: config.data_dir.join(crate::cluster::METADATA_DIR),
+                me: config.node_id,
+                voters: c.voters.clone(),
+                raft,
+                controller: crate::cluster::controller::ControllerConfig {
+                    session_timeout_ms: c.broker_session_timeout_ms,
+                    ..crate::cluster::controller::ControllerConfig::default()
+                },
+                dialer: Arc::clone(&io.dialer),
+                seed,
+            };
+            tracing::info!(node = config.node_id, incarnation, voters = ?c.voters.iter().map(|v| v.id).collect::<Vec<_>>(), "joining the cluster");
+            quorum_task = Some(tokio::spawn(crate::cluster::quorum::run(
+                params,
+                Arc::clone(&view),
+                inbox_rx,
+                stop_rx.clone(),
+            )));
+            background.spawn(crate::cluster::quorum::serve_peers(
+                io.controller_listener,
+                inbox_tx,
+                stop_rx.clone(),
+            ));
+            background.spawn(crate::cluster::replication::run(
+                Arc::clone(&view),
+                Arc::clone(&replicas),
+                Arc::clone(&io.dialer),
+                config.cluster.clone(),
+                advertised.clone(),
+                Arc::clone(&clock),
+                stop_rx.clone(),
+            ));
+            {
+                // The group coordinator follows the offsets partition's leadership.
+                let groups = Arc::clone(&groups);
+                let replicas = Arc::clone(&replicas);
+                let view = Arc::clone(&view);
+                let mut stop = stop_rx.clone();
+                background.spawn(async move {
+                    loop {
+                        let seen = view.version();
+                        groups.follow(replicas.partition(group_manager::OFFSETS_TOPIC, 0));
+                        tokio::select! {
+                            biased;
+                            _ = stop.changed() => break,
+                            _ = view.changed_since(seen) => {}
+                            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                        }
+                    }
+                });
+            }
+            Some(view)
+        }
+    };
     let apis = Arc::new(KafkaApis::new(
         Arc::clone(&replicas),
         Arc::clone(&groups),
         Arc::clone(&clock),
-        advertised(&config, bound)?,
+        advertised,
+        cluster.clone(),
     ));
+    tokio::pin!(shutdown);
+    if let Some(view) = &cluster {
+        // As a KRaft broker does, serve clients only once this start is registered with the
+        // controller: before that the image may predate the restart, and Metadata would be
+        // empty or stale.
+        let registered = async {
+            loop {
+                let seen = view.version();
+                if view.registered(&view.image()) {
+                    break;
+                }
+                view.changed_since(seen).await;
+            }
+        };
+        tokio::select! {
+            biased;
+            _ = &mut shutdown => {
+                tracing::info!("shutdown before registration");
+                let _ = stop_tx.send(true);
+                background.abort_all();
+                return Ok(());
+            }
+            _ = registered => tracing::info!(node = view.me, "registered with the controller"),
+        }
+    }
     tracing::info!(listen = %bound, data_dir = %config.data_dir.display(), fsync = %config.fsync, "broker started");
     on_listening(bound);
 
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let mut background = JoinSet::new();
     {
         let replicas = Arc::clone(&replicas);
         let clock = Arc::clone(&clock);
@@ -208,11 +414,28 @@ where
     };
     let slots = Arc::new(Semaphore::new(config.max_connections as usize));
     let mut connections = JoinSet::new();
-    tokio::pin!(shutdown);
+    let quorum_failed = async {
+        match quorum_task.as_mut() {
+            Some(t) => t.await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(quorum_failed);
+    let mut fatal: Option<anyhow::Error> = None;
     loop {
         tokio::select! {
             biased;
             _ = &mut shutdown => break,
+            ended = &mut quorum_failed => {
+                let e = match ended {
+                    Ok(Ok(())) => anyhow::anyhow!("the quorum task stopped"),
+                    Ok(Err(e)) => e,
+                    Err(e) => anyhow::anyhow!("the quorum task panicked: {e}"),
+                };
+                tracing::error!(error = %e, "metadata quorum failed; shutting down");
+                fatal = Some(e);
+                break;
+            }
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
             accepted = listener.accept() => {
                 let (reader, writer, peer) = match accepted {
@@ -238,6 +461,9 @@ where
         }
     }
 
+    if let (Some(view), None) = (&cluster, &fatal) {
+        crate::cluster::controlled_shutdown(view).await;
+    }
     tracing::info!(
         connections = connections.len(),
         "shutting down: no new connections; answering in-flight requests"
@@ -261,6 +487,9 @@ where
         r.close();
     })
     .await?;
+    if let Some(e) = fatal {
+        return Err(e);
+    }
     tracing::info!("shut down cleanly");
     Ok(())
 }

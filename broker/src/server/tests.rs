@@ -79,6 +79,7 @@ impl Harness {
             groups,
             Arc::new(FixedClock),
             advertised,
+            None,
         ));
         let (tx, rx) = watch::channel(false);
         Harness {

@@ -1,0 +1,446 @@
+//! The cluster-mode answers: Metadata and DescribeCluster from the committed metadata image
+//! (true leaders, leader epochs, replicas, ISRs, the active controller), and topic
+//! administration (CreateTopics, DeleteTopics, CreatePartitions, auto-creation) forwarded to the
+//! active controller. Each admin answer waits (bounded) until this broker's image shows the
+//! change, so a client's next Metadata request to this broker sees it.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
+use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
+use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
+use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
+use kafka_protocol::messages::{
+    BrokerId, CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest,
+    CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse, DescribeClusterRequest,
+    DescribeClusterResponse, MetadataRequest, MetadataResponse, ResponseKind, TopicName,
+};
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::ResponseError;
+use uuid::Uuid;
+
+use super::metadata::METADATA_TOPICS_MAX;
+use super::{code, KafkaApis, Reply};
+use crate::cluster::controller::{ControllerError, ControllerRequest};
+use crate::cluster::ClusterView;
+use crate::config::PARTITIONS_PER_TOPIC_MAX;
+use crate::raft::MetadataImage;
+use crate::replica::{topic_config, validate_topic_name};
+use crate::storage::Storage;
+
+/// Longest an admin request waits for its change to reach this broker's image.
+pub const ADMIN_PROPAGATION_MS_MAX: u64 = 5_000;
+
+fn controller_error(e: &ControllerError) -> (ResponseError, String) {
+    match e {
+        ControllerError::None => (ResponseError::UnknownServerError, String::new()),
+        ControllerError::NotController | ControllerError::QueueFull => (
+            ResponseError::NotController,
+            "no active controller answered; retry".into(),
+        ),
+        ControllerError::StaleRequest => (ResponseError::StaleBrokerEpoch, "stale request".into()),
+        ControllerError::UnknownTopic => (
+            ResponseError::UnknownTopicOrPartition,
+            "unknown topic".into(),
+        ),
+        ControllerError::TopicExists => (
+            ResponseError::TopicAlreadyExists,
+            "topic already exists".into(),
+        ),
+        ControllerError::InvalidReplicationFactor(m) => {
+            (ResponseError::InvalidReplicationFactor, m.clone())
+        }
+        ControllerError::InvalidPartitions(m) => (ResponseError::InvalidPartitions, m.clone()),
+        ControllerError::InvalidRequest(m) => (ResponseError::InvalidRequest, m.clone()),
+        ControllerError::IneligibleReplica(m) => (ResponseError::IneligibleReplica, m.clone()),
+    }
+}
+
+/// Waits until `done(image)` holds, bounded.
+async fn until_image(view: &ClusterView, done: impl Fn(&MetadataImage) -> bool) -> bool {
+    let wait = async {
+        loop {
+            let seen = view.version();
+            if done(&view.image()) {
+                return;
+            }
+            view.changed_since(seen).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_millis(ADMIN_PROPAGATION_MS_MAX), wait)
+        .await
+        .is_ok()
+}
+
+impl<S: Storage + Clone> KafkaApis<S> {
+    pub(super) fn cluster_metadata(
+        &self,
+        view: &Arc<ClusterView>,
+        request: MetadataRequest,
+        version: i16,
+    ) -> MetadataResponse {
+        let image = view.image();
+        let brokers = image
+            .brokers
+            .iter()
+            .filter(|(_, b)| !b.fenced)
+            .map(|(id, b)| {
+                MetadataResponseBroker::default()
+                    .with_node_id(BrokerId(*id))
+                    .with_host(StrBytes::from_string(b.host.clone()))
+                    .with_port(i32::from(b.port))
+            })
+            .collect();
+        let requested: Option<Vec<String>> = match request.topics {
+            None => None,
+            Some(t) if t.is_empty() && version == 0 => None,
+            Some(t) => Some(
+                t.into_iter()
+                    .take(METADATA_TOPICS_MAX)
+                    .filter_map(|t| t.name.map(|n| n.0.as_str().to_string()))
+                    .collect(),
+            ),
+        };
+        let auto_create = (version < 4 || request.allow_auto_topic_creation)
+            && self.replicas.config().auto_create_topics;
+        let names: Vec<String> = match requested {
+            None => image
+                .topic_ids
+                .keys()
+                .filter(|n| !n.starts_with("__"))
+                .cloned()
+                .collect(),
+            Some(names) => names,
+        };
+        let topics = names
+            .into_iter()
+            .map(|name| match image.topic_ids.get(&name) {
+                Some(id) => describe(&image, &name, *id, version),
+                None => {
+                    let error = if validate_topic_name(&name).is_err() {
+                        ResponseError::InvalidTopicException
+                    } else if auto_create {
+                        self.auto_create(view, &name);
+                        ResponseError::LeaderNotAvailable
+                    } else {
+                        ResponseError::UnknownTopicOrPartition
+                    };
+                    MetadataResponseTopic::default()
+                        .with_error_code(code(error))
+                        .with_name(Some(TopicName(StrBytes::from_string(name))))
+                }
+            })
+            .collect();
+        MetadataResponse::default()
+            .with_brokers(brokers)
+            .with_cluster_id(Some(StrBytes::from_string(
+                self.replicas.config().cluster_id.clone(),
+            )))
+            .with_controller_id(BrokerId(controller_for_clients(view, &image)))
+            .with_topics(topics)
+    }
+
+    /// Asks the controller to create `name` with the broker defaults, in the background.
+    fn auto_create(&self, view: &Arc<ClusterView>, name: &str) {
+        let request = ControllerRequest::CreateTopic {
+            name: name.to_string(),
+            partitions: self.replicas.config().default_partitions,
+            replication_factor: self.replicas.config().cluster.default_replication_factor as u16,
+            configs: Vec::new(),
+        };
+        let view = Arc::clone(view);
+        let name = name.to_string();
+        tokio::spawn(async move {
+            let r = view.controller_request(request).await;
+            match r.error {
+                ControllerError::None => tracing::info!(topic = %name, "auto-created topic"),
+                ControllerError::TopicExists => {}
+                e => tracing::info!(topic = %name, error = ?e, "auto-creating topic failed"),
+            }
+        });
+    }
+
+    pub(super) fn cluster_describe(
+        &self,
+        _request: DescribeClusterRequest,
+        _version: i16,
+    ) -> DescribeClusterResponse {
+        let view = self.cluster.as_ref().expect("cluster mode");
+        let image = view.image();
+        let brokers = image
+            .brokers
+            .iter()
+            .filter(|(_, b)| !b.fenced)
+            .map(|(id, b)| {
+                DescribeClusterBroker::default()
+                    .with_broker_id(BrokerId(*id))
+                    .with_host(StrBytes::from_string(b.host.clone()))
+                    .with_port(i32::from(b.port))
+            })
+            .collect();
+        DescribeClusterResponse::default()
+            .with_cluster_id(StrBytes::from_string(
+                self.replicas.config().cluster_id.clone(),
+            ))
+            .with_controller_id(BrokerId(controller_for_clients(view, &image)))
+            .with_brokers(brokers)
+    }
+
+    pub(super) fn cluster_create_topics(
+        &self,
+        request: CreateTopicsRequest,
+        version: i16,
+    ) -> Reply {
+        let view = Arc::clone(self.cluster.as_ref().expect("cluster mode"));
+        let config = self.replicas.config().clone();
+        Reply::Later(Box::pin(async move {
+            let mut results = Vec::with_capacity(request.topics.len());
+            for t in request.topics {
+                let name = t.name.0.as_str().to_string();
+                let configs: BTreeMap<String, String> = t
+                    .configs
+                    .iter()
+                    .filter_map(|c| {
+                        c.value
+                            .as_ref()
+                            .map(|v| (c.name.as_str().to_string(), v.as_str().to_string()))
+                    })
+                    .collect();
+                let partitions = match (t.num_partitions, t.assignments.len()) {
+                    (_, n) if n > 0 => n as i32,
+                    (-1, _) => config.default_partitions as i32,
+                    (p, _) => p,
+                };
+                let rf = match t.replication_factor {
+                    -1 => config.cluster.default_replication_factor,
+                    rf => rf,
+                };
+                let local_check = validate_topic_name(&name)
+                    .map_err(|e| (ResponseError::InvalidTopicException, e.message()))
+                    .and_then(|_| {
+                        if partitions < 1 || partitions as u32 > PARTITIONS_PER_TOPIC_MAX {
+                            return Err((
+                                ResponseError::InvalidPartitions,
+                                format!("number of partitions must be 1..={PARTITIONS_PER_TOPIC_MAX}"),
+                            ));
+                        }
+                        if rf < 1 {
+                            return Err((
+                                ResponseError::InvalidReplicationFactor,
+                                format!("replication factor {rf} is below 1"),
+                            ));
+                        }
+                        if !t.assignments.is_empty() {
+                            return Err((
+                                ResponseError::InvalidRequest,
+                                "manual replica assignments are not supported; the controller assigns replicas".into(),
+                            ));
+                        }
+                        for (k, v) in &configs {
+                            topic_config::validate(k, v)
+                                .map_err(|m| (ResponseError::InvalidConfig, m))?;
+                        }
+                        Ok(())
+                    });
+                let outcome = match local_check {
+                    Err(e) => Err(e),
+                    Ok(()) if request.validate_only => Ok(None),
+                    Ok(()) => {
+                        let r = view
+                            .controller_request(ControllerRequest::CreateTopic {
+                                name: name.clone(),
+                                partitions: partitions as u32,
+                                replication_factor: rf as u16,
+                                configs: configs.clone().into_iter().collect(),
+                            })
+                            .await;
+                        match r.error {
+                            ControllerError::None => {
+                                let id = r.topic_id;
+                                until_image(&view, |img| {
+                                    img.topic_ids.get(&name).is_some_and(|i| Some(*i) == id)
+                                })
+                                .await;
+                                Ok(id)
+                            }
+                            e => Err(controller_error(&e)),
+                        }
+                    }
+                };
+                let mut r = CreatableTopicResult::default().with_name(t.name);
+                match outcome {
+                    Ok(id) => {
+                        if version >= 5 {
+                            r = r
+                                .with_num_partitions(partitions)
+                                .with_replication_factor(rf);
+                        }
+                        if let (true, Some(id)) = (version >= 7, id) {
+                            r = r.with_topic_id(Uuid::from_bytes(id));
+                        }
+                    }
+                    Err((error, message)) => {
+                        tracing::info!(topic = %name, error = %message, "create topic refused");
+                        r = r
+                            .with_error_code(code(error))
+                            .with_error_message(Some(StrBytes::from_string(message)));
+                        if version >= 5 {
+                            r = r.with_num_partitions(-1).with_replication_factor(-1);
+                        }
+                    }
+                }
+                results.push(r);
+            }
+            ResponseKind::CreateTopics(CreateTopicsResponse::default().with_topics(results))
+        }))
+    }
+
+    pub(super) fn cluster_delete_topics(
+        &self,
+        request: DeleteTopicsRequest,
+        version: i16,
+    ) -> Reply {
+        let view = Arc::clone(self.cluster.as_ref().expect("cluster mode"));
+        Reply::Later(Box::pin(async move {
+            let mut responses = Vec::with_capacity(request.topic_names.len());
+            for name in request.topic_names {
+                let topic = name.0.as_str().to_string();
+                let r = view
+                    .controller_request(ControllerRequest::DeleteTopic {
+                        name: topic.clone(),
+                    })
+                    .await;
+                let mut out = DeletableTopicResult::default().with_name(Some(name));
+                match r.error {
+                    ControllerError::None => {
+                        until_image(&view, |img| !img.topic_ids.contains_key(&topic)).await;
+                    }
+                    e => {
+                        let (error, message) = controller_error(&e);
+                        out = out.with_error_code(code(error));
+                        if version >= 5 {
+                            out = out.with_error_message(Some(StrBytes::from_string(message)));
+                        }
+                    }
+                }
+                responses.push(out);
+            }
+            ResponseKind::DeleteTopics(DeleteTopicsResponse::default().with_responses(responses))
+        }))
+    }
+
+    pub(super) fn cluster_create_partitions(
+        &self,
+        request: CreatePartitionsRequest,
+        _version: i16,
+    ) -> Reply {
+        let view = Arc::clone(self.cluster.as_ref().expect("cluster mode"));
+        Reply::Later(Box::pin(async move {
+            let mut results = Vec::with_capacity(request.topics.len());
+            for t in request.topics {
+                let topic = t.name.0.as_str().to_string();
+                let mut out = CreatePartitionsTopicResult::default().with_name(t.name.clone());
+                let count = t.count;
+                let outcome = if count < 1 || count as u32 > PARTITIONS_PER_TOPIC_MAX {
+                    Err((
+                        ResponseError::InvalidPartitions,
+                        format!("at most {PARTITIONS_PER_TOPIC_MAX} partitions"),
+                    ))
+                } else if request.validate_only {
+                    Ok(())
+                } else {
+                    let r = view
+                        .controller_request(ControllerRequest::CreatePartitions {
+                            name: topic.clone(),
+                            count: count as u32,
+                        })
+                        .await;
+                    match r.error {
+                        ControllerError::None => {
+                            until_image(&view, |img| {
+                                img.topic_ids
+                                    .get(&topic)
+                                    .and_then(|id| img.topics.get(id))
+                                    .is_some_and(|t| t.partitions.len() >= count as usize)
+                            })
+                            .await;
+                            Ok(())
+                        }
+                        e => Err(controller_error(&e)),
+                    }
+                };
+                if let Err((error, message)) = outcome {
+                    out = out
+                        .with_error_code(code(error))
+                        .with_error_message(Some(StrBytes::from_string(message)));
+                }
+                results.push(out);
+            }
+            ResponseKind::CreatePartitions(
+                CreatePartitionsResponse::default().with_results(results),
+            )
+        }))
+    }
+}
+
+/// The controller id clients are told: the active controller when it is a registered broker,
+/// else this broker. Clients send admin requests there, and every broker forwards them to the
+/// active controller (as KRaft brokers do), so any live broker is a correct answer; -1 would
+/// make some clients (librdkafka) wait for their next metadata refresh.
+fn controller_for_clients(view: &ClusterView, image: &MetadataImage) -> i32 {
+    view.controller_id()
+        .filter(|c| image.brokers.get(c).is_some_and(|b| !b.fenced))
+        .unwrap_or(view.me)
+}
+
+/// One topic of a Metadata response, from the image.
+fn describe(
+    image: &MetadataImage,
+    name: &str,
+    id: [u8; 16],
+    version: i16,
+) -> MetadataResponseTopic {
+    let topic = image.topics.get(&id).expect("topic_ids and topics agree");
+    let fenced = |n: &i32| image.brokers.get(n).is_none_or(|b| b.fenced);
+    let partitions = topic
+        .partitions
+        .iter()
+        .enumerate()
+        .map(|(index, p)| {
+            let error = if p.leader < 0 {
+                code(ResponseError::LeaderNotAvailable)
+            } else {
+                0
+            };
+            MetadataResponsePartition::default()
+                .with_error_code(error)
+                .with_partition_index(index as i32)
+                .with_leader_id(BrokerId(p.leader))
+                .with_leader_epoch(p.leader_epoch)
+                .with_replica_nodes(p.replicas.iter().map(|r| BrokerId(*r)).collect())
+                .with_isr_nodes(p.isr.iter().map(|r| BrokerId(*r)).collect())
+                .with_offline_replicas(if version >= 5 {
+                    p.replicas
+                        .iter()
+                        .filter(|r| fenced(r))
+                        .map(|r| BrokerId(*r))
+                        .collect()
+                } else {
+                    Vec::new()
+                })
+        })
+        .collect();
+    let mut t = MetadataResponseTopic::default()
+        .with_name(Some(TopicName(StrBytes::from_string(name.to_string()))))
+        .with_is_internal(name.starts_with("__"))
+        .with_partitions(partitions);
+    if version >= 10 {
+        t = t.with_topic_id(Uuid::from_bytes(id));
+    }
+    t
+}

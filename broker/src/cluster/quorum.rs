@@ -1,0 +1,421 @@
+//! The quorum shell: one task owns this node's [`RaftCore`], its [`RaftStore`] and, while this
+//! node leads the quorum, the [`Controller`]. It feeds the core frames from peers and timer
+//! ticks, performs the core's storage operations (fsyncs on a blocking thread), sends its
+//! messages, applies committed entries to the [`MetadataImage`] and publishes each new image to
+//! the [`ClusterView`].
+//!
+//! Transport: every node listens on its controller port; frames (`raft::wire`) travel one way
+//! on connections the sender dials, so a response is simply a frame addressed back. Each peer
+//! has a bounded outbound queue; when it is full, frames are dropped (the quorum protocol
+//! resends what matters).
+//!
+//! Controller rounds: the controller proposes at most one entry (a record batch) at a time and
+//! only when nothing proposed is uncommitted, so every decision is made on the committed image.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::controller::{Controller, ControllerConfig, ControllerError, ControllerResponse};
+use super::requests;
+use super::{ClusterView, QuorumInput};
+use crate::config::Voter;
+use crate::raft::store::RaftStore;
+use crate::raft::wire::{decode_body, encode_frame, split_frame, PeerFrame, PEER_FRAME_BYTES_MAX};
+use crate::raft::{Committed, MetadataImage, NodeId, RaftConfig, RaftCore, Role, StorageOp};
+use crate::server::{Acceptor, Dialer};
+use crate::storage::Storage;
+
+/// Frames queued for one peer before new ones are dropped.
+pub const PEER_QUEUE_FRAMES_MAX: usize = 1024;
+/// Requests this node forwarded to the controller and is still waiting on.
+pub const PENDING_REQUESTS_MAX: usize = 1024;
+/// Committed entries applied per loop turn.
+const APPLY_BATCH_ENTRIES_MAX: usize = 1024;
+/// Reconnect backoff bounds for peer connections.
+const DIAL_BACKOFF_MS_MIN: u64 = 50;
+const DIAL_BACKOFF_MS_MAX: u64 = 1000;
+
+/// What the quorum task needs.
+pub struct QuorumParams<S: Storage + Clone, D: Dialer> {
+    pub storage: S,
+    pub dir: PathBuf,
+    pub me: NodeId,
+    pub voters: Vec<Voter>,
+    pub raft: RaftConfig,
+    pub controller: ControllerConfig,
+    pub dialer: Arc<D>,
+    pub seed: u64,
+}
+
+fn monotonic_ms(start: tokio::time::Instant) -> u64 {
+    start.elapsed().as_millis() as u64
+}
+
+/// Opens the store and runs the quorum until `stop` turns true. Returns an error when storage
+/// fails (the node can no longer vote or replicate safely).
+pub async fn run<S, D>(
+    params: QuorumParams<S, D>,
+    view: Arc<ClusterView>,
+    mut inbox: mpsc::Receiver<QuorumInput>,
+    mut stop: watch::Receiver<bool>,
+) -> anyhow::Result<()>
+where
+    S: Storage + Clone,
+    D: Dialer,
+{
+    let start = tokio::time::Instant::now();
+    let QuorumParams {
+        storage,
+        dir,
+        me,
+        voters,
+        raft,
+        controller,
+        dialer,
+        seed,
+    } = params;
+    let (store, recovered) = {
+        let storage = storage.clone();
+        let dir = dir.clone();
+        crate::blocking::run_blocking(move || RaftStore::open(storage, dir)).await??
+    };
+    let store = Arc::new(Mutex::new(store));
+    let mut image = match &recovered.snapshot {
+        Some(s) => MetadataImage::decode(&s.data)
+            .map_err(|e| anyhow::anyhow!("metadata snapshot does not decode: {e}"))?,
+        None => MetadataImage::default(),
+    };
+    if recovered.snapshot.is_none() {
+        image.applied_offset = 0;
+    }
+    tracing::info!(node = me, entries = recovered.entries.len(),
+        snapshot = ?recovered.snapshot.as_ref().map(|s| s.id), epoch = recovered.quorum_state.epoch,
+        "quorum state recovered");
+    let mut core = RaftCore::new(raft, recovered, monotonic_ms(start));
+    let mut ctl = Controller::new(controller, me, voters.iter().map(|v| v.id).collect(), seed);
+    let peers: BTreeMap<NodeId, mpsc::Sender<Bytes>> = voters
+        .iter()
+        .filter(|v| v.id != me)
+        .map(|v| {
+            let (tx, rx) = mpsc::channel(PEER_QUEUE_FRAMES_MAX);
+            tokio::spawn(peer_sender(v.addr(), v.id, Arc::clone(&dialer), rx));
+            (v.id, tx)
+        })
+        .collect();
+    let mut pending: BTreeMap<u64, oneshot::Sender<ControllerResponse>> = BTreeMap::new();
+    let mut next_correlation: u64 = 1;
+    let mut leading = false;
+    let mut last_other_leader: Option<NodeId> = None;
+    let mut in_flight: Option<i64> = None;
+    let mut published_leader: Option<NodeId> = None;
+    let mut published_offset = -1i64;
+
+    let send = |peers: &BTreeMap<NodeId, mpsc::Sender<Bytes>>, to: NodeId, frame: &PeerFrame| {
+        let Some(tx) = peers.get(&to) else {
+            return;
+        };
+        let mut out = Vec::new();
+        if encode_frame(frame, &mut out).is_ok() {
+            let _ = tx.try_send(Bytes::from(out));
+        }
+    };
+
+    loop {
+        let now = monotonic_ms(start);
+        // 1. Storage operations, in order; a Sync fsyncs on a blocking thread.
+        while let Some(op) = core.poll_storage() {
+            match op {
+                StorageOp::Sync { token } => {
+                    let s = Arc::clone(&store);
+                    crate::blocking::run_blocking(move || {
+                        s.lock().unwrap_or_else(|p| p.into_inner()).sync()
+                    })
+                    .await??;
+                    core.synced(monotonic_ms(start), token);
+                }
+                op => {
+                    store.lock().unwrap_or_else(|p| p.into_inner()).apply(&op)?;
+                }
+            }
+        }
+        // 2. Messages.
+        while let Some(env) = core.poll_message() {
+            let to = env.to;
+            send(&peers, to, &PeerFrame::Raft(env));
+        }
+        // 3. Committed entries.
+        while let Some(c) = core.committed(image.applied_offset, APPLY_BATCH_ENTRIES_MAX) {
+            match c {
+                Committed::Snapshot(s) => {
+                    image = MetadataImage::decode(&s.data)
+                        .map_err(|e| anyhow::anyhow!("metadata snapshot does not decode: {e}"))?;
+                }
+                Committed::Entries(entries) => {
+                    for e in entries {
+                        image.apply(e.offset, &e.payload);
+                    }
+                }
+            }
+        }
+        if let Some(at) = core.snapshot_hint() {
+            if image.applied_offset == at {
+                core.create_snapshot(now, at, image.encode());
+            }
+        }
+        let quorum_leader = core.leader();
+        if let Some(l) = quorum_leader.filter(|l| *l != me) {
+            last_other_leader = Some(l);
+        }
+        if image.applied_offset != published_offset || quorum_leader != published_leader {
+            view.publish(Arc::new(image.clone()), quorum_leader);
+            published_offset = image.applied_offset;
+            published_leader = quorum_leader;
+        }
+        // 4. The controller, while this node leads.
+        let is_leader = core.role() == Role::Leader;
+        if is_leader && !leading {
+            tracing::info!(node = me, epoch = core.epoch(), "active controller");
+            ctl.activate(now, core.epoch(), last_other_leader);
+            leading = true;
+            in_flight = None;
+        } else if !is_leader && leading {
+            tracing::info!(node = me, "no longer the active controller");
+            ctl.deactivate();
+            leading = false;
+            in_flight = None;
+        }
+        if leading {
+            ctl.heard_from(me, now);
+            if in_flight.is_some_and(|off| image.applied_offset > off) {
+                ctl.committed();
+                in_flight = None;
+            }
+            if in_flight.is_none() && core.log_end_offset() == image.applied_offset {
+                if let Some(record) = ctl.step(now, &image) {
+                    match core.propose(now, record.encode()) {
+                        Ok(offset) => in_flight = Some(offset),
+                        Err(e) => tracing::warn!(error = ?e, "controller proposal refused"),
+                    }
+                    continue;
+                }
+            }
+        }
+        while let Some((correlation, to, response)) = ctl.poll_response() {
+            if to == me {
+                if let Some(reply) = pending.remove(&correlation) {
+                    let _ = reply.send(response);
+                }
+            } else {
+                let (error_code, message, payload) = requests::encode_response(&response);
+                send(
+                    &peers,
+                    to,
+                    &PeerFrame::ControllerResponse {
+                        correlation,
+                        error_code,
+                        message,
+                        payload,
+                    },
+                );
+            }
+        }
+
+        // 5. Wait for input or the next deadline.
+        let mut deadline = core.poll_timeout().max(now);
+        if let Some(t) = ctl.poll_timeout() {
+            deadline = deadline.min(t.max(now));
+        }
+        deadline = deadline.min(now + 100);
+        let sleep = tokio::time::sleep_until(start + Duration::from_millis(deadline));
+        tokio::select! {
+            biased;
+            _ = stop.changed() => {
+                if *stop.borrow() {
+                    if leading {
+                        core.resign(monotonic_ms(start));
+                        while let Some(env) = core.poll_message() {
+                            let to = env.to;
+                            send(&peers, to, &PeerFrame::Raft(env));
+                        }
+                    }
+                    return Ok(());
+                }
+            }
+            input = inbox.recv() => {
+                let Some(input) = input else { return Ok(()) };
+                let now = monotonic_ms(start);
+                match input {
+                    QuorumInput::Frame(PeerFrame::Raft(env)) => {
+                        if env.to == me && env.from != me {
+                            if leading {
+                                ctl.heard_from(env.from, now);
+                            }
+                            core.step(now, env);
+                        }
+                    }
+                    QuorumInput::Frame(PeerFrame::ControllerRequest { correlation, from, payload }) => {
+                        if leading {
+                            ctl.heard_from(from, now);
+                        }
+                        match requests::decode_request(&payload) {
+                            Ok(request) if leading => ctl.submit(correlation, from, request),
+                            Ok(_) => {
+                                let (error_code, message, payload) = requests::encode_response(
+                                    &super::error_response(ControllerError::NotController),
+                                );
+                                send(&peers, from, &PeerFrame::ControllerResponse {
+                                    correlation, error_code, message, payload,
+                                });
+                            }
+                            Err(e) => tracing::warn!(from, error = %e, "undecodable controller request"),
+                        }
+                    }
+                    QuorumInput::Frame(PeerFrame::ControllerResponse { correlation, error_code, message, payload }) => {
+                        if let Some(reply) = pending.remove(&correlation) {
+                            let _ = reply.send(requests::decode_response(error_code, message, &payload));
+                        }
+                    }
+                    QuorumInput::Local { request, reply } => {
+                        let correlation = next_correlation;
+                        next_correlation += 1;
+                        if pending.len() >= PENDING_REQUESTS_MAX {
+                            // The oldest waiter gives up: its caller retries.
+                            pending.pop_first();
+                        }
+                        pending.insert(correlation, reply);
+                        if leading {
+                            ctl.submit(correlation, me, request);
+                        } else if let Some(leader) = core.leader().filter(|l| *l != me) {
+                            send(&peers, leader, &PeerFrame::ControllerRequest {
+                                correlation,
+                                from: me,
+                                payload: requests::encode_request(&request),
+                            });
+                        } else if let Some(reply) = pending.remove(&correlation) {
+                            let _ = reply.send(super::error_response(ControllerError::NotController));
+                        }
+                    }
+                }
+            }
+            _ = sleep => {
+                core.tick(monotonic_ms(start));
+            }
+        }
+        // Waiters whose callers gave up (timed out) are dropped here.
+        pending.retain(|_, reply| !reply.is_closed());
+    }
+}
+
+/// Keeps one connection to a peer's controller port and writes its queued frames.
+async fn peer_sender<D: Dialer>(
+    addr: String,
+    id: NodeId,
+    dialer: Arc<D>,
+    mut rx: mpsc::Receiver<Bytes>,
+) {
+    let mut backoff = DIAL_BACKOFF_MS_MIN;
+    let mut first: Option<Bytes> = None;
+    loop {
+        let mut writer = match dialer.dial(addr.clone()).await {
+            Ok((_, w)) => {
+                backoff = DIAL_BACKOFF_MS_MIN;
+                w
+            }
+            Err(e) => {
+                tracing::debug!(peer = id, %addr, error = %e, "dialing peer failed");
+                // Frames queued meanwhile are stale; drop them rather than send them late.
+                while rx.try_recv().is_ok() {}
+                first = None;
+                tokio::time::sleep(Duration::from_millis(backoff)).await;
+                backoff = (backoff * 2).min(DIAL_BACKOFF_MS_MAX);
+                continue;
+            }
+        };
+        loop {
+            let frame = match first.take() {
+                Some(f) => f,
+                None => match rx.recv().await {
+                    Some(f) => f,
+                    None => return,
+                },
+            };
+            if let Err(e) = writer.write_all(&frame).await {
+                tracing::debug!(peer = id, error = %e, "peer connection lost");
+                break;
+            }
+            // Flush only when nothing else is queued, so bursts share a write.
+            if rx.is_empty() && writer.flush().await.is_err() {
+                break;
+            }
+        }
+    }
+}
+
+/// Accepts peers' connections on the controller listener and feeds their frames to the quorum.
+pub async fn serve_peers<A: Acceptor>(
+    mut listener: A,
+    inbox: mpsc::Sender<QuorumInput>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            biased;
+            _ = stop.changed() => return,
+            accepted = listener.accept() => {
+                match accepted {
+                    Ok((reader, _writer, peer)) => {
+                        let inbox = inbox.clone();
+                        tokio::spawn(async move {
+                            if let Err(e) = read_frames(reader, inbox).await {
+                                tracing::debug!(%peer, error = %e, "peer connection closed");
+                            }
+                        });
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "controller accept failed");
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn read_frames<R: AsyncRead + Unpin>(
+    mut reader: R,
+    inbox: mpsc::Sender<QuorumInput>,
+) -> anyhow::Result<()> {
+    let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
+    let mut chunk = vec![0u8; 64 * 1024];
+    loop {
+        let n = reader.read(&mut chunk).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        let mut consumed = 0;
+        while let Some((used, body)) =
+            split_frame(&buf[consumed..]).map_err(|e| anyhow::anyhow!("bad peer frame: {e:?}"))?
+        {
+            let frame = decode_body(body).map_err(|e| anyhow::anyhow!("bad peer frame: {e:?}"))?;
+            consumed += used;
+            // A full inbox drops the frame: the quorum protocol resends.
+            let _ = inbox.try_send(QuorumInput::Frame(frame));
+        }
+        buf.drain(..consumed);
+        if buf.len() > PEER_FRAME_BYTES_MAX + 4 {
+            anyhow::bail!("peer frame larger than {PEER_FRAME_BYTES_MAX} bytes");
+        }
+    }
+}
+
+/// Boxed future type dialers return.
+pub type DialFuture<R, W> =
+    Pin<Box<dyn std::future::Future<Output = std::io::Result<(R, W)>> + Send>>;

@@ -1,0 +1,446 @@
+//! Replication on this broker (Kafka's ReplicaManager / ReplicaFetcherManager roles):
+//!
+//! - **registration**: at start the broker registers with the controller under a fresh
+//!   incarnation; until the image holds that registration it leads nothing and deletes nothing
+//!   (an image from before the restart does not describe this incarnation);
+//! - **reconcile**: every new image is applied to the local partitions: create the logs of new
+//!   topics (under the id the controller chose), remove deleted ones, and set each partition's
+//!   role (lead in epoch E, follow L in epoch E, or offline);
+//! - **fetchers**: one task per leader this broker follows, sending Kafka Fetch requests with
+//!   this broker's replica id for all partitions it follows there; appended batches are fsynced
+//!   before the next fetch, whose offsets tell the leader what this replica holds durably;
+//!   diverging epochs truncate; a log that starts past ours restarts empty there;
+//! - **ISR**: leaders periodically ask the controller to shrink or expand their ISR.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::{BrokerId, FetchRequest, TopicName};
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::ResponseError;
+use tokio::sync::watch;
+use uuid::Uuid;
+
+use super::controller::{ControllerError, ControllerRequest};
+use super::ClusterView;
+use crate::apis::{Advertised, Clock};
+use crate::config::ClusterConfig;
+use crate::protocol::client::KafkaConn;
+use crate::raft::{MetadataImage, NodeId};
+use crate::replica::ReplicaManager;
+use crate::server::Dialer;
+use crate::storage::Storage;
+
+/// Fetch protocol version followers speak (has LastFetchedEpoch and DivergingEpoch).
+pub const REPLICA_FETCH_VERSION: i16 = 12;
+/// Most bytes one follower fetch asks for, in total and per partition.
+pub const REPLICA_FETCH_BYTES_MAX: i32 = 8 * 1024 * 1024;
+pub const REPLICA_FETCH_PARTITION_BYTES_MAX: i32 = 1024 * 1024;
+/// How long a follower fetch waits at the leader for new data.
+pub const REPLICA_FETCH_WAIT_MS: i32 = 500;
+/// Pause after a failed fetch round before the next.
+const FETCH_BACKOFF_MS: u64 = 100;
+/// How often leaders check their ISR.
+const ISR_CHECK_INTERVAL_MS: u64 = 200;
+/// Pause between registration attempts.
+const REGISTER_RETRY_MS: u64 = 200;
+
+/// (partition, leader epoch, fetch offset, last fetched epoch, log start) of one followed
+/// partition.
+type FollowPosition = (i32, i32, i64, i32, i64);
+
+/// Runs registration, reconciliation, fetchers and the ISR loop until `stop`.
+pub async fn run<S, D>(
+    view: Arc<ClusterView>,
+    replicas: Arc<ReplicaManager<S>>,
+    dialer: Arc<D>,
+    config: ClusterConfig,
+    advertised: Advertised,
+    clock: Arc<dyn Clock>,
+    stop: watch::Receiver<bool>,
+) where
+    S: Storage + Clone,
+    D: Dialer,
+{
+    tokio::spawn(register(
+        Arc::clone(&view),
+        advertised.clone(),
+        stop.clone(),
+    ));
+    tokio::spawn(isr_loop(
+        Arc::clone(&view),
+        Arc::clone(&replicas),
+        config.clone(),
+        Arc::clone(&clock),
+        stop.clone(),
+    ));
+    let mut fetchers: BTreeSet<NodeId> = BTreeSet::new();
+    let mut stop_rx = stop.clone();
+    let mut seen = u64::MAX;
+    let mut applied = u64::MAX;
+    loop {
+        let version = view.version();
+        if version != seen {
+            seen = version;
+            let image = view.image();
+            reconcile(&view, &replicas, &image, clock.now_ms());
+            if version != applied {
+                // Only a new image can change roles; the periodic pass just retries.
+                applied = version;
+                view.roles_applied();
+            }
+            for (id, _) in image.brokers.iter() {
+                if *id != view.me && fetchers.insert(*id) {
+                    tokio::spawn(fetch_from(
+                        *id,
+                        Arc::clone(&view),
+                        Arc::clone(&replicas),
+                        Arc::clone(&dialer),
+                        Arc::clone(&clock),
+                        stop.clone(),
+                    ));
+                }
+            }
+        }
+        tokio::select! {
+            biased;
+            _ = stop_rx.changed() => return,
+            _ = view.changed_since(seen) => {}
+            _ = tokio::time::sleep(Duration::from_millis(1000)) => { seen = u64::MAX; }
+        }
+    }
+}
+
+async fn register(view: Arc<ClusterView>, advertised: Advertised, mut stop: watch::Receiver<bool>) {
+    loop {
+        let image = view.image();
+        if !view.registered(&image) {
+            let response = view
+                .controller_request(ControllerRequest::RegisterBroker {
+                    node_id: view.me,
+                    host: advertised.host.clone(),
+                    port: advertised.port as u16,
+                    incarnation: view.incarnation,
+                })
+                .await;
+            if response.error != ControllerError::None {
+                tracing::debug!(error = ?response.error, "registration not accepted yet");
+            }
+        }
+        tokio::select! {
+            biased;
+            _ = stop.changed() => return,
+            _ = tokio::time::sleep(Duration::from_millis(REGISTER_RETRY_MS)) => {}
+        }
+    }
+}
+
+/// Applies one image to the local partitions.
+fn reconcile<S: Storage + Clone>(
+    view: &ClusterView,
+    replicas: &ReplicaManager<S>,
+    image: &MetadataImage,
+    now_ms: i64,
+) {
+    let registered = view.registered(image);
+    for (id, t) in &image.topics {
+        let uuid = Uuid::from_bytes(*id);
+        let local = match replicas.topic(&t.name) {
+            Some(local) if local.id == uuid => Some(local),
+            Some(stale) if registered => {
+                tracing::info!(topic = %t.name, old = %stale.id, new = %uuid,
+                    "topic recreated under a new id; removing the old logs");
+                let _ = replicas.delete_topic(&t.name);
+                None
+            }
+            Some(_) => continue,
+            None => None,
+        };
+        let local = match local {
+            Some(l) => l,
+            None => {
+                let configs = t.configs.clone();
+                match replicas.create_topic_as(
+                    &t.name,
+                    Some(uuid),
+                    t.partitions.len() as i32,
+                    configs,
+                    now_ms,
+                ) {
+                    Ok(l) => l,
+                    Err(e) => {
+                        tracing::error!(topic = %t.name, error = %e.message(), "creating a replicated topic's logs");
+                        continue;
+                    }
+                }
+            }
+        };
+        if local.partition_count() < t.partitions.len() {
+            if let Err(e) =
+                replicas.create_partitions(&t.name, t.partitions.len() as i32, false, now_ms)
+            {
+                tracing::error!(topic = %t.name, error = %e.message(), "growing a replicated topic");
+            }
+        }
+        if local.configs() != t.configs {
+            let _ = replicas.set_topic_configs(&t.name, t.configs.clone());
+        }
+        for (index, p) in t.partitions.iter().enumerate() {
+            let Some(partition) = local.partition(index as i32) else {
+                continue;
+            };
+            // Lead only once this incarnation is registered (its restart bumped the epochs).
+            let leader = if p.leader == view.me && !registered {
+                -1
+            } else {
+                p.leader
+            };
+            partition.set_role(view.me, leader, p.leader_epoch, &p.replicas, &p.isr, now_ms);
+        }
+    }
+    if registered {
+        for local in replicas.topics() {
+            if !image.topic_ids.contains_key(&local.name) {
+                tracing::info!(topic = %local.name, "topic deleted by the controller");
+                let _ = replicas.delete_topic(&local.name);
+            }
+        }
+    }
+}
+
+/// Leaders ask the controller to shrink or expand their ISR.
+async fn isr_loop<S: Storage + Clone>(
+    view: Arc<ClusterView>,
+    replicas: Arc<ReplicaManager<S>>,
+    config: ClusterConfig,
+    clock: Arc<dyn Clock>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            biased;
+            _ = stop.changed() => return,
+            _ = tokio::time::sleep(Duration::from_millis(ISR_CHECK_INTERVAL_MS)) => {}
+        }
+        let image = view.image();
+        let now_ms = clock.now_ms();
+        for topic in replicas.topics() {
+            let Some(topic_id) = image.topic_ids.get(&topic.name).copied() else {
+                continue;
+            };
+            for p in topic.partitions() {
+                let Some((epoch, current, new)) =
+                    p.isr_change(now_ms, config.replica_lag_time_max_ms as i64)
+                else {
+                    continue;
+                };
+                tracing::info!(topic = %topic.name, partition = p.index, epoch, ?current, ?new,
+                    "asking the controller for an ISR change");
+                let view = Arc::clone(&view);
+                let request = ControllerRequest::AlterPartition {
+                    topic_id,
+                    partition: p.index as u32,
+                    leader: view.me,
+                    leader_epoch: epoch,
+                    current_isr: current,
+                    new_isr: new,
+                };
+                tokio::spawn(async move {
+                    let r = view.controller_request(request).await;
+                    if r.error != ControllerError::None {
+                        tracing::info!(error = ?r.error, "ISR change not accepted");
+                    }
+                });
+            }
+        }
+    }
+}
+
+/// One follower fetcher: fetches every partition this broker follows on `leader`.
+async fn fetch_from<S, D>(
+    leader: NodeId,
+    view: Arc<ClusterView>,
+    replicas: Arc<ReplicaManager<S>>,
+    dialer: Arc<D>,
+    clock: Arc<dyn Clock>,
+    mut stop: watch::Receiver<bool>,
+) where
+    S: Storage + Clone,
+    D: Dialer,
+{
+    let mut conn: Option<KafkaConn<D::Read, D::Write>> = None;
+    let mut conn_addr = String::new();
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        // What to fetch: every partition following `leader`, by topic.
+        let roles_seen = view.roles_version();
+        let mut wanted: BTreeMap<String, Vec<FollowPosition>> = BTreeMap::new();
+        for topic in replicas.topics() {
+            for p in topic.partitions() {
+                if let Some((l, epoch, offset, last_epoch, log_start)) = p.follower_position() {
+                    if l == leader {
+                        wanted
+                            .entry(topic.name.clone())
+                            .or_default()
+                            .push((p.index, epoch, offset, last_epoch, log_start));
+                    }
+                }
+            }
+        }
+        let image = view.image();
+        let addr = image
+            .brokers
+            .get(&leader)
+            .map(|b| format!("{}:{}", b.host, b.port));
+        if wanted.is_empty() || addr.is_none() {
+            conn = None;
+            tokio::select! {
+                biased;
+                _ = stop.changed() => return,
+                _ = view.roles_changed_since(roles_seen) => {}
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            }
+            continue;
+        }
+        let addr = addr.unwrap_or_default();
+        if conn.is_none() || conn_addr != addr {
+            match dialer.dial(addr.clone()).await {
+                Ok((r, w)) => {
+                    conn = Some(KafkaConn::new(r, w, &format!("replica-{}", view.me)));
+                    conn_addr = addr.clone();
+                }
+                Err(e) => {
+                    tracing::debug!(leader, %addr, error = %e, "cannot reach the leader");
+                    tokio::time::sleep(Duration::from_millis(FETCH_BACKOFF_MS)).await;
+                    continue;
+                }
+            }
+        }
+        let request = FetchRequest::default()
+            .with_replica_id(BrokerId(view.me))
+            .with_max_wait_ms(REPLICA_FETCH_WAIT_MS)
+            .with_min_bytes(1)
+            .with_max_bytes(REPLICA_FETCH_BYTES_MAX)
+            .with_isolation_level(0)
+            .with_session_id(0)
+            .with_session_epoch(-1)
+            .with_topics(
+                wanted
+                    .iter()
+                    .map(|(name, parts)| {
+                        FetchTopic::default()
+                            .with_topic(TopicName(StrBytes::from_string(name.clone())))
+                            .with_partitions(
+                                parts
+                                    .iter()
+                                    .map(|(index, epoch, offset, last_epoch, log_start)| {
+                                        FetchPartition::default()
+                                            .with_partition(*index)
+                                            .with_current_leader_epoch(*epoch)
+                                            .with_fetch_offset(*offset)
+                                            .with_last_fetched_epoch(*last_epoch)
+                                            .with_log_start_offset(*log_start)
+                                            .with_partition_max_bytes(
+                                                REPLICA_FETCH_PARTITION_BYTES_MAX,
+                                            )
+                                    })
+                                    .collect(),
+                            )
+                    })
+                    .collect(),
+            );
+        let Some(c) = conn.as_mut() else { continue };
+        // A new image may add partitions to follow here (a failover): do not let a long poll
+        // for the old set delay them. Abandoning the call leaves its response unread on the
+        // connection, so the connection is dropped too.
+        let response = tokio::select! {
+            biased;
+            _ = stop.changed() => return,
+            r = c.call(&request, REPLICA_FETCH_VERSION) => r,
+            _ = view.roles_changed_since(roles_seen) => {
+                conn = None;
+                continue;
+            }
+        };
+        let response = match response {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::debug!(leader, error = %e, "follower fetch failed");
+                conn = None;
+                tokio::time::sleep(Duration::from_millis(FETCH_BACKOFF_MS)).await;
+                continue;
+            }
+        };
+        // Apply each partition on a blocking thread: appends and their fsyncs.
+        let mut work = Vec::new();
+        for t in response.responses {
+            let name = t.topic.0.as_str().to_string();
+            let Some(topic) = replicas.topic(&name) else {
+                continue;
+            };
+            let sent = wanted.get(&name);
+            for pd in t.partitions {
+                let Some(partition) = topic.partition(pd.partition_index) else {
+                    continue;
+                };
+                let Some(&(_, epoch, offset, _, _)) =
+                    sent.and_then(|s| s.iter().find(|s| s.0 == pd.partition_index))
+                else {
+                    continue;
+                };
+                work.push((partition, epoch, offset, pd));
+            }
+        }
+        let now_ms = clock.now_ms();
+        let backoff = crate::blocking::run_blocking(move || {
+            let mut backoff = false;
+            for (partition, epoch, offset, pd) in work {
+                let error = ResponseError::try_from_code(pd.error_code);
+                if pd.diverging_epoch.epoch >= 0 {
+                    let target = (pd.diverging_epoch.epoch, pd.diverging_epoch.end_offset);
+                    if let Err(e) = partition.follower_truncate(epoch, target) {
+                        tracing::error!(topic = %partition.topic, partition = partition.index, error = %e, "truncation failed");
+                        partition.fail();
+                    }
+                    continue;
+                }
+                match error {
+                    None => {
+                        let records: Bytes = pd.records.unwrap_or_default();
+                        if let Err(e) =
+                            partition.follower_apply(epoch, &records, pd.high_watermark, now_ms)
+                        {
+                            tracing::error!(topic = %partition.topic, partition = partition.index,
+                                error = ?e, "follower append failed");
+                            if matches!(e, crate::log::AppendError::Storage(_)) {
+                                partition.fail();
+                            }
+                            backoff = true;
+                        }
+                    }
+                    Some(ResponseError::OffsetOutOfRange) if offset < pd.log_start_offset => {
+                        if let Err(e) = partition.follower_restart_at(epoch, pd.log_start_offset) {
+                            tracing::error!(error = %e, "restarting a replica failed");
+                            partition.fail();
+                        }
+                    }
+                    Some(e) => {
+                        tracing::debug!(topic = %partition.topic, partition = partition.index, error = ?e, "follower fetch refused");
+                        backoff = true;
+                    }
+                }
+            }
+            backoff
+        })
+        .await
+        .unwrap_or(true);
+        if backoff {
+            tokio::time::sleep(Duration::from_millis(FETCH_BACKOFF_MS)).await;
+        }
+    }
+}

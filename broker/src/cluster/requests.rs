@@ -1,0 +1,359 @@
+//! The binary encoding of [`ControllerRequest`]s and [`ControllerResponse`]s as they travel
+//! inside `raft::wire` frames between nodes (the payload of a ControllerRequest frame, and the
+//! error code, message and payload of a ControllerResponse frame).
+//!
+//! Request payload: `u8 version (1)`, `u8 kind`, then the fields big-endian; strings and lists
+//! are `u32 length` + items. Every length is checked against the bytes left and bounded; trailing
+//! bytes are refused. Response: error code (this module's numbering, not Kafka's), the error's
+//! text as the message, and the created topic's id (16 bytes) or nothing as the payload.
+
+use bytes::Bytes;
+
+use super::controller::{ControllerError, ControllerRequest, ControllerResponse};
+use crate::raft::NodeId;
+
+const VERSION: u8 = 1;
+/// Bound on any decoded string or list.
+const LEN_MAX: usize = 1 << 16;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecodeError(pub &'static str);
+
+impl std::fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "controller request: {}", self.0)
+    }
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
+        if self.0.len() < n {
+            return Err(DecodeError("truncated"));
+        }
+        let (a, b) = self.0.split_at(n);
+        self.0 = b;
+        Ok(a)
+    }
+    fn u8(&mut self) -> Result<u8, DecodeError> {
+        Ok(self.take(1)?[0])
+    }
+    fn u16(&mut self) -> Result<u16, DecodeError> {
+        Ok(u16::from_be_bytes(
+            self.take(2)?.try_into().expect("2 bytes"),
+        ))
+    }
+    fn u32(&mut self) -> Result<u32, DecodeError> {
+        Ok(u32::from_be_bytes(
+            self.take(4)?.try_into().expect("4 bytes"),
+        ))
+    }
+    fn i32(&mut self) -> Result<i32, DecodeError> {
+        Ok(self.u32()? as i32)
+    }
+    fn i64(&mut self) -> Result<i64, DecodeError> {
+        Ok(i64::from_be_bytes(
+            self.take(8)?.try_into().expect("8 bytes"),
+        ))
+    }
+    fn len(&mut self, item_bytes_min: usize) -> Result<usize, DecodeError> {
+        let n = self.u32()? as usize;
+        if n > LEN_MAX || n.saturating_mul(item_bytes_min) > self.0.len() {
+            return Err(DecodeError("length out of bounds"));
+        }
+        Ok(n)
+    }
+    fn string(&mut self) -> Result<String, DecodeError> {
+        let n = self.len(1)?;
+        String::from_utf8(self.take(n)?.to_vec()).map_err(|_| DecodeError("invalid utf-8"))
+    }
+    fn id(&mut self) -> Result<[u8; 16], DecodeError> {
+        Ok(self.take(16)?.try_into().expect("16 bytes"))
+    }
+    fn ids(&mut self) -> Result<Vec<NodeId>, DecodeError> {
+        let n = self.len(4)?;
+        (0..n).map(|_| self.i32()).collect()
+    }
+    fn pairs(&mut self) -> Result<Vec<(String, String)>, DecodeError> {
+        let n = self.len(8)?;
+        (0..n)
+            .map(|_| Ok((self.string()?, self.string()?)))
+            .collect()
+    }
+}
+
+fn put_len(out: &mut Vec<u8>, n: usize) {
+    assert!(n <= LEN_MAX, "controller request field too long");
+    out.extend_from_slice(&(n as u32).to_be_bytes());
+}
+
+fn put_string(out: &mut Vec<u8>, s: &str) {
+    put_len(out, s.len());
+    out.extend_from_slice(s.as_bytes());
+}
+
+fn put_ids(out: &mut Vec<u8>, ids: &[NodeId]) {
+    put_len(out, ids.len());
+    for i in ids {
+        out.extend_from_slice(&i.to_be_bytes());
+    }
+}
+
+fn put_pairs(out: &mut Vec<u8>, pairs: &[(String, String)]) {
+    put_len(out, pairs.len());
+    for (k, v) in pairs {
+        put_string(out, k);
+        put_string(out, v);
+    }
+}
+
+pub fn encode_request(request: &ControllerRequest) -> Bytes {
+    let mut out = vec![VERSION];
+    match request {
+        ControllerRequest::RegisterBroker {
+            node_id,
+            host,
+            port,
+            incarnation,
+        } => {
+            out.push(1);
+            out.extend_from_slice(&node_id.to_be_bytes());
+            put_string(&mut out, host);
+            out.extend_from_slice(&port.to_be_bytes());
+            out.extend_from_slice(&incarnation.to_be_bytes());
+        }
+        ControllerRequest::AlterPartition {
+            topic_id,
+            partition,
+            leader,
+            leader_epoch,
+            current_isr,
+            new_isr,
+        } => {
+            out.push(2);
+            out.extend_from_slice(topic_id);
+            out.extend_from_slice(&partition.to_be_bytes());
+            out.extend_from_slice(&leader.to_be_bytes());
+            out.extend_from_slice(&leader_epoch.to_be_bytes());
+            put_ids(&mut out, current_isr);
+            put_ids(&mut out, new_isr);
+        }
+        ControllerRequest::CreateTopic {
+            name,
+            partitions,
+            replication_factor,
+            configs,
+        } => {
+            out.push(3);
+            put_string(&mut out, name);
+            out.extend_from_slice(&partitions.to_be_bytes());
+            out.extend_from_slice(&replication_factor.to_be_bytes());
+            put_pairs(&mut out, configs);
+        }
+        ControllerRequest::DeleteTopic { name } => {
+            out.push(4);
+            put_string(&mut out, name);
+        }
+        ControllerRequest::CreatePartitions { name, count } => {
+            out.push(5);
+            put_string(&mut out, name);
+            out.extend_from_slice(&count.to_be_bytes());
+        }
+        ControllerRequest::AlterTopicConfigs { name, configs } => {
+            out.push(6);
+            put_string(&mut out, name);
+            put_pairs(&mut out, configs);
+        }
+        ControllerRequest::ControlledShutdown {
+            node_id,
+            incarnation,
+        } => {
+            out.push(7);
+            out.extend_from_slice(&node_id.to_be_bytes());
+            out.extend_from_slice(&incarnation.to_be_bytes());
+        }
+    }
+    Bytes::from(out)
+}
+
+pub fn decode_request(buf: &[u8]) -> Result<ControllerRequest, DecodeError> {
+    let mut r = Reader(buf);
+    if r.u8()? != VERSION {
+        return Err(DecodeError("unknown version"));
+    }
+    let request = match r.u8()? {
+        1 => ControllerRequest::RegisterBroker {
+            node_id: r.i32()?,
+            host: r.string()?,
+            port: r.u16()?,
+            incarnation: r.i64()?,
+        },
+        2 => ControllerRequest::AlterPartition {
+            topic_id: r.id()?,
+            partition: r.u32()?,
+            leader: r.i32()?,
+            leader_epoch: r.i32()?,
+            current_isr: r.ids()?,
+            new_isr: r.ids()?,
+        },
+        3 => ControllerRequest::CreateTopic {
+            name: r.string()?,
+            partitions: r.u32()?,
+            replication_factor: r.u16()?,
+            configs: r.pairs()?,
+        },
+        4 => ControllerRequest::DeleteTopic { name: r.string()? },
+        5 => ControllerRequest::CreatePartitions {
+            name: r.string()?,
+            count: r.u32()?,
+        },
+        6 => ControllerRequest::AlterTopicConfigs {
+            name: r.string()?,
+            configs: r.pairs()?,
+        },
+        7 => ControllerRequest::ControlledShutdown {
+            node_id: r.i32()?,
+            incarnation: r.i64()?,
+        },
+        _ => return Err(DecodeError("unknown request kind")),
+    };
+    if !r.0.is_empty() {
+        return Err(DecodeError("trailing bytes"));
+    }
+    Ok(request)
+}
+
+/// (error code, message, payload) of a response frame.
+pub fn encode_response(response: &ControllerResponse) -> (i16, String, Bytes) {
+    let (code, message) = match &response.error {
+        ControllerError::None => (0, String::new()),
+        ControllerError::NotController => (1, String::new()),
+        ControllerError::StaleRequest => (2, String::new()),
+        ControllerError::UnknownTopic => (3, String::new()),
+        ControllerError::TopicExists => (4, String::new()),
+        ControllerError::InvalidReplicationFactor(m) => (5, m.clone()),
+        ControllerError::InvalidPartitions(m) => (6, m.clone()),
+        ControllerError::InvalidRequest(m) => (7, m.clone()),
+        ControllerError::IneligibleReplica(m) => (8, m.clone()),
+        ControllerError::QueueFull => (9, String::new()),
+    };
+    let payload = match response.topic_id {
+        Some(id) => Bytes::copy_from_slice(&id),
+        None => Bytes::new(),
+    };
+    (code, message, payload)
+}
+
+/// The inverse of [`encode_response`]; an unknown code reads as an invalid request.
+pub fn decode_response(code: i16, message: String, payload: &[u8]) -> ControllerResponse {
+    let error = match code {
+        0 => ControllerError::None,
+        1 => ControllerError::NotController,
+        2 => ControllerError::StaleRequest,
+        3 => ControllerError::UnknownTopic,
+        4 => ControllerError::TopicExists,
+        5 => ControllerError::InvalidReplicationFactor(message),
+        6 => ControllerError::InvalidPartitions(message),
+        8 => ControllerError::IneligibleReplica(message),
+        9 => ControllerError::QueueFull,
+        7 => ControllerError::InvalidRequest(message),
+        other => ControllerError::InvalidRequest(format!("unknown controller error {other}")),
+    };
+    ControllerResponse {
+        error,
+        topic_id: <[u8; 16]>::try_from(payload).ok(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn samples() -> Vec<ControllerRequest> {
+        vec![
+            ControllerRequest::RegisterBroker {
+                node_id: 2,
+                host: "broker2".into(),
+                port: 9092,
+                incarnation: 77,
+            },
+            ControllerRequest::AlterPartition {
+                topic_id: [3; 16],
+                partition: 5,
+                leader: 1,
+                leader_epoch: 9,
+                current_isr: vec![1, 2, 3],
+                new_isr: vec![1, 3],
+            },
+            ControllerRequest::CreateTopic {
+                name: "orders".into(),
+                partitions: 6,
+                replication_factor: 3,
+                configs: vec![("min.insync.replicas".into(), "2".into())],
+            },
+            ControllerRequest::DeleteTopic { name: "x".into() },
+            ControllerRequest::CreatePartitions {
+                name: "x".into(),
+                count: 9,
+            },
+            ControllerRequest::AlterTopicConfigs {
+                name: "x".into(),
+                configs: vec![],
+            },
+            ControllerRequest::ControlledShutdown {
+                node_id: 3,
+                incarnation: -4,
+            },
+        ]
+    }
+
+    #[test]
+    fn controller_requests_roundtrip_and_refuse_damage() {
+        for r in samples() {
+            let b = encode_request(&r);
+            assert_eq!(decode_request(&b).unwrap(), r);
+            for cut in 0..b.len() {
+                assert!(decode_request(&b[..cut]).is_err(), "{r:?} cut at {cut}");
+            }
+            let mut longer = b.to_vec();
+            longer.push(0);
+            assert!(decode_request(&longer).is_err());
+        }
+    }
+
+    #[test]
+    fn controller_responses_roundtrip() {
+        for error in [
+            ControllerError::None,
+            ControllerError::NotController,
+            ControllerError::StaleRequest,
+            ControllerError::UnknownTopic,
+            ControllerError::TopicExists,
+            ControllerError::InvalidReplicationFactor("rf".into()),
+            ControllerError::InvalidPartitions("p".into()),
+            ControllerError::InvalidRequest("r".into()),
+            ControllerError::IneligibleReplica("e".into()),
+            ControllerError::QueueFull,
+        ] {
+            for topic_id in [None, Some([7u8; 16])] {
+                let r = ControllerResponse {
+                    error: error.clone(),
+                    topic_id,
+                };
+                let (code, message, payload) = encode_response(&r);
+                assert_eq!(decode_response(code, message, &payload), r);
+            }
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn controller_request_decode_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+            if let Ok(r) = decode_request(&bytes) {
+                prop_assert_eq!(decode_request(&encode_request(&r)).unwrap(), r);
+            }
+        }
+    }
+}

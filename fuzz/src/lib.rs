@@ -40,8 +40,17 @@ pub const TARGETS: &[(&str, Target)] = &[
 
 /// Any bytes as a controller-to-controller frame body (size prefix removed): decoding returns a
 /// frame or an error, never a panic; a decoded frame re-encodes to a body that decodes to the
-/// same frame (and, the encoding being canonical, to the same bytes).
+/// same frame (and, the encoding being canonical, to the same bytes). The same bytes are also
+/// decoded as a controller request payload, which must round-trip too.
 pub fn quorum_frame(data: &[u8]) {
+    if let Ok(request) = broker::cluster::requests::decode_request(data) {
+        let again = broker::cluster::requests::encode_request(&request);
+        assert_eq!(
+            broker::cluster::requests::decode_request(&again).as_ref(),
+            Ok(&request),
+            "controller request decode(encode(x)) != x"
+        );
+    }
     let _ = broker::raft::wire::split_frame(data);
     let Ok(frame) = broker::raft::wire::decode_body(data) else {
         return;

@@ -16,9 +16,10 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
 use super::admin::{topic_error_code, CONFIG_SOURCE_DEFAULT, CONFIG_SOURCE_TOPIC};
-use super::{code, KafkaApis};
+use super::{code, KafkaApis, Reply};
 use crate::replica::{topic_config, TopicError};
 use crate::storage::Storage;
+use kafka_protocol::messages::ResponseKind;
 
 pub const RESOURCE_TOPIC: i8 = 2;
 pub const RESOURCE_BROKER: i8 = 4;
@@ -138,6 +139,7 @@ impl<S: Storage + Clone> KafkaApis<S> {
         resource_type: i8,
         name: &str,
         validate_only: bool,
+        forward: &mut Vec<(String, BTreeMap<String, String>)>,
         change: impl FnOnce(&mut BTreeMap<String, String>) -> Result<(), String>,
     ) -> (i16, Option<String>) {
         if resource_type != RESOURCE_TOPIC {
@@ -157,24 +159,72 @@ impl<S: Storage + Clone> KafkaApis<S> {
         if validate_only {
             return (0, None);
         }
+        if self.cluster.is_some() {
+            // A cluster's topic configs live in the metadata log: the controller changes them
+            // and every replica applies them from the image (see `forward`).
+            forward.push((name.to_string(), configs));
+            return (0, None);
+        }
         match self.replicas.set_topic_configs(name, configs) {
             Ok(()) => (0, None),
             Err(e) => (topic_error_code(&e), Some(e.message())),
         }
     }
 
+    /// Sends the config changes `forward` collected to the active controller, then answers.
+    fn forward_configs<R: Send + 'static>(
+        &self,
+        response: R,
+        forward: Vec<(String, BTreeMap<String, String>)>,
+        set_error: fn(&mut R, &str, i16, String),
+        into_kind: fn(R) -> ResponseKind,
+    ) -> Reply {
+        let Some(view) = self.cluster.clone().filter(|_| !forward.is_empty()) else {
+            return Reply::Now(into_kind(response));
+        };
+        Reply::Later(Box::pin(async move {
+            use crate::cluster::controller::{ControllerError, ControllerRequest};
+            let mut response = response;
+            for (name, configs) in forward {
+                let r = view
+                    .controller_request(ControllerRequest::AlterTopicConfigs {
+                        name: name.clone(),
+                        configs: configs.into_iter().collect(),
+                    })
+                    .await;
+                match r.error {
+                    ControllerError::None => {}
+                    ControllerError::UnknownTopic => set_error(
+                        &mut response,
+                        &name,
+                        code(ResponseError::UnknownTopicOrPartition),
+                        "unknown topic".into(),
+                    ),
+                    e => set_error(
+                        &mut response,
+                        &name,
+                        code(ResponseError::NotController),
+                        format!("the controller did not apply the change: {e:?}"),
+                    ),
+                }
+            }
+            into_kind(response)
+        }))
+    }
+
     pub(super) fn incremental_alter_configs(
         &self,
         request: IncrementalAlterConfigsRequest,
         _version: i16,
-    ) -> IncrementalAlterConfigsResponse {
+    ) -> Reply {
         let validate_only = request.validate_only;
+        let mut forward = Vec::new();
         let responses = request
             .resources
             .into_iter()
             .map(|res| {
                 let (error, message) =
-                    self.alter_topic_configs(res.resource_type, res.resource_name.as_str(), validate_only, |configs| {
+                    self.alter_topic_configs(res.resource_type, res.resource_name.as_str(), validate_only, &mut forward, |configs| {
                         for change in &res.configs {
                             let key = change.name.as_str().to_string();
                             match change.config_operation {
@@ -205,16 +255,27 @@ impl<S: Storage + Clone> KafkaApis<S> {
                     .with_error_message(message.map(StrBytes::from_string))
             })
             .collect();
-        IncrementalAlterConfigsResponse::default().with_responses(responses)
+        self.forward_configs(
+            IncrementalAlterConfigsResponse::default().with_responses(responses),
+            forward,
+            |r, name, error, message| {
+                for res in r
+                    .responses
+                    .iter_mut()
+                    .filter(|x| x.resource_name.as_str() == name)
+                {
+                    res.error_code = error;
+                    res.error_message = Some(StrBytes::from_string(message.clone()));
+                }
+            },
+            ResponseKind::IncrementalAlterConfigs,
+        )
     }
 
     /// The legacy AlterConfigs: the given set replaces all of the topic's overrides.
-    pub(super) fn alter_configs(
-        &self,
-        request: AlterConfigsRequest,
-        _version: i16,
-    ) -> AlterConfigsResponse {
+    pub(super) fn alter_configs(&self, request: AlterConfigsRequest, _version: i16) -> Reply {
         let validate_only = request.validate_only;
+        let mut forward = Vec::new();
         let responses = request
             .resources
             .into_iter()
@@ -223,6 +284,7 @@ impl<S: Storage + Clone> KafkaApis<S> {
                     res.resource_type,
                     res.resource_name.as_str(),
                     validate_only,
+                    &mut forward,
                     |configs| {
                         configs.clear();
                         for c in &res.configs {
@@ -242,6 +304,20 @@ impl<S: Storage + Clone> KafkaApis<S> {
                     .with_error_message(message.map(StrBytes::from_string))
             })
             .collect();
-        AlterConfigsResponse::default().with_responses(responses)
+        self.forward_configs(
+            AlterConfigsResponse::default().with_responses(responses),
+            forward,
+            |r, name, error, message| {
+                for res in r
+                    .responses
+                    .iter_mut()
+                    .filter(|x| x.resource_name.as_str() == name)
+                {
+                    res.error_code = error;
+                    res.error_message = Some(StrBytes::from_string(message.clone()));
+                }
+            },
+            ResponseKind::AlterConfigs,
+        )
     }
 }

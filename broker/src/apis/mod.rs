@@ -7,6 +7,7 @@ mod cluster;
 mod configs;
 pub mod fetch;
 mod groups;
+mod leader_epoch;
 mod list_offsets;
 mod metadata;
 mod produce;
@@ -152,6 +153,9 @@ impl<S: Storage + Clone> KafkaApis<S> {
             RequestKind::ListOffsets(r) => {
                 Reply::Now(ResponseKind::ListOffsets(self.list_offsets(r, version)))
             }
+            RequestKind::OffsetForLeaderEpoch(r) => Reply::Now(ResponseKind::OffsetForLeaderEpoch(
+                self.offset_for_leader_epoch(r, version),
+            )),
             RequestKind::CreateTopics(r) => {
                 Reply::Now(ResponseKind::CreateTopics(self.create_topics(r, version)))
             }
@@ -164,12 +168,8 @@ impl<S: Storage + Clone> KafkaApis<S> {
             RequestKind::DescribeConfigs(r) => Reply::Now(ResponseKind::DescribeConfigs(
                 self.describe_configs(r, version),
             )),
-            RequestKind::IncrementalAlterConfigs(r) => Reply::Now(
-                ResponseKind::IncrementalAlterConfigs(self.incremental_alter_configs(r, version)),
-            ),
-            RequestKind::AlterConfigs(r) => {
-                Reply::Now(ResponseKind::AlterConfigs(self.alter_configs(r, version)))
-            }
+            RequestKind::IncrementalAlterConfigs(r) => self.incremental_alter_configs(r, version),
+            RequestKind::AlterConfigs(r) => self.alter_configs(r, version),
             RequestKind::InitProducerId(r) => Reply::Now(ResponseKind::InitProducerId(
                 self.init_producer_id(r, version),
             )),

@@ -175,6 +175,36 @@ pub async fn run(
     }
 }
 
+/// Refuses a data directory written in the other mode: a single broker's topics are not in any
+/// cluster's metadata, so a cluster node would delete them as removed topics; and a cluster
+/// node's data served by a single broker would drift from the cluster. A fresh directory is
+/// claimed for the mode it starts in.
+fn check_data_dir_mode<S: Storage>(storage: &S, config: &BrokerConfig) -> anyhow::Result<()> {
+    let metadata = config.data_dir.join(crate::cluster::METADATA_DIR);
+    let registry = config.data_dir.join("meta");
+    let clustered = config.cluster.is_clustered();
+    if clustered && !storage.exists(&metadata) && storage.exists(&registry) {
+        anyhow::bail!(
+            "{} holds a single broker's data (no {}); a cluster node would treat its topics as \
+             deleted. Start it without --voters, or give this node an empty --data-dir",
+            config.data_dir.display(),
+            crate::cluster::METADATA_DIR
+        );
+    }
+    if !clustered && storage.exists(&metadata) {
+        anyhow::bail!(
+            "{} belongs to a cluster node ({} exists); start it with --node-id and --voters",
+            config.data_dir.display(),
+            crate::cluster::METADATA_DIR
+        );
+    }
+    if clustered {
+        storage.create_dir_all(&metadata)?;
+        storage.sync_dir(&config.data_dir)?;
+    }
+    Ok(())
+}
+
 /// [`run`] as one node of a replicated cluster, over any storage, clock, listeners and dialer.
 pub async fn run_cluster_with<S, A, C, D>(
     config: BrokerConfig,
@@ -228,6 +258,7 @@ where
         clock,
         seed,
     } = env;
+    check_data_dir_mode(&storage, &config)?;
     let replicas = {
         let config = config.clone();
         let now = clock.now_ms();
@@ -492,4 +523,51 @@ where
     }
     tracing::info!("shut down cleanly");
     Ok(())
+}
+
+#[cfg(test)]
+mod mode_tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::config::{parse_voters, ClusterConfig};
+    use crate::storage::MemStorage;
+
+    #[test]
+    fn a_data_dir_serves_only_the_mode_it_was_made_in() {
+        let s = MemStorage::new();
+        let single = BrokerConfig {
+            data_dir: "/d".into(),
+            ..BrokerConfig::default()
+        };
+        let node = BrokerConfig {
+            cluster: ClusterConfig {
+                voters: parse_voters("1@a:1,2@b:2,3@c:3").unwrap(),
+                ..ClusterConfig::default()
+            },
+            ..single.clone()
+        };
+        // A single broker's directory (it has a topic registry) is refused by a cluster node.
+        s.create_dir_all(Path::new("/d/meta")).unwrap();
+        assert!(check_data_dir_mode(&s, &single).is_ok());
+        let e = check_data_dir_mode(&s, &node).unwrap_err().to_string();
+        assert!(e.contains("single broker"), "{e}");
+        // A fresh directory is claimed by the cluster node; then a single broker refuses it.
+        let fresh = BrokerConfig {
+            data_dir: "/e".into(),
+            ..node.clone()
+        };
+        assert!(check_data_dir_mode(&s, &fresh).is_ok());
+        s.create_dir_all(Path::new("/e/meta")).unwrap();
+        assert!(
+            check_data_dir_mode(&s, &fresh).is_ok(),
+            "a restart of the node"
+        );
+        let single_e = BrokerConfig {
+            data_dir: "/e".into(),
+            ..single
+        };
+        let e = check_data_dir_mode(&s, &single_e).unwrap_err().to_string();
+        assert!(e.contains("cluster node"), "{e}");
+    }
 }

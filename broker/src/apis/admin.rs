@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
+use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::create_topics_response::{
     CreatableTopicConfigs, CreatableTopicResult,
 };
@@ -33,6 +34,18 @@ pub(crate) fn topic_error_code(e: &TopicError) -> i16 {
     })
 }
 
+/// The config overrides a CreateTopics entry asks for (entries without a value are skipped).
+pub(crate) fn requested_configs(t: &CreatableTopic) -> BTreeMap<String, String> {
+    t.configs
+        .iter()
+        .filter_map(|c| {
+            c.value
+                .as_ref()
+                .map(|v| (c.name.as_str().to_string(), v.as_str().to_string()))
+        })
+        .collect()
+}
+
 impl<S: Storage + Clone> KafkaApis<S> {
     pub(super) fn create_topics(
         &self,
@@ -46,15 +59,7 @@ impl<S: Storage + Clone> KafkaApis<S> {
             .into_iter()
             .map(|t| {
                 let name = t.name.0.as_str().to_string();
-                let configs: BTreeMap<String, String> = t
-                    .configs
-                    .iter()
-                    .filter_map(|c| {
-                        c.value
-                            .as_ref()
-                            .map(|v| (c.name.as_str().to_string(), v.as_str().to_string()))
-                    })
-                    .collect();
+                let configs = requested_configs(&t);
                 let mut partitions = t.num_partitions;
                 let outcome = if t.replication_factor != -1 && t.replication_factor != 1 {
                     Err((

@@ -4,7 +4,6 @@
 //! active controller. Each admin answer waits (bounded) until this broker's image shows the
 //! change, so a client's next Metadata request to this broker sees it.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -85,15 +84,12 @@ impl<S: Storage + Clone> KafkaApis<S> {
         version: i16,
     ) -> MetadataResponse {
         let image = view.image();
-        let brokers = image
-            .brokers
-            .iter()
-            .filter(|(_, b)| !b.fenced)
-            .map(|(id, b)| {
+        let brokers = live_brokers(&image)
+            .map(|(id, host, port)| {
                 MetadataResponseBroker::default()
-                    .with_node_id(BrokerId(*id))
-                    .with_host(StrBytes::from_string(b.host.clone()))
-                    .with_port(i32::from(b.port))
+                    .with_node_id(BrokerId(id))
+                    .with_host(host)
+                    .with_port(port)
             })
             .collect();
         let requested: Option<Vec<String>> = match request.topics {
@@ -172,15 +168,12 @@ impl<S: Storage + Clone> KafkaApis<S> {
     ) -> DescribeClusterResponse {
         let view = self.cluster.as_ref().expect("cluster mode");
         let image = view.image();
-        let brokers = image
-            .brokers
-            .iter()
-            .filter(|(_, b)| !b.fenced)
-            .map(|(id, b)| {
+        let brokers = live_brokers(&image)
+            .map(|(id, host, port)| {
                 DescribeClusterBroker::default()
-                    .with_broker_id(BrokerId(*id))
-                    .with_host(StrBytes::from_string(b.host.clone()))
-                    .with_port(i32::from(b.port))
+                    .with_broker_id(BrokerId(id))
+                    .with_host(host)
+                    .with_port(port)
             })
             .collect();
         DescribeClusterResponse::default()
@@ -202,15 +195,7 @@ impl<S: Storage + Clone> KafkaApis<S> {
             let mut results = Vec::with_capacity(request.topics.len());
             for t in request.topics {
                 let name = t.name.0.as_str().to_string();
-                let configs: BTreeMap<String, String> = t
-                    .configs
-                    .iter()
-                    .filter_map(|c| {
-                        c.value
-                            .as_ref()
-                            .map(|v| (c.name.as_str().to_string(), v.as_str().to_string()))
-                    })
-                    .collect();
+                let configs = super::admin::requested_configs(&t);
                 let partitions = match (t.num_partitions, t.assignments.len()) {
                     (_, n) if n > 0 => n as i32,
                     (-1, _) => config.default_partitions as i32,
@@ -386,6 +371,21 @@ impl<S: Storage + Clone> KafkaApis<S> {
             )
         }))
     }
+}
+
+/// (id, host, port) of every registered, unfenced broker: the brokers clients are told about.
+fn live_brokers(image: &MetadataImage) -> impl Iterator<Item = (i32, StrBytes, i32)> + '_ {
+    image
+        .brokers
+        .iter()
+        .filter(|(_, b)| !b.fenced)
+        .map(|(id, b)| {
+            (
+                *id,
+                StrBytes::from_string(b.host.clone()),
+                i32::from(b.port),
+            )
+        })
 }
 
 /// The controller id clients are told: the active controller when it is a registered broker,

@@ -3,102 +3,16 @@
 //! error code, message and payload of a ControllerResponse frame).
 //!
 //! Request payload: `u8 version (1)`, `u8 kind`, then the fields big-endian; strings and lists
-//! are `u32 length` + items. Every length is checked against the bytes left and bounded; trailing
-//! bytes are refused. Response: error code (this module's numbering, not Kafka's), the error's
+//! are `u32 length` + items (the metadata records' reader and writers). Every length is checked
+//! against the bytes left and bounded; trailing bytes are refused. Response: error code (this module's numbering, not Kafka's), the error's
 //! text as the message, and the created topic's id (16 bytes) or nothing as the payload.
 
 use bytes::Bytes;
 
 use super::controller::{ControllerError, ControllerRequest, ControllerResponse};
-use crate::raft::NodeId;
+use crate::raft::metadata::{put_ids, put_len, put_string, DecodeError, Reader};
 
 const VERSION: u8 = 1;
-/// Bound on any decoded string or list.
-const LEN_MAX: usize = 1 << 16;
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DecodeError(pub &'static str);
-
-impl std::fmt::Display for DecodeError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "controller request: {}", self.0)
-    }
-}
-
-struct Reader<'a>(&'a [u8]);
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
-        if self.0.len() < n {
-            return Err(DecodeError("truncated"));
-        }
-        let (a, b) = self.0.split_at(n);
-        self.0 = b;
-        Ok(a)
-    }
-    fn u8(&mut self) -> Result<u8, DecodeError> {
-        Ok(self.take(1)?[0])
-    }
-    fn u16(&mut self) -> Result<u16, DecodeError> {
-        Ok(u16::from_be_bytes(
-            self.take(2)?.try_into().expect("2 bytes"),
-        ))
-    }
-    fn u32(&mut self) -> Result<u32, DecodeError> {
-        Ok(u32::from_be_bytes(
-            self.take(4)?.try_into().expect("4 bytes"),
-        ))
-    }
-    fn i32(&mut self) -> Result<i32, DecodeError> {
-        Ok(self.u32()? as i32)
-    }
-    fn i64(&mut self) -> Result<i64, DecodeError> {
-        Ok(i64::from_be_bytes(
-            self.take(8)?.try_into().expect("8 bytes"),
-        ))
-    }
-    fn len(&mut self, item_bytes_min: usize) -> Result<usize, DecodeError> {
-        let n = self.u32()? as usize;
-        if n > LEN_MAX || n.saturating_mul(item_bytes_min) > self.0.len() {
-            return Err(DecodeError("length out of bounds"));
-        }
-        Ok(n)
-    }
-    fn string(&mut self) -> Result<String, DecodeError> {
-        let n = self.len(1)?;
-        String::from_utf8(self.take(n)?.to_vec()).map_err(|_| DecodeError("invalid utf-8"))
-    }
-    fn id(&mut self) -> Result<[u8; 16], DecodeError> {
-        Ok(self.take(16)?.try_into().expect("16 bytes"))
-    }
-    fn ids(&mut self) -> Result<Vec<NodeId>, DecodeError> {
-        let n = self.len(4)?;
-        (0..n).map(|_| self.i32()).collect()
-    }
-    fn pairs(&mut self) -> Result<Vec<(String, String)>, DecodeError> {
-        let n = self.len(8)?;
-        (0..n)
-            .map(|_| Ok((self.string()?, self.string()?)))
-            .collect()
-    }
-}
-
-fn put_len(out: &mut Vec<u8>, n: usize) {
-    assert!(n <= LEN_MAX, "controller request field too long");
-    out.extend_from_slice(&(n as u32).to_be_bytes());
-}
-
-fn put_string(out: &mut Vec<u8>, s: &str) {
-    put_len(out, s.len());
-    out.extend_from_slice(s.as_bytes());
-}
-
-fn put_ids(out: &mut Vec<u8>, ids: &[NodeId]) {
-    put_len(out, ids.len());
-    for i in ids {
-        out.extend_from_slice(&i.to_be_bytes());
-    }
-}
 
 fn put_pairs(out: &mut Vec<u8>, pairs: &[(String, String)]) {
     put_len(out, pairs.len());
@@ -106,6 +20,14 @@ fn put_pairs(out: &mut Vec<u8>, pairs: &[(String, String)]) {
         put_string(out, k);
         put_string(out, v);
     }
+}
+
+fn pairs(r: &mut Reader<'_>) -> Result<Vec<(String, String)>, DecodeError> {
+    let n = r.len()?;
+    if n.saturating_mul(8) > r.buf.len() {
+        return Err(DecodeError("list longer than the request"));
+    }
+    (0..n).map(|_| Ok((r.string()?, r.string()?))).collect()
 }
 
 pub fn encode_request(request: &ControllerRequest) -> Bytes {
@@ -178,7 +100,7 @@ pub fn encode_request(request: &ControllerRequest) -> Bytes {
 }
 
 pub fn decode_request(buf: &[u8]) -> Result<ControllerRequest, DecodeError> {
-    let mut r = Reader(buf);
+    let mut r = Reader { buf };
     if r.u8()? != VERSION {
         return Err(DecodeError("unknown version"));
     }
@@ -201,7 +123,7 @@ pub fn decode_request(buf: &[u8]) -> Result<ControllerRequest, DecodeError> {
             name: r.string()?,
             partitions: r.u32()?,
             replication_factor: r.u16()?,
-            configs: r.pairs()?,
+            configs: pairs(&mut r)?,
         },
         4 => ControllerRequest::DeleteTopic { name: r.string()? },
         5 => ControllerRequest::CreatePartitions {
@@ -210,7 +132,7 @@ pub fn decode_request(buf: &[u8]) -> Result<ControllerRequest, DecodeError> {
         },
         6 => ControllerRequest::AlterTopicConfigs {
             name: r.string()?,
-            configs: r.pairs()?,
+            configs: pairs(&mut r)?,
         },
         7 => ControllerRequest::ControlledShutdown {
             node_id: r.i32()?,
@@ -218,7 +140,7 @@ pub fn decode_request(buf: &[u8]) -> Result<ControllerRequest, DecodeError> {
         },
         _ => return Err(DecodeError("unknown request kind")),
     };
-    if !r.0.is_empty() {
+    if !r.buf.is_empty() {
         return Err(DecodeError("trailing bytes"));
     }
     Ok(request)

@@ -79,12 +79,13 @@ impl std::fmt::Display for DecodeError {
 
 impl std::error::Error for DecodeError {}
 
-struct Reader<'a> {
-    buf: &'a [u8],
+/// A bounds-checked big-endian reader, shared with `cluster::requests`.
+pub(crate) struct Reader<'a> {
+    pub(crate) buf: &'a [u8],
 }
 
 impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
+    pub(crate) fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
         if self.buf.len() < n {
             return Err(DecodeError("truncated"));
         }
@@ -92,36 +93,36 @@ impl<'a> Reader<'a> {
         self.buf = b;
         Ok(a)
     }
-    fn u8(&mut self) -> Result<u8, DecodeError> {
+    pub(crate) fn u8(&mut self) -> Result<u8, DecodeError> {
         Ok(self.take(1)?[0])
     }
-    fn u16(&mut self) -> Result<u16, DecodeError> {
+    pub(crate) fn u16(&mut self) -> Result<u16, DecodeError> {
         Ok(u16::from_be_bytes(self.take(2)?.try_into().unwrap()))
     }
-    fn u32(&mut self) -> Result<u32, DecodeError> {
+    pub(crate) fn u32(&mut self) -> Result<u32, DecodeError> {
         Ok(u32::from_be_bytes(self.take(4)?.try_into().unwrap()))
     }
-    fn i32(&mut self) -> Result<i32, DecodeError> {
+    pub(crate) fn i32(&mut self) -> Result<i32, DecodeError> {
         Ok(self.u32()? as i32)
     }
-    fn i64(&mut self) -> Result<i64, DecodeError> {
+    pub(crate) fn i64(&mut self) -> Result<i64, DecodeError> {
         Ok(i64::from_be_bytes(self.take(8)?.try_into().unwrap()))
     }
-    fn len(&mut self) -> Result<usize, DecodeError> {
+    pub(crate) fn len(&mut self) -> Result<usize, DecodeError> {
         let n = self.u32()? as usize;
         if n > MAX_LEN || n > self.buf.len() {
             return Err(DecodeError("length out of bounds"));
         }
         Ok(n)
     }
-    fn string(&mut self) -> Result<String, DecodeError> {
+    pub(crate) fn string(&mut self) -> Result<String, DecodeError> {
         let n = self.len()?;
         String::from_utf8(self.take(n)?.to_vec()).map_err(|_| DecodeError("invalid utf-8"))
     }
-    fn id(&mut self) -> Result<[u8; 16], DecodeError> {
+    pub(crate) fn id(&mut self) -> Result<[u8; 16], DecodeError> {
         Ok(self.take(16)?.try_into().unwrap())
     }
-    fn ids(&mut self) -> Result<Vec<NodeId>, DecodeError> {
+    pub(crate) fn ids(&mut self) -> Result<Vec<NodeId>, DecodeError> {
         let n = self.len()?;
         if n * 4 > self.buf.len() {
             return Err(DecodeError("list longer than the record"));
@@ -130,17 +131,17 @@ impl<'a> Reader<'a> {
     }
 }
 
-fn put_len(out: &mut Vec<u8>, n: usize) {
+pub(crate) fn put_len(out: &mut Vec<u8>, n: usize) {
     assert!(n <= MAX_LEN, "metadata field too long");
     out.extend_from_slice(&(n as u32).to_be_bytes());
 }
 
-fn put_string(out: &mut Vec<u8>, s: &str) {
+pub(crate) fn put_string(out: &mut Vec<u8>, s: &str) {
     put_len(out, s.len());
     out.extend_from_slice(s.as_bytes());
 }
 
-fn put_ids(out: &mut Vec<u8>, ids: &[NodeId]) {
+pub(crate) fn put_ids(out: &mut Vec<u8>, ids: &[NodeId]) {
     put_len(out, ids.len());
     for i in ids {
         out.extend_from_slice(&i.to_be_bytes());

@@ -36,23 +36,54 @@ impl<S: Storage + Clone> KafkaApis<S> {
         if replica >= 0 {
             return self.replica_fetch(request, replica, version, max_wait_ms, min_bytes);
         }
-        let (response, bytes) = self.fetch_once(&request, version);
+        self.long_poll(request, max_wait_ms, min_bytes, None, move |apis, r| {
+            apis.fetch_once(r, version)
+        })
+    }
+
+    /// Answers `request` with `once(request)` now if it has `min_bytes` (or an error the client
+    /// must act on, or no wait was asked for); otherwise re-runs it whenever data changes (any
+    /// high watermark advance for consumers, any leader append for `replica`) until it does or
+    /// `max_wait_ms` passes.
+    fn long_poll(
+        &self,
+        request: FetchRequest,
+        max_wait_ms: i32,
+        min_bytes: usize,
+        replica: Option<i32>,
+        once: impl Fn(&Self, &FetchRequest) -> (FetchResponse, usize) + Send + 'static,
+    ) -> Reply {
+        let (response, bytes) = once(self, &request);
         if bytes >= min_bytes || max_wait_ms == 0 || bytes_unreachable(&response) {
             return Reply::Now(ResponseKind::Fetch(response));
         }
         let apis = self.clone();
         Reply::Later(Box::pin(async move {
             let deadline = tokio::time::Instant::now() + Duration::from_millis(max_wait_ms as u64);
+            let version = |apis: &Self| match replica {
+                None => apis.replicas.data_version(),
+                Some(_) => apis.replicas.log_end_version(),
+            };
             loop {
-                let seen = apis.replicas.data_version();
-                let (response, bytes) = apis.fetch_once(&request, version);
-                if bytes >= min_bytes || tokio::time::Instant::now() >= deadline {
+                let seen = version(&apis);
+                // For a follower, re-reading also re-reports its position: harmless, it only
+                // grows.
+                let (response, bytes) = once(&apis, &request);
+                if bytes >= min_bytes
+                    || bytes_unreachable(&response)
+                    || tokio::time::Instant::now() >= deadline
+                {
                     return ResponseKind::Fetch(response);
                 }
-                let changed = apis.replicas.data_changed_since(seen);
+                let changed = async {
+                    match replica {
+                        None => apis.replicas.data_changed_since(seen).await,
+                        Some(_) => apis.replicas.log_end_changed_since(seen).await,
+                    }
+                };
                 if tokio::time::timeout_at(deadline, changed).await.is_err() {
                     // Deadline: answer with what there is.
-                    return ResponseKind::Fetch(apis.fetch_once(&request, version).0);
+                    return ResponseKind::Fetch(once(&apis, &request).0);
                 }
             }
         }))
@@ -166,31 +197,13 @@ impl<S: Storage + Clone> KafkaApis<S> {
         max_wait_ms: i32,
         min_bytes: usize,
     ) -> Reply {
-        let (response, bytes) = self.replica_fetch_once(&request, replica, version);
-        if bytes >= min_bytes || max_wait_ms == 0 || bytes_unreachable(&response) {
-            return Reply::Now(ResponseKind::Fetch(response));
-        }
-        let apis = self.clone();
-        Reply::Later(Box::pin(async move {
-            let deadline = tokio::time::Instant::now() + Duration::from_millis(max_wait_ms as u64);
-            loop {
-                let seen = apis.replicas.log_end_version();
-                // Re-reading also re-reports the follower's position: harmless, it only grows.
-                let (response, bytes) = apis.replica_fetch_once(&request, replica, version);
-                if bytes >= min_bytes
-                    || bytes_unreachable(&response)
-                    || tokio::time::Instant::now() >= deadline
-                {
-                    return ResponseKind::Fetch(response);
-                }
-                let changed = apis.replicas.log_end_changed_since(seen);
-                if tokio::time::timeout_at(deadline, changed).await.is_err() {
-                    return ResponseKind::Fetch(
-                        apis.replica_fetch_once(&request, replica, version).0,
-                    );
-                }
-            }
-        }))
+        self.long_poll(
+            request,
+            max_wait_ms,
+            min_bytes,
+            Some(replica),
+            move |apis, r| apis.replica_fetch_once(r, replica, version),
+        )
     }
 
     fn replica_fetch_once(

@@ -13,8 +13,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use kafka_protocol::messages::fetch_response::{
-    EpochEndOffset, FetchableTopicResponse, PartitionData,
+    EpochEndOffset, FetchableTopicResponse, LeaderIdAndEpoch, PartitionData,
 };
+use kafka_protocol::messages::BrokerId;
 use kafka_protocol::messages::{FetchRequest, FetchResponse, ResponseKind};
 use kafka_protocol::ResponseError;
 
@@ -126,6 +127,16 @@ impl<S: Storage + Clone> KafkaApis<S> {
                     partition.leader_epoch(),
                     fp.current_leader_epoch,
                 ) {
+                    // v12+: tell the client where the partition moved, when the image knows.
+                    if let Some((leader, epoch)) =
+                        self.known_leader(fetch_topic.topic.0.as_str(), fp.partition)
+                    {
+                        data = data.with_current_leader(
+                            LeaderIdAndEpoch::default()
+                                .with_leader_id(BrokerId(leader))
+                                .with_leader_epoch(epoch),
+                        );
+                    }
                     partitions.push(data.with_error_code(code(error)));
                     continue;
                 }
@@ -171,6 +182,21 @@ impl<S: Storage + Clone> KafkaApis<S> {
                 .with_responses(topics),
             total,
         )
+    }
+}
+
+impl<S: Storage + Clone> KafkaApis<S> {
+    /// The partition's leader and leader epoch in this broker's metadata image, if clustered
+    /// and known.
+    pub(crate) fn known_leader(&self, topic: &str, partition: i32) -> Option<(i32, i32)> {
+        let image = self.cluster.as_ref()?.image();
+        let id = image.topic_ids.get(topic)?;
+        let p = image
+            .topics
+            .get(id)?
+            .partitions
+            .get(usize::try_from(partition).ok()?)?;
+        (p.leader >= 0).then_some((p.leader, p.leader_epoch))
     }
 }
 

@@ -7,9 +7,10 @@
 use std::time::Duration;
 
 use kafka_protocol::messages::produce_response::{
-    BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
+    BatchIndexAndErrorMessage, LeaderIdAndEpoch, NodeEndpoint, PartitionProduceResponse,
+    TopicProduceResponse,
 };
-use kafka_protocol::messages::{ProduceRequest, ProduceResponse, ResponseKind};
+use kafka_protocol::messages::{BrokerId, ProduceRequest, ProduceResponse, ResponseKind};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
@@ -72,6 +73,8 @@ impl<S: Storage + Clone> KafkaApis<S> {
         let mut topics = Vec::with_capacity(request.topic_data.len());
         // (topic slot, partition slot, partition, end offset) of every append to wait for.
         let mut waits = Vec::new();
+        // Leaders named in NOT_LEADER_OR_FOLLOWER answers, whose endpoints v10+ carries.
+        let mut new_leaders = std::collections::BTreeSet::new();
         for topic_data in request.topic_data {
             let name = topic_data.name.0.as_str().to_string();
             let topic = self.replicas.topic(&name);
@@ -151,12 +154,25 @@ impl<S: Storage + Clone> KafkaApis<S> {
                         );
                     }
                     Err(ProduceError::NotLeader) => {
-                        partitions.push(partition_error(
+                        let mut r = partition_error(
                             index,
                             ResponseError::NotLeaderOrFollower,
                             None,
                             version,
-                        ));
+                        );
+                        // v10+ (KIP-951): where the partition moved, so the producer need not
+                        // wait for a metadata refresh.
+                        if let (true, Some((leader, epoch))) =
+                            (version >= 10, self.known_leader(&name, index))
+                        {
+                            r = r.with_current_leader(
+                                LeaderIdAndEpoch::default()
+                                    .with_leader_id(BrokerId(leader))
+                                    .with_leader_epoch(epoch),
+                            );
+                            new_leaders.insert(leader);
+                        }
+                        partitions.push(r);
                     }
                     Err(ProduceError::NotEnoughReplicas { isr, min_isr }) => {
                         partitions.push(partition_error(
@@ -188,7 +204,20 @@ impl<S: Storage + Clone> KafkaApis<S> {
         if acks == 0 {
             return Reply::Nothing;
         }
-        let response = ProduceResponse::default().with_responses(topics);
+        let mut response = ProduceResponse::default().with_responses(topics);
+        if let Some(view) = self.cluster.as_ref().filter(|_| !new_leaders.is_empty()) {
+            let image = view.image();
+            response.node_endpoints = new_leaders
+                .iter()
+                .filter_map(|id| image.brokers.get(id).map(|b| (id, b)))
+                .map(|(id, b)| {
+                    NodeEndpoint::default()
+                        .with_node_id(BrokerId(*id))
+                        .with_host(StrBytes::from_string(b.host.clone()))
+                        .with_port(i32::from(b.port))
+                })
+                .collect();
+        }
         let all = acks == -1;
         waits.retain(|(_, _, partition, end, _, _)| {
             if all {

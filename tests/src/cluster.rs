@@ -9,8 +9,8 @@
 
 use std::fs::{self, File};
 use std::net::TcpListener;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -291,6 +291,34 @@ impl Cluster {
             "kill({sig}) node {id}: {}",
             std::io::Error::last_os_error()
         );
+    }
+
+    /// Starts a controlled shutdown of node `id` (SIGTERM) without waiting for it to exit; see
+    /// [`Cluster::try_reap`].
+    pub fn sigterm(&mut self, id: i32) {
+        self.signal(id, libc::SIGTERM);
+    }
+
+    /// If node `id`'s process has exited, reaps it and returns its exit status.
+    pub fn try_reap(&mut self, id: i32) -> Option<ExitStatus> {
+        let n = self.node_mut(id);
+        let status = n.child.as_mut()?.try_wait().ok().flatten()?;
+        n.child = None;
+        n.stopped = false;
+        Some(status)
+    }
+
+    /// Everything node `id`'s current (or last) process has written so far.
+    pub fn log_text(&self, id: i32) -> String {
+        String::from_utf8_lossy(
+            &fs::read(self.log_path(id, self.node(id).starts)).unwrap_or_default(),
+        )
+        .into_owned()
+    }
+
+    /// The directory holding every node's data and logs (kept with `CLUSTER_KEEP_LOGS=1`).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
     }
 
     /// Freezes node `id` (`kill -STOP`): its sockets stay open but it answers nothing.

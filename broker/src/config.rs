@@ -160,7 +160,9 @@ pub struct Flags {
     #[arg(long, env = "BROKER_REPLICA_LAG_TIME_MAX_MS")]
     pub replica_lag_time_max_ms: Option<u64>,
     /// A broker the active controller has not heard from for this long is fenced: it leaves
-    /// every ISR and loses its leaderships (Kafka's broker.session.timeout.ms) [default: 1500].
+    /// every ISR and loses its leaderships (Kafka's broker.session.timeout.ms) [default: 1000].
+    /// A broker whose controller connection closes (its process died) is fenced 300 ms later
+    /// unless it reconnects.
     #[arg(long, env = "BROKER_SESSION_TIMEOUT_MS")]
     pub broker_session_timeout_ms: Option<u64>,
     /// Quorum election timeout base, in ms; each election adds up to as much jitter again
@@ -285,7 +287,7 @@ impl Default for ClusterConfig {
             default_replication_factor: 1,
             min_insync_replicas: 1,
             replica_lag_time_max_ms: 10_000,
-            broker_session_timeout_ms: 1_500,
+            broker_session_timeout_ms: 1_000,
             election_timeout_ms: 300,
         }
     }

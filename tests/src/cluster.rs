@@ -54,7 +54,13 @@ pub struct Cluster {
     nodes: Vec<Node>,
     args: Vec<(String, String)>,
     dir: tempfile::TempDir,
+    /// One cluster at a time per test process: three brokers per test, several tests at once,
+    /// on two cores, would starve the brokers' timers (sessions, elections) and make the tests
+    /// measure the machine rather than the broker.
+    _one_at_a_time: std::sync::MutexGuard<'static, ()>,
 }
+
+static ONE_CLUSTER: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 impl Cluster {
     /// Three nodes, `--default-replication-factor 3 --min-insync-replicas 2`.
@@ -75,6 +81,7 @@ impl Cluster {
             args.push((n, v.to_string()));
         }
         let mut last_error = String::new();
+        let mut guard = Some(ONE_CLUSTER.lock().unwrap_or_else(|p| p.into_inner()));
         for _ in 0..PORT_ATTEMPTS {
             // CLUSTER_KEEP_LOGS=1 keeps the nodes' data and logs for a post-mortem.
             let dir = tempfile::Builder::new()
@@ -97,6 +104,9 @@ impl Cluster {
                 nodes,
                 args: args.clone(),
                 dir,
+                _one_at_a_time: guard
+                    .take()
+                    .unwrap_or_else(|| ONE_CLUSTER.lock().unwrap_or_else(|p| p.into_inner())),
             };
             for id in 1..=CLUSTER_NODES as i32 {
                 c.spawn(id);

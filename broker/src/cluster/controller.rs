@@ -34,6 +34,10 @@ pub const CONFIG_BYTES_MAX: usize = 4_096;
 /// Fresh topic ids drawn before giving up (a collision needs a reused seed).
 const TOPIC_ID_ATTEMPTS_MAX: usize = 16;
 
+/// After a peer's connection closes, how long it has to be heard from again before its session
+/// ends.
+pub const CONNECTION_LOST_GRACE_MS: u64 = 300;
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ControllerConfig {
     /// A registered broker not heard from for this long is fenced.
@@ -455,6 +459,24 @@ impl Controller {
         if self.fenced.contains(&node) && !self.shutting_down.contains_key(&node) {
             self.wake = true;
         }
+    }
+
+    /// The connection `node` sends frames on closed (its process died, or it is reconnecting).
+    /// Unless it is heard from again within [`CONNECTION_LOST_GRACE_MS`], its session ends
+    /// then instead of a full session timeout after it was last heard: a killed broker's
+    /// partitions fail over sooner; a broker that merely reconnects keeps its session.
+    pub fn connection_lost(&mut self, node: NodeId, now_ms: u64) {
+        if self.active.is_none() || node == self.node_id {
+            return;
+        }
+        self.last_now_ms = self.last_now_ms.max(now_ms);
+        let expires = now_ms
+            .saturating_add(CONNECTION_LOST_GRACE_MS)
+            .saturating_sub(self.cfg.session_timeout_ms);
+        if let Some(t) = self.heard.get_mut(&node) {
+            *t = (*t).min(expires);
+        }
+        self.wake = true;
     }
 
     /// Queues a request for the next round (or answers it at once when this node is not the
@@ -1378,6 +1400,24 @@ mod tests {
         // The controller itself never fences itself, even unheard.
         s.run(3 * SESSION_MS, &[2, 3, 4]);
         assert!(!s.fenced(ME));
+    }
+
+    #[test]
+    fn controller_a_lost_connection_ends_the_session_unless_the_peer_returns() {
+        let _g = serial();
+        let mut s = Sim::cluster(3);
+        s.seed("t", &[2, 3, ME], &[2, 3, ME], 2);
+        s.run(SESSION_MS, &[2, 3]);
+        assert!(!s.fenced(2) && !s.fenced(3));
+        // Node 3 reconnects at once: nothing happens.
+        s.ctl.connection_lost(3, s.now);
+        // Node 2's process died: fenced after the grace, long before a session timeout.
+        s.ctl.connection_lost(2, s.now);
+        s.run(CONNECTION_LOST_GRACE_MS - 10, &[3]);
+        assert!(!s.fenced(2), "within the grace");
+        s.run(20, &[3]);
+        assert!(s.fenced(2) && !s.fenced(3));
+        assert_eq!(s.part("t", 0).leader, 3, "leadership moved within the ISR");
     }
 
     #[test]

@@ -93,6 +93,8 @@ pub const QUORUM_INBOX_MAX: usize = 4096;
 pub enum QuorumInput {
     /// A frame from a peer.
     Frame(crate::raft::wire::PeerFrame),
+    /// The connection a peer sent frames on closed.
+    PeerLost(NodeId),
     /// A request from this node to the active controller.
     Local {
         request: ControllerRequest,

@@ -282,6 +282,11 @@ where
                             let _ = reply.send(requests::decode_response(error_code, message, &payload));
                         }
                     }
+                    QuorumInput::PeerLost(node) => {
+                        if leading {
+                            ctl.connection_lost(node, now);
+                        }
+                    }
                     QuorumInput::Local { request, reply } => {
                         let correlation = next_correlation;
                         next_correlation += 1;
@@ -373,8 +378,12 @@ pub async fn serve_peers<A: Acceptor>(
                     Ok((reader, _writer, peer)) => {
                         let inbox = inbox.clone();
                         tokio::spawn(async move {
-                            if let Err(e) = read_frames(reader, inbox).await {
+                            let mut from = None;
+                            if let Err(e) = read_frames(reader, &inbox, &mut from).await {
                                 tracing::debug!(%peer, error = %e, "peer connection closed");
+                            }
+                            if let Some(node) = from {
+                                let _ = inbox.try_send(QuorumInput::PeerLost(node));
                             }
                         });
                     }
@@ -388,9 +397,11 @@ pub async fn serve_peers<A: Acceptor>(
     }
 }
 
+/// Feeds one connection's frames to the quorum; `from` learns the sender.
 async fn read_frames<R: AsyncRead + Unpin>(
     mut reader: R,
-    inbox: mpsc::Sender<QuorumInput>,
+    inbox: &mpsc::Sender<QuorumInput>,
+    from: &mut Option<NodeId>,
 ) -> anyhow::Result<()> {
     let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
     let mut chunk = vec![0u8; 64 * 1024];
@@ -406,6 +417,11 @@ async fn read_frames<R: AsyncRead + Unpin>(
         {
             let frame = decode_body(body).map_err(|e| anyhow::anyhow!("bad peer frame: {e:?}"))?;
             consumed += used;
+            *from = match &frame {
+                PeerFrame::Raft(env) => Some(env.from),
+                PeerFrame::ControllerRequest { from, .. } => Some(*from),
+                PeerFrame::ControllerResponse { .. } => *from,
+            };
             // A full inbox drops the frame: the quorum protocol resends.
             let _ = inbox.try_send(QuorumInput::Frame(frame));
         }

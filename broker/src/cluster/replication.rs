@@ -37,8 +37,8 @@ use crate::storage::Storage;
 /// Fetch protocol version followers speak (has LastFetchedEpoch and DivergingEpoch).
 pub const REPLICA_FETCH_VERSION: i16 = 12;
 /// Most bytes one follower fetch asks for, in total and per partition.
-pub const REPLICA_FETCH_BYTES_MAX: i32 = 8 * 1024 * 1024;
-pub const REPLICA_FETCH_PARTITION_BYTES_MAX: i32 = 1024 * 1024;
+pub const REPLICA_FETCH_BYTES_MAX: i32 = 32 * 1024 * 1024;
+pub const REPLICA_FETCH_PARTITION_BYTES_MAX: i32 = 8 * 1024 * 1024;
 /// How long a follower fetch waits at the leader for new data.
 pub const REPLICA_FETCH_WAIT_MS: i32 = 500;
 /// Pause after a failed fetch round before the next.

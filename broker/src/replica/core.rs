@@ -338,6 +338,21 @@ impl<S: Storage> PartitionCore<S> {
         self.role = ReplicaRole::Offline { epoch };
     }
 
+    /// A replica of a cluster, freshly opened: its log may end in records that never reached
+    /// the ISR, so none of it is known to be committed. The high watermark restarts at the log
+    /// start and is learned again from the leader (or, leading, from the followers' fetches).
+    /// Kafka keeps a high-watermark checkpoint file for this; without one, starting low is
+    /// what keeps consumers from reading a suffix a new leader may not have.
+    pub fn start_as_replica(&mut self) {
+        assert!(
+            matches!(self.role, ReplicaRole::Standalone),
+            "only a freshly opened partition starts as a replica"
+        );
+        self.high_watermark = self.log.log_start_offset();
+        self.role = ReplicaRole::Offline { epoch: -1 };
+        self.check_invariants();
+    }
+
     /// Leader side of a follower's fetch: checks the epoch and divergence, records the
     /// follower's position (its fetch offset is what it holds acknowledgeably), advances the
     /// high watermark.
@@ -567,8 +582,29 @@ mod tests {
     fn core(s: &MemStorage, dir: &str) -> PartitionCore<MemStorage> {
         let (log, _) = Log::open(s.clone(), PathBuf::from(dir), LogConfig::default(), T0).unwrap();
         let mut c = PartitionCore::new(log, AckPolicy::AfterFsync);
-        c.become_offline(-1);
+        c.start_as_replica();
         c
+    }
+
+    #[test]
+    fn a_reopened_replica_knows_nothing_committed_until_told() {
+        let s = MemStorage::new();
+        let mut leader = core(&s, "/l/t-0");
+        leader.become_leader(1, 1, vec![1, 2], vec![1, 2], T0);
+        leader
+            .append(&simple_batch(T0, &[b"a", b"b"]), 1, T0)
+            .unwrap();
+        flush(&mut leader);
+        leader.log_mut().close().unwrap();
+        drop(leader);
+        // Reopened: the two records are there, but not visible until the followers confirm.
+        let mut again = core(&s, "/l/t-0");
+        assert_eq!(again.log().log_end_offset(), 2);
+        assert_eq!(again.high_watermark(), 0);
+        again.become_leader(1, 2, vec![1, 2], vec![1, 2], T0);
+        assert_eq!(again.high_watermark(), 0);
+        again.replica_fetch(2, 2, 2, 1, T0).unwrap();
+        assert_eq!(again.high_watermark(), 2);
     }
 
     fn flush(c: &mut PartitionCore<MemStorage>) {

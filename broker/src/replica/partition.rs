@@ -87,8 +87,8 @@ impl<S: Storage> Partition<S> {
     ) -> Arc<Self> {
         let mut core = PartitionCore::new(log, policy);
         if clustered {
-            // Nothing is led until the metadata says so.
-            core.become_offline(-1);
+            // Nothing is led until the metadata says so, and nothing is known committed.
+            core.start_as_replica();
         }
         let ack_offset = Watch::new(core.ack_offset());
         let partition = Arc::new(Partition {

@@ -116,6 +116,7 @@ where
     let mut in_flight: Option<i64> = None;
     let mut published_leader: Option<NodeId> = None;
     let mut published_offset = -1i64;
+    let mut last_role = (core.role(), -1, None);
 
     let send = |peers: &BTreeMap<NodeId, mpsc::Sender<Bytes>>, to: NodeId, frame: &PeerFrame| {
         let Some(tx) = peers.get(&to) else {
@@ -168,6 +169,12 @@ where
             if image.applied_offset == at {
                 core.create_snapshot(now, at, image.encode());
             }
+        }
+        let role = (core.role(), core.epoch(), core.leader());
+        if role != last_role {
+            tracing::info!(node = me, role = role.0.name(), epoch = role.1, leader = ?role.2,
+                "quorum role");
+            last_role = role;
         }
         let quorum_leader = core.leader();
         if let Some(l) = quorum_leader.filter(|l| *l != me) {

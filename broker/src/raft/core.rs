@@ -522,6 +522,11 @@ impl RaftCore {
                 let leading = matches!(self.state, State::Leader(_) | State::Resigned);
                 if l != self.cfg.node_id && !following && !leading {
                     self.become_follower(epoch, l);
+                    // Another voter's hint, not the leader itself: if that leader is gone, the
+                    // voters that timed out together would otherwise retry together and refuse
+                    // each other's pre-votes forever (each still heard from the leader a few ms
+                    // more recently than the other). A randomized timeout breaks the lockstep.
+                    self.election_deadline = self.now + self.random_election_timeout();
                 }
             }
         }

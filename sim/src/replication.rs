@@ -141,11 +141,35 @@ impl Action {
     }
 }
 
+impl Action {
+    /// The two bytes [`Action::decode`] reads back as this action.
+    pub fn encode(self, out: &mut Vec<u8>) {
+        let (op, arg) = match self {
+            Action::Append(p) => (0, p),
+            Action::Run(n) => (4, n),
+            Action::FetchRound(n) => (8, n),
+            Action::Flush(n) => (9, n),
+            Action::Metadata(n) => (10, n),
+            Action::Crash(n) => (11, n),
+            Action::Partition(n) => (12, n),
+            Action::Heal(n) => (13, n),
+            Action::ControllerFailover => (14, 0),
+        };
+        out.extend_from_slice(&[op, arg]);
+    }
+}
+
 /// Runs a program of actions (no random faults or producers; random delays from `seed`), then
 /// heals and applies the same checks as a seed.
-pub fn run_replication_actions(seed: u64, actions: &[Action], trace: bool) -> ReplRunResult {
+pub fn run_replication_actions(
+    seed: u64,
+    actions: &[Action],
+    quiet_ms: u64,
+    trace: bool,
+) -> ReplRunResult {
     let config = ReplSimConfig {
         trace,
+        quiet_ms,
         ..ReplSimConfig::default()
     };
     let mut w = World::new(seed, &config, false);

@@ -547,7 +547,7 @@ struct World {
 
 impl World {
     fn new(seed: u64, config: &ReplSimConfig, random_faults: bool) -> World {
-        let mut rng = Rng(seed ^ 0x5eed_0f_4e91_1ca7);
+        let mut rng = Rng(seed ^ 0x005e_ed0f_4e91_1ca7);
         let p = Params::draw(&mut rng);
         let log_config = LogConfig {
             segment_bytes: 4096,
@@ -933,7 +933,10 @@ impl World {
     }
 
     fn reachable(&self, node: Option<usize>) -> bool {
-        node.map_or(true, |n| self.nodes[n].up && !self.nodes[n].partitioned)
+        match node {
+            Some(n) => self.nodes[n].up && !self.nodes[n].partitioned,
+            None => true,
+        }
     }
 
     fn deliver(&mut self, m: Msg) {
@@ -1051,7 +1054,7 @@ impl World {
         }
         if let Some(t) = self.ctl.poll_timeout() {
             let t = t.max(self.now);
-            if self.ctl_next.map_or(true, |n| t < n) {
+            if !matches!(self.ctl_next, Some(n) if n <= t) {
                 self.ctl_next = Some(t);
                 let d = t - self.now;
                 self.schedule(d, Ev::CtlTick);

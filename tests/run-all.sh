@@ -80,20 +80,23 @@ REQUIRE_EXTERNAL_CLIENTS=1 cargo test --workspace --release "$@"
 
 # ---- deterministic simulation (sim/) ---------------------------------------------------------
 # Seed sweeps of every layer (core: the partition core and log over a faulty disk; groups: the
-# group coordinator; raft: a 3-node metadata quorum over a faulty network; system: the real
+# group coordinator; raft: a 3-node metadata quorum over a faulty network; replication: brokers
+# of partition cores, the controller, follower fetches and acks=all producers; system: the real
 # broker server under turmoil with network, crash, disk and clock faults), a determinism check
 # per layer (each seed run twice, trace hashes compared), proof that every planted bug is
 # caught, and the Jepsen-style `sim check` against the real broker binary over TCP. The planted
 # build is a separate feature set of `broker`, so it never reaches the binary tested above.
-# About 2 minutes on 2 cores.
+# About 4 minutes on 2 cores (the two replication sweeps take about 2 of them).
 log "sim: seed sweeps"
 cargo build --release -q -p sim
 cargo run --release -q -p sim -- --seeds 2000
 cargo run --release -q -p sim -- --layer groups --seeds 2000
 cargo run --release -q -p sim -- --layer raft --seeds 1000
+cargo run --release -q -p sim -- --layer replication --seeds 10000
+cargo run --release -q -p sim -- --layer replication --nodes 5 --seeds 5000
 cargo run --release -q -p sim -- --layer system --seeds 300
 log "sim: determinism"
-for layer in core groups raft system; do
+for layer in core groups raft replication system; do
     cargo run --release -q -p sim -- determinism --layer "$layer" --seeds 3
 done
 log "sim: planted bugs must be caught"
@@ -137,7 +140,7 @@ if [ "${SKIP_FUZZ:-0}" != 1 ] && cargo +nightly --version >/dev/null 2>&1; then
             -print_final_stats=1) >"$fuzz_tmp/$1.log" 2>&1
     }
     fuzz_failed=0
-    for pair in "request_frame record_batch" "log_recovery dispatch" "storage_faults group_actions" "quorum_frame"; do
+    for pair in "request_frame record_batch" "log_recovery dispatch" "storage_faults group_actions" "quorum_frame replication_actions"; do
         pids=()
         for target in $pair; do
             log "fuzz: $target for ${FUZZ_SECONDS:-30} s"

@@ -841,6 +841,97 @@ fn corpus_group_actions() -> Vec<(String, Vec<u8>)> {
     ]
 }
 
+/// A replication_actions program as bytes: the seed, then the actions.
+fn replication_program(seed: u64, actions: &[targets::replication::Action]) -> Vec<u8> {
+    let mut out = seed.to_le_bytes().to_vec();
+    for a in actions {
+        a.encode(&mut out);
+    }
+    out
+}
+
+fn corpus_replication_actions() -> Vec<(String, Vec<u8>)> {
+    use targets::replication::Action::{self, *};
+    // Lets the topic be created and every partition get its replicas.
+    let warm = || vec![Run(255), Run(255), Run(255), Run(255)];
+    let produce = |rounds: usize| -> Vec<Action> {
+        let mut v = Vec::new();
+        for i in 0..rounds {
+            v.extend([
+                Append(i as u8),
+                Run(40),
+                Flush(i as u8),
+                FetchRound(i as u8 + 1),
+            ]);
+            v.extend([Metadata(i as u8 + 2), Run(60)]);
+        }
+        v
+    };
+    let program = |seed: u64, parts: &[Vec<Action>]| {
+        let all: Vec<Action> = parts.concat();
+        replication_program(seed, &all)
+    };
+    vec![
+        ("append-run".into(), program(1, &[warm(), produce(12)])),
+        (
+            "leader-crash".into(),
+            program(
+                2,
+                &[warm(), produce(8), vec![Crash(0), Run(200)], produce(8)],
+            ),
+        ),
+        (
+            "partition-failover".into(),
+            program(
+                3,
+                &[
+                    warm(),
+                    produce(4),
+                    vec![Partition(1), Run(255), ControllerFailover, Run(100)],
+                    produce(6),
+                    vec![Heal(1), Run(255)],
+                ],
+            ),
+        ),
+        (
+            "lagging-follower-then-leader-death".into(),
+            program(
+                4,
+                &[
+                    warm(),
+                    vec![Partition(2)],
+                    produce(10),
+                    vec![Run(255), Run(255), Heal(2), Crash(0), Crash(1), Run(255)],
+                    produce(4),
+                ],
+            ),
+        ),
+        (
+            "crash-everything".into(),
+            program(
+                5,
+                &[
+                    warm(),
+                    produce(5),
+                    vec![Crash(0), Crash(1), Crash(2), Run(255), Run(255)],
+                    produce(5),
+                ],
+            ),
+        ),
+    ]
+}
+
+/// Writes the replication_actions corpus only (see `generate_corpus`).
+#[test]
+#[ignore]
+fn generate_replication_actions_corpus() {
+    let dir = corpus_dir("replication_actions");
+    std::fs::create_dir_all(&dir).unwrap();
+    for (name, bytes) in corpus_replication_actions() {
+        std::fs::write(dir.join(name), bytes).unwrap();
+    }
+}
+
 /// Writes the group_actions corpus only (see `generate_corpus`).
 #[test]
 #[ignore]
@@ -864,6 +955,7 @@ fn generate_corpus() {
         ("group_actions", corpus_group_actions()),
         ("storage_faults", corpus_storage_faults()),
         ("quorum_frame", corpus_quorum_frame()),
+        ("replication_actions", corpus_replication_actions()),
     ] {
         let dir = corpus_dir(target);
         std::fs::create_dir_all(&dir).unwrap();
@@ -888,4 +980,32 @@ fn compressed_seeds_validate_and_the_bomb_is_refused() {
     let bomb = std::fs::read(dir.join("zstd-bomb-65mib")).unwrap();
     let e = broker::log::validate_for_append(&bomb, targets::MAX_MESSAGE_BYTES).unwrap_err();
     assert!(e.to_string().contains("decompression limit"), "{e}");
+}
+
+/// The replication_actions seeds reach the interesting paths: batches are acknowledged, and
+/// the seeds that crash nodes crash them; every one passes the stepper's checks.
+#[test]
+fn every_replication_seed_acknowledges_batches() {
+    for entry in std::fs::read_dir(corpus_dir("replication_actions")).unwrap() {
+        let path = entry.unwrap().path();
+        let data = std::fs::read(&path).unwrap();
+        let seed = u64::from_le_bytes(data[..8].try_into().unwrap());
+        let mut rest = &data[8..];
+        let mut actions = Vec::new();
+        while let Some(a) = targets::replication::Action::decode(&mut rest) {
+            actions.push(a);
+        }
+        let r = targets::replication::run_replication_actions(
+            seed,
+            &actions,
+            targets::REPLICATION_QUIET_MS,
+            false,
+        );
+        assert!(r.passed(), "{}: {:?}", path.display(), r.problems());
+        assert!(r.acked > 0, "{}: nothing acknowledged", path.display());
+        let crashes = actions
+            .iter()
+            .any(|a| matches!(a, targets::replication::Action::Crash(_)));
+        assert_eq!(crashes, r.crashes > 0, "{}", path.display());
+    }
 }

@@ -36,7 +36,48 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("group_actions", group_actions),
     ("storage_faults", storage_faults),
     ("quorum_frame", quorum_frame),
+    ("replication_actions", replication_actions),
 ];
+
+/// The simulator's replication stepper (`sim --layer replication`), included by path: it uses
+/// only `broker`, `bytes` and std, so both callers of this file can build it.
+#[path = "../../sim/src/replication.rs"]
+pub mod replication;
+
+/// Most actions one replication_actions input runs (bytes past them are ignored).
+pub const REPLICATION_ACTIONS_MAX: usize = 200;
+/// Virtual time a replication_actions run is given after the final heal, in ms.
+pub const REPLICATION_QUIET_MS: u64 = 15_000;
+
+/// Any bytes as a program of replication actions (appends, event rounds, fetch rounds, fsyncs,
+/// metadata deliveries, crashes, partitions and heals, controller failovers) on the
+/// simulator's replication stepper: the first 8 bytes seed its delays and parameters, then two
+/// bytes per action (`replication::Action::decode`). The run ends healed and quiet, and the
+/// layer's checks apply: acknowledged batches survive, replicas agree below the high
+/// watermark, one leader per epoch, epochs and high watermarks never go back, and every
+/// partition has a caught-up leader. A violation panics with its description.
+pub fn replication_actions(data: &[u8]) {
+    let mut seed = [0u8; 8];
+    let n = data.len().min(8);
+    seed[..n].copy_from_slice(&data[..n]);
+    let mut rest = &data[n..];
+    let mut actions = Vec::new();
+    while actions.len() < REPLICATION_ACTIONS_MAX {
+        match replication::Action::decode(&mut rest) {
+            Some(a) => actions.push(a),
+            None => break,
+        }
+    }
+    let r = replication::run_replication_actions(
+        u64::from_le_bytes(seed),
+        &actions,
+        REPLICATION_QUIET_MS,
+        false,
+    );
+    if !r.passed() {
+        panic!("replication stepper: {}", r.problems().join("; "));
+    }
+}
 
 /// Any bytes as a controller-to-controller frame body (size prefix removed): decoding returns a
 /// frame or an error, never a panic; a decoded frame re-encodes to a body that decodes to the

@@ -24,6 +24,7 @@ pub mod decode;
 pub mod group_member;
 pub mod groups;
 pub mod raft;
+pub mod replication;
 pub mod system;
 pub mod trace;
 pub mod workload;

@@ -1,15 +1,17 @@
 //! `sim`: the deterministic simulator's command line.
 //!
-//!   sim [--layer core|groups|raft|system] [--seeds N] [--start-seed S] [--faults ...] [--plant NAME]
-//!   sim [--layer core|groups|raft|system] --seed N [--trace] [--plant NAME]
+//!   sim [--layer core|groups|raft|replication|system] [--seeds N] [--start-seed S] [--faults ...] [--plant NAME]
+//!   sim [--layer core|groups|raft|replication|system] --seed N [--trace] [--plant NAME]
 //!   sim plants [--check] [--max-seeds 200]
-//!   sim determinism [--layer core|groups|raft|system] [--seed S] [--seeds N]
+//!   sim determinism [--layer core|groups|raft|replication|system] [--seed S] [--seeds N]
 //!   sim check --bootstrap HOST:PORT [--seconds N]
 //!
 //! Layers: `core` (default) steps the sans-IO partition core over the faulty in-memory disk;
 //! `groups` steps the sans-IO group coordinator under simulated consumers, persist failures and
 //! coordinator crashes; `raft` steps a cluster of sans-IO metadata-quorum nodes over a faulty
-//! network, disks and clocks; `system` runs the real broker server under turmoil with network, crash, disk and clock
+//! network, disks and clocks; `replication` steps partition replication (the real partition
+//! cores on every node, the real controller, follower fetches, ISR changes, acks=all producers)
+//! under crashes, partitions, slow disks and metadata, and controller failover; `system` runs the real broker server under turmoil with network, crash, disk and clock
 //! faults. Each layer reduces one seed to a [`SeedOutcome`], so sweeps, replays, the
 //! determinism check and the plant check treat them alike.
 
@@ -23,6 +25,7 @@ use broker::planted::{self, PlantedBug};
 use clap::{Parser, Subcommand, ValueEnum};
 use sim::groups::run_group_seed;
 use sim::raft::{run_raft_seed, RaftFaults, RaftSimConfig};
+use sim::replication::{run_replication_seed, ReplSimConfig};
 use sim::system::{run_system_seed, SystemConfig, SystemFaults};
 use sim::{run, Faults, RunConfig};
 
@@ -64,6 +67,9 @@ struct Cli {
     /// System layer: simulated milliseconds the producers run before the world heals.
     #[arg(long, global = true, default_value_t = SYSTEM_RUN_MS)]
     run_ms: u64,
+    /// Replication layer: broker nodes (3 or 5).
+    #[arg(long, global = true, default_value_t = 3)]
+    nodes: usize,
 }
 
 const SYSTEM_RUN_MS: u64 = 20_000;
@@ -100,6 +106,9 @@ enum Layer {
     Groups,
     /// A 3-node metadata quorum (sans-IO KRaft cores) over a faulty network, disks and clocks.
     Raft,
+    /// Partition replication: N nodes of real partition cores, the real controller, follower
+    /// fetches, ISR changes and acks=all producers under crashes, partitions and failovers.
+    Replication,
     /// The real broker server (tokio shell, TCP, dispatch) under turmoil.
     System,
 }
@@ -164,6 +173,7 @@ struct Settings {
     core: RunConfig,
     groups_steps: u64,
     raft: RaftSimConfig,
+    replication: ReplSimConfig,
     system: SystemConfig,
     /// --steps as given, for replay commands.
     steps: Option<u64>,
@@ -213,6 +223,30 @@ impl Settings {
                     .with_trace(trace, &r.trace)
                     .with_time(r.events, r.sim_ms)
             }
+            Layer::Replication => {
+                let config = ReplSimConfig {
+                    trace,
+                    ..self.replication.clone()
+                };
+                let r = run_replication_seed(seed, &config);
+                let summary = format!(
+                    "{} batches acknowledged, {} leader epochs, {} crashes, {} partitions, \
+                     {} controller failovers, {} truncations",
+                    r.acked, r.leader_epochs, r.crashes, r.partitions, r.failovers, r.truncations
+                );
+                let mut outcome = SeedOutcome::from_lines(
+                    &r.problems(),
+                    summary.clone(),
+                    detail_lines,
+                    r.trace_hash,
+                )
+                .with_trace(trace, &r.trace)
+                .with_time(r.events, r.sim_ms);
+                if outcome.passed {
+                    outcome.details.push_str(&format!("  {summary}\n"));
+                }
+                outcome
+            }
             Layer::System => {
                 let r = run_system_seed(&SystemConfig {
                     seed,
@@ -245,6 +279,7 @@ impl Settings {
             Layer::Core => {}
             Layer::Groups => cmd.push_str(" --layer groups"),
             Layer::Raft => cmd.push_str(" --layer raft"),
+            Layer::Replication => cmd.push_str(" --layer replication"),
             Layer::System => cmd.push_str(" --layer system"),
         }
         cmd.push_str(&format!(" --seed {seed} --trace"));
@@ -256,6 +291,9 @@ impl Settings {
         }
         if let Some(steps) = self.steps {
             cmd.push_str(&format!(" --steps {steps}"));
+        }
+        if self.layer == Layer::Replication && self.replication.nodes != 3 {
+            cmd.push_str(&format!(" --nodes {}", self.replication.nodes));
         }
         if self.layer == Layer::System && self.system.run_ms != SYSTEM_RUN_MS {
             cmd.push_str(&format!(" --run-ms {}", self.system.run_ms));
@@ -311,6 +349,13 @@ fn main() -> ExitCode {
     if let Some(steps) = cli.steps {
         raft.steps = steps;
     }
+    let mut replication = ReplSimConfig {
+        nodes: cli.nodes,
+        ..ReplSimConfig::default()
+    };
+    if let Some(steps) = cli.steps {
+        replication.steps = steps;
+    }
     let mut system = SystemConfig {
         run_ms: cli.run_ms,
         ..SystemConfig::default()
@@ -333,8 +378,20 @@ fn main() -> ExitCode {
                 clock: f.clock,
             }
         }),
+        // The replication layer mixes its own faults per seed (crashes, partitions, slow
+        // disks and metadata, controller failover).
+        Layer::Replication => match cli.faults.as_str() {
+            "all" => Ok(()),
+            other => Err(format!(
+                "--faults {other}: the replication layer always injects its own fault mix"
+            )),
+        },
         Layer::System => parse_system_faults(&cli.faults).map(|f| system.faults = f),
     };
+    if cli.nodes != 3 && cli.nodes != 5 {
+        eprintln!("sim: --nodes must be 3 or 5");
+        return ExitCode::from(2);
+    }
     if let Err(e) = faults {
         eprintln!("sim: {e}");
         return ExitCode::from(2);
@@ -344,6 +401,7 @@ fn main() -> ExitCode {
         core,
         groups_steps: cli.steps.unwrap_or(GROUPS_STEPS),
         raft,
+        replication,
         system,
         steps: cli.steps,
         faults_text: cli.faults.clone(),
@@ -492,9 +550,10 @@ fn plant_layers(bug: PlantedBug) -> &'static [Layer] {
         PlantedBug::AckBeforeFsync => &[Layer::Core, Layer::System],
         PlantedBug::RecoverySkipsCrc | PlantedBug::FetchPastHighWatermark => &[Layer::Core],
         PlantedBug::CommitBeforePersist => &[Layer::Groups, Layer::System],
-        PlantedBug::VoteTwice | PlantedBug::HwFromLeader => &[Layer::Raft],
-        // Caught by the controller's own proptest; no simulator layer drives the controller yet.
-        PlantedBug::OutOfIsrElection => &[],
+        PlantedBug::VoteTwice => &[Layer::Raft],
+        PlantedBug::HwFromLeader => &[Layer::Raft, Layer::Replication],
+        // Also caught by the controller's own proptest.
+        PlantedBug::OutOfIsrElection => &[Layer::Replication],
     }
 }
 

@@ -1,0 +1,2018 @@
+//! Deterministic simulation of partition replication with the real sans-IO pieces: N broker
+//! nodes (3 or 5), each with its own [`MemStorage`] and one [`PartitionCore`] per partition
+//! (replication factor N, min ISR 2), the real [`Controller`] over a single always-available
+//! metadata log (a commit delay, failover to a fresh controller), metadata propagated to each
+//! node with random delays and applied the way the shell's `reconcile`/`Partition::set_role`
+//! do, follower fetches as lossy delayed messages (fetch offset = durable end, fsync before the
+//! next fetch), AlterPartition from leaders' `isr_change`, heartbeats, re-registration under a
+//! new incarnation after a crash, and acks=all producers that follow a client metadata cache.
+//!
+//! Faults: node crashes (torn or dropped unsynced writes), network partitions of a node, slow
+//! disks, slow metadata delivery, controller failover. Checks: acknowledged batches survive
+//! (online at every leadership change, and in the final leader's log), replicas byte-identical
+//! below the final high watermark, the high watermark never goes back within a leader epoch,
+//! one leader per (partition, epoch), leader epochs never go back on a node, and liveness after
+//! the final heal. See [`run_replication_seed`] and, for a byte-driven program of actions (the
+//! fuzz target), [`run_replication_actions`].
+//!
+//! Self-contained on purpose (only `broker`, `bytes` and std): `fuzz/src/lib.rs` includes this
+//! file by path. Determinism: a SplitMix64 stream per seed, events ordered by (virtual ms,
+//! sequence), BTreeMaps only; every trace line is hashed with FNV-1a.
+
+use std::collections::BTreeMap;
+use std::fmt::{self, Write as _};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::PathBuf;
+
+use broker::cluster::controller::{Controller, ControllerConfig, ControllerRequest};
+use broker::log::testutil::simple_batch;
+use broker::log::{FlushTicket, Log, LogConfig};
+use broker::raft::metadata::{MetadataImage, MetadataRecord};
+use broker::replica::core::{
+    AckPolicy, NodeId, PartitionCore, ReplicaFetchError, ReplicaFetchPosition, ReplicaRole,
+};
+use broker::storage::{MemFile, MemStorage, TornWrite};
+use bytes::Bytes;
+
+#[derive(Clone, Debug)]
+pub struct ReplSimConfig {
+    /// Broker nodes (3 or 5); every partition has them all as replicas.
+    pub nodes: usize,
+    /// Events processed with faults on; then the world heals.
+    pub steps: u64,
+    /// Virtual time after the final heal before liveness is judged (ms).
+    pub quiet_ms: u64,
+    /// Keep the trace lines (they are hashed either way).
+    pub trace: bool,
+}
+
+impl Default for ReplSimConfig {
+    fn default() -> Self {
+        ReplSimConfig {
+            nodes: 3,
+            steps: DEFAULT_STEPS,
+            quiet_ms: QUIET_MS,
+            trace: false,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct ReplRunResult {
+    pub seed: u64,
+    /// Safety violations (and panics inside the cores). Empty: the seed passed safety.
+    pub violations: Vec<String>,
+    /// Liveness problems after the final heal.
+    pub liveness: Vec<String>,
+    pub trace_hash: u64,
+    pub trace: Vec<String>,
+    pub events: u64,
+    pub sim_ms: u64,
+    /// Statistics, for judging coverage.
+    pub acked: u64,
+    pub crashes: u64,
+    pub partitions: u64,
+    pub failovers: u64,
+    pub leader_epochs: u64,
+    pub truncations: u64,
+}
+
+impl ReplRunResult {
+    pub fn passed(&self) -> bool {
+        self.violations.is_empty() && self.liveness.is_empty()
+    }
+
+    /// Every problem, liveness prefixed.
+    pub fn problems(&self) -> Vec<String> {
+        let mut p = self.violations.clone();
+        p.extend(self.liveness.iter().map(|l| format!("liveness: {l}")));
+        p
+    }
+}
+
+/// Runs one seed: random workload and faults for `config.steps` events, then heal and check.
+pub fn run_replication_seed(seed: u64, config: &ReplSimConfig) -> ReplRunResult {
+    let mut w = World::new(seed, config, true);
+    let outcome = catch_unwind(AssertUnwindSafe(|| {
+        w.start();
+        while w.events < config.steps && w.step() {}
+        w.heal_and_check(config.quiet_ms);
+    }));
+    w.finish(seed, outcome)
+}
+
+/// One step of a byte-driven program (the fuzz target's alphabet).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// A producer sends a batch to partition `p` (mod the partition count).
+    Append(u8),
+    /// Process the next `n` events in time order (fetches, flushes, deliveries, ticks).
+    Run(u8),
+    /// Deliver the earliest pending network message to or from node `n` now.
+    FetchRound(u8),
+    /// Complete the earliest pending fsync of node `n` now.
+    Flush(u8),
+    /// Deliver the earliest pending metadata update to node `n` now.
+    Metadata(u8),
+    Crash(u8),
+    Partition(u8),
+    Heal(u8),
+    ControllerFailover,
+}
+
+impl Action {
+    /// Decodes one action from the front of `data` (two bytes), or None at the end.
+    pub fn decode(data: &mut &[u8]) -> Option<Action> {
+        let (&op, rest) = data.split_first()?;
+        let (&arg, rest) = rest.split_first().unwrap_or((&0, &[]));
+        *data = rest;
+        Some(match op % 16 {
+            0..=3 => Action::Append(arg),
+            4..=7 => Action::Run(arg),
+            8 => Action::FetchRound(arg),
+            9 => Action::Flush(arg),
+            10 => Action::Metadata(arg),
+            11 => Action::Crash(arg),
+            12 => Action::Partition(arg),
+            13 => Action::Heal(arg),
+            14 => Action::ControllerFailover,
+            _ => Action::Run(arg.wrapping_mul(4)),
+        })
+    }
+}
+
+impl Action {
+    /// The two bytes [`Action::decode`] reads back as this action.
+    pub fn encode(self, out: &mut Vec<u8>) {
+        let (op, arg) = match self {
+            Action::Append(p) => (0, p),
+            Action::Run(n) => (4, n),
+            Action::FetchRound(n) => (8, n),
+            Action::Flush(n) => (9, n),
+            Action::Metadata(n) => (10, n),
+            Action::Crash(n) => (11, n),
+            Action::Partition(n) => (12, n),
+            Action::Heal(n) => (13, n),
+            Action::ControllerFailover => (14, 0),
+        };
+        out.extend_from_slice(&[op, arg]);
+    }
+}
+
+/// Runs a program of actions (no random faults or producers; random delays from `seed`), then
+/// heals and applies the same checks as a seed.
+pub fn run_replication_actions(
+    seed: u64,
+    actions: &[Action],
+    quiet_ms: u64,
+    trace: bool,
+) -> ReplRunResult {
+    let config = ReplSimConfig {
+        trace,
+        quiet_ms,
+        ..ReplSimConfig::default()
+    };
+    let mut w = World::new(seed, &config, false);
+    let outcome = catch_unwind(AssertUnwindSafe(|| {
+        w.start();
+        for &a in actions {
+            w.action(a);
+        }
+        w.heal_and_check(config.quiet_ms);
+    }));
+    w.finish(seed, outcome)
+}
+
+/// SplitMix64: small, fast, and fully specified here (no dependency can change it).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    /// Uniform in `lo..=hi`.
+    fn range(&mut self, lo: u64, hi: u64) -> u64 {
+        if hi <= lo {
+            return lo;
+        }
+        lo + self.next() % (hi - lo + 1)
+    }
+    fn chance(&mut self, p: f64) -> bool {
+        ((self.next() >> 11) as f64 / (1u64 << 53) as f64) < p
+    }
+    fn pick(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+}
+
+/// FNV-1a over every trace line; the text only when asked for.
+struct Trace {
+    hash: u64,
+    text: Option<Vec<String>>,
+    buf: String,
+}
+
+impl Trace {
+    fn line(&mut self, now_ms: u64, args: fmt::Arguments<'_>) {
+        self.buf.clear();
+        let _ = write!(self.buf, "{now_ms:>9} ");
+        let _ = self.buf.write_fmt(args);
+        for b in self.buf.as_bytes() {
+            self.hash ^= u64::from(*b);
+            self.hash = self.hash.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        self.hash ^= u64::from(b'\n');
+        self.hash = self.hash.wrapping_mul(0x0000_0100_0000_01b3);
+        if let Some(t) = &mut self.text {
+            t.push(self.buf.clone());
+        }
+    }
+}
+
+macro_rules! tr {
+    ($w:expr, $($arg:tt)*) => {
+        $w.trace.line($w.now, format_args!($($arg)*))
+    };
+}
+
+/// Per-seed parameters (swarm testing): each seed draws its own mix.
+#[derive(Debug)]
+struct Params {
+    partitions: usize,
+    net_ms: (u64, u64),
+    loss: f64,
+    disk_ms: (u64, u64),
+    slow_disk_ms: (u64, u64),
+    meta_ms: (u64, u64),
+    slow_meta_ms: (u64, u64),
+    commit_ms: (u64, u64),
+    session_ms: u64,
+    lag_max_ms: u64,
+    produce_gap_ms: (u64, u64),
+    fault_gap_ms: (u64, u64),
+    down_ms: (u64, u64),
+    partition_ms: (u64, u64),
+    slow_for_ms: (u64, u64),
+    fetch_bytes: usize,
+    batch_records: u64,
+    drop_unsynced: f64,
+    /// Relative weights: crash, partition, failover, slow disk, slow metadata.
+    weights: [u64; 5],
+}
+
+impl Params {
+    fn draw(rng: &mut Rng) -> Params {
+        let session_ms = rng.range(800, 3000);
+        Params {
+            partitions: rng.range(2, 3) as usize,
+            net_ms: (1, rng.range(2, 20)),
+            loss: [0.0, 0.01, 0.05][rng.pick(3)],
+            disk_ms: (1, rng.range(2, 10)),
+            slow_disk_ms: (50, rng.range(100, 800)),
+            meta_ms: (1, rng.range(5, 60)),
+            slow_meta_ms: (200, rng.range(300, 3000)),
+            commit_ms: (1, rng.range(2, 15)),
+            session_ms,
+            lag_max_ms: rng.range(300, 3000),
+            produce_gap_ms: (1, rng.range(3, 40)),
+            fault_gap_ms: (100, rng.range(300, 3000)),
+            down_ms: (20, rng.range(100, 4000)),
+            partition_ms: (50, rng.range(200, 6000)),
+            slow_for_ms: (100, rng.range(200, 3000)),
+            fetch_bytes: [200, 2_000, 1 << 20][rng.pick(3)],
+            batch_records: rng.range(1, 4),
+            drop_unsynced: [0.0, 0.5, 1.0][rng.pick(3)],
+            weights: [
+                rng.range(0, 4),
+                rng.range(0, 4),
+                rng.range(0, 2),
+                rng.range(0, 2),
+                rng.range(0, 2),
+            ],
+        }
+    }
+}
+
+/// Replica fetch result as the leader answers it.
+type FetchAnswer = Result<(ReplicaFetchPosition, Bytes, i64), ReplicaFetchError>;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum ProduceAnswer {
+    Ok,
+    NotLeader,
+    NotEnoughReplicas,
+    NotEnoughReplicasAfterAppend,
+    Failed(String),
+}
+
+#[derive(Debug)]
+enum Msg {
+    FetchReq {
+        from: usize,
+        from_life: u64,
+        to: usize,
+        p: usize,
+        id: u64,
+        epoch: i32,
+        offset: i64,
+        last_epoch: i32,
+    },
+    FetchResp {
+        from: usize,
+        to: usize,
+        to_life: u64,
+        p: usize,
+        id: u64,
+        answer: FetchAnswer,
+    },
+    /// A request to the controller (None: a heartbeat).
+    ToController {
+        from: usize,
+        req: Option<ControllerRequest>,
+    },
+    ProduceReq {
+        to: usize,
+        p: usize,
+        id: u64,
+        batch: Bytes,
+    },
+    ProduceResp {
+        from: usize,
+        p: usize,
+        id: u64,
+        answer: ProduceAnswer,
+    },
+}
+
+impl Msg {
+    /// The nodes at either end (a producer or the controller is no node).
+    fn ends(&self) -> (Option<usize>, Option<usize>) {
+        match self {
+            Msg::FetchReq { from, to, .. } | Msg::FetchResp { from, to, .. } => {
+                (Some(*from), Some(*to))
+            }
+            Msg::ToController { from, .. } => (Some(*from), None),
+            Msg::ProduceReq { to, .. } => (None, Some(*to)),
+            Msg::ProduceResp { from, .. } => (Some(*from), None),
+        }
+    }
+}
+
+#[derive(Debug)]
+enum Ev {
+    Deliver(Msg),
+    FetchTimeout {
+        node: usize,
+        life: u64,
+        p: usize,
+        id: u64,
+    },
+    FetchAgain {
+        node: usize,
+        life: u64,
+        p: usize,
+    },
+    FlushDone {
+        node: usize,
+        life: u64,
+        p: usize,
+    },
+    MetaDeliver {
+        node: usize,
+        life: u64,
+        upto: usize,
+    },
+    MetaPoll {
+        node: usize,
+        life: u64,
+    },
+    Heartbeat {
+        node: usize,
+        life: u64,
+    },
+    Register {
+        node: usize,
+        life: u64,
+    },
+    IsrTick {
+        node: usize,
+        life: u64,
+    },
+    CtlTick,
+    Commit {
+        gen: u64,
+    },
+    Produce {
+        p: usize,
+    },
+    ProduceTimeout {
+        p: usize,
+        id: u64,
+    },
+    Admin,
+    Fault,
+    Restart {
+        node: usize,
+    },
+    Heal {
+        node: usize,
+        gen: u64,
+    },
+}
+
+impl Ev {
+    /// Which node an action targeting `node` may pull forward (fetch round, flush, metadata).
+    fn kind_for(&self, node: usize) -> Option<u8> {
+        match self {
+            Ev::Deliver(m) => {
+                let (a, b) = m.ends();
+                (a == Some(node) || b == Some(node)).then_some(0)
+            }
+            Ev::FetchAgain { node: n, .. } | Ev::FetchTimeout { node: n, .. } if *n == node => {
+                Some(0)
+            }
+            Ev::FlushDone { node: n, .. } if *n == node => Some(1),
+            Ev::MetaDeliver { node: n, .. } | Ev::MetaPoll { node: n, .. } if *n == node => Some(2),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FetchState {
+    Idle,
+    InFlight(u64),
+    /// Appended; waiting for the fsync, then takes this leader high watermark and fetches.
+    Flushing(i64),
+    Backoff,
+}
+
+struct Part {
+    core: PartitionCore<MemStorage>,
+    flush: Option<FlushTicket<MemFile>>,
+    fetch: FetchState,
+    /// The fetch offset of the last fetch sent.
+    fetch_offset: i64,
+    /// (leader epoch, high watermark) while this replica leads: must never go back.
+    lead_hw: Option<(i32, i64)>,
+    /// The highest leader epoch taken in this life.
+    max_epoch: i32,
+}
+
+/// An acks=all produce waiting for the high watermark.
+struct Waiter {
+    p: usize,
+    id: u64,
+    epoch: i32,
+    base: i64,
+    end: i64,
+}
+
+struct Node {
+    id: NodeId,
+    up: bool,
+    /// Bumped at every crash and restart: events of an earlier life are dropped.
+    life: u64,
+    incarnation: i64,
+    storage: MemStorage,
+    parts: Vec<Option<Part>>,
+    image: MetadataImage,
+    partitioned: bool,
+    partition_gen: u64,
+    slow_disk_until: u64,
+    slow_meta_until: u64,
+    waiters: Vec<Waiter>,
+}
+
+impl Node {
+    fn registered(&self) -> bool {
+        self.image
+            .brokers
+            .get(&self.id)
+            .is_some_and(|b| b.epoch == self.incarnation && !b.fenced)
+    }
+}
+
+struct Producer {
+    leader: Option<usize>,
+    outstanding: Option<u64>,
+    next_id: u64,
+}
+
+/// An acknowledged batch: the leader's stored bytes at `base`.
+struct Ack {
+    p: usize,
+    base: i64,
+    end: i64,
+    bytes: Bytes,
+}
+
+struct World {
+    rng: Rng,
+    p: Params,
+    now: u64,
+    seq: u64,
+    queue: BTreeMap<(u64, u64), Ev>,
+    trace: Trace,
+    violations: Vec<String>,
+    liveness: Vec<String>,
+    events: u64,
+    /// Faults and producers run (false once healing, and in action mode for random faults).
+    running: bool,
+    random_faults: bool,
+    nodes: Vec<Node>,
+    log_config: LogConfig,
+    // The metadata quorum, modelled as one always-available log.
+    ctl: Controller,
+    ctl_id: NodeId,
+    ctl_epoch: i32,
+    ctl_gen: u64,
+    ctl_next: Option<u64>,
+    meta_log: Vec<Bytes>,
+    image: MetadataImage,
+    in_flight: Option<Bytes>,
+    correlation: u64,
+    topic_id: Option<[u8; 16]>,
+    producers: Vec<Producer>,
+    next_fetch_id: u64,
+    acks: Vec<Ack>,
+    /// (partition, leader epoch) -> (node, incarnation) that took leadership.
+    leaders: BTreeMap<(usize, i32), (usize, i64)>,
+    stats: ReplRunResult,
+}
+
+impl World {
+    fn new(seed: u64, config: &ReplSimConfig, random_faults: bool) -> World {
+        let mut rng = Rng(seed ^ 0x005e_ed0f_4e91_1ca7);
+        let p = Params::draw(&mut rng);
+        let log_config = LogConfig {
+            segment_bytes: 4096,
+            index_interval_bytes: 256,
+            ..LogConfig::default()
+        };
+        let n = config.nodes.clamp(3, NODES_MAX);
+        let nodes = (0..n)
+            .map(|i| Node {
+                id: i as NodeId + 1,
+                up: false,
+                life: 0,
+                incarnation: 0,
+                storage: MemStorage::new(),
+                parts: (0..p.partitions).map(|_| None).collect(),
+                image: MetadataImage::default(),
+                partitioned: false,
+                partition_gen: 0,
+                slow_disk_until: 0,
+                slow_meta_until: 0,
+                waiters: Vec::new(),
+            })
+            .collect();
+        let producers = (0..p.partitions)
+            .map(|_| Producer {
+                leader: None,
+                outstanding: None,
+                next_id: 0,
+            })
+            .collect();
+        let ctl_cfg = controller_config(&p);
+        World {
+            ctl: Controller::new(ctl_cfg, CTL_ID_BASE, (1..=n as NodeId).collect(), seed),
+            rng,
+            p,
+            now: 0,
+            seq: 0,
+            queue: BTreeMap::new(),
+            trace: Trace {
+                hash: 0xcbf2_9ce4_8422_2325,
+                text: config.trace.then(Vec::new),
+                buf: String::with_capacity(256),
+            },
+            violations: Vec::new(),
+            liveness: Vec::new(),
+            events: 0,
+            running: true,
+            random_faults,
+            nodes,
+            log_config,
+            ctl_id: CTL_ID_BASE,
+            ctl_epoch: 1,
+            ctl_gen: 0,
+            ctl_next: None,
+            meta_log: Vec::new(),
+            image: MetadataImage::default(),
+            in_flight: None,
+            correlation: 0,
+            topic_id: None,
+            producers,
+            next_fetch_id: 0,
+            acks: Vec::new(),
+            leaders: BTreeMap::new(),
+            stats: ReplRunResult::default(),
+        }
+    }
+
+    fn finish(
+        mut self,
+        seed: u64,
+        outcome: Result<(), Box<dyn std::any::Any + Send>>,
+    ) -> ReplRunResult {
+        if let Err(payload) = outcome {
+            let msg = if let Some(s) = payload.downcast_ref::<&str>() {
+                (*s).to_string()
+            } else if let Some(s) = payload.downcast_ref::<String>() {
+                s.clone()
+            } else {
+                "non-string panic payload".to_string()
+            };
+            tr!(self, "PANIC {msg}");
+            self.violations.push(format!("panic: {msg}"));
+        }
+        let mut r = std::mem::take(&mut self.stats);
+        r.seed = seed;
+        r.violations = std::mem::take(&mut self.violations);
+        r.liveness = std::mem::take(&mut self.liveness);
+        r.trace_hash = self.trace.hash;
+        r.trace = self.trace.text.take().unwrap_or_default();
+        r.events = self.events;
+        r.sim_ms = self.now;
+        r.acked = self.acks.len() as u64;
+        r.leader_epochs = self.leaders.len() as u64;
+        r
+    }
+
+    fn schedule(&mut self, delay_ms: u64, ev: Ev) {
+        self.seq += 1;
+        self.queue.insert((self.now + delay_ms, self.seq), ev);
+    }
+
+    fn rand_in(&mut self, (lo, hi): (u64, u64)) -> u64 {
+        self.rng.range(lo, hi)
+    }
+
+    fn violation(&mut self, text: String) {
+        tr!(self, "VIOLATION {text}");
+        if self.violations.len() < VIOLATIONS_MAX {
+            self.violations.push(text);
+        }
+    }
+
+    // ---- the run ----------------------------------------------------------------------------
+
+    fn start(&mut self) {
+        tr!(
+            self,
+            "start: {} nodes, params {:?}",
+            self.nodes.len(),
+            self.p
+        );
+        let ctl_id = self.ctl_id;
+        self.ctl.activate(0, self.ctl_epoch, None);
+        self.propose(MetadataRecord::LeaderChange {
+            epoch: self.ctl_epoch,
+            leader: ctl_id,
+        });
+        for n in 0..self.nodes.len() {
+            self.restart(n);
+        }
+        self.schedule(ADMIN_RETRY_MS, Ev::Admin);
+        if self.random_faults {
+            for p in 0..self.p.partitions {
+                let d = self.rand_in(self.p.produce_gap_ms);
+                self.schedule(ADMIN_RETRY_MS + d, Ev::Produce { p });
+            }
+            let d = self.rand_in(self.p.fault_gap_ms);
+            self.schedule(d + 2 * ADMIN_RETRY_MS, Ev::Fault);
+        }
+    }
+
+    /// Processes the next event; false when the queue is empty.
+    fn step(&mut self) -> bool {
+        let Some(((t, _), ev)) = self.queue.pop_first() else {
+            return false;
+        };
+        self.now = self.now.max(t);
+        self.events += 1;
+        self.handle(ev);
+        true
+    }
+
+    /// Processes the earliest queued event of `kind` for `node` now, if any.
+    fn pull(&mut self, node: usize, kind: u8) {
+        let key = self
+            .queue
+            .iter()
+            .find(|(_, ev)| ev.kind_for(node) == Some(kind))
+            .map(|(k, _)| *k);
+        if let Some(k) = key {
+            let ev = self.queue.remove(&k).expect("found");
+            self.events += 1;
+            self.handle(ev);
+        }
+    }
+
+    fn action(&mut self, a: Action) {
+        let n = self.nodes.len();
+        tr!(self, "ACTION {a:?}");
+        match a {
+            Action::Append(p) => {
+                let p = p as usize % self.p.partitions;
+                self.produce(p);
+            }
+            Action::Run(k) => {
+                for _ in 0..=k {
+                    if !self.step() {
+                        break;
+                    }
+                }
+            }
+            Action::FetchRound(x) => self.pull(x as usize % n, 0),
+            Action::Flush(x) => self.pull(x as usize % n, 1),
+            Action::Metadata(x) => self.pull(x as usize % n, 2),
+            Action::Crash(x) => {
+                let node = x as usize % n;
+                if self.nodes[node].up {
+                    self.crash(node);
+                    let d = self.rand_in(self.p.down_ms);
+                    self.schedule(d, Ev::Restart { node });
+                }
+            }
+            Action::Partition(x) => {
+                let node = x as usize % n;
+                self.nodes[node].partitioned = true;
+                self.nodes[node].partition_gen += 1;
+                self.stats.partitions += 1;
+            }
+            Action::Heal(x) => {
+                let node = x as usize % n;
+                self.nodes[node].partitioned = false;
+            }
+            Action::ControllerFailover => self.failover(),
+        }
+    }
+
+    /// Stops faults and producers, heals everything, runs `quiet_ms`, and checks.
+    fn heal_and_check(&mut self, quiet_ms: u64) {
+        self.running = false;
+        tr!(self, "HEAL all");
+        for n in 0..self.nodes.len() {
+            self.nodes[n].partitioned = false;
+            self.nodes[n].slow_disk_until = 0;
+            self.nodes[n].slow_meta_until = 0;
+            if !self.nodes[n].up {
+                self.restart(n);
+            }
+        }
+        let end = self.now + quiet_ms;
+        let budget = self.events + HEAL_EVENTS_MAX;
+        while let Some((&(t, _), _)) = self.queue.first_key_value() {
+            if t > end {
+                break;
+            }
+            if self.events >= budget {
+                self.liveness.push(format!(
+                    "more than {HEAL_EVENTS_MAX} events in {quiet_ms} ms after healing"
+                ));
+                break;
+            }
+            self.step();
+        }
+        // Metadata committed just before the end is still on its way: give it time to land.
+        let settle_end = self.now.max(end) + SETTLE_MS;
+        while self.lagging() && self.events < budget {
+            match self.queue.first_key_value() {
+                Some((&(t, _), _)) if t <= settle_end => {
+                    self.step();
+                }
+                _ => break,
+            }
+        }
+        self.now = self.now.max(end);
+        self.final_checks();
+    }
+
+    /// Some up node has not applied all committed metadata.
+    fn lagging(&self) -> bool {
+        let committed = self.meta_log.len() as i64;
+        self.nodes
+            .iter()
+            .any(|n| n.image.applied_offset != committed)
+    }
+
+    fn handle(&mut self, ev: Ev) {
+        match ev {
+            Ev::Deliver(m) => self.deliver(m),
+            Ev::FetchTimeout { node, life, p, id } => {
+                if let Some(part) = self.part_mut(node, life, p) {
+                    if part.fetch == FetchState::InFlight(id) {
+                        part.fetch = FetchState::Idle;
+                        tr!(self, "n{} p{p} fetch #{id} timed out", self.nodes[node].id);
+                        self.send_fetch(node, p);
+                    }
+                }
+            }
+            Ev::FetchAgain { node, life, p } => {
+                if let Some(part) = self.part_mut(node, life, p) {
+                    if part.fetch == FetchState::Backoff {
+                        part.fetch = FetchState::Idle;
+                        self.send_fetch(node, p);
+                    }
+                }
+            }
+            Ev::FlushDone { node, life, p } => self.flush_done(node, life, p),
+            Ev::MetaDeliver { node, life, upto } => self.meta_deliver(node, life, upto),
+            Ev::MetaPoll { node, life } => {
+                if self.nodes[node].up && self.nodes[node].life == life {
+                    let upto = self.meta_log.len();
+                    self.meta_deliver(node, life, upto);
+                    self.schedule(META_POLL_MS, Ev::MetaPoll { node, life });
+                }
+            }
+            Ev::Heartbeat { node, life } => {
+                if self.nodes[node].up && self.nodes[node].life == life {
+                    self.send(Msg::ToController {
+                        from: node,
+                        req: None,
+                    });
+                    let hb = (self.p.session_ms / HEARTBEATS_PER_SESSION).max(1);
+                    self.schedule(hb, Ev::Heartbeat { node, life });
+                }
+            }
+            Ev::Register { node, life } => {
+                if self.nodes[node].up && self.nodes[node].life == life {
+                    if !self.nodes[node].registered() {
+                        let req = ControllerRequest::RegisterBroker {
+                            node_id: self.nodes[node].id,
+                            host: format!("n{}", self.nodes[node].id),
+                            port: 9092,
+                            incarnation: self.nodes[node].incarnation,
+                        };
+                        self.send(Msg::ToController {
+                            from: node,
+                            req: Some(req),
+                        });
+                    }
+                    self.schedule(REGISTER_RETRY_MS, Ev::Register { node, life });
+                }
+            }
+            Ev::IsrTick { node, life } => {
+                if self.nodes[node].up && self.nodes[node].life == life {
+                    self.isr_tick(node);
+                    self.schedule(ISR_CHECK_MS, Ev::IsrTick { node, life });
+                }
+            }
+            Ev::CtlTick => {
+                if self.ctl_next.is_some_and(|t| t <= self.now) {
+                    self.ctl_next = None;
+                }
+                self.ctl_round();
+            }
+            Ev::Commit { gen } => {
+                if gen == self.ctl_gen {
+                    if let Some(entry) = self.in_flight.take() {
+                        self.commit(entry);
+                        self.ctl.committed();
+                        self.ctl_round();
+                    }
+                }
+            }
+            Ev::Produce { p } => {
+                if self.running && self.random_faults {
+                    self.produce(p);
+                }
+            }
+            Ev::ProduceTimeout { p, id } => {
+                if self.producers[p].outstanding == Some(id) {
+                    tr!(self, "produce p{p} #{id} timed out");
+                    self.producers[p].outstanding = None;
+                    self.producers[p].leader = None;
+                    self.next_produce(p, PRODUCE_BACKOFF_MS);
+                }
+            }
+            Ev::Admin => self.admin(),
+            Ev::Fault => {
+                if self.running {
+                    self.fault();
+                    let d = self.rand_in(self.p.fault_gap_ms);
+                    self.schedule(d, Ev::Fault);
+                }
+            }
+            Ev::Restart { node } => {
+                if !self.nodes[node].up {
+                    self.restart(node);
+                }
+            }
+            Ev::Heal { node, gen } => {
+                if self.nodes[node].partition_gen == gen && self.nodes[node].partitioned {
+                    tr!(self, "heal n{}", self.nodes[node].id);
+                    self.nodes[node].partitioned = false;
+                }
+            }
+        }
+    }
+
+    fn part_mut(&mut self, node: usize, life: u64, p: usize) -> Option<&mut Part> {
+        let n = &mut self.nodes[node];
+        if !n.up || n.life != life {
+            return None;
+        }
+        n.parts[p].as_mut()
+    }
+
+    // ---- network ------------------------------------------------------------------------------
+
+    fn send(&mut self, m: Msg) {
+        if self.p.loss > 0.0 && self.rng.chance(self.p.loss) {
+            return;
+        }
+        let d = self.rand_in(self.p.net_ms);
+        self.schedule(d, Ev::Deliver(m));
+    }
+
+    fn reachable(&self, node: Option<usize>) -> bool {
+        match node {
+            Some(n) => self.nodes[n].up && !self.nodes[n].partitioned,
+            None => true,
+        }
+    }
+
+    fn deliver(&mut self, m: Msg) {
+        let (a, b) = m.ends();
+        // The sender may have crashed since: a response from a dead node still arrives
+        // (it was on the wire), but nothing reaches or leaves a partitioned node.
+        if a.is_some_and(|n| self.nodes[n].partitioned) || !self.reachable(b) {
+            return;
+        }
+        match m {
+            Msg::FetchReq {
+                from,
+                from_life,
+                to,
+                p,
+                id,
+                epoch,
+                offset,
+                last_epoch,
+            } => self.leader_fetch(from, from_life, to, p, id, epoch, offset, last_epoch),
+            Msg::FetchResp {
+                from,
+                to,
+                to_life,
+                p,
+                id,
+                answer,
+            } => self.follower_response(from, to, to_life, p, id, answer),
+            Msg::ToController { from, req } => {
+                let node = self.nodes[from].id;
+                self.ctl.heard_from(node, self.now);
+                if let Some(req) = req {
+                    self.correlation += 1;
+                    self.ctl.submit(self.correlation, node, req);
+                    self.ctl_round();
+                } else {
+                    self.ctl_schedule();
+                }
+            }
+            Msg::ProduceReq { to, p, id, batch } => self.leader_produce(to, p, id, batch),
+            Msg::ProduceResp {
+                from,
+                p,
+                id,
+                answer,
+            } => self.produce_answer(from, p, id, answer),
+        }
+    }
+
+    // ---- the metadata quorum and controller ----------------------------------------------------
+
+    fn propose(&mut self, rec: MetadataRecord) {
+        debug_assert!(self.in_flight.is_none());
+        self.in_flight = Some(rec.encode());
+        let d = self.rand_in(self.p.commit_ms);
+        let gen = self.ctl_gen;
+        self.schedule(d, Ev::Commit { gen });
+    }
+
+    /// Appends a committed entry, applies it, and sends it toward every node.
+    fn commit(&mut self, entry: Bytes) {
+        let offset = self.meta_log.len() as i64;
+        let rejected = self.image.rejected;
+        self.image.apply(offset, &entry);
+        if self.image.rejected != rejected {
+            tr!(self, "meta @{offset} rejected by the image");
+        }
+        if let Ok(rec) = MetadataRecord::decode(&entry) {
+            tr!(self, "meta @{offset} {rec:?}");
+        }
+        self.meta_log.push(entry);
+        if self.topic_id.is_none() {
+            self.topic_id = self.image.topic_ids.get(TOPIC).copied();
+        }
+        let upto = self.meta_log.len();
+        for n in 0..self.nodes.len() {
+            if !self.nodes[n].up {
+                continue;
+            }
+            let slow = self.nodes[n].slow_meta_until > self.now;
+            let d = if slow {
+                self.rand_in(self.p.slow_meta_ms)
+            } else {
+                self.rand_in(self.p.meta_ms)
+            };
+            let life = self.nodes[n].life;
+            self.schedule(
+                d,
+                Ev::MetaDeliver {
+                    node: n,
+                    life,
+                    upto,
+                },
+            );
+        }
+    }
+
+    fn ctl_round(&mut self) {
+        if self.in_flight.is_none() {
+            if let Some(rec) = self.ctl.step(self.now, &self.image) {
+                self.propose(rec);
+            }
+        }
+        while let Some((c, to, resp)) = self.ctl.poll_response() {
+            if resp.error != broker::cluster::controller::ControllerError::None {
+                tr!(self, "controller answers n{to} #{c}: {:?}", resp.error);
+            }
+        }
+        self.ctl_schedule();
+    }
+
+    fn ctl_schedule(&mut self) {
+        if self.in_flight.is_some() {
+            return; // the commit runs the next round
+        }
+        if let Some(t) = self.ctl.poll_timeout() {
+            let t = t.max(self.now);
+            if !matches!(self.ctl_next, Some(n) if n <= t) {
+                self.ctl_next = Some(t);
+                let d = t - self.now;
+                self.schedule(d, Ev::CtlTick);
+            }
+        }
+    }
+
+    /// The active controller moves to a fresh one: the old one's uncommitted proposal commits
+    /// or is lost, the new one's LeaderChange commits before it decides anything.
+    fn failover(&mut self) {
+        self.stats.failovers += 1;
+        if let Some(entry) = self.in_flight.take() {
+            if self.rng.chance(0.5) {
+                self.commit(entry);
+            }
+        }
+        self.ctl.deactivate();
+        while self.ctl.poll_response().is_some() {}
+        let previous = self.ctl_id;
+        self.ctl_gen += 1;
+        self.ctl_epoch += 1;
+        self.ctl_id = CTL_ID_BASE + self.ctl_gen as NodeId;
+        tr!(
+            self,
+            "FAILOVER controller {previous} -> {} (epoch {})",
+            self.ctl_id,
+            self.ctl_epoch
+        );
+        let voters = (1..=self.nodes.len() as NodeId).collect();
+        let seed = self.rng.next();
+        self.ctl = Controller::new(controller_config(&self.p), self.ctl_id, voters, seed);
+        self.ctl_next = None;
+        self.ctl.activate(self.now, self.ctl_epoch, Some(previous));
+        let (epoch, leader) = (self.ctl_epoch, self.ctl_id);
+        self.propose(MetadataRecord::LeaderChange { epoch, leader });
+    }
+
+    /// Creates the topic until the image has it.
+    fn admin(&mut self) {
+        if self.topic_id.is_some() {
+            return;
+        }
+        self.correlation += 1;
+        let req = ControllerRequest::CreateTopic {
+            name: TOPIC.into(),
+            partitions: self.p.partitions as u32,
+            replication_factor: self.nodes.len() as u16,
+            configs: Vec::new(),
+        };
+        self.ctl.submit(self.correlation, 1, req);
+        self.ctl_round();
+        self.schedule(ADMIN_RETRY_MS, Ev::Admin);
+    }
+
+    // ---- nodes: crash, restart, metadata --------------------------------------------------------
+
+    fn crash(&mut self, node: usize) {
+        self.stats.crashes += 1;
+        let torn = if self.rng.chance(self.p.drop_unsynced) {
+            TornWrite::DropUnsynced
+        } else {
+            let sectors = self.rng.range(0, 3);
+            let len = self.rng.range(0, 64) as usize;
+            let garbage: Vec<u8> = (0..len).map(|_| self.rng.next() as u8).collect();
+            TornWrite::KeepPrefix { sectors, garbage }
+        };
+        tr!(self, "CRASH n{} ({torn:?})", self.nodes[node].id);
+        let n = &mut self.nodes[node];
+        n.storage.crash(torn);
+        n.up = false;
+        n.life += 1;
+        n.partitioned = false;
+        n.waiters.clear();
+        for p in n.parts.iter_mut() {
+            *p = None;
+        }
+    }
+
+    fn restart(&mut self, node: usize) {
+        let now = self.now as i64;
+        let mut parts = Vec::new();
+        for p in 0..self.p.partitions {
+            let dir = PathBuf::from(format!("/{TOPIC}-{p}"));
+            let storage = self.nodes[node].storage.clone();
+            match Log::open(storage, dir, self.log_config.clone(), T0_MS + now) {
+                Ok((log, _)) => {
+                    let mut core = PartitionCore::new(log, AckPolicy::AfterFsync);
+                    core.become_offline(-1);
+                    parts.push(Some(Part {
+                        core,
+                        flush: None,
+                        fetch: FetchState::Idle,
+                        fetch_offset: -1,
+                        lead_hw: None,
+                        max_epoch: -1,
+                    }));
+                }
+                Err(e) => {
+                    self.violation(format!(
+                        "n{} cannot reopen partition {p}: {e}",
+                        self.nodes[node].id
+                    ));
+                    parts.push(None);
+                }
+            }
+        }
+        let n = &mut self.nodes[node];
+        n.up = true;
+        n.life += 1;
+        n.incarnation += 1;
+        n.image = MetadataImage::default();
+        n.parts = parts;
+        let (life, id, inc) = (n.life, n.id, n.incarnation);
+        let ends: Vec<i64> = n
+            .parts
+            .iter()
+            .map(|p| p.as_ref().map_or(-1, |p| p.core.log().log_end_offset()))
+            .collect();
+        tr!(self, "n{id} up, incarnation {inc}, log ends {ends:?}");
+        self.schedule(0, Ev::Register { node, life });
+        self.schedule(1, Ev::Heartbeat { node, life });
+        self.schedule(1, Ev::MetaPoll { node, life });
+        self.schedule(ISR_CHECK_MS, Ev::IsrTick { node, life });
+    }
+
+    fn meta_deliver(&mut self, node: usize, life: u64, upto: usize) {
+        let n = &mut self.nodes[node];
+        if !n.up || n.life != life || n.partitioned {
+            return;
+        }
+        let from = n.image.applied_offset as usize;
+        if upto <= from {
+            return;
+        }
+        for (i, entry) in self.meta_log[from..upto].iter().enumerate() {
+            n.image.apply((from + i) as i64, entry);
+        }
+        self.reconcile(node);
+    }
+
+    /// The shell's `reconcile` + `Partition::set_role` for every partition of the topic.
+    fn reconcile(&mut self, node: usize) {
+        let n = &self.nodes[node];
+        let Some(t) = n
+            .image
+            .topic_ids
+            .get(TOPIC)
+            .and_then(|id| n.image.topics.get(id))
+        else {
+            return;
+        };
+        let registered = n.registered();
+        let me = n.id;
+        let plan: Vec<_> = t
+            .partitions
+            .iter()
+            .enumerate()
+            .take(self.p.partitions)
+            .map(|(i, pi)| {
+                let leader = if pi.leader == me && !registered {
+                    -1
+                } else {
+                    pi.leader
+                };
+                (
+                    i,
+                    leader,
+                    pi.leader_epoch,
+                    pi.replicas.clone(),
+                    pi.isr.clone(),
+                )
+            })
+            .collect();
+        for (p, leader, epoch, replicas, isr) in plan {
+            self.set_role(node, p, leader, epoch, replicas, isr);
+        }
+    }
+
+    fn set_role(
+        &mut self,
+        node: usize,
+        p: usize,
+        leader: NodeId,
+        epoch: i32,
+        replicas: Vec<NodeId>,
+        isr: Vec<NodeId>,
+    ) {
+        let now = self.now as i64;
+        let n = &mut self.nodes[node];
+        let me = n.id;
+        let inc = n.incarnation;
+        let Some(part) = n.parts[p].as_mut() else {
+            return;
+        };
+        let core = &mut part.core;
+        let before = core.role().clone();
+        if epoch < core.leader_epoch() && !matches!(before, ReplicaRole::Standalone) {
+            return;
+        }
+        let same_epoch = core.leader_epoch() == epoch;
+        match before.clone() {
+            ReplicaRole::Leader(_) if leader == me && same_epoch => {
+                core.update_leader_isr(replicas, isr, T0_MS + now);
+            }
+            ReplicaRole::Follower { leader: l, .. }
+                if leader != me && l == leader && same_epoch => {}
+            _ if leader == me && isr.contains(&me) => {
+                core.become_leader(me, epoch, replicas, isr, T0_MS + now);
+            }
+            _ if leader >= 0 && leader != me && replicas.contains(&me) => {
+                core.become_follower(leader, epoch);
+            }
+            ReplicaRole::Offline { .. } if same_epoch => {}
+            _ => core.become_offline(epoch),
+        }
+        let after = core.role().clone();
+        let new_epoch = core.leader_epoch();
+        let changed = std::mem::discriminant(&before) != std::mem::discriminant(&after)
+            || match (&before, &after) {
+                (ReplicaRole::Leader(a), ReplicaRole::Leader(b)) => a.epoch != b.epoch,
+                (
+                    ReplicaRole::Follower {
+                        leader: a,
+                        epoch: x,
+                    },
+                    ReplicaRole::Follower {
+                        leader: b,
+                        epoch: y,
+                    },
+                ) => a != b || x != y,
+                (ReplicaRole::Offline { epoch: x }, ReplicaRole::Offline { epoch: y }) => x != y,
+                _ => false,
+            };
+        if new_epoch < part.max_epoch {
+            let prev = part.max_epoch;
+            self.violation(format!(
+                "n{me} p{p}: leader epoch went back from {prev} to {new_epoch}"
+            ));
+            return;
+        }
+        part.max_epoch = new_epoch;
+        if !changed {
+            self.after_change(node, p);
+            return;
+        }
+        part.fetch = FetchState::Idle;
+        let became_leader = matches!(after, ReplicaRole::Leader(_));
+        if !became_leader {
+            part.lead_hw = None;
+        }
+        tr!(self, "n{me} p{p} {:?} -> {after:?}", role_name(&before));
+        if became_leader {
+            let hw = self.nodes[node].parts[p]
+                .as_ref()
+                .map_or(0, |x| x.core.high_watermark());
+            if let Some(part) = self.nodes[node].parts[p].as_mut() {
+                part.lead_hw = Some((new_epoch, hw));
+            }
+            match self.leaders.get(&(p, new_epoch)) {
+                Some(&(other, other_inc)) if (other, other_inc) != (node, inc) => {
+                    let o = self.nodes[other].id;
+                    self.violation(format!(
+                        "p{p} epoch {new_epoch}: n{me} (incarnation {inc}) leads, but n{o} \
+                         (incarnation {other_inc}) led it already"
+                    ));
+                }
+                _ => {
+                    self.leaders.insert((p, new_epoch), (node, inc));
+                }
+            }
+            self.check_holds_acks(node, p, "new leader");
+        }
+        if matches!(after, ReplicaRole::Follower { .. }) {
+            self.send_fetch(node, p);
+        }
+        self.after_change(node, p);
+    }
+
+    /// Every acknowledged batch of `p` is in `node`'s log, byte for byte.
+    fn check_holds_acks(&mut self, node: usize, p: usize, what: &str) {
+        let mut missing = Vec::new();
+        {
+            let Some(part) = self.nodes[node].parts[p].as_ref() else {
+                return;
+            };
+            let log = part.core.log();
+            for a in self.acks.iter().filter(|a| a.p == p) {
+                let got = if a.end <= log.log_end_offset() {
+                    log.read(a.base, 1, a.base + 1).ok()
+                } else {
+                    None
+                };
+                if got.as_ref() != Some(&a.bytes) {
+                    missing.push((a.base, a.end, log.log_end_offset()));
+                }
+            }
+        }
+        if let Some((base, end, log_end)) = missing.first() {
+            let id = self.nodes[node].id;
+            self.violation(format!(
+                "acknowledged batch lost: {what} n{id} p{p} lacks offsets {base}..{end} \
+                 (log end {log_end}; {} acknowledged batches missing)",
+                missing.len()
+            ));
+        }
+    }
+
+    /// After anything that may move a partition's high watermark or role on `node`: the
+    /// leader's high watermark must not go back within its epoch; waiting produces settle.
+    fn after_change(&mut self, node: usize, p: usize) {
+        let me = self.nodes[node].id;
+        if let Some(part) = self.nodes[node].parts[p].as_mut() {
+            if let ReplicaRole::Leader(l) = part.core.role() {
+                let hw = part.core.high_watermark();
+                let epoch = l.epoch;
+                match part.lead_hw {
+                    Some((e, prev)) if e == epoch && hw < prev => {
+                        self.violation(format!(
+                            "n{me} p{p}: high watermark went back from {prev} to {hw} in \
+                             epoch {epoch}"
+                        ));
+                    }
+                    _ => part.lead_hw = Some((epoch, hw)),
+                }
+            }
+        }
+        self.settle_waiters(node);
+    }
+
+    fn isr_tick(&mut self, node: usize) {
+        let now = T0_MS + self.now as i64;
+        let lag = self.p.lag_max_ms as i64;
+        let Some(topic_id) = self.nodes[node].image.topic_ids.get(TOPIC).copied() else {
+            return;
+        };
+        let me = self.nodes[node].id;
+        for p in 0..self.p.partitions {
+            let Some(part) = self.nodes[node].parts[p].as_mut() else {
+                continue;
+            };
+            let epoch = part.core.leader_epoch();
+            if let Some((current, new)) = part.core.isr_change(now, lag) {
+                tr!(
+                    self,
+                    "n{me} p{p} asks ISR {current:?} -> {new:?} (epoch {epoch})"
+                );
+                let req = ControllerRequest::AlterPartition {
+                    topic_id,
+                    partition: p as u32,
+                    leader: me,
+                    leader_epoch: epoch,
+                    current_isr: current,
+                    new_isr: new,
+                };
+                self.send(Msg::ToController {
+                    from: node,
+                    req: Some(req),
+                });
+            }
+        }
+    }
+
+    // ---- replication: fetch, append, flush ------------------------------------------------------
+
+    fn send_fetch(&mut self, node: usize, p: usize) {
+        let n = &mut self.nodes[node];
+        let life = n.life;
+        let Some(part) = n.parts[p].as_mut() else {
+            return;
+        };
+        if part.fetch != FetchState::Idle {
+            return;
+        }
+        let ReplicaRole::Follower { leader, epoch } = *part.core.role() else {
+            return;
+        };
+        self.next_fetch_id += 1;
+        let id = self.next_fetch_id;
+        part.fetch = FetchState::InFlight(id);
+        let offset = part.core.ack_offset();
+        part.fetch_offset = offset;
+        let last_epoch = part.core.log().latest_epoch().unwrap_or(-1);
+        let Some(to) = self.nodes.iter().position(|x| x.id == leader) else {
+            return;
+        };
+        self.send(Msg::FetchReq {
+            from: node,
+            from_life: life,
+            to,
+            p,
+            id,
+            epoch,
+            offset,
+            last_epoch,
+        });
+        self.schedule(FETCH_TIMEOUT_MS, Ev::FetchTimeout { node, life, p, id });
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn leader_fetch(
+        &mut self,
+        from: usize,
+        from_life: u64,
+        to: usize,
+        p: usize,
+        id: u64,
+        epoch: i32,
+        offset: i64,
+        last_epoch: i32,
+    ) {
+        let now = T0_MS + self.now as i64;
+        let replica = self.nodes[from].id;
+        let max_bytes = self.p.fetch_bytes;
+        let Some(part) = self.nodes[to].parts[p].as_mut() else {
+            return;
+        };
+        let answer = match part
+            .core
+            .replica_fetch(replica, epoch, offset, last_epoch, now)
+        {
+            Ok(ReplicaFetchPosition::Read) => {
+                let records = part
+                    .core
+                    .read_for_replica(offset, max_bytes)
+                    .unwrap_or_default();
+                Ok((
+                    ReplicaFetchPosition::Read,
+                    records,
+                    part.core.high_watermark(),
+                ))
+            }
+            Ok(d) => Ok((d, Bytes::new(), part.core.high_watermark())),
+            Err(e) => Err(e),
+        };
+        self.after_change(to, p);
+        self.send(Msg::FetchResp {
+            from: to,
+            to: from,
+            to_life: from_life,
+            p,
+            id,
+            answer,
+        });
+    }
+
+    fn follower_response(
+        &mut self,
+        from: usize,
+        node: usize,
+        life: u64,
+        p: usize,
+        id: u64,
+        answer: FetchAnswer,
+    ) {
+        let now = T0_MS + self.now as i64;
+        let me = self.nodes[node].id;
+        let leader = self.nodes[from].id;
+        let Some(part) = self.part_mut(node, life, p) else {
+            return;
+        };
+        if part.fetch != FetchState::InFlight(id) {
+            return;
+        }
+        let ReplicaRole::Follower { epoch, .. } = *part.core.role() else {
+            part.fetch = FetchState::Idle;
+            return;
+        };
+        match answer {
+            Err(e) => {
+                part.fetch = FetchState::Backoff;
+                tr!(self, "n{me} p{p} fetch from n{leader} refused: {e:?}");
+                self.schedule(FETCH_BACKOFF_MS, Ev::FetchAgain { node, life, p });
+            }
+            Ok((
+                ReplicaFetchPosition::Diverging {
+                    epoch: de,
+                    end_offset,
+                },
+                _,
+                _,
+            )) if de >= 0 => {
+                let log = part.core.log();
+                let local_end = log
+                    .end_offset_for_epoch(de)
+                    .map_or(log.log_end_offset(), |(_, end)| end.max(0));
+                let to = end_offset
+                    .min(local_end)
+                    .min(log.log_end_offset())
+                    .max(log.log_start_offset());
+                let from_end = log.log_end_offset();
+                let hw_before = part.core.high_watermark();
+                let r = part.core.truncate_to(to);
+                let hw_after = part.core.high_watermark();
+                part.fetch = FetchState::Idle;
+                self.stats.truncations += 1;
+                tr!(
+                    self,
+                    "n{me} p{p} truncates {from_end} -> {to} (diverging epoch {de} end \
+                     {end_offset}, epoch {epoch}, hw {hw_before} -> {hw_after})"
+                );
+                if let Err(e) = r {
+                    self.violation(format!("n{me} p{p}: truncation failed: {e}"));
+                    return;
+                }
+                self.send_fetch(node, p);
+            }
+            Ok((_, records, leader_hw)) => {
+                if records.is_empty() {
+                    part.core.follower_high_watermark(leader_hw);
+                    part.fetch = FetchState::Backoff;
+                    self.schedule(FETCH_IDLE_MS, Ev::FetchAgain { node, life, p });
+                    return;
+                }
+                if let Err(e) = part.core.append_as_follower(&records, now) {
+                    let end = part.core.log().log_end_offset();
+                    let sent = part.fetch_offset;
+                    part.fetch = FetchState::Backoff;
+                    if sent < end {
+                        // A demoted leader's unsynced tail: it fetched from its durable end, so
+                        // the batches overlap its log end. The shell logs the error and backs
+                        // off; once the tail is synced the next fetch (from the log end)
+                        // settles any divergence.
+                        tr!(
+                            self,
+                            "n{me} p{p}: follower append failed over an unsynced tail \
+                             ({sent}..{end}): {e}"
+                        );
+                        self.start_flush(node, p);
+                    } else {
+                        self.violation(format!(
+                            "n{me} p{p}: follower append from n{leader} failed at log end \
+                             {end}: {e}"
+                        ));
+                    }
+                    self.schedule(FETCH_BACKOFF_MS, Ev::FetchAgain { node, life, p });
+                    return;
+                }
+                part.fetch = FetchState::Flushing(leader_hw);
+                self.start_flush(node, p);
+            }
+        }
+    }
+
+    fn start_flush(&mut self, node: usize, p: usize) {
+        let slow = self.nodes[node].slow_disk_until > self.now;
+        let life = self.nodes[node].life;
+        let Some(part) = self.nodes[node].parts[p].as_mut() else {
+            return;
+        };
+        if part.flush.is_some() {
+            return;
+        }
+        match part.core.prepare_flush() {
+            Some(t) => {
+                part.flush = Some(t);
+                let d = if slow {
+                    self.rand_in(self.p.slow_disk_ms)
+                } else {
+                    self.rand_in(self.p.disk_ms)
+                };
+                self.schedule(d, Ev::FlushDone { node, life, p });
+            }
+            None => self.flushed(node, p),
+        }
+    }
+
+    fn flush_done(&mut self, node: usize, life: u64, p: usize) {
+        let me = self.nodes[node].id;
+        let Some(part) = self.part_mut(node, life, p) else {
+            return;
+        };
+        let Some(ticket) = part.flush.take() else {
+            return;
+        };
+        if let Err(e) = ticket.sync() {
+            self.violation(format!("n{me} p{p}: fsync failed: {e}"));
+            return;
+        }
+        part.core.complete_flush(&ticket);
+        self.after_change(node, p);
+        self.start_flush(node, p);
+    }
+
+    /// Nothing left to flush: a follower waiting for its fsync takes the leader's high
+    /// watermark and fetches again.
+    fn flushed(&mut self, node: usize, p: usize) {
+        let Some(part) = self.nodes[node].parts[p].as_mut() else {
+            return;
+        };
+        if let FetchState::Flushing(hw) = part.fetch {
+            if matches!(part.core.role(), ReplicaRole::Follower { .. }) {
+                part.core.follower_high_watermark(hw);
+            }
+            part.fetch = FetchState::Idle;
+            self.send_fetch(node, p);
+        }
+    }
+
+    // ---- producers -----------------------------------------------------------------------------
+
+    fn next_produce(&mut self, p: usize, delay: u64) {
+        if self.running && self.random_faults {
+            self.schedule(delay, Ev::Produce { p });
+        }
+    }
+
+    /// The client's metadata: asks a random up node for the partition's leader.
+    fn refresh_leader(&mut self, p: usize) -> Option<usize> {
+        let up: Vec<usize> = (0..self.nodes.len())
+            .filter(|&n| self.nodes[n].up && !self.nodes[n].partitioned)
+            .collect();
+        if up.is_empty() {
+            return None;
+        }
+        let asked = up[self.rng.pick(up.len())];
+        let img = &self.nodes[asked].image;
+        let leader = img
+            .topic_ids
+            .get(TOPIC)
+            .and_then(|id| img.topics.get(id))
+            .and_then(|t| t.partitions.get(p))
+            .map_or(-1, |pi| pi.leader);
+        self.nodes.iter().position(|x| x.id == leader)
+    }
+
+    fn produce(&mut self, p: usize) {
+        if self.producers[p].outstanding.is_some() {
+            return;
+        }
+        let leader = match self.producers[p].leader {
+            Some(l) => Some(l),
+            None => self.refresh_leader(p),
+        };
+        self.producers[p].leader = leader;
+        let Some(to) = leader else {
+            self.next_produce(p, PRODUCE_BACKOFF_MS);
+            return;
+        };
+        let id = self.producers[p].next_id;
+        self.producers[p].next_id += 1;
+        self.producers[p].outstanding = Some(id);
+        let values: Vec<Vec<u8>> = (0..self.p.batch_records)
+            .map(|i| format!("p{p}-{id}-{i}").into_bytes())
+            .collect();
+        let refs: Vec<&[u8]> = values.iter().map(|v| v.as_slice()).collect();
+        let batch = Bytes::from(simple_batch(T0_MS + self.now as i64, &refs));
+        self.send(Msg::ProduceReq { to, p, id, batch });
+        self.schedule(PRODUCE_TIMEOUT_MS, Ev::ProduceTimeout { p, id });
+    }
+
+    fn leader_produce(&mut self, node: usize, p: usize, id: u64, batch: Bytes) {
+        let now = T0_MS + self.now as i64;
+        let me = self.nodes[node].id;
+        let Some(part) = self.nodes[node].parts[p].as_mut() else {
+            return;
+        };
+        let answer = if !matches!(part.core.role(), ReplicaRole::Leader(_)) {
+            ProduceAnswer::NotLeader
+        } else if part.core.isr_len() < MIN_ISR {
+            ProduceAnswer::NotEnoughReplicas
+        } else {
+            let epoch = part.core.leader_epoch();
+            match part.core.append(&batch, epoch, now) {
+                Ok(info) => {
+                    tr!(
+                        self,
+                        "n{me} p{p} appends #{id} at {}..={} (epoch {epoch})",
+                        info.base_offset,
+                        info.last_offset
+                    );
+                    self.nodes[node].waiters.push(Waiter {
+                        p,
+                        id,
+                        epoch,
+                        base: info.base_offset,
+                        end: info.last_offset + 1,
+                    });
+                    self.start_flush(node, p);
+                    self.after_change(node, p);
+                    return;
+                }
+                Err(e) => ProduceAnswer::Failed(format!("{e}")),
+            }
+        };
+        self.send(Msg::ProduceResp {
+            from: node,
+            p,
+            id,
+            answer,
+        });
+    }
+
+    /// Answers every waiting produce whose fate is known (`Partition::wait_replicated`).
+    fn settle_waiters(&mut self, node: usize) {
+        if self.nodes[node].waiters.is_empty() {
+            return;
+        }
+        let waiters = std::mem::take(&mut self.nodes[node].waiters);
+        let mut keep = Vec::new();
+        for w in waiters {
+            let Some(part) = self.nodes[node].parts[w.p].as_ref() else {
+                continue;
+            };
+            let core = &part.core;
+            let answer = if !core.is_leader() || core.leader_epoch() != w.epoch {
+                ProduceAnswer::NotLeader
+            } else if core.high_watermark() >= w.end {
+                if core.isr_len() < MIN_ISR {
+                    ProduceAnswer::NotEnoughReplicasAfterAppend
+                } else {
+                    let bytes = core.log().read(w.base, 1, w.base + 1).unwrap_or_default();
+                    let me = self.nodes[node].id;
+                    tr!(
+                        self,
+                        "n{me} p{} acks #{} {}..{} (epoch {})",
+                        w.p,
+                        w.id,
+                        w.base,
+                        w.end,
+                        w.epoch
+                    );
+                    self.acks.push(Ack {
+                        p: w.p,
+                        base: w.base,
+                        end: w.end,
+                        bytes,
+                    });
+                    ProduceAnswer::Ok
+                }
+            } else {
+                keep.push(w);
+                continue;
+            };
+            self.send(Msg::ProduceResp {
+                from: node,
+                p: w.p,
+                id: w.id,
+                answer,
+            });
+        }
+        self.nodes[node].waiters.extend(keep);
+    }
+
+    fn produce_answer(&mut self, from: usize, p: usize, id: u64, answer: ProduceAnswer) {
+        if self.producers[p].outstanding != Some(id) {
+            return;
+        }
+        self.producers[p].outstanding = None;
+        if answer == ProduceAnswer::Ok {
+            let d = self.rand_in(self.p.produce_gap_ms);
+            self.next_produce(p, d);
+        } else {
+            tr!(
+                self,
+                "produce p{p} #{id} to n{}: {answer:?}",
+                self.nodes[from].id
+            );
+            self.producers[p].leader = None;
+            self.next_produce(p, PRODUCE_BACKOFF_MS);
+        }
+    }
+
+    // ---- faults --------------------------------------------------------------------------------
+
+    fn fault(&mut self) {
+        let w = self.p.weights;
+        let total: u64 = w.iter().sum();
+        if total == 0 {
+            return;
+        }
+        let mut x = self.rng.range(0, total - 1);
+        let mut kind = 0;
+        while x >= w[kind] {
+            x -= w[kind];
+            kind += 1;
+        }
+        let n = self.nodes.len();
+        let impaired = self.nodes.iter().filter(|x| !x.up || x.partitioned).count();
+        let node = self.rng.pick(n);
+        let id = self.nodes[node].id;
+        match kind {
+            0 | 1 if impaired >= (n - 1) / 2 || !self.nodes[node].up => {}
+            0 => {
+                self.crash(node);
+                let d = self.rand_in(self.p.down_ms);
+                self.schedule(d, Ev::Restart { node });
+            }
+            1 => {
+                if self.nodes[node].partitioned {
+                    return;
+                }
+                self.stats.partitions += 1;
+                let nd = &mut self.nodes[node];
+                nd.partitioned = true;
+                nd.partition_gen += 1;
+                let gen = nd.partition_gen;
+                let d = self.rand_in(self.p.partition_ms);
+                tr!(self, "PARTITION n{id} for {d} ms");
+                self.schedule(d, Ev::Heal { node, gen });
+            }
+            2 => self.failover(),
+            3 => {
+                let d = self.rand_in(self.p.slow_for_ms);
+                tr!(self, "SLOW DISK n{id} for {d} ms");
+                self.nodes[node].slow_disk_until = self.now + d;
+            }
+            _ => {
+                let d = self.rand_in(self.p.slow_for_ms);
+                tr!(self, "SLOW METADATA n{id} for {d} ms");
+                self.nodes[node].slow_meta_until = self.now + d;
+            }
+        }
+    }
+
+    // ---- final checks --------------------------------------------------------------------------
+
+    fn final_checks(&mut self) {
+        let committed = self.meta_log.len() as i64;
+        for n in 0..self.nodes.len() {
+            let applied = self.nodes[n].image.applied_offset;
+            if applied != committed {
+                let id = self.nodes[n].id;
+                self.liveness.push(format!(
+                    "n{id} applied metadata up to {applied} of {committed}"
+                ));
+            }
+        }
+        if self.topic_id.is_none() {
+            self.liveness.push("the topic was never created".into());
+            return;
+        }
+        for p in 0..self.p.partitions {
+            let pi = self
+                .topic_id
+                .and_then(|id| self.image.topics.get(&id))
+                .and_then(|t| t.partitions.get(p))
+                .cloned();
+            let Some(pi) = pi else { continue };
+            let Some(l) = self.nodes.iter().position(|x| x.id == pi.leader) else {
+                self.liveness
+                    .push(format!("p{p} has no leader after healing ({pi:?})"));
+                continue;
+            };
+            let (hw, end, role_ok) = match self.nodes[l].parts[p].as_ref() {
+                Some(part) => (
+                    part.core.high_watermark(),
+                    part.core.log().log_end_offset(),
+                    matches!(part.core.role(), ReplicaRole::Leader(s) if s.epoch == pi.leader_epoch),
+                ),
+                None => (-1, -1, false),
+            };
+            if !role_ok {
+                self.liveness.push(format!(
+                    "p{p}: n{} is the leader of epoch {} in the metadata but does not lead it",
+                    pi.leader, pi.leader_epoch
+                ));
+                continue;
+            }
+            if hw != end {
+                self.liveness.push(format!(
+                    "p{p}: leader n{} high watermark {hw} short of its log end {end} after \
+                     healing (ISR {:?})",
+                    pi.leader, pi.isr
+                ));
+            }
+            self.check_holds_acks(l, p, "final leader");
+            let reference = self.nodes[l].parts[p]
+                .as_ref()
+                .and_then(|x| read_all(x, hw));
+            for n in 0..self.nodes.len() {
+                if n == l {
+                    continue;
+                }
+                let id = self.nodes[n].id;
+                let Some(part) = self.nodes[n].parts[p].as_ref() else {
+                    continue;
+                };
+                let fend = part.core.log().log_end_offset();
+                if fend < hw {
+                    self.liveness.push(format!(
+                        "p{p}: n{id} log end {fend} behind the high watermark {hw} after healing"
+                    ));
+                    continue;
+                }
+                if read_all(part, hw) != reference {
+                    self.violation(format!(
+                        "p{p}: n{id}'s log differs from leader n{}'s below the high watermark {hw}",
+                        pi.leader
+                    ));
+                }
+            }
+        }
+    }
+}
+
+/// Every stored byte below `hw`.
+fn read_all(part: &Part, hw: i64) -> Option<Bytes> {
+    let log = part.core.log();
+    let start = log.log_start_offset();
+    log.read(start, usize::MAX / 2, hw).ok()
+}
+
+fn role_name(r: &ReplicaRole) -> String {
+    match r {
+        ReplicaRole::Standalone => "standalone".into(),
+        ReplicaRole::Leader(l) => format!("leader e{}", l.epoch),
+        ReplicaRole::Follower { leader, epoch } => format!("follower of n{leader} e{epoch}"),
+        ReplicaRole::Offline { epoch } => format!("offline e{epoch}"),
+    }
+}
+
+fn controller_config(p: &Params) -> ControllerConfig {
+    ControllerConfig {
+        session_timeout_ms: p.session_ms,
+        leader_imbalance_check_ms: LEADER_IMBALANCE_CHECK_MS,
+        unclean_leader_election: false,
+    }
+}
+
+const TOPIC: &str = "t";
+/// acks=all needs at least this many ISR members (min.insync.replicas).
+const MIN_ISR: usize = 2;
+/// Node ids of controllers: the first one, and each failover's successor after it; outside the
+/// broker ids so the controller's "I am always alive" rule covers no broker.
+const CTL_ID_BASE: NodeId = 1000;
+/// Most broker nodes.
+const NODES_MAX: usize = 5;
+/// Most violations kept per run.
+const VIOLATIONS_MAX: usize = 20;
+/// Default events with faults on per seed.
+pub const DEFAULT_STEPS: u64 = 6_000;
+/// Most events after the final heal (a storm of events at one instant is a finding).
+const HEAL_EVENTS_MAX: u64 = 1_000_000;
+/// After the quiet period, at most this long for metadata still in flight to land, in ms.
+const SETTLE_MS: u64 = 5_000;
+/// Default virtual time after the final heal before liveness is judged, in ms.
+pub const QUIET_MS: u64 = 30_000;
+/// Base of the cores' wall-clock timestamps, in ms.
+const T0_MS: i64 = 1_700_000_000_000;
+/// Heartbeats per controller session timeout.
+const HEARTBEATS_PER_SESSION: u64 = 5;
+/// Retry period of registration, in ms (the shell's REGISTER_RETRY_MS).
+const REGISTER_RETRY_MS: u64 = 200;
+/// Period of the leaders' ISR checks, in ms (the shell's ISR_CHECK_INTERVAL_MS).
+const ISR_CHECK_MS: u64 = 200;
+/// Period of a node's metadata catch-up poll, in ms.
+const META_POLL_MS: u64 = 500;
+/// Retry period of topic creation, in ms.
+const ADMIN_RETRY_MS: u64 = 300;
+/// An unanswered follower fetch is given up after this long, in ms.
+const FETCH_TIMEOUT_MS: u64 = 1_000;
+/// Pause after a refused fetch, in ms (the shell's FETCH_BACKOFF_MS).
+const FETCH_BACKOFF_MS: u64 = 100;
+/// Pause after an empty fetch answer, in ms (stands in for the leader's long poll).
+const FETCH_IDLE_MS: u64 = 20;
+/// An unanswered produce is given up after this long, in ms.
+const PRODUCE_TIMEOUT_MS: u64 = 3_000;
+/// Pause before a producer retries after an error, in ms.
+const PRODUCE_BACKOFF_MS: u64 = 50;
+/// Period of preferred-leader elections, in ms.
+const LEADER_IMBALANCE_CHECK_MS: u64 = 5_000;

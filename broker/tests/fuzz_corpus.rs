@@ -98,6 +98,7 @@ fn request_body(key: ApiKey) -> RequestKind {
             .into(),
         ApiKey::Fetch => FetchRequest::default().into(),
         ApiKey::ListOffsets => ListOffsetsRequest::default().into(),
+        ApiKey::OffsetForLeaderEpoch => OffsetForLeaderEpochRequest::default().into(),
         ApiKey::Metadata => MetadataRequest::default()
             .with_topics(Some(vec![
                 MetadataRequestTopic::default().with_name(Some(topic))

@@ -16,7 +16,7 @@ use kafka_protocol::ResponseError;
 
 use super::{code, KafkaApis, Reply};
 use crate::log::AppendError;
-use crate::replica::{DurableError, ProduceError};
+use crate::replica::{DurableError, Partition, ProduceError};
 use crate::storage::Storage;
 
 /// Longest a produce waits for durability, whatever the client's timeout says.
@@ -218,9 +218,10 @@ impl<S: Storage + Clone> KafkaApis<S> {
                 })
                 .collect();
         }
-        let all = acks == -1;
+        // acks=all waits for the ISR; on a single broker that is acks=1's wait.
+        let all = |p: &Partition<S>| acks == -1 && !p.is_standalone();
         waits.retain(|(_, _, partition, end, _, _)| {
-            if all {
+            if all(partition) {
                 !partition.replicated(*end)
             } else {
                 !partition.acknowledgeable(*end)
@@ -234,7 +235,7 @@ impl<S: Storage + Clone> KafkaApis<S> {
             let mut response = response;
             let deadline = tokio::time::Instant::now() + Duration::from_millis(timeout_ms);
             for (t, p, partition, end, epoch, min_isr) in waits {
-                let outcome = if all {
+                let outcome = if acks == -1 && !partition.is_standalone() {
                     tokio::time::timeout_at(
                         deadline,
                         partition.wait_replicated(end, epoch, min_isr),

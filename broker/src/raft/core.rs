@@ -510,8 +510,13 @@ impl RaftCore {
                 _ => self.become_unattached(epoch),
             }
         } else if epoch == self.qs.epoch {
-            // A response that names the current epoch's leader.
+            // A response that names the current epoch's leader. A granted vote is not a hint:
+            // a voter that grants a pre-vote has stopped hearing from its leader, yet still
+            // names it; taking that as "the leader is alive" sent every prospective back to
+            // following a dead leader before it could count the grant, so no election could
+            // win until timing happened to line up.
             let hint = match &msg {
+                Message::VoteResponse { granted: true, .. } => None,
                 Message::FetchResponse { leader, .. }
                 | Message::FetchSnapshotResponse { leader, .. }
                 | Message::VoteResponse { leader, .. } => *leader,

@@ -329,3 +329,44 @@ fn raft_follower_behind_log_start_fetches_snapshot() {
         other => panic!("expected the snapshot, got {other:?}"),
     }
 }
+
+/// The leader dies (cut off from everyone, never ticked again): the two survivors must elect
+/// one of themselves promptly. A voter that grants a pre-vote still names the dead leader in its
+/// response; that name must not send the prospective back to following it.
+#[test]
+fn raft_survivors_elect_promptly_after_the_leader_dies() {
+    let mut c = Cluster::new(3);
+    c.run(1000);
+    let dead = c.leader().unwrap();
+    let epoch = c.cores[dead].epoch();
+    // One survivor stops hearing from the leader a little before the other, so their fetch
+    // timeouts expire apart and each sees the other still vouching for the leader.
+    let first = (0..3).find(|&i| i != dead).unwrap();
+    c.cut.push((dead, first));
+    c.run(100);
+    for o in 0..3 {
+        if o != dead {
+            c.cut.push((dead, o));
+            c.cut.push((o, dead));
+        }
+    }
+    let mut elected_after_ms = None;
+    for ms in 0..3000u64 {
+        c.now += 1;
+        for (i, core) in c.cores.iter_mut().enumerate() {
+            if i != dead && core.poll_timeout() <= c.now {
+                core.tick(c.now);
+            }
+        }
+        c.settle();
+        let survivor_leads = (0..3)
+            .any(|i| i != dead && c.cores[i].role() == Role::Leader && c.cores[i].epoch() > epoch);
+        if survivor_leads {
+            elected_after_ms = Some(ms);
+            break;
+        }
+    }
+    let ms = elected_after_ms.expect("the survivors never elected a leader");
+    // Fetch timeout (200) + a pre-vote round + an election timeout with jitter (<= 200).
+    assert!(ms <= 600, "election took {ms} ms");
+}

@@ -73,6 +73,8 @@ pub struct Partition<S: Storage> {
     /// Mirror of the core's leader epoch and whether it leads.
     leader_epoch: AtomicI32,
     leading: AtomicBool,
+    /// Part of a cluster (false: a single broker's, always the standalone leader).
+    clustered: bool,
 }
 
 impl<S: Storage> Partition<S> {
@@ -98,6 +100,7 @@ impl<S: Storage> Partition<S> {
             high_watermark_watch: Watch::new(core.high_watermark()),
             leader_epoch: AtomicI32::new(core.leader_epoch()),
             leading: AtomicBool::new(core.is_leader()),
+            clustered,
             core: Mutex::new(core),
             ack_offset,
             flush_wanted: Notify::new(),
@@ -498,6 +501,11 @@ impl<S: Storage> Partition<S> {
     /// Whether every ISR member already holds a produce ending at `end_offset`.
     pub fn replicated(&self, end_offset: i64) -> bool {
         self.high_watermark.load(Ordering::Acquire) >= end_offset
+    }
+
+    /// A single broker's partition: the only replica, so acks=all waits for what acks=1 does.
+    pub fn is_standalone(&self) -> bool {
+        !self.clustered
     }
 
     /// One flush: sync every file holding unsynced bytes, outside the lock.

@@ -349,7 +349,11 @@ impl<S: Storage + Clone> GroupManager<S> {
                 let me = Arc::clone(self);
                 let log = Arc::clone(log);
                 tokio::spawn(async move {
-                    let durable = log.wait_replicated(end, epoch, 1).await;
+                    let durable = if log.is_standalone() {
+                        log.wait_acknowledgeable(end).await
+                    } else {
+                        log.wait_replicated(end, epoch, 1).await
+                    };
                     let mut state = me.state();
                     // A coordinator loaded since has its own records to wait for.
                     let Some(st) = state

@@ -1,16 +1,17 @@
 //! `sim`: the deterministic simulator's command line.
 //!
-//!   sim [--layer core|groups|raft|system] [--seeds N] [--start-seed S] [--faults ...] [--plant NAME]
-//!   sim [--layer core|groups|raft|system] --seed N [--trace] [--plant NAME]
+//!   sim [--layer core|groups|raft|system|cluster] [--seeds N] [--start-seed S] [--faults ...] [--plant NAME]
+//!   sim [--layer core|groups|raft|system|cluster] --seed N [--trace] [--plant NAME]
 //!   sim plants [--check] [--max-seeds 200]
-//!   sim determinism [--layer core|groups|raft|system] [--seed S] [--seeds N]
+//!   sim determinism [--layer core|groups|raft|system|cluster] [--seed S] [--seeds N]
 //!   sim check --bootstrap HOST:PORT [--seconds N]
 //!
 //! Layers: `core` (default) steps the sans-IO partition core over the faulty in-memory disk;
 //! `groups` steps the sans-IO group coordinator under simulated consumers, persist failures and
 //! coordinator crashes; `raft` steps a cluster of sans-IO metadata-quorum nodes over a faulty
 //! network, disks and clocks; `system` runs the real broker server under turmoil with network, crash, disk and clock
-//! faults. Each layer reduces one seed to a [`SeedOutcome`], so sweeps, replays, the
+//! faults; `cluster` runs three replicating broker nodes under turmoil with crashes, isolations
+//! and clock skew. Each layer reduces one seed to a [`SeedOutcome`], so sweeps, replays, the
 //! determinism check and the plant check treat them alike.
 
 mod check;
@@ -21,6 +22,7 @@ use std::time::Instant;
 
 use broker::planted::{self, PlantedBug};
 use clap::{Parser, Subcommand, ValueEnum};
+use sim::cluster::{run_cluster_seed, ClusterSimConfig};
 use sim::groups::run_group_seed;
 use sim::raft::{run_raft_seed, RaftFaults, RaftSimConfig};
 use sim::system::{run_system_seed, SystemConfig, SystemFaults};
@@ -61,7 +63,7 @@ struct Cli {
     /// drains (default: the layer's own).
     #[arg(long, global = true)]
     steps: Option<u64>,
-    /// System layer: simulated milliseconds the producers run before the world heals.
+    /// System and cluster layers: simulated milliseconds the producers run before the world heals.
     #[arg(long, global = true, default_value_t = SYSTEM_RUN_MS)]
     run_ms: u64,
 }
@@ -102,6 +104,8 @@ enum Layer {
     Raft,
     /// The real broker server (tokio shell, TCP, dispatch) under turmoil.
     System,
+    /// Three replicating broker nodes (quorum voters and brokers) under turmoil.
+    Cluster,
 }
 
 /// How one seed of any layer ended.
@@ -165,6 +169,7 @@ struct Settings {
     groups_steps: u64,
     raft: RaftSimConfig,
     system: SystemConfig,
+    cluster: ClusterSimConfig,
     /// --steps as given, for replay commands.
     steps: Option<u64>,
     /// The --faults text as given, for replay commands.
@@ -232,6 +237,25 @@ impl Settings {
                 }
                 outcome
             }
+            Layer::Cluster => {
+                let r = run_cluster_seed(&ClusterSimConfig {
+                    seed,
+                    trace,
+                    ..self.cluster.clone()
+                });
+                let mut outcome = SeedOutcome::from_lines(
+                    &r.violations,
+                    r.summary.clone(),
+                    detail_lines,
+                    r.trace_hash,
+                )
+                .with_trace(trace, &r.trace)
+                .with_time(r.sim_ms, r.sim_ms);
+                if outcome.passed {
+                    outcome.details.push_str(&format!("  {}\n", r.summary));
+                }
+                outcome
+            }
         }
     }
 
@@ -246,6 +270,7 @@ impl Settings {
             Layer::Groups => cmd.push_str(" --layer groups"),
             Layer::Raft => cmd.push_str(" --layer raft"),
             Layer::System => cmd.push_str(" --layer system"),
+            Layer::Cluster => cmd.push_str(" --layer cluster"),
         }
         cmd.push_str(&format!(" --seed {seed} --trace"));
         if let Some(p) = plant {
@@ -257,7 +282,9 @@ impl Settings {
         if let Some(steps) = self.steps {
             cmd.push_str(&format!(" --steps {steps}"));
         }
-        if self.layer == Layer::System && self.system.run_ms != SYSTEM_RUN_MS {
+        if matches!(self.layer, Layer::System | Layer::Cluster)
+            && self.system.run_ms != SYSTEM_RUN_MS
+        {
             cmd.push_str(&format!(" --run-ms {}", self.system.run_ms));
         }
         cmd
@@ -315,6 +342,10 @@ fn main() -> ExitCode {
         run_ms: cli.run_ms,
         ..SystemConfig::default()
     };
+    let mut cluster = ClusterSimConfig {
+        run_ms: cli.run_ms,
+        ..ClusterSimConfig::default()
+    };
     let faults = match cli.layer {
         Layer::Core => parse_core_faults(&cli.faults).map(|f| core.faults = f),
         // The group simulation always mixes its own faults (persist failures, crashes, clock
@@ -334,6 +365,16 @@ fn main() -> ExitCode {
             }
         }),
         Layer::System => parse_system_faults(&cli.faults).map(|f| system.faults = f),
+        // No full disks in the cluster layer: `all` means net, crash and clock there.
+        Layer::Cluster => parse_system_faults(&cli.faults.replace("all", "net,crash,clock"))
+            .and_then(|f| {
+                if f.disk {
+                    Err("--faults disk: the cluster layer does not fill disks".to_string())
+                } else {
+                    cluster.faults = f;
+                    Ok(())
+                }
+            }),
     };
     if let Err(e) = faults {
         eprintln!("sim: {e}");
@@ -345,6 +386,7 @@ fn main() -> ExitCode {
         groups_steps: cli.steps.unwrap_or(GROUPS_STEPS),
         raft,
         system,
+        cluster,
         steps: cli.steps,
         faults_text: cli.faults.clone(),
     };
@@ -492,9 +534,9 @@ fn plant_layers(bug: PlantedBug) -> &'static [Layer] {
         PlantedBug::AckBeforeFsync => &[Layer::Core, Layer::System],
         PlantedBug::RecoverySkipsCrc | PlantedBug::FetchPastHighWatermark => &[Layer::Core],
         PlantedBug::CommitBeforePersist => &[Layer::Groups, Layer::System],
-        PlantedBug::VoteTwice | PlantedBug::HwFromLeader => &[Layer::Raft],
-        // Caught by the controller's own proptest; no simulator layer drives the controller yet.
-        PlantedBug::OutOfIsrElection => &[],
+        PlantedBug::VoteTwice => &[Layer::Raft],
+        PlantedBug::HwFromLeader => &[Layer::Raft, Layer::Cluster],
+        PlantedBug::OutOfIsrElection => &[Layer::Cluster],
     }
 }
 

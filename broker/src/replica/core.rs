@@ -334,6 +334,17 @@ impl<S: Storage> PartitionCore<S> {
         self.check_invariants();
     }
 
+    /// A replicated partition just opened: nothing is led until the metadata says so, and
+    /// nothing in the local log is known to be committed (its tail may hold records the ISR
+    /// never had: a leader's unreplicated appends), so the high watermark starts at the log
+    /// start. As leader it rises again as the ISR's fetches show what they hold; as follower
+    /// it takes the leader's.
+    pub fn open_as_replica(&mut self) {
+        self.role = ReplicaRole::Offline { epoch: -1 };
+        self.high_watermark = self.log.log_start_offset();
+        self.check_invariants();
+    }
+
     pub fn become_offline(&mut self, epoch: i32) {
         self.role = ReplicaRole::Offline { epoch };
     }
@@ -567,8 +578,34 @@ mod tests {
     fn core(s: &MemStorage, dir: &str) -> PartitionCore<MemStorage> {
         let (log, _) = Log::open(s.clone(), PathBuf::from(dir), LogConfig::default(), T0).unwrap();
         let mut c = PartitionCore::new(log, AckPolicy::AfterFsync);
-        c.become_offline(-1);
+        c.open_as_replica();
         c
+    }
+
+    /// Found by `sim --layer cluster` (seed 198): a leader restarted with an unreplicated tail
+    /// took its whole log as committed, acknowledged producers' retries of that tail at once,
+    /// and a follower that never had it was elected next: acknowledged writes lost.
+    #[test]
+    fn a_reopened_replica_commits_nothing_until_the_isr_has_it() {
+        let s = MemStorage::new();
+        {
+            let mut leader = core(&s, "/l/t-0");
+            leader.become_leader(1, 1, vec![1, 2], vec![1, 2], T0);
+            leader
+                .append(&simple_batch(T0, &[b"a", b"b"]), 1, T0)
+                .unwrap();
+            flush(&mut leader);
+            assert_eq!(leader.high_watermark(), 0, "follower 2 has nothing");
+        }
+        let mut leader = core(&s, "/l/t-0");
+        assert_eq!(leader.log().log_end_offset(), 2);
+        assert_eq!(leader.high_watermark(), 0, "nothing is known committed");
+        leader.become_leader(1, 2, vec![1, 2], vec![1, 2], T0);
+        assert_eq!(leader.high_watermark(), 0, "follower 2 still has nothing");
+        leader.replica_fetch(2, 2, 0, -1, T0).unwrap();
+        assert_eq!(leader.high_watermark(), 0);
+        leader.replica_fetch(2, 2, 2, 1, T0).unwrap();
+        assert_eq!(leader.high_watermark(), 2);
     }
 
     fn flush(c: &mut PartitionCore<MemStorage>) {

@@ -87,8 +87,7 @@ impl<S: Storage> Partition<S> {
     ) -> Arc<Self> {
         let mut core = PartitionCore::new(log, policy);
         if clustered {
-            // Nothing is led until the metadata says so.
-            core.become_offline(-1);
+            core.open_as_replica();
         }
         let ack_offset = Watch::new(core.ack_offset());
         let partition = Arc::new(Partition {

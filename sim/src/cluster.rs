@@ -686,11 +686,11 @@ pub fn run_cluster_seed(config: &ClusterSimConfig) -> ClusterSimResult {
             ));
         }
         if !w.final_read_complete {
-            violations.push(
+            violations.push(format!(
                 "the final read did not reach a high watermark covering every acknowledged \
-                 offset"
-                    .into(),
-            );
+                 offset: {}",
+                final_read_state(&w, config.partitions)
+            ));
         }
         violations.extend(check_leaders(&w.leaders));
         violations.extend(check_high_watermarks(&w.high_watermarks));
@@ -758,6 +758,35 @@ pub fn run_cluster_seed(config: &ClusterSimConfig) -> ClusterSimResult {
             .unwrap_or_default(),
         sim_ms: step,
     }
+}
+
+/// Per partition: one past the highest acknowledged offset, the last high watermark a fetch
+/// returned and the last leadership a Metadata response named.
+fn final_read_state(w: &workload::WorkloadOutcome, partitions: i32) -> String {
+    let mut acked: BTreeMap<i32, i64> = BTreeMap::new();
+    for op in w.history.ops() {
+        if let OpKind::Send {
+            result: invariants::SendResult::Ok { partition, offset },
+            ..
+        } = &op.kind
+        {
+            let e = acked.entry(*partition).or_insert(0);
+            *e = (*e).max(offset + 1);
+        }
+    }
+    (0..partitions)
+        .map(|p| {
+            let hw = w.high_watermarks.iter().rev().find(|h| h.partition == p);
+            let leader = w.leaders.iter().rev().find(|l| l.partition == p);
+            format!(
+                "p{p}: acked end {:?}, last hw {:?}, last metadata {:?}",
+                acked.get(&p),
+                hw.map(|h| (h.high_watermark, h.leader, h.leader_epoch)),
+                leader.map(|l| (l.leader, l.leader_epoch, &l.isr, &l.from))
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// At most one leader per (partition, leader epoch), across every Metadata response from every
@@ -851,8 +880,20 @@ fn compare_replicas(
     let log_config = node_config(0).log;
     for p in 0..partitions {
         let (Some(&hw), Some((_, _, isr))) = (final_hws.get(&p), final_metadata.get(&p)) else {
+            let ends: Vec<String> = storages
+                .iter()
+                .enumerate()
+                .map(|(i, storage)| {
+                    let dir = PathBuf::from(DATA_DIR).join(format!("{TOPIC}-{p}"));
+                    match Log::open(storage.clone(), dir, log_config.clone(), 0) {
+                        Ok((log, _)) => format!("node {} log end {}", i + 1, log.log_end_offset()),
+                        Err(e) => format!("node {}: {e}", i + 1),
+                    }
+                })
+                .collect();
             problems.push(format!(
-                "partition {p}: no final high watermark or ISR to compare replicas against"
+                "partition {p}: no final high watermark or ISR to compare replicas against ({})",
+                ends.join(", ")
             ));
             continue;
         };

@@ -496,6 +496,12 @@ impl<S: Storage> Partition<S> {
 
     /// Whether every ISR member already holds a produce ending at `end_offset`.
     pub fn replicated(&self, end_offset: i64) -> bool {
+        if crate::planted::enabled(crate::planted::PlantedBug::AckBeforeFsync)
+            && self.acknowledgeable(end_offset)
+        {
+            // The plant acknowledges acks=all produce once written, too.
+            return true;
+        }
         self.high_watermark.load(Ordering::Acquire) >= end_offset
     }
 

@@ -467,13 +467,14 @@ impl<C: Connector> Router<C> {
     }
 }
 
-/// Error codes after which the batch was definitely not appended.
+/// Error codes after which the batch was definitely not appended. Not NOT_LEADER_OR_FOLLOWER
+/// (6): as on Kafka, an acks=all produce that was appended and then lost the leadership while
+/// waiting for the ISR is answered with it, and the write may survive.
 fn refused_before_write(code: i16) -> bool {
     matches!(
         code,
         2   // CORRUPT_MESSAGE
         | 3  // UNKNOWN_TOPIC_OR_PARTITION
-        | 6  // NOT_LEADER_OR_FOLLOWER
         | 10 // MESSAGE_TOO_LARGE
         | 19 // NOT_ENOUGH_REPLICAS
         | 45 // OUT_OF_ORDER_SEQUENCE_NUMBER

@@ -82,11 +82,12 @@ REQUIRE_EXTERNAL_CLIENTS=1 cargo test --workspace --release "$@"
 # Seed sweeps of every layer (core: the partition core and log over a faulty disk; groups: the
 # group coordinator; raft: a 3-node metadata quorum over a faulty network; replication: brokers
 # of partition cores, the controller, follower fetches and acks=all producers; system: the real
-# broker server under turmoil with network, crash, disk and clock faults), a determinism check
+# broker server under turmoil with network, crash, disk and clock faults; cluster: three
+# replicating broker nodes under turmoil with crashes, isolations and clock skew), a determinism check
 # per layer (each seed run twice, trace hashes compared), proof that every planted bug is
 # caught, and the Jepsen-style `sim check` against the real broker binary over TCP. The planted
 # build is a separate feature set of `broker`, so it never reaches the binary tested above.
-# About 4 minutes on 2 cores (the two replication sweeps take about 2 of them).
+# About 7 minutes on 2 cores (replication sweeps about 2, the cluster sweep about 3).
 log "sim: seed sweeps"
 cargo build --release -q -p sim
 cargo run --release -q -p sim -- --seeds 2000
@@ -95,8 +96,9 @@ cargo run --release -q -p sim -- --layer raft --seeds 1000
 cargo run --release -q -p sim -- --layer replication --seeds 10000
 cargo run --release -q -p sim -- --layer replication --nodes 5 --seeds 5000
 cargo run --release -q -p sim -- --layer system --seeds 300
+cargo run --release -q -p sim -- --layer cluster --seeds 400
 log "sim: determinism"
-for layer in core groups raft replication system; do
+for layer in core groups raft replication system cluster; do
     cargo run --release -q -p sim -- determinism --layer "$layer" --seeds 3
 done
 log "sim: planted bugs must be caught"

@@ -14,12 +14,15 @@
 //!   assigned consumer, a consumer group committing offsets) and its minimal Kafka client;
 //!   `sim check` runs the same workload against any real bootstrap address.
 //! * [`trace`]: the FNV-1a-hashed event trace (same seed ⇒ same hash, byte for byte).
+//! * [`cluster`]: three real broker nodes (quorum voters and brokers) replicating under
+//!   turmoil, with crashes, isolations and clock skew ([`cluster::run_cluster_seed`]).
 //! * [`raft`]: the multi-node metadata-quorum simulation ([`raft::run_raft_seed`]).
 //! * [`decode`]: the consumer side of the record-batch format (CRC check, record parsing).
 //! * [`groups`]: the group coordinator under simulated consumers, persist failures and
 //!   crashes ([`groups::run_group_seed`] runs one seed).
 
 pub mod client;
+pub mod cluster;
 pub mod decode;
 pub mod group_member;
 pub mod groups;

@@ -1,9 +1,9 @@
 //! `sim`: the deterministic simulator's command line.
 //!
-//!   sim [--layer core|groups|raft|replication|system] [--seeds N] [--start-seed S] [--faults ...] [--plant NAME]
-//!   sim [--layer core|groups|raft|replication|system] --seed N [--trace] [--plant NAME]
+//!   sim [--layer core|groups|raft|replication|system|cluster] [--seeds N] [--start-seed S] [--faults ...] [--plant NAME]
+//!   sim [--layer core|groups|raft|replication|system|cluster] --seed N [--trace] [--plant NAME]
 //!   sim plants [--check] [--max-seeds 200]
-//!   sim determinism [--layer core|groups|raft|replication|system] [--seed S] [--seeds N]
+//!   sim determinism [--layer core|groups|raft|replication|system|cluster] [--seed S] [--seeds N]
 //!   sim check --bootstrap HOST:PORT [--seconds N]
 //!
 //! Layers: `core` (default) steps the sans-IO partition core over the faulty in-memory disk;
@@ -12,7 +12,8 @@
 //! network, disks and clocks; `replication` steps partition replication (the real partition
 //! cores on every node, the real controller, follower fetches, ISR changes, acks=all producers)
 //! under crashes, partitions, slow disks and metadata, and controller failover; `system` runs the real broker server under turmoil with network, crash, disk and clock
-//! faults. Each layer reduces one seed to a [`SeedOutcome`], so sweeps, replays, the
+//! faults; `cluster` runs three replicating broker nodes under turmoil with crashes,
+//! isolations and clock skew. Each layer reduces one seed to a [`SeedOutcome`], so sweeps, replays, the
 //! determinism check and the plant check treat them alike.
 
 mod check;
@@ -23,6 +24,7 @@ use std::time::Instant;
 
 use broker::planted::{self, PlantedBug};
 use clap::{Parser, Subcommand, ValueEnum};
+use sim::cluster::{run_cluster_seed, ClusterSimConfig};
 use sim::groups::run_group_seed;
 use sim::raft::{run_raft_seed, RaftFaults, RaftSimConfig};
 use sim::replication::{run_replication_seed, ReplSimConfig};
@@ -64,7 +66,7 @@ struct Cli {
     /// drains (default: the layer's own).
     #[arg(long, global = true)]
     steps: Option<u64>,
-    /// System layer: simulated milliseconds the producers run before the world heals.
+    /// System and cluster layers: simulated milliseconds the producers run before the world heals.
     #[arg(long, global = true, default_value_t = SYSTEM_RUN_MS)]
     run_ms: u64,
     /// Replication layer: broker nodes (3 or 5).
@@ -111,6 +113,8 @@ enum Layer {
     Replication,
     /// The real broker server (tokio shell, TCP, dispatch) under turmoil.
     System,
+    /// Three replicating broker nodes (quorum voters and brokers) under turmoil.
+    Cluster,
 }
 
 /// How one seed of any layer ended.
@@ -175,6 +179,7 @@ struct Settings {
     raft: RaftSimConfig,
     replication: ReplSimConfig,
     system: SystemConfig,
+    cluster: ClusterSimConfig,
     /// --steps as given, for replay commands.
     steps: Option<u64>,
     /// The --faults text as given, for replay commands.
@@ -266,6 +271,25 @@ impl Settings {
                 }
                 outcome
             }
+            Layer::Cluster => {
+                let r = run_cluster_seed(&ClusterSimConfig {
+                    seed,
+                    trace,
+                    ..self.cluster.clone()
+                });
+                let mut outcome = SeedOutcome::from_lines(
+                    &r.violations,
+                    r.summary.clone(),
+                    detail_lines,
+                    r.trace_hash,
+                )
+                .with_trace(trace, &r.trace)
+                .with_time(r.sim_ms, r.sim_ms);
+                if outcome.passed {
+                    outcome.details.push_str(&format!("  {}\n", r.summary));
+                }
+                outcome
+            }
         }
     }
 
@@ -281,6 +305,7 @@ impl Settings {
             Layer::Raft => cmd.push_str(" --layer raft"),
             Layer::Replication => cmd.push_str(" --layer replication"),
             Layer::System => cmd.push_str(" --layer system"),
+            Layer::Cluster => cmd.push_str(" --layer cluster"),
         }
         cmd.push_str(&format!(" --seed {seed} --trace"));
         if let Some(p) = plant {
@@ -295,7 +320,9 @@ impl Settings {
         if self.layer == Layer::Replication && self.replication.nodes != 3 {
             cmd.push_str(&format!(" --nodes {}", self.replication.nodes));
         }
-        if self.layer == Layer::System && self.system.run_ms != SYSTEM_RUN_MS {
+        if matches!(self.layer, Layer::System | Layer::Cluster)
+            && self.system.run_ms != SYSTEM_RUN_MS
+        {
             cmd.push_str(&format!(" --run-ms {}", self.system.run_ms));
         }
         cmd
@@ -360,6 +387,10 @@ fn main() -> ExitCode {
         run_ms: cli.run_ms,
         ..SystemConfig::default()
     };
+    let mut cluster = ClusterSimConfig {
+        run_ms: cli.run_ms,
+        ..ClusterSimConfig::default()
+    };
     let faults = match cli.layer {
         Layer::Core => parse_core_faults(&cli.faults).map(|f| core.faults = f),
         // The group simulation always mixes its own faults (persist failures, crashes, clock
@@ -387,6 +418,16 @@ fn main() -> ExitCode {
             )),
         },
         Layer::System => parse_system_faults(&cli.faults).map(|f| system.faults = f),
+        // No full disks in the cluster layer: `all` means net, crash and clock there.
+        Layer::Cluster => parse_system_faults(&cli.faults.replace("all", "net,crash,clock"))
+            .and_then(|f| {
+                if f.disk {
+                    Err("--faults disk: the cluster layer does not fill disks".to_string())
+                } else {
+                    cluster.faults = f;
+                    Ok(())
+                }
+            }),
     };
     if cli.nodes != 3 && cli.nodes != 5 {
         eprintln!("sim: --nodes must be 3 or 5");
@@ -403,6 +444,7 @@ fn main() -> ExitCode {
         raft,
         replication,
         system,
+        cluster,
         steps: cli.steps,
         faults_text: cli.faults.clone(),
     };
@@ -551,9 +593,9 @@ fn plant_layers(bug: PlantedBug) -> &'static [Layer] {
         PlantedBug::RecoverySkipsCrc | PlantedBug::FetchPastHighWatermark => &[Layer::Core],
         PlantedBug::CommitBeforePersist => &[Layer::Groups, Layer::System],
         PlantedBug::VoteTwice => &[Layer::Raft],
-        PlantedBug::HwFromLeader => &[Layer::Raft, Layer::Replication],
+        PlantedBug::HwFromLeader => &[Layer::Raft, Layer::Replication, Layer::Cluster],
         // Also caught by the controller's own proptest.
-        PlantedBug::OutOfIsrElection => &[Layer::Replication],
+        PlantedBug::OutOfIsrElection => &[Layer::Replication, Layer::Cluster],
     }
 }
 

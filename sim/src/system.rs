@@ -38,9 +38,9 @@ const PORT: u16 = 9092;
 /// moving record timestamps, retention and session deadlines around.
 const CLOCK_SKEW_MS_MAX: i64 = 10_000;
 /// Simulated duration of every fsync and other blocking storage operation.
-const FSYNC_MS: u64 = 2;
+pub(crate) const FSYNC_MS: u64 = 2;
 /// The simulated wall clock starts here (2024-01-01), so runs do not depend on today's date.
-const EPOCH_SECS: u64 = 1_704_067_200;
+pub(crate) const EPOCH_SECS: u64 = 1_704_067_200;
 
 /// Which faults the schedule may inject.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -70,7 +70,7 @@ impl SystemFaults {
     };
 }
 
-fn note(trace: &mut Trace, step_ms: u64, args: std::fmt::Arguments<'_>) {
+pub(crate) fn note(trace: &mut Trace, step_ms: u64, args: std::fmt::Arguments<'_>) {
     trace.line(step_ms * 1_000_000, args);
 }
 
@@ -117,8 +117,8 @@ pub struct SystemResult {
 
 /// The broker's wall clock under simulation: turmoil's logical time plus a skew the fault
 /// schedule moves.
-struct SimClock {
-    skew_ms: Arc<AtomicI64>,
+pub(crate) struct SimClock {
+    pub(crate) skew_ms: Arc<AtomicI64>,
 }
 
 impl Clock for SimClock {
@@ -135,7 +135,7 @@ fn sim_wall_ms() -> i64 {
 }
 
 /// turmoil's listener as the broker shell's [`Acceptor`].
-struct SimListener(turmoil::net::TcpListener);
+pub(crate) struct SimListener(pub(crate) turmoil::net::TcpListener);
 
 impl Acceptor for SimListener {
     type Read = turmoil::net::tcp::OwnedReadHalf;
@@ -152,7 +152,7 @@ impl Acceptor for SimListener {
 
 /// turmoil's TCP as the workload's [`Connector`].
 #[derive(Clone)]
-struct SimConnector;
+pub(crate) struct SimConnector;
 
 impl Connector for SimConnector {
     type Read = turmoil::net::tcp::OwnedReadHalf;

@@ -98,6 +98,10 @@ pub struct WorkloadOutcome {
     pub final_read_complete: bool,
     /// `(time_ns, line)` per client-visible event, for traces.
     pub events: Vec<(u64, String)>,
+    pub leaders: Vec<LeaderSeen>,
+    pub high_watermarks: Vec<HighWatermarkSeen>,
+    /// Per partition, the high watermark the final read stopped at (it reached it).
+    pub final_high_watermarks: BTreeMap<i32, i64>,
 }
 
 /// Shared between the workload's tasks: the history, and the start time for op timestamps.
@@ -105,6 +109,39 @@ pub struct Recorder {
     pub(crate) history: HistoryBuilder,
     start: Instant,
     events: Vec<(u64, String)>,
+    /// Every partition's leadership as some broker's Metadata response described it.
+    leaders: Vec<LeaderSeen>,
+    /// High watermarks fetches returned, tagged with the leader epoch the fetch named.
+    high_watermarks: Vec<HighWatermarkSeen>,
+    /// Per partition, one past the highest acknowledged offset.
+    acked_end: BTreeMap<i32, i64>,
+    /// Per partition, the high watermark the final read stopped at.
+    final_high_watermarks: BTreeMap<i32, i64>,
+}
+
+/// One partition's leadership in one Metadata response.
+#[derive(Clone, Debug)]
+pub struct LeaderSeen {
+    pub time_ns: u64,
+    /// The broker that answered.
+    pub from: String,
+    pub partition: i32,
+    pub leader: i32,
+    pub leader_epoch: i32,
+    pub isr: Vec<i32>,
+}
+
+/// One high watermark a fetch returned for a partition, from the leader of `leader_epoch` (the
+/// fetch named that epoch, so the broker answered only as its leader).
+#[derive(Clone, Debug)]
+pub struct HighWatermarkSeen {
+    pub process: u64,
+    pub invoke_ns: u64,
+    pub complete_ns: u64,
+    pub partition: i32,
+    pub leader: i32,
+    pub leader_epoch: i32,
+    pub high_watermark: i64,
 }
 
 pub(crate) type Shared = Rc<RefCell<Recorder>>;
@@ -131,6 +168,10 @@ pub async fn run<C: Connector>(
         history: HistoryBuilder::new(),
         start: Instant::now(),
         events: Vec::new(),
+        leaders: Vec::new(),
+        high_watermarks: Vec::new(),
+        acked_end: BTreeMap::new(),
+        final_high_watermarks: BTreeMap::new(),
     }));
     let mut router = Router::new(connector.clone(), &config, "setup");
     if config.create_topic {
@@ -202,6 +243,9 @@ pub async fn run<C: Connector>(
         history: recorder.history.build(),
         final_read_complete: final_read_complete && offsets_read,
         events: recorder.events,
+        leaders: recorder.leaders,
+        high_watermarks: recorder.high_watermarks,
+        final_high_watermarks: recorder.final_high_watermarks,
     }
 }
 
@@ -220,6 +264,11 @@ pub(crate) struct Router<C: Connector> {
     request_timeout: Duration,
     brokers: BTreeMap<i32, String>,
     leaders: BTreeMap<i32, i32>,
+    /// Leader epoch and ISR per partition, from the same Metadata response as `leaders`.
+    pub(crate) epochs: BTreeMap<i32, i32>,
+    pub(crate) isrs: BTreeMap<i32, Vec<i32>>,
+    /// Where Metadata responses are recorded, if anywhere.
+    observer: Option<Shared>,
     conns: BTreeMap<String, KafkaConn<C::Read, C::Write>>,
     last_error: Option<String>,
     last_metadata: String,
@@ -237,10 +286,29 @@ impl<C: Connector> Router<C> {
             request_timeout: config.request_timeout,
             brokers: BTreeMap::new(),
             leaders: BTreeMap::new(),
+            epochs: BTreeMap::new(),
+            isrs: BTreeMap::new(),
+            observer: None,
             conns: BTreeMap::new(),
             last_error: None,
             last_metadata: String::new(),
         }
+    }
+
+    /// Records every Metadata response's leaderships into `shared`.
+    pub(crate) fn observe(&mut self, shared: &Shared) {
+        self.observer = Some(Rc::clone(shared));
+    }
+
+    /// The leader per partition from the last Metadata response.
+    pub(crate) fn leaders_view(&self) -> &BTreeMap<i32, i32> {
+        &self.leaders
+    }
+
+    /// Forgets the leaders, so the next lookup asks for metadata again.
+    pub(crate) fn forget_leaders(&mut self) {
+        self.leaders.clear();
+        self.epochs.clear();
     }
 
     /// A call on the connection to `addr`, opened if needed and dropped on any failure.
@@ -297,7 +365,7 @@ impl<C: Connector> Router<C> {
             .unwrap_or_else(|| self.bootstrap.clone())
     }
 
-    async fn refresh_metadata(&mut self, attempt: u32) -> bool {
+    pub(crate) async fn refresh_metadata(&mut self, attempt: u32) -> bool {
         let addr = self.any_broker(attempt);
         let request = MetadataRequest::default()
             .with_topics(Some(vec![MetadataRequestTopic::default().with_name(Some(
@@ -329,13 +397,30 @@ impl<C: Connector> Router<C> {
             .map(|b| (b.node_id.0, format!("{}:{}", b.host, b.port)))
             .collect();
         self.leaders.clear();
+        self.epochs.clear();
+        self.isrs.clear();
         for t in &response.topics {
             if t.error_code != 0 {
                 continue;
             }
             for p in &t.partitions {
+                let isr: Vec<i32> = p.isr_nodes.iter().map(|n| n.0).collect();
+                if let Some(shared) = &self.observer {
+                    let mut s = shared.borrow_mut();
+                    let time_ns = s.now_ns();
+                    s.leaders.push(LeaderSeen {
+                        time_ns,
+                        from: addr.clone(),
+                        partition: p.partition_index,
+                        leader: p.leader_id.0,
+                        leader_epoch: p.leader_epoch,
+                        isr: isr.clone(),
+                    });
+                }
                 if p.error_code == 0 && p.leader_id.0 >= 0 {
                     self.leaders.insert(p.partition_index, p.leader_id.0);
+                    self.epochs.insert(p.partition_index, p.leader_epoch);
+                    self.isrs.insert(p.partition_index, isr);
                 }
             }
         }
@@ -382,13 +467,14 @@ impl<C: Connector> Router<C> {
     }
 }
 
-/// Error codes after which the batch was definitely not appended.
+/// Error codes after which the batch was definitely not appended. Not NOT_LEADER_OR_FOLLOWER
+/// (6): as on Kafka, an acks=all produce that was appended and then lost the leadership while
+/// waiting for the ISR is answered with it, and the write may survive.
 fn refused_before_write(code: i16) -> bool {
     matches!(
         code,
         2   // CORRUPT_MESSAGE
         | 3  // UNKNOWN_TOPIC_OR_PARTITION
-        | 6  // NOT_LEADER_OR_FOLLOWER
         | 10 // MESSAGE_TOO_LARGE
         | 19 // NOT_ENOUGH_REPLICAS
         | 45 // OUT_OF_ORDER_SEQUENCE_NUMBER
@@ -410,6 +496,7 @@ async fn producer<C: Connector>(
 ) {
     let mut rng = ChaCha8Rng::seed_from_u64(config.seed ^ process.wrapping_mul(0x9E37_79B9));
     let mut router = Router::new(connector, &config, &format!("producer-{process}"));
+    router.observe(&shared);
     let mut counter: u64 = 0;
     let mut identity: Option<(i64, i16)> = None;
     let mut sequences: BTreeMap<i32, i32> = BTreeMap::new();
@@ -481,6 +568,8 @@ async fn producer<C: Connector>(
                 Err(e) => {
                     maybe_written = true;
                     last_error = e.to_string();
+                    // The leader may be gone: ask any broker who leads now.
+                    router.forget_leaders();
                 }
                 Ok(response) => {
                     let p = response
@@ -505,7 +594,7 @@ async fn producer<C: Connector>(
                         maybe_written = true;
                     }
                     if matches!(p.error_code, 6 | 3) {
-                        router.leaders.clear();
+                        router.forget_leaders();
                     }
                     if matches!(p.error_code, 45 | 47 | 59) {
                         // The producer's sequence state is gone: start a new identity.
@@ -519,6 +608,8 @@ async fn producer<C: Connector>(
         match &outcome {
             Some(SendResult::Ok { offset, .. }) => {
                 sequences.insert(partition, sequence.wrapping_add(count as i32));
+                let end = s.acked_end.entry(partition).or_insert(0);
+                *end = (*end).max(offset + count as i64);
                 for (i, op) in ops.iter().enumerate() {
                     let _ = s.history.complete_send(
                         *op,
@@ -606,6 +697,7 @@ async fn consumer<C: Connector>(
     deadline: Option<Instant>,
 ) -> bool {
     let mut router = Router::new(connector, &config, &format!("consumer-{process}"));
+    router.observe(&shared);
     let partitions: Vec<i32> = (0..config.partitions).collect();
     {
         let mut s = shared.borrow_mut();
@@ -633,8 +725,22 @@ async fn consumer<C: Connector>(
         let high_watermarks =
             poll(&mut router, &shared, process, &mut positions, max_wait_ms).await;
         for (partition, hw) in high_watermarks {
-            if positions[&partition] >= hw {
+            // The final read ends at a high watermark that covers every acknowledged offset: a
+            // new leader's may still lag behind its predecessor's for a moment.
+            let acked = shared
+                .borrow()
+                .acked_end
+                .get(&partition)
+                .copied()
+                .unwrap_or(0);
+            if positions[&partition] >= hw && (deadline.is_some() || hw >= acked) {
                 caught_up.insert(partition, true);
+                if deadline.is_none() {
+                    shared
+                        .borrow_mut()
+                        .final_high_watermarks
+                        .insert(partition, hw);
+                }
             }
         }
     }
@@ -652,10 +758,15 @@ pub(crate) async fn poll<C: Connector>(
 ) -> BTreeMap<i32, i64> {
     let mut high_watermarks = BTreeMap::new();
     let mut by_leader: BTreeMap<String, Vec<i32>> = BTreeMap::new();
+    // Per partition: the leader and leader epoch the fetch names (-1: unknown).
+    let mut named: BTreeMap<i32, (i32, i32)> = BTreeMap::new();
     let partitions: Vec<i32> = positions.keys().copied().collect();
     for p in partitions {
         match router.leader(p).await {
-            Some((_, addr)) => by_leader.entry(addr).or_default().push(p),
+            Some((node, addr)) => {
+                named.insert(p, (node, router.epochs.get(&p).copied().unwrap_or(-1)));
+                by_leader.entry(addr).or_default().push(p)
+            }
             None => {
                 let e = router.last_error.take().unwrap_or_else(|| {
                     format!(
@@ -685,7 +796,7 @@ pub(crate) async fn poll<C: Connector>(
                         .map(|p| {
                             FetchPartition::default()
                                 .with_partition(*p)
-                                .with_current_leader_epoch(-1)
+                                .with_current_leader_epoch(named[p].1)
                                 .with_fetch_offset(positions[p])
                                 .with_last_fetched_epoch(-1)
                                 .with_log_start_offset(-1)
@@ -693,10 +804,10 @@ pub(crate) async fn poll<C: Connector>(
                         })
                         .collect(),
                 )]);
-        let op = {
+        let (op, invoke_ns) = {
             let mut s = shared.borrow_mut();
             let t = s.now_ns();
-            s.history.poll(process, t, router.topic.clone())
+            (s.history.poll(process, t, router.topic.clone()), t)
         };
         let result = router.call(&addr, &request, FETCH_VERSION).await;
         let mut s = shared.borrow_mut();
@@ -709,6 +820,7 @@ pub(crate) async fn poll<C: Connector>(
                     .history
                     .complete_poll(op, t, PollResult::Failed(e.to_string()));
                 drop(s);
+                router.forget_leaders();
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
@@ -729,8 +841,9 @@ pub(crate) async fn poll<C: Connector>(
                         continue;
                     }
                     code => {
-                        if code == 6 {
-                            router.leaders.clear();
+                        // NOT_LEADER_OR_FOLLOWER, FENCED_LEADER_EPOCH, UNKNOWN_LEADER_EPOCH.
+                        if matches!(code, 6 | 74 | 75) {
+                            router.forget_leaders();
                         }
                         error = Some(format!("partition {partition}: error code {code}"));
                         continue;
@@ -748,6 +861,19 @@ pub(crate) async fn poll<C: Connector>(
                     }
                 }
                 high_watermarks.insert(partition, p.high_watermark);
+                if let Some(&(leader, leader_epoch)) = named.get(&partition) {
+                    if leader_epoch >= 0 {
+                        s.high_watermarks.push(HighWatermarkSeen {
+                            process,
+                            invoke_ns,
+                            complete_ns: t,
+                            partition,
+                            leader,
+                            leader_epoch,
+                            high_watermark: p.high_watermark,
+                        });
+                    }
+                }
             }
         }
         if let Some(e) = &error {
@@ -764,7 +890,7 @@ pub(crate) async fn poll<C: Connector>(
 
 /// `(offset, value)` of every record at or past `position` in a fetch response's record set.
 /// Values are the workload's 8-byte big-endian numbers; control batches are skipped.
-fn read_values(mut records: &[u8], position: i64) -> Result<Vec<(i64, u64)>, String> {
+pub(crate) fn read_values(mut records: &[u8], position: i64) -> Result<Vec<(i64, u64)>, String> {
     let mut out = Vec::new();
     while !records.is_empty() {
         let Some(header) = RecordBatchHeader::parse(records) else {

@@ -236,8 +236,14 @@ where
 
         // 5. Wait for input or the next deadline.
         let mut deadline = core.poll_timeout().max(now);
-        if let Some(t) = ctl.poll_timeout() {
-            deadline = deadline.min(t.max(now));
+        // The controller's deadline counts only while it may step (step 4's condition): with a
+        // proposal in flight, queued requests would make it "now" at every turn, and this loop
+        // would spin until the proposal commits (forever under paused time). The commit
+        // arrives as input, which wakes the loop.
+        if leading && in_flight.is_none() && core.log_end_offset() == image.applied_offset {
+            if let Some(t) = ctl.poll_timeout() {
+                deadline = deadline.min(t.max(now));
+            }
         }
         deadline = deadline.min(now + 100);
         let sleep = tokio::time::sleep_until(start + Duration::from_millis(deadline));

@@ -104,24 +104,14 @@ impl<S: Storage + Clone> KafkaApis<S> {
             let topic = self.replicas.topic(fetch_topic.topic.0.as_str());
             let mut partitions = Vec::with_capacity(fetch_topic.partitions.len());
             for fp in &fetch_topic.partitions {
-                let mut data = PartitionData::default()
-                    .with_partition_index(fp.partition)
-                    .with_high_watermark(-1)
-                    .with_last_stable_offset(-1)
-                    .with_log_start_offset(-1)
-                    .with_records(Some(Bytes::new()));
-                if version >= 4 {
-                    data = data.with_aborted_transactions(Some(Vec::new()));
-                }
-                let Some(partition) = topic.as_ref().and_then(|t| t.partition(fp.partition)) else {
-                    partitions
-                        .push(data.with_error_code(code(ResponseError::UnknownTopicOrPartition)));
-                    continue;
+                let mut data = empty_partition_data(fp.partition, version);
+                let partition = match servable(topic.as_ref(), fp.partition) {
+                    Ok(p) => p,
+                    Err(error) => {
+                        partitions.push(data.with_error_code(code(error)));
+                        continue;
+                    }
                 };
-                if partition.is_failed() || partition.is_closed() {
-                    partitions.push(data.with_error_code(code(ResponseError::KafkaStorageError)));
-                    continue;
-                }
                 if let Some(error) = leader_check(
                     partition.is_leader(),
                     partition.leader_epoch(),
@@ -246,24 +236,14 @@ impl<S: Storage + Clone> KafkaApis<S> {
             let topic = self.replicas.topic(fetch_topic.topic.0.as_str());
             let mut partitions = Vec::with_capacity(fetch_topic.partitions.len());
             for fp in &fetch_topic.partitions {
-                let mut data = PartitionData::default()
-                    .with_partition_index(fp.partition)
-                    .with_high_watermark(-1)
-                    .with_last_stable_offset(-1)
-                    .with_log_start_offset(-1)
-                    .with_records(Some(Bytes::new()));
-                if version >= 4 {
-                    data = data.with_aborted_transactions(Some(Vec::new()));
-                }
-                let Some(partition) = topic.as_ref().and_then(|t| t.partition(fp.partition)) else {
-                    partitions
-                        .push(data.with_error_code(code(ResponseError::UnknownTopicOrPartition)));
-                    continue;
+                let mut data = empty_partition_data(fp.partition, version);
+                let partition = match servable(topic.as_ref(), fp.partition) {
+                    Ok(p) => p,
+                    Err(error) => {
+                        partitions.push(data.with_error_code(code(error)));
+                        continue;
+                    }
                 };
-                if partition.is_failed() || partition.is_closed() {
-                    partitions.push(data.with_error_code(code(ResponseError::KafkaStorageError)));
-                    continue;
-                }
                 let max_bytes = (fp.partition_max_bytes.max(0) as usize)
                     .min(remaining)
                     .max(1);
@@ -324,6 +304,35 @@ impl<S: Storage + Clone> KafkaApis<S> {
             total,
         )
     }
+}
+
+/// A partition's answer before anything is read: no records, unknown offsets.
+fn empty_partition_data(index: i32, version: i16) -> PartitionData {
+    let data = PartitionData::default()
+        .with_partition_index(index)
+        .with_high_watermark(-1)
+        .with_last_stable_offset(-1)
+        .with_log_start_offset(-1)
+        .with_records(Some(Bytes::new()));
+    if version >= 4 {
+        data.with_aborted_transactions(Some(Vec::new()))
+    } else {
+        data
+    }
+}
+
+/// The partition to read, or the error a fetch of it gets (unknown here, or storage failed).
+fn servable<S: Storage>(
+    topic: Option<&std::sync::Arc<crate::replica::Topic<S>>>,
+    index: i32,
+) -> Result<std::sync::Arc<crate::replica::Partition<S>>, ResponseError> {
+    let partition = topic
+        .and_then(|t| t.partition(index))
+        .ok_or(ResponseError::UnknownTopicOrPartition)?;
+    if partition.is_failed() || partition.is_closed() {
+        return Err(ResponseError::KafkaStorageError);
+    }
+    Ok(partition)
 }
 
 /// True when waiting cannot help: some partition answered with an error the client must act on.

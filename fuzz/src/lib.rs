@@ -675,11 +675,14 @@ impl FaultHarness {
         self.appended += 1;
         let now_ms = self.now_ms;
         let end_before = self.log().log_end_offset();
-        match self.log().append(&batch, 0, now_ms) {
+        // As a single broker's partition does: write in the latest epoch the log holds (a
+        // flipped bit in a stored epoch field, which no CRC covers, can raise it).
+        let epoch = self.log().latest_epoch().unwrap_or(0).max(0);
+        match self.log().append(&batch, epoch, now_ms) {
             Ok(info) => {
                 assert_eq!(info.base_offset, end_before);
                 set_base_offset(&mut batch, info.base_offset);
-                set_partition_leader_epoch(&mut batch, 0);
+                set_partition_leader_epoch(&mut batch, epoch);
                 self.model.insert(
                     info.base_offset,
                     ModelBatch {

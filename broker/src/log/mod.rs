@@ -512,8 +512,8 @@ impl<S: Storage> Log<S> {
     /// Validates every batch (framing, then idempotent producers' epochs and sequences), then
     /// assigns consecutive offsets and appends them all or none. A request whose batches were
     /// all stored already (a producer's retry) writes nothing and reports the original offsets
-    /// with `duplicate: true`. `leader_epoch` is stamped into every batch; it must not be
-    /// older than the latest epoch of the log (panics: leaders only move to newer epochs).
+    /// with `duplicate: true`. `leader_epoch` is stamped into every batch; one older than
+    /// the latest epoch in the log is refused (`LeaderEpochRegression`).
     pub fn append(
         &mut self,
         batches: &[u8],
@@ -524,10 +524,15 @@ impl<S: Storage> Log<S> {
             return Err(AppendError::Storage(io::Error::other("log is closed")));
         }
         if let Some(latest) = self.epochs.latest_epoch() {
-            assert!(
-                leader_epoch < 0 || leader_epoch >= latest,
-                "leader append in epoch {leader_epoch} after epoch {latest}"
-            );
+            // Leaders only move to newer epochs, so this means the stored epochs are not what
+            // this leader wrote: the epoch field is outside the batch CRC, and a flipped bit
+            // there survives recovery. Refuse rather than write epochs out of order.
+            if leader_epoch >= 0 && leader_epoch < latest {
+                return Err(AppendError::LeaderEpochRegression {
+                    latest,
+                    got: leader_epoch,
+                });
+            }
         }
         let infos = validate_for_append(batches, self.config.max_message_bytes)?;
         check_request_size(batches)?;

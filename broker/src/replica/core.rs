@@ -241,7 +241,9 @@ impl<S: Storage> PartitionCore<S> {
     /// The leader epoch this replica leads or follows in (0 standalone).
     pub fn leader_epoch(&self) -> i32 {
         match &self.role {
-            ReplicaRole::Standalone => 0,
+            // A single broker writes in epoch 0, or in the latest epoch its log holds (a log
+            // once replicated, or a stored epoch field changed on disk: it is outside the CRC).
+            ReplicaRole::Standalone => self.log.latest_epoch().unwrap_or(0).max(0),
             ReplicaRole::Leader(l) => l.epoch,
             ReplicaRole::Follower { epoch, .. } | ReplicaRole::Offline { epoch } => *epoch,
         }

@@ -319,6 +319,8 @@ enum Msg {
         id: u64,
         epoch: i32,
         offset: i64,
+        /// The follower's durable end (at most `offset`): what the high watermark may count.
+        durable: i64,
         last_epoch: i32,
     },
     FetchResp {
@@ -446,8 +448,10 @@ impl Ev {
 enum FetchState {
     Idle,
     InFlight(u64),
-    /// Appended; waiting for the fsync, then takes this leader high watermark and fetches.
-    Flushing(i64),
+    /// Waiting until everything below this offset (or the log end, if lower) is durable, then
+    /// fetches: at most one round of a follower's batches is unsynced, and an empty answer
+    /// waits for the sync so the next fetch reports it.
+    Syncing(i64),
     Backoff,
 }
 
@@ -955,8 +959,11 @@ impl World {
                 id,
                 epoch,
                 offset,
+                durable,
                 last_epoch,
-            } => self.leader_fetch(from, from_life, to, p, id, epoch, offset, last_epoch),
+            } => self.leader_fetch(
+                from, from_life, to, p, id, epoch, offset, durable, last_epoch,
+            ),
             Msg::FetchResp {
                 from,
                 to,
@@ -1434,7 +1441,9 @@ impl World {
         self.next_fetch_id += 1;
         let id = self.next_fetch_id;
         part.fetch = FetchState::InFlight(id);
-        let offset = part.core.ack_offset();
+        // From the log end, synced or not; the durable end travels beside it.
+        let offset = part.core.log().log_end_offset();
+        let durable = part.core.ack_offset();
         part.fetch_offset = offset;
         let last_epoch = part.core.log().latest_epoch().unwrap_or(-1);
         let Some(to) = self.nodes.iter().position(|x| x.id == leader) else {
@@ -1448,6 +1457,7 @@ impl World {
             id,
             epoch,
             offset,
+            durable,
             last_epoch,
         });
         self.schedule(FETCH_TIMEOUT_MS, Ev::FetchTimeout { node, life, p, id });
@@ -1463,6 +1473,7 @@ impl World {
         id: u64,
         epoch: i32,
         offset: i64,
+        durable: i64,
         last_epoch: i32,
     ) {
         let now = T0_MS + self.now as i64;
@@ -1471,24 +1482,25 @@ impl World {
         let Some(part) = self.nodes[to].parts[p].as_mut() else {
             return;
         };
-        let answer = match part
-            .core
-            .replica_fetch(replica, epoch, offset, last_epoch, now)
-        {
-            Ok(ReplicaFetchPosition::Read) => {
-                let records = part
-                    .core
-                    .read_for_replica(offset, max_bytes)
-                    .unwrap_or_default();
-                Ok((
-                    ReplicaFetchPosition::Read,
-                    records,
-                    part.core.high_watermark(),
-                ))
-            }
-            Ok(d) => Ok((d, Bytes::new(), part.core.high_watermark())),
-            Err(e) => Err(e),
-        };
+        let answer =
+            match part
+                .core
+                .replica_fetch(replica, epoch, offset, Some(durable), last_epoch, now)
+            {
+                Ok(ReplicaFetchPosition::Read) => {
+                    let records = part
+                        .core
+                        .read_for_replica(offset, max_bytes)
+                        .unwrap_or_default();
+                    Ok((
+                        ReplicaFetchPosition::Read,
+                        records,
+                        part.core.high_watermark(),
+                    ))
+                }
+                Ok(d) => Ok((d, Bytes::new(), part.core.high_watermark())),
+                Err(e) => Err(e),
+            };
         self.after_change(to, p);
         self.send(Msg::FetchResp {
             from: to,
@@ -1564,8 +1576,14 @@ impl World {
             Ok((_, records, leader_hw)) => {
                 if records.is_empty() {
                     part.core.follower_high_watermark(leader_hw);
-                    part.fetch = FetchState::Backoff;
-                    self.schedule(FETCH_IDLE_MS, Ev::FetchAgain { node, life, p });
+                    if part.core.ack_offset() < part.core.log().log_end_offset() {
+                        let end = part.core.log().log_end_offset();
+                        part.fetch = FetchState::Syncing(end);
+                        self.start_flush(node, p);
+                    } else {
+                        part.fetch = FetchState::Backoff;
+                        self.schedule(FETCH_IDLE_MS, Ev::FetchAgain { node, life, p });
+                    }
                     return;
                 }
                 if let Err(e) = part.core.append_as_follower(&records, now) {
@@ -1592,8 +1610,12 @@ impl World {
                     self.schedule(FETCH_BACKOFF_MS, Ev::FetchAgain { node, life, p });
                     return;
                 }
-                part.fetch = FetchState::Flushing(leader_hw);
+                part.core.follower_high_watermark(leader_hw);
+                // The next fetch goes out while this round's batches sync, once the round
+                // before is synced.
+                part.fetch = FetchState::Syncing(part.fetch_offset);
                 self.start_flush(node, p);
+                self.maybe_fetch_after_sync(node, p);
             }
         }
     }
@@ -1635,21 +1657,26 @@ impl World {
         }
         part.core.complete_flush(&ticket);
         self.after_change(node, p);
+        self.maybe_fetch_after_sync(node, p);
         self.start_flush(node, p);
     }
 
-    /// Nothing left to flush: a follower waiting for its fsync takes the leader's high
-    /// watermark and fetches again.
+    /// Nothing left to flush: a follower waiting for its fsync fetches again.
     fn flushed(&mut self, node: usize, p: usize) {
+        self.maybe_fetch_after_sync(node, p);
+    }
+
+    /// A follower waiting for a sync fetches once what it waits for is durable.
+    fn maybe_fetch_after_sync(&mut self, node: usize, p: usize) {
         let Some(part) = self.nodes[node].parts[p].as_mut() else {
             return;
         };
-        if let FetchState::Flushing(hw) = part.fetch {
-            if matches!(part.core.role(), ReplicaRole::Follower { .. }) {
-                part.core.follower_high_watermark(hw);
+        if let FetchState::Syncing(upto) = part.fetch {
+            let target = upto.min(part.core.log().log_end_offset());
+            if part.core.ack_offset() >= target {
+                part.fetch = FetchState::Idle;
+                self.send_fetch(node, p);
             }
-            part.fetch = FetchState::Idle;
-            self.send_fetch(node, p);
         }
     }
 

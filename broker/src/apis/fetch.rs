@@ -256,6 +256,7 @@ impl<S: Storage + Clone> KafkaApis<S> {
                     replica,
                     fp.current_leader_epoch,
                     fp.fetch_offset,
+                    crate::cluster::replication::durable_end_offset(fp),
                     last_fetched_epoch,
                     max_bytes,
                     now_ms,

@@ -7,9 +7,11 @@
 //!   topics (under the id the controller chose), remove deleted ones, and set each partition's
 //!   role (lead in epoch E, follow L in epoch E, or offline);
 //! - **fetchers**: one task per leader this broker follows, sending Kafka Fetch requests with
-//!   this broker's replica id for all partitions it follows there; appended batches are fsynced
-//!   before the next fetch, whose offsets tell the leader what this replica holds durably;
-//!   diverging epochs truncate; a log that starts past ours restarts empty there;
+//!   this broker's replica id for all partitions it follows there, from the log end; each
+//!   fetch also tells the leader the durable end (a tagged field), since appended batches are
+//!   fsynced by the partition's flusher while the next fetch is on its way (one round of
+//!   batches at most is unsynced); diverging epochs truncate; a log that starts past ours
+//!   restarts empty there;
 //! - **ISR**: leaders periodically ask the controller to shrink or expand their ISR.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -30,12 +32,17 @@ use crate::apis::{Advertised, Clock};
 use crate::config::ClusterConfig;
 use crate::protocol::client::KafkaConn;
 use crate::raft::{MetadataImage, NodeId};
-use crate::replica::ReplicaManager;
+use crate::replica::{FollowerPosition, ReplicaManager};
 use crate::server::Dialer;
 use crate::storage::Storage;
 
 /// Fetch protocol version followers speak (has LastFetchedEpoch and DivergingEpoch).
 pub const REPLICA_FETCH_VERSION: i16 = 12;
+/// Tag of this broker's own tagged field in a follower's FetchPartition: the follower's durable
+/// log end (i64, big-endian), which may trail its fetch offset while an fsync runs. Kafka's
+/// tags in FetchPartition are small (0 and 1 so far); this one is far above them. A fetch
+/// without it (another implementation's follower) counts its fetch offset as durable.
+pub const DURABLE_END_OFFSET_TAG: i32 = 10_000;
 /// Most bytes one follower fetch asks for, in total and per partition.
 pub const REPLICA_FETCH_BYTES_MAX: i32 = 32 * 1024 * 1024;
 pub const REPLICA_FETCH_PARTITION_BYTES_MAX: i32 = 8 * 1024 * 1024;
@@ -47,10 +54,6 @@ const FETCH_BACKOFF_MS: u64 = 100;
 const ISR_CHECK_INTERVAL_MS: u64 = 200;
 /// Pause between registration attempts.
 const REGISTER_RETRY_MS: u64 = 200;
-
-/// (partition, leader epoch, fetch offset, last fetched epoch, log start) of one followed
-/// partition.
-type FollowPosition = (i32, i32, i64, i32, i64);
 
 /// Runs registration, reconciliation, fetchers and the ISR loop until `stop`.
 pub async fn run<S, D>(
@@ -279,19 +282,26 @@ async fn fetch_from<S, D>(
         }
         // What to fetch: every partition following `leader`, by topic.
         let roles_seen = view.roles_version();
-        let mut wanted: BTreeMap<String, Vec<FollowPosition>> = BTreeMap::new();
+        let mut wanted: BTreeMap<String, Vec<(i32, FollowerPosition)>> = BTreeMap::new();
         for topic in replicas.topics() {
             for p in topic.partitions() {
-                if let Some((l, epoch, offset, last_epoch, log_start)) = p.follower_position() {
-                    if l == leader {
+                if let Some(position) = p.follower_position() {
+                    if position.leader == leader {
                         wanted
                             .entry(topic.name.clone())
                             .or_default()
-                            .push((p.index, epoch, offset, last_epoch, log_start));
+                            .push((p.index, position));
                     }
                 }
             }
         }
+        // Batches from the last round may still be syncing: then ask without a long poll, so
+        // the durable end this fetch reports is not held at the leader while new data is
+        // awaited (if nothing new comes, the sync is awaited below and reported next).
+        let syncing = wanted
+            .values()
+            .flatten()
+            .any(|(_, p)| p.durable_end < p.log_end);
         let image = view.image();
         let addr = image
             .brokers
@@ -323,7 +333,7 @@ async fn fetch_from<S, D>(
         }
         let request = FetchRequest::default()
             .with_replica_id(BrokerId(view.me))
-            .with_max_wait_ms(REPLICA_FETCH_WAIT_MS)
+            .with_max_wait_ms(if syncing { 0 } else { REPLICA_FETCH_WAIT_MS })
             .with_min_bytes(1)
             .with_max_bytes(REPLICA_FETCH_BYTES_MAX)
             .with_isolation_level(0)
@@ -338,15 +348,19 @@ async fn fetch_from<S, D>(
                             .with_partitions(
                                 parts
                                     .iter()
-                                    .map(|(index, epoch, offset, last_epoch, log_start)| {
+                                    .map(|(index, p)| {
                                         FetchPartition::default()
                                             .with_partition(*index)
-                                            .with_current_leader_epoch(*epoch)
-                                            .with_fetch_offset(*offset)
-                                            .with_last_fetched_epoch(*last_epoch)
-                                            .with_log_start_offset(*log_start)
+                                            .with_current_leader_epoch(p.epoch)
+                                            .with_fetch_offset(p.log_end)
+                                            .with_last_fetched_epoch(p.last_epoch)
+                                            .with_log_start_offset(p.log_start)
                                             .with_partition_max_bytes(
                                                 REPLICA_FETCH_PARTITION_BYTES_MAX,
+                                            )
+                                            .with_unknown_tagged_field(
+                                                DURABLE_END_OFFSET_TAG,
+                                                durable_end_offset_field(p.durable_end),
                                             )
                                     })
                                     .collect(),
@@ -388,14 +402,19 @@ async fn fetch_from<S, D>(
                 let Some(partition) = topic.partition(pd.partition_index) else {
                     continue;
                 };
-                let Some(&(_, epoch, offset, _, _)) =
+                let Some(&(_, position)) =
                     sent.and_then(|s| s.iter().find(|s| s.0 == pd.partition_index))
                 else {
                     continue;
                 };
-                work.push((partition, epoch, offset, pd));
+                work.push((partition, position.epoch, position.log_end, pd));
             }
         }
+        // The partitions this round fetched, and the offset each fetched from.
+        let fetched: Vec<_> = work
+            .iter()
+            .map(|(partition, _, offset, _)| (Arc::clone(partition), *offset))
+            .collect();
         let now_ms = clock.now_ms();
         let backoff = crate::blocking::run_blocking(move || {
             let mut backoff = false;
@@ -439,8 +458,36 @@ async fn fetch_from<S, D>(
         })
         .await
         .unwrap_or(true);
+        // At most one round's batches are unsynced: before the next fetch, what this one fetched
+        // from is durable (with nothing new fetched, that is everything, and the long poll can
+        // resume). A failed or closed partition is reported by its own flusher.
+        let synced = async {
+            for (partition, offset) in &fetched {
+                let _ = partition.wait_follower_durable(*offset).await;
+            }
+        };
+        tokio::select! {
+            biased;
+            _ = stop.changed() => return,
+            _ = synced => {}
+            _ = view.roles_changed_since(roles_seen) => {}
+        }
         if backoff {
             tokio::time::sleep(Duration::from_millis(FETCH_BACKOFF_MS)).await;
         }
     }
+}
+
+/// The tagged-field value carrying a follower's durable log end.
+pub fn durable_end_offset_field(offset: i64) -> Bytes {
+    Bytes::copy_from_slice(&offset.to_be_bytes())
+}
+
+/// The durable log end a follower's FetchPartition carries, if it carries a well-formed one.
+pub fn durable_end_offset(partition: &FetchPartition) -> Option<i64> {
+    let raw = partition
+        .unknown_tagged_fields
+        .get(&DURABLE_END_OFFSET_TAG)?;
+    let bytes: [u8; 8] = raw.as_ref().try_into().ok()?;
+    Some(i64::from_be_bytes(bytes))
 }

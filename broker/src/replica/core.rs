@@ -36,9 +36,12 @@ pub type NodeId = i32;
 /// What a follower's fetches told the leader.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FollowerProgress {
-    /// The follower's acknowledgeable log end (its fetch offset); -1 until its first fetch in
-    /// this leader epoch.
+    /// The follower's log end (its fetch offset): what it has appended, synced or not; -1
+    /// until its first fetch in this leader epoch. Lag and divergence are judged on this.
     pub log_end: i64,
+    /// What the follower holds acknowledgeably (fsynced under `--fsync always`), at most
+    /// `log_end`; -1 until its first fetch. The high watermark and ISR expansion use this.
+    pub durable_end: i64,
     /// Last time its fetch offset reached the leader's log end (Kafka's lastCaughtUpTimeMs).
     pub last_caught_up_ms: i64,
     /// Last time it fetched at all (-1: not in this epoch); a replica that stopped fetching
@@ -221,7 +224,7 @@ impl<S: Storage> PartitionCore<S> {
                     if m == l.me {
                         continue;
                     }
-                    let end = l.followers.get(&m).map_or(-1, |f| f.log_end);
+                    let end = l.followers.get(&m).map_or(-1, |f| f.durable_end);
                     hw = hw.min(end);
                 }
                 hw
@@ -289,6 +292,7 @@ impl<S: Storage> PartitionCore<S> {
                     *r,
                     FollowerProgress {
                         log_end: -1,
+                        durable_end: -1,
                         last_caught_up_ms: now_ms,
                         last_fetch_ms: -1,
                     },
@@ -319,6 +323,7 @@ impl<S: Storage> PartitionCore<S> {
             if *r != l.me {
                 l.followers.entry(*r).or_insert(FollowerProgress {
                     log_end: -1,
+                    durable_end: -1,
                     last_caught_up_ms: now_ms,
                     last_fetch_ms: -1,
                 });
@@ -356,13 +361,15 @@ impl<S: Storage> PartitionCore<S> {
     }
 
     /// Leader side of a follower's fetch: checks the epoch and divergence, records the
-    /// follower's position (its fetch offset is what it holds acknowledgeably), advances the
-    /// high watermark.
+    /// follower's position (its fetch offset) and what it holds acknowledgeably
+    /// (`durable_offset`, capped at the fetch offset; a follower that does not say holds its
+    /// fetch offset acknowledgeably), advances the high watermark.
     pub fn replica_fetch(
         &mut self,
         replica: NodeId,
         current_leader_epoch: i32,
         fetch_offset: i64,
+        durable_offset: Option<i64>,
         last_fetched_epoch: i32,
         now_ms: i64,
     ) -> Result<ReplicaFetchPosition, ReplicaFetchError> {
@@ -398,6 +405,7 @@ impl<S: Storage> PartitionCore<S> {
         };
         let f = l.followers.get_mut(&replica).expect("checked above");
         f.log_end = fetch_offset;
+        f.durable_end = durable_offset.map_or(fetch_offset, |d| d.min(fetch_offset));
         f.last_fetch_ms = now_ms;
         if fetch_offset >= log_end {
             f.last_caught_up_ms = now_ms;
@@ -444,8 +452,8 @@ impl<S: Storage> PartitionCore<S> {
             .collect();
         for r in &l.replicas {
             let caught_up = l.followers.get(r).is_some_and(|f| {
-                f.log_end >= hw
-                    && f.log_end >= epoch_start
+                f.durable_end >= hw
+                    && f.durable_end >= epoch_start
                     && f.last_fetch_ms >= 0
                     && now_ms - f.last_fetch_ms <= lag_max_ms
             });
@@ -608,9 +616,9 @@ mod tests {
         assert_eq!(leader.high_watermark(), 0, "nothing is known committed");
         leader.become_leader(1, 2, vec![1, 2], vec![1, 2], T0);
         assert_eq!(leader.high_watermark(), 0, "follower 2 still has nothing");
-        leader.replica_fetch(2, 2, 0, -1, T0).unwrap();
+        leader.replica_fetch(2, 2, 0, None, -1, T0).unwrap();
         assert_eq!(leader.high_watermark(), 0);
-        leader.replica_fetch(2, 2, 2, 1, T0).unwrap();
+        leader.replica_fetch(2, 2, 2, None, 1, T0).unwrap();
         assert_eq!(leader.high_watermark(), 2);
     }
 
@@ -632,24 +640,52 @@ mod tests {
         assert_eq!(leader.high_watermark(), 0, "not durable anywhere yet");
         flush(&mut leader);
         assert_eq!(leader.high_watermark(), 0, "followers have nothing");
-        leader.replica_fetch(2, 1, 2, 1, T0).unwrap();
+        leader.replica_fetch(2, 1, 2, None, 1, T0).unwrap();
         assert_eq!(leader.high_watermark(), 0, "follower 3 has nothing");
-        leader.replica_fetch(3, 1, 1, 1, T0).unwrap();
+        leader.replica_fetch(3, 1, 1, None, 1, T0).unwrap();
         assert_eq!(leader.high_watermark(), 1, "min over the ISR");
-        leader.replica_fetch(3, 1, 2, 1, T0).unwrap();
+        leader.replica_fetch(3, 1, 2, None, 1, T0).unwrap();
         assert_eq!(leader.high_watermark(), 2);
         // Fetches from the wrong epoch or a non-replica are refused.
         assert_eq!(
-            leader.replica_fetch(2, 0, 2, 1, T0),
+            leader.replica_fetch(2, 0, 2, None, 1, T0),
             Err(ReplicaFetchError::FencedEpoch)
         );
         assert_eq!(
-            leader.replica_fetch(2, 5, 2, 1, T0),
+            leader.replica_fetch(2, 5, 2, None, 1, T0),
             Err(ReplicaFetchError::UnknownEpoch)
         );
         assert_eq!(
-            leader.replica_fetch(9, 1, 2, 1, T0),
+            leader.replica_fetch(9, 1, 2, None, 1, T0),
             Err(ReplicaFetchError::NotReplica)
+        );
+    }
+
+    /// A follower fetches from its log end while its last batches sync; the high watermark
+    /// and ISR expansion go by the durable end it reports, never by the fetch offset.
+    #[test]
+    fn high_watermark_and_expansion_go_by_the_durable_end_not_the_fetch_offset() {
+        let s = MemStorage::new();
+        let mut leader = core(&s, "/l/t-0");
+        leader.become_leader(1, 1, vec![1, 2, 3], vec![1, 2], T0);
+        leader
+            .append(&simple_batch(T0, &[b"a", b"b", b"c"]), 1, T0)
+            .unwrap();
+        flush(&mut leader);
+        leader.replica_fetch(2, 1, 3, Some(1), 1, T0).unwrap();
+        assert_eq!(leader.high_watermark(), 1, "2 holds only 1 durably");
+        // A durable end past the fetch offset is capped at it.
+        leader.replica_fetch(2, 1, 2, Some(3), 1, T0).unwrap();
+        assert_eq!(leader.high_watermark(), 2);
+        leader.replica_fetch(2, 1, 3, Some(3), 1, T0).unwrap();
+        assert_eq!(leader.high_watermark(), 3);
+        // 3 is at the log end but has synced nothing: not caught up enough to join.
+        leader.replica_fetch(3, 1, 3, Some(0), 1, T0).unwrap();
+        assert_eq!(leader.isr_change(T0 + 1, 10_000), None);
+        leader.replica_fetch(3, 1, 3, Some(3), 1, T0 + 2).unwrap();
+        assert_eq!(
+            leader.isr_change(T0 + 3, 10_000),
+            Some((vec![1, 2], vec![1, 2, 3]))
         );
     }
 
@@ -660,7 +696,7 @@ mod tests {
         leader.become_leader(1, 1, vec![1, 2, 3], vec![1, 2, 3], T0);
         leader.append(&simple_batch(T0, &[b"a"]), 1, T0).unwrap();
         flush(&mut leader);
-        leader.replica_fetch(2, 1, 1, 1, T0 + 19_000).unwrap();
+        leader.replica_fetch(2, 1, 1, None, 1, T0 + 19_000).unwrap();
         // Follower 3 never fetches: after the lag limit the leader asks to drop it...
         let change = leader.isr_change(T0 + 20_000, 10_000);
         assert_eq!(change, Some((vec![1, 2, 3], vec![1, 2])));
@@ -676,16 +712,16 @@ mod tests {
         // 3 catches up: it is asked back in, and counts for the HW at once.
         leader.append(&simple_batch(T0, &[b"b"]), 1, T0).unwrap();
         flush(&mut leader);
-        leader.replica_fetch(3, 1, 1, 1, T0 + 20_010).unwrap();
+        leader.replica_fetch(3, 1, 1, None, 1, T0 + 20_010).unwrap();
         let change = leader.isr_change(T0 + 20_011, 10_000);
         assert_eq!(change, Some((vec![1, 2], vec![1, 2, 3])));
-        leader.replica_fetch(2, 1, 2, 1, T0 + 20_012).unwrap();
+        leader.replica_fetch(2, 1, 2, None, 1, T0 + 20_012).unwrap();
         assert_eq!(
             leader.high_watermark(),
             1,
             "pending member 3 holds the HW back"
         );
-        leader.replica_fetch(3, 1, 2, 1, T0 + 20_013).unwrap();
+        leader.replica_fetch(3, 1, 2, None, 1, T0 + 20_013).unwrap();
         assert_eq!(leader.high_watermark(), 2);
     }
 
@@ -701,7 +737,7 @@ mod tests {
         leader.append(&simple_batch(T0, &[b"c"]), 3, T0).unwrap();
         // The follower holds offsets 0..5 of epoch 1 (an old leader's unacknowledged tail).
         assert_eq!(
-            leader.replica_fetch(2, 3, 5, 1, T0),
+            leader.replica_fetch(2, 3, 5, None, 1, T0),
             Ok(ReplicaFetchPosition::Diverging {
                 epoch: 1,
                 end_offset: 2
@@ -709,7 +745,7 @@ mod tests {
         );
         // A follower with the same history reads.
         assert_eq!(
-            leader.replica_fetch(2, 3, 2, 1, T0),
+            leader.replica_fetch(2, 3, 2, None, 1, T0),
             Ok(ReplicaFetchPosition::Read)
         );
         // Follower side: truncating and re-fetching yields the leader's bytes.

@@ -21,7 +21,7 @@ use crate::storage::Storage;
 use crate::sync::Watch;
 
 pub use self::core::{AckPolicy, PartitionCore};
-pub use partition::{DurableError, Partition, ProduceError, ReplicaRead};
+pub use partition::{DurableError, FollowerPosition, Partition, ProduceError, ReplicaRead};
 use registry::{Registry, RegistryState, TopicRecord};
 
 /// Longest topic name Kafka accepts.

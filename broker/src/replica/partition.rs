@@ -4,7 +4,8 @@
 //! Group commit: appends only write; one flusher per partition loops "prepare a flush ticket under
 //! the lock, fsync the ticket's files outside it, record the completed flush". Every batch
 //! appended while an fsync runs is covered by the next one, so throughput does not fall to the
-//! disk's fsync rate. Producers waiting for acks watch the ack offset.
+//! disk's fsync rate. Producers waiting for acks watch the ack offset. A follower's appends
+//! use the same flusher, so its next fetch overlaps the fsync of the last one's batches.
 
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -39,6 +40,20 @@ pub enum ProduceError {
     NotLeader,
     NotEnoughReplicas { isr: usize, min_isr: usize },
     Append(AppendError),
+}
+
+/// Where a follower stands: what its next fetch from `leader` in `epoch` says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FollowerPosition {
+    pub leader: NodeId,
+    pub epoch: i32,
+    /// The fetch offset: everything appended, synced or not.
+    pub log_end: i64,
+    /// What this replica holds acknowledgeably (fsynced under `--fsync always`).
+    pub durable_end: i64,
+    /// Epoch of the last appended batch (-1: empty log).
+    pub last_epoch: i32,
+    pub log_start: i64,
 }
 
 /// A leader's answer to one partition of a follower's fetch.
@@ -266,6 +281,7 @@ impl<S: Storage> Partition<S> {
         replica: NodeId,
         current_leader_epoch: i32,
         fetch_offset: i64,
+        durable_offset: Option<i64>,
         last_fetched_epoch: i32,
         max_bytes: usize,
         now_ms: i64,
@@ -276,6 +292,7 @@ impl<S: Storage> Partition<S> {
                 replica,
                 current_leader_epoch,
                 fetch_offset,
+                durable_offset,
                 last_fetched_epoch,
                 now_ms,
             )?;
@@ -308,8 +325,10 @@ impl<S: Storage> Partition<S> {
         Ok(read)
     }
 
-    /// Follower side: appends the leader's batches (if this replica still follows in `epoch`),
-    /// fsyncs them, and takes the leader's high watermark. Runs on a blocking thread.
+    /// Follower side: appends the leader's batches (if this replica still follows in `epoch`)
+    /// and takes the leader's high watermark. The fsync is left to this partition's flusher,
+    /// so the next fetch can be on its way while it runs; the fetch reports the durable end
+    /// separately. Runs on a blocking thread.
     pub fn follower_apply(
         &self,
         epoch: i32,
@@ -317,7 +336,7 @@ impl<S: Storage> Partition<S> {
         leader_high_watermark: i64,
         now_ms: i64,
     ) -> Result<(), AppendError> {
-        {
+        let (high_watermark, ack_offset, policy) = {
             let mut core = self.core();
             if !matches!(core.role(), ReplicaRole::Follower { epoch: e, .. } if *e == epoch) {
                 return Ok(());
@@ -325,18 +344,21 @@ impl<S: Storage> Partition<S> {
             if !records.is_empty() {
                 core.append_as_follower(records, now_ms)?;
             }
-        }
-        if !records.is_empty() && self.core().policy() == AckPolicy::AfterFsync {
-            // The next fetch offset tells the leader this is durable: sync before it is sent.
-            self.flush_once().map_err(AppendError::Storage)?;
-        }
-        let (high_watermark, ack_offset) = {
-            let mut core = self.core();
             core.follower_high_watermark(leader_high_watermark);
-            (core.high_watermark(), core.ack_offset())
+            (core.high_watermark(), core.ack_offset(), core.policy())
         };
+        if !records.is_empty() && policy == AckPolicy::AfterFsync {
+            self.flush_wanted.notify_one();
+        }
         self.publish(high_watermark, ack_offset);
         Ok(())
+    }
+
+    /// Follower side: waits until this replica holds everything below `offset` (or below its
+    /// log end, if that is lower) acknowledgeably. Errors if the partition failed or closed.
+    pub async fn wait_follower_durable(&self, offset: i64) -> Result<(), DurableError> {
+        let target = offset.min(self.core().log().log_end_offset());
+        self.wait_acknowledgeable(target).await
     }
 
     /// Follower side: drop a divergent suffix, durably, when the leader said so.
@@ -391,18 +413,18 @@ impl<S: Storage> Partition<S> {
         Ok(())
     }
 
-    /// What a follower sends in its next fetch: (leader, epoch, fetch offset, last fetched
-    /// epoch, log start), or None when it does not follow.
-    pub fn follower_position(&self) -> Option<(NodeId, i32, i64, i32, i64)> {
+    /// What a follower sends in its next fetch, or None when it does not follow.
+    pub fn follower_position(&self) -> Option<FollowerPosition> {
         let core = self.core();
         match core.role() {
-            ReplicaRole::Follower { leader, epoch } => Some((
-                *leader,
-                *epoch,
-                core.ack_offset(),
-                core.log().latest_epoch().unwrap_or(-1),
-                core.log().log_start_offset(),
-            )),
+            ReplicaRole::Follower { leader, epoch } => Some(FollowerPosition {
+                leader: *leader,
+                epoch: *epoch,
+                log_end: core.log().log_end_offset(),
+                durable_end: core.ack_offset(),
+                last_epoch: core.log().latest_epoch().unwrap_or(-1),
+                log_start: core.log().log_start_offset(),
+            }),
             _ => None,
         }
     }

@@ -187,10 +187,22 @@ impl Params {
 #[derive(Debug)]
 enum Ev {
     Deliver(Envelope),
-    Tick { node: usize, gen: u64 },
-    SyncDone { node: usize, inc: u64, token: u64 },
+    Tick {
+        node: usize,
+        gen: u64,
+    },
+    SyncDone {
+        node: usize,
+        inc: u64,
+        token: u64,
+    },
     Crash(usize),
     Restart(usize),
+    /// The transport tells `node` that its connection from node index `lost` closed.
+    PeerLost {
+        node: usize,
+        lost: usize,
+    },
     Propose,
     NetFault,
     NetHeal(u64),
@@ -617,6 +629,15 @@ impl World {
                 let d = self.rand_in(self.p.crash_gap);
                 self.schedule(d, Ev::Crash(i));
             }
+            Ev::PeerLost { node, lost } => {
+                let lost_id = self.nodes[lost].id;
+                let now = self.local_ms(node);
+                if let Some(core) = self.nodes[node].core.as_mut() {
+                    tr!(self, "n{} lost its connection from n{lost_id}", node + 1);
+                    core.peer_lost(lost_id, now);
+                    self.after(node);
+                }
+            }
             Ev::Restart(i) => {
                 if self.nodes[i].core.is_none() {
                     let voters: Vec<NodeId> = self.nodes.iter().map(|n| n.id).collect();
@@ -660,11 +681,27 @@ impl World {
         node.tick_gen += 1;
         self.crashes += 1;
         tr!(self, "n{} CRASH (kept {keep} unsynced ops)", i + 1);
+        // A dead process's connections close: most peers hear of it soon (not all: none may
+        // have been open).
+        for j in 0..self.nodes.len() {
+            if j != i && self.rng.gen_bool(0.8) {
+                let d = self.rand_in((0, 5 * MS));
+                self.schedule(d, Ev::PeerLost { node: j, lost: i });
+            }
+        }
     }
 
     fn net_fault(&mut self) {
         let n = self.nodes.len();
         self.blocked.clear();
+        // Connections also reset without anyone dying.
+        if self.rng.gen_bool(0.3) {
+            let node = self.rng.gen_range(0..n);
+            let lost = self.rng.gen_range(0..n);
+            if node != lost {
+                self.schedule(0, Ev::PeerLost { node, lost });
+            }
+        }
         match self.rng.gen_range(0..3) {
             0 => {
                 // Isolate one node, both directions.

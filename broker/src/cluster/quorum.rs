@@ -298,6 +298,8 @@ where
                     QuorumInput::PeerLost(node) => {
                         if leading {
                             ctl.connection_lost(node, now);
+                        } else {
+                            core.peer_lost(node, now);
                         }
                     }
                     QuorumInput::Local { request, reply } => {

@@ -399,6 +399,25 @@ impl RaftCore {
         self.check_invariants();
     }
 
+    /// The transport's connection from `node` closed (a killed process closes all of its
+    /// connections at once). A follower of `node` stops vouching for it, so it grants
+    /// pre-votes, and stands after a short randomized wait instead of a full election timeout.
+    /// This only speeds up an election: if the leader lives, voters still hearing from it
+    /// refuse the pre-vote, and its next message makes this node its follower again.
+    pub fn peer_lost(&mut self, node: NodeId, now_ms: u64) {
+        self.advance(now_ms);
+        let State::Follower(f) = &self.state else {
+            return;
+        };
+        if f.leader != node {
+            return;
+        }
+        self.last_leader_contact = None;
+        let wait = splitmix64(&mut self.rng) % (self.cfg.election_timeout_ms / 2).max(1);
+        self.election_deadline = self.election_deadline.min(self.now + wait);
+        self.check_invariants();
+    }
+
     /// BeginQuorumEpoch again to voters that have not fetched lately (it may have been lost).
     fn resend_begin_quorum_epoch(&mut self) {
         let (now, rt) = (self.now, self.cfg.request_timeout_ms);

@@ -370,3 +370,58 @@ fn raft_survivors_elect_promptly_after_the_leader_dies() {
     // Fetch timeout (200) + a pre-vote round + an election timeout with jitter (<= 200).
     assert!(ms <= 600, "election took {ms} ms");
 }
+
+/// A killed leader closes its connections at once; followers told so (`peer_lost`) elect
+/// within a fraction of the fetch timeout instead of waiting it out.
+#[test]
+fn raft_followers_that_lose_the_leaders_connection_elect_at_once() {
+    let mut c = Cluster::new(3);
+    c.run(1000);
+    let dead = c.leader().unwrap();
+    let epoch = c.cores[dead].epoch();
+    let dead_id = c.cores[dead].node_id();
+    for o in 0..3 {
+        if o != dead {
+            c.cut.push((dead, o));
+            c.cut.push((o, dead));
+            let now = c.now;
+            c.cores[o].peer_lost(dead_id, now);
+        }
+    }
+    let mut elected_after_ms = None;
+    for ms in 0..3000u64 {
+        c.now += 1;
+        for (i, core) in c.cores.iter_mut().enumerate() {
+            if i != dead && core.poll_timeout() <= c.now {
+                core.tick(c.now);
+            }
+        }
+        c.settle();
+        let survivor_leads = (0..3)
+            .any(|i| i != dead && c.cores[i].role() == Role::Leader && c.cores[i].epoch() > epoch);
+        if survivor_leads {
+            elected_after_ms = Some(ms);
+            break;
+        }
+    }
+    let ms = elected_after_ms.expect("the survivors never elected a leader");
+    // Half an election timeout (50) at most before standing; the fetch timeout is 200.
+    assert!(ms <= 60, "election took {ms} ms");
+}
+
+/// A follower that loses its connection to a live leader (a reconnect) does not depose it: the
+/// other voter still hears from the leader and refuses the pre-vote.
+#[test]
+fn raft_a_lost_connection_to_a_live_leader_changes_nothing() {
+    let mut c = Cluster::new(3);
+    c.run(1000);
+    let leader = c.leader().unwrap();
+    let epoch = c.cores[leader].epoch();
+    let leader_id = c.cores[leader].node_id();
+    let follower = (0..3).find(|&i| i != leader).unwrap();
+    let now = c.now;
+    c.cores[follower].peer_lost(leader_id, now);
+    c.run(1000);
+    assert_eq!(c.leader(), Some(leader));
+    assert_eq!(c.cores[leader].epoch(), epoch, "no new epoch");
+}

@@ -95,12 +95,23 @@ where
             .ok()
             .filter(|s| (4..=RESPONSE_BYTES_MAX).contains(s))
             .ok_or_else(|| CallError::Protocol(format!("response frame of {size} bytes")))?;
-        let mut buf = vec![0u8; size];
-        self.reader
-            .read_exact(&mut buf)
-            .await
-            .map_err(|e| CallError::Io(e.to_string()))?;
-        let mut buf = Bytes::from(buf);
+        // Read into spare capacity: a follower's fetch response is up to 32 MiB, not worth
+        // zeroing first.
+        let mut buf = BytesMut::with_capacity(size);
+        while buf.len() < size {
+            let n = (&mut self.reader)
+                .take((size - buf.len()) as u64)
+                .read_buf(&mut buf)
+                .await
+                .map_err(|e| CallError::Io(e.to_string()))?;
+            if n == 0 {
+                return Err(CallError::Io(format!(
+                    "connection closed after {} of {size} response bytes",
+                    buf.len()
+                )));
+            }
+        }
+        let mut buf = buf.freeze();
         let got = buf.get_i32();
         if got != correlation_id {
             return Err(CallError::Protocol(format!(

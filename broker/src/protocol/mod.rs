@@ -158,7 +158,13 @@ pub fn encode_response(
 ) -> anyhow::Result<Bytes> {
     let header = ResponseHeader::default().with_correlation_id(correlation_id);
     let header_version = key.response_header_version(version);
-    let mut buf = BytesMut::with_capacity(256);
+    // A fetch response carries up to tens of MiB of stored batches: size the buffer once
+    // rather than let it double (and copy) its way up.
+    let body_bytes = match body {
+        ResponseKind::Fetch(fetch) => fetch.compute_size(version).unwrap_or(0),
+        _ => 0,
+    };
+    let mut buf = BytesMut::with_capacity(256 + body_bytes);
     buf.put_i32(0);
     header.encode(&mut buf, header_version)?;
     body.encode(&mut buf, version)?;

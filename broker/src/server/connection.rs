@@ -25,6 +25,9 @@ use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, RwLock, Semaphore};
 use tokio::task::JoinHandle;
 
 use crate::apis::fetch::FETCH_RESPONSE_BYTES_MAX;
+
+/// Largest request buffer allocated before its bytes arrive; bigger frames grow from there.
+const FRAME_PREALLOCATE_BYTES_MAX: usize = 16 * 1024 * 1024;
 use crate::apis::{api_versions, KafkaApis, Reply};
 use crate::protocol::{decode_request, encode_response, FrameError, Request};
 use crate::storage::Storage;
@@ -97,7 +100,9 @@ pub async fn serve<S, R, W>(
             Ok(p) => p,
             Err(_) => break "budget closed".to_string(),
         };
-        let mut frame = Vec::with_capacity(size.min(64 * 1024));
+        // Sized up front (the budget already holds `size`), up to a bound, so large produce
+        // requests are not copied through doubling buffers.
+        let mut frame = Vec::with_capacity(size.min(FRAME_PREALLOCATE_BYTES_MAX));
         match (&mut reader)
             .take(size as u64)
             .read_to_end(&mut frame)

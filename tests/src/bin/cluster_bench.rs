@@ -42,6 +42,13 @@ use tests::Broker;
 const CONVERGE: Duration = Duration::from_secs(60);
 /// How long one failover run may take before it is reported as a hang.
 const RUN_TIMEOUT: Duration = Duration::from_secs(60);
+/// Pause after a restarted victim is back in the ISR, before the next signal. librdkafka backs
+/// off reconnecting to a broker it saw die (doubling, up to `reconnect.backoff.max.ms`, 10 s by
+/// default) and only resets that after it connects again, which it does not need to while the
+/// broker leads nothing. Killing again sooner often elects the just-restarted broker, and the
+/// client then waits out that backoff (up to 7 s seen with a 2 s pause): a measure of how soon
+/// the leaders die one after another, not of the failover. `BETWEEN_KILLS_SECS` overrides it.
+const BETWEEN_KILLS: Duration = Duration::from_secs(11);
 
 /// Producer settings for the failover stream, as in the cluster interop tests: retries until
 /// the message timeout, metadata refreshed every second while leadership is unknown.
@@ -354,7 +361,19 @@ struct Stream {
 
 struct Tracking(Arc<Stream>);
 
-impl ClientContext for Tracking {}
+impl ClientContext for Tracking {
+    /// librdkafka's own log (with `RDKAFKA_DEBUG=<contexts>`), to stderr with a wall-clock time.
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, log_message: &str) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        eprintln!(
+            "{}.{:03} rdkafka {level:?} {fac}: {log_message}",
+            now.as_secs(),
+            now.subsec_millis()
+        );
+    }
+}
 
 impl ProducerContext for Tracking {
     type DeliveryOpaque = Box<usize>;
@@ -406,6 +425,16 @@ fn one_failover(c: &mut Cluster, topic: &str, stream: &Stream, graceful: bool) -
         ..Failover::default()
     };
     let at = Instant::now();
+    if std::env::var_os("RDKAFKA_DEBUG").is_some() {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        eprintln!(
+            "{}.{:03} cluster_bench: signalling node {victim}",
+            now.as_secs(),
+            now.subsec_millis()
+        );
+    }
     if graceful {
         c.sigterm(victim);
     } else {
@@ -511,6 +540,10 @@ fn failover(args: &Args) {
             for (k, v) in FAILOVER_PRODUCER {
                 config.set(*k, *v);
             }
+            if let Ok(contexts) = std::env::var("RDKAFKA_DEBUG") {
+                config.set("debug", &contexts);
+                config.set_log_level(rdkafka::config::RDKafkaLogLevel::Debug);
+            }
             let producer: ThreadedProducer<Tracking> = config
                 .create_with_context(Tracking(Arc::clone(&stream)))
                 .expect("producer");
@@ -573,7 +606,11 @@ fn failover(args: &Args) {
                 c.log_tail(f.victim, 40)
             );
         }
-        thread::sleep(Duration::from_secs(2));
+        let pause = std::env::var("BETWEEN_KILLS_SECS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .map_or(BETWEEN_KILLS, Duration::from_secs);
+        thread::sleep(pause);
     }
     stop.store(true, Ordering::Relaxed);
     let sent = producer_thread.join().expect("producer thread");

@@ -37,6 +37,13 @@ const TOPIC_ID_ATTEMPTS_MAX: usize = 16;
 /// After a peer's connection closes, how long it has to be heard from again before its session
 /// ends.
 pub const CONNECTION_LOST_GRACE_MS: u64 = 300;
+/// A broker that registered a new incarnation less than this long ago is elected leader only
+/// when no settled ISR member is usable, and preferred-leader elections wait this long for it.
+/// Clients back off reconnecting to a broker they saw die (librdkafka doubles the pause up to
+/// `reconnect.backoff.max.ms`, 10 s by default, and resets it only once it connects again), so
+/// leadership handed to a just-restarted broker can stall producers for seconds (7 s seen in the
+/// failover benchmark, and rolling restarts do exactly this).
+pub const LEADER_SETTLE_MS: u64 = 10_000;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ControllerConfig {
@@ -164,6 +171,9 @@ pub struct Controller {
     presumed_dead: Option<NodeId>,
     /// Last time each node was heard from while this controller was active.
     heard: BTreeMap<NodeId, u64>,
+    /// When this controller saw each broker register a new incarnation (a restart). Brokers
+    /// registered before it became active are taken as settled.
+    registered_at: BTreeMap<NodeId, u64>,
     /// Brokers in controlled shutdown, by incarnation: they stay fenced while heard from, until
     /// they register a new incarnation.
     shutting_down: BTreeMap<NodeId, i64>,
@@ -381,6 +391,7 @@ impl Controller {
             activated_at_ms: 0,
             presumed_dead: None,
             heard: BTreeMap::new(),
+            registered_at: BTreeMap::new(),
             shutting_down: BTreeMap::new(),
             requests: VecDeque::new(),
             in_flight: None,
@@ -439,6 +450,7 @@ impl Controller {
             );
         }
         self.heard.clear();
+        self.registered_at.clear();
         self.shutting_down.clear();
         self.presumed_dead = None;
         self.watched.clear();
@@ -709,6 +721,7 @@ impl Controller {
                         epoch: *incarnation,
                     });
                     self.shutting_down.remove(node_id);
+                    self.registered_at.insert(*node_id, now);
                 }
                 let t = self.heard.entry(*node_id).or_insert(now);
                 *t = (*t).max(now);
@@ -1029,14 +1042,22 @@ impl Controller {
         round.registered_unfenced(node) && self.alive(node, now)
     }
 
+    /// Registered longer than [`LEADER_SETTLE_MS`] ago (or before this controller's term).
+    fn settled(&self, node: NodeId, now: u64) -> bool {
+        self.registered_at
+            .get(&node)
+            .is_none_or(|&t| now >= t.saturating_add(LEADER_SETTLE_MS))
+    }
+
     /// A new leader for `p` other than its current one: the first usable ISR member in replica
-    /// order (any usable replica under the planted bug).
+    /// order, settled ones first (any usable replica under the planted bug).
     fn elect(&self, round: &Round, p: &PartitionImage, now: u64) -> Option<NodeId> {
         let any = planted::enabled(PlantedBug::OutOfIsrElection);
-        p.replicas
-            .iter()
-            .copied()
-            .find(|&r| r != p.leader && (any || p.isr.contains(&r)) && self.usable(round, r, now))
+        let eligible =
+            |r: NodeId| r != p.leader && (any || p.isr.contains(&r)) && self.usable(round, r, now);
+        let mut candidates = p.replicas.iter().copied().filter(|&r| eligible(r));
+        let first = candidates.clone().find(|&r| self.settled(r, now));
+        first.or_else(|| candidates.next())
     }
 
     fn reconcile_one(&self, round: &Round, p: &PartitionImage, now: u64) -> Option<Change> {
@@ -1106,7 +1127,11 @@ impl Controller {
                 let Some(&first) = p.replicas.first() else {
                     continue;
                 };
-                if p.leader == first || !p.isr.contains(&first) || !self.usable(round, first, now) {
+                if p.leader == first
+                    || !p.isr.contains(&first)
+                    || !self.usable(round, first, now)
+                    || !self.settled(first, now)
+                {
                     continue;
                 }
                 let rec = MetadataRecord::PartitionChange {
@@ -1815,6 +1840,42 @@ mod tests {
             wide.request(2, create("d", MAX_PARTITIONS, 3)).error,
             ControllerError::None
         );
+    }
+
+    /// Leadership avoids a just-restarted broker while a settled ISR member is usable (clients
+    /// may still be backing off reconnecting to it), takes it when it is the only one, and
+    /// preferred-leader elections wait for it to settle.
+    #[test]
+    fn elections_prefer_settled_brokers_over_just_restarted_ones() {
+        let _g = serial();
+        let mut s = Sim::cluster(4);
+        s.seed("t", &[2, 3, 4], &[2, 3, 4], 2);
+        s.seed("u", &[2, 3], &[2, 3], 2);
+        s.run(LEADER_SETTLE_MS + 1_000, &[2, 3, 4]);
+        assert_eq!(s.part("t", 0).leader, 2);
+        // 3 restarts; then 2 dies.
+        s.register(3);
+        s.settle();
+        let restarted_at = s.now;
+        s.seed("v", &[3, 4], &[3, 4], 4);
+        s.run(SESSION_MS * 3, &[3, 4]);
+        assert!(s.fenced(2));
+        assert_eq!(
+            s.part("t", 0).leader,
+            4,
+            "3 is first in order but just restarted"
+        );
+        assert_eq!(
+            s.part("u", 0).leader,
+            3,
+            "the only usable ISR member, restarted or not"
+        );
+        assert_eq!(s.part("v", 0).leader, 4, "no preferred election onto 3 yet");
+        s.run(
+            restarted_at + LEADER_SETTLE_MS + REBALANCE_MS - s.now,
+            &[3, 4],
+        );
+        assert_eq!(s.part("v", 0).leader, 3, "preferred leader once settled");
     }
 
     #[test]

@@ -333,6 +333,26 @@ fn raft_follower_behind_log_start_fetches_snapshot() {
 /// The leader dies (cut off from everyone, never ticked again): the two survivors must elect
 /// one of themselves promptly. A voter that grants a pre-vote still names the dead leader in its
 /// response; that name must not send the prospective back to following it.
+/// Runs the survivors (everyone but `dead`) a millisecond at a time until one leads in an
+/// epoch after `epoch`; returns how long that took.
+fn survivors_elect_after_ms(c: &mut Cluster, dead: usize, epoch: i32) -> u64 {
+    for ms in 0..3000u64 {
+        c.now += 1;
+        for (i, core) in c.cores.iter_mut().enumerate() {
+            if i != dead && core.poll_timeout() <= c.now {
+                core.tick(c.now);
+            }
+        }
+        c.settle();
+        let survivor_leads = (0..c.cores.len())
+            .any(|i| i != dead && c.cores[i].role() == Role::Leader && c.cores[i].epoch() > epoch);
+        if survivor_leads {
+            return ms;
+        }
+    }
+    panic!("the survivors never elected a leader");
+}
+
 #[test]
 fn raft_survivors_elect_promptly_after_the_leader_dies() {
     let mut c = Cluster::new(3);
@@ -350,23 +370,7 @@ fn raft_survivors_elect_promptly_after_the_leader_dies() {
             c.cut.push((o, dead));
         }
     }
-    let mut elected_after_ms = None;
-    for ms in 0..3000u64 {
-        c.now += 1;
-        for (i, core) in c.cores.iter_mut().enumerate() {
-            if i != dead && core.poll_timeout() <= c.now {
-                core.tick(c.now);
-            }
-        }
-        c.settle();
-        let survivor_leads = (0..3)
-            .any(|i| i != dead && c.cores[i].role() == Role::Leader && c.cores[i].epoch() > epoch);
-        if survivor_leads {
-            elected_after_ms = Some(ms);
-            break;
-        }
-    }
-    let ms = elected_after_ms.expect("the survivors never elected a leader");
+    let ms = survivors_elect_after_ms(&mut c, dead, epoch);
     // Fetch timeout (200) + a pre-vote round + an election timeout with jitter (<= 200).
     assert!(ms <= 600, "election took {ms} ms");
 }
@@ -388,23 +392,7 @@ fn raft_followers_that_lose_the_leaders_connection_elect_at_once() {
             c.cores[o].peer_lost(dead_id, now);
         }
     }
-    let mut elected_after_ms = None;
-    for ms in 0..3000u64 {
-        c.now += 1;
-        for (i, core) in c.cores.iter_mut().enumerate() {
-            if i != dead && core.poll_timeout() <= c.now {
-                core.tick(c.now);
-            }
-        }
-        c.settle();
-        let survivor_leads = (0..3)
-            .any(|i| i != dead && c.cores[i].role() == Role::Leader && c.cores[i].epoch() > epoch);
-        if survivor_leads {
-            elected_after_ms = Some(ms);
-            break;
-        }
-    }
-    let ms = elected_after_ms.expect("the survivors never elected a leader");
+    let ms = survivors_elect_after_ms(&mut c, dead, epoch);
     // Half an election timeout (50) at most before standing; the fetch timeout is 200.
     assert!(ms <= 60, "election took {ms} ms");
 }

@@ -361,17 +361,18 @@ struct Stream {
 
 struct Tracking(Arc<Stream>);
 
+/// Seconds since the Unix epoch, to the millisecond, to line up with librdkafka's debug log.
+fn wall_clock() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    format!("{}.{:03}", now.as_secs(), now.subsec_millis())
+}
+
 impl ClientContext for Tracking {
     /// librdkafka's own log (with `RDKAFKA_DEBUG=<contexts>`), to stderr with a wall-clock time.
     fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, log_message: &str) {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
-        eprintln!(
-            "{}.{:03} rdkafka {level:?} {fac}: {log_message}",
-            now.as_secs(),
-            now.subsec_millis()
-        );
+        eprintln!("{} rdkafka {level:?} {fac}: {log_message}", wall_clock());
     }
 }
 
@@ -426,14 +427,7 @@ fn one_failover(c: &mut Cluster, topic: &str, stream: &Stream, graceful: bool) -
     };
     let at = Instant::now();
     if std::env::var_os("RDKAFKA_DEBUG").is_some() {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
-        eprintln!(
-            "{}.{:03} cluster_bench: signalling node {victim}",
-            now.as_secs(),
-            now.subsec_millis()
-        );
+        eprintln!("{} cluster_bench: signalling node {victim}", wall_clock());
     }
     if graceful {
         c.sigterm(victim);

@@ -67,8 +67,15 @@ pub async fn controlled_shutdown(view: &ClusterView) {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         loop {
+            // The image first, then its version (published in that order), so the version
+            // is at least the image's.
+            let image = view.image();
             let seen = view.version();
-            if leads(&view.image()) == 0 {
+            if leads(&image) == 0 {
+                // The image says so; wait until the partitions do too, or producers waiting
+                // for acks in the old epoch would only be answered by the drain timeout (the
+                // replication task stops with the connections).
+                view.roles_applied_through(seen).await;
                 break;
             }
             view.changed_since(seen).await;
@@ -118,7 +125,7 @@ pub struct ClusterView {
     image: RwLock<Arc<MetadataImage>>,
     /// Bumped at every published image.
     version: Watch<u64>,
-    /// Bumped each time an image has been applied to the local partitions' roles.
+    /// The version of the last image applied to the local partitions' roles.
     roles_version: Watch<u64>,
     quorum_leader: AtomicI32,
     inbox: mpsc::Sender<QuorumInput>,
@@ -159,10 +166,17 @@ impl ClusterView {
         self.roles_version.wait_for(|v| *v != seen).await;
     }
 
-    pub(crate) fn roles_applied(&self) {
+    /// Waits until the local partitions' roles follow an image at least as new as `version`.
+    pub async fn roles_applied_through(&self, version: u64) {
+        self.roles_version.wait_for(|v| *v >= version).await;
+    }
+
+    /// The image of `version` has been applied to the local partitions' roles.
+    pub(crate) fn roles_applied(&self, version: u64) {
         self.roles_version.modify(|v| {
-            *v = v.wrapping_add(1);
-            true
+            let changed = *v != version;
+            *v = version;
+            changed
         });
     }
 

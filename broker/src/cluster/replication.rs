@@ -93,7 +93,7 @@ pub async fn run<S, D>(
             if version != applied {
                 // Only a new image can change roles; the periodic pass just retries.
                 applied = version;
-                view.roles_applied();
+                view.roles_applied(version);
             }
             for (id, _) in image.brokers.iter() {
                 if *id != view.me && fetchers.insert(*id) {

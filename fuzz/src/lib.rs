@@ -385,12 +385,18 @@ pub fn dispatch(data: &[u8]) {
         for request in requests {
             let (key, version) = (request.api_key, request.api_version);
             let correlation_id = request.header.correlation_id;
-            if let broker::apis::Reply::Now(response) = apis.handle(request, "127.0.0.1") {
-                if let Err(e) =
+            let encoded = match apis.handle(request, "127.0.0.1") {
+                broker::apis::Reply::Now(response) => {
                     broker::protocol::encode_response(key, version, correlation_id, &response)
-                {
-                    panic!("{key:?} v{version}: response does not encode: {e:#}");
+                        .map(drop)
                 }
+                broker::apis::Reply::Fetch(reply) => {
+                    reply.encode(version, correlation_id).map(drop)
+                }
+                _ => Ok(()),
+            };
+            if let Err(e) = encoded {
+                panic!("{key:?} v{version}: response does not encode: {e:#}");
             }
         }
     });

@@ -1491,6 +1491,7 @@ impl World {
                     let records = part
                         .core
                         .read_for_replica(offset, max_bytes)
+                        .and_then(|r| Ok(r.to_bytes()?))
                         .unwrap_or_default();
                     Ok((
                         ReplicaFetchPosition::Read,

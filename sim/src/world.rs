@@ -938,7 +938,10 @@ impl World {
         }
         let max_bytes = self.rng.gen_range(64..4096);
         let part = self.parts[partition].as_ref().expect("node is up");
-        let fetched = part.core.fetch(position, max_bytes);
+        let fetched = part
+            .core
+            .fetch(position, max_bytes)
+            .and_then(|r| Ok(r.to_bytes()?));
         let (log_end, hw) = (part.core.log().log_end_offset(), part.core.high_watermark());
         let result = match fetched {
             Ok(bytes) => match decode_fetch(&bytes, position) {
@@ -1030,6 +1033,7 @@ impl World {
             let bytes = part
                 .core
                 .fetch(pos, 1 << 20)
+                .and_then(|r| Ok(r.to_bytes()?))
                 .map_err(|e| format!("final read of p{p} at {pos}: {e}"))?;
             let recs = decode_fetch(&bytes, pos).map_err(|e| format!("final read of p{p}: {e}"))?;
             let Some(&(last, _)) = recs.last() else {

@@ -16,11 +16,12 @@ use kafka_protocol::messages::fetch_response::{
     EpochEndOffset, FetchableTopicResponse, LeaderIdAndEpoch, PartitionData,
 };
 use kafka_protocol::messages::BrokerId;
-use kafka_protocol::messages::{FetchRequest, FetchResponse, ResponseKind};
+use kafka_protocol::messages::{FetchRequest, FetchResponse};
 use kafka_protocol::ResponseError;
 
 use super::{code, KafkaApis, Reply};
 use crate::log::ReadError;
+use crate::protocol::fetch_frame::{FetchReply, RecordsSlots};
 use crate::replica::core::{ReplicaFetchError, ReplicaFetchPosition};
 use crate::storage::Storage;
 
@@ -52,14 +53,14 @@ impl<S: Storage + Clone> KafkaApis<S> {
         max_wait_ms: i32,
         min_bytes: usize,
         replica: Option<i32>,
-        once: impl Fn(&Self, &FetchRequest) -> (FetchResponse, usize) + Send + 'static,
+        once: impl Fn(&Self, &FetchRequest) -> (FetchReply, usize) + Send + 'static,
     ) -> Reply {
-        let (response, bytes) = once(self, &request);
-        if bytes >= min_bytes || max_wait_ms == 0 || bytes_unreachable(&response) {
-            return Reply::Now(ResponseKind::Fetch(response));
+        let (reply, bytes) = once(self, &request);
+        if bytes >= min_bytes || max_wait_ms == 0 || bytes_unreachable(reply.response()) {
+            return Reply::Fetch(reply);
         }
         let apis = self.clone();
-        Reply::Later(Box::pin(async move {
+        Reply::FetchLater(Box::pin(async move {
             let deadline = tokio::time::Instant::now() + Duration::from_millis(max_wait_ms as u64);
             let version = |apis: &Self| match replica {
                 None => apis.replicas.data_version(),
@@ -69,12 +70,12 @@ impl<S: Storage + Clone> KafkaApis<S> {
                 let seen = version(&apis);
                 // For a follower, re-reading also re-reports its position: harmless, it only
                 // grows.
-                let (response, bytes) = once(&apis, &request);
+                let (reply, bytes) = once(&apis, &request);
                 if bytes >= min_bytes
-                    || bytes_unreachable(&response)
+                    || bytes_unreachable(reply.response())
                     || tokio::time::Instant::now() >= deadline
                 {
-                    return ResponseKind::Fetch(response);
+                    return reply;
                 }
                 let changed = async {
                     match replica {
@@ -84,14 +85,14 @@ impl<S: Storage + Clone> KafkaApis<S> {
                 };
                 if tokio::time::timeout_at(deadline, changed).await.is_err() {
                     // Deadline: answer with what there is.
-                    return ResponseKind::Fetch(once(&apis, &request).0);
+                    return once(&apis, &request).0;
                 }
             }
         }))
     }
 
     /// Builds one fetch response from what is visible now; returns it with its record bytes.
-    fn fetch_once(&self, request: &FetchRequest, version: i16) -> (FetchResponse, usize) {
+    fn fetch_once(&self, request: &FetchRequest, version: i16) -> (FetchReply, usize) {
         let response_bytes_max = if version >= 3 {
             request.max_bytes
         } else {
@@ -99,6 +100,7 @@ impl<S: Storage + Clone> KafkaApis<S> {
         };
         let mut remaining = response_bytes_max.clamp(0, FETCH_RESPONSE_BYTES_MAX) as usize;
         let mut total = 0usize;
+        let mut slots = RecordsSlots::new();
         let mut topics = Vec::with_capacity(request.topics.len());
         for fetch_topic in &request.topics {
             let topic = self.replicas.topic(fetch_topic.topic.0.as_str());
@@ -143,10 +145,13 @@ impl<S: Storage + Clone> KafkaApis<S> {
                     .with_high_watermark(high_watermark)
                     .with_last_stable_offset(high_watermark)
                     .with_log_start_offset(log_start);
-                match result {
-                    Ok(records) => {
-                        remaining = remaining.saturating_sub(records.len());
-                        total += records.len();
+                match result.and_then(|r| {
+                    let n = r.len();
+                    Ok((slots.slot(r)?, n))
+                }) {
+                    Ok((records, n)) => {
+                        remaining = remaining.saturating_sub(n);
+                        total += n;
                         partitions.push(data.with_records(Some(records)));
                     }
                     Err(ReadError::OffsetOutOfRange { .. }) => {
@@ -167,9 +172,11 @@ impl<S: Storage + Clone> KafkaApis<S> {
             );
         }
         (
-            FetchResponse::default()
-                .with_session_id(0)
-                .with_responses(topics),
+            slots.finish(
+                FetchResponse::default()
+                    .with_session_id(0)
+                    .with_responses(topics),
+            ),
             total,
         )
     }
@@ -227,10 +234,11 @@ impl<S: Storage + Clone> KafkaApis<S> {
         request: &FetchRequest,
         replica: i32,
         version: i16,
-    ) -> (FetchResponse, usize) {
+    ) -> (FetchReply, usize) {
         let now_ms = self.now_ms();
         let mut remaining = request.max_bytes.clamp(0, FETCH_RESPONSE_BYTES_MAX) as usize;
         let mut total = 0usize;
+        let mut slots = RecordsSlots::new();
         let mut topics = Vec::with_capacity(request.topics.len());
         for fetch_topic in &request.topics {
             let topic = self.replicas.topic(fetch_topic.topic.0.as_str());
@@ -276,9 +284,20 @@ impl<S: Storage + Clone> KafkaApis<S> {
                         } else if fp.fetch_offset < read.log_start_offset {
                             data = data.with_error_code(code(ResponseError::OffsetOutOfRange));
                         }
-                        remaining = remaining.saturating_sub(read.records.len());
-                        total += read.records.len();
-                        partitions.push(data.with_records(Some(read.records)));
+                        let n = read.records.len();
+                        match slots.slot(read.records) {
+                            Ok(records) => {
+                                remaining = remaining.saturating_sub(n);
+                                total += n;
+                                partitions.push(data.with_records(Some(records)));
+                            }
+                            Err(e) => {
+                                tracing::error!(topic = %partition.topic, partition = fp.partition, error = %e, "read for a follower failed");
+                                partitions.push(
+                                    data.with_error_code(code(ResponseError::KafkaStorageError)),
+                                );
+                            }
+                        }
                     }
                     Err(e) => {
                         let error = match e {
@@ -299,9 +318,11 @@ impl<S: Storage + Clone> KafkaApis<S> {
             );
         }
         (
-            FetchResponse::default()
-                .with_session_id(0)
-                .with_responses(topics),
+            slots.finish(
+                FetchResponse::default()
+                    .with_session_id(0)
+                    .with_responses(topics),
+            ),
             total,
         )
     }

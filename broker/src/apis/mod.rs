@@ -23,6 +23,7 @@ use kafka_protocol::ResponseError;
 
 use crate::cluster::ClusterView;
 use crate::group::GroupRequest;
+use crate::protocol::fetch_frame::FetchReply;
 use crate::protocol::{Request, SUPPORTED_APIS};
 use crate::replica::ReplicaManager;
 use crate::server::group_manager::GroupManager;
@@ -40,6 +41,10 @@ pub enum Reply {
     Now(ResponseKind),
     /// The response is ready when the future completes (after fsync, or when a fetch fills).
     Later(Pin<Box<dyn Future<Output = ResponseKind> + Send + 'static>>),
+    /// A fetch response, its records still in storage (sent from there by the writer).
+    Fetch(FetchReply),
+    /// A fetch answered when enough data arrives or its wait ends (long poll).
+    FetchLater(Pin<Box<dyn Future<Output = FetchReply> + Send + 'static>>),
     /// No response at all (produce with acks=0).
     Nothing,
 }

@@ -14,6 +14,7 @@ pub mod epoch;
 pub mod index;
 pub mod producer_state;
 pub mod segment;
+pub mod stored;
 pub mod testutil;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -34,6 +35,7 @@ pub use producer_state::{
     PRODUCERS_MAX, PRODUCER_ID_EXPIRATION_MS,
 };
 pub use segment::{LogSegment, StoredBatch, NO_TIMESTAMP};
+pub use stored::{RecordsPart, StoredRecords};
 
 use crate::storage::{Storage, StorageFile};
 use segment::{
@@ -764,8 +766,22 @@ impl<S: Storage> Log<S> {
     }
 
     /// Whole stored batches from the one containing `offset`, none with base >= `max_offset`,
-    /// up to `max_bytes` but at least one batch (KIP-74). May span segments.
+    /// up to `max_bytes` but at least one batch (KIP-74), copied into memory. May span segments.
     pub fn read(&self, offset: i64, max_bytes: usize, max_offset: i64) -> Result<Bytes, ReadError> {
+        let stored = self.read_stored(offset, max_bytes, max_offset)?;
+        let bytes = stored.to_bytes()?;
+        debug_assert_eq!(bytes.len(), stored.len());
+        Ok(bytes)
+    }
+
+    /// As `read`, but the batches are named as regions of their segment files where the
+    /// storage allows it, so a fetch response can send them without copying them first.
+    pub fn read_stored(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        max_offset: i64,
+    ) -> Result<StoredRecords, ReadError> {
         let log_end = self.log_end_offset();
         if offset < self.log_start_offset || offset > log_end {
             return Err(ReadError::OffsetOutOfRange {
@@ -774,8 +790,9 @@ impl<S: Storage> Log<S> {
                 log_end_offset: log_end,
             });
         }
+        let mut out = StoredRecords::new();
         if offset >= max_offset || offset == log_end {
-            return Ok(Bytes::new());
+            return Ok(out);
         }
         let first_base = *self
             .segments
@@ -783,7 +800,6 @@ impl<S: Storage> Log<S> {
             .next_back()
             .expect("offset >= log start >= first base")
             .0;
-        let mut out: Vec<u8> = Vec::new();
         let mut used = 0usize;
         for seg in self.segments.range(first_base..).map(|(_, s)| s) {
             let start = if seg.base_offset() == first_base {
@@ -806,14 +822,14 @@ impl<S: Storage> Log<S> {
                 pos += b.size;
             }
             if pos > start {
-                seg.read_range(start, pos - start, &mut out)?;
+                out.push(seg.read_part(start, pos - start)?);
             }
             if done {
                 break;
             }
         }
-        debug_assert_eq!(out.len(), used);
-        Ok(Bytes::from(out))
+        assert_eq!(out.len(), used);
+        Ok(out)
     }
 
     /// None if nothing is unsynced. Sync the ticket's files without holding the log, then

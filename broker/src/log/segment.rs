@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use super::batch::{RecordBatchHeader, BATCH_LENGTH_MIN, HEADER_BYTES, MAGIC_V2};
 use super::index::{OffsetIndex, TimeIndex};
+use super::stored::RecordsPart;
 use crate::storage::{Storage, StorageFile};
 
 /// Kafka's "no timestamp".
@@ -424,6 +425,17 @@ impl<F: StorageFile> LogSegment<F> {
             pos += b.size;
         }
         Ok(None)
+    }
+
+    /// `len` bytes at `pos` as a region of the file, or copied if the storage cannot name them.
+    pub fn read_part(&self, pos: u64, len: u64) -> io::Result<RecordsPart> {
+        assert!(len > 0 && pos + len <= self.size_bytes);
+        if let Some(region) = self.file.region(pos, len) {
+            return Ok(RecordsPart::File(region));
+        }
+        let mut out = Vec::new();
+        self.read_range(pos, len, &mut out)?;
+        Ok(RecordsPart::Bytes(out.into()))
     }
 
     pub fn read_range(&self, pos: u64, len: u64, out: &mut Vec<u8>) -> io::Result<()> {

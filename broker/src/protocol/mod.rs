@@ -175,6 +175,7 @@ pub fn encode_response(
 }
 
 pub mod client;
+pub mod fetch_frame;
 
 #[cfg(test)]
 mod tests {

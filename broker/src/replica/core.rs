@@ -12,9 +12,7 @@
 
 use std::collections::BTreeMap;
 
-use bytes::Bytes;
-
-use crate::log::{AppendError, AppendInfo, FlushTicket, Log, ReadError};
+use crate::log::{AppendError, AppendInfo, FlushTicket, Log, ReadError, StoredRecords};
 
 /// An unanswered AlterPartition is sent again after this long.
 pub const ISR_CHANGE_RETRY_MS: i64 = 5_000;
@@ -469,7 +467,11 @@ impl<S: Storage> PartitionCore<S> {
     }
 
     /// A follower's read of the leader's log: everything up to the log end.
-    pub fn read_for_replica(&self, offset: i64, max_bytes: usize) -> Result<Bytes, ReadError> {
+    pub fn read_for_replica(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+    ) -> Result<StoredRecords, ReadError> {
         let (start, end) = (self.log.log_start_offset(), self.log.log_end_offset());
         if offset < start || offset > end {
             return Err(ReadError::OffsetOutOfRange {
@@ -479,9 +481,9 @@ impl<S: Storage> PartitionCore<S> {
             });
         }
         if offset == end || max_bytes == 0 {
-            return Ok(Bytes::new());
+            return Ok(StoredRecords::new());
         }
-        self.log.read(offset, max_bytes, end)
+        self.log.read_stored(offset, max_bytes, end)
     }
 
     /// Follower side: appends the leader's batches as they are.
@@ -526,7 +528,7 @@ impl<S: Storage> PartitionCore<S> {
     /// What a consumer fetching at `offset` gets: whole stored batches below the high watermark
     /// (at least one, even past `max_bytes`), nothing if it is at or past the high watermark but
     /// inside the log, or OffsetOutOfRange outside the log.
-    pub fn fetch(&self, offset: i64, max_bytes: usize) -> Result<Bytes, ReadError> {
+    pub fn fetch(&self, offset: i64, max_bytes: usize) -> Result<StoredRecords, ReadError> {
         let (start, end) = (self.log.log_start_offset(), self.log.log_end_offset());
         if offset < start || offset > end {
             return Err(ReadError::OffsetOutOfRange {
@@ -541,9 +543,9 @@ impl<S: Storage> PartitionCore<S> {
             self.high_watermark
         };
         if offset >= visible_end || max_bytes == 0 {
-            return Ok(Bytes::new());
+            return Ok(StoredRecords::new());
         }
-        self.log.read(offset, max_bytes, visible_end)
+        self.log.read_stored(offset, max_bytes, visible_end)
     }
 
     fn check_invariants(&self) {
@@ -751,7 +753,11 @@ mod tests {
         // Follower side: truncating and re-fetching yields the leader's bytes.
         let mut follower = core(&s, "/f/t-0");
         follower.become_follower(1, 3);
-        let bytes = leader.read_for_replica(0, 1 << 20).unwrap();
+        let bytes = leader
+            .read_for_replica(0, 1 << 20)
+            .unwrap()
+            .to_bytes()
+            .unwrap();
         follower.append_as_follower(&bytes, T0).unwrap();
         assert_eq!(follower.log().log_end_offset(), 3);
         assert_eq!(follower.log().latest_epoch(), Some(3));

@@ -10,13 +10,12 @@
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use bytes::Bytes;
 use tokio::sync::Notify;
 
 use super::core::{
     AckPolicy, NodeId, PartitionCore, ReplicaFetchError, ReplicaFetchPosition, ReplicaRole,
 };
-use crate::log::{AppendError, AppendInfo, Log, ReadError};
+use crate::log::{AppendError, AppendInfo, Log, ReadError, StoredRecords};
 use crate::storage::Storage;
 use crate::sync::Watch;
 
@@ -60,7 +59,7 @@ pub struct FollowerPosition {
 #[derive(Debug)]
 pub struct ReplicaRead {
     pub position: ReplicaFetchPosition,
-    pub records: Bytes,
+    pub records: StoredRecords,
     pub high_watermark: i64,
     pub log_start_offset: i64,
     pub log_end_offset: i64,
@@ -300,15 +299,15 @@ impl<S: Storage> Partition<S> {
                 ReplicaFetchPosition::Read => {
                     match core.read_for_replica(fetch_offset, max_bytes) {
                         Ok(r) => r,
-                        Err(ReadError::OffsetOutOfRange { .. }) => Bytes::new(),
+                        Err(ReadError::OffsetOutOfRange { .. }) => StoredRecords::new(),
                         Err(e) => {
                             tracing::error!(topic = %self.topic, partition = self.index, error = %e,
                             "read for a follower failed");
-                            Bytes::new()
+                            StoredRecords::new()
                         }
                     }
                 }
-                ReplicaFetchPosition::Diverging { .. } => Bytes::new(),
+                ReplicaFetchPosition::Diverging { .. } => StoredRecords::new(),
             };
             (
                 ReplicaRead {
@@ -442,7 +441,11 @@ impl<S: Storage> Partition<S> {
     }
 
     /// A consumer's read at `offset`, with the high watermark and log start it was made against.
-    pub fn fetch(&self, offset: i64, max_bytes: usize) -> (Result<Bytes, ReadError>, i64, i64) {
+    pub fn fetch(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+    ) -> (Result<StoredRecords, ReadError>, i64, i64) {
         let core = self.core();
         (
             core.fetch(offset, max_bytes),

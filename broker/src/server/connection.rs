@@ -13,6 +13,7 @@
 //! produce, so responses count against the same budget. Bytes of a frame are buffered only as
 //! they arrive.
 
+use std::any::Any;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,12 +26,16 @@ use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, RwLock, Semaphore};
 use tokio::task::JoinHandle;
 
 use crate::apis::fetch::FETCH_RESPONSE_BYTES_MAX;
+use crate::protocol::fetch_frame::{FetchReply, Frame, FramePart};
+use crate::storage::FileRegion;
 
 /// Largest request buffer allocated before its bytes arrive; bigger frames grow from there.
 const FRAME_PREALLOCATE_BYTES_MAX: usize = 16 * 1024 * 1024;
 use crate::apis::{api_versions, KafkaApis, Reply};
 use crate::protocol::{decode_request, encode_response, FrameError, Request};
 use crate::storage::Storage;
+
+use super::sendfile;
 
 /// Limits of one connection, from the broker config.
 #[derive(Debug, Clone, Copy)]
@@ -51,8 +56,14 @@ struct Pending {
 }
 
 enum PendingBody {
-    Ready(ResponseKind),
-    Waiting(JoinHandle<ResponseKind>),
+    Ready(Answer),
+    Waiting(JoinHandle<Answer>),
+}
+
+enum Answer {
+    Body(ResponseKind),
+    /// Records still in storage, sent from there.
+    Fetch(FetchReply),
 }
 
 /// Serves one connection until the client leaves, sends something we must close on, idles out,
@@ -145,7 +156,7 @@ pub async fn serve<S, R, W>(
                         key,
                         version,
                         correlation_id,
-                        body: PendingBody::Ready(body),
+                        body: PendingBody::Ready(Answer::Body(body)),
                         _permit: permit,
                     }),
                     Reply::Later(future) => Some(Pending {
@@ -155,7 +166,25 @@ pub async fn serve<S, R, W>(
                         body: PendingBody::Waiting(tokio::spawn(async move {
                             let body = future.await;
                             drop(produce_guard);
-                            body
+                            Answer::Body(body)
+                        })),
+                        _permit: permit,
+                    }),
+                    Reply::Fetch(reply) => Some(Pending {
+                        key,
+                        version,
+                        correlation_id,
+                        body: PendingBody::Ready(Answer::Fetch(reply)),
+                        _permit: permit,
+                    }),
+                    Reply::FetchLater(future) => Some(Pending {
+                        key,
+                        version,
+                        correlation_id,
+                        body: PendingBody::Waiting(tokio::spawn(async move {
+                            let reply = future.await;
+                            drop(produce_guard);
+                            Answer::Fetch(reply)
                         })),
                         _permit: permit,
                     }),
@@ -172,9 +201,8 @@ pub async fn serve<S, R, W>(
                     key: ApiKey::ApiVersions,
                     version: 0,
                     correlation_id: peek.correlation_id,
-                    body: PendingBody::Ready(ResponseKind::ApiVersions(api_versions(
-                        0,
-                        ResponseError::UnsupportedVersion.code(),
+                    body: PendingBody::Ready(Answer::Body(ResponseKind::ApiVersions(
+                        api_versions(0, ResponseError::UnsupportedVersion.code()),
                     ))),
                     _permit: permit,
                 })
@@ -209,38 +237,45 @@ fn response_bytes_max(request: &Request) -> usize {
     }
 }
 
-async fn write_responses<W: AsyncWrite + Unpin>(
+async fn write_responses<W: AsyncWrite + Unpin + 'static>(
     writer: W,
     mut rx: mpsc::Receiver<Pending>,
     peer: SocketAddr,
 ) {
-    let mut out = BufWriter::with_capacity(256 * 1024, writer);
+    let mut out = BufWriter::with_capacity(WRITE_BUFFER_BYTES, writer);
+    let mut scratch = Vec::new();
     while let Some(pending) = rx.recv().await {
-        let body = match pending.body {
-            PendingBody::Ready(body) => body,
+        let answer = match pending.body {
+            PendingBody::Ready(answer) => answer,
             PendingBody::Waiting(handle) => match handle.await {
-                Ok(body) => body,
+                Ok(answer) => answer,
                 Err(e) => {
                     tracing::error!(%peer, error = %e, "request task failed; closing connection");
                     return;
                 }
             },
         };
-        let frame = match encode_response(
-            pending.key,
-            pending.version,
-            pending.correlation_id,
-            &body,
-        ) {
+        let (key, version, correlation_id) = (pending.key, pending.version, pending.correlation_id);
+        let frame = match answer {
+            Answer::Body(body) => {
+                encode_response(key, version, correlation_id, &body).map(|bytes| Frame {
+                    parts: vec![FramePart::Bytes(bytes)],
+                })
+            }
+            Answer::Fetch(reply) => reply.encode(version, correlation_id),
+        };
+        let frame = match frame {
             Ok(frame) => frame,
             Err(e) => {
-                tracing::error!(%peer, api = ?pending.key, version = pending.version, error = %e,
+                tracing::error!(%peer, api = ?key, version, error = %e,
                     "could not encode response; closing connection");
                 return;
             }
         };
-        if let Err(e) = out.write_all(&frame).await {
-            tracing::info!(%peer, error = %e, "write failed");
+        if let Err(e) = write_frame(&mut out, &frame, &mut scratch).await {
+            // Includes stored bytes that changed or vanished under the response: the frame
+            // is cut short, so only closing the connection keeps the client's stream sane.
+            tracing::info!(%peer, api = ?key, error = %e, "write failed; closing connection");
             return;
         }
         // Flush once nothing else is ready, so pipelined responses share a write.
@@ -253,4 +288,59 @@ async fn write_responses<W: AsyncWrite + Unpin>(
     }
     let _ = out.flush().await;
     let _ = out.shutdown().await;
+}
+
+/// Bytes buffered before a write to the socket.
+const WRITE_BUFFER_BYTES: usize = 256 * 1024;
+/// Regions smaller than this are copied through the write buffer: one `sendfile` per small
+/// batch would cost more syscalls than the copy saves.
+const SENDFILE_BYTES_MIN: u64 = 64 * 1024;
+
+/// Writes one frame: encoded parts through the buffer, file regions by `sendfile` when the
+/// socket is a real TCP socket and the region a real file, else read into `scratch` and
+/// written.
+async fn write_frame<W: AsyncWrite + Unpin + 'static>(
+    out: &mut BufWriter<W>,
+    frame: &Frame,
+    scratch: &mut Vec<u8>,
+) -> std::io::Result<()> {
+    for part in &frame.parts {
+        match part {
+            FramePart::Bytes(b) => out.write_all(b).await?,
+            FramePart::File(region) => {
+                let sendable = region.len() >= SENDFILE_BYTES_MIN
+                    && region.raw_fd().is_some()
+                    && (out.get_ref() as &dyn Any).is::<tokio::net::tcp::OwnedWriteHalf>();
+                if sendable {
+                    out.flush().await?;
+                    let socket = (out.get_mut() as &mut dyn Any)
+                        .downcast_mut::<tokio::net::tcp::OwnedWriteHalf>()
+                        .expect("checked above");
+                    sendfile::send_region(socket.as_ref(), region).await?;
+                } else {
+                    copy_region(out, region, scratch).await?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Most bytes of a region read into memory at once on the copying path.
+const COPY_CHUNK_BYTES: usize = 256 * 1024;
+
+async fn copy_region<W: AsyncWrite + Unpin>(
+    out: &mut BufWriter<W>,
+    region: &FileRegion,
+    scratch: &mut Vec<u8>,
+) -> std::io::Result<()> {
+    let mut done = 0u64;
+    while done < region.len() {
+        let n = (region.len() - done).min(COPY_CHUNK_BYTES as u64) as usize;
+        scratch.resize(n, 0);
+        region.read_into(done, &mut scratch[..n])?;
+        out.write_all(&scratch[..n]).await?;
+        done += n as u64;
+    }
+    Ok(())
 }

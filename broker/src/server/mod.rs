@@ -4,6 +4,7 @@
 
 pub mod connection;
 pub mod group_manager;
+mod sendfile;
 #[cfg(test)]
 mod tests;
 

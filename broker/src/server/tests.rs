@@ -2,6 +2,7 @@
 //! answered in order, acks=0 gets no answer, a long-poll fetch is answered when data arrives,
 //! bad frames close only their own connection, and a full disk is reported, not fatal.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,7 +15,8 @@ use kafka_protocol::messages::{
     ProduceRequest, ProduceResponse, RequestHeader, ResponseHeader, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+use kafka_protocol::records::RecordBatchDecoder;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, DuplexStream};
 use tokio::sync::watch;
 
 use super::connection::{serve, ConnectionLimits};
@@ -26,7 +28,7 @@ use crate::log::testutil::simple_batch;
 use crate::log::LogConfig;
 use crate::replica::AckPolicy;
 use crate::replica::ReplicaManager;
-use crate::storage::MemStorage;
+use crate::storage::{FileStorage, MemStorage, Storage};
 
 struct FixedClock;
 impl Clock for FixedClock {
@@ -42,18 +44,23 @@ const LIMITS: ConnectionLimits = ConnectionLimits {
     idle_timeout_ms: 60_000,
 };
 
-struct Harness {
-    apis: Arc<KafkaApis<MemStorage>>,
-    storage: MemStorage,
+struct Harness<S: Storage + Clone = MemStorage> {
+    apis: Arc<KafkaApis<S>>,
+    storage: S,
     _shutdown: watch::Sender<bool>,
     shutdown_rx: watch::Receiver<bool>,
 }
 
 impl Harness {
     fn new() -> Harness {
-        let storage = MemStorage::new();
+        Harness::on(MemStorage::new(), Path::new("/data"))
+    }
+}
+
+impl<S: Storage + Clone> Harness<S> {
+    fn on(storage: S, data_dir: &Path) -> Harness<S> {
         let config = BrokerConfig {
-            data_dir: "/data".into(),
+            data_dir: data_dir.into(),
             ..BrokerConfig::default()
         };
         let replicas = Arc::new(
@@ -66,7 +73,7 @@ impl Harness {
         };
         let groups = GroupManager::open(
             storage.clone(),
-            std::path::Path::new("/data"),
+            data_dir,
             &LogConfig::default(),
             AckPolicy::AfterFsync,
             GroupConfig::default(),
@@ -125,7 +132,11 @@ fn frame<T: Encodable>(key: ApiKey, version: i16, correlation_id: i32, body: &T)
 }
 
 /// Reads one response frame; returns its correlation id and body bytes.
-async fn read_response(stream: &mut DuplexStream, key: ApiKey, version: i16) -> (i32, Bytes) {
+async fn read_response(
+    stream: &mut (impl AsyncRead + Unpin),
+    key: ApiKey,
+    version: i16,
+) -> (i32, Bytes) {
     let size = stream.read_i32().await.expect("response size");
     let mut buf = vec![0u8; size as usize];
     stream.read_exact(&mut buf).await.unwrap();
@@ -362,4 +373,67 @@ async fn a_full_disk_is_reported_and_recovered_from() {
         (0, 0),
         "nothing half-written was kept"
     );
+}
+
+#[tokio::test]
+async fn stored_records_go_from_files_to_a_tcp_socket_intact() {
+    // Real files and a real socket: large fetches take the sendfile path.
+    let dir = tempfile::tempdir().unwrap();
+    let h = Harness::on(FileStorage::new(), dir.path());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (apis, shutdown) = (Arc::clone(&h.apis), h.shutdown_rx.clone());
+    tokio::spawn(async move {
+        let (stream, peer) = listener.accept().await.unwrap();
+        let (reader, writer) = stream.into_split();
+        serve(reader, writer, peer, apis, LIMITS, shutdown).await;
+    });
+    let mut client = tokio::net::TcpStream::connect(addr).await.unwrap();
+    client
+        .write_all(&frame(ApiKey::Metadata, 9, 1, &metadata("big")))
+        .await
+        .unwrap();
+    read_response(&mut client, ApiKey::Metadata, 9).await;
+    let mut sent: Vec<Vec<u8>> = Vec::new();
+    for b in 0..6u8 {
+        let values: Vec<Vec<u8>> = (0..20u8)
+            .map(|i| vec![b.wrapping_mul(31) ^ i; 4096])
+            .collect();
+        let refs: Vec<&[u8]> = values.iter().map(Vec::as_slice).collect();
+        client
+            .write_all(&frame(ApiKey::Produce, 9, 2, &produce("big", -1, &refs)))
+            .await
+            .unwrap();
+        let (_, mut body) = read_response(&mut client, ApiKey::Produce, 9).await;
+        let r = ProduceResponse::decode(&mut body, 9).unwrap();
+        assert_eq!(r.responses[0].partition_responses[0].error_code, 0);
+        sent.extend(values);
+    }
+    client
+        .write_all(&frame(ApiKey::Fetch, 11, 3, &fetch("big", 0, 0)))
+        .await
+        .unwrap();
+    let (id, mut body) = read_response(&mut client, ApiKey::Fetch, 11).await;
+    assert_eq!(id, 3);
+    let f = FetchResponse::decode(&mut body, 11).unwrap();
+    let p = &f.responses[0].partitions[0];
+    assert_eq!((p.error_code, p.high_watermark), (0, 120));
+    let mut records = p.records.clone().expect("records");
+    assert!(
+        records.len() > 6 * 20 * 4096,
+        "all six batches in one response"
+    );
+    let got: Vec<Vec<u8>> = RecordBatchDecoder::decode_all(&mut records)
+        .expect("whole batches")
+        .into_iter()
+        .flat_map(|set| set.records)
+        .map(|r| r.value.expect("a value").to_vec())
+        .collect();
+    assert_eq!(got, sent);
+    // The connection is still in step: a second request gets its own answer.
+    client
+        .write_all(&frame(ApiKey::Metadata, 9, 4, &metadata("big")))
+        .await
+        .unwrap();
+    assert_eq!(read_response(&mut client, ApiKey::Metadata, 9).await.0, 4);
 }

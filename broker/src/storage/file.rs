@@ -6,12 +6,13 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use super::{Storage, StorageFile};
+use super::{FileRegion, RegionSource, Storage, StorageFile};
 
 /// Storage on the local file system. Stateless; every call goes to the OS.
 #[derive(Clone, Copy, Debug, Default)]
@@ -30,6 +31,43 @@ struct Inner {
     len: AtomicU64,
     /// Serializes appends and truncates (the len update must follow the write).
     write_lock: Mutex<()>,
+    /// Truncations so far, bumped before each (see `FileRegion`).
+    truncations: AtomicU64,
+}
+
+impl Inner {
+    fn len(&self) -> u64 {
+        self.len.load(Ordering::Acquire)
+    }
+
+    fn read_at(&self, pos: u64, buf: &mut [u8]) -> io::Result<()> {
+        let len = self.len();
+        let end = pos.checked_add(buf.len() as u64);
+        if end.map_or(true, |end| end > len) {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!(
+                    "read of {} bytes at {pos} past file length {len}",
+                    buf.len()
+                ),
+            ));
+        }
+        self.file.read_exact_at(buf, pos)
+    }
+}
+
+impl RegionSource for Inner {
+    fn read_region_at(&self, pos: u64, buf: &mut [u8]) -> io::Result<()> {
+        Inner::read_at(self, pos, buf)
+    }
+
+    fn raw_fd(&self) -> Option<RawFd> {
+        Some(self.file.as_raw_fd())
+    }
+
+    fn truncations(&self) -> u64 {
+        self.truncations.load(Ordering::Acquire)
+    }
 }
 
 /// A shared handle on one open file.
@@ -40,7 +78,7 @@ pub struct FileHandle {
 
 impl StorageFile for FileHandle {
     fn len(&self) -> u64 {
-        self.inner.len.load(Ordering::Acquire)
+        self.inner.len()
     }
 
     fn append(&self, data: &[u8]) -> io::Result<()> {
@@ -68,18 +106,7 @@ impl StorageFile for FileHandle {
     }
 
     fn read_at(&self, pos: u64, buf: &mut [u8]) -> io::Result<()> {
-        let len = self.len();
-        let end = pos.checked_add(buf.len() as u64);
-        if end.map_or(true, |end| end > len) {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                format!(
-                    "read of {} bytes at {pos} past file length {len}",
-                    buf.len()
-                ),
-            ));
-        }
-        self.inner.file.read_exact_at(buf, pos)
+        self.inner.read_at(pos, buf)
     }
 
     fn sync(&self) -> io::Result<()> {
@@ -92,9 +119,17 @@ impl StorageFile for FileHandle {
             .write_lock
             .lock()
             .unwrap_or_else(|e| e.into_inner());
+        // Counted first, so a region read racing the cut sees the change afterwards.
+        self.inner.truncations.fetch_add(1, Ordering::AcqRel);
         self.inner.file.set_len(len)?;
         self.inner.len.store(len, Ordering::Release);
         Ok(())
+    }
+
+    fn region(&self, pos: u64, len: u64) -> Option<FileRegion> {
+        assert!(pos + len <= self.len(), "region past the file end");
+        let source: Arc<dyn RegionSource> = self.inner.clone();
+        Some(FileRegion::new(source, pos, len))
     }
 }
 
@@ -118,6 +153,7 @@ impl Storage for FileStorage {
                 file,
                 len: AtomicU64::new(len),
                 write_lock: Mutex::new(()),
+                truncations: AtomicU64::new(0),
             }),
         })
     }

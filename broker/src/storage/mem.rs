@@ -18,7 +18,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use super::{disk_full_error, Storage, StorageFile};
+use super::{disk_full_error, FileRegion, RegionSource, Storage, StorageFile};
 
 /// Sector size for torn writes.
 pub const SECTOR_BYTES: u64 = 512;
@@ -40,6 +40,8 @@ struct FileData {
     durable: Vec<u8>,
     pending: Vec<u8>,
     fail_reads: bool,
+    /// Truncations so far (see `FileRegion`).
+    truncations: u64,
 }
 
 impl FileData {
@@ -212,6 +214,7 @@ impl StorageFile for MemFile {
 
     fn truncate(&self, len: u64) -> io::Result<()> {
         let mut f = self.data()?;
+        f.truncations += 1;
         let len = usize::try_from(len).expect("truncate length fits usize");
         let d = f.durable.len();
         if len <= d {
@@ -224,6 +227,29 @@ impl StorageFile for MemFile {
             f.pending.resize(len - d, 0);
         }
         Ok(())
+    }
+
+    fn region(&self, pos: u64, len: u64) -> Option<FileRegion> {
+        assert!(pos + len <= self.len(), "region past the file end");
+        let source: Arc<dyn RegionSource> = Arc::new(self.clone());
+        Some(FileRegion::new(source, pos, len))
+    }
+}
+
+/// Regions of in-memory files are read when the response is written, as sendfile would: the
+/// simulator sees the same late reads (and their failures) production does.
+impl RegionSource for MemFile {
+    fn read_region_at(&self, pos: u64, buf: &mut [u8]) -> io::Result<()> {
+        StorageFile::read_at(self, pos, buf)
+    }
+
+    fn raw_fd(&self) -> Option<std::os::fd::RawFd> {
+        None
+    }
+
+    fn truncations(&self) -> u64 {
+        // A handle from before a crash names bytes that may be gone.
+        self.data().map_or(u64::MAX, |f| f.truncations)
     }
 }
 

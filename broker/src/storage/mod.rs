@@ -7,12 +7,14 @@
 
 pub mod file;
 pub mod mem;
+pub mod region;
 
 use std::io;
 use std::path::Path;
 
 pub use file::{FileHandle, FileStorage};
 pub use mem::{MemFile, MemStorage, TornWrite};
+pub use region::{FileRegion, RegionSource};
 
 /// A set of directories and files. Implementations must be cheap to call concurrently.
 pub trait Storage: Send + Sync + 'static {
@@ -38,6 +40,11 @@ pub trait StorageFile: Clone + Send + Sync + 'static {
     fn read_at(&self, pos: u64, buf: &mut [u8]) -> io::Result<()>;
     fn sync(&self) -> io::Result<()>;
     fn truncate(&self, len: u64) -> io::Result<()>;
+    /// `len` (> 0) bytes at `pos`, inside the file, named for reading later (see `FileRegion`);
+    /// None if this storage cannot name its bytes, and the caller reads them now.
+    fn region(&self, _pos: u64, _len: u64) -> Option<FileRegion> {
+        None
+    }
 
     fn is_empty(&self) -> bool {
         self.len() == 0

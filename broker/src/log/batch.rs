@@ -226,6 +226,28 @@ pub fn validate_for_append_limited(
     max_message_bytes: u32,
     decompressed_bytes_max: u64,
 ) -> Result<Vec<BatchInfo>, AppendError> {
+    validate_batches(bytes, max_message_bytes, Some(decompressed_bytes_max))
+}
+
+/// Validates batches a follower copies from its leader: framing, magic, size, CRC and the
+/// header fields, not the records inside. The leader walked those records (decompressing
+/// them) when it accepted them, and the CRC proves these are the same bytes; a follower that
+/// judged them again could only disagree by refusing what the partition already holds, and
+/// would then never catch up. Kafka's followers check the same way.
+pub fn validate_replicated(
+    bytes: &[u8],
+    max_message_bytes: u32,
+) -> Result<Vec<BatchInfo>, AppendError> {
+    validate_batches(bytes, max_message_bytes, None)
+}
+
+/// The checks of both; records are walked (and decompressed, within the budget) only when
+/// `decompressed_bytes_max` is given.
+fn validate_batches(
+    bytes: &[u8],
+    max_message_bytes: u32,
+    decompressed_bytes_max: Option<u64>,
+) -> Result<Vec<BatchInfo>, AppendError> {
     if bytes.is_empty() {
         return Err(AppendError::InvalidRecord(
             "no record batches in the request".into(),
@@ -233,7 +255,8 @@ pub fn validate_for_append_limited(
     }
     let mut infos = Vec::new();
     let mut pos = 0usize;
-    let mut decompressed_budget_bytes = decompressed_bytes_max;
+    let walk = decompressed_bytes_max.is_some();
+    let mut decompressed_budget_bytes = decompressed_bytes_max.unwrap_or(0);
     while pos < bytes.len() {
         let index = infos.len();
         let rest = &bytes[pos..];
@@ -294,7 +317,9 @@ pub fn validate_for_append_limited(
                 h.last_offset_delta()
             )));
         }
-        if let Some(codec) = Codec::from_id(compression) {
+        if !walk {
+            // Replicated: the leader walked the records; the CRC covers them.
+        } else if let Some(codec) = Codec::from_id(compression) {
             let records = &batch[HEADER_BYTES..];
             match compression::walk_compressed(codec, records, count, decompressed_budget_bytes) {
                 Ok(size) => decompressed_budget_bytes -= size,
@@ -742,6 +767,32 @@ mod tests {
         assert!(e.to_string().contains("batch 1"), "{e}");
         // Empty.
         assert_eq!(kind(&err(&[])), "invalid");
+    }
+
+    #[test]
+    fn replicated_batches_are_checked_by_their_crc_not_by_walking_records() {
+        // recordCount 3 over 2 records, CRC recomputed: a leader refuses it...
+        let mut b = simple_batch(0, &[b"a", b"b"]);
+        b[RECORD_COUNT_POS..RECORD_COUNT_POS + 4].copy_from_slice(&3i32.to_be_bytes());
+        b[LAST_OFFSET_DELTA_POS..LAST_OFFSET_DELTA_POS + 4].copy_from_slice(&2i32.to_be_bytes());
+        recompute_crc(&mut b);
+        assert!(validate_for_append(&b, 1 << 20).is_err());
+        // ...a follower copies what its leader stored, records unexamined...
+        let infos = validate_replicated(&b, 1 << 20).unwrap();
+        assert_eq!((infos.len(), infos[0].record_count), (1, 3));
+        // ...but not bytes that changed on the way: the CRC covers the records.
+        let last = b.len() - 1;
+        b[last] ^= 1;
+        assert!(matches!(
+            validate_replicated(&b, 1 << 20),
+            Err(AppendError::CorruptMessage(_))
+        ));
+        // Framing and header checks still apply.
+        assert!(validate_replicated(&b[..b.len() - 3], 1 << 20).is_err());
+        assert!(matches!(
+            validate_replicated(&simple_batch(0, &[b"a"]), 10),
+            Err(AppendError::MessageTooLarge(_))
+        ));
     }
 
     #[test]

@@ -25,8 +25,8 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 
 pub use batch::{
-    crc_ok, set_base_offset, set_partition_leader_epoch, validate_for_append, AppendError,
-    BatchInfo, RecordBatchHeader,
+    crc_ok, set_base_offset, set_partition_leader_epoch, validate_for_append, validate_replicated,
+    AppendError, BatchInfo, RecordBatchHeader,
 };
 pub use epoch::{LeaderEpochCache, UNDEFINED_EPOCH, UNDEFINED_EPOCH_OFFSET};
 pub use index::{OffsetIndex, TimeIndex};
@@ -606,8 +606,9 @@ impl<S: Storage> Log<S> {
         if self.closed {
             return Err(AppendError::Storage(io::Error::other("log is closed")));
         }
-        // Validation covers framing, CRCs and records; it ignores base offsets and epochs.
-        let infos = validate_for_append(batches, self.config.max_message_bytes)?;
+        // Framing, CRCs and headers (not the records: see `validate_replicated`); base
+        // offsets and epochs are checked below.
+        let infos = validate_replicated(batches, self.config.max_message_bytes)?;
         check_request_size(batches)?;
         let log_end_before = self.log_end_offset();
         let mut expected = log_end_before;

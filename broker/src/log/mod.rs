@@ -204,6 +204,13 @@ impl<F: StorageFile> FlushTicket<F> {
         }
         Ok(())
     }
+
+    /// After `sync`: lets the OS drop the ticket's files from its cache (see `drop_cached`).
+    pub fn drop_cached(&self) {
+        for f in &self.files {
+            f.drop_cached();
+        }
+    }
 }
 
 pub struct Log<S: Storage> {

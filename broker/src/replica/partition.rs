@@ -535,10 +535,19 @@ impl<S: Storage> Partition<S> {
 
     /// One flush: sync every file holding unsynced bytes, outside the lock.
     /// Returns false when there was nothing to flush.
+    ///
+    /// A follower's synced bytes then leave the OS page cache: nothing reads them until this
+    /// replica leads, and kept there they would push out the pages consumers and followers
+    /// read from the partitions this broker leads. (In the one-machine cluster benchmark the
+    /// kernel's page allocation and reclaim behind three copies of every byte cost more than
+    /// the copies did; see BENCHMARKS.md.)
     pub fn flush_once(&self) -> std::io::Result<bool> {
-        let ticket = match self.core().prepare_flush() {
-            Some(ticket) => ticket,
-            None => return Ok(false),
+        let (ticket, follower) = {
+            let core = self.core();
+            match core.prepare_flush() {
+                Some(ticket) => (ticket, matches!(core.role(), ReplicaRole::Follower { .. })),
+                None => return Ok(false),
+            }
         };
         ticket.sync()?;
         let (high_watermark, ack_offset) = {
@@ -547,6 +556,9 @@ impl<S: Storage> Partition<S> {
             (core.high_watermark(), ack_offset)
         };
         self.publish(high_watermark, ack_offset);
+        if follower {
+            ticket.drop_cached();
+        }
         Ok(true)
     }
 

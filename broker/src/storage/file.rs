@@ -113,6 +113,15 @@ impl StorageFile for FileHandle {
         self.inner.file.sync_data()
     }
 
+    fn drop_cached(&self) {
+        // Clean pages go at once; dirty ones (appended since the sync) stay, their writeback
+        // started early.
+        // SAFETY: advice on a descriptor this handle keeps open; no memory is passed.
+        let _ = unsafe {
+            libc::posix_fadvise(self.inner.file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED)
+        };
+    }
+
     fn truncate(&self, len: u64) -> io::Result<()> {
         let _guard = self
             .inner

@@ -242,7 +242,7 @@ impl<S: Storage + Clone> KafkaApis<S> {
                     )
                     .await
                 } else {
-                    tokio::time::timeout_at(deadline, partition.wait_acknowledgeable(end)).await
+                    tokio::time::timeout_at(deadline, partition.wait_written(end, epoch)).await
                 };
                 let error = match outcome {
                     Ok(Ok(())) => continue,

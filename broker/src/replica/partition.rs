@@ -496,6 +496,27 @@ impl<S: Storage> Partition<S> {
         }
     }
 
+    /// Waits until this replica holds a produce ending at `end_offset` acknowledgeably (acks=1),
+    /// as long as it still leads in `epoch`: a leader that lost the partition before its write
+    /// became durable answers NOT_LEADER_OR_FOLLOWER at once. (Its tail may be truncated away
+    /// as a follower, and the write would then never become acknowledgeable here.)
+    pub async fn wait_written(&self, end_offset: i64, epoch: i32) -> Result<(), DurableError> {
+        let moved = || !self.is_leader() || self.leader_epoch() != epoch;
+        let ack_offset = self
+            .ack_offset
+            .wait_for(|a| *a >= end_offset || self.is_failed() || self.is_closed() || moved())
+            .await;
+        if ack_offset >= end_offset {
+            Ok(())
+        } else if self.is_failed() {
+            Err(DurableError::Storage)
+        } else if self.is_closed() {
+            Err(DurableError::Closed)
+        } else {
+            Err(DurableError::NotLeader)
+        }
+    }
+
     /// Waits until every ISR member holds a produce ending at `end_offset` (acks=all), as long
     /// as this replica still leads in `epoch`; then checks the ISR still has `min_isr` members.
     pub async fn wait_replicated(
@@ -600,5 +621,74 @@ impl<S: Storage> Partition<S> {
         self.flush_wanted.notify_one();
         self.ack_offset.wake_all();
         self.high_watermark_watch.wake_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::log::testutil::simple_batch;
+    use crate::log::LogConfig;
+    use crate::storage::MemStorage;
+    use crate::sync::Watch;
+
+    const T0: i64 = 1_700_000_000_000;
+
+    fn clustered_partition() -> Arc<Partition<MemStorage>> {
+        let (log, _) = Log::open(
+            MemStorage::new(),
+            Path::new("/d/t-0").to_path_buf(),
+            LogConfig::default(),
+            T0,
+        )
+        .unwrap();
+        let versions = Arc::new(Watch::new(0u64));
+        Partition::new(
+            "t".into(),
+            0,
+            log,
+            AckPolicy::AfterFsync,
+            Arc::clone(&versions),
+            versions,
+            true,
+        )
+    }
+
+    #[tokio::test]
+    async fn an_acks_one_wait_ends_when_leadership_moves_before_the_write_is_durable() {
+        let p = clustered_partition();
+        p.set_role(1, 1, 1, &[1, 2], &[1, 2], T0);
+        // The flusher is a task of this single-threaded runtime: nothing syncs until we wait.
+        let (info, _, epoch) = p.produce(&simple_batch(T0, &[b"a"]), None, T0).unwrap();
+        assert_eq!(epoch, 1);
+        // Leadership moves; as a follower the replica then cuts its unreplicated tail.
+        p.set_role(1, 2, 2, &[1, 2], &[1, 2], T0);
+        p.follower_truncate(2, (1, 0)).unwrap();
+        assert_eq!(p.core().log().log_end_offset(), 0);
+        let answered = tokio::time::timeout(
+            Duration::from_secs(10),
+            p.wait_written(info.last_offset + 1, 1),
+        )
+        .await;
+        assert_eq!(
+            answered.expect("answered, not left to time out"),
+            Err(DurableError::NotLeader)
+        );
+    }
+
+    #[tokio::test]
+    async fn an_acks_one_wait_in_the_current_epoch_ends_when_the_write_is_durable() {
+        let p = clustered_partition();
+        p.set_role(1, 1, 1, &[1, 2], &[1, 2], T0);
+        let (info, _, epoch) = p.produce(&simple_batch(T0, &[b"a"]), None, T0).unwrap();
+        let answered = tokio::time::timeout(
+            Duration::from_secs(10),
+            p.wait_written(info.last_offset + 1, epoch),
+        )
+        .await;
+        assert_eq!(answered.expect("the flusher syncs it"), Ok(()));
     }
 }

@@ -820,8 +820,9 @@ impl<S: Storage> Log<S> {
             };
             let mut pos = start;
             let mut done = false;
+            let mut headers = seg.header_cursor();
             while pos < seg.size_bytes() {
-                let b = seg.header(pos)?;
+                let b = headers.header(pos)?;
                 if b.base_offset >= max_offset || (used > 0 && used + b.size as usize > max_bytes) {
                     done = true;
                     break;

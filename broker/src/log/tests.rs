@@ -2028,3 +2028,85 @@ mod replication {
         }
     }
 }
+
+#[test]
+fn header_cursor_reads_ahead_and_agrees_with_single_header_reads() {
+    let (_s, mut log) = mem_log(LogConfig {
+        segment_bytes: 8 << 20,
+        index_interval_bytes: 4096,
+        ..small_config()
+    });
+    // Small batches straddle the read-ahead window's edges; large ones exceed it.
+    let sizes = [10usize, 300, 5000, 20_000, 10, 10, 9000, 61, 1];
+    for i in 0..300 {
+        let value_bytes = sizes[i % sizes.len()];
+        log.append(&batch(T0, 1 + i % 3, value_bytes), 0, T0)
+            .unwrap();
+    }
+    let seg = log.segments.values().next().unwrap();
+    let mut cursor = seg.header_cursor();
+    let (mut pos, mut batches) = (0u64, 0);
+    while pos < seg.size_bytes() {
+        let b = cursor.header(pos).unwrap();
+        assert_eq!(b, seg.header(pos).unwrap(), "batch at {pos}");
+        pos += b.size;
+        batches += 1;
+    }
+    assert_eq!((pos, batches), (seg.size_bytes(), 300));
+    // Reads through the cursor return the same batches as before it existed.
+    let all = log.read(0, usize::MAX, i64::MAX).unwrap();
+    assert_eq!(split(&all).len(), 300);
+    let some = log.read(17, 30_000, i64::MAX).unwrap();
+    let got = split(&some);
+    assert!(got[0].0 <= 17 && got[0].1 >= 17, "{got:?}");
+    assert!(some.len() <= 30_000 || got.len() == 1);
+}
+
+/// Cost of walking small batches' headers, one read each against the read-ahead cursor:
+/// `cargo test --release -p broker --lib header_walk_cost -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn header_walk_cost() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = LogConfig {
+        segment_bytes: 256 << 20,
+        ..LogConfig::default()
+    };
+    let (mut log, _) = Log::open(FileStorage::new(), tmp.path().join("p-0"), cfg, T0).unwrap();
+    // 200,000 one-record batches of 100-byte values (a producer with linger.ms=0).
+    let one = batch(T0, 1, 100);
+    let mut req = Vec::new();
+    for _ in 0..200_000 {
+        req.extend_from_slice(&one);
+        if req.len() > 64 << 10 {
+            log.append(&req, 0, T0).unwrap();
+            req.clear();
+        }
+    }
+    log.append(&req, 0, T0).unwrap();
+    let seg = log.segments.values().next().unwrap();
+    let started = std::time::Instant::now();
+    let mut pos = 0;
+    while pos < seg.size_bytes() {
+        pos += seg.header(pos).unwrap().size;
+    }
+    let single = started.elapsed();
+    let started = std::time::Instant::now();
+    let (mut cursor, mut pos) = (seg.header_cursor(), 0);
+    while pos < seg.size_bytes() {
+        pos += cursor.header(pos).unwrap().size;
+    }
+    let ahead = started.elapsed();
+    let started = std::time::Instant::now();
+    let mut offset = 0;
+    while offset < log.log_end_offset() {
+        let stored = log.read_stored(offset, 1 << 20, i64::MAX).unwrap();
+        offset = split(&stored.to_bytes().unwrap()).last().unwrap().1 + 1;
+    }
+    println!(
+        "200,000 batches, {} bytes: header per read {single:?}, read-ahead {ahead:?}; \
+         1 MiB fetches of everything (incl. copying out) {:?}",
+        seg.size_bytes(),
+        started.elapsed()
+    );
+}

@@ -83,9 +83,18 @@ impl<S: Storage + Clone> KafkaApis<S> {
                         Some(_) => apis.replicas.log_end_changed_since(seen).await,
                     }
                 };
-                if tokio::time::timeout_at(deadline, changed).await.is_err() {
-                    // Deadline: answer with what there is.
-                    return once(&apis, &request).0;
+                let stopping = apis.stopping.wait_for(|s| *s);
+                tokio::select! {
+                    r = tokio::time::timeout_at(deadline, changed) => {
+                        if r.is_err() {
+                            // Deadline: answer with what there is.
+                            return once(&apis, &request).0;
+                        }
+                    }
+                    _ = stopping => {
+                        // Shutting down: answer now rather than hold the connection open.
+                        return once(&apis, &request).0;
+                    }
                 }
             }
         }))

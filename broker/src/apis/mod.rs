@@ -64,6 +64,8 @@ pub struct KafkaApis<S: Storage + Clone> {
     pub(crate) advertised: Advertised,
     /// The cluster, when this broker is one node of a replicated cluster.
     pub(crate) cluster: Option<Arc<ClusterView>>,
+    /// True once the broker is shutting down: waiting fetches answer at once.
+    pub(crate) stopping: Arc<crate::sync::Watch<bool>>,
 }
 
 pub(crate) fn code(e: ResponseError) -> i16 {
@@ -78,6 +80,7 @@ impl<S: Storage + Clone> Clone for KafkaApis<S> {
             clock: self.clock.clone(),
             advertised: self.advertised.clone(),
             cluster: self.cluster.clone(),
+            stopping: self.stopping.clone(),
         }
     }
 }
@@ -96,7 +99,14 @@ impl<S: Storage + Clone> KafkaApis<S> {
             clock,
             advertised,
             cluster,
+            stopping: Arc::new(crate::sync::Watch::new(false)),
         }
+    }
+
+    /// The broker is shutting down: fetches waiting for data answer now with what there is,
+    /// so connections drain without waiting out their `max_wait_ms`.
+    pub fn begin_stopping(&self) {
+        self.stopping.modify(|s| !std::mem::replace(s, true));
     }
 
     pub fn replicas(&self) -> &Arc<ReplicaManager<S>> {

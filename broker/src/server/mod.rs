@@ -501,6 +501,7 @@ where
         "shutting down: no new connections; answering in-flight requests"
     );
     drop(listener);
+    apis.begin_stopping();
     let _ = stop_tx.send(true);
     let drained = tokio::time::timeout(Duration::from_millis(SHUTDOWN_DRAIN_MS_MAX), async {
         while connections.join_next().await.is_some() {}

@@ -437,3 +437,31 @@ async fn stored_records_go_from_files_to_a_tcp_socket_intact() {
         .unwrap();
     assert_eq!(read_response(&mut client, ApiKey::Metadata, 9).await.0, 4);
 }
+
+#[tokio::test]
+async fn a_waiting_fetch_is_answered_when_the_broker_starts_stopping() {
+    let h = Harness::new();
+    let mut consumer = h.connect();
+    consumer
+        .write_all(&frame(ApiKey::Metadata, 9, 1, &metadata("stop")))
+        .await
+        .unwrap();
+    read_response(&mut consumer, ApiKey::Metadata, 9).await;
+    // Waits up to 60 s for data that never comes.
+    consumer
+        .write_all(&frame(ApiKey::Fetch, 11, 2, &fetch("stop", 0, 60_000)))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    h.apis.begin_stopping();
+    let answered = tokio::time::timeout(
+        Duration::from_secs(10),
+        read_response(&mut consumer, ApiKey::Fetch, 11),
+    )
+    .await;
+    let (id, mut body) = answered.expect("answered when stopping begins, not at max_wait_ms");
+    assert_eq!(id, 2);
+    let f = FetchResponse::decode(&mut body, 11).unwrap();
+    let p = &f.responses[0].partitions[0];
+    assert_eq!((p.error_code, p.high_watermark), (0, 0));
+}

@@ -501,20 +501,8 @@ impl<S: Storage> Partition<S> {
     /// became durable answers NOT_LEADER_OR_FOLLOWER at once. (Its tail may be truncated away
     /// as a follower, and the write would then never become acknowledgeable here.)
     pub async fn wait_written(&self, end_offset: i64, epoch: i32) -> Result<(), DurableError> {
-        let moved = || !self.is_leader() || self.leader_epoch() != epoch;
-        let ack_offset = self
-            .ack_offset
-            .wait_for(|a| *a >= end_offset || self.is_failed() || self.is_closed() || moved())
-            .await;
-        if ack_offset >= end_offset {
-            Ok(())
-        } else if self.is_failed() {
-            Err(DurableError::Storage)
-        } else if self.is_closed() {
-            Err(DurableError::Closed)
-        } else {
-            Err(DurableError::NotLeader)
-        }
+        self.wait_in_epoch(&self.ack_offset, end_offset, epoch)
+            .await
     }
 
     /// Waits until every ISR member holds a produce ending at `end_offset` (acks=all), as long
@@ -525,15 +513,27 @@ impl<S: Storage> Partition<S> {
         epoch: i32,
         min_isr: usize,
     ) -> Result<(), DurableError> {
+        self.wait_in_epoch(&self.high_watermark_watch, end_offset, epoch)
+            .await?;
+        if self.core().isr_len() < min_isr {
+            return Err(DurableError::NotEnoughReplicasAfterAppend);
+        }
+        Ok(())
+    }
+
+    /// Waits until `offset` reaches `end_offset` while this replica leads in `epoch`, the
+    /// partition neither failed nor closed (set_role, fail and close wake the watch).
+    async fn wait_in_epoch(
+        &self,
+        offset: &Watch<i64>,
+        end_offset: i64,
+        epoch: i32,
+    ) -> Result<(), DurableError> {
         let moved = || !self.is_leader() || self.leader_epoch() != epoch;
-        let high_watermark = self
-            .high_watermark_watch
-            .wait_for(|h| *h >= end_offset || self.is_failed() || self.is_closed() || moved())
+        let reached = offset
+            .wait_for(|o| *o >= end_offset || self.is_failed() || self.is_closed() || moved())
             .await;
-        if high_watermark >= end_offset {
-            if self.core().isr_len() < min_isr {
-                return Err(DurableError::NotEnoughReplicasAfterAppend);
-            }
+        if reached >= end_offset {
             Ok(())
         } else if self.is_failed() {
             Err(DurableError::Storage)

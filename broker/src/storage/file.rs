@@ -12,7 +12,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use super::{FileRegion, RegionSource, Storage, StorageFile};
+use super::{check_read_range, FileRegion, RegionSource, Storage, StorageFile};
 
 /// Storage on the local file system. Stateless; every call goes to the OS.
 #[derive(Clone, Copy, Debug, Default)]
@@ -42,16 +42,7 @@ impl Inner {
 
     fn read_at(&self, pos: u64, buf: &mut [u8]) -> io::Result<()> {
         let len = self.len();
-        let end = pos.checked_add(buf.len() as u64);
-        if end.map_or(true, |end| end > len) {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                format!(
-                    "read of {} bytes at {pos} past file length {len}",
-                    buf.len()
-                ),
-            ));
-        }
+        check_read_range(pos, buf.len(), len)?;
         self.file.read_exact_at(buf, pos)
     }
 }

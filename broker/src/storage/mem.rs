@@ -18,7 +18,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use super::{disk_full_error, FileRegion, RegionSource, Storage, StorageFile};
+use super::{check_read_range, disk_full_error, FileRegion, RegionSource, Storage, StorageFile};
 
 /// Sector size for torn writes.
 pub const SECTOR_BYTES: u64 = 512;
@@ -178,16 +178,7 @@ impl StorageFile for MemFile {
             return Err(io::Error::other("injected read failure (EIO)"));
         }
         let len = f.len();
-        let end = pos.checked_add(buf.len() as u64);
-        if end.map_or(true, |end| end > len) {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                format!(
-                    "read of {} bytes at {pos} past file length {len}",
-                    buf.len()
-                ),
-            ));
-        }
+        check_read_range(pos, buf.len(), len)?;
         let mut pos = pos as usize;
         let mut out = &mut buf[..];
         let d = f.durable.len();

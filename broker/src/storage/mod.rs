@@ -54,6 +54,18 @@ pub trait StorageFile: Clone + Send + Sync + 'static {
     }
 }
 
+/// Ok if `want` bytes at `pos` lie inside a file of `len` bytes, else the UnexpectedEof
+/// error every implementation's `read_at` returns.
+pub(crate) fn check_read_range(pos: u64, want: usize, len: u64) -> io::Result<()> {
+    match pos.checked_add(want as u64) {
+        Some(end) if end <= len => Ok(()),
+        _ => Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            format!("read of {want} bytes at {pos} past file length {len}"),
+        )),
+    }
+}
+
 /// The error both implementations return when the disk is full: ENOSPC, whose
 /// `io::ErrorKind` is `StorageFull` on current Rust (raw OS error so it works on the MSRV too).
 pub fn disk_full_error() -> io::Error {

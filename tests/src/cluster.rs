@@ -28,6 +28,50 @@ const LOG_TAIL_LINES: usize = 60;
 /// Timeout of one Metadata request.
 const METADATA_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// What a docker-compose file gives each broker service: the shared environment and each
+/// service's command line, by node id (service `brokerN`). Read line by line: enough for the
+/// deploy file's shape, checked by the test that uses it.
+#[derive(Clone, Debug, Default)]
+struct Compose {
+    env: Vec<(String, String)>,
+    commands: std::collections::BTreeMap<i32, Vec<String>>,
+}
+
+impl Compose {
+    fn parse(text: &str) -> Compose {
+        let mut c = Compose::default();
+        let (mut in_env, mut service) = (false, None);
+        for line in text.lines() {
+            let t = line.trim();
+            if t.is_empty() || t.starts_with('#') {
+                continue;
+            }
+            let indent = line.len() - line.trim_start().len();
+            if in_env && indent >= 4 {
+                let (k, v) = t.split_once(':').expect("KEY: value under environment");
+                c.env
+                    .push((k.trim().into(), v.trim().trim_matches('"').into()));
+                continue;
+            }
+            in_env = t == "environment:";
+            if indent == 2 && t.ends_with(':') {
+                service = t
+                    .strip_prefix("broker")
+                    .and_then(|n| n.trim_end_matches(':').parse::<i32>().ok());
+            }
+            if let (Some(id), Some(list)) = (service, t.strip_prefix("command:")) {
+                let list = list.trim().trim_start_matches('[').trim_end_matches(']');
+                let args = list
+                    .split(',')
+                    .map(|a| a.trim().trim_matches('"').to_string())
+                    .collect();
+                c.commands.insert(id, args);
+            }
+        }
+        c
+    }
+}
+
 /// One partition as Metadata reports it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PartitionInfo {
@@ -53,6 +97,8 @@ struct Node {
 pub struct Cluster {
     nodes: Vec<Node>,
     args: Vec<(String, String)>,
+    /// Nodes run the deploy compose file's configuration instead of the flags above.
+    compose: Option<Compose>,
     dir: tempfile::TempDir,
     /// One cluster at a time per test process: three brokers per test, several tests at once,
     /// on two cores, would starve the brokers' timers (sessions, elections) and make the tests
@@ -80,6 +126,25 @@ impl Cluster {
             args.retain(|(a, _)| *a != n);
             args.push((n, v.to_string()));
         }
+        Self::start_inner(args, None)
+    }
+
+    /// Three nodes configured as `compose_file` (the deploy docker-compose file) configures its
+    /// three services: the same environment and command lines, with the containers' names,
+    /// ports and data volume mapped to loopback ports and local directories.
+    pub fn start_from_compose(compose_file: &Path) -> Cluster {
+        let text = fs::read_to_string(compose_file)
+            .unwrap_or_else(|e| panic!("read {}: {e}", compose_file.display()));
+        let compose = Compose::parse(&text);
+        assert_eq!(
+            compose.commands.keys().copied().collect::<Vec<_>>(),
+            (1..=CLUSTER_NODES as i32).collect::<Vec<_>>(),
+            "services broker1..broker{CLUSTER_NODES} with a command each"
+        );
+        Self::start_inner(Vec::new(), Some(compose))
+    }
+
+    fn start_inner(args: Vec<(String, String)>, compose: Option<Compose>) -> Cluster {
         let mut last_error = String::new();
         let mut guard = Some(ONE_CLUSTER.lock().unwrap_or_else(|p| p.into_inner()));
         for _ in 0..PORT_ATTEMPTS {
@@ -103,6 +168,7 @@ impl Cluster {
             let mut c = Cluster {
                 nodes,
                 args: args.clone(),
+                compose: compose.clone(),
                 dir,
                 _one_at_a_time: guard
                     .take()
@@ -185,29 +251,25 @@ impl Cluster {
         let voters = self.voters();
         let data = self.dir.path().join(format!("node-{id}"));
         fs::create_dir_all(&data).expect("create node data dir");
-        let (kafka_port, controller_port) = {
+        {
             let n = self.node_mut(id);
             assert!(n.child.is_none(), "node {id} already running");
             n.starts += 1;
-            (n.kafka_port, n.controller_port)
-        };
+        }
         let log = self.log_path(id, self.node(id).starts);
         let out = File::create(&log).expect("create node log");
         let err = out.try_clone().expect("clone log handle");
         let bin = broker_bin();
         let mut cmd = Command::new(&bin);
-        cmd.arg("--node-id")
-            .arg(id.to_string())
-            .arg("--voters")
-            .arg(&voters)
-            .arg("--listen")
-            .arg(format!("127.0.0.1:{kafka_port}"))
-            .arg("--controller-listen")
-            .arg(format!("127.0.0.1:{controller_port}"))
-            .arg("--data-dir")
-            .arg(&data);
-        for (n, v) in &self.args {
-            cmd.arg(format!("--{n}")).arg(v);
+        if let Some(compose) = &self.compose {
+            for (k, v) in &compose.env {
+                cmd.env(k, self.localize(v, id, &data));
+            }
+            for a in &compose.commands[&id] {
+                cmd.arg(self.localize(a, id, &data));
+            }
+        } else {
+            self.standard_args(&mut cmd, id, &voters, &data);
         }
         if std::env::var_os("RUST_LOG").is_none() {
             cmd.env("RUST_LOG", "info");
@@ -221,6 +283,51 @@ impl Cluster {
         let n = self.node_mut(id);
         n.child = Some(child);
         n.stopped = false;
+    }
+
+    /// Maps a compose value for node `id` onto this machine: `brokerN:N9092` and
+    /// `0.0.0.0:N9092` to node N's Kafka port, `brokerN:9093` and `0.0.0.0:9093` to its
+    /// controller port, the `/data` volume to its data directory. Panics on a container name
+    /// or wildcard address left over, so a compose change this mapping misses fails loudly.
+    fn localize(&self, value: &str, id: i32, data: &Path) -> String {
+        if value == "/data" {
+            return data.display().to_string();
+        }
+        let mut v = value.to_string();
+        for n in &self.nodes {
+            let kafka = format!("127.0.0.1:{}", n.kafka_port);
+            let controller = format!("127.0.0.1:{}", n.controller_port);
+            v = v.replace(&format!("broker{0}:{0}9092", n.id), &kafka);
+            v = v.replace(&format!("broker{}:9093", n.id), &controller);
+            if n.id == id {
+                v = v.replace(&format!("0.0.0.0:{}9092", n.id), &kafka);
+                v = v.replace("0.0.0.0:9093", &controller);
+            }
+        }
+        assert!(
+            !v.contains("broker") || !v.contains(':'),
+            "unmapped container address in {value:?}"
+        );
+        assert!(!v.contains("0.0.0.0"), "unmapped listener in {value:?}");
+        v
+    }
+
+    fn standard_args(&self, cmd: &mut Command, id: i32, voters: &str, data: &Path) {
+        let n = self.node(id);
+        let (kafka_port, controller_port) = (n.kafka_port, n.controller_port);
+        cmd.arg("--node-id")
+            .arg(id.to_string())
+            .arg("--voters")
+            .arg(&voters)
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{kafka_port}"))
+            .arg("--controller-listen")
+            .arg(format!("127.0.0.1:{controller_port}"))
+            .arg("--data-dir")
+            .arg(data);
+        for (n, v) in &self.args {
+            cmd.arg(format!("--{n}")).arg(v);
+        }
     }
 
     /// Waits until each of `ids` printed `listening on`; Err with the failing node's log.

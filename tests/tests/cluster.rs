@@ -657,3 +657,63 @@ fn cluster_harness_kills_restarts_and_freezes_nodes() {
         c.assert_alive(id);
     }
 }
+
+/// deploy/docker-compose.yml's configuration (its environment and command lines) run as three
+/// local processes. There is no container runtime here, so `Cluster::start_from_compose` maps
+/// the containers' names, ports and data volume to loopback ports and temporary directories;
+/// everything else comes from the file. Checks what the file promises: three brokers in one
+/// quorum, topics replicated three times by default, acks=all writes read back.
+#[test]
+fn compose_configuration_runs_a_replicated_cluster() {
+    let compose =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/docker-compose.yml");
+    let c = Cluster::start_from_compose(&compose);
+    let mut brokers = Vec::new();
+    let ok = wait_until(CONVERGE_TIMEOUT, || {
+        brokers = c.brokers().unwrap_or_default();
+        brokers == c.ids()
+    });
+    assert!(ok, "Metadata brokers {brokers:?}, expected {:?}", c.ids());
+    // No replication factor given: the compose file's broker default applies.
+    let topic = unique_name("compose");
+    let admin = admin(&c.bootstrap_live());
+    let nt = NewTopic::new(&topic, 2, TopicReplication::Fixed(-1));
+    let opts = rdkafka::admin::AdminOptions::new()
+        .operation_timeout(Some(Timeout::After(CONVERGE_TIMEOUT)))
+        .request_timeout(Some(Timeout::After(CONVERGE_TIMEOUT)));
+    let res = block_on(admin.create_topics([&nt], &opts)).expect("CreateTopics request failed");
+    assert!(res[0].is_ok(), "CreateTopics: {:?}", res[0]);
+    c.wait_full_isr(&topic, CONVERGE_TIMEOUT);
+    for p in c.partitions(&topic).expect("metadata") {
+        assert_eq!(
+            p.replicas.len(),
+            3,
+            "{p:?}: the default replication factor is 3"
+        );
+    }
+    // The file's BROKER_MIN_INSYNC_REPLICAS is what the topic gets by default.
+    let described = block_on(
+        admin.describe_configs([&rdkafka::admin::ResourceSpecifier::Topic(&topic)], &opts),
+    )
+    .expect("DescribeConfigs request");
+    let config = described
+        .into_iter()
+        .next()
+        .expect("one result")
+        .expect("the topic's configs");
+    let min_isr = config.get("min.insync.replicas").expect("listed");
+    assert_eq!(min_isr.value.as_deref(), Some("2"), "{min_isr:?}");
+    // And the data went where BROKER_DATA_DIR sent it.
+    for id in c.ids() {
+        let dir = c.dir().join(format!("node-{id}"));
+        assert!(
+            c.log_text(id)
+                .contains(&format!("data_dir={}", dir.display())),
+            "node {id} did not start on its mapped data dir:\n{}",
+            c.log_tail(id, 20)
+        );
+    }
+    let reports = produce_and_read(&c, &topic, 0, 100);
+    let got = read_back(&c, &topic, 2, &reports);
+    check_acked(&got, &reports, false);
+}

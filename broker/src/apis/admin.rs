@@ -97,13 +97,12 @@ impl<S: Storage + Clone> KafkaApis<S> {
                 match outcome {
                     Ok(count) => {
                         if version >= 5 {
-                            let defaults = &self.replicas.config().log;
                             let described = topic_config::names()
                                 .map(|n| {
                                     let (value, source) = match configs.get(n) {
                                         Some(v) => (v.clone(), CONFIG_SOURCE_TOPIC),
                                         None => (
-                                            topic_config::default_value(defaults, n),
+                                            topic_config::default_value(self.replicas.config(), n),
                                             CONFIG_SOURCE_DEFAULT,
                                         ),
                                     };

@@ -78,14 +78,13 @@ impl<S: Storage + Clone> KafkaApis<S> {
                                 )));
                         };
                         let overrides = topic.configs();
-                        let defaults = &self.replicas.config().log;
                         let configs = topic_config::names()
                             .filter(|n| wanted(n))
                             .map(|n| match overrides.get(n) {
                                 Some(v) => entry(n, v.clone(), CONFIG_SOURCE_TOPIC, false, version),
                                 None => entry(
                                     n,
-                                    topic_config::default_value(defaults, n),
+                                    topic_config::default_value(self.replicas.config(), n),
                                     CONFIG_SOURCE_DEFAULT,
                                     false,
                                     version,

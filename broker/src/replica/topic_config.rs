@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::config::BrokerConfig;
 use crate::log::LogConfig;
 
 /// One config key: its name and its validator.
@@ -98,8 +99,9 @@ pub fn names() -> impl Iterator<Item = &'static str> {
     KEYS.iter().map(|k| k.name)
 }
 
-/// The value of `name` that applies when a topic has no override.
-pub fn default_value(defaults: &LogConfig, name: &str) -> String {
+/// The value of `name` that applies when a topic has no override: the broker's.
+pub fn default_value(config: &BrokerConfig, name: &str) -> String {
+    let defaults = &config.log;
     match name {
         "retention.ms" => defaults.retention_ms.to_string(),
         "retention.bytes" => defaults.retention_bytes.to_string(),
@@ -107,7 +109,7 @@ pub fn default_value(defaults: &LogConfig, name: &str) -> String {
         "segment.ms" => defaults.segment_ms.to_string(),
         "max.message.bytes" => defaults.max_message_bytes.to_string(),
         "index.interval.bytes" => defaults.index_interval_bytes.to_string(),
-        "min.insync.replicas" => "1".into(),
+        "min.insync.replicas" => config.cluster.min_insync_replicas.to_string(),
         "cleanup.policy" => "delete".into(),
         "compression.type" => "producer".into(),
         "message.timestamp.type" => "CreateTime".into(),
@@ -158,9 +160,9 @@ mod tests {
 
     #[test]
     fn every_key_has_a_default_that_validates() {
-        let defaults = LogConfig::default();
+        let config = BrokerConfig::default();
         for name in names() {
-            let v = default_value(&defaults, name);
+            let v = default_value(&config, name);
             assert!(validate(name, &v).is_ok(), "{name}={v}");
         }
     }

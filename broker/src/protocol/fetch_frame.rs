@@ -24,7 +24,6 @@ use kafka_protocol::protocol::Encodable;
 
 use super::FRAME_SIZE_PREFIX_BYTES;
 use crate::log::{RecordsPart, StoredRecords};
-use crate::storage::FileRegion;
 
 /// Most bytes one placeholder stands for; larger records (one partition's share of a fetch
 /// above this) are copied into the response instead.
@@ -56,25 +55,8 @@ fn is_placeholder(s: &[u8]) -> bool {
     !s.is_empty() && p >= start && p < start + PLACEHOLDER_BYTES_MAX
 }
 
-/// One piece of a response frame.
-#[derive(Clone, Debug)]
-pub enum FramePart {
-    Bytes(Bytes),
-    File(FileRegion),
-}
-
-impl FramePart {
-    pub fn len(&self) -> usize {
-        match self {
-            FramePart::Bytes(b) => b.len(),
-            FramePart::File(r) => r.len() as usize,
-        }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
+/// One piece of a response frame: encoded bytes, or stored bytes named by a file region.
+pub type FramePart = RecordsPart;
 
 /// A whole response frame, size prefix included, in send order.
 #[derive(Debug, Default)]
@@ -275,10 +257,7 @@ impl ChunkedBuf {
         }
         for part in stored.parts() {
             self.before_current += part.len();
-            self.frame.parts.push(match part {
-                RecordsPart::Bytes(b) => FramePart::Bytes(b.clone()),
-                RecordsPart::File(r) => FramePart::File(r.clone()),
-            });
+            self.frame.parts.push(part.clone());
         }
     }
 }

@@ -151,45 +151,30 @@ pub async fn serve<S, R, W>(
                     drop(Arc::clone(&ordering).write_owned().await);
                     None
                 };
-                match apis.handle(request, &client_host) {
-                    Reply::Now(body) => Some(Pending {
-                        key,
-                        version,
-                        correlation_id,
-                        body: PendingBody::Ready(Answer::Body(body)),
-                        _permit: permit,
-                    }),
-                    Reply::Later(future) => Some(Pending {
-                        key,
-                        version,
-                        correlation_id,
-                        body: PendingBody::Waiting(tokio::spawn(async move {
-                            let body = future.await;
-                            drop(produce_guard);
-                            Answer::Body(body)
-                        })),
-                        _permit: permit,
-                    }),
-                    Reply::Fetch(reply) => Some(Pending {
-                        key,
-                        version,
-                        correlation_id,
-                        body: PendingBody::Ready(Answer::Fetch(reply)),
-                        _permit: permit,
-                    }),
-                    Reply::FetchLater(future) => Some(Pending {
-                        key,
-                        version,
-                        correlation_id,
-                        body: PendingBody::Waiting(tokio::spawn(async move {
+                let body = match apis.handle(request, &client_host) {
+                    Reply::Now(body) => Some(PendingBody::Ready(Answer::Body(body))),
+                    Reply::Fetch(reply) => Some(PendingBody::Ready(Answer::Fetch(reply))),
+                    Reply::Later(future) => Some(PendingBody::Waiting(tokio::spawn(async move {
+                        let body = future.await;
+                        drop(produce_guard);
+                        Answer::Body(body)
+                    }))),
+                    Reply::FetchLater(future) => {
+                        Some(PendingBody::Waiting(tokio::spawn(async move {
                             let reply = future.await;
                             drop(produce_guard);
                             Answer::Fetch(reply)
-                        })),
-                        _permit: permit,
-                    }),
+                        })))
+                    }
                     Reply::Nothing => None,
-                }
+                };
+                body.map(|body| Pending {
+                    key,
+                    version,
+                    correlation_id,
+                    body,
+                    _permit: permit,
+                })
             }
             Err(FrameError::UnsupportedVersion {
                 peek,

@@ -465,8 +465,12 @@ impl Cluster {
     }
 
     fn metadata_client(&self) -> BaseConsumer {
+        Self::metadata_client_for(&self.bootstrap_live())
+    }
+
+    fn metadata_client_for(bootstrap: &str) -> BaseConsumer {
         let mut c = ClientConfig::new();
-        c.set("bootstrap.servers", self.bootstrap_live())
+        c.set("bootstrap.servers", bootstrap)
             .set("broker.address.family", "v4")
             .set("log_level", "3")
             .set("socket.timeout.ms", "5000")
@@ -487,8 +491,18 @@ impl Cluster {
 
     /// Partitions of `topic` as one Metadata request to the live nodes reports them.
     pub fn partitions(&self, topic: &str) -> Result<Vec<PartitionInfo>, String> {
-        let md = self
-            .metadata_client()
+        Self::partitions_in(&self.metadata_client(), topic)
+    }
+
+    /// Partitions of `topic` as the node listening on `addr` reports them. Brokers learn
+    /// metadata from the quorum at their own pace, so two nodes may briefly disagree.
+    pub fn partitions_at(&self, addr: &str, topic: &str) -> Result<Vec<PartitionInfo>, String> {
+        Self::partitions_in(&Self::metadata_client_for(addr), topic)
+            .map_err(|e| format!("{addr}: {e}"))
+    }
+
+    fn partitions_in(client: &BaseConsumer, topic: &str) -> Result<Vec<PartitionInfo>, String> {
+        let md = client
             .fetch_metadata(Some(topic), METADATA_TIMEOUT)
             .map_err(|e| e.to_string())?;
         let t = md
@@ -524,8 +538,9 @@ impl Cluster {
             .filter(|&l| l >= 0)
     }
 
-    /// Waits until Metadata shows every partition of `topic` satisfying `ok`; returns the last
-    /// observation as the error otherwise.
+    /// Waits until every live node's Metadata shows every partition of `topic` satisfying
+    /// `ok`, so whichever node a client asks next agrees; returns the last observation as the
+    /// error otherwise.
     pub fn wait_partitions(
         &self,
         topic: &str,
@@ -534,9 +549,8 @@ impl Cluster {
     ) -> Result<Vec<PartitionInfo>, String> {
         let deadline = Instant::now() + timeout;
         loop {
-            let last = match self.partitions(topic) {
-                Ok(ps) if !ps.is_empty() && ps.iter().all(&mut ok) => return Ok(ps),
-                Ok(ps) => format!("{ps:?}"),
+            let last = match self.partitions_everywhere(topic, &mut ok) {
+                Ok(ps) => return Ok(ps),
                 Err(e) => e,
             };
             if Instant::now() > deadline {
@@ -544,6 +558,24 @@ impl Cluster {
             }
             thread::sleep(Duration::from_millis(200));
         }
+    }
+
+    /// The first live node's view of `topic`, if every live node's view satisfies `ok`.
+    fn partitions_everywhere(
+        &self,
+        topic: &str,
+        ok: &mut impl FnMut(&PartitionInfo) -> bool,
+    ) -> Result<Vec<PartitionInfo>, String> {
+        let live = self.bootstrap_live();
+        let mut first = None;
+        for addr in live.split(',').filter(|a| !a.is_empty()) {
+            let ps = self.partitions_at(addr, topic)?;
+            if ps.is_empty() || !ps.iter().all(&mut *ok) {
+                return Err(format!("{addr}: {ps:?}"));
+            }
+            first.get_or_insert(ps);
+        }
+        first.ok_or_else(|| "no live node".to_string())
     }
 
     /// Waits until every partition of `topic` has a live leader other than `not` (if given).

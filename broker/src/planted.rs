@@ -21,10 +21,13 @@ pub enum PlantedBug {
     /// The active controller elects a partition leader from any alive replica, not only from
     /// the ISR (an unclean election nobody asked for).
     OutOfIsrElection,
+    /// A partition leader advances the high watermark while its ISR is below
+    /// min.insync.replicas, past what the eligible leader replicas hold.
+    HwBelowMinIsr,
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 7] = [
+    pub const ALL: [PlantedBug; 8] = [
         PlantedBug::AckBeforeFsync,
         PlantedBug::RecoverySkipsCrc,
         PlantedBug::FetchPastHighWatermark,
@@ -32,6 +35,7 @@ impl PlantedBug {
         PlantedBug::VoteTwice,
         PlantedBug::HwFromLeader,
         PlantedBug::OutOfIsrElection,
+        PlantedBug::HwBelowMinIsr,
     ];
 
     pub fn name(self) -> &'static str {
@@ -43,6 +47,7 @@ impl PlantedBug {
             PlantedBug::VoteTwice => "vote-twice",
             PlantedBug::HwFromLeader => "hw-from-leader",
             PlantedBug::OutOfIsrElection => "out-of-isr-election",
+            PlantedBug::HwBelowMinIsr => "hw-below-min-isr",
         }
     }
 
@@ -64,6 +69,9 @@ impl PlantedBug {
             }
             PlantedBug::OutOfIsrElection => {
                 "the controller elects a partition leader from outside the ISR"
+            }
+            PlantedBug::HwBelowMinIsr => {
+                "a partition leader advances the high watermark with its ISR below min.insync.replicas"
             }
         }
     }

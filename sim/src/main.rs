@@ -236,8 +236,14 @@ impl Settings {
                 let r = run_replication_seed(seed, &config);
                 let summary = format!(
                     "{} batches acknowledged, {} leader epochs, {} crashes, {} partitions, \
-                     {} controller failovers, {} truncations",
-                    r.acked, r.leader_epochs, r.crashes, r.partitions, r.failovers, r.truncations
+                     {} controller failovers, {} truncations, {} ELR elections",
+                    r.acked,
+                    r.leader_epochs,
+                    r.crashes,
+                    r.partitions,
+                    r.failovers,
+                    r.truncations,
+                    r.elr_elections
                 );
                 let mut outcome = SeedOutcome::from_lines(
                     &r.problems(),
@@ -596,6 +602,7 @@ fn plant_layers(bug: PlantedBug) -> &'static [Layer] {
         PlantedBug::HwFromLeader => &[Layer::Raft, Layer::Replication, Layer::Cluster],
         // Also caught by the controller's own proptest.
         PlantedBug::OutOfIsrElection => &[Layer::Replication, Layer::Cluster],
+        PlantedBug::HwBelowMinIsr => &[Layer::Replication],
     }
 }
 

@@ -764,6 +764,7 @@ impl World {
                 host: format!("b{k}"),
                 port: 9092,
                 epoch: k as i64,
+                logs_intact: self.rng.gen_bool(0.5),
             },
             1 => {
                 let mut id = [0u8; 16];
@@ -788,6 +789,11 @@ impl World {
                     leader_epoch: k as i32,
                     isr: vec![1, 2],
                     replicas: vec![1, 2, 3],
+                    elr: if self.rng.gen_bool(0.5) {
+                        vec![3]
+                    } else {
+                        vec![]
+                    },
                 }
             }
         };

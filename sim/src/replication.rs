@@ -75,6 +75,8 @@ pub struct ReplRunResult {
     pub failovers: u64,
     pub leader_epochs: u64,
     pub truncations: u64,
+    /// Leaders elected from an ELR (KIP-966) because no ISR member could lead.
+    pub elr_elections: u64,
 }
 
 impl ReplRunResult {
@@ -544,6 +546,9 @@ struct World {
     producers: Vec<Producer>,
     next_fetch_id: u64,
     acks: Vec<Ack>,
+    /// Batches some leader's high watermark has passed (consumers may have read them), per
+    /// partition in offset order; every later leader must hold them too.
+    committed: Vec<Vec<Ack>>,
     /// (partition, leader epoch) -> (node, incarnation) that took leadership.
     leaders: BTreeMap<(usize, i32), (usize, i64)>,
     stats: ReplRunResult,
@@ -614,6 +619,7 @@ impl World {
             producers,
             next_fetch_id: 0,
             acks: Vec::new(),
+            committed: Vec::new(),
             leaders: BTreeMap::new(),
             stats: ReplRunResult::default(),
         }
@@ -853,6 +859,7 @@ impl World {
                             host: format!("n{}", self.nodes[node].id),
                             port: 9092,
                             incarnation: self.nodes[node].incarnation,
+                            logs_intact: true,
                         };
                         self.send(Msg::ToController {
                             from: node,
@@ -1007,7 +1014,21 @@ impl World {
     fn commit(&mut self, entry: Bytes) {
         let offset = self.meta_log.len() as i64;
         let rejected = self.image.rejected;
+        let before = self
+            .topic_id
+            .and_then(|id| self.image.topics.get(&id))
+            .map(|t| t.partitions.clone())
+            .unwrap_or_default();
         self.image.apply(offset, &entry);
+        let after = self.topic_id.and_then(|id| self.image.topics.get(&id));
+        for (old, new) in before
+            .iter()
+            .zip(after.map_or(&[][..], |t| &t.partitions[..]))
+        {
+            if new.leader != old.leader && old.elr.contains(&new.leader) {
+                self.stats.elr_elections += 1;
+            }
+        }
         if self.image.rejected != rejected {
             tr!(self, "meta @{offset} rejected by the image");
         }
@@ -1149,7 +1170,9 @@ impl World {
             match Log::open(storage, dir, self.log_config.clone(), T0_MS + now) {
                 Ok((log, _)) => {
                     let mut core = PartitionCore::new(log, AckPolicy::AfterFsync);
-                    core.become_offline(-1);
+                    core.set_min_insync_replicas(MIN_ISR);
+                    // As the shell opens a replicated partition: nothing known committed yet.
+                    core.start_as_replica();
                     parts.push(Some(Part {
                         core,
                         flush: None,
@@ -1340,7 +1363,8 @@ impl World {
         self.after_change(node, p);
     }
 
-    /// Every acknowledged batch of `p` is in `node`'s log, byte for byte.
+    /// Every acknowledged batch of `p`, and every batch a high watermark passed, is in
+    /// `node`'s log, byte for byte.
     fn check_holds_acks(&mut self, node: usize, p: usize, what: &str) {
         let mut missing = Vec::new();
         {
@@ -1348,7 +1372,8 @@ impl World {
                 return;
             };
             let log = part.core.log();
-            for a in self.acks.iter().filter(|a| a.p == p) {
+            let committed = self.committed.get(p).map_or(&[][..], |c| &c[..]);
+            for a in self.acks.iter().filter(|a| a.p == p).chain(committed) {
                 let got = if a.end <= log.log_end_offset() {
                     log.read(a.base, 1, a.base + 1).ok()
                 } else {
@@ -1362,8 +1387,8 @@ impl World {
         if let Some((base, end, log_end)) = missing.first() {
             let id = self.nodes[node].id;
             self.violation(format!(
-                "acknowledged batch lost: {what} n{id} p{p} lacks offsets {base}..{end} \
-                 (log end {log_end}; {} acknowledged batches missing)",
+                "acknowledged or committed batch lost: {what} n{id} p{p} lacks offsets \
+                 {base}..{end} (log end {log_end}; {} batches missing)",
                 missing.len()
             ));
         }
@@ -1377,6 +1402,23 @@ impl World {
             if let ReplicaRole::Leader(l) = part.core.role() {
                 let hw = part.core.high_watermark();
                 let epoch = l.epoch;
+                // Record the batches this high watermark passes first.
+                if self.committed.len() <= p {
+                    self.committed.resize_with(p + 1, Vec::new);
+                }
+                let log = part.core.log();
+                let mut from = self.committed[p].last().map_or(0, |a| a.end);
+                while from < hw {
+                    let bytes = log.read(from, 1, from + 1).unwrap_or_default();
+                    let Some(end) = batch_end(&bytes) else { break };
+                    self.committed[p].push(Ack {
+                        p,
+                        base: from,
+                        end,
+                        bytes,
+                    });
+                    from = end;
+                }
                 match part.lead_hw {
                     Some((e, prev)) if e == epoch && hw < prev => {
                         self.violation(format!(
@@ -1994,11 +2036,20 @@ fn role_name(r: &ReplicaRole) -> String {
     }
 }
 
+/// The offset after the first record batch in `bytes` (v2 header: base offset, then
+/// lastOffsetDelta at byte 23).
+fn batch_end(bytes: &[u8]) -> Option<i64> {
+    let base = i64::from_be_bytes(bytes.get(0..8)?.try_into().ok()?);
+    let delta = i32::from_be_bytes(bytes.get(23..27)?.try_into().ok()?);
+    Some(base + i64::from(delta) + 1)
+}
+
 fn controller_config(p: &Params) -> ControllerConfig {
     ControllerConfig {
         session_timeout_ms: p.session_ms,
         leader_imbalance_check_ms: LEADER_IMBALANCE_CHECK_MS,
         unclean_leader_election: false,
+        min_insync_replicas: MIN_ISR,
     }
 }
 

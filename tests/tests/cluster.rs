@@ -363,6 +363,65 @@ fn not_enough_replicas_when_isr_too_small() {
     all_ok(&one);
 }
 
+/// KIP-966 eligible leader replicas, with real processes: a replica that left an ISR already
+/// at min.insync.replicas still holds every committed record (leaders stop the high watermark
+/// below the minimum), so when the last ISR member dies it may lead. Without ELRs the
+/// partition stays offline until that last member returns.
+#[test]
+fn eligible_leader_replica_leads_when_the_last_isr_member_dies() {
+    let mut c = Cluster::start();
+    let topic = unique_name("elr");
+    // Two replicas of three nodes: the third keeps the metadata quorum when two are down.
+    create_replicated(&c, &topic, 1, 2, &[]);
+    c.wait_full_isr(&topic, CONVERGE_TIMEOUT);
+    let replicas = c.partitions(&topic).expect("metadata")[0].replicas.clone();
+    let leader = c.node_for_leader(&topic, 0).expect("leader");
+    let other = *replicas
+        .iter()
+        .find(|&&r| r != leader)
+        .expect("two replicas");
+    let reports = produce_and_read(&c, &topic, 0, 200);
+    // Followers learn the high watermark from their next fetch responses, and record it in
+    // their high-watermark checkpoint once a second: give both time.
+    thread::sleep(Duration::from_secs(3));
+
+    // The follower dies: the ISR is the leader alone, below min.insync.replicas 2.
+    c.kill9(other);
+    if let Err(e) = c.wait_partitions(&topic, CONVERGE_TIMEOUT, |p| p.isr == vec![leader]) {
+        panic!("ISR did not shrink to [{leader}]: {e}");
+    }
+    // The leader dies too, and only the follower comes back.
+    c.kill9(leader);
+    c.restart(other);
+    if let Err(e) = c.wait_partitions(&topic, CONVERGE_TIMEOUT, |p| p.leader == other) {
+        panic!(
+            "the eligible replica {other} was not elected while {leader} is down: {e}\n{}",
+            c.log_tail(other, 30)
+        );
+    }
+    // It serves every acknowledged record.
+    check_acked(&read_back(&c, &topic, 1, &reports), &reports, true);
+    // Its ISR is itself alone, below the minimum: acks=all is refused, nothing is lost.
+    let no_retry: &[(&str, &str)] = &[
+        ("enable.idempotence", "false"),
+        ("message.send.max.retries", "0"),
+        ("message.timeout.ms", "30000"),
+    ];
+    let refused = produce(&c.bootstrap_live(), &topic, "all", no_retry, 1, |_| {
+        msg(1_000)
+    });
+    assert!(
+        matches!(&refused[0], Err(e) if e.contains("NotEnoughReplicas")),
+        "acks=all with an ISR of one, min 2: {refused:?}"
+    );
+    // The old leader returns, catches up from the new one and rejoins: writes flow again.
+    c.restart(leader);
+    c.wait_full_isr(&topic, Duration::from_secs(60));
+    let mut all = reports;
+    all.extend(produce_and_read(&c, &topic, 200, 100));
+    check_acked(&read_back(&c, &topic, 1, &all), &all, true);
+}
+
 /// FindCoordinator v1 (group) over a plain socket: the coordinator's node id.
 fn find_group_coordinator(addr: &str, group: &str) -> Result<i32, String> {
     const VERSION: i16 = 1; // request header v1, response header v0

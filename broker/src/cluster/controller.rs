@@ -10,6 +10,13 @@
 //! preferred-leader elections. Every decision is made against a working copy of the image with
 //! the round's earlier records applied, so later rules see earlier ones, and every emitted
 //! partition record is checked (leader in ISR, ISR within replicas, epochs never go back).
+//!
+//! Eligible leader replicas (KIP-966): a replica that leaves an ISR which is then smaller than
+//! the topic's min.insync.replicas joins the partition's ELR. Leaders advance the high
+//! watermark only while their ISR has min.insync.replicas members, so an ELR member holds
+//! every committed record and may be elected when no ISR member can lead. Every ISR change
+//! goes through [`Round::partition_change`], which derives the ELR; it empties once the ISR is
+//! back to min.insync.replicas, and on an unclean election.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -53,6 +60,9 @@ pub struct ControllerConfig {
     pub leader_imbalance_check_ms: u64,
     /// Let an offline partition elect a replica outside its ISR (may lose committed data).
     pub unclean_leader_election: bool,
+    /// min.insync.replicas of topics without an override. Leaders stop their high watermark
+    /// below it, so every node must run with the same value (as in Kafka).
+    pub min_insync_replicas: usize,
 }
 
 impl Default for ControllerConfig {
@@ -61,6 +71,7 @@ impl Default for ControllerConfig {
             session_timeout_ms: 9_000,
             leader_imbalance_check_ms: 10_000,
             unclean_leader_election: false,
+            min_insync_replicas: 1,
         }
     }
 }
@@ -72,6 +83,9 @@ pub enum ControllerRequest {
         host: String,
         port: u16,
         incarnation: i64,
+        /// It fsyncs before it acknowledges (`--fsync always`): see
+        /// [`MetadataRecord::RegisterBroker`].
+        logs_intact: bool,
     },
     AlterPartition {
         topic_id: [u8; 16],
@@ -207,6 +221,7 @@ struct Round {
     /// A limit was hit: the rest waits for the next round.
     full: bool,
     unclean: bool,
+    min_insync_replicas: usize,
 }
 
 /// Encoded size of a partition record with `rf` replicas inside a batch.
@@ -229,6 +244,84 @@ impl Round {
             self.full = true;
         }
         fits
+    }
+
+    /// The topic's effective min.insync.replicas for a partition of `rf` replicas: its
+    /// override, else the cluster default (as brokers read it), at most `rf` (as leaders use
+    /// it for the high watermark; a larger value would stop it for good).
+    fn min_isr(&self, topic_id: &[u8; 16], rf: usize) -> usize {
+        let topic = self.view.topics.get(topic_id);
+        let value = topic.and_then(|t| t.configs.get("min.insync.replicas"));
+        let value = value.and_then(|v| v.parse::<i32>().ok());
+        let min_isr = value.map_or(self.min_insync_replicas, |v| v.max(1) as usize);
+        min_isr.min(rf)
+    }
+
+    /// The ELR partition `old` of `topic_id` gets when its ISR becomes `isr`: empty while
+    /// `isr` has min.insync.replicas members (the high watermark moves, and those outside may
+    /// miss what it passes) or after an unclean election; otherwise the earlier ELR plus those
+    /// leaving the ISR now, in replica order.
+    fn next_elr(
+        &self,
+        topic_id: &[u8; 16],
+        old: &PartitionImage,
+        isr: &[NodeId],
+        clean: bool,
+    ) -> Vec<NodeId> {
+        if !clean || isr.len() >= self.min_isr(topic_id, old.replicas.len()) {
+            return Vec::new();
+        }
+        let replicas = old.replicas.iter().copied();
+        replicas
+            .filter(|r| !isr.contains(r) && (old.isr.contains(r) || old.elr.contains(r)))
+            .collect()
+    }
+
+    /// Emits partition `partition` of `topic_id` with this leader, epoch and ISR, and the ELR
+    /// that follows (`clean`: the leader comes from the ISR or ELR, or stays).
+    fn partition_change(
+        &mut self,
+        topic_id: [u8; 16],
+        partition: u32,
+        leader: NodeId,
+        leader_epoch: i32,
+        isr: Vec<NodeId>,
+        clean: bool,
+    ) {
+        let old = self
+            .view
+            .topics
+            .get(&topic_id)
+            .and_then(|t| t.partitions.get(partition as usize))
+            .expect("partition changes name existing partitions")
+            .clone();
+        let elr = self.next_elr(&topic_id, &old, &isr, clean);
+        self.emit(MetadataRecord::PartitionChange {
+            topic_id,
+            partition,
+            leader,
+            leader_epoch,
+            isr,
+            replicas: old.replicas,
+            elr,
+        });
+    }
+
+    /// After `topic_id`'s configs change: a partition whose ISR now reaches min.insync.replicas
+    /// drops its ELR in the same batch, before any leader can advance past what it holds.
+    fn recheck_elr(&mut self, topic_id: [u8; 16]) {
+        let n = self
+            .view
+            .topics
+            .get(&topic_id)
+            .map_or(0, |t| t.partitions.len());
+        for i in 0..n {
+            let p = &self.view.topics[&topic_id].partitions[i];
+            if !p.elr.is_empty() && p.isr.len() >= self.min_isr(&topic_id, p.replicas.len()) {
+                let (leader, epoch, isr) = (p.leader, p.leader_epoch, p.isr.clone());
+                self.partition_change(topic_id, i as u32, leader, epoch, isr, true);
+            }
+        }
     }
 
     fn registered_unfenced(&self, n: NodeId) -> bool {
@@ -264,6 +357,7 @@ impl Round {
             leader_epoch,
             isr,
             replicas,
+            elr,
         } = rec
         else {
             return;
@@ -289,6 +383,19 @@ impl Round {
             "the leader is in the ISR: {rec:?}"
         );
         assert!(
+            distinct(elr) && elr.iter().all(|n| replicas.contains(n) && !isr.contains(n)),
+            "the ELR is a set of replicas outside the ISR: {rec:?}"
+        );
+        assert!(
+            elr.is_empty() || isr.len() < self.min_isr(topic_id, replicas.len()),
+            "an ELR only while the ISR is below min.insync.replicas: {rec:?}"
+        );
+        assert!(
+            elr.iter()
+                .all(|n| old.isr.contains(n) || old.elr.contains(n)),
+            "only ISR or ELR members join the ELR: {old:?} -> {rec:?}"
+        );
+        assert!(
             *leader_epoch >= old.leader_epoch,
             "leader epochs never decrease: {old:?} -> {rec:?}"
         );
@@ -304,12 +411,17 @@ impl Round {
                 self.registered_unfenced(*leader),
                 "a new leader is registered and unfenced: {rec:?}"
             );
+            let eligible = old.isr.contains(leader) || old.elr.contains(leader);
             assert!(
                 created
-                    || old.isr.contains(leader)
+                    || eligible
                     || self.unclean
                     || planted::enabled(PlantedBug::OutOfIsrElection),
-                "a new leader comes from the previous ISR: {old:?} -> {rec:?}"
+                "a new leader comes from the previous ISR or ELR: {old:?} -> {rec:?}"
+            );
+            assert!(
+                created || eligible || elr.is_empty(),
+                "an unclean election empties the ELR: {old:?} -> {rec:?}"
             );
         }
     }
@@ -376,6 +488,8 @@ struct Change {
     leader: NodeId,
     leader_epoch: i32,
     isr: Vec<NodeId>,
+    /// Whether the leader stays or comes from the ISR or ELR (not an unclean election).
+    clean: bool,
 }
 
 impl Controller {
@@ -594,6 +708,7 @@ impl Controller {
             bytes: 0,
             full: false,
             unclean: self.cfg.unclean_leader_election,
+            min_insync_replicas: self.cfg.min_insync_replicas.max(1),
         };
         let view = &round.view;
         self.shutting_down
@@ -694,6 +809,7 @@ impl Controller {
                 host,
                 port,
                 incarnation,
+                logs_intact,
             } => {
                 if q.from != *node_id || !self.voters.contains(node_id) {
                     return Some(Err(ControllerError::InvalidRequest(format!(
@@ -719,6 +835,7 @@ impl Controller {
                         host: host.clone(),
                         port: *port,
                         epoch: *incarnation,
+                        logs_intact: *logs_intact,
                     });
                     self.shutting_down.remove(node_id);
                     self.registered_at.insert(*node_id, now);
@@ -802,18 +919,18 @@ impl Controller {
                     ))));
                 }
                 if p.isr != *new_isr {
-                    let replicas = p.replicas.clone();
-                    if !round.room(1, partition_record_bytes(replicas.len())) {
+                    if !round.room(1, partition_record_bytes(p.replicas.len())) {
                         return None;
                     }
-                    round.emit(MetadataRecord::PartitionChange {
-                        topic_id: *topic_id,
-                        partition: *partition,
-                        leader: *leader,
-                        leader_epoch: *leader_epoch,
-                        isr: new_isr.clone(),
-                        replicas,
-                    });
+                    let isr = new_isr.clone();
+                    round.partition_change(
+                        *topic_id,
+                        *partition,
+                        *leader,
+                        *leader_epoch,
+                        isr,
+                        true,
+                    );
                 }
                 Some(ok)
             }
@@ -878,6 +995,7 @@ impl Controller {
                         leader_epoch: 0,
                         isr: replicas.clone(),
                         replicas,
+                        elr: Vec::new(),
                     });
                 }
                 Some(Ok(ControllerResponse {
@@ -933,6 +1051,7 @@ impl Controller {
                         leader_epoch: 0,
                         isr: replicas.clone(),
                         replicas,
+                        elr: Vec::new(),
                     });
                 }
                 Some(ok)
@@ -954,13 +1073,22 @@ impl Controller {
                 if let Err(e) = validate_configs(configs) {
                     return Some(Err(e));
                 }
-                if !round.room(1, configs_bytes(configs) + 32) {
+                // Partitions with an ELR may need a record each (see Round::recheck_elr).
+                let with_elr = round.view.topics.get(&id).map_or(0, |t| {
+                    let ps = t.partitions.iter().filter(|p| !p.elr.is_empty());
+                    ps.map(|p| partition_record_bytes(p.replicas.len())).sum()
+                });
+                if !round.room(
+                    1 + with_elr / partition_record_bytes(1),
+                    configs_bytes(configs) + 32 + with_elr,
+                ) {
                     return None;
                 }
                 round.emit(MetadataRecord::TopicConfig {
                     topic_id: id,
                     configs: configs.clone(),
                 });
+                round.recheck_elr(id);
                 Some(ok)
             }
         }
@@ -1022,18 +1150,11 @@ impl Controller {
                 let Some(change) = self.reconcile_one(round, p, now) else {
                     continue;
                 };
-                let replicas = p.replicas.clone();
-                if !round.room(1, partition_record_bytes(replicas.len())) {
+                if !round.room(1, partition_record_bytes(p.replicas.len())) {
                     return;
                 }
-                round.emit(MetadataRecord::PartitionChange {
-                    topic_id: id,
-                    partition: i as u32,
-                    leader: change.leader,
-                    leader_epoch: change.leader_epoch,
-                    isr: change.isr,
-                    replicas,
-                });
+                let (leader, epoch) = (change.leader, change.leader_epoch);
+                round.partition_change(id, i as u32, leader, epoch, change.isr, change.clean);
             }
         }
     }
@@ -1049,12 +1170,18 @@ impl Controller {
             .is_none_or(|&t| now >= t.saturating_add(LEADER_SETTLE_MS))
     }
 
-    /// A new leader for `p` other than its current one: the first usable ISR member in replica
-    /// order, settled ones first (any usable replica under the planted bug).
-    fn elect(&self, round: &Round, p: &PartitionImage, now: u64) -> Option<NodeId> {
+    /// A new leader for `p` other than its current one, from `pool`: the first usable member
+    /// in replica order, settled ones first (any usable replica under the planted bug).
+    fn elect(
+        &self,
+        round: &Round,
+        p: &PartitionImage,
+        pool: &[NodeId],
+        now: u64,
+    ) -> Option<NodeId> {
         let any = planted::enabled(PlantedBug::OutOfIsrElection);
         let eligible =
-            |r: NodeId| r != p.leader && (any || p.isr.contains(&r)) && self.usable(round, r, now);
+            |r: NodeId| r != p.leader && (any || pool.contains(&r)) && self.usable(round, r, now);
         let mut candidates = p.replicas.iter().copied().filter(|&r| eligible(r));
         let first = candidates.clone().find(|&r| self.settled(r, now));
         first.or_else(|| candidates.next())
@@ -1078,6 +1205,7 @@ impl Controller {
                 leader,
                 leader_epoch: p.leader_epoch + 1,
                 isr,
+                clean: true,
             })
         };
         let shrink = |leader: NodeId| {
@@ -1086,16 +1214,21 @@ impl Controller {
                 leader,
                 leader_epoch: p.leader_epoch,
                 isr,
+                clean: true,
             })
         };
         if p.leader != -1 && self.usable(round, p.leader, now) {
             return shrink(p.leader);
         }
-        if let Some(c) = self.elect(round, p, now) {
+        if let Some(c) = self.elect(round, p, &p.isr, now) {
             return elected(c);
         }
         if p.leader != -1 && self.alive(p.leader, now) {
             return shrink(p.leader);
+        }
+        // No ISR member can lead: an eligible leader replica holds every committed record too.
+        if let Some(c) = self.elect(round, p, &p.elr, now) {
+            return elected(c);
         }
         if round.unclean {
             let usable = |r: &NodeId| *r != p.leader && self.usable(round, *r, now);
@@ -1104,6 +1237,7 @@ impl Controller {
                     leader: r,
                     leader_epoch: p.leader_epoch + 1,
                     isr: vec![r],
+                    clean: false,
                 });
             }
         }
@@ -1111,6 +1245,7 @@ impl Controller {
             leader: -1,
             leader_epoch: p.leader_epoch + 1,
             isr: p.isr.clone(),
+            clean: true,
         })
     }
 
@@ -1134,18 +1269,11 @@ impl Controller {
                 {
                     continue;
                 }
-                let rec = MetadataRecord::PartitionChange {
-                    topic_id: id,
-                    partition: i as u32,
-                    leader: first,
-                    leader_epoch: p.leader_epoch + 1,
-                    isr: p.isr.clone(),
-                    replicas: p.replicas.clone(),
-                };
+                let (epoch, isr) = (p.leader_epoch + 1, p.isr.clone());
                 if !round.room(1, partition_record_bytes(p.replicas.len())) {
                     return;
                 }
-                round.emit(rec);
+                round.partition_change(id, i as u32, first, epoch, isr, true);
             }
         }
     }
@@ -1173,11 +1301,16 @@ mod tests {
     const SESSION_MS: u64 = 1_000;
     const REBALANCE_MS: u64 = 10_000;
 
+    /// The cluster's min.insync.replicas in these tests: ISRs of RF 3 partitions fall below
+    /// it, so ELRs form.
+    const MIN_ISR: usize = 2;
+
     fn cfg(unclean: bool) -> ControllerConfig {
         ControllerConfig {
             session_timeout_ms: SESSION_MS,
             leader_imbalance_check_ms: REBALANCE_MS,
             unclean_leader_election: unclean,
+            min_insync_replicas: MIN_ISR,
         }
     }
 
@@ -1283,6 +1416,7 @@ mod tests {
                     host: format!("h{n}"),
                     port: 9092,
                     incarnation,
+                    logs_intact: true,
                 },
             )
         }
@@ -1316,6 +1450,7 @@ mod tests {
                 leader_epoch: 0,
                 isr: isr.to_vec(),
                 replicas: replicas.to_vec(),
+                elr: Vec::new(),
             });
         }
 
@@ -1371,6 +1506,7 @@ mod tests {
             node_id,
             host: "h".into(),
             port: 1,
+            logs_intact: true,
             incarnation,
         };
         let e = s.request(9, reg(9, 1)).error;
@@ -1390,7 +1526,12 @@ mod tests {
     #[test]
     fn controller_fencing_the_leader_elects_from_the_isr_only() {
         let _g = serial();
-        let mut s = Sim::cluster(4);
+        // With min.insync.replicas 1 no ISR is ever below it: no ELR forms.
+        let one = ControllerConfig {
+            min_insync_replicas: 1,
+            ..cfg(false)
+        };
+        let mut s = Sim::cluster_with(one, 4, 7);
         s.seed("t", &[2, 4, 3], &[2, 3], 2);
         s.run(SESSION_MS + 200, &[1, 3, 4]);
         assert!(s.fenced(2) && !s.fenced(3) && !s.fenced(4));
@@ -1409,6 +1550,98 @@ mod tests {
         s.run(300, &[1, 2, 3, 4]);
         assert!(!s.fenced(3));
         assert_eq!(pstate(s.part("t", 0)), (3, 3, vec![3]));
+        assert!(s.part("t", 0).elr.is_empty());
+    }
+
+    /// KIP-966: with min.insync.replicas 2, a replica that leaves an ISR of fewer members holds
+    /// every committed record (leaders stop their high watermark there), so it may lead when
+    /// no ISR member can; one that restarts without intact logs may not.
+    #[test]
+    fn controller_eligible_leader_replicas_lead_when_the_isr_cannot() {
+        let _g = serial();
+        let mut s = Sim::cluster(4);
+        s.seed("t", &[2, 4, 3], &[2, 3], 2);
+        s.run(SESSION_MS + 200, &[1, 3, 4]);
+        // 2 leaves an ISR now below 2 members: eligible. 4 never was in the ISR.
+        assert_eq!(pstate(s.part("t", 0)), (3, 1, vec![3]));
+        assert_eq!(s.part("t", 0).elr, vec![2]);
+        // The only ISR member dies: offline, since the eligible 2 is fenced too.
+        s.run(SESSION_MS + 200, &[1, 4]);
+        assert_eq!(pstate(s.part("t", 0)), (-1, 2, vec![3]));
+        assert_eq!(s.part("t", 0).elr, vec![2]);
+        // 2 returns with its logs: it leads, and 3 becomes eligible in its place.
+        s.run(300, &[1, 2, 4]);
+        assert_eq!(pstate(s.part("t", 0)), (2, 3, vec![2]));
+        assert_eq!(s.part("t", 0).elr, vec![3]);
+        // The leader takes 4 back into the ISR: at min.insync.replicas, no ELR.
+        s.alter(2, "t", 3, &[2], &[2, 4]);
+        assert_eq!(s.last(), ControllerError::None);
+        assert_eq!(pstate(s.part("t", 0)), (2, 3, vec![2, 4]));
+        assert!(s.part("t", 0).elr.is_empty());
+
+        // Again, but the eligible replica restarts without intact logs (no fsync before acks).
+        let mut s = Sim::cluster(4);
+        s.seed("t", &[2, 4, 3], &[2, 3], 2);
+        s.run(SESSION_MS + 200, &[1, 3, 4]);
+        s.run(SESSION_MS + 200, &[1, 4]);
+        assert_eq!(s.part("t", 0).elr, vec![2]);
+        let incarnation = 99;
+        s.submit(
+            2,
+            ControllerRequest::RegisterBroker {
+                node_id: 2,
+                host: "h2".into(),
+                port: 9092,
+                incarnation,
+                logs_intact: false,
+            },
+        );
+        s.run(300, &[1, 2, 4]);
+        assert_eq!(s.image.brokers[&2].epoch, incarnation);
+        assert!(s.part("t", 0).elr.is_empty());
+        assert_eq!(pstate(s.part("t", 0)), (-1, 2, vec![3]), "nobody may lead");
+    }
+
+    /// Lowering min.insync.replicas to the ISR's size lets the leader's high watermark move
+    /// again: the ELR goes in the same batch as the config.
+    #[test]
+    fn controller_min_isr_change_clears_the_elr_with_the_config() {
+        let _g = serial();
+        let mut s = Sim::cluster(4);
+        s.seed("t", &[2, 4, 3], &[2, 3], 2);
+        s.run(SESSION_MS + 200, &[1, 3, 4]);
+        assert_eq!(s.part("t", 0).elr, vec![2]);
+        let before = s.image.clone();
+        let c = s.submit(
+            2,
+            ControllerRequest::AlterTopicConfigs {
+                name: "t".into(),
+                configs: vec![("min.insync.replicas".into(), "3".into())],
+            },
+        );
+        let rec = s.round().expect("a config record");
+        s.collect();
+        assert_eq!(s.answers[&c].error, ControllerError::None);
+        assert_eq!(s.part("t", 0).elr, vec![2], "raising it keeps the ELR");
+        assert!(check_round(&before, &rec, false, &mut Holders::new()).is_ok());
+        let c = s.submit(
+            2,
+            ControllerRequest::AlterTopicConfigs {
+                name: "t".into(),
+                configs: vec![("min.insync.replicas".into(), "1".into())],
+            },
+        );
+        let rec = s.round().expect("a config record");
+        s.collect();
+        assert_eq!(s.answers[&c].error, ControllerError::None);
+        let MetadataRecord::Batch(members) = rec else {
+            panic!("rounds are batches")
+        };
+        assert!(matches!(members[0], MetadataRecord::TopicConfig { .. }));
+        assert!(
+            matches!(&members[1], MetadataRecord::PartitionChange { elr, .. } if elr.is_empty())
+        );
+        assert!(s.part("t", 0).elr.is_empty());
     }
 
     #[test]
@@ -1897,10 +2130,17 @@ mod tests {
 
     /// The properties of one committed round: `rec` applied to `before`, member by member (a
     /// member may rely on an earlier one, e.g. an ISR expansion then a preferred election).
+    /// Per partition, the replicas known to hold every committed record, modelled apart from
+    /// the controller: committed data grows only while the ISR has min.insync.replicas members
+    /// (and then only ISR members have it), a replica joins the ISR only once caught up, and a
+    /// restart without intact logs loses it.
+    type Holders = BTreeMap<([u8; 16], u32), BTreeSet<NodeId>>;
+
     fn check_round(
         before: &MetadataImage,
         rec: &MetadataRecord,
         unclean: bool,
+        holders: &mut Holders,
     ) -> Result<(), String> {
         let members = match rec {
             MetadataRecord::Batch(members) => members.clone(),
@@ -1908,6 +2148,16 @@ mod tests {
         };
         let mut img = before.clone();
         for m in &members {
+            if let MetadataRecord::RegisterBroker {
+                node_id,
+                logs_intact: false,
+                ..
+            } = m
+            {
+                for h in holders.values_mut() {
+                    h.remove(node_id);
+                }
+            }
             let old = match m {
                 MetadataRecord::PartitionChange {
                     topic_id,
@@ -1923,10 +2173,48 @@ mod tests {
             };
             let offset = img.applied_offset;
             img.apply(offset, &m.encode());
-            let (Some(old), MetadataRecord::PartitionChange { leader, .. }) = (old, m) else {
+            let (
+                Some(old),
+                MetadataRecord::PartitionChange {
+                    leader,
+                    topic_id,
+                    partition,
+                    isr,
+                    ..
+                },
+            ) = (old, m)
+            else {
+                if let MetadataRecord::PartitionChange {
+                    topic_id,
+                    partition,
+                    isr,
+                    ..
+                } = m
+                {
+                    holders.insert((*topic_id, *partition), isr.iter().copied().collect());
+                }
                 continue;
             };
             let at = format!("{old:?} -> {m:?}");
+            let known = holders
+                .entry((*topic_id, *partition))
+                .or_insert_with(|| old.isr.iter().copied().collect());
+            let elected = *leader != old.leader && *leader != -1;
+            let lacks = (elected && !unclean && !known.contains(leader)).then(|| {
+                format!(
+                    "elected a replica that may lack committed records (holders {known:?}): {at}"
+                )
+            });
+            if elected && !old.isr.contains(leader) && !old.elr.contains(leader) {
+                // Unclean: whatever was committed is gone; the new ISR starts over.
+                known.clear();
+            }
+            // Joiners are caught up; at min.insync.replicas the high watermark moves past
+            // everyone outside the ISR.
+            known.extend(isr.iter().copied());
+            if isr.len() >= MIN_ISR.min(old.replicas.len()) {
+                known.retain(|n| isr.contains(n));
+            }
             if let MetadataRecord::PartitionChange { leader_epoch, .. } = m {
                 if *leader_epoch < old.leader_epoch {
                     return Err(format!("leader epoch went back: {at}"));
@@ -1938,8 +2226,11 @@ mod tests {
             if img.brokers.get(leader).is_none_or(|b| b.fenced) {
                 return Err(format!("fenced broker made leader: {at}"));
             }
-            if !unclean && !old.isr.contains(leader) {
+            if !unclean && !old.isr.contains(leader) && !old.elr.contains(leader) {
                 return Err(format!("out-of-ISR election: {at}"));
+            }
+            if let Some(e) = lacks {
+                return Err(e);
             }
         }
         if img.rejected != before.rejected {
@@ -1956,6 +2247,9 @@ mod tests {
                 }
                 if p.leader != -1 && !p.isr.contains(&p.leader) {
                     return Err(format!("leader outside the ISR: {at}"));
+                }
+                if !distinct(&p.elr) || p.elr.iter().any(|n| p.isr.contains(n)) {
+                    return Err(format!("ELR not a set apart from the ISR: {at}"));
                 }
             }
         }
@@ -2021,10 +2315,11 @@ mod tests {
         let mut shut: BTreeMap<NodeId, i64> = BTreeMap::new();
         let mut epoch = 1;
         let mut topics = 1;
-        let round = |s: &mut Sim| -> Result<(), String> {
+        let mut holders = Holders::new();
+        let mut round = |s: &mut Sim| -> Result<(), String> {
             let before = s.image.clone();
             match s.round() {
-                Some(rec) => check_round(&before, &rec, unclean),
+                Some(rec) => check_round(&before, &rec, unclean, &mut holders),
                 None => Ok(()),
             }
         };
@@ -2198,10 +2493,11 @@ mod tests {
             leader_epoch: 1,
             isr: vec![3],
             replicas: vec![2, 3],
+            elr: vec![],
         }]);
-        let e = check_round(&s.image, &bad, false).expect_err("caught");
+        let e = check_round(&s.image, &bad, false, &mut Holders::new()).expect_err("caught");
         assert!(e.contains("out-of-ISR"), "{e}");
-        assert!(check_round(&s.image, &bad, true).is_ok());
+        assert!(check_round(&s.image, &bad, true, &mut Holders::new()).is_ok());
     }
 
     /// With the plant, the proptest above fails, on the out-of-ISR check.

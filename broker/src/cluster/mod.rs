@@ -122,6 +122,9 @@ pub struct ClusterView {
     pub me: NodeId,
     /// A new value at every start: the controller tells restarts apart by it.
     pub incarnation: i64,
+    /// This broker fsyncs before it acknowledges (`--fsync always`), so a restart keeps all it
+    /// reported durable; it registers so (see `MetadataRecord::RegisterBroker`).
+    pub logs_intact: bool,
     image: RwLock<Arc<MetadataImage>>,
     /// Bumped at every published image.
     version: Watch<u64>,
@@ -132,10 +135,16 @@ pub struct ClusterView {
 }
 
 impl ClusterView {
-    pub fn new(me: NodeId, incarnation: i64, inbox: mpsc::Sender<QuorumInput>) -> Arc<Self> {
+    pub fn new(
+        me: NodeId,
+        incarnation: i64,
+        logs_intact: bool,
+        inbox: mpsc::Sender<QuorumInput>,
+    ) -> Arc<Self> {
         Arc::new(ClusterView {
             me,
             incarnation,
+            logs_intact,
             image: RwLock::new(Arc::new(MetadataImage::default())),
             version: Watch::new(0),
             roles_version: Watch::new(0),

@@ -127,6 +127,7 @@ async fn register(view: Arc<ClusterView>, advertised: Advertised, mut stop: watc
                     host: advertised.host.clone(),
                     port: advertised.port as u16,
                     incarnation: view.incarnation,
+                    logs_intact: view.logs_intact,
                 })
                 .await;
             if response.error != ControllerError::None {
@@ -201,7 +202,16 @@ fn reconcile<S: Storage + Clone>(
             } else {
                 p.leader
             };
-            partition.set_role(view.me, leader, p.leader_epoch, &p.replicas, &p.isr, now_ms);
+            let min_isr = replicas.min_insync_replicas(&local);
+            partition.set_role(
+                view.me,
+                leader,
+                p.leader_epoch,
+                &p.replicas,
+                &p.isr,
+                min_isr,
+                now_ms,
+            );
         }
     }
     if registered {

@@ -38,8 +38,9 @@ pub fn encode_request(request: &ControllerRequest) -> Bytes {
             host,
             port,
             incarnation,
+            logs_intact,
         } => {
-            out.push(1);
+            out.push(if *logs_intact { 1 } else { 8 });
             out.extend_from_slice(&node_id.to_be_bytes());
             put_string(&mut out, host);
             out.extend_from_slice(&port.to_be_bytes());
@@ -105,11 +106,12 @@ pub fn decode_request(buf: &[u8]) -> Result<ControllerRequest, DecodeError> {
         return Err(DecodeError("unknown version"));
     }
     let request = match r.u8()? {
-        1 => ControllerRequest::RegisterBroker {
+        kind @ (1 | 8) => ControllerRequest::RegisterBroker {
             node_id: r.i32()?,
             host: r.string()?,
             port: r.u16()?,
             incarnation: r.i64()?,
+            logs_intact: kind == 1,
         },
         2 => ControllerRequest::AlterPartition {
             topic_id: r.id()?,
@@ -200,6 +202,14 @@ mod tests {
                 host: "broker2".into(),
                 port: 9092,
                 incarnation: 77,
+                logs_intact: true,
+            },
+            ControllerRequest::RegisterBroker {
+                node_id: 3,
+                host: "broker3".into(),
+                port: 9092,
+                incarnation: 78,
+                logs_intact: false,
             },
             ControllerRequest::AlterPartition {
                 topic_id: [3; 16],

@@ -47,6 +47,10 @@ use segment::{
 pub const CLEAN_SHUTDOWN_FILE: &str = ".clean_shutdown";
 /// Checkpoint of the LogStartOffset: 8-byte big-endian offset + 4-byte CRC-32C of it.
 pub const LOG_START_OFFSET_FILE: &str = "log-start-offset";
+/// The last high watermark a replica saw (Kafka's replication-offset-checkpoint, per log): a
+/// restarted replica knows this much is committed without asking anyone. Written without fsync
+/// (an older or missing value is only more conservative), lowered durably before a truncation.
+pub const HIGH_WATERMARK_FILE: &str = "high-watermark";
 /// The reusable append buffer is shrunk back when a big request grew it past this.
 pub const APPEND_BUFFER_RETAIN_BYTES: usize = 8 * 1024 * 1024;
 /// Largest persisted index file we are willing to read.
@@ -233,6 +237,8 @@ pub struct Log<S: Storage> {
     /// First offset of every leader epoch with data in the log (plus, possibly, a latest epoch
     /// assigned at the log end with no data yet). Never past the log end or below its start.
     epochs: LeaderEpochCache,
+    /// What [`HIGH_WATERMARK_FILE`] holds (-1: nothing valid).
+    high_watermark_checkpoint: i64,
 }
 
 /// A request must fit a fresh segment.
@@ -266,7 +272,10 @@ impl<S: Storage> Log<S> {
             clean_shutdown: clean,
             ..RecoveryReport::default()
         };
-        let checkpoint = read_log_start_checkpoint(&storage, &dir, &mut report.notes)?;
+        let checkpoint =
+            read_offset_checkpoint(&storage, &dir, LOG_START_OFFSET_FILE, &mut report.notes)?;
+        let hw_checkpoint =
+            read_offset_checkpoint(&storage, &dir, HIGH_WATERMARK_FILE, &mut report.notes)?;
         let interval = config.index_interval_bytes;
 
         let mut segments: BTreeMap<i64, LogSegment<S::File>> = BTreeMap::new();
@@ -350,6 +359,7 @@ impl<S: Storage> Log<S> {
             closed: false,
             producer_state: ProducerStateManager::new(PRODUCERS_MAX, PRODUCER_ID_EXPIRATION_MS),
             epochs: LeaderEpochCache::new(),
+            high_watermark_checkpoint: hw_checkpoint.unwrap_or(-1),
         };
         if log.segments.is_empty() {
             let base = checkpoint.unwrap_or(0).max(0);
@@ -933,6 +943,7 @@ impl<S: Storage> Log<S> {
         }
         // Producers with batches at or above `offset` need a rebuild (cost: every batch
         // header). Forget first: if a step below fails, no entry may point past the log end.
+        self.lower_high_watermark_checkpoint(offset)?;
         let rebuild = self.producer_state.has_batches_from(offset);
         if rebuild {
             self.producer_state.clear();
@@ -971,6 +982,7 @@ impl<S: Storage> Log<S> {
         let mut report = RecoveryReport::default();
         self.producer_state.clear();
         self.epochs.clear();
+        self.lower_high_watermark_checkpoint(offset)?;
         self.write_log_start_checkpoint(offset)?;
         self.remove_all_segments(&mut report)?;
         self.create_segment(offset, now_ms)?;
@@ -1091,12 +1103,56 @@ impl<S: Storage> Log<S> {
     }
 
     fn write_log_start_checkpoint(&self, offset: i64) -> io::Result<()> {
+        self.write_offset_file(LOG_START_OFFSET_FILE, offset, true)
+    }
+
+    /// An offset and its CRC32C in file `name` of this log's directory.
+    fn write_offset_file(&self, name: &str, offset: i64, sync: bool) -> io::Result<()> {
         let mut buf = offset.to_be_bytes().to_vec();
         buf.extend_from_slice(&crc32c::crc32c(&offset.to_be_bytes()).to_be_bytes());
-        let f = self.storage.open(&self.dir.join(LOG_START_OFFSET_FILE))?;
+        let f = self.storage.open(&self.dir.join(name))?;
         f.truncate(0)?;
         f.append(&buf)?;
-        f.sync()
+        if sync {
+            f.sync()?;
+        }
+        Ok(())
+    }
+
+    /// The high watermark the last [`checkpoint_high_watermark`](Self::checkpoint_high_watermark)
+    /// recorded (before a restart too), within this log's offsets.
+    pub fn checkpointed_high_watermark(&self) -> Option<i64> {
+        let hw = self.high_watermark_checkpoint;
+        (hw >= 0).then(|| hw.clamp(self.log_start_offset, self.log_end_offset()))
+    }
+
+    /// Records `high_watermark` as committed (no fsync: losing it only makes the next start
+    /// more conservative). Writes only a changed value.
+    pub fn checkpoint_high_watermark(&mut self, high_watermark: i64) -> io::Result<()> {
+        assert!(
+            high_watermark <= self.log_end_offset(),
+            "high watermark {high_watermark} past the log end {}",
+            self.log_end_offset()
+        );
+        if high_watermark == self.high_watermark_checkpoint || self.closed {
+            return Ok(());
+        }
+        self.high_watermark_checkpoint = -1;
+        self.write_offset_file(HIGH_WATERMARK_FILE, high_watermark, false)?;
+        self.high_watermark_checkpoint = high_watermark;
+        Ok(())
+    }
+
+    /// Before truncating to `offset`: a checkpoint above it would, after a restart, call
+    /// whatever is appended there next committed. Lowered durably, before any data goes.
+    fn lower_high_watermark_checkpoint(&mut self, offset: i64) -> io::Result<()> {
+        if self.high_watermark_checkpoint <= offset {
+            return Ok(());
+        }
+        self.high_watermark_checkpoint = -1;
+        self.write_offset_file(HIGH_WATERMARK_FILE, offset, true)?;
+        self.high_watermark_checkpoint = offset;
+        Ok(())
     }
 
     pub fn set_config(&mut self, config: LogConfig) {
@@ -1217,12 +1273,14 @@ fn read_indexes<S: Storage>(
     Ok(TimeIndex::decode(&ti).map(|ti| (oi, ti)))
 }
 
-fn read_log_start_checkpoint<S: Storage>(
+/// The offset a checkpoint file written by `write_offset_file` holds, if it is intact.
+fn read_offset_checkpoint<S: Storage>(
     storage: &S,
     dir: &Path,
+    name: &str,
     notes: &mut Vec<String>,
 ) -> io::Result<Option<i64>> {
-    let Some(buf) = read_small_file(storage, &dir.join(LOG_START_OFFSET_FILE), 64)? else {
+    let Some(buf) = read_small_file(storage, &dir.join(name), 64)? else {
         return Ok(None);
     };
     if buf.len() == 12 {
@@ -1232,7 +1290,7 @@ fn read_log_start_checkpoint<S: Storage>(
             return Ok(Some(offset));
         }
     }
-    notes.push("ignoring a damaged log-start-offset checkpoint".into());
+    notes.push(format!("ignoring a damaged {name} checkpoint"));
     Ok(None)
 }
 

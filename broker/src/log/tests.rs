@@ -345,6 +345,49 @@ fn truncate_to_then_append() {
     assert_eq!(log.log_end_offset(), 4);
 }
 
+/// The high-watermark checkpoint survives a clean restart, a lost (unsynced) write only makes
+/// it older, a truncation lowers it durably first, and a damaged one is ignored.
+#[test]
+fn high_watermark_checkpoint_survives_restarts_and_follows_truncation() {
+    let dir = || PathBuf::from("/data/t-0");
+    let (s, mut log) = mem_log(small_config());
+    assert_eq!(log.checkpointed_high_watermark(), None);
+    for i in 0..10 {
+        log.append(&batch(T0 + i, 1, 10), 0, T0).unwrap();
+    }
+    log.flush().unwrap();
+    log.checkpoint_high_watermark(6).unwrap();
+    assert_eq!(log.checkpointed_high_watermark(), Some(6));
+    log.close().unwrap();
+    drop(log);
+    let (mut log, _) = Log::open(s.clone(), dir(), small_config(), T0).unwrap();
+    assert_eq!(log.checkpointed_high_watermark(), Some(6));
+    // Truncating below it lowers it, durably, even if the crash loses everything unsynced.
+    log.truncate_to(4).unwrap();
+    assert_eq!(log.checkpointed_high_watermark(), Some(4));
+    log.append(&batch(T0, 3, 10), 1, T0).unwrap();
+    log.flush().unwrap();
+    log.checkpoint_high_watermark(7).unwrap();
+    drop(log);
+    s.crash(TornWrite::DropUnsynced);
+    let (mut log, _) = Log::open(s.clone(), dir(), small_config(), T0).unwrap();
+    let hw = log.checkpointed_high_watermark();
+    assert!(matches!(hw, Some(4) | Some(7) | None), "{hw:?}");
+    // A damaged file is no checkpoint at all.
+    log.checkpoint_high_watermark(5).unwrap();
+    drop(log);
+    let f = s.open(&dir().join(HIGH_WATERMARK_FILE)).unwrap();
+    f.truncate(0).unwrap();
+    f.append(&[0, 0, 0, 0, 0, 0, 0, 5, 1, 2, 3, 4]).unwrap();
+    f.sync().unwrap();
+    let (log, report) = Log::open(s, dir(), small_config(), T0).unwrap();
+    assert_eq!(log.checkpointed_high_watermark(), None);
+    assert!(
+        report.notes.iter().any(|n| n.contains("high-watermark")),
+        "{report:?}"
+    );
+}
+
 #[test]
 #[should_panic(expected = "batch boundary")]
 fn truncate_to_mid_batch_panics() {

@@ -21,6 +21,9 @@ pub enum MetadataRecord {
         host: String,
         port: u16,
         epoch: i64,
+        /// The broker fsyncs before it acknowledges, so a restart kept every record it reported
+        /// durable. A broker without this leaves every ELR when it restarts.
+        logs_intact: bool,
     },
     CreateTopic {
         name: String,
@@ -34,6 +37,10 @@ pub enum MetadataRecord {
         leader_epoch: i32,
         isr: Vec<NodeId>,
         replicas: Vec<NodeId>,
+        /// Eligible leader replicas (KIP-966): replicas out of the ISR that still hold every
+        /// committed record, because they left it when the ISR was already below
+        /// min.insync.replicas, where the high watermark stops.
+        elr: Vec<NodeId>,
     },
     /// Appended by every new quorum leader (Kafka's LeaderChangeMessage control record).
     LeaderChange {
@@ -163,8 +170,10 @@ impl MetadataRecord {
                 host,
                 port,
                 epoch,
+                logs_intact,
             } => {
-                out.push(1);
+                // Type 1 is the record from before ELRs existed, when nothing depended on it.
+                out.push(if *logs_intact { 1 } else { 12 });
                 out.extend_from_slice(&node_id.to_be_bytes());
                 put_string(out, host);
                 out.extend_from_slice(&port.to_be_bytes());
@@ -187,14 +196,19 @@ impl MetadataRecord {
                 leader_epoch,
                 isr,
                 replicas,
+                elr,
             } => {
-                out.push(3);
+                // Type 3 is the record before ELRs existed; logs written then still decode.
+                out.push(if elr.is_empty() { 3 } else { 11 });
                 out.extend_from_slice(topic_id);
                 out.extend_from_slice(&partition.to_be_bytes());
                 out.extend_from_slice(&leader.to_be_bytes());
                 out.extend_from_slice(&leader_epoch.to_be_bytes());
                 put_ids(out, isr);
                 put_ids(out, replicas);
+                if !elr.is_empty() {
+                    put_ids(out, elr);
+                }
             }
             MetadataRecord::LeaderChange { epoch, leader } => {
                 out.push(4);
@@ -260,25 +274,35 @@ impl MetadataRecord {
             return Err(DecodeError("unknown version"));
         }
         Ok(match r.u8()? {
-            1 => MetadataRecord::RegisterBroker {
+            kind @ (1 | 12) => MetadataRecord::RegisterBroker {
                 node_id: r.i32()?,
                 host: r.string()?,
                 port: r.u16()?,
                 epoch: r.i64()?,
+                logs_intact: kind == 1,
             },
             2 => MetadataRecord::CreateTopic {
                 name: r.string()?,
                 id: r.id()?,
                 partitions: r.u32()?,
             },
-            3 => MetadataRecord::PartitionChange {
-                topic_id: r.id()?,
-                partition: r.u32()?,
-                leader: r.i32()?,
-                leader_epoch: r.i32()?,
-                isr: r.ids()?,
-                replicas: r.ids()?,
-            },
+            kind @ (3 | 11) => {
+                let rec = MetadataRecord::PartitionChange {
+                    topic_id: r.id()?,
+                    partition: r.u32()?,
+                    leader: r.i32()?,
+                    leader_epoch: r.i32()?,
+                    isr: r.ids()?,
+                    replicas: r.ids()?,
+                    elr: if kind == 11 { r.ids()? } else { Vec::new() },
+                };
+                if kind == 11
+                    && matches!(&rec, MetadataRecord::PartitionChange { elr, .. } if elr.is_empty())
+                {
+                    return Err(DecodeError("empty ELR in a record type that carries one"));
+                }
+                rec
+            }
             4 => MetadataRecord::LeaderChange {
                 epoch: r.i32()?,
                 leader: r.i32()?,
@@ -348,6 +372,9 @@ pub struct PartitionImage {
     pub leader_epoch: i32,
     pub isr: Vec<NodeId>,
     pub replicas: Vec<NodeId>,
+    /// Eligible leader replicas (KIP-966), disjoint from the ISR; see
+    /// [`MetadataRecord::PartitionChange`].
+    pub elr: Vec<NodeId>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -398,6 +425,7 @@ impl MetadataImage {
                 host,
                 port,
                 epoch,
+                logs_intact,
             } => {
                 if self.brokers.get(&node_id).is_some_and(|b| b.epoch == epoch) {
                     return false;
@@ -412,6 +440,15 @@ impl MetadataImage {
                         fenced: false,
                     },
                 );
+                if restarted && !logs_intact {
+                    // It may have lost records it reported durable: no longer an eligible
+                    // leader of anything.
+                    for t in self.topics.values_mut() {
+                        for p in t.partitions.iter_mut() {
+                            p.elr.retain(|&n| n != node_id);
+                        }
+                    }
+                }
                 if restarted {
                     // A restarted broker lost whatever it had not fsynced, so it must not go on
                     // leading in an epoch whose unsynced suffix followers may hold: every
@@ -442,6 +479,7 @@ impl MetadataImage {
                         leader_epoch: 0,
                         isr: Vec::new(),
                         replicas: Vec::new(),
+                        elr: Vec::new(),
                     })
                     .collect();
                 self.topic_ids.insert(name.clone(), id);
@@ -486,6 +524,7 @@ impl MetadataImage {
                         leader_epoch: 0,
                         isr: Vec::new(),
                         replicas: Vec::new(),
+                        elr: Vec::new(),
                     },
                 );
             }
@@ -505,6 +544,7 @@ impl MetadataImage {
                 leader_epoch,
                 isr,
                 replicas,
+                elr,
             } => {
                 let Some(p) = self
                     .topics
@@ -521,6 +561,7 @@ impl MetadataImage {
                     leader_epoch,
                     isr,
                     replicas,
+                    elr,
                 };
             }
             MetadataRecord::LeaderChange { epoch, leader } => {
@@ -551,6 +592,7 @@ impl MetadataImage {
                 host: b.host.clone(),
                 port: b.port,
                 epoch: b.epoch,
+                logs_intact: true,
             });
             if b.fenced {
                 records.push(MetadataRecord::BrokerFence {
@@ -580,6 +622,7 @@ impl MetadataImage {
                         leader_epoch: p.leader_epoch,
                         isr: p.isr.clone(),
                         replicas: p.replicas.clone(),
+                        elr: p.elr.clone(),
                     });
                 }
             }
@@ -639,6 +682,7 @@ mod tests {
                 host: "h".into(),
                 port: 9092,
                 epoch: 7,
+                logs_intact: true,
             },
             MetadataRecord::CreateTopic {
                 name: "t".into(),
@@ -652,6 +696,16 @@ mod tests {
                 leader_epoch: 1,
                 isr: vec![3, 1],
                 replicas: vec![1, 3],
+                elr: vec![],
+            },
+            MetadataRecord::PartitionChange {
+                topic_id: [9; 16],
+                partition: 0,
+                leader: 1,
+                leader_epoch: 2,
+                isr: vec![1],
+                replicas: vec![1, 3],
+                elr: vec![3],
             },
             MetadataRecord::LeaderChange {
                 epoch: 4,
@@ -748,12 +802,31 @@ mod tests {
             host: "h".into(),
             port: 9092,
             epoch: 8,
+            logs_intact: true,
         };
         img.apply(4, &restart.encode());
         assert_eq!(img.topics[&[9; 16]].partitions[1].leader_epoch, 2);
         assert_eq!(img.topics[&[9; 16]].partitions[0].leader_epoch, 0);
+        // An eligible leader replica stays one across a restart only if its logs are intact.
+        img.apply(5, &recs[3].encode());
+        assert_eq!(img.topics[&[9; 16]].partitions[0].elr, vec![3]);
+        let again = |epoch, logs_intact| MetadataRecord::RegisterBroker {
+            node_id: 3,
+            host: "h".into(),
+            port: 9092,
+            epoch,
+            logs_intact,
+        };
+        img.apply(6, &again(9, true).encode());
+        assert_eq!(img.topics[&[9; 16]].partitions[0].elr, vec![3]);
+        img.apply(7, &again(10, false).encode());
+        assert!(img.topics[&[9; 16]].partitions[0].elr.is_empty());
+        assert_eq!(
+            img.topics[&[9; 16]].partitions[0].leader_epoch, 2,
+            "led by 1"
+        );
         img.apply(
-            5,
+            8,
             &MetadataRecord::DeleteTopic { topic_id: [9; 16] }.encode(),
         );
         assert!(img.topics.is_empty() && img.topic_ids.is_empty());

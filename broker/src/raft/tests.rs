@@ -292,6 +292,7 @@ fn raft_follower_behind_log_start_fetches_snapshot() {
             host: format!("h{i}"),
             port: 9092,
             epoch: 1,
+            logs_intact: true,
         };
         c.cores[l].propose(c.now, rec.encode()).unwrap();
         c.run(5);

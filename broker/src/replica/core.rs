@@ -119,6 +119,10 @@ pub struct PartitionCore<S: Storage> {
     policy: AckPolicy,
     high_watermark: i64,
     role: ReplicaRole,
+    /// The topic's min.insync.replicas. A leader whose committed ISR is smaller (than this or
+    /// the replication factor) holds its high watermark, so the replicas that left the ISR (the
+    /// controller's eligible leader replicas, KIP-966) still hold every committed record.
+    min_isr: usize,
 }
 
 impl<S: Storage> PartitionCore<S> {
@@ -136,6 +140,7 @@ impl<S: Storage> PartitionCore<S> {
             policy,
             high_watermark,
             role: ReplicaRole::Standalone,
+            min_isr: 1,
         };
         core.check_invariants();
         core
@@ -216,6 +221,14 @@ impl<S: Storage> PartitionCore<S> {
         let candidate = match &self.role {
             ReplicaRole::Standalone => local,
             ReplicaRole::Leader(_) if planted::enabled(PlantedBug::HwFromLeader) => local,
+            // At most the replication factor, as in Kafka: a larger setting would stop the
+            // high watermark for good.
+            ReplicaRole::Leader(l)
+                if l.isr.len() < self.min_isr.min(l.replicas.len())
+                    && !planted::enabled(PlantedBug::HwBelowMinIsr) =>
+            {
+                return
+            }
             ReplicaRole::Leader(l) => {
                 let mut hw = local;
                 for m in l.maximal_isr() {
@@ -237,6 +250,19 @@ impl<S: Storage> PartitionCore<S> {
 
     pub fn role(&self) -> &ReplicaRole {
         &self.role
+    }
+
+    /// The topic's min.insync.replicas changed (or is first known): at or above it the high
+    /// watermark may move again.
+    pub fn set_min_insync_replicas(&mut self, min_isr: usize) {
+        assert!(min_isr >= 1, "min.insync.replicas is at least 1");
+        self.min_isr = min_isr;
+        self.maybe_advance_high_watermark();
+        self.check_invariants();
+    }
+
+    pub fn min_insync_replicas(&self) -> usize {
+        self.min_isr
     }
 
     /// The leader epoch this replica leads or follows in (0 standalone).
@@ -344,16 +370,17 @@ impl<S: Storage> PartitionCore<S> {
     }
 
     /// A replica of a cluster, freshly opened: its log may end in records that never reached
-    /// the ISR, so none of it is known to be committed. The high watermark restarts at the log
-    /// start and is learned again from the leader (or, leading, from the followers' fetches).
-    /// Kafka keeps a high-watermark checkpoint file for this; without one, starting low is
-    /// what keeps consumers from reading a suffix a new leader may not have.
+    /// the ISR, so only what its high-watermark checkpoint says is known committed (the log
+    /// start without one). The rest is learned again from the leader (or, leading, from the
+    /// followers' fetches); starting low keeps consumers from reading a suffix a new leader
+    /// may not have. An eligible leader replica elected after a restart serves up to there.
     pub fn start_as_replica(&mut self) {
         assert!(
             matches!(self.role, ReplicaRole::Standalone),
             "only a freshly opened partition starts as a replica"
         );
-        self.high_watermark = self.log.log_start_offset();
+        let start = self.log.log_start_offset();
+        self.high_watermark = self.log.checkpointed_high_watermark().unwrap_or(start);
         self.role = ReplicaRole::Offline { epoch: -1 };
         self.check_invariants();
     }
@@ -661,6 +688,55 @@ mod tests {
             leader.replica_fetch(9, 1, 2, None, 1, T0),
             Err(ReplicaFetchError::NotReplica)
         );
+    }
+
+    /// KIP-966: below min.insync.replicas the high watermark stays where it is, so the
+    /// replicas that left the ISR (eligible leader replicas) hold everything committed.
+    #[test]
+    fn high_watermark_holds_while_the_isr_is_below_min_insync_replicas() {
+        let s = MemStorage::new();
+        let mut leader = core(&s, "/l/t-0");
+        leader.set_min_insync_replicas(2);
+        leader.become_leader(1, 1, vec![1, 2, 3], vec![1, 2], T0);
+        leader.append(&simple_batch(T0, &[b"a"]), 1, T0).unwrap();
+        flush(&mut leader);
+        leader.replica_fetch(2, 1, 1, None, 1, T0).unwrap();
+        assert_eq!(
+            leader.high_watermark(),
+            1,
+            "ISR of 2 at min.insync.replicas 2"
+        );
+        // 2 leaves: the ISR is below the minimum, and what comes next is not committed.
+        leader.update_leader_isr(vec![1, 2, 3], vec![1], T0);
+        leader.append(&simple_batch(T0, &[b"b"]), 1, T0).unwrap();
+        flush(&mut leader);
+        assert_eq!(leader.log().durable_offset(), 2);
+        assert_eq!(leader.high_watermark(), 1, "held below min.insync.replicas");
+        // 3 catches up and joins: the high watermark moves again.
+        leader.replica_fetch(3, 1, 2, None, 1, T0).unwrap();
+        assert_eq!(
+            leader.high_watermark(),
+            1,
+            "3 is not in the committed ISR yet"
+        );
+        leader.update_leader_isr(vec![1, 2, 3], vec![1, 3], T0);
+        assert_eq!(leader.high_watermark(), 2);
+        // Lowering the minimum frees a held high watermark at once.
+        leader.update_leader_isr(vec![1, 2, 3], vec![1], T0);
+        leader.append(&simple_batch(T0, &[b"c"]), 1, T0).unwrap();
+        flush(&mut leader);
+        assert_eq!(leader.high_watermark(), 2);
+        leader.set_min_insync_replicas(1);
+        assert_eq!(leader.high_watermark(), 3);
+
+        // Above the replication factor the minimum counts as the replication factor (as in
+        // Kafka), or a topic of one replica would never commit anything.
+        let mut single = core(&s, "/l/t-1");
+        single.set_min_insync_replicas(2);
+        single.become_leader(1, 1, vec![1], vec![1], T0);
+        single.append(&simple_batch(T0, &[b"a"]), 1, T0).unwrap();
+        flush(&mut single);
+        assert_eq!(single.high_watermark(), 1);
     }
 
     /// A follower fetches from its log end while its last batches sync; the high watermark

@@ -28,6 +28,8 @@ use registry::{Registry, RegistryState, TopicRecord};
 pub const TOPIC_NAME_BYTES_MAX: usize = 249;
 /// Most topics one broker hosts; CreateTopics past it fails with a clear error.
 pub const TOPICS_MAX: usize = 100_000;
+/// How often replicated partitions record their high watermark (Kafka: 5 s).
+pub const HIGH_WATERMARK_CHECKPOINT_MS: u64 = 1_000;
 /// In a cluster, node N hands out producer ids `N * PRODUCER_IDS_PER_NODE + k`.
 pub const PRODUCER_IDS_PER_NODE: i64 = 1 << 40;
 /// Producer ids are reserved durably in blocks of this many, so InitProducerId rarely writes.
@@ -637,6 +639,19 @@ impl<S: Storage + Clone> ReplicaManager<S> {
         }
     }
 
+    /// Records every replicated partition's high watermark in its log directory (see
+    /// `log::HIGH_WATERMARK_FILE`); run periodically, and at close.
+    pub fn checkpoint_high_watermarks(&self) {
+        for topic in self.topics() {
+            for p in topic.partitions() {
+                if let Err(e) = p.checkpoint_high_watermark() {
+                    tracing::warn!(topic = %topic.name, partition = p.index, error = %e,
+                        "writing the high-watermark checkpoint");
+                }
+            }
+        }
+    }
+
     /// Clean shutdown: fsync every log and mark it clean so the next start skips validation.
     pub fn close(&self) {
         for topic in self.topics() {
@@ -644,6 +659,10 @@ impl<S: Storage + Clone> ReplicaManager<S> {
                 p.close();
                 if p.is_failed() {
                     continue;
+                }
+                if let Err(e) = p.checkpoint_high_watermark() {
+                    tracing::warn!(topic = %topic.name, partition = p.index, error = %e,
+                        "writing the high-watermark checkpoint");
                 }
                 if let Err(e) = p.core().log_mut().close() {
                     tracing::error!(topic = %topic.name, partition = p.index, error = %e, "closing log");

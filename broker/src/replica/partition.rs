@@ -220,8 +220,9 @@ impl<S: Storage> Partition<S> {
         self.leading.load(Ordering::Acquire)
     }
 
-    /// Applies the metadata's view of this partition: lead, follow, or neither. Wakes every
-    /// waiter whose leadership ended.
+    /// Applies the metadata's view of this partition: lead, follow, or neither, under the
+    /// topic's `min_isr`. Wakes every waiter whose leadership ended.
+    #[allow(clippy::too_many_arguments)]
     pub fn set_role(
         &self,
         me: NodeId,
@@ -229,10 +230,14 @@ impl<S: Storage> Partition<S> {
         epoch: i32,
         replicas: &[NodeId],
         isr: &[NodeId],
+        min_isr: usize,
         now_ms: i64,
     ) {
         let (high_watermark, ack_offset, changed) = {
             let mut core = self.core();
+            if core.min_insync_replicas() != min_isr {
+                core.set_min_insync_replicas(min_isr);
+            }
             let before = (core.leader_epoch(), core.is_leader());
             if epoch < core.leader_epoch() && !matches!(core.role(), ReplicaRole::Standalone) {
                 tracing::warn!(topic = %self.topic, partition = self.index, epoch,
@@ -615,6 +620,17 @@ impl<S: Storage> Partition<S> {
         self.high_watermark_watch.wake_all();
     }
 
+    /// Writes the high watermark to the log's checkpoint (replicated partitions only: a single
+    /// broker's high watermark is its log end at every start).
+    pub fn checkpoint_high_watermark(&self) -> std::io::Result<()> {
+        if !self.clustered || self.is_failed() {
+            return Ok(());
+        }
+        let mut core = self.core();
+        let hw = core.high_watermark();
+        core.log_mut().checkpoint_high_watermark(hw)
+    }
+
     /// Stops the flusher and wakes every waiter. The caller then closes or deletes the log.
     pub fn close(&self) {
         self.closed.store(true, Ordering::Release);
@@ -660,12 +676,12 @@ mod tests {
     #[tokio::test]
     async fn an_acks_one_wait_ends_when_leadership_moves_before_the_write_is_durable() {
         let p = clustered_partition();
-        p.set_role(1, 1, 1, &[1, 2], &[1, 2], T0);
+        p.set_role(1, 1, 1, &[1, 2], &[1, 2], 1, T0);
         // The flusher is a task of this single-threaded runtime: nothing syncs until we wait.
         let (info, _, epoch) = p.produce(&simple_batch(T0, &[b"a"]), None, T0).unwrap();
         assert_eq!(epoch, 1);
         // Leadership moves; as a follower the replica then cuts its unreplicated tail.
-        p.set_role(1, 2, 2, &[1, 2], &[1, 2], T0);
+        p.set_role(1, 2, 2, &[1, 2], &[1, 2], 1, T0);
         p.follower_truncate(2, (1, 0)).unwrap();
         assert_eq!(p.core().log().log_end_offset(), 0);
         let answered = tokio::time::timeout(
@@ -682,7 +698,7 @@ mod tests {
     #[tokio::test]
     async fn an_acks_one_wait_in_the_current_epoch_ends_when_the_write_is_durable() {
         let p = clustered_partition();
-        p.set_role(1, 1, 1, &[1, 2], &[1, 2], T0);
+        p.set_role(1, 1, 1, &[1, 2], &[1, 2], 1, T0);
         let (info, _, epoch) = p.produce(&simple_batch(T0, &[b"a"]), None, T0).unwrap();
         let answered = tokio::time::timeout(
             Duration::from_secs(10),

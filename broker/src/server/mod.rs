@@ -292,8 +292,13 @@ where
         Some(io) => {
             let (inbox_tx, inbox_rx) = tokio::sync::mpsc::channel(crate::cluster::QUORUM_INBOX_MAX);
             let incarnation = (crate::cluster::incarnation(seed, clock.now_ms())) as i64;
-            let view =
-                crate::cluster::ClusterView::new(config.node_id, incarnation, inbox_tx.clone());
+            let logs_intact = config.fsync == crate::config::FsyncPolicy::Always;
+            let view = crate::cluster::ClusterView::new(
+                config.node_id,
+                incarnation,
+                logs_intact,
+                inbox_tx.clone(),
+            );
             let c = &config.cluster;
             let mut raft = crate::raft::RaftConfig::new(
                 config.node_id,
@@ -313,6 +318,7 @@ where
                 raft,
                 controller: crate::cluster::controller::ControllerConfig {
                     session_timeout_ms: c.broker_session_timeout_ms,
+                    min_insync_replicas: c.min_insync_replicas.max(1) as usize,
                     ..crate::cluster::controller::ControllerConfig::default()
                 },
                 dialer: Arc::clone(&io.dialer),
@@ -415,6 +421,24 @@ where
                         if removed > 0 {
                             tracing::info!(segments = removed, "retention removed segments");
                         }
+                    }
+                }
+            }
+        });
+    }
+    if cluster.is_some() {
+        let replicas = Arc::clone(&replicas);
+        let mut stop = stop_rx.clone();
+        background.spawn(async move {
+            let every = Duration::from_millis(crate::replica::HIGH_WATERMARK_CHECKPOINT_MS);
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tokio::select! {
+                    biased;
+                    _ = stop.changed() => break,
+                    _ = tick.tick() => {
+                        let r = Arc::clone(&replicas);
+                        let _ = crate::blocking::run_blocking(move || r.checkpoint_high_watermarks()).await;
                     }
                 }
             }

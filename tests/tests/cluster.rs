@@ -23,8 +23,10 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use common::*;
+use kafka_protocol::messages::describe_topic_partitions_request::TopicRequest;
 use kafka_protocol::messages::{
-    ApiKey, FindCoordinatorRequest, FindCoordinatorResponse, RequestHeader,
+    ApiKey, BrokerId, DescribeTopicPartitionsRequest, DescribeTopicPartitionsResponse,
+    FindCoordinatorRequest, FindCoordinatorResponse, RequestHeader, ResponseHeader, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use rdkafka::admin::{NewTopic, TopicReplication};
@@ -390,6 +392,14 @@ fn eligible_leader_replica_leads_when_the_last_isr_member_dies() {
     if let Err(e) = c.wait_partitions(&topic, CONVERGE_TIMEOUT, |p| p.isr == vec![leader]) {
         panic!("ISR did not shrink to [{leader}]: {e}");
     }
+    // DescribeTopicPartitions (what `kafka-topics.sh --describe` asks) shows it eligible.
+    let described = describe_topic_partitions(&c.addr(leader), &topic).expect("described");
+    let p = &described.topics[0].partitions[0];
+    assert_eq!(
+        (p.isr_nodes.clone(), p.eligible_leader_replicas.clone()),
+        (vec![BrokerId(leader)], Some(vec![BrokerId(other)])),
+        "{described:?}"
+    );
     // The leader dies too, and only the follower comes back.
     c.kill9(leader);
     c.restart(other);
@@ -420,6 +430,50 @@ fn eligible_leader_replica_leads_when_the_last_isr_member_dies() {
     let mut all = reports;
     all.extend(produce_and_read(&c, &topic, 200, 100));
     check_acked(&read_back(&c, &topic, 1, &all), &all, true);
+}
+
+/// DescribeTopicPartitions v0 for `topic` over a plain socket.
+fn describe_topic_partitions(
+    addr: &str,
+    topic: &str,
+) -> Result<DescribeTopicPartitionsResponse, String> {
+    let key = ApiKey::DescribeTopicPartitions;
+    let corr = 4343;
+    let header = RequestHeader::default()
+        .with_request_api_key(key as i16)
+        .with_request_api_version(0)
+        .with_correlation_id(corr)
+        .with_client_id(Some(StrBytes::from_static_str("cluster-test")));
+    let req = DescribeTopicPartitionsRequest::default()
+        .with_topics(vec![
+            TopicRequest::default().with_name(TopicName(StrBytes::from_string(topic.to_string())))
+        ])
+        .with_response_partition_limit(100);
+    let mut body = BytesMut::new();
+    header
+        .encode(&mut body, key.request_header_version(0))
+        .map_err(|e| e.to_string())?;
+    req.encode(&mut body, 0).map_err(|e| e.to_string())?;
+    let mut s = TcpStream::connect(addr).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .map_err(|e| e.to_string())?;
+    s.write_all(&(body.len() as i32).to_be_bytes())
+        .and_then(|_| s.write_all(&body))
+        .map_err(|e| e.to_string())?;
+    let mut len = [0u8; 4];
+    s.read_exact(&mut len).map_err(|e| e.to_string())?;
+    let mut resp = vec![0u8; i32::from_be_bytes(len) as usize];
+    s.read_exact(&mut resp).map_err(|e| e.to_string())?;
+    let mut resp = Bytes::from(resp);
+    let got = ResponseHeader::decode(&mut resp, key.response_header_version(0))
+        .map_err(|e| e.to_string())?;
+    if got.correlation_id != corr {
+        return Err(format!(
+            "correlation id {}, sent {corr}",
+            got.correlation_id
+        ));
+    }
+    DescribeTopicPartitionsResponse::decode(&mut resp, 0).map_err(|e| e.to_string())
 }
 
 /// FindCoordinator v1 (group) over a plain socket: the coordinator's node id.

@@ -17,12 +17,14 @@ use kafka_protocol::messages::metadata_response::{
 use kafka_protocol::messages::{
     BrokerId, CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest,
     CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse, DescribeClusterRequest,
-    DescribeClusterResponse, MetadataRequest, MetadataResponse, ResponseKind, TopicName,
+    DescribeClusterResponse, DescribeTopicPartitionsRequest, DescribeTopicPartitionsResponse,
+    MetadataRequest, MetadataResponse, ResponseKind, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 use uuid::Uuid;
 
+use super::describe_partitions::{self, PartitionView, TopicView};
 use super::metadata::METADATA_TOPICS_MAX;
 use super::{code, KafkaApis, Reply};
 use crate::cluster::controller::{ControllerError, ControllerRequest};
@@ -139,6 +141,46 @@ impl<S: Storage + Clone> KafkaApis<S> {
             )))
             .with_controller_id(BrokerId(controller_for_clients(view, &image)))
             .with_topics(topics)
+    }
+
+    /// DescribeTopicPartitions from the image: Metadata's view plus each partition's ELR.
+    pub(super) fn cluster_describe_topic_partitions(
+        &self,
+        view: &Arc<ClusterView>,
+        request: DescribeTopicPartitionsRequest,
+    ) -> DescribeTopicPartitionsResponse {
+        let image = view.image();
+        let names = describe_partitions::requested(&request).unwrap_or_else(|| {
+            let names = image.topic_ids.keys().filter(|n| !n.starts_with("__"));
+            names.cloned().collect()
+        });
+        let fenced = |n: &i32| image.brokers.get(n).is_none_or(|b| b.fenced);
+        let topics = names
+            .into_iter()
+            .map(|name| {
+                let id = image.topic_ids.get(&name).copied();
+                let topic = id.and_then(|id| image.topics.get(&id).map(|t| (id, t)));
+                let view = topic.map(|(id, t)| TopicView {
+                    id: Uuid::from_bytes(id),
+                    partitions: t
+                        .partitions
+                        .iter()
+                        .enumerate()
+                        .map(|(index, p)| PartitionView {
+                            index: index as i32,
+                            leader: p.leader,
+                            leader_epoch: p.leader_epoch,
+                            replicas: p.replicas.clone(),
+                            isr: p.isr.clone(),
+                            elr: p.elr.clone(),
+                            offline: p.replicas.iter().copied().filter(fenced).collect(),
+                        })
+                        .collect(),
+                });
+                (name, view)
+            })
+            .collect();
+        describe_partitions::page(&request, topics)
     }
 
     /// Asks the controller to create `name` with the broker defaults, in the background.

@@ -7,12 +7,13 @@ use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
 };
 use kafka_protocol::messages::{
-    BrokerId, DescribeClusterRequest, DescribeClusterResponse, MetadataRequest, MetadataResponse,
-    TopicName,
+    BrokerId, DescribeClusterRequest, DescribeClusterResponse, DescribeTopicPartitionsRequest,
+    DescribeTopicPartitionsResponse, MetadataRequest, MetadataResponse, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
+use super::describe_partitions::{self, PartitionView, TopicView};
 use super::{code, KafkaApis};
 use crate::replica::{Topic, TopicError};
 use crate::storage::Storage;
@@ -76,6 +77,44 @@ impl<S: Storage + Clone> KafkaApis<S> {
             )))
             .with_controller_id(node)
             .with_topics(topics)
+    }
+
+    /// DescribeTopicPartitions on a single broker: it leads every partition alone, no ELR.
+    pub(super) fn describe_topic_partitions(
+        &self,
+        request: DescribeTopicPartitionsRequest,
+    ) -> DescribeTopicPartitionsResponse {
+        let me = self.advertised.node_id;
+        let names = describe_partitions::requested(&request).unwrap_or_else(|| {
+            self.replicas
+                .topics()
+                .iter()
+                .map(|t| t.name.clone())
+                .collect()
+        });
+        let topics = names
+            .into_iter()
+            .map(|name| {
+                let view = self.replicas.topic(&name).map(|t| TopicView {
+                    id: t.id,
+                    partitions: t
+                        .partitions()
+                        .iter()
+                        .map(|p| PartitionView {
+                            index: p.index,
+                            leader: me,
+                            leader_epoch: p.leader_epoch(),
+                            replicas: vec![me],
+                            isr: vec![me],
+                            elr: Vec::new(),
+                            offline: if p.is_failed() { vec![me] } else { Vec::new() },
+                        })
+                        .collect(),
+                });
+                (name, view)
+            })
+            .collect();
+        describe_partitions::page(&request, topics)
     }
 
     fn describe_topic(&self, topic: &Topic<S>, version: i16) -> MetadataResponseTopic {

@@ -5,6 +5,7 @@
 mod admin;
 mod cluster;
 mod configs;
+mod describe_partitions;
 pub mod fetch;
 mod groups;
 mod leader_epoch;
@@ -144,6 +145,12 @@ impl<S: Storage + Clone> KafkaApis<S> {
             RequestKind::DeleteGroups(r) => group(GroupRequest::Delete(r)),
             RequestKind::ApiVersions(_) => {
                 Reply::Now(ResponseKind::ApiVersions(api_versions(version, 0)))
+            }
+            RequestKind::DescribeTopicPartitions(r) => {
+                Reply::Now(ResponseKind::DescribeTopicPartitions(match &self.cluster {
+                    Some(view) => self.cluster_describe_topic_partitions(view, r),
+                    None => self.describe_topic_partitions(r),
+                }))
             }
             RequestKind::Metadata(r) => match &self.cluster {
                 Some(view) => Reply::Now(ResponseKind::Metadata(

@@ -432,81 +432,62 @@ fn eligible_leader_replica_leads_when_the_last_isr_member_dies() {
     check_acked(&read_back(&c, &topic, 1, &all), &all, true);
 }
 
+/// One request of API `key` at `version` over a fresh plain socket: its decoded response.
+fn raw_call<Req: Encodable, Resp: Decodable>(
+    addr: &str,
+    key: ApiKey,
+    version: i16,
+    req: &Req,
+) -> Result<Resp, String> {
+    let corr = 4242;
+    let header = RequestHeader::default()
+        .with_request_api_key(key as i16)
+        .with_request_api_version(version)
+        .with_correlation_id(corr)
+        .with_client_id(Some(StrBytes::from_static_str("cluster-test")));
+    let mut body = BytesMut::new();
+    header
+        .encode(&mut body, key.request_header_version(version))
+        .map_err(|e| e.to_string())?;
+    req.encode(&mut body, version).map_err(|e| e.to_string())?;
+    let mut s = TcpStream::connect(addr).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .map_err(|e| e.to_string())?;
+    s.write_all(&(body.len() as i32).to_be_bytes())
+        .and_then(|_| s.write_all(&body))
+        .map_err(|e| e.to_string())?;
+    let mut len = [0u8; 4];
+    s.read_exact(&mut len).map_err(|e| e.to_string())?;
+    let mut resp = vec![0u8; i32::from_be_bytes(len) as usize];
+    s.read_exact(&mut resp).map_err(|e| e.to_string())?;
+    let mut resp = Bytes::from(resp);
+    let got = ResponseHeader::decode(&mut resp, key.response_header_version(version))
+        .map_err(|e| e.to_string())?;
+    if got.correlation_id != corr {
+        let id = got.correlation_id;
+        return Err(format!("correlation id {id}, sent {corr}"));
+    }
+    Resp::decode(&mut resp, version).map_err(|e| e.to_string())
+}
+
 /// DescribeTopicPartitions v0 for `topic` over a plain socket.
 fn describe_topic_partitions(
     addr: &str,
     topic: &str,
 ) -> Result<DescribeTopicPartitionsResponse, String> {
-    let key = ApiKey::DescribeTopicPartitions;
-    let corr = 4343;
-    let header = RequestHeader::default()
-        .with_request_api_key(key as i16)
-        .with_request_api_version(0)
-        .with_correlation_id(corr)
-        .with_client_id(Some(StrBytes::from_static_str("cluster-test")));
+    let name = TopicName(StrBytes::from_string(topic.to_string()));
     let req = DescribeTopicPartitionsRequest::default()
-        .with_topics(vec![
-            TopicRequest::default().with_name(TopicName(StrBytes::from_string(topic.to_string())))
-        ])
+        .with_topics(vec![TopicRequest::default().with_name(name)])
         .with_response_partition_limit(100);
-    let mut body = BytesMut::new();
-    header
-        .encode(&mut body, key.request_header_version(0))
-        .map_err(|e| e.to_string())?;
-    req.encode(&mut body, 0).map_err(|e| e.to_string())?;
-    let mut s = TcpStream::connect(addr).map_err(|e| e.to_string())?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))
-        .map_err(|e| e.to_string())?;
-    s.write_all(&(body.len() as i32).to_be_bytes())
-        .and_then(|_| s.write_all(&body))
-        .map_err(|e| e.to_string())?;
-    let mut len = [0u8; 4];
-    s.read_exact(&mut len).map_err(|e| e.to_string())?;
-    let mut resp = vec![0u8; i32::from_be_bytes(len) as usize];
-    s.read_exact(&mut resp).map_err(|e| e.to_string())?;
-    let mut resp = Bytes::from(resp);
-    let got = ResponseHeader::decode(&mut resp, key.response_header_version(0))
-        .map_err(|e| e.to_string())?;
-    if got.correlation_id != corr {
-        return Err(format!(
-            "correlation id {}, sent {corr}",
-            got.correlation_id
-        ));
-    }
-    DescribeTopicPartitionsResponse::decode(&mut resp, 0).map_err(|e| e.to_string())
+    raw_call(addr, ApiKey::DescribeTopicPartitions, 0, &req)
 }
 
 /// FindCoordinator v1 (group) over a plain socket: the coordinator's node id.
 fn find_group_coordinator(addr: &str, group: &str) -> Result<i32, String> {
-    const VERSION: i16 = 1; // request header v1, response header v0
-    let corr = 4242;
-    let header = RequestHeader::default()
-        .with_request_api_key(ApiKey::FindCoordinator as i16)
-        .with_request_api_version(VERSION)
-        .with_correlation_id(corr)
-        .with_client_id(Some(StrBytes::from_static_str("cluster-test")));
     let req = FindCoordinatorRequest::default()
         .with_key(StrBytes::from_string(group.to_string()))
         .with_key_type(0);
-    let mut body = BytesMut::new();
-    header.encode(&mut body, 1).map_err(|e| e.to_string())?;
-    req.encode(&mut body, VERSION).map_err(|e| e.to_string())?;
-    let mut s = TcpStream::connect(addr).map_err(|e| e.to_string())?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))
-        .map_err(|e| e.to_string())?;
-    s.write_all(&(body.len() as i32).to_be_bytes())
-        .and_then(|_| s.write_all(&body))
-        .map_err(|e| e.to_string())?;
-    let mut len = [0u8; 4];
-    s.read_exact(&mut len).map_err(|e| e.to_string())?;
-    let mut resp = vec![0u8; i32::from_be_bytes(len) as usize];
-    s.read_exact(&mut resp).map_err(|e| e.to_string())?;
-    let mut resp = Bytes::from(resp);
-    let got = i32::from_be_bytes(resp.split_to(4)[..].try_into().unwrap());
-    if got != corr {
-        return Err(format!("correlation id {got}, sent {corr}"));
-    }
-    let r = FindCoordinatorResponse::decode(&mut resp, VERSION).map_err(|e| e.to_string())?;
+    let r: FindCoordinatorResponse = raw_call(addr, ApiKey::FindCoordinator, 1, &req)?;
     if r.error_code != 0 {
         return Err(format!("FindCoordinator error {}", r.error_code));
     }

@@ -5,6 +5,34 @@
 pub mod connection;
 pub mod group_manager;
 mod sendfile;
+
+/// Runs `work` on a blocking thread once every `period` (the first time after one period)
+/// until `stop` changes.
+fn every<F>(
+    period: Duration,
+    mut stop: watch::Receiver<bool>,
+    work: F,
+) -> impl std::future::Future<Output = ()> + Send + 'static
+where
+    F: Fn() + Send + Sync + 'static,
+{
+    let work = Arc::new(work);
+    async move {
+        let mut tick = tokio::time::interval(period);
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                biased;
+                _ = stop.changed() => break,
+                _ = tick.tick() => {
+                    let w = Arc::clone(&work);
+                    let _ = crate::blocking::run_blocking(move || w()).await;
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests;
 
@@ -405,61 +433,25 @@ where
     {
         let replicas = Arc::clone(&replicas);
         let clock = Arc::clone(&clock);
-        let mut stop = stop_rx.clone();
-        let every = Duration::from_millis(config.retention_check_interval_ms);
-        background.spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            tick.tick().await;
-            loop {
-                tokio::select! {
-                    biased;
-                    _ = stop.changed() => break,
-                    _ = tick.tick() => {
-                        let r = Arc::clone(&replicas);
-                        let now = clock.now_ms();
-                        let removed = crate::blocking::run_blocking(move || r.apply_retention(now)).await.unwrap_or(0);
-                        if removed > 0 {
-                            tracing::info!(segments = removed, "retention removed segments");
-                        }
-                    }
-                }
+        let period = Duration::from_millis(config.retention_check_interval_ms);
+        background.spawn(every(period, stop_rx.clone(), move || {
+            let removed = replicas.apply_retention(clock.now_ms());
+            if removed > 0 {
+                tracing::info!(segments = removed, "retention removed segments");
             }
-        });
+        }));
     }
     if cluster.is_some() {
         let replicas = Arc::clone(&replicas);
-        let mut stop = stop_rx.clone();
-        background.spawn(async move {
-            let every = Duration::from_millis(crate::replica::HIGH_WATERMARK_CHECKPOINT_MS);
-            let mut tick = tokio::time::interval(every);
-            loop {
-                tokio::select! {
-                    biased;
-                    _ = stop.changed() => break,
-                    _ = tick.tick() => {
-                        let r = Arc::clone(&replicas);
-                        let _ = crate::blocking::run_blocking(move || r.checkpoint_high_watermarks()).await;
-                    }
-                }
-            }
-        });
+        let period = Duration::from_millis(crate::replica::HIGH_WATERMARK_CHECKPOINT_MS);
+        background.spawn(every(period, stop_rx.clone(), move || {
+            replicas.checkpoint_high_watermarks()
+        }));
     }
     if let FsyncPolicy::Interval { ms } = config.fsync {
         let replicas = Arc::clone(&replicas);
-        let mut stop = stop_rx.clone();
-        background.spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_millis(ms));
-            loop {
-                tokio::select! {
-                    biased;
-                    _ = stop.changed() => break,
-                    _ = tick.tick() => {
-                        let r = Arc::clone(&replicas);
-                        let _ = crate::blocking::run_blocking(move || r.flush_all()).await;
-                    }
-                }
-            }
-        });
+        let period = Duration::from_millis(ms);
+        background.spawn(every(period, stop_rx.clone(), move || replicas.flush_all()));
     }
 
     let limits = ConnectionLimits {

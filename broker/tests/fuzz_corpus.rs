@@ -124,6 +124,12 @@ fn request_body(key: ApiKey) -> RequestKind {
         ApiKey::DescribeGroups => DescribeGroupsRequest::default().into(),
         ApiKey::ListGroups => ListGroupsRequest::default().into(),
         ApiKey::DeleteGroups => DeleteGroupsRequest::default().into(),
+        ApiKey::DescribeTopicPartitions => DescribeTopicPartitionsRequest::default()
+            .with_topics(vec![
+                describe_topic_partitions_request::TopicRequest::default().with_name(topic),
+            ])
+            .with_response_partition_limit(100)
+            .into(),
         other => panic!("no corpus body for {other:?}: add one"),
     }
 }

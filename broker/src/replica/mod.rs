@@ -490,6 +490,8 @@ impl<S: Storage + Clone> ReplicaManager<S> {
             .remove(name);
         for p in topic.partitions() {
             p.close();
+            // Waits out a checkpoint write in progress; later ones see the partition closed.
+            drop(p.core());
             let dir = self.partition_dir(name, p.index);
             if let Err(e) = self.storage.remove_dir_all(&dir) {
                 tracing::warn!(dir = %dir.display(), error = %e, "removing deleted partition");
@@ -656,13 +658,13 @@ impl<S: Storage + Clone> ReplicaManager<S> {
     pub fn close(&self) {
         for topic in self.topics() {
             for p in topic.partitions() {
-                p.close();
-                if p.is_failed() {
-                    continue;
-                }
                 if let Err(e) = p.checkpoint_high_watermark() {
                     tracing::warn!(topic = %topic.name, partition = p.index, error = %e,
                         "writing the high-watermark checkpoint");
+                }
+                p.close();
+                if p.is_failed() {
+                    continue;
                 }
                 if let Err(e) = p.core().log_mut().close() {
                     tracing::error!(topic = %topic.name, partition = p.index, error = %e, "closing log");

@@ -621,12 +621,18 @@ impl<S: Storage> Partition<S> {
     }
 
     /// Writes the high watermark to the log's checkpoint (replicated partitions only: a single
-    /// broker's high watermark is its log end at every start).
+    /// broker's high watermark is its log end at every start). Nothing is written once the
+    /// partition is closed: checked under the core lock, which a deletion takes after closing
+    /// and before removing the directory, so no checkpoint lands in a removed directory (where
+    /// a topic recreated under the same name would find it).
     pub fn checkpoint_high_watermark(&self) -> std::io::Result<()> {
         if !self.clustered || self.is_failed() {
             return Ok(());
         }
         let mut core = self.core();
+        if self.is_closed() {
+            return Ok(());
+        }
         let hw = core.high_watermark();
         core.log_mut().checkpoint_high_watermark(hw)
     }

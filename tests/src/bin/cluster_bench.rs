@@ -7,7 +7,8 @@
 //!   producer settings of `bench` (linger.ms=5, batch.size=1000000, not idempotent), against
 //!   (a) one broker without `--voters`, RF=1; (b) a 3-node cluster on loopback
 //!   ([`tests::cluster::Cluster`]), RF=3, min.insync.replicas=2; (c) the same cluster, RF=1;
-//!   prints msg/s, MB/s, broker CPU and the RF=3/RF=1 ratios.
+//!   prints msg/s, MB/s, the brokers' and the client's CPU and the RF=3/RF=1 ratios
+//!   (`--setups b` runs only the RF=3 phases, e.g. under a profiler).
 //! - `failover`: an idempotent acks=all producer sends a steady stream (default 1,000 msg/s) to
 //!   a 1-partition RF=3 topic (min.insync.replicas=2); the partition leader is killed with
 //!   `kill -9` (`--runs` times, restarted and back in the ISR between runs), then once stopped
@@ -75,6 +76,8 @@ struct Args {
     value_bytes: usize,
     runs: u64,
     rate: u64,
+    /// Which throughput setups to run, by letter (a, b, c); all by default.
+    setups: String,
 }
 
 fn parse_args() -> Args {
@@ -84,6 +87,7 @@ fn parse_args() -> Args {
         value_bytes: 1024,
         runs: 5,
         rate: 1000,
+        setups: "abc".to_string(),
     };
     let mut it = std::env::args().skip(1).peekable();
     if let Some(first) = it.peek() {
@@ -99,6 +103,13 @@ fn parse_args() -> Args {
         }
     }
     while let Some(flag) = it.next() {
+        if flag == "--setups" {
+            a.setups = it
+                .next()
+                .filter(|v| !v.is_empty() && v.chars().all(|c| "abc".contains(c)))
+                .unwrap_or_else(|| usage(&flag));
+            continue;
+        }
         let mut value = || {
             it.next()
                 .and_then(|v| v.parse::<u64>().ok())
@@ -121,6 +132,7 @@ fn usage(flag: &str) -> ! {
          usage: cluster_bench [throughput|failover|all] [--messages N (per produce phase, 500000)]\n\
          \x20            [--value-bytes N (1024)] [--runs N (kill -9 failovers, 5)]\n\
          \x20            [--rate MSG_PER_S (failover stream, 1000)]\n\
+         \x20            [--setups LETTERS (throughput setups to run, of abc; all)]\n\
          The broker binary is target/release/broker (or BROKER_BIN)."
     );
     std::process::exit(2)
@@ -234,6 +246,8 @@ struct Throughput {
     msgs: f64,
     mbs: f64,
     cpu_pct: f64,
+    /// This process's CPU (the librdkafka producer) over the phase, % of one core.
+    client_cpu_pct: f64,
 }
 
 /// Produces `n` messages with `bench`'s settings (acks=all, not idempotent, linger.ms=5,
@@ -255,6 +269,7 @@ fn produce(bootstrap: &str, topic: &str, n: u64, value_bytes: usize, pids: &[u32
         .expect("producer");
     let value = vec![0x5au8; value_bytes];
     let cpu0: f64 = pids.iter().map(|&p| cpu_secs(p)).sum();
+    let client_cpu0 = cpu_secs(std::process::id());
     let start = Instant::now();
     for i in 0..n {
         let key = format!("key-{i}");
@@ -275,6 +290,7 @@ fn produce(bootstrap: &str, topic: &str, n: u64, value_bytes: usize, pids: &[u32
     producer.flush(Duration::from_secs(600)).expect("flush");
     let secs = start.elapsed().as_secs_f64();
     let cpu: f64 = pids.iter().map(|&p| cpu_secs(p)).sum::<f64>() - cpu0;
+    let client_cpu = cpu_secs(std::process::id()) - client_cpu0;
     let ctx = producer.context();
     let (ok, failed) = (
         ctx.ok.load(Ordering::Relaxed),
@@ -291,16 +307,18 @@ fn produce(bootstrap: &str, topic: &str, n: u64, value_bytes: usize, pids: &[u32
         msgs: ok as f64 / secs,
         mbs: ok as f64 * value_bytes as f64 / secs / 1e6,
         cpu_pct: 100.0 * cpu / secs,
+        client_cpu_pct: 100.0 * client_cpu / secs,
     }
 }
 
 fn print_throughput(label: &str, partitions: i32, t: &Throughput) {
     println!(
-        "produce acks=all {label:<34} partitions={partitions}: {:>8.0} msg/s {:>6.1} MB/s ({:.2} s, brokers' CPU {:.0}% of one core, load {})",
+        "produce acks=all {label:<34} partitions={partitions}: {:>8.0} msg/s {:>6.1} MB/s ({:.2} s, brokers' CPU {:.0}% of one core, client {:.0}%, load {})",
         t.msgs,
         t.mbs,
         t.secs,
         t.cpu_pct,
+        t.client_cpu_pct,
         loadavg()
     );
 }
@@ -309,7 +327,7 @@ fn throughput(args: &Args) {
     let mut results: BTreeMap<(&str, i32), f64> = BTreeMap::new();
 
     // (a) One broker, no quorum, RF=1.
-    {
+    if args.setups.contains('a') {
         let broker = Broker::builder().arg("fsync", "always").start();
         let pid = broker.pid().expect("pid");
         for partitions in [1, 6] {
@@ -329,7 +347,7 @@ fn throughput(args: &Args) {
     }
 
     // (b) and (c) on one 3-node cluster: RF=1 topics first, then RF=3.
-    {
+    if args.setups.contains('b') || args.setups.contains('c') {
         let mut c = Cluster::start();
         for id in c.ids() {
             c.assert_alive(id);
@@ -340,6 +358,9 @@ fn throughput(args: &Args) {
             ("c", 1, "1", "(c) 3-node cluster, RF=1"),
             ("b", 3, "2", "(b) 3-node cluster, RF=3, min.isr=2"),
         ] {
+            if !args.setups.contains(key) {
+                continue;
+            }
             for partitions in [1, 6] {
                 let topic = format!("cluster-rf{rf}-p{partitions}");
                 create_on_cluster(&c, &topic, partitions, rf, min_isr);
@@ -360,11 +381,13 @@ fn throughput(args: &Args) {
     }
 
     for partitions in [1, 6] {
-        let (a, b, cc) = (
-            results[&("a", partitions)],
-            results[&("b", partitions)],
-            results[&("c", partitions)],
-        );
+        let (Some(&a), Some(&b), Some(&cc)) = (
+            results.get(&("a", partitions)),
+            results.get(&("b", partitions)),
+            results.get(&("c", partitions)),
+        ) else {
+            continue;
+        };
         println!(
             "ratio partitions={partitions}: RF=3 / single-broker RF=1 = {:.0}%, RF=3 / cluster RF=1 = {:.0}%, cluster RF=1 / single RF=1 = {:.0}% (target RF=3 >= 60% of RF=1)",
             100.0 * b / a,

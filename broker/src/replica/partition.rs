@@ -235,8 +235,13 @@ impl<S: Storage> Partition<S> {
     ) {
         let (high_watermark, ack_offset, changed) = {
             let mut core = self.core();
-            if core.min_insync_replicas() != min_isr {
-                core.set_min_insync_replicas(min_isr);
+            // The stricter of the old and new min.insync.replicas rules while the role and ISR
+            // change, the new one after: a raised minimum must hold before a smaller ISR
+            // applies, and a lowered one must not let a leader of an ended epoch (or with an
+            // ISR this image changes) advance its high watermark.
+            let stricter = core.min_insync_replicas().max(min_isr);
+            if core.min_insync_replicas() != stricter {
+                core.set_min_insync_replicas(stricter);
             }
             let before = (core.leader_epoch(), core.is_leader());
             if epoch < core.leader_epoch() && !matches!(core.role(), ReplicaRole::Standalone) {
@@ -263,6 +268,9 @@ impl<S: Storage> Partition<S> {
                 }
                 ReplicaRole::Offline { .. } if same_epoch => {}
                 _ => core.become_offline(epoch),
+            }
+            if core.min_insync_replicas() != min_isr {
+                core.set_min_insync_replicas(min_isr);
             }
             self.leader_epoch
                 .store(core.leader_epoch(), Ordering::Release);
@@ -699,6 +707,49 @@ mod tests {
             answered.expect("answered, not left to time out"),
             Err(DurableError::NotLeader)
         );
+    }
+
+    /// A leader whose record is durable on itself only, so it is held out of the high
+    /// watermark by ISR `isr` and min.insync.replicas `min_isr`.
+    async fn leader_with_a_held_record(
+        isr: &[NodeId],
+        min_isr: usize,
+    ) -> Arc<Partition<MemStorage>> {
+        let p = clustered_partition();
+        p.set_role(1, 1, 1, &[1, 2], isr, min_isr, T0);
+        let (info, _, epoch) = p.produce(&simple_batch(T0, &[b"a"]), None, T0).unwrap();
+        let synced = tokio::time::timeout(
+            Duration::from_secs(10),
+            p.wait_written(info.last_offset + 1, epoch),
+        )
+        .await;
+        assert_eq!(synced.expect("the flusher syncs it"), Ok(()));
+        assert_eq!(p.core().high_watermark(), 0);
+        p
+    }
+
+    /// The image that ends a leadership also lowers min.insync.replicas: the ended epoch's
+    /// high watermark must not move under the lower minimum (the record was never committed;
+    /// the new leader need not have it).
+    #[tokio::test]
+    async fn a_lower_min_isr_does_not_commit_in_an_ended_epoch() {
+        let p = leader_with_a_held_record(&[1], 2).await;
+        p.set_role(1, 2, 2, &[1, 2], &[2], 1, T0);
+        assert_eq!(p.core().high_watermark(), 0);
+        assert_eq!(p.core().min_insync_replicas(), 1);
+    }
+
+    /// The image that shrinks the ISR also raises min.insync.replicas: the raised minimum
+    /// holds the high watermark before the smaller ISR could pass the record.
+    #[tokio::test]
+    async fn a_raised_min_isr_holds_before_the_isr_shrinks() {
+        let p = leader_with_a_held_record(&[1, 2], 1).await;
+        p.set_role(1, 1, 1, &[1, 2], &[1], 2, T0);
+        assert_eq!(p.core().high_watermark(), 0);
+        assert_eq!(p.core().min_insync_replicas(), 2);
+        // With the minimum lowered again, the ISR of one commits it.
+        p.set_role(1, 1, 1, &[1, 2], &[1], 1, T0);
+        assert_eq!(p.core().high_watermark(), 1);
     }
 
     #[tokio::test]

@@ -152,7 +152,9 @@ pub struct Flags {
     #[arg(long, env = "BROKER_DEFAULT_REPLICATION_FACTOR")]
     pub default_replication_factor: Option<i16>,
     /// Default `min.insync.replicas` of topics: acks=all needs at least this many in-sync
-    /// replicas, else NOT_ENOUGH_REPLICAS [default: 1].
+    /// replicas, else NOT_ENOUGH_REPLICAS. In a cluster, the first active controller writes
+    /// its value to the metadata log as the cluster-level config, which every node then uses
+    /// [default: 1].
     #[arg(long, env = "BROKER_MIN_INSYNC_REPLICAS")]
     pub min_insync_replicas: Option<i32>,
     /// A follower that has not caught up with the leader's log end for this long leaves the ISR

@@ -50,8 +50,9 @@ pub const REPLICATION_ACTIONS_MAX: usize = 200;
 pub const REPLICATION_QUIET_MS: u64 = 15_000;
 
 /// Any bytes as a program of replication actions (appends, event rounds, fetch rounds, fsyncs,
-/// metadata deliveries, crashes, partitions and heals, controller failovers) on the
-/// simulator's replication stepper: the first 8 bytes seed its delays and parameters, then two
+/// metadata deliveries, crashes, partitions and heals, controller failovers, cluster-level
+/// min.insync.replicas changes) on the simulator's replication stepper: the first 8 bytes seed
+/// its delays and parameters, then two
 /// bytes per action (`replication::Action::decode`). The run ends healed and quiet, and the
 /// layer's checks apply: acknowledged batches survive, replicas agree below the high
 /// watermark, one leader per epoch, epochs and high watermarks never go back, and every

@@ -24,7 +24,9 @@ use std::fmt::{self, Write as _};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 
-use broker::cluster::controller::{Controller, ControllerConfig, ControllerRequest};
+use broker::cluster::controller::{
+    parse_min_isr, Controller, ControllerConfig, ControllerRequest, CLUSTER_MIN_ISR,
+};
 use broker::log::testutil::simple_batch;
 use broker::log::{FlushTicket, Log, LogConfig};
 use broker::raft::metadata::{MetadataImage, MetadataRecord};
@@ -77,6 +79,8 @@ pub struct ReplRunResult {
     pub truncations: u64,
     /// Leaders elected from an ELR (KIP-966) because no ISR member could lead.
     pub elr_elections: u64,
+    /// Requests to change the cluster-level min.insync.replicas.
+    pub min_isr_changes: u64,
 }
 
 impl ReplRunResult {
@@ -120,6 +124,8 @@ pub enum Action {
     Partition(u8),
     Heal(u8),
     ControllerFailover,
+    /// An operator sets the cluster-level min.insync.replicas to `1 + v % 3`.
+    MinIsr(u8),
 }
 
 impl Action {
@@ -138,7 +144,7 @@ impl Action {
             12 => Action::Partition(arg),
             13 => Action::Heal(arg),
             14 => Action::ControllerFailover,
-            _ => Action::Run(arg.wrapping_mul(4)),
+            _ => Action::MinIsr(arg),
         })
     }
 }
@@ -156,6 +162,7 @@ impl Action {
             Action::Partition(n) => (12, n),
             Action::Heal(n) => (13, n),
             Action::ControllerFailover => (14, 0),
+            Action::MinIsr(v) => (15, v),
         };
         out.extend_from_slice(&[op, arg]);
     }
@@ -262,8 +269,9 @@ struct Params {
     fetch_bytes: usize,
     batch_records: u64,
     drop_unsynced: f64,
-    /// Relative weights: crash, partition, failover, slow disk, slow metadata.
-    weights: [u64; 5],
+    /// Relative weights: crash, partition, failover, slow disk, slow metadata, a new
+    /// cluster-level min.insync.replicas.
+    weights: [u64; 6],
 }
 
 impl Params {
@@ -294,6 +302,7 @@ impl Params {
                 rng.range(0, 2),
                 rng.range(0, 2),
                 rng.range(0, 2),
+                rng.range(0, 1),
             ],
         }
     }
@@ -761,6 +770,7 @@ impl World {
                 self.nodes[node].partitioned = false;
             }
             Action::ControllerFailover => self.failover(),
+            Action::MinIsr(v) => self.ask_min_isr(0, 1 + u64::from(v % 3)),
         }
     }
 
@@ -1238,6 +1248,13 @@ impl World {
         };
         let registered = n.registered();
         let me = n.id;
+        // As the shell: min.insync.replicas from the image before any role.
+        let min_isr = t
+            .configs
+            .get(CLUSTER_MIN_ISR)
+            .or_else(|| n.image.cluster_configs.get(CLUSTER_MIN_ISR))
+            .and_then(|v| parse_min_isr(v))
+            .unwrap_or(MIN_ISR);
         let plan: Vec<_> = t
             .partitions
             .iter()
@@ -1259,10 +1276,11 @@ impl World {
             })
             .collect();
         for (p, leader, epoch, replicas, isr) in plan {
-            self.set_role(node, p, leader, epoch, replicas, isr);
+            self.set_role(node, p, leader, epoch, replicas, isr, min_isr);
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn set_role(
         &mut self,
         node: usize,
@@ -1271,6 +1289,7 @@ impl World {
         epoch: i32,
         replicas: Vec<NodeId>,
         isr: Vec<NodeId>,
+        min_isr: usize,
     ) {
         let now = self.now as i64;
         let n = &mut self.nodes[node];
@@ -1280,6 +1299,12 @@ impl World {
             return;
         };
         let core = &mut part.core;
+        // As `Partition::set_role`: the stricter min.insync.replicas during the change, the
+        // new one after it.
+        let stricter = core.min_insync_replicas().max(min_isr);
+        if core.min_insync_replicas() != stricter {
+            core.set_min_insync_replicas(stricter);
+        }
         let before = core.role().clone();
         if epoch < core.leader_epoch() && !matches!(before, ReplicaRole::Standalone) {
             return;
@@ -1299,6 +1324,9 @@ impl World {
             }
             ReplicaRole::Offline { .. } if same_epoch => {}
             _ => core.become_offline(epoch),
+        }
+        if core.min_insync_replicas() != min_isr {
+            core.set_min_insync_replicas(min_isr);
         }
         let after = core.role().clone();
         let new_epoch = core.leader_epoch();
@@ -1783,7 +1811,7 @@ impl World {
         };
         let answer = if !matches!(part.core.role(), ReplicaRole::Leader(_)) {
             ProduceAnswer::NotLeader
-        } else if part.core.isr_len() < MIN_ISR {
+        } else if part.core.isr_len() < part.core.min_insync_replicas() {
             ProduceAnswer::NotEnoughReplicas
         } else {
             let epoch = part.core.leader_epoch();
@@ -1832,7 +1860,7 @@ impl World {
             let answer = if !core.is_leader() || core.leader_epoch() != w.epoch {
                 ProduceAnswer::NotLeader
             } else if core.high_watermark() >= w.end {
-                if core.isr_len() < MIN_ISR {
+                if core.isr_len() < core.min_insync_replicas() {
                     ProduceAnswer::NotEnoughReplicasAfterAppend
                 } else {
                     let bytes = core.log().read(w.base, 1, w.base + 1).unwrap_or_default();
@@ -1931,12 +1959,31 @@ impl World {
                 tr!(self, "SLOW DISK n{id} for {d} ms");
                 self.nodes[node].slow_disk_until = self.now + d;
             }
-            _ => {
+            4 => {
                 let d = self.rand_in(self.p.slow_for_ms);
                 tr!(self, "SLOW METADATA n{id} for {d} ms");
                 self.nodes[node].slow_meta_until = self.now + d;
             }
+            _ => {
+                let v = self.rng.range(1, 3);
+                self.ask_min_isr(node, v);
+            }
         }
+    }
+
+    /// An operator's `kafka-configs --entity-default` through `node`: the cluster-level
+    /// min.insync.replicas becomes `v`.
+    fn ask_min_isr(&mut self, node: usize, v: u64) {
+        let id = self.nodes[node].id;
+        self.stats.min_isr_changes += 1;
+        tr!(self, "MIN ISR {v} asked through n{id}");
+        let req = ControllerRequest::AlterClusterConfigs {
+            configs: vec![(CLUSTER_MIN_ISR.into(), v.to_string())],
+        };
+        self.send(Msg::ToController {
+            from: node,
+            req: Some(req),
+        });
     }
 
     // ---- final checks --------------------------------------------------------------------------

@@ -23,10 +23,16 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use common::*;
+use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
 use kafka_protocol::messages::describe_topic_partitions_request::TopicRequest;
+use kafka_protocol::messages::incremental_alter_configs_request::{
+    AlterConfigsResource, AlterableConfig,
+};
 use kafka_protocol::messages::{
-    ApiKey, BrokerId, DescribeTopicPartitionsRequest, DescribeTopicPartitionsResponse,
-    FindCoordinatorRequest, FindCoordinatorResponse, RequestHeader, ResponseHeader, TopicName,
+    ApiKey, BrokerId, DescribeConfigsRequest, DescribeConfigsResponse,
+    DescribeTopicPartitionsRequest, DescribeTopicPartitionsResponse, FindCoordinatorRequest,
+    FindCoordinatorResponse, IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
+    RequestHeader, ResponseHeader, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use rdkafka::admin::{NewTopic, TopicReplication};
@@ -430,6 +436,170 @@ fn eligible_leader_replica_leads_when_the_last_isr_member_dies() {
     let mut all = reports;
     all.extend(produce_and_read(&c, &topic, 200, 100));
     check_acked(&read_back(&c, &topic, 1, &all), &all, true);
+}
+
+/// The cluster-level min.insync.replicas lives in the metadata log, as in Kafka with ELRs:
+/// `kafka-configs --entity-type brokers --entity-default` changes it for every broker and the
+/// controller at once, and the leaders apply it to acks=all.
+#[test]
+fn cluster_min_insync_replicas_is_one_dynamic_value() {
+    let mut c = Cluster::start();
+    let topic = unique_name("cluster-min-isr");
+    create_replicated(&c, &topic, 1, 3, &[]);
+    c.wait_full_isr(&topic, CONVERGE_TIMEOUT);
+    for id in c.ids() {
+        let configs = describe_cluster_configs(&c.addr(id)).expect("described");
+        assert_eq!(
+            configs,
+            vec![("min.insync.replicas".to_string(), "2".to_string(), 3)],
+            "node {id}: the controller wrote its flag's value to the log"
+        );
+    }
+    let leader = c.node_for_leader(&topic, 0).expect("leader");
+    let gone = c.ids().into_iter().find(|&id| id != leader).unwrap();
+    c.kill9(gone);
+    if let Err(e) = c.wait_partitions(&topic, CONVERGE_TIMEOUT, |p| {
+        p.leader >= 0 && !p.isr.contains(&gone)
+    }) {
+        panic!("killed node {gone} stays in the ISR: {e}");
+    }
+    let no_retry: &[(&str, &str)] = &[
+        ("enable.idempotence", "false"),
+        ("message.send.max.retries", "0"),
+        ("message.timeout.ms", "30000"),
+    ];
+    let to_p0 = |i| Outgoing {
+        partition: Some(0),
+        ..msg(i)
+    };
+    all_ok(&produce(
+        &c.bootstrap_live(),
+        &topic,
+        "all",
+        no_retry,
+        5,
+        to_p0,
+    ));
+
+    // Refused, each with its error: removing it, another config, a per-broker value.
+    let any = c.addr(leader);
+    let refusals = [
+        (("", "min.insync.replicas", 1, None), 40), // INVALID_CONFIG
+        (("", "retention.ms", 0, Some("1000")), 40),
+        (("1", "min.insync.replicas", 0, Some("3")), 42), // INVALID_REQUEST
+        (("", "min.insync.replicas", 0, Some("0")), 40),
+    ];
+    for ((broker, name, op, value), want) in refusals {
+        let got = alter_broker_config(&any, broker, name, op, value).expect("answered");
+        assert_eq!(got, want, "{broker:?} {name} op {op} {value:?}");
+    }
+    // Raised to 3 through one node: every node applies it, and acks=all is refused with an
+    // ISR of 2.
+    assert_eq!(
+        alter_broker_config(&any, "", "min.insync.replicas", 0, Some("3")),
+        Ok(0)
+    );
+    let live: Vec<i32> = c.ids().into_iter().filter(|&id| id != gone).collect();
+    wait_cluster_min_isr(&c, &live, "3");
+    let refused = produce(&c.bootstrap_live(), &topic, "all", no_retry, 1, |_| {
+        to_p0(100)
+    });
+    assert!(
+        matches!(&refused[0], Err(e) if e.contains("NotEnoughReplicas")),
+        "acks=all with an ISR of 2, cluster min 3: {refused:?}"
+    );
+    all_ok(&produce(
+        &c.bootstrap_live(),
+        &topic,
+        "1",
+        no_retry,
+        1,
+        |_| to_p0(101),
+    ));
+    // Back to 2: acks=all is acknowledged again.
+    assert_eq!(
+        alter_broker_config(&any, "", "min.insync.replicas", 0, Some("2")),
+        Ok(0)
+    );
+    wait_cluster_min_isr(&c, &live, "2");
+    all_ok(&produce(
+        &c.bootstrap_live(),
+        &topic,
+        "all",
+        no_retry,
+        5,
+        |i| to_p0(200 + i),
+    ));
+    // A restarted node reads the log's value, not its flag.
+    c.restart(gone);
+    wait_cluster_min_isr(&c, &c.ids(), "2");
+}
+
+/// DescribeConfigs v1 of the default broker resource (empty name): (name, value, source).
+fn describe_cluster_configs(addr: &str) -> Result<Vec<(String, String, i8)>, String> {
+    let req =
+        DescribeConfigsRequest::default().with_resources(vec![DescribeConfigsResource::default()
+            .with_resource_type(4)
+            .with_resource_name(StrBytes::from_static_str(""))
+            .with_configuration_keys(None)]);
+    let resp: DescribeConfigsResponse = raw_call(addr, ApiKey::DescribeConfigs, 1, &req)?;
+    let r = resp.results.first().ok_or("no result")?;
+    if r.error_code != 0 {
+        return Err(format!("error {}", r.error_code));
+    }
+    Ok(r.configs
+        .iter()
+        .map(|e| {
+            let value = e.value.as_ref().map(|v| v.to_string()).unwrap_or_default();
+            (e.name.to_string(), value, e.config_source)
+        })
+        .collect())
+}
+
+/// IncrementalAlterConfigs v0 of one broker config (`broker` "" is the cluster default):
+/// the resource's error code.
+fn alter_broker_config(
+    addr: &str,
+    broker: &str,
+    name: &str,
+    op: i8,
+    value: Option<&str>,
+) -> Result<i16, String> {
+    let config = AlterableConfig::default()
+        .with_name(StrBytes::from_string(name.to_string()))
+        .with_config_operation(op)
+        .with_value(value.map(|v| StrBytes::from_string(v.to_string())));
+    let req = IncrementalAlterConfigsRequest::default().with_resources(vec![
+        AlterConfigsResource::default()
+            .with_resource_type(4)
+            .with_resource_name(StrBytes::from_string(broker.to_string()))
+            .with_configs(vec![config]),
+    ]);
+    let resp: IncrementalAlterConfigsResponse =
+        raw_call(addr, ApiKey::IncrementalAlterConfigs, 0, &req)?;
+    Ok(resp.responses.first().ok_or("no response")?.error_code)
+}
+
+/// Waits until every node in `ids` reports the cluster-level min.insync.replicas `value`.
+fn wait_cluster_min_isr(c: &Cluster, ids: &[i32], value: &str) {
+    let deadline = Instant::now() + CONVERGE_TIMEOUT;
+    for &id in ids {
+        loop {
+            let got = describe_cluster_configs(&c.addr(id));
+            let ok = got.as_ref().is_ok_and(|cs| {
+                cs.iter()
+                    .any(|(n, v, _)| n == "min.insync.replicas" && v == value)
+            });
+            if ok {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node {id}: cluster min.insync.replicas is not {value}: {got:?}"
+            );
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
 }
 
 /// One request of API `key` at `version` over a fresh plain socket: its decoded response.

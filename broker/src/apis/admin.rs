@@ -99,13 +99,7 @@ impl<S: Storage + Clone> KafkaApis<S> {
                         if version >= 5 {
                             let described = topic_config::names()
                                 .map(|n| {
-                                    let (value, source) = match configs.get(n) {
-                                        Some(v) => (v.clone(), CONFIG_SOURCE_TOPIC),
-                                        None => (
-                                            topic_config::default_value(self.replicas.config(), n),
-                                            CONFIG_SOURCE_DEFAULT,
-                                        ),
-                                    };
+                                    let (value, source) = self.topic_config_value(&configs, n);
                                     CreatableTopicConfigs::default()
                                         .with_name(StrBytes::from_static_str(n))
                                         .with_value(Some(StrBytes::from_string(value)))

@@ -17,12 +17,21 @@ use kafka_protocol::ResponseError;
 
 use super::admin::{topic_error_code, CONFIG_SOURCE_DEFAULT, CONFIG_SOURCE_TOPIC};
 use super::{code, KafkaApis, Reply};
+use crate::cluster::controller::{CLUSTER_CONFIGS, CLUSTER_MIN_ISR};
 use crate::replica::{topic_config, TopicError};
 use crate::storage::Storage;
 use kafka_protocol::messages::ResponseKind;
 
+/// A config change for the controller: a topic's overrides, or the cluster-level configs.
+enum Forward {
+    Topic(String, BTreeMap<String, String>),
+    Cluster(BTreeMap<String, String>),
+}
+
 pub const RESOURCE_TOPIC: i8 = 2;
 pub const RESOURCE_BROKER: i8 = 4;
+/// Kafka's DYNAMIC_DEFAULT_BROKER_CONFIG: set cluster-wide, in the metadata log.
+const CONFIG_SOURCE_DYNAMIC_DEFAULT: i8 = 3;
 const CONFIG_SOURCE_STATIC_BROKER: i8 = 4;
 const OP_SET: i8 = 0;
 const OP_DELETE: i8 = 1;
@@ -51,6 +60,22 @@ fn entry(
 }
 
 impl<S: Storage + Clone> KafkaApis<S> {
+    /// A topic config's value and its source: the topic's override, the cluster-level value,
+    /// or this broker's default.
+    pub(super) fn topic_config_value(
+        &self,
+        overrides: &BTreeMap<String, String>,
+        name: &str,
+    ) -> (String, i8) {
+        if let Some(v) = overrides.get(name) {
+            return (v.clone(), CONFIG_SOURCE_TOPIC);
+        }
+        match self.replicas.topic_default(name) {
+            (v, true) => (v, CONFIG_SOURCE_DYNAMIC_DEFAULT),
+            (v, false) => (v, CONFIG_SOURCE_DEFAULT),
+        }
+    }
+
     pub(super) fn describe_configs(
         &self,
         request: DescribeConfigsRequest,
@@ -80,15 +105,9 @@ impl<S: Storage + Clone> KafkaApis<S> {
                         let overrides = topic.configs();
                         let configs = topic_config::names()
                             .filter(|n| wanted(n))
-                            .map(|n| match overrides.get(n) {
-                                Some(v) => entry(n, v.clone(), CONFIG_SOURCE_TOPIC, false, version),
-                                None => entry(
-                                    n,
-                                    topic_config::default_value(self.replicas.config(), n),
-                                    CONFIG_SOURCE_DEFAULT,
-                                    false,
-                                    version,
-                                ),
+                            .map(|n| {
+                                let (value, source) = self.topic_config_value(&overrides, n);
+                                entry(n, value, source, false, version)
                             })
                             .collect();
                         r.with_configs(configs)
@@ -113,10 +132,40 @@ impl<S: Storage + Clone> KafkaApis<S> {
                             ("socket.request.max.bytes", c.max_frame_bytes.to_string()),
                             ("connections.max.idle.ms", c.idle_timeout_ms.to_string()),
                         ];
+                        let cluster = self.replicas.cluster_configs();
+                        if res.resource_name.is_empty() {
+                            // The default broker resource: the cluster-level dynamic configs.
+                            let configs = cluster
+                                .iter()
+                                .filter(|(n, _)| wanted(n))
+                                .map(|(n, v)| {
+                                    entry(
+                                        n,
+                                        v.clone(),
+                                        CONFIG_SOURCE_DYNAMIC_DEFAULT,
+                                        false,
+                                        version,
+                                    )
+                                })
+                                .collect();
+                            return r.with_configs(configs);
+                        }
+                        let min_isr = match cluster.get(CLUSTER_MIN_ISR) {
+                            Some(v) => (v.clone(), CONFIG_SOURCE_DYNAMIC_DEFAULT),
+                            None => (
+                                c.cluster.min_insync_replicas.to_string(),
+                                CONFIG_SOURCE_STATIC_BROKER,
+                            ),
+                        };
                         let configs = all
                             .into_iter()
-                            .filter(|(n, _)| wanted(n))
-                            .map(|(n, v)| entry(n, v, CONFIG_SOURCE_STATIC_BROKER, true, version))
+                            .map(|(n, v)| (n, v, CONFIG_SOURCE_STATIC_BROKER))
+                            .chain([(CLUSTER_MIN_ISR, min_isr.0, min_isr.1)])
+                            .filter(|(n, _, _)| wanted(n))
+                            .map(|(n, v, source)| {
+                                let read_only = source == CONFIG_SOURCE_STATIC_BROKER;
+                                entry(n, v, source, read_only, version)
+                            })
                             .collect();
                         r.with_configs(configs)
                     }
@@ -131,19 +180,54 @@ impl<S: Storage + Clone> KafkaApis<S> {
         DescribeConfigsResponse::default().with_results(results)
     }
 
-    /// Applies `change` to the overrides of the topic named by a resource, unless
-    /// `validate_only`. Returns the error code and message for the resource's response.
-    fn alter_topic_configs(
+    /// Applies `change` to the configs of a resource, unless `validate_only`: a topic's
+    /// overrides, or (in a cluster, broker resource with an empty name, Kafka's default broker
+    /// resource) the cluster-level configs. Returns the error code and message for the
+    /// resource's response.
+    fn alter_resource_configs(
         &self,
         resource_type: i8,
         name: &str,
         validate_only: bool,
-        forward: &mut Vec<(String, BTreeMap<String, String>)>,
+        forward: &mut Vec<Forward>,
         change: impl FnOnce(&mut BTreeMap<String, String>) -> Result<(), String>,
     ) -> (i16, Option<String>) {
-        if resource_type != RESOURCE_TOPIC {
-            let message = "only topic configs can be altered; broker configs are static";
-            return (code(ResponseError::InvalidRequest), Some(message.into()));
+        match resource_type {
+            RESOURCE_TOPIC => {}
+            RESOURCE_BROKER if name.is_empty() && self.cluster.is_some() => {
+                let mut configs = self.replicas.cluster_configs();
+                if let Err(message) = change(&mut configs) {
+                    return (code(ResponseError::InvalidConfig), Some(message));
+                }
+                if let Some(k) = configs
+                    .keys()
+                    .find(|k| !CLUSTER_CONFIGS.contains(&k.as_str()))
+                {
+                    let message =
+                        format!("{k} cannot be set cluster-wide; only {CLUSTER_CONFIGS:?}");
+                    return (code(ResponseError::InvalidConfig), Some(message));
+                }
+                if !configs.contains_key(CLUSTER_MIN_ISR) {
+                    let message = format!("the cluster-level {CLUSTER_MIN_ISR} cannot be removed");
+                    return (code(ResponseError::InvalidConfig), Some(message));
+                }
+                if !validate_only {
+                    forward.push(Forward::Cluster(configs));
+                }
+                return (0, None);
+            }
+            RESOURCE_BROKER if self.cluster.is_some() => {
+                let message = format!(
+                    "per-broker configs are static; {CLUSTER_MIN_ISR} can be set cluster-wide \
+                     (the broker resource with an empty name, kafka-configs --entity-default)"
+                );
+                return (code(ResponseError::InvalidRequest), Some(message));
+            }
+            _ => {
+                let message =
+                    "only topic configs can be altered; a standalone broker's configs are static";
+                return (code(ResponseError::InvalidRequest), Some(message.into()));
+            }
         }
         let Some(topic) = self.replicas.topic(name) else {
             return (
@@ -161,7 +245,7 @@ impl<S: Storage + Clone> KafkaApis<S> {
         if self.cluster.is_some() {
             // A cluster's topic configs live in the metadata log: the controller changes them
             // and every replica applies them from the image (see `forward`).
-            forward.push((name.to_string(), configs));
+            forward.push(Forward::Topic(name.to_string(), configs));
             return (0, None);
         }
         match self.replicas.set_topic_configs(name, configs) {
@@ -174,7 +258,7 @@ impl<S: Storage + Clone> KafkaApis<S> {
     fn forward_configs<R: Send + 'static>(
         &self,
         response: R,
-        forward: Vec<(String, BTreeMap<String, String>)>,
+        forward: Vec<Forward>,
         set_error: fn(&mut R, &str, i16, String),
         into_kind: fn(R) -> ResponseKind,
     ) -> Reply {
@@ -184,15 +268,31 @@ impl<S: Storage + Clone> KafkaApis<S> {
         Reply::Later(Box::pin(async move {
             use crate::cluster::controller::{ControllerError, ControllerRequest};
             let mut response = response;
-            for (name, configs) in forward {
-                let r = view
-                    .controller_request(ControllerRequest::AlterTopicConfigs {
-                        name: name.clone(),
-                        configs: configs.into_iter().collect(),
-                    })
-                    .await;
+            for f in forward {
+                let (name, request) = match f {
+                    Forward::Topic(name, configs) => (
+                        name.clone(),
+                        ControllerRequest::AlterTopicConfigs {
+                            name,
+                            configs: configs.into_iter().collect(),
+                        },
+                    ),
+                    Forward::Cluster(configs) => (
+                        String::new(),
+                        ControllerRequest::AlterClusterConfigs {
+                            configs: configs.into_iter().collect(),
+                        },
+                    ),
+                };
+                let r = view.controller_request(request).await;
                 match r.error {
                     ControllerError::None => {}
+                    ControllerError::InvalidRequest(message) => set_error(
+                        &mut response,
+                        &name,
+                        code(ResponseError::InvalidConfig),
+                        message,
+                    ),
                     ControllerError::UnknownTopic => set_error(
                         &mut response,
                         &name,
@@ -223,7 +323,7 @@ impl<S: Storage + Clone> KafkaApis<S> {
             .into_iter()
             .map(|res| {
                 let (error, message) =
-                    self.alter_topic_configs(res.resource_type, res.resource_name.as_str(), validate_only, &mut forward, |configs| {
+                    self.alter_resource_configs(res.resource_type, res.resource_name.as_str(), validate_only, &mut forward, |configs| {
                         for change in &res.configs {
                             let key = change.name.as_str().to_string();
                             match change.config_operation {
@@ -279,7 +379,7 @@ impl<S: Storage + Clone> KafkaApis<S> {
             .resources
             .into_iter()
             .map(|res| {
-                let (error, message) = self.alter_topic_configs(
+                let (error, message) = self.alter_resource_configs(
                     res.resource_type,
                     res.resource_name.as_str(),
                     validate_only,

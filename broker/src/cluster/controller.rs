@@ -60,8 +60,8 @@ pub struct ControllerConfig {
     pub leader_imbalance_check_ms: u64,
     /// Let an offline partition elect a replica outside its ISR (may lose committed data).
     pub unclean_leader_election: bool,
-    /// min.insync.replicas of topics without an override. Leaders stop their high watermark
-    /// below it, so every node must run with the same value (as in Kafka).
+    /// The cluster-level min.insync.replicas this controller writes to the log when the log
+    /// has none ([`CLUSTER_MIN_ISR`]); once there, the log's value rules.
     pub min_insync_replicas: usize,
 }
 
@@ -118,6 +118,27 @@ pub enum ControllerRequest {
         node_id: NodeId,
         incarnation: i64,
     },
+    /// Replaces the cluster-level dynamic configs ([`CLUSTER_CONFIGS`]); `min.insync.replicas`
+    /// must stay set.
+    AlterClusterConfigs {
+        configs: Vec<(String, String)>,
+    },
+}
+
+/// The configs that can be set cluster-wide, in the metadata log (Kafka's dynamic default
+/// broker configs). `min.insync.replicas` is always set there: the controller writes its own
+/// flag's value when the log has none (as Kafka does once ELRs are on), so the controller's
+/// ELR decisions and every leader's high-watermark rule read the same value.
+pub const CLUSTER_CONFIGS: &[&str] = &[CLUSTER_MIN_ISR];
+pub const CLUSTER_MIN_ISR: &str = "min.insync.replicas";
+
+/// A valid min.insync.replicas value: a whole number from 1.
+pub fn parse_min_isr(value: &str) -> Option<usize> {
+    value
+        .parse::<u32>()
+        .ok()
+        .filter(|&v| v >= 1)
+        .map(|v| v as usize)
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -247,11 +268,13 @@ impl Round {
     }
 
     /// The topic's effective min.insync.replicas for a partition of `rf` replicas: its
-    /// override, else the cluster default (as brokers read it), at most `rf` (as leaders use
-    /// it for the high watermark; a larger value would stop it for good).
+    /// override, else the cluster-level value in the log, else this controller's flag (before
+    /// it wrote one), at most `rf` (as leaders use it for the high watermark; a larger value
+    /// would stop it for good). Brokers read it the same way (`ReplicaManager`).
     fn min_isr(&self, topic_id: &[u8; 16], rf: usize) -> usize {
         let topic = self.view.topics.get(topic_id);
-        let value = topic.and_then(|t| t.configs.get("min.insync.replicas"));
+        let value = topic.and_then(|t| t.configs.get(CLUSTER_MIN_ISR));
+        let value = value.or_else(|| self.view.cluster_configs.get(CLUSTER_MIN_ISR));
         let value = value.and_then(|v| v.parse::<i32>().ok());
         let min_isr = value.map_or(self.min_insync_replicas, |v| v.max(1) as usize);
         min_isr.min(rf)
@@ -710,6 +733,18 @@ impl Controller {
             unclean: self.cfg.unclean_leader_election,
             min_insync_replicas: self.cfg.min_insync_replicas.max(1),
         };
+        if !round.view.cluster_configs.contains_key(CLUSTER_MIN_ISR) {
+            // First round of a new log (or one from before cluster configs): the cluster-level
+            // value is this controller's flag from now on, whatever other nodes were given.
+            let mut configs = round.view.cluster_configs.clone();
+            configs.insert(
+                CLUSTER_MIN_ISR.into(),
+                round.min_insync_replicas.to_string(),
+            );
+            round.emit(MetadataRecord::ClusterConfig {
+                configs: configs.into_iter().collect(),
+            });
+        }
         let view = &round.view;
         self.shutting_down
             .retain(|n, inc| view.brokers.get(n).is_some_and(|b| b.epoch == *inc));
@@ -1089,6 +1124,50 @@ impl Controller {
                     configs: configs.clone(),
                 });
                 round.recheck_elr(id);
+                Some(ok)
+            }
+            ControllerRequest::AlterClusterConfigs { configs } => {
+                if let Err(e) = validate_configs(configs) {
+                    return Some(Err(e));
+                }
+                if let Some((k, _)) = configs
+                    .iter()
+                    .find(|(k, _)| !CLUSTER_CONFIGS.contains(&k.as_str()))
+                {
+                    return Some(Err(ControllerError::InvalidRequest(format!(
+                        "{k} cannot be set cluster-wide"
+                    ))));
+                }
+                let min_isr = configs.iter().find(|(k, _)| k == CLUSTER_MIN_ISR);
+                if min_isr.is_none_or(|(_, v)| parse_min_isr(v).is_none()) {
+                    return Some(Err(ControllerError::InvalidRequest(format!(
+                        "{CLUSTER_MIN_ISR} must stay set cluster-wide, to a whole number from 1"
+                    ))));
+                }
+                // Any partition with an ELR may need a record (see Round::recheck_elr).
+                let with_elr: usize = round
+                    .view
+                    .topics
+                    .values()
+                    .map(|t| {
+                        let ps = t.partitions.iter().filter(|p| !p.elr.is_empty());
+                        ps.map(|p| partition_record_bytes(p.replicas.len()))
+                            .sum::<usize>()
+                    })
+                    .sum();
+                if !round.room(
+                    1 + with_elr / partition_record_bytes(1),
+                    configs_bytes(configs) + 32 + with_elr,
+                ) {
+                    return None;
+                }
+                round.emit(MetadataRecord::ClusterConfig {
+                    configs: configs.clone(),
+                });
+                let ids: Vec<[u8; 16]> = round.view.topics.keys().copied().collect();
+                for id in ids {
+                    round.recheck_elr(id);
+                }
                 Some(ok)
             }
         }
@@ -1644,6 +1723,87 @@ mod tests {
         assert!(s.part("t", 0).elr.is_empty());
     }
 
+    /// The first controller writes its min.insync.replicas to the log; a later controller
+    /// started with another value reads the log's.
+    #[test]
+    fn controller_writes_the_cluster_min_isr_once() {
+        let _g = serial();
+        let mut s = Sim::cluster(3);
+        assert_eq!(
+            s.image
+                .cluster_configs
+                .get(CLUSTER_MIN_ISR)
+                .map(String::as_str),
+            Some("2")
+        );
+        let other = ControllerConfig {
+            min_insync_replicas: 1,
+            ..cfg(false)
+        };
+        s.ctl = Controller::new(other, ME, vec![1, 2, 3], 9);
+        s.activate(2, None);
+        s.settle();
+        assert_eq!(s.image.cluster_configs[CLUSTER_MIN_ISR], "2");
+        // Still 2 for the ELR: a follower leaving an ISR of 2 becomes eligible.
+        s.seed("t", &[2, 3, 1], &[2, 3], 2);
+        s.alter(2, "t", 0, &[2, 3], &[2]);
+        assert_eq!(s.last(), ControllerError::None);
+        assert_eq!(s.part("t", 0).elr, vec![3]);
+    }
+
+    /// The cluster-level value is dynamic: lowering it to the ISR's size clears the ELR in
+    /// the same batch, except where a topic override still holds the high watermark.
+    #[test]
+    fn controller_cluster_min_isr_change_rechecks_every_elr() {
+        let _g = serial();
+        let mut s = Sim::cluster(4);
+        s.seed("t", &[2, 4, 3], &[2, 3], 2);
+        s.seed("u", &[2, 4, 3], &[2, 3], 2);
+        let u = ControllerRequest::AlterTopicConfigs {
+            name: "u".into(),
+            configs: vec![(CLUSTER_MIN_ISR.into(), "2".into())],
+        };
+        s.request(2, u);
+        s.run(SESSION_MS + 200, &[1, 3, 4]);
+        assert_eq!(s.part("t", 0).elr, vec![2]);
+        assert_eq!(s.part("u", 0).elr, vec![2]);
+        let set = |v: &str| ControllerRequest::AlterClusterConfigs {
+            configs: vec![(CLUSTER_MIN_ISR.into(), v.into())],
+        };
+        for bad in [
+            ControllerRequest::AlterClusterConfigs { configs: vec![] },
+            set("0"),
+            set("two"),
+            ControllerRequest::AlterClusterConfigs {
+                configs: vec![
+                    (CLUSTER_MIN_ISR.into(), "1".into()),
+                    ("retention.ms".into(), "1".into()),
+                ],
+            },
+        ] {
+            let r = s.request(2, bad.clone());
+            assert!(
+                matches!(r.error, ControllerError::InvalidRequest(_)),
+                "{bad:?}: {r:?}"
+            );
+        }
+        assert_eq!(s.image.cluster_configs[CLUSTER_MIN_ISR], "2");
+        let before = s.image.clone();
+        let c = s.submit(2, set("1"));
+        let rec = s.round().expect("a config record");
+        s.collect();
+        assert_eq!(s.answers[&c].error, ControllerError::None);
+        assert!(check_round(&before, &rec, false, &mut Holders::new()).is_ok());
+        let MetadataRecord::Batch(members) = rec else {
+            panic!("rounds are batches")
+        };
+        assert!(matches!(members[0], MetadataRecord::ClusterConfig { .. }));
+        assert_eq!(members.len(), 2, "one ELR change, for t only: {members:?}");
+        assert!(s.part("t", 0).elr.is_empty());
+        assert_eq!(s.part("u", 0).elr, vec![2], "u's own override still holds");
+        assert_eq!(s.image.cluster_configs[CLUSTER_MIN_ISR], "1");
+    }
+
     #[test]
     fn controller_fenced_follower_leaves_the_isr_without_epoch_bump() {
         let _g = serial();
@@ -2173,6 +2333,25 @@ mod tests {
             };
             let offset = img.applied_offset;
             img.apply(offset, &m.encode());
+            if matches!(
+                m,
+                MetadataRecord::ClusterConfig { .. } | MetadataRecord::TopicConfig { .. }
+            ) {
+                // A lower min.insync.replicas lets high watermarks move past those outside
+                // the ISR from here on.
+                for (&topic_id, t) in &img.topics {
+                    for (i, p) in t.partitions.iter().enumerate() {
+                        let min_isr = model_min_isr(&img, &topic_id, p.replicas.len());
+                        if p.replicas.is_empty() || p.isr.len() < min_isr {
+                            continue;
+                        }
+                        let known = holders
+                            .entry((topic_id, i as u32))
+                            .or_insert_with(|| p.isr.iter().copied().collect());
+                        known.retain(|n| p.isr.contains(n));
+                    }
+                }
+            }
             let (
                 Some(old),
                 MetadataRecord::PartitionChange {
@@ -2212,7 +2391,7 @@ mod tests {
             // Joiners are caught up; at min.insync.replicas the high watermark moves past
             // everyone outside the ISR.
             known.extend(isr.iter().copied());
-            if isr.len() >= MIN_ISR.min(old.replicas.len()) {
+            if isr.len() >= model_min_isr(&img, topic_id, old.replicas.len()) {
                 known.retain(|n| isr.contains(n));
             }
             if let MetadataRecord::PartitionChange { leader_epoch, .. } = m {
@@ -2256,6 +2435,18 @@ mod tests {
         Ok(())
     }
 
+    /// min.insync.replicas as the brokers' rule reads it: the topic's override, else the
+    /// cluster-level value, else the controllers' flag; at most the replication factor.
+    fn model_min_isr(img: &MetadataImage, topic_id: &[u8; 16], rf: usize) -> usize {
+        let topic = img
+            .topics
+            .get(topic_id)
+            .and_then(|t| t.configs.get(CLUSTER_MIN_ISR));
+        let value = topic.or_else(|| img.cluster_configs.get(CLUSTER_MIN_ISR));
+        let min_isr = value.map_or(MIN_ISR, |v| parse_min_isr(v).expect("valid in the log"));
+        min_isr.min(rf)
+    }
+
     #[derive(Clone, Debug)]
     enum Op {
         Advance(u16),
@@ -2270,6 +2461,8 @@ mod tests {
         Round,
         /// This node loses and regains leadership (queued requests fail, liveness restarts).
         Failover,
+        /// The cluster-level min.insync.replicas becomes this.
+        ClusterMinIsr(u8),
     }
 
     fn op() -> impl Strategy<Value = Op> {
@@ -2285,6 +2478,7 @@ mod tests {
             1 => any::<u8>().prop_map(Op::Delete),
             5 => Just(Op::Round),
             1 => Just(Op::Failover),
+            1 => (1u8..=3).prop_map(Op::ClusterMinIsr),
         ]
     }
 
@@ -2410,6 +2604,14 @@ mod tests {
                     s.submit(2, req);
                 }
                 Op::Round => round(&mut s)?,
+                Op::ClusterMinIsr(v) => {
+                    s.submit(
+                        2,
+                        ControllerRequest::AlterClusterConfigs {
+                            configs: vec![(CLUSTER_MIN_ISR.into(), v.to_string())],
+                        },
+                    );
+                }
             }
         }
         for _ in 0..100 {

@@ -150,6 +150,8 @@ fn reconcile<S: Storage + Clone>(
     now_ms: i64,
 ) {
     let registered = view.registered(image);
+    // Before any role: a leader's high-watermark rule reads min.insync.replicas from here.
+    replicas.set_cluster_configs(&image.cluster_configs);
     for (id, t) in &image.topics {
         let uuid = Uuid::from_bytes(*id);
         let local = match replicas.topic(&t.name) {

@@ -10,25 +10,9 @@
 use bytes::Bytes;
 
 use super::controller::{ControllerError, ControllerRequest, ControllerResponse};
-use crate::raft::metadata::{put_ids, put_len, put_string, DecodeError, Reader};
+use crate::raft::metadata::{put_configs, put_ids, put_string, DecodeError, Reader};
 
 const VERSION: u8 = 1;
-
-fn put_pairs(out: &mut Vec<u8>, pairs: &[(String, String)]) {
-    put_len(out, pairs.len());
-    for (k, v) in pairs {
-        put_string(out, k);
-        put_string(out, v);
-    }
-}
-
-fn pairs(r: &mut Reader<'_>) -> Result<Vec<(String, String)>, DecodeError> {
-    let n = r.len()?;
-    if n.saturating_mul(8) > r.buf.len() {
-        return Err(DecodeError("list longer than the request"));
-    }
-    (0..n).map(|_| Ok((r.string()?, r.string()?))).collect()
-}
 
 pub fn encode_request(request: &ControllerRequest) -> Bytes {
     let mut out = vec![VERSION];
@@ -72,7 +56,7 @@ pub fn encode_request(request: &ControllerRequest) -> Bytes {
             put_string(&mut out, name);
             out.extend_from_slice(&partitions.to_be_bytes());
             out.extend_from_slice(&replication_factor.to_be_bytes());
-            put_pairs(&mut out, configs);
+            put_configs(&mut out, configs);
         }
         ControllerRequest::DeleteTopic { name } => {
             out.push(4);
@@ -86,7 +70,7 @@ pub fn encode_request(request: &ControllerRequest) -> Bytes {
         ControllerRequest::AlterTopicConfigs { name, configs } => {
             out.push(6);
             put_string(&mut out, name);
-            put_pairs(&mut out, configs);
+            put_configs(&mut out, configs);
         }
         ControllerRequest::ControlledShutdown {
             node_id,
@@ -95,6 +79,10 @@ pub fn encode_request(request: &ControllerRequest) -> Bytes {
             out.push(7);
             out.extend_from_slice(&node_id.to_be_bytes());
             out.extend_from_slice(&incarnation.to_be_bytes());
+        }
+        ControllerRequest::AlterClusterConfigs { configs } => {
+            out.push(9);
+            put_configs(&mut out, configs);
         }
     }
     Bytes::from(out)
@@ -125,7 +113,7 @@ pub fn decode_request(buf: &[u8]) -> Result<ControllerRequest, DecodeError> {
             name: r.string()?,
             partitions: r.u32()?,
             replication_factor: r.u16()?,
-            configs: pairs(&mut r)?,
+            configs: r.configs()?,
         },
         4 => ControllerRequest::DeleteTopic { name: r.string()? },
         5 => ControllerRequest::CreatePartitions {
@@ -134,11 +122,14 @@ pub fn decode_request(buf: &[u8]) -> Result<ControllerRequest, DecodeError> {
         },
         6 => ControllerRequest::AlterTopicConfigs {
             name: r.string()?,
-            configs: pairs(&mut r)?,
+            configs: r.configs()?,
         },
         7 => ControllerRequest::ControlledShutdown {
             node_id: r.i32()?,
             incarnation: r.i64()?,
+        },
+        9 => ControllerRequest::AlterClusterConfigs {
+            configs: r.configs()?,
         },
         _ => return Err(DecodeError("unknown request kind")),
     };
@@ -237,6 +228,9 @@ mod tests {
             ControllerRequest::ControlledShutdown {
                 node_id: 3,
                 incarnation: -4,
+            },
+            ControllerRequest::AlterClusterConfigs {
+                configs: vec![("min.insync.replicas".into(), "2".into())],
             },
         ]
     }

@@ -69,6 +69,12 @@ pub enum MetadataRecord {
         topic_id: [u8; 16],
         count: u32,
     },
+    /// Replaces the cluster-level dynamic configs (Kafka's ConfigRecord for the default broker
+    /// resource): today only `min.insync.replicas`, which the active controller writes from its
+    /// own flag when the log has none, so every node and the controller read one value.
+    ClusterConfig {
+        configs: Vec<(String, String)>,
+    },
     /// Records that apply together or not at all is not needed here: they apply in order within
     /// one log entry, so a controller failover never leaves half of them (Kafka's metadata
     /// transactions, simplified). Batches do not nest.
@@ -136,6 +142,16 @@ impl<'a> Reader<'a> {
         }
         (0..n).map(|_| self.i32()).collect()
     }
+    /// Name/value pairs as [`put_configs`] writes them.
+    pub(crate) fn configs(&mut self) -> Result<Vec<(String, String)>, DecodeError> {
+        let n = self.len()?;
+        if n.saturating_mul(8) > self.buf.len() {
+            return Err(DecodeError("list longer than the record"));
+        }
+        (0..n)
+            .map(|_| Ok((self.string()?, self.string()?)))
+            .collect()
+    }
 }
 
 pub(crate) fn put_len(out: &mut Vec<u8>, n: usize) {
@@ -146,6 +162,15 @@ pub(crate) fn put_len(out: &mut Vec<u8>, n: usize) {
 pub(crate) fn put_string(out: &mut Vec<u8>, s: &str) {
     put_len(out, s.len());
     out.extend_from_slice(s.as_bytes());
+}
+
+/// Name/value pairs: a count, then each name and value as strings.
+pub(crate) fn put_configs(out: &mut Vec<u8>, configs: &[(String, String)]) {
+    put_len(out, configs.len());
+    for (k, v) in configs {
+        put_string(out, k);
+        put_string(out, v);
+    }
 }
 
 pub(crate) fn put_ids(out: &mut Vec<u8>, ids: &[NodeId]) {
@@ -219,11 +244,7 @@ impl MetadataRecord {
             MetadataRecord::TopicConfig { topic_id, configs } => {
                 out.push(6);
                 out.extend_from_slice(topic_id);
-                put_len(out, configs.len());
-                for (k, v) in configs {
-                    put_string(out, k);
-                    put_string(out, v);
-                }
+                put_configs(out, configs);
             }
             MetadataRecord::DeleteTopic { topic_id } => {
                 out.push(7);
@@ -252,6 +273,10 @@ impl MetadataRecord {
                 out.push(10);
                 out.extend_from_slice(topic_id);
                 out.extend_from_slice(&count.to_be_bytes());
+            }
+            MetadataRecord::ClusterConfig { configs } => {
+                out.push(13);
+                put_configs(out, configs);
             }
         }
     }
@@ -308,18 +333,10 @@ impl MetadataRecord {
                 leader: r.i32()?,
             },
             5 => MetadataRecord::NoOp,
-            6 => {
-                let topic_id = r.id()?;
-                let n = r.len()?;
-                if n * 8 > r.buf.len() {
-                    return Err(DecodeError("list longer than the record"));
-                }
-                let mut configs = Vec::with_capacity(n);
-                for _ in 0..n {
-                    configs.push((r.string()?, r.string()?));
-                }
-                MetadataRecord::TopicConfig { topic_id, configs }
-            }
+            6 => MetadataRecord::TopicConfig {
+                topic_id: r.id()?,
+                configs: r.configs()?,
+            },
             7 => MetadataRecord::DeleteTopic { topic_id: r.id()? },
             8 => MetadataRecord::BrokerFence {
                 node_id: r.i32()?,
@@ -350,6 +367,9 @@ impl MetadataRecord {
             10 => MetadataRecord::CreatePartitions {
                 topic_id: r.id()?,
                 count: r.u32()?,
+            },
+            13 => MetadataRecord::ClusterConfig {
+                configs: r.configs()?,
             },
             _ => return Err(DecodeError("unknown record type")),
         })
@@ -393,6 +413,8 @@ pub struct MetadataImage {
     pub brokers: BTreeMap<NodeId, BrokerRegistration>,
     pub topics: BTreeMap<[u8; 16], TopicImage>,
     pub topic_ids: BTreeMap<String, [u8; 16]>,
+    /// Cluster-level dynamic configs; see [`MetadataRecord::ClusterConfig`].
+    pub cluster_configs: BTreeMap<String, String>,
     /// Last quorum leader change seen: (epoch, leader).
     pub quorum_leader: Option<(i32, NodeId)>,
     /// Records that decoded but did not apply (unknown topic, duplicate name, ...) or did not
@@ -570,6 +592,9 @@ impl MetadataImage {
                 }
                 self.quorum_leader = Some((epoch, leader));
             }
+            MetadataRecord::ClusterConfig { configs } => {
+                self.cluster_configs = configs.into_iter().collect();
+            }
             MetadataRecord::NoOp => {}
         }
         true
@@ -600,6 +625,11 @@ impl MetadataImage {
                     fenced: true,
                 });
             }
+        }
+        if !self.cluster_configs.is_empty() {
+            records.push(MetadataRecord::ClusterConfig {
+                configs: self.cluster_configs.clone().into_iter().collect(),
+            });
         }
         for (&id, t) in &self.topics {
             records.push(MetadataRecord::CreateTopic {
@@ -724,6 +754,9 @@ mod tests {
                 topic_id: [9; 16],
                 count: 3,
             },
+            MetadataRecord::ClusterConfig {
+                configs: vec![("min.insync.replicas".into(), "3".into())],
+            },
             MetadataRecord::Batch(vec![
                 MetadataRecord::NoOp,
                 MetadataRecord::BrokerFence {
@@ -760,6 +793,7 @@ mod tests {
         assert!(!img.brokers[&3].fenced);
         assert_eq!(img.topics[&[9; 16]].configs["min.insync.replicas"], "2");
         assert_eq!(img.topics[&[9; 16]].partitions.len(), 3);
+        assert_eq!(img.cluster_configs["min.insync.replicas"], "3");
         let back = MetadataImage::decode(&img.encode()).unwrap();
         assert_eq!(back, img);
         assert_eq!(back.digest(), img.digest());

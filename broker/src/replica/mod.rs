@@ -138,6 +138,9 @@ pub struct ReplicaManager<S: Storage + Clone> {
     id_state: Mutex<u64>,
     /// (next producer id to hand out, end of the durably reserved block).
     producer_ids: Mutex<(i64, i64)>,
+    /// The cluster-level dynamic configs of the metadata image (a clustered broker's only);
+    /// they take the place of this broker's flags for topics without an override.
+    cluster_configs: RwLock<BTreeMap<String, String>>,
 }
 
 fn splitmix64(state: &mut u64) -> u64 {
@@ -171,6 +174,7 @@ impl<S: Storage + Clone> ReplicaManager<S> {
             log_end_version: Arc::new(Watch::new(0u64)),
             id_state: Mutex::new(id_seed),
             producer_ids: Mutex::new((block_end, block_end)),
+            cluster_configs: RwLock::new(BTreeMap::new()),
         };
         let mut topics = BTreeMap::new();
         for (name, record) in &records {
@@ -241,14 +245,42 @@ impl<S: Storage + Clone> ReplicaManager<S> {
         self.data_version.wait_for(|v| *v != seen).await;
     }
 
-    /// The topic's `min.insync.replicas`, else the broker default.
+    /// The topic's `min.insync.replicas`, else the cluster-level value, else this broker's.
     pub fn min_insync_replicas(&self, topic: &Topic<S>) -> usize {
-        topic
-            .configs()
-            .get("min.insync.replicas")
-            .and_then(|v| v.parse::<i32>().ok())
+        let name = "min.insync.replicas";
+        let value = topic.configs().get(name).cloned();
+        value
+            .unwrap_or_else(|| self.topic_default(name).0)
+            .parse::<i32>()
             .unwrap_or(self.config.cluster.min_insync_replicas)
             .max(1) as usize
+    }
+
+    /// Takes the cluster-level configs of a newly applied metadata image.
+    pub fn set_cluster_configs(&self, configs: &BTreeMap<String, String>) {
+        let mut current = self.cluster_configs.write().expect("cluster configs lock");
+        if *current != *configs {
+            tracing::info!(?configs, "cluster-level configs");
+            current.clone_from(configs);
+        }
+    }
+
+    /// The cluster-level dynamic configs this broker has applied.
+    pub fn cluster_configs(&self) -> BTreeMap<String, String> {
+        self.cluster_configs
+            .read()
+            .expect("cluster configs lock")
+            .clone()
+    }
+
+    /// The value of topic config `name` for a topic without an override, and whether it is
+    /// the cluster-level one (else it is this broker's).
+    pub fn topic_default(&self, name: &str) -> (String, bool) {
+        let cluster = self.cluster_configs.read().expect("cluster configs lock");
+        match cluster.get(name) {
+            Some(v) => (v.clone(), true),
+            None => (topic_config::default_value(&self.config, name), false),
+        }
     }
 
     /// A counter bumped whenever any leader appends (followers' long polls watch it).

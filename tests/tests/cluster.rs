@@ -324,8 +324,28 @@ fn sigstopped_node_does_not_stop_the_cluster() {
     check_acked(&read_back(&c, &topic, PARTITIONS, &reports), &reports, true);
 }
 
-#[test]
+/// Producer settings under which the first answer is the delivery report (no retries).
+const NO_RETRY: &[(&str, &str)] = &[
+    ("enable.idempotence", "false"),
+    ("message.send.max.retries", "0"),
+    ("message.timeout.ms", "30000"),
+];
 
+/// Kills a follower of partition 0 of `topic` and waits until it has left the ISR:
+/// (leader, killed follower).
+fn kill_a_follower(c: &mut Cluster, topic: &str) -> (i32, i32) {
+    let leader = c.node_for_leader(topic, 0).expect("leader");
+    let gone = c.ids().into_iter().find(|&id| id != leader).unwrap();
+    c.kill9(gone);
+    if let Err(e) = c.wait_partitions(topic, CONVERGE_TIMEOUT, |p| {
+        p.leader >= 0 && !p.isr.contains(&gone)
+    }) {
+        panic!("killed node {gone} stays in the ISR: {e}");
+    }
+    (leader, gone)
+}
+
+#[test]
 fn not_enough_replicas_when_isr_too_small() {
     let mut c = Cluster::start();
     let topic = unique_name("min-isr");
@@ -335,21 +355,8 @@ fn not_enough_replicas_when_isr_too_small() {
         ..msg(i)
     });
     all_ok(&ok);
-    let leader = c.node_for_leader(&topic, 0).expect("leader");
-    let gone = c.ids().into_iter().find(|&id| id != leader).unwrap();
-    c.kill9(gone);
-    if let Err(e) = c.wait_partitions(&topic, CONVERGE_TIMEOUT, |p| {
-        p.leader >= 0 && !p.isr.contains(&gone)
-    }) {
-        panic!("killed node {gone} stays in the ISR: {e}");
-    }
-    // No retries: the first answer is the delivery report.
-    let no_retry: &[(&str, &str)] = &[
-        ("enable.idempotence", "false"),
-        ("message.send.max.retries", "0"),
-        ("message.timeout.ms", "30000"),
-    ];
-    let refused = produce(&c.bootstrap_live(), &topic, "all", no_retry, 1, |_| {
+    kill_a_follower(&mut c, &topic);
+    let refused = produce(&c.bootstrap_live(), &topic, "all", NO_RETRY, 1, |_| {
         Outgoing {
             partition: Some(0),
             ..msg(100)
@@ -362,7 +369,7 @@ fn not_enough_replicas_when_isr_too_small() {
              (or ..._AFTER_APPEND), got {other:?}"
         ),
     }
-    let one = produce(&c.bootstrap_live(), &topic, "1", no_retry, 1, |_| {
+    let one = produce(&c.bootstrap_live(), &topic, "1", NO_RETRY, 1, |_| {
         Outgoing {
             partition: Some(0),
             ..msg(101)
@@ -418,12 +425,7 @@ fn eligible_leader_replica_leads_when_the_last_isr_member_dies() {
     // It serves every acknowledged record.
     check_acked(&read_back(&c, &topic, 1, &reports), &reports, true);
     // Its ISR is itself alone, below the minimum: acks=all is refused, nothing is lost.
-    let no_retry: &[(&str, &str)] = &[
-        ("enable.idempotence", "false"),
-        ("message.send.max.retries", "0"),
-        ("message.timeout.ms", "30000"),
-    ];
-    let refused = produce(&c.bootstrap_live(), &topic, "all", no_retry, 1, |_| {
+    let refused = produce(&c.bootstrap_live(), &topic, "all", NO_RETRY, 1, |_| {
         msg(1_000)
     });
     assert!(
@@ -455,19 +457,7 @@ fn cluster_min_insync_replicas_is_one_dynamic_value() {
             "node {id}: the controller wrote its flag's value to the log"
         );
     }
-    let leader = c.node_for_leader(&topic, 0).expect("leader");
-    let gone = c.ids().into_iter().find(|&id| id != leader).unwrap();
-    c.kill9(gone);
-    if let Err(e) = c.wait_partitions(&topic, CONVERGE_TIMEOUT, |p| {
-        p.leader >= 0 && !p.isr.contains(&gone)
-    }) {
-        panic!("killed node {gone} stays in the ISR: {e}");
-    }
-    let no_retry: &[(&str, &str)] = &[
-        ("enable.idempotence", "false"),
-        ("message.send.max.retries", "0"),
-        ("message.timeout.ms", "30000"),
-    ];
+    let (leader, gone) = kill_a_follower(&mut c, &topic);
     let to_p0 = |i| Outgoing {
         partition: Some(0),
         ..msg(i)
@@ -476,7 +466,7 @@ fn cluster_min_insync_replicas_is_one_dynamic_value() {
         &c.bootstrap_live(),
         &topic,
         "all",
-        no_retry,
+        NO_RETRY,
         5,
         to_p0,
     ));
@@ -501,7 +491,7 @@ fn cluster_min_insync_replicas_is_one_dynamic_value() {
     );
     let live: Vec<i32> = c.ids().into_iter().filter(|&id| id != gone).collect();
     wait_cluster_min_isr(&c, &live, "3");
-    let refused = produce(&c.bootstrap_live(), &topic, "all", no_retry, 1, |_| {
+    let refused = produce(&c.bootstrap_live(), &topic, "all", NO_RETRY, 1, |_| {
         to_p0(100)
     });
     assert!(
@@ -512,7 +502,7 @@ fn cluster_min_insync_replicas_is_one_dynamic_value() {
         &c.bootstrap_live(),
         &topic,
         "1",
-        no_retry,
+        NO_RETRY,
         1,
         |_| to_p0(101),
     ));
@@ -526,7 +516,7 @@ fn cluster_min_insync_replicas_is_one_dynamic_value() {
         &c.bootstrap_live(),
         &topic,
         "all",
-        no_retry,
+        NO_RETRY,
         5,
         |i| to_p0(200 + i),
     ));

@@ -25,7 +25,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 
 use broker::cluster::controller::{
-    parse_min_isr, Controller, ControllerConfig, ControllerRequest, CLUSTER_MIN_ISR,
+    effective_min_isr, Controller, ControllerConfig, ControllerRequest, CLUSTER_MIN_ISR,
 };
 use broker::log::testutil::simple_batch;
 use broker::log::{FlushTicket, Log, LogConfig};
@@ -1248,13 +1248,8 @@ impl World {
         };
         let registered = n.registered();
         let me = n.id;
-        // As the shell: min.insync.replicas from the image before any role.
-        let min_isr = t
-            .configs
-            .get(CLUSTER_MIN_ISR)
-            .or_else(|| n.image.cluster_configs.get(CLUSTER_MIN_ISR))
-            .and_then(|v| parse_min_isr(v))
-            .unwrap_or(MIN_ISR);
+        // As the shell: the image's min.insync.replicas, applied around each role change.
+        let min_isr = effective_min_isr(&t.configs, &n.image.cluster_configs, MIN_ISR);
         let plan: Vec<_> = t
             .partitions
             .iter()

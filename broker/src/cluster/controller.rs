@@ -132,6 +132,20 @@ pub enum ControllerRequest {
 pub const CLUSTER_CONFIGS: &[&str] = &[CLUSTER_MIN_ISR];
 pub const CLUSTER_MIN_ISR: &str = "min.insync.replicas";
 
+/// The min.insync.replicas that applies to a topic: its override, else the cluster-level
+/// value, else `fallback` (a flag, until the log holds a value). The controller's ELR rule and
+/// every leader's high-watermark rule read it through this one function.
+pub fn effective_min_isr(
+    topic_configs: &BTreeMap<String, String>,
+    cluster_configs: &BTreeMap<String, String>,
+    fallback: usize,
+) -> usize {
+    let value = topic_configs.get(CLUSTER_MIN_ISR);
+    let value = value.or_else(|| cluster_configs.get(CLUSTER_MIN_ISR));
+    let value = value.and_then(|v| v.parse::<i32>().ok());
+    value.map_or(fallback, |v| v.max(1) as usize)
+}
+
 /// A valid min.insync.replicas value: a whole number from 1.
 pub fn parse_min_isr(value: &str) -> Option<usize> {
     value
@@ -272,12 +286,13 @@ impl Round {
     /// it wrote one), at most `rf` (as leaders use it for the high watermark; a larger value
     /// would stop it for good). Brokers read it the same way (`ReplicaManager`).
     fn min_isr(&self, topic_id: &[u8; 16], rf: usize) -> usize {
-        let topic = self.view.topics.get(topic_id);
-        let value = topic.and_then(|t| t.configs.get(CLUSTER_MIN_ISR));
-        let value = value.or_else(|| self.view.cluster_configs.get(CLUSTER_MIN_ISR));
-        let value = value.and_then(|v| v.parse::<i32>().ok());
-        let min_isr = value.map_or(self.min_insync_replicas, |v| v.max(1) as usize);
-        min_isr.min(rf)
+        let empty = BTreeMap::new();
+        let topic = self
+            .view
+            .topics
+            .get(topic_id)
+            .map_or(&empty, |t| &t.configs);
+        effective_min_isr(topic, &self.view.cluster_configs, self.min_insync_replicas).min(rf)
     }
 
     /// The ELR partition `old` of `topic_id` gets when its ISR becomes `isr`: empty while

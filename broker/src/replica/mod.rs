@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use uuid::Uuid;
 
+use crate::cluster::controller::effective_min_isr;
 use crate::config::{BrokerConfig, FsyncPolicy, PARTITIONS_PER_TOPIC_MAX};
 use crate::log::{Log, LogConfig};
 use crate::storage::Storage;
@@ -247,13 +248,9 @@ impl<S: Storage + Clone> ReplicaManager<S> {
 
     /// The topic's `min.insync.replicas`, else the cluster-level value, else this broker's.
     pub fn min_insync_replicas(&self, topic: &Topic<S>) -> usize {
-        let name = "min.insync.replicas";
-        let value = topic.configs().get(name).cloned();
-        value
-            .unwrap_or_else(|| self.topic_default(name).0)
-            .parse::<i32>()
-            .unwrap_or(self.config.cluster.min_insync_replicas)
-            .max(1) as usize
+        let cluster = self.cluster_configs.read().expect("cluster configs lock");
+        let fallback = self.config.cluster.min_insync_replicas.max(1) as usize;
+        effective_min_isr(&topic.configs(), &cluster, fallback)
     }
 
     /// Takes the cluster-level configs of a newly applied metadata image.

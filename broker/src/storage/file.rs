@@ -232,8 +232,7 @@ mod tests {
         }
         let secs = start.elapsed().as_secs_f64();
         assert_eq!(f.len(), 64 << 20);
+        // A printed figure, not a timed assertion: speed belongs to the benchmarks.
         eprintln!("FileStorage append: {:.0} MiB/s", 64.0 / secs);
-        // Very loose bound (page cache writes); catches accidental per-byte syscalls.
-        assert!(secs < 10.0, "64 MiB took {secs}s");
     }
 }

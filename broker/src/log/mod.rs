@@ -51,8 +51,6 @@ pub const LOG_START_OFFSET_FILE: &str = "log-start-offset";
 /// restarted replica knows this much is committed without asking anyone. Written without fsync
 /// (an older or missing value is only more conservative), lowered durably before a truncation.
 pub const HIGH_WATERMARK_FILE: &str = "high-watermark";
-/// The reusable append buffer is shrunk back when a big request grew it past this.
-pub const APPEND_BUFFER_RETAIN_BYTES: usize = 8 * 1024 * 1024;
 /// Largest persisted index file we are willing to read.
 const INDEX_FILE_BYTES_MAX: u64 = (index::INDEX_ENTRIES_MAX * index::TIME_ENTRY_BYTES) as u64;
 
@@ -226,7 +224,6 @@ pub struct Log<S: Storage> {
     durable_offset: i64,
     /// Bumped by truncations: flush tickets prepared before one are stale.
     generation: u64,
-    append_buf: Vec<u8>,
     /// Segments whose index files were written this session but not synced yet.
     index_files_unsynced: BTreeSet<i64>,
     /// Set by `close`: a clean-shutdown marker is on disk, so no append may follow.
@@ -354,7 +351,6 @@ impl<S: Storage> Log<S> {
             log_start_offset: 0,
             durable_offset: 0,
             generation: 0,
-            append_buf: Vec::new(),
             index_files_unsynced: BTreeSet::new(),
             closed: false,
             producer_state: ProducerStateManager::new(PRODUCERS_MAX, PRODUCER_ID_EXPIRATION_MS),
@@ -577,22 +573,19 @@ impl<S: Storage> Log<S> {
             }
         };
         let log_end_before = self.log_end_offset();
-        let mut buf = std::mem::take(&mut self.append_buf);
-        buf.clear();
-        buf.extend_from_slice(batches);
+        // Offsets and the epoch go into copies of the batch headers (both fields lie outside
+        // the CRC); the records are written from the request's buffer, not copied first.
+        let mut heads = Vec::with_capacity(infos.len());
         let mut next = log_end_before;
         for info in &infos {
-            let b = &mut buf[info.pos..info.pos + info.size];
-            set_base_offset(b, next);
-            set_partition_leader_epoch(b, leader_epoch);
+            let mut head = [0u8; batch::HEADER_BYTES];
+            head.copy_from_slice(&batches[info.pos..info.pos + batch::HEADER_BYTES]);
+            set_base_offset(&mut head, next);
+            set_partition_leader_epoch(&mut head, leader_epoch);
+            heads.push(head);
             next += info.last_offset_delta as i64 + 1;
         }
-        let written = self.write_batches(&buf, &infos, now_ms);
-        if buf.capacity() > APPEND_BUFFER_RETAIN_BYTES {
-            buf = Vec::new();
-        }
-        self.append_buf = buf;
-        let max_timestamp = written?;
+        let max_timestamp = self.write_batches(batches, Some(&heads), &infos, now_ms)?;
         assert_eq!(self.log_end_offset(), next);
         // Only a successful write advances the producers' sequences.
         self.producer_state.commit(producer_append, next, now_ms);
@@ -654,7 +647,7 @@ impl<S: Storage> Log<S> {
                 .checked_add(info.last_offset_delta as i64 + 1)
                 .ok_or_else(|| AppendError::InvalidRecord("offsets overflow".into()))?;
         }
-        let max_timestamp = self.write_batches(batches, &infos, now_ms)?;
+        let max_timestamp = self.write_batches(batches, None, &infos, now_ms)?;
         assert_eq!(self.log_end_offset(), expected);
         for info in &infos {
             let h = RecordBatchHeader::parse(&batches[info.pos..info.pos + info.size])
@@ -677,17 +670,27 @@ impl<S: Storage> Log<S> {
         })
     }
 
-    /// The write both append paths share. `bytes` are whole validated batches (`infos`) whose
-    /// headers carry their final base offsets, the first at the log end, and leader epochs not
-    /// older than the latest. Rolls if needed, writes them to the active segment (all or
-    /// nothing: a failed write is cut back and changes nothing), tracks them and records new
-    /// leader epochs. Returns the batches' max timestamp.
+    /// The write both append paths share. `bytes` are whole validated batches (`infos`, back
+    /// to back) whose headers (or `heads`, one per batch, which replace them as stored) carry
+    /// their final base offsets, the first at the log end, and leader epochs not older than
+    /// the latest. Rolls if needed, writes them to the active segment (all or nothing: a
+    /// failed write is cut back and changes nothing), tracks them and records new leader
+    /// epochs. Returns the batches' max timestamp.
     fn write_batches(
         &mut self,
         bytes: &[u8],
+        heads: Option<&[[u8; batch::HEADER_BYTES]]>,
         infos: &[BatchInfo],
         now_ms: i64,
     ) -> Result<i64, AppendError> {
+        if let Some(heads) = heads {
+            assert_eq!(heads.len(), infos.len(), "one header per batch");
+        }
+        assert_eq!(
+            infos.iter().map(|i| i.size).sum::<usize>(),
+            bytes.len(),
+            "batches must cover the buffer"
+        );
         let total = bytes.len() as u64;
         let count: i64 = infos.iter().map(|i| i.last_offset_delta as i64 + 1).sum();
         self.maybe_roll(total, count, now_ms)?;
@@ -697,9 +700,15 @@ impl<S: Storage> Log<S> {
         let mut max_timestamp = NO_TIMESTAMP;
         let mut stored = Vec::with_capacity(infos.len());
         let mut epochs = Vec::with_capacity(infos.len());
-        for info in infos {
-            let h = RecordBatchHeader::parse(&bytes[info.pos..info.pos + info.size])
-                .expect("validated batch");
+        let mut pos = 0;
+        for (i, info) in infos.iter().enumerate() {
+            assert_eq!(info.pos, pos, "batches must be back to back");
+            pos += info.size;
+            let header = match heads {
+                Some(heads) => &heads[i][..],
+                None => &bytes[info.pos..info.pos + info.size],
+            };
+            let h = RecordBatchHeader::parse(header).expect("validated batch");
             assert_eq!(h.base_offset(), next, "batches must be contiguous");
             let last = next + info.last_offset_delta as i64;
             stored.push(StoredBatch {
@@ -713,7 +722,19 @@ impl<S: Storage> Log<S> {
             max_timestamp = max_timestamp.max(info.max_timestamp);
             next = last + 1;
         }
-        if let Err(e) = self.active().file().append(bytes) {
+        let written = match heads {
+            Some(heads) => {
+                let mut parts = Vec::with_capacity(2 * infos.len());
+                for (head, info) in heads.iter().zip(infos) {
+                    assert!(info.size >= batch::HEADER_BYTES);
+                    parts.push(&head[..]);
+                    parts.push(&bytes[info.pos + batch::HEADER_BYTES..info.pos + info.size]);
+                }
+                self.active().file().append_parts(&parts)
+            }
+            None => self.active().file().append(bytes),
+        };
+        if let Err(e) = written {
             // Restore the previous end; the tracked state was not touched yet.
             let _ = self.active().file().truncate(size_before);
             return Err(AppendError::Storage(e));

@@ -36,6 +36,12 @@ pub trait Storage: Send + Sync + 'static {
 pub trait StorageFile: Clone + Send + Sync + 'static {
     fn len(&self) -> u64;
     fn append(&self, data: &[u8]) -> io::Result<()>;
+    /// Appends `parts` back to back, all or nothing as `append` is. The default joins them and
+    /// appends once; `FileHandle` hands them to the kernel as they are (`pwritev`), so a
+    /// caller that patches a few bytes of a large buffer need not copy the rest.
+    fn append_parts(&self, parts: &[&[u8]]) -> io::Result<()> {
+        self.append(&parts.concat())
+    }
     /// Reads exactly buf.len() bytes at pos (UnexpectedEof if short).
     fn read_at(&self, pos: u64, buf: &mut [u8]) -> io::Result<()>;
     fn sync(&self) -> io::Result<()>;

@@ -603,52 +603,53 @@ async fn producer<C: Connector>(
                 }
             }
         }
-        let mut s = shared.borrow_mut();
-        let t = s.now_ns();
-        match &outcome {
-            Some(SendResult::Ok { offset, .. }) => {
-                sequences.insert(partition, sequence.wrapping_add(count as i32));
-                let end = s.acked_end.entry(partition).or_insert(0);
-                *end = (*end).max(offset + count as i64);
-                for (i, op) in ops.iter().enumerate() {
-                    let _ = s.history.complete_send(
-                        *op,
-                        t,
-                        SendResult::Ok {
-                            partition,
-                            offset: offset + i as i64,
-                        },
-                    );
-                }
-                s.event(format!(
-                    "p{process} send {partition}:{offset} x{count} seq {sequence}"
-                ));
-            }
-            _ => {
-                identity = None;
-                let result = if maybe_written {
-                    SendResult::Indeterminate {
-                        error: last_error.clone(),
+        {
+            let mut s = shared.borrow_mut();
+            let t = s.now_ns();
+            match &outcome {
+                Some(SendResult::Ok { offset, .. }) => {
+                    sequences.insert(partition, sequence.wrapping_add(count as i32));
+                    let end = s.acked_end.entry(partition).or_insert(0);
+                    *end = (*end).max(offset + count as i64);
+                    for (i, op) in ops.iter().enumerate() {
+                        let _ = s.history.complete_send(
+                            *op,
+                            t,
+                            SendResult::Ok {
+                                partition,
+                                offset: offset + i as i64,
+                            },
+                        );
                     }
-                } else {
-                    SendResult::Failed {
-                        error: last_error.clone(),
-                    }
-                };
-                for op in &ops {
-                    let _ = s.history.complete_send(*op, t, result.clone());
+                    s.event(format!(
+                        "p{process} send {partition}:{offset} x{count} seq {sequence}"
+                    ));
                 }
-                s.event(format!(
-                    "p{process} send to {partition} x{count} gave up ({}): {last_error}",
-                    if maybe_written {
-                        "indeterminate"
+                _ => {
+                    identity = None;
+                    let result = if maybe_written {
+                        SendResult::Indeterminate {
+                            error: last_error.clone(),
+                        }
                     } else {
-                        "failed"
+                        SendResult::Failed {
+                            error: last_error.clone(),
+                        }
+                    };
+                    for op in &ops {
+                        let _ = s.history.complete_send(*op, t, result.clone());
                     }
-                ));
+                    s.event(format!(
+                        "p{process} send to {partition} x{count} gave up ({}): {last_error}",
+                        if maybe_written {
+                            "indeterminate"
+                        } else {
+                            "failed"
+                        }
+                    ));
+                }
             }
         }
-        drop(s);
         tokio::time::sleep(config.send_interval).await;
     }
 }
@@ -810,21 +811,24 @@ pub(crate) async fn poll<C: Connector>(
             (s.history.poll(process, t, router.topic.clone()), t)
         };
         let result = router.call(&addr, &request, FETCH_VERSION).await;
-        let mut s = shared.borrow_mut();
-        let t = s.now_ns();
         let response = match result {
             Ok(r) => r,
             Err(e) => {
-                s.event(format!("c{process} poll: {e}"));
-                let _ = s
-                    .history
-                    .complete_poll(op, t, PollResult::Failed(e.to_string()));
-                drop(s);
+                {
+                    let mut s = shared.borrow_mut();
+                    let t = s.now_ns();
+                    s.event(format!("c{process} poll: {e}"));
+                    let _ = s
+                        .history
+                        .complete_poll(op, t, PollResult::Failed(e.to_string()));
+                }
                 router.forget_leaders();
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
         };
+        let mut s = shared.borrow_mut();
+        let t = s.now_ns();
         let mut polled = Vec::new();
         let mut error = None;
         for topic in &response.responses {

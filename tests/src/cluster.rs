@@ -318,7 +318,7 @@ impl Cluster {
         cmd.arg("--node-id")
             .arg(id.to_string())
             .arg("--voters")
-            .arg(&voters)
+            .arg(voters)
             .arg("--listen")
             .arg(format!("127.0.0.1:{kafka_port}"))
             .arg("--controller-listen")

@@ -181,7 +181,7 @@ fn damaged_compressed_batches_are_refused_and_nothing_is_stored() {
         let mut lying = compress_batch(&plain, codec);
         lying[57..61].copy_from_slice(&4i32.to_be_bytes()); // recordCount
         lying[23..27].copy_from_slice(&3i32.to_be_bytes()); // lastOffsetDelta
-        let lying = with_records_section(&lying, codec.id(), &lying[61..].to_vec());
+        let lying = with_records_section(&lying, codec.id(), &lying[61..]);
         let (code, message) = raw_produce(&broker, &topic, lying);
         assert_eq!(code, INVALID_RECORD, "{name} lying count: {message:?}");
         assert!(

@@ -167,7 +167,9 @@ mod tests {
     }
 
     /// (topic, partition) pairs of a response, and its cursor.
-    fn listed(r: &DescribeTopicPartitionsResponse) -> (Vec<(String, i32)>, Option<(String, i32)>) {
+    type Listed = (Vec<(String, i32)>, Option<(String, i32)>);
+
+    fn listed(r: &DescribeTopicPartitionsResponse) -> Listed {
         let mut out = Vec::new();
         for t in &r.topics {
             let name = t.name.as_ref().unwrap().0.to_string();

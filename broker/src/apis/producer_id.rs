@@ -25,7 +25,7 @@ impl<S: Storage + Clone> KafkaApis<S> {
         let (id, epoch) = (request.producer_id.0, request.producer_epoch);
         // KIP-360: an idempotent producer that lost track of its sequences asks for a new epoch
         // of its own id. An exhausted epoch gets a fresh id instead.
-        if id >= 0 && epoch >= 0 && epoch < i16::MAX - 1 {
+        if id >= 0 && (0..i16::MAX - 1).contains(&epoch) {
             return response
                 .with_producer_id(ProducerId(id))
                 .with_producer_epoch(epoch + 1);

@@ -1434,12 +1434,11 @@ impl GroupHarness {
                     {
                         cl.forget()
                     }
-                    e if e == code(ResponseError::RebalanceInProgress)
-                        || e == code(ResponseError::IllegalGeneration) =>
+                    e if (e == code(ResponseError::RebalanceInProgress)
+                        || e == code(ResponseError::IllegalGeneration))
+                        && cl.join_in_flight.is_none() =>
                     {
-                        if cl.join_in_flight.is_none() {
-                            cl.rejoin()
-                        }
+                        cl.rejoin()
                     }
                     _ => {}
                 }

@@ -151,16 +151,14 @@ impl RaftLog {
     }
 
     pub fn check(&self) {
-        let mut expect = self.start_offset();
         let mut epoch = self.snapshot.epoch;
-        for e in &self.entries {
+        for (e, expect) in self.entries.iter().zip(self.start_offset()..) {
             assert_eq!(e.offset, expect, "log entries not contiguous");
             assert!(
                 e.epoch >= epoch,
                 "log epochs decrease at offset {}",
                 e.offset
             );
-            expect += 1;
             epoch = e.epoch;
         }
     }

@@ -55,6 +55,8 @@ struct Pending {
     _permit: OwnedSemaphorePermit,
 }
 
+// One per queued response; boxing `Answer` would allocate for every ready one.
+#[allow(clippy::large_enum_variant)]
 enum PendingBody {
     Ready(Answer),
     Waiting(JoinHandle<Answer>),

@@ -175,7 +175,7 @@ pub async fn run(
         .unwrap_or(0)
         ^ ((std::process::id() as u64) << 32);
     let env = ShellEnv {
-        storage: FileStorage::default(),
+        storage: FileStorage,
         clock: Arc::new(SystemClock),
         seed,
     };

@@ -24,10 +24,13 @@ pub enum PlantedBug {
     /// A partition leader advances the high watermark while its ISR is below
     /// min.insync.replicas, past what the eligible leader replicas hold.
     HwBelowMinIsr,
+    /// A replica's high-watermark checkpoint records its log end instead of its high
+    /// watermark, so a restart calls an unreplicated suffix committed.
+    HwCheckpointLogEnd,
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 8] = [
+    pub const ALL: [PlantedBug; 9] = [
         PlantedBug::AckBeforeFsync,
         PlantedBug::RecoverySkipsCrc,
         PlantedBug::FetchPastHighWatermark,
@@ -36,6 +39,7 @@ impl PlantedBug {
         PlantedBug::HwFromLeader,
         PlantedBug::OutOfIsrElection,
         PlantedBug::HwBelowMinIsr,
+        PlantedBug::HwCheckpointLogEnd,
     ];
 
     pub fn name(self) -> &'static str {
@@ -48,6 +52,7 @@ impl PlantedBug {
             PlantedBug::HwFromLeader => "hw-from-leader",
             PlantedBug::OutOfIsrElection => "out-of-isr-election",
             PlantedBug::HwBelowMinIsr => "hw-below-min-isr",
+            PlantedBug::HwCheckpointLogEnd => "hw-checkpoint-log-end",
         }
     }
 
@@ -72,6 +77,9 @@ impl PlantedBug {
             }
             PlantedBug::HwBelowMinIsr => {
                 "a partition leader advances the high watermark with its ISR below min.insync.replicas"
+            }
+            PlantedBug::HwCheckpointLogEnd => {
+                "a replica checkpoints its log end as its high watermark"
             }
         }
     }

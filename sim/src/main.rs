@@ -605,6 +605,7 @@ fn plant_layers(bug: PlantedBug) -> &'static [Layer] {
         // Also caught by the controller's own proptest.
         PlantedBug::OutOfIsrElection => &[Layer::Replication, Layer::Cluster],
         PlantedBug::HwBelowMinIsr => &[Layer::Replication],
+        PlantedBug::HwCheckpointLogEnd => &[Layer::Replication],
     }
 }
 

@@ -415,6 +415,10 @@ enum Ev {
         node: usize,
         life: u64,
     },
+    HwCheckpoint {
+        node: usize,
+        life: u64,
+    },
     CtlTick,
     Commit {
         gen: u64,
@@ -521,6 +525,8 @@ struct Producer {
 /// An acknowledged batch: the leader's stored bytes at `base`.
 struct Ack {
     p: usize,
+    /// The leader epoch in which it was acknowledged (or its high watermark passed it).
+    epoch: i32,
     base: i64,
     end: i64,
     bytes: Bytes,
@@ -885,6 +891,12 @@ impl World {
                     self.schedule(ISR_CHECK_MS, Ev::IsrTick { node, life });
                 }
             }
+            Ev::HwCheckpoint { node, life } => {
+                if self.nodes[node].up && self.nodes[node].life == life {
+                    self.checkpoint_high_watermarks(node);
+                    self.schedule(HW_CHECKPOINT_MS, Ev::HwCheckpoint { node, life });
+                }
+            }
             Ev::CtlTick => {
                 if self.ctl_next.is_some_and(|t| t <= self.now) {
                     self.ctl_next = None;
@@ -1181,7 +1193,8 @@ impl World {
                 Ok((log, _)) => {
                     let mut core = PartitionCore::new(log, AckPolicy::AfterFsync);
                     core.set_min_insync_replicas(MIN_ISR);
-                    // As the shell opens a replicated partition: nothing known committed yet.
+                    // As the shell opens a replicated partition: committed up to the last
+                    // high-watermark checkpoint that survived the crash, if any.
                     core.start_as_replica();
                     parts.push(Some(Part {
                         core,
@@ -1213,11 +1226,38 @@ impl World {
             .iter()
             .map(|p| p.as_ref().map_or(-1, |p| p.core.log().log_end_offset()))
             .collect();
-        tr!(self, "n{id} up, incarnation {inc}, log ends {ends:?}");
+        let hws: Vec<i64> = n
+            .parts
+            .iter()
+            .map(|p| p.as_ref().map_or(-1, |p| p.core.high_watermark()))
+            .collect();
+        tr!(
+            self,
+            "n{id} up, incarnation {inc}, log ends {ends:?}, high watermarks {hws:?}"
+        );
         self.schedule(0, Ev::Register { node, life });
         self.schedule(1, Ev::Heartbeat { node, life });
         self.schedule(1, Ev::MetaPoll { node, life });
         self.schedule(ISR_CHECK_MS, Ev::IsrTick { node, life });
+        self.schedule(HW_CHECKPOINT_MS, Ev::HwCheckpoint { node, life });
+    }
+
+    /// As the shell's periodic `checkpoint_high_watermarks`: each open partition records its
+    /// high watermark (unsynced), which a restart starts from (`start_as_replica`). A failed
+    /// write (a full disk) only leaves the older, lower checkpoint in place.
+    fn checkpoint_high_watermarks(&mut self, node: usize) {
+        let id = self.nodes[node].id;
+        let mut failed = Vec::new();
+        for (p, part) in self.nodes[node].parts.iter_mut().enumerate() {
+            let Some(part) = part else { continue };
+            let hw = part.core.high_watermark();
+            if let Err(e) = part.core.log_mut().checkpoint_high_watermark(hw) {
+                failed.push(format!("n{id} p{p} high-watermark checkpoint failed: {e}"));
+            }
+        }
+        for f in failed {
+            tr!(self, "{f}");
+        }
     }
 
     fn meta_deliver(&mut self, node: usize, life: u64, upto: usize) {
@@ -1378,7 +1418,7 @@ impl World {
                     self.leaders.insert((p, new_epoch), (node, inc));
                 }
             }
-            self.check_holds_acks(node, p, "new leader");
+            self.check_holds_acks(node, p, new_epoch, "new leader");
         }
         if matches!(after, ReplicaRole::Follower { .. }) {
             self.send_fetch(node, p);
@@ -1386,9 +1426,12 @@ impl World {
         self.after_change(node, p);
     }
 
-    /// Every acknowledged batch of `p`, and every batch a high watermark passed, is in
-    /// `node`'s log, byte for byte.
-    fn check_holds_acks(&mut self, node: usize, p: usize, what: &str) {
+    /// Every batch of `p` acknowledged in leader epoch `epoch` or before, and every batch a
+    /// high watermark passed by then, is in `node`'s log, byte for byte. Later epochs' batches
+    /// are not a leader of `epoch`'s to hold: a node whose metadata lags can take up an epoch
+    /// the controller has already moved past, and it can neither acknowledge nor commit
+    /// anything in it, as the other replicas follow the newer epoch.
+    fn check_holds_acks(&mut self, node: usize, p: usize, epoch: i32, what: &str) {
         let mut missing = Vec::new();
         {
             let Some(part) = self.nodes[node].parts[p].as_ref() else {
@@ -1396,7 +1439,8 @@ impl World {
             };
             let log = part.core.log();
             let committed = self.committed.get(p).map_or(&[][..], |c| &c[..]);
-            for a in self.acks.iter().filter(|a| a.p == p).chain(committed) {
+            let mine = |a: &&Ack| a.epoch <= epoch;
+            for a in self.acks.iter().filter(|a| a.p == p).chain(committed).filter(mine) {
                 let got = if a.end <= log.log_end_offset() {
                     log.read(a.base, 1, a.base + 1).ok()
                 } else {
@@ -1436,6 +1480,7 @@ impl World {
                     let Some(end) = batch_end(&bytes) else { break };
                     self.committed[p].push(Ack {
                         p,
+                        epoch,
                         base: from,
                         end,
                         bytes,
@@ -1871,6 +1916,7 @@ impl World {
                     );
                     self.acks.push(Ack {
                         p: w.p,
+                        epoch: w.epoch,
                         base: w.base,
                         end: w.end,
                         bytes,
@@ -2032,7 +2078,7 @@ impl World {
                     pi.leader, pi.isr
                 ));
             }
-            self.check_holds_acks(l, p, "final leader");
+            self.check_holds_acks(l, p, pi.leader_epoch, "final leader");
             let reference = self.nodes[l].parts[p]
                 .as_ref()
                 .and_then(|x| read_all(x, hw));
@@ -2121,6 +2167,9 @@ const HEARTBEATS_PER_SESSION: u64 = 5;
 const REGISTER_RETRY_MS: u64 = 200;
 /// Period of the leaders' ISR checks, in ms (the shell's ISR_CHECK_INTERVAL_MS).
 const ISR_CHECK_MS: u64 = 200;
+/// Period of each node's high-watermark checkpoints, in ms: a fifth of the shell's
+/// (`HIGH_WATERMARK_CHECKPOINT_MS`), so that crashes find recent checkpoints more often.
+const HW_CHECKPOINT_MS: u64 = 200;
 /// Period of a node's metadata catch-up poll, in ms.
 const META_POLL_MS: u64 = 500;
 /// Retry period of topic creation, in ms.

@@ -37,6 +37,7 @@ pub use producer_state::{
 pub use segment::{LogSegment, StoredBatch, NO_TIMESTAMP};
 pub use stored::{RecordsPart, StoredRecords};
 
+use crate::planted::{self, PlantedBug};
 use crate::storage::{Storage, StorageFile};
 use segment::{
     parse_segment_file_name, segment_file_name, ReplayEnd, INDEX_SUFFIX, LOG_SUFFIX,
@@ -1150,6 +1151,11 @@ impl<S: Storage> Log<S> {
     /// Records `high_watermark` as committed (no fsync: losing it only makes the next start
     /// more conservative). Writes only a changed value.
     pub fn checkpoint_high_watermark(&mut self, high_watermark: i64) -> io::Result<()> {
+        let high_watermark = if planted::enabled(PlantedBug::HwCheckpointLogEnd) {
+            self.log_end_offset()
+        } else {
+            high_watermark
+        };
         assert!(
             high_watermark <= self.log_end_offset(),
             "high watermark {high_watermark} past the log end {}",

@@ -1439,8 +1439,8 @@ impl World {
             };
             let log = part.core.log();
             let committed = self.committed.get(p).map_or(&[][..], |c| &c[..]);
-            let mine = |a: &&Ack| a.epoch <= epoch;
-            for a in self.acks.iter().filter(|a| a.p == p).chain(committed).filter(mine) {
+            let mine = |a: &&Ack| a.p == p && a.epoch <= epoch;
+            for a in self.acks.iter().chain(committed).filter(mine) {
                 let got = if a.end <= log.log_end_offset() {
                     log.read(a.base, 1, a.base + 1).ok()
                 } else {

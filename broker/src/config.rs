@@ -171,6 +171,22 @@ pub struct Flags {
     /// [default: 300].
     #[arg(long, env = "BROKER_ELECTION_TIMEOUT_MS")]
     pub election_timeout_ms: Option<u64>,
+    /// Move leadership back to each partition's preferred (first) replica every
+    /// leader-imbalance-check-interval-ms, once it is in the ISR (Kafka's
+    /// auto.leader.rebalance.enable). Off, it moves back only when an operator asks
+    /// (`kafka-leader-election.sh --election-type preferred`, AdminClient.electLeaders)
+    /// [default: true].
+    #[arg(long, env = "BROKER_AUTO_LEADER_REBALANCE_ENABLE")]
+    pub auto_leader_rebalance_enable: Option<bool>,
+    /// Period of automatic preferred-leader elections, in ms [default: 10000].
+    #[arg(long, env = "BROKER_LEADER_IMBALANCE_CHECK_INTERVAL_MS")]
+    pub leader_imbalance_check_interval_ms: Option<u64>,
+    /// Let a partition whose ISR and eligible leader replicas are all gone elect any live
+    /// replica: it comes back sooner, and loses the acknowledged records that replica lacks
+    /// (Kafka's unclean.leader.election.enable). An operator can ask for one such election
+    /// without this (ElectLeaders, election type unclean) [default: false].
+    #[arg(long, env = "BROKER_UNCLEAN_LEADER_ELECTION_ENABLE")]
+    pub unclean_leader_election_enable: Option<bool>,
     /// A tool instead of a broker (`broker dev-cluster ...`); none runs the broker.
     #[command(subcommand)]
     pub command: Option<crate::dev_cluster::Command>,
@@ -209,6 +225,9 @@ struct FileConfig {
     replica_lag_time_max_ms: Option<u64>,
     broker_session_timeout_ms: Option<u64>,
     election_timeout_ms: Option<u64>,
+    auto_leader_rebalance_enable: Option<bool>,
+    leader_imbalance_check_interval_ms: Option<u64>,
+    unclean_leader_election_enable: Option<bool>,
 }
 
 /// One controller quorum voter: `ID@HOST:PORT`.
@@ -279,6 +298,9 @@ pub struct ClusterConfig {
     pub replica_lag_time_max_ms: u64,
     pub broker_session_timeout_ms: u64,
     pub election_timeout_ms: u64,
+    pub auto_leader_rebalance: bool,
+    pub leader_imbalance_check_ms: u64,
+    pub unclean_leader_election: bool,
 }
 
 impl Default for ClusterConfig {
@@ -291,6 +313,9 @@ impl Default for ClusterConfig {
             replica_lag_time_max_ms: 10_000,
             broker_session_timeout_ms: 1_000,
             election_timeout_ms: 300,
+            auto_leader_rebalance: true,
+            leader_imbalance_check_ms: 10_000,
+            unclean_leader_election: false,
         }
     }
 }
@@ -415,6 +440,18 @@ impl BrokerConfig {
                 .election_timeout_ms
                 .or(file.election_timeout_ms)
                 .unwrap_or(dc.election_timeout_ms),
+            auto_leader_rebalance: flags
+                .auto_leader_rebalance_enable
+                .or(file.auto_leader_rebalance_enable)
+                .unwrap_or(dc.auto_leader_rebalance),
+            leader_imbalance_check_ms: flags
+                .leader_imbalance_check_interval_ms
+                .or(file.leader_imbalance_check_interval_ms)
+                .unwrap_or(dc.leader_imbalance_check_ms),
+            unclean_leader_election: flags
+                .unclean_leader_election_enable
+                .or(file.unclean_leader_election_enable)
+                .unwrap_or(dc.unclean_leader_election),
         };
         let config = BrokerConfig {
             cluster,
@@ -522,8 +559,9 @@ impl BrokerConfig {
         if c.replica_lag_time_max_ms == 0
             || c.broker_session_timeout_ms == 0
             || c.election_timeout_ms == 0
+            || c.leader_imbalance_check_ms == 0
         {
-            bail!("replica-lag-time-max-ms, broker-session-timeout-ms and election-timeout-ms must be positive");
+            bail!("replica-lag-time-max-ms, broker-session-timeout-ms, election-timeout-ms and leader-imbalance-check-interval-ms must be positive");
         }
         Ok(())
     }

@@ -237,7 +237,7 @@ impl Settings {
                 let summary = format!(
                     "{} batches acknowledged, {} leader epochs, {} crashes, {} partitions, \
                      {} controller failovers, {} truncations, {} ELR elections, \
-                     {} min.insync.replicas changes",
+                     {} min.insync.replicas changes, {} preferred elections asked",
                     r.acked,
                     r.leader_epochs,
                     r.crashes,
@@ -245,7 +245,8 @@ impl Settings {
                     r.failovers,
                     r.truncations,
                     r.elr_elections,
-                    r.min_isr_changes
+                    r.min_isr_changes,
+                    r.elections_asked
                 );
                 let mut outcome = SeedOutcome::from_lines(
                     &r.problems(),

@@ -81,6 +81,8 @@ pub struct ReplRunResult {
     pub elr_elections: u64,
     /// Requests to change the cluster-level min.insync.replicas.
     pub min_isr_changes: u64,
+    /// Operators' preferred-leader elections (ElectLeaders) asked.
+    pub elections_asked: u64,
 }
 
 impl ReplRunResult {
@@ -270,8 +272,8 @@ struct Params {
     batch_records: u64,
     drop_unsynced: f64,
     /// Relative weights: crash, partition, failover, slow disk, slow metadata, a new
-    /// cluster-level min.insync.replicas.
-    weights: [u64; 6],
+    /// cluster-level min.insync.replicas, an operator's preferred-leader election.
+    weights: [u64; 7],
 }
 
 impl Params {
@@ -302,6 +304,7 @@ impl Params {
                 rng.range(0, 2),
                 rng.range(0, 2),
                 rng.range(0, 2),
+                rng.range(0, 1),
                 rng.range(0, 1),
             ],
         }
@@ -2005,11 +2008,34 @@ impl World {
                 tr!(self, "SLOW METADATA n{id} for {d} ms");
                 self.nodes[node].slow_meta_until = self.now + d;
             }
-            _ => {
+            5 => {
                 let v = self.rng.range(1, 3);
                 self.ask_min_isr(node, v);
             }
+            _ => self.ask_preferred_election(node),
         }
+    }
+
+    /// An operator's `kafka-leader-election --election-type preferred --all-topic-partitions`
+    /// through `node`.
+    fn ask_preferred_election(&mut self, node: usize) {
+        let Some(topic_id) = self.topic_id else {
+            return;
+        };
+        let id = self.nodes[node].id;
+        self.stats.elections_asked += 1;
+        tr!(self, "PREFERRED ELECTION asked through n{id}");
+        let partitions = (0..self.p.partitions as u32)
+            .map(|p| (topic_id, p))
+            .collect();
+        let req = ControllerRequest::ElectLeaders {
+            unclean: false,
+            partitions,
+        };
+        self.send(Msg::ToController {
+            from: node,
+            req: Some(req),
+        });
     }
 
     /// An operator's `kafka-configs --entity-default` through `node`: the cluster-level
@@ -2135,6 +2161,7 @@ fn batch_end(bytes: &[u8]) -> Option<i64> {
 fn controller_config(p: &Params) -> ControllerConfig {
     ControllerConfig {
         session_timeout_ms: p.session_ms,
+        auto_leader_rebalance: true,
         leader_imbalance_check_ms: LEADER_IMBALANCE_CHECK_MS,
         unclean_leader_election: false,
         min_insync_replicas: MIN_ISR,

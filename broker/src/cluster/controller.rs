@@ -56,6 +56,10 @@ pub const LEADER_SETTLE_MS: u64 = 10_000;
 pub struct ControllerConfig {
     /// A registered broker not heard from for this long is fenced.
     pub session_timeout_ms: u64,
+    /// Run preferred-leader elections every `leader_imbalance_check_ms` (Kafka's
+    /// auto.leader.rebalance.enable); off, leadership moves back only when an operator asks
+    /// (ElectLeaders).
+    pub auto_leader_rebalance: bool,
     /// Period of preferred-leader elections.
     pub leader_imbalance_check_ms: u64,
     /// Let an offline partition elect a replica outside its ISR (may lose committed data).
@@ -69,6 +73,7 @@ impl Default for ControllerConfig {
     fn default() -> Self {
         ControllerConfig {
             session_timeout_ms: 9_000,
+            auto_leader_rebalance: true,
             leader_imbalance_check_ms: 10_000,
             unclean_leader_election: false,
             min_insync_replicas: 1,
@@ -123,6 +128,32 @@ pub enum ControllerRequest {
     AlterClusterConfigs {
         configs: Vec<(String, String)>,
     },
+    /// An operator's election (Kafka's ElectLeaders): preferred (leadership to the first
+    /// replica, if it is in the ISR and alive) or unclean (a leaderless partition takes any
+    /// live replica when no ISR or ELR member can lead). At most
+    /// [`ELECT_PARTITIONS_MAX`] partitions; a partition named twice is decided once.
+    ElectLeaders {
+        unclean: bool,
+        partitions: Vec<([u8; 16], u32)>,
+    },
+}
+
+/// Most partitions one ElectLeaders request names.
+pub const ELECT_PARTITIONS_MAX: usize = 1_000;
+
+/// What an operator's election did to one partition (Kafka's per-partition ElectLeaders
+/// errors).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ElectionOutcome {
+    /// A new leader was elected.
+    Elected,
+    /// Preferred: the first replica leads already. Unclean: the partition has a leader.
+    NotNeeded,
+    /// Preferred: the first replica is not in the ISR or not alive.
+    PreferredNotAvailable,
+    /// Unclean: no live replica can lead.
+    EligibleNotAvailable,
+    UnknownPartition,
 }
 
 /// The configs that can be set cluster-wide, in the metadata log (Kafka's dynamic default
@@ -177,20 +208,20 @@ pub struct ControllerResponse {
     pub error: ControllerError,
     /// The new topic's id, for a successful CreateTopic.
     pub topic_id: Option<[u8; 16]>,
+    /// Each partition an ElectLeaders request named, once, in the order named.
+    pub elections: Vec<([u8; 16], u32, ElectionOutcome)>,
 }
 
 impl ControllerResponse {
     fn ok() -> Self {
-        ControllerResponse {
-            error: ControllerError::None,
-            topic_id: None,
-        }
+        Self::err(ControllerError::None)
     }
 
-    fn err(error: ControllerError) -> Self {
+    pub fn err(error: ControllerError) -> Self {
         ControllerResponse {
             error,
             topic_id: None,
+            elections: Vec::new(),
         }
     }
 }
@@ -689,7 +720,11 @@ impl Controller {
             .filter(|&&n| n != self.node_id)
             .map(|&n| self.deadline(n))
             .min();
-        Some(expiry.map_or(self.next_rebalance_ms, |e| e.min(self.next_rebalance_ms)))
+        let rebalance = self
+            .cfg
+            .auto_leader_rebalance
+            .then_some(self.next_rebalance_ms);
+        expiry.into_iter().chain(rebalance).min()
     }
 
     /// The time `node` stops counting as alive.
@@ -778,7 +813,7 @@ impl Controller {
             matches!(r, ControllerRequest::AlterPartition { .. })
         });
         self.take_requests(&mut round, &mut pending, &mut answers, now, |_| true);
-        if now >= self.next_rebalance_ms {
+        if self.cfg.auto_leader_rebalance && now >= self.next_rebalance_ms {
             self.rebalance_pending = true;
             self.next_rebalance_ms = now.saturating_add(self.cfg.leader_imbalance_check_ms.max(1));
         }
@@ -1049,8 +1084,8 @@ impl Controller {
                     });
                 }
                 Some(Ok(ControllerResponse {
-                    error: ControllerError::None,
                     topic_id: Some(id),
+                    ..ControllerResponse::ok()
                 }))
             }
             ControllerRequest::CreatePartitions { name, count } => {
@@ -1185,6 +1220,117 @@ impl Controller {
                 }
                 Some(ok)
             }
+            ControllerRequest::ElectLeaders {
+                unclean,
+                partitions,
+            } => {
+                if partitions.len() > ELECT_PARTITIONS_MAX {
+                    return Some(Err(ControllerError::InvalidRequest(format!(
+                        "at most {ELECT_PARTITIONS_MAX} partitions per election request"
+                    ))));
+                }
+                // Every decision is made on the round's view before any is applied, so the
+                // request's changes go into one round together or wait for the next.
+                let mut seen = BTreeSet::new();
+                let mut elections = Vec::with_capacity(partitions.len());
+                let mut changes = Vec::new();
+                let mut bytes = 0;
+                for &(topic_id, partition) in partitions {
+                    if !seen.insert((topic_id, partition)) {
+                        continue;
+                    }
+                    let p = round
+                        .view
+                        .topics
+                        .get(&topic_id)
+                        .and_then(|t| t.partitions.get(partition as usize));
+                    let outcome = match p.map(|p| self.operator_election(round, p, *unclean, now)) {
+                        None => ElectionOutcome::UnknownPartition,
+                        Some(Err(outcome)) => outcome,
+                        Some(Ok(change)) => {
+                            bytes += partition_record_bytes(p.map_or(0, |p| p.replicas.len()));
+                            changes.push((topic_id, partition, change));
+                            ElectionOutcome::Elected
+                        }
+                    };
+                    elections.push((topic_id, partition, outcome));
+                }
+                if !changes.is_empty() && !round.room(changes.len(), bytes) {
+                    return None;
+                }
+                // The operator's unclean request lets these records (only) pass the check that
+                // a new leader comes from the ISR or ELR.
+                let configured = round.unclean;
+                round.unclean |= *unclean;
+                for (id, partition, c) in changes {
+                    round.partition_change(id, partition, c.leader, c.leader_epoch, c.isr, c.clean);
+                }
+                round.unclean = configured;
+                Some(Ok(ControllerResponse {
+                    elections,
+                    ..ControllerResponse::ok()
+                }))
+            }
+        }
+    }
+
+    /// An operator's election for `p`, decided on the round's view. Preferred: the first
+    /// replica takes over if it is in the ISR and usable (settled or not: the operator asked).
+    /// Unclean: only a leaderless partition, from the ISR, then the ELR, then any usable
+    /// replica (which becomes the whole ISR; committed records it lacks are lost, which is
+    /// what the operator accepts by asking).
+    fn operator_election(
+        &self,
+        round: &Round,
+        p: &PartitionImage,
+        unclean: bool,
+        now: u64,
+    ) -> Result<Change, ElectionOutcome> {
+        let Some(&first) = p.replicas.first() else {
+            return Err(ElectionOutcome::UnknownPartition);
+        };
+        if !unclean {
+            if p.leader == first {
+                return Err(ElectionOutcome::NotNeeded);
+            }
+            if !p.isr.contains(&first) || !self.usable(round, first, now) {
+                return Err(ElectionOutcome::PreferredNotAvailable);
+            }
+            return Ok(Change {
+                leader: first,
+                leader_epoch: p.leader_epoch + 1,
+                isr: p.isr.clone(),
+                clean: true,
+            });
+        }
+        if p.leader != -1 {
+            return Err(ElectionOutcome::NotNeeded);
+        }
+        let clean = self
+            .elect(round, p, &p.isr, now)
+            .or_else(|| self.elect(round, p, &p.elr, now));
+        if let Some(leader) = clean {
+            let mut isr: Vec<NodeId> = p.isr.clone();
+            isr.retain(|&n| n == leader || round.registered_unfenced(n));
+            if !isr.contains(&leader) {
+                isr.push(leader);
+            }
+            return Ok(Change {
+                leader,
+                leader_epoch: p.leader_epoch + 1,
+                isr,
+                clean: true,
+            });
+        }
+        let usable = |r: &NodeId| self.usable(round, *r, now);
+        match p.replicas.iter().copied().find(usable) {
+            Some(leader) => Ok(Change {
+                leader,
+                leader_epoch: p.leader_epoch + 1,
+                isr: vec![leader],
+                clean: false,
+            }),
+            None => Err(ElectionOutcome::EligibleNotAvailable),
         }
     }
 
@@ -1402,6 +1548,7 @@ mod tests {
     fn cfg(unclean: bool) -> ControllerConfig {
         ControllerConfig {
             session_timeout_ms: SESSION_MS,
+            auto_leader_rebalance: true,
             leader_imbalance_check_ms: REBALANCE_MS,
             unclean_leader_election: unclean,
             min_insync_replicas: MIN_ISR,
@@ -2150,6 +2297,105 @@ mod tests {
         );
     }
 
+    fn elect(s: &mut Sim, unclean: bool, parts: &[(&str, u32)]) -> Vec<ElectionOutcome> {
+        let partitions = parts.iter().map(|&(n, p)| (s.id(n), p)).collect();
+        let r = s.request(
+            2,
+            ControllerRequest::ElectLeaders {
+                unclean,
+                partitions,
+            },
+        );
+        assert_eq!(r.error, ControllerError::None);
+        r.elections.iter().map(|e| e.2).collect()
+    }
+
+    #[test]
+    fn controller_operator_preferred_election() {
+        let _g = serial();
+        let mut s = Sim::cluster_with(
+            ControllerConfig {
+                auto_leader_rebalance: false,
+                ..cfg(false)
+            },
+            4,
+            7,
+        );
+        s.seed("t", &[2, 3], &[2, 3], 3);
+        s.seed("u", &[2, 3], &[3], 3);
+        s.seed("v", &[4, 3], &[4, 3], 3);
+        s.run(3 * REBALANCE_MS, &[1, 2, 3]);
+        // No automatic rebalance: t stays with 3 although 2 is in its ISR.
+        assert_eq!(pstate(s.part("t", 0)), (3, 0, vec![2, 3]));
+        // Node 4 is fenced (never heard from), so v's leader stays; its preferred replica is
+        // not available.
+        let got = elect(
+            &mut s,
+            false,
+            &[("t", 0), ("u", 0), ("v", 0), ("t", 5), ("t", 0)],
+        );
+        use ElectionOutcome::*;
+        assert_eq!(
+            got,
+            vec![
+                Elected,
+                PreferredNotAvailable,
+                PreferredNotAvailable,
+                UnknownPartition
+            ],
+            "a partition named twice is decided once"
+        );
+        assert_eq!(pstate(s.part("t", 0)), (2, 1, vec![2, 3]));
+        assert_eq!(pstate(s.part("u", 0)), (3, 0, vec![3]));
+        assert_eq!(elect(&mut s, false, &[("t", 0)]), vec![NotNeeded]);
+        // Unknown topic ids are unknown partitions, and nothing changes.
+        let r = s.request(
+            2,
+            ControllerRequest::ElectLeaders {
+                unclean: false,
+                partitions: vec![([9; 16], 0)],
+            },
+        );
+        assert_eq!(r.elections, vec![([9; 16], 0, UnknownPartition)]);
+        let too_many = vec![([9; 16], 0); ELECT_PARTITIONS_MAX + 1];
+        let r = s.request(
+            2,
+            ControllerRequest::ElectLeaders {
+                unclean: false,
+                partitions: too_many,
+            },
+        );
+        assert!(matches!(r.error, ControllerError::InvalidRequest(_)));
+    }
+
+    #[test]
+    fn controller_operator_unclean_election_even_when_disabled() {
+        let _g = serial();
+        let mut s = Sim::cluster_with(cfg(false), 4, 7);
+        s.seed("t", &[2, 3], &[2], 2);
+        s.seed("w", &[4], &[4], 4);
+        s.run(SESSION_MS + 200, &[1, 3, 4]);
+        assert_eq!(
+            pstate(s.part("t", 0)),
+            (-1, 1, vec![2]),
+            "offline, clean only"
+        );
+        use ElectionOutcome::*;
+        // w has a live leader; t elects 3, outside its ISR, which becomes the whole ISR.
+        assert_eq!(
+            elect(&mut s, true, &[("w", 0), ("t", 0)]),
+            vec![NotNeeded, Elected]
+        );
+        assert_eq!(pstate(s.part("t", 0)), (3, 2, vec![3]));
+        assert!(s.part("t", 0).elr.is_empty());
+        // With no live replica at all, nothing can be elected.
+        let mut s = Sim::cluster_with(cfg(false), 4, 7);
+        s.seed("t", &[2, 3], &[2], 2);
+        s.run(SESSION_MS + 200, &[1, 4]);
+        assert_eq!(elect(&mut s, true, &[("t", 0)]), vec![EligibleNotAvailable]);
+        assert_eq!(pstate(s.part("t", 0)).0, -1);
+    }
+
     #[test]
     fn controller_unclean_election_only_when_enabled() {
         let _g = serial();
@@ -2478,6 +2724,9 @@ mod tests {
         Failover,
         /// The cluster-level min.insync.replicas becomes this.
         ClusterMinIsr(u8),
+        /// An operator's election for the nth partition: preferred, or unclean where the
+        /// run allows unclean elections.
+        Elect(u8, bool),
     }
 
     fn op() -> impl Strategy<Value = Op> {
@@ -2494,6 +2743,7 @@ mod tests {
             5 => Just(Op::Round),
             1 => Just(Op::Failover),
             1 => (1u8..=3).prop_map(Op::ClusterMinIsr),
+            1 => (any::<u8>(), any::<bool>()).prop_map(|(k, u)| Op::Elect(k, u)),
         ]
     }
 
@@ -2619,6 +2869,18 @@ mod tests {
                     s.submit(2, req);
                 }
                 Op::Round => round(&mut s)?,
+                Op::Elect(k, u) => {
+                    let Some((topic_id, partition, _)) = nth_partition(&s.image, k) else {
+                        continue;
+                    };
+                    s.submit(
+                        2,
+                        ControllerRequest::ElectLeaders {
+                            unclean: u && unclean,
+                            partitions: vec![(topic_id, partition)],
+                        },
+                    );
+                }
                 Op::ClusterMinIsr(v) => {
                     s.submit(
                         2,

@@ -111,10 +111,7 @@ pub enum QuorumInput {
 
 /// A response carrying only an error.
 pub fn error_response(error: ControllerError) -> ControllerResponse {
-    ControllerResponse {
-        error,
-        topic_id: None,
-    }
+    ControllerResponse::err(error)
 }
 
 /// The cluster as this node sees it.

@@ -4,12 +4,16 @@
 //!
 //! Request payload: `u8 version (1)`, `u8 kind`, then the fields big-endian; strings and lists
 //! are `u32 length` + items (the metadata records' reader and writers). Every length is checked
-//! against the bytes left and bounded; trailing bytes are refused. Response: error code (this module's numbering, not Kafka's), the error's
-//! text as the message, and the created topic's id (16 bytes) or nothing as the payload.
+//! against the bytes left and bounded; trailing bytes are refused. Response: error code (this
+//! module's numbering, not Kafka's), the error's text as the message, and as the payload
+//! nothing, or `1` + the created topic's id (16 bytes), or `2` + `u32 count` + per partition
+//! an id, `u32 partition` and `u8 outcome` (an ElectLeaders answer).
 
 use bytes::Bytes;
 
-use super::controller::{ControllerError, ControllerRequest, ControllerResponse};
+use super::controller::{
+    ControllerError, ControllerRequest, ControllerResponse, ElectionOutcome, ELECT_PARTITIONS_MAX,
+};
 use crate::raft::metadata::{put_configs, put_ids, put_string, DecodeError, Reader};
 
 const VERSION: u8 = 1;
@@ -84,6 +88,14 @@ pub fn encode_request(request: &ControllerRequest) -> Bytes {
             out.push(9);
             put_configs(&mut out, configs);
         }
+        ControllerRequest::ElectLeaders {
+            unclean,
+            partitions,
+        } => {
+            out.push(10);
+            out.push(u8::from(*unclean));
+            put_partitions(&mut out, partitions.iter().map(|&(id, p)| (id, p, None)));
+        }
     }
     Bytes::from(out)
 }
@@ -131,6 +143,17 @@ pub fn decode_request(buf: &[u8]) -> Result<ControllerRequest, DecodeError> {
         9 => ControllerRequest::AlterClusterConfigs {
             configs: r.configs()?,
         },
+        10 => ControllerRequest::ElectLeaders {
+            unclean: match r.u8()? {
+                0 => false,
+                1 => true,
+                _ => return Err(DecodeError("unknown election type")),
+            },
+            partitions: read_partitions(&mut r, false)?
+                .into_iter()
+                .map(|(id, p, _)| (id, p))
+                .collect(),
+        },
         _ => return Err(DecodeError("unknown request kind")),
     };
     if !r.buf.is_empty() {
@@ -153,11 +176,78 @@ pub fn encode_response(response: &ControllerResponse) -> (i16, String, Bytes) {
         ControllerError::IneligibleReplica(m) => (8, m.clone()),
         ControllerError::QueueFull => (9, String::new()),
     };
-    let payload = match response.topic_id {
-        Some(id) => Bytes::copy_from_slice(&id),
-        None => Bytes::new(),
-    };
-    (code, message, payload)
+    let mut payload = Vec::new();
+    if let Some(id) = response.topic_id {
+        payload.push(PAYLOAD_TOPIC_ID);
+        payload.extend_from_slice(&id);
+    } else if !response.elections.is_empty() {
+        payload.push(PAYLOAD_ELECTIONS);
+        let each = response.elections.iter();
+        put_partitions(&mut payload, each.map(|&(id, p, o)| (id, p, Some(o))));
+    }
+    (code, message, Bytes::from(payload))
+}
+
+const PAYLOAD_TOPIC_ID: u8 = 1;
+const PAYLOAD_ELECTIONS: u8 = 2;
+
+fn outcome_code(o: ElectionOutcome) -> u8 {
+    match o {
+        ElectionOutcome::Elected => 0,
+        ElectionOutcome::NotNeeded => 1,
+        ElectionOutcome::PreferredNotAvailable => 2,
+        ElectionOutcome::EligibleNotAvailable => 3,
+        ElectionOutcome::UnknownPartition => 4,
+    }
+}
+
+fn outcome_from(code: u8) -> Result<ElectionOutcome, DecodeError> {
+    Ok(match code {
+        0 => ElectionOutcome::Elected,
+        1 => ElectionOutcome::NotNeeded,
+        2 => ElectionOutcome::PreferredNotAvailable,
+        3 => ElectionOutcome::EligibleNotAvailable,
+        4 => ElectionOutcome::UnknownPartition,
+        _ => return Err(DecodeError("unknown election outcome")),
+    })
+}
+
+type PartitionEntry = ([u8; 16], u32, Option<ElectionOutcome>);
+
+/// `u32 count` + per partition: topic id, `u32` index and (in answers) the outcome.
+fn put_partitions(out: &mut Vec<u8>, partitions: impl ExactSizeIterator<Item = PartitionEntry>) {
+    assert!(
+        partitions.len() <= ELECT_PARTITIONS_MAX,
+        "election too large"
+    );
+    out.extend_from_slice(&(partitions.len() as u32).to_be_bytes());
+    for (id, partition, outcome) in partitions {
+        out.extend_from_slice(&id);
+        out.extend_from_slice(&partition.to_be_bytes());
+        if let Some(o) = outcome {
+            out.push(outcome_code(o));
+        }
+    }
+}
+
+fn read_partitions(r: &mut Reader<'_>, outcomes: bool) -> Result<Vec<PartitionEntry>, DecodeError> {
+    let n = r.u32()? as usize;
+    let each = if outcomes { 21 } else { 20 };
+    if n > ELECT_PARTITIONS_MAX || n * each > r.buf.len() {
+        return Err(DecodeError("partition list out of bounds"));
+    }
+    (0..n)
+        .map(|_| {
+            let id = r.id()?;
+            let partition = r.u32()?;
+            let outcome = if outcomes {
+                Some(outcome_from(r.u8()?)?)
+            } else {
+                None
+            };
+            Ok((id, partition, outcome))
+        })
+        .collect()
 }
 
 /// The inverse of [`encode_response`]; an unknown code reads as an invalid request.
@@ -175,10 +265,20 @@ pub fn decode_response(code: i16, message: String, payload: &[u8]) -> Controller
         7 => ControllerError::InvalidRequest(message),
         other => ControllerError::InvalidRequest(format!("unknown controller error {other}")),
     };
-    ControllerResponse {
-        error,
-        topic_id: <[u8; 16]>::try_from(payload).ok(),
+    let mut response = ControllerResponse::err(error);
+    let mut r = Reader { buf: payload };
+    match r.u8() {
+        Ok(PAYLOAD_TOPIC_ID) => response.topic_id = r.id().ok(),
+        Ok(PAYLOAD_ELECTIONS) => {
+            let read = read_partitions(&mut r, true).unwrap_or_default();
+            response.elections = read
+                .into_iter()
+                .filter_map(|(id, p, o)| Some((id, p, o?)))
+                .collect();
+        }
+        _ => {}
     }
+    response
 }
 
 #[cfg(test)]
@@ -232,6 +332,14 @@ mod tests {
             ControllerRequest::AlterClusterConfigs {
                 configs: vec![("min.insync.replicas".into(), "2".into())],
             },
+            ControllerRequest::ElectLeaders {
+                unclean: false,
+                partitions: vec![([1; 16], 0), ([2; 16], 7)],
+            },
+            ControllerRequest::ElectLeaders {
+                unclean: true,
+                partitions: vec![],
+            },
         ]
     }
 
@@ -265,12 +373,24 @@ mod tests {
         ] {
             for topic_id in [None, Some([7u8; 16])] {
                 let r = ControllerResponse {
-                    error: error.clone(),
                     topic_id,
+                    ..ControllerResponse::err(error.clone())
                 };
                 let (code, message, payload) = encode_response(&r);
                 assert_eq!(decode_response(code, message, &payload), r);
             }
+            let r = ControllerResponse {
+                elections: vec![
+                    ([1; 16], 0, ElectionOutcome::Elected),
+                    ([1; 16], 1, ElectionOutcome::NotNeeded),
+                    ([2; 16], 0, ElectionOutcome::PreferredNotAvailable),
+                    ([2; 16], 1, ElectionOutcome::EligibleNotAvailable),
+                    ([3; 16], 9, ElectionOutcome::UnknownPartition),
+                ],
+                ..ControllerResponse::err(error.clone())
+            };
+            let (code, message, payload) = encode_response(&r);
+            assert_eq!(decode_response(code, message, &payload), r);
         }
     }
 

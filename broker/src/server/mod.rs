@@ -347,7 +347,9 @@ where
                 controller: crate::cluster::controller::ControllerConfig {
                     session_timeout_ms: c.broker_session_timeout_ms,
                     min_insync_replicas: c.min_insync_replicas.max(1) as usize,
-                    ..crate::cluster::controller::ControllerConfig::default()
+                    auto_leader_rebalance: c.auto_leader_rebalance,
+                    leader_imbalance_check_ms: c.leader_imbalance_check_ms,
+                    unclean_leader_election: c.unclean_leader_election,
                 },
                 dialer: Arc::clone(&io.dialer),
                 seed,

@@ -767,8 +767,51 @@ fn consumer_group_survives_coordinator_loss() {
     );
 }
 
+/// kafka-leader-election.sh's job through confluent-kafka's AdminClient.elect_leaders: with
+/// automatic rebalancing off, a restarted preferred replica stays a follower until an operator
+/// asks; then it leads, and the other answers are Kafka's (`tests/python/elect_leaders.py`).
 #[test]
+fn operator_elections_with_confluent_kafka() {
+    let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".to_string());
+    if !have(
+        "python3 with confluent-kafka",
+        Command::new(&python).args(["-c", "import confluent_kafka"]),
+    ) {
+        return;
+    }
+    let mut c = Cluster::start_with(&[("auto-leader-rebalance-enable", "false")]);
+    let topic = unique_name("elect");
+    create_replicated(&c, &topic, 3, 3, &[]);
+    c.wait_full_isr(&topic, CONVERGE_TIMEOUT);
+    let preferred = c.partitions(&topic).expect("metadata")[0].replicas[0];
+    c.kill9(preferred);
+    c.wait_leaders(&topic, Some(preferred), CONVERGE_TIMEOUT);
+    c.restart(preferred);
+    c.wait_full_isr(&topic, Duration::from_secs(60));
+    let p0 = c.partitions(&topic).expect("metadata")[0].clone();
+    assert_ne!(
+        p0.leader, preferred,
+        "leadership moved back without being asked: {p0:?}"
+    );
 
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("python/elect_leaders.py");
+    let out = run(
+        Command::new(&python)
+            .arg(&script)
+            .args([c.bootstrap_live().as_str(), topic.as_str(), "0"]),
+        None,
+        Duration::from_secs(180),
+    );
+    assert_success("tests/python/elect_leaders.py", &out);
+    // The preferred replica leads, as every node's metadata says.
+    if let Err(e) = c.wait_partitions(&topic, CONVERGE_TIMEOUT, |p| {
+        p.id != 0 || p.leader == preferred
+    }) {
+        panic!("partition 0 is not led by its preferred replica {preferred}: {e}");
+    }
+}
+
+#[test]
 fn metadata_shows_three_brokers_and_leaders() {
     let c = Cluster::start();
     let mut brokers = Vec::new();

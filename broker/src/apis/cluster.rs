@@ -37,7 +37,7 @@ use crate::storage::Storage;
 /// Longest an admin request waits for its change to reach this broker's image.
 pub const ADMIN_PROPAGATION_MS_MAX: u64 = 5_000;
 
-fn controller_error(e: &ControllerError) -> (ResponseError, String) {
+pub(super) fn controller_error(e: &ControllerError) -> (ResponseError, String) {
     match e {
         ControllerError::None => (ResponseError::UnknownServerError, String::new()),
         ControllerError::NotController | ControllerError::QueueFull => (
@@ -63,7 +63,7 @@ fn controller_error(e: &ControllerError) -> (ResponseError, String) {
 }
 
 /// Waits until `done(image)` holds, bounded.
-async fn until_image(view: &ClusterView, done: impl Fn(&MetadataImage) -> bool) -> bool {
+pub(super) async fn until_image(view: &ClusterView, done: impl Fn(&MetadataImage) -> bool) -> bool {
     let wait = async {
         loop {
             let seen = view.version();

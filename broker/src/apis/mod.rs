@@ -6,6 +6,7 @@ mod admin;
 mod cluster;
 mod configs;
 mod describe_partitions;
+mod elect_leaders;
 pub mod fetch;
 mod groups;
 mod leader_epoch;
@@ -198,6 +199,7 @@ impl<S: Storage + Clone> KafkaApis<S> {
             RequestKind::DescribeCluster(r) => Reply::Now(ResponseKind::DescribeCluster(
                 self.describe_cluster(r, version),
             )),
+            RequestKind::ElectLeaders(r) => self.elect_leaders(r, version),
             // decode_request only lets through the APIs in SUPPORTED_APIS, each handled above.
             other => unreachable!("request {other:?} passed the version check but has no handler"),
         }

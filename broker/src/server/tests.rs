@@ -465,3 +465,69 @@ async fn a_waiting_fetch_is_answered_when_the_broker_starts_stopping() {
     let p = &f.responses[0].partitions[0];
     assert_eq!((p.error_code, p.high_watermark), (0, 0));
 }
+
+/// A single broker leads every partition it has: ElectLeaders finds nothing to elect for an
+/// existing partition, reports unknown ones, lists nothing when asked for every partition, and
+/// refuses an unknown election type for the whole request (v1+).
+#[tokio::test]
+async fn elect_leaders_on_a_single_broker() {
+    use kafka_protocol::messages::elect_leaders_request::TopicPartitions;
+    use kafka_protocol::messages::{ElectLeadersRequest, ElectLeadersResponse};
+    let h = Harness::new();
+    let mut c = h.connect();
+    c.write_all(&frame(ApiKey::Metadata, 4, 1, &metadata("t")))
+        .await
+        .unwrap();
+    read_response(&mut c, ApiKey::Metadata, 4).await;
+    let named = |election_type| {
+        ElectLeadersRequest::default()
+            .with_election_type(election_type)
+            .with_timeout_ms(1000)
+            .with_topic_partitions(Some(vec![
+                TopicPartitions::default()
+                    .with_topic(TopicName(StrBytes::from_static_str("t")))
+                    .with_partitions(vec![0, 7]),
+                TopicPartitions::default()
+                    .with_topic(TopicName(StrBytes::from_static_str("none")))
+                    .with_partitions(vec![0]),
+            ]))
+    };
+    let rows = |r: &ElectLeadersResponse| -> Vec<(String, i32, i16)> {
+        let each = r.replica_election_results.iter().flat_map(|t| {
+            let name = t.topic.0.to_string();
+            t.partition_result
+                .iter()
+                .map(move |p| (name.clone(), p.partition_id, p.error_code))
+        });
+        each.collect()
+    };
+    for (version, election_type) in [(0, 0), (2, 0), (2, 1)] {
+        let request = named(election_type);
+        c.write_all(&frame(ApiKey::ElectLeaders, version, 2, &request))
+            .await
+            .unwrap();
+        let (_, mut body) = read_response(&mut c, ApiKey::ElectLeaders, version).await;
+        let r = ElectLeadersResponse::decode(&mut body, version).unwrap();
+        assert_eq!(r.error_code, 0);
+        let want = vec![
+            ("t".into(), 0, 84),
+            ("t".into(), 7, 3),
+            ("none".into(), 0, 3),
+        ];
+        assert_eq!(rows(&r), want, "v{version} type {election_type}");
+    }
+    let all = ElectLeadersRequest::default().with_topic_partitions(None);
+    c.write_all(&frame(ApiKey::ElectLeaders, 2, 3, &all))
+        .await
+        .unwrap();
+    let (_, mut body) = read_response(&mut c, ApiKey::ElectLeaders, 2).await;
+    let r = ElectLeadersResponse::decode(&mut body, 2).unwrap();
+    assert_eq!((r.error_code, rows(&r)), (0, vec![]));
+    c.write_all(&frame(ApiKey::ElectLeaders, 1, 4, &named(5)))
+        .await
+        .unwrap();
+    let (_, mut body) = read_response(&mut c, ApiKey::ElectLeaders, 1).await;
+    let r = ElectLeadersResponse::decode(&mut body, 1).unwrap();
+    assert_eq!(r.error_code, 42, "INVALID_REQUEST");
+    assert!(rows(&r).iter().all(|row| row.2 == 42), "{:?}", rows(&r));
+}

@@ -2,8 +2,11 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::thread;
 use std::time::{Duration, Instant};
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -379,4 +382,104 @@ pub fn smoke_roundtrip(bootstrap: &str) {
             Some(&payload(1_000_000 + i as u64, 100)[..])
         );
     }
+}
+
+// ---- external tools (kcat, Python and JavaScript clients) -------------------------------------
+
+/// Whether a missing external client fails the test (`REQUIRE_EXTERNAL_CLIENTS=1`, as
+/// `tests/run-all.sh` sets) rather than skipping it.
+pub fn required() -> bool {
+    std::env::var("REQUIRE_EXTERNAL_CLIENTS")
+        .map(|v| v == "1")
+        .unwrap_or(false)
+}
+
+/// True if the tool is usable; otherwise panics (required) or prints a skip note.
+pub fn have(what: &str, probe: &mut Command) -> bool {
+    let ok = probe
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !ok {
+        if required() {
+            panic!(
+                "{what} is not installed but REQUIRE_EXTERNAL_CLIENTS=1 (tests/run-all.sh installs it)"
+            );
+        }
+        eprintln!(
+            "skipped: {what} not installed (set REQUIRE_EXTERNAL_CLIENTS=1 to make this a failure)"
+        );
+    }
+    ok
+}
+
+/// Runs a command with optional stdin, killing it after `timeout`.
+pub fn run(cmd: &mut Command, stdin: Option<Vec<u8>>, timeout: Duration) -> Output {
+    cmd.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+    let writer = stdin.map(|data| {
+        let mut w = child.stdin.take().unwrap();
+        thread::spawn(move || {
+            let _ = w.write_all(&data);
+        })
+    });
+    let mut so = child.stdout.take().unwrap();
+    let mut se = child.stderr.take().unwrap();
+    let out_t = thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = so.read_to_end(&mut v);
+        v
+    });
+    let err_t = thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = se.read_to_end(&mut v);
+        v
+    });
+    let deadline = Instant::now() + timeout;
+    let mut timed_out = false;
+    let status = loop {
+        if let Some(st) = child.try_wait().expect("try_wait") {
+            break st;
+        }
+        if Instant::now() >= deadline {
+            timed_out = true;
+            let _ = child.kill();
+            break child.wait().expect("wait");
+        }
+        thread::sleep(Duration::from_millis(50));
+    };
+    if let Some(w) = writer {
+        let _ = w.join();
+    }
+    let out = Output {
+        status,
+        stdout: out_t.join().unwrap(),
+        stderr: err_t.join().unwrap(),
+    };
+    assert!(
+        !timed_out,
+        "{cmd:?} did not finish within {timeout:?}; stdout:\n{}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+pub fn assert_success(what: &str, out: &Output) {
+    assert!(
+        out.status.success(),
+        "{what} failed ({}); stdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -112,15 +112,16 @@ fn request_body(key: ApiKey) -> RequestKind {
         ApiKey::AlterConfigs => AlterConfigsRequest::default().into(),
         ApiKey::IncrementalAlterConfigs => IncrementalAlterConfigsRequest::default().into(),
         ApiKey::DescribeCluster => DescribeClusterRequest::default().into(),
-        ApiKey::ElectLeaders => ElectLeadersRequest::default()
-            .with_election_type(0)
-            .with_topic_partitions(Some(vec![
-                elect_leaders_request::TopicPartitions::default()
-                    .with_topic(topic)
-                    .with_partitions(vec![0, 1]),
-            ]))
-            .with_timeout_ms(1000)
-            .into(),
+        ApiKey::ElectLeaders => {
+            let named = elect_leaders_request::TopicPartitions::default()
+                .with_topic(topic)
+                .with_partitions(vec![0, 1]);
+            ElectLeadersRequest::default()
+                .with_election_type(0)
+                .with_topic_partitions(Some(vec![named]))
+                .with_timeout_ms(1000)
+                .into()
+        }
         ApiKey::InitProducerId => InitProducerIdRequest::default().into(),
         ApiKey::FindCoordinator => FindCoordinatorRequest::default().into(),
         ApiKey::JoinGroup => JoinGroupRequest::default().into(),

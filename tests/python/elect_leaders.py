@@ -1,10 +1,16 @@
 """confluent-kafka's AdminClient.elect_leaders against a 3-node cluster
-(run by tests/tests/cluster.rs, operator_elections_with_confluent_kafka).
+(run by tests/tests/cluster.rs: operator_elections_with_confluent_kafka and
+operator_unclean_election_brings_an_offline_partition_back).
 
-Usage: elect_leaders.py BOOTSTRAP TOPIC PARTITION
+Usage: elect_leaders.py BOOTSTRAP TOPIC PARTITION [preferred|unclean]
 
-PARTITION is led by a replica other than its preferred (first) one, which is in the ISR. The
-script asks for the elections an operator would, and checks each answer:
+unclean: PARTITION is offline (its ISR is gone) and a replica outside the ISR is alive. A
+preferred election finds its preferred replica unavailable; an unclean one elects; asked again,
+none is needed.
+
+preferred (the default): PARTITION is led by a replica other than its preferred (first) one,
+which is in the ISR. The script asks for the elections an operator would, and checks each
+answer:
 - preferred for PARTITION: elected;
 - preferred for PARTITION again: ELECTION_NOT_NEEDED;
 - unclean for PARTITION (it has a leader): ELECTION_NOT_NEEDED;
@@ -48,9 +54,25 @@ def expect(what, got, want):
 
 def main():
     bootstrap, topic, partition = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    mode = sys.argv[4] if len(sys.argv) > 4 else "preferred"
     admin = AdminClient({"bootstrap.servers": bootstrap, "socket.timeout.ms": 30000})
     tp = (topic, partition)
     one = [TopicPartition(topic, partition)]
+
+    if mode == "unclean":
+        expect(
+            "preferred election of an offline partition",
+            elect(admin, ElectionType.PREFERRED, one),
+            {tp: KafkaError.PREFERRED_LEADER_NOT_AVAILABLE},
+        )
+        expect("unclean election", elect(admin, ElectionType.UNCLEAN, one), {tp: None})
+        expect(
+            "unclean election again",
+            elect(admin, ElectionType.UNCLEAN, one),
+            {tp: KafkaError.ELECTION_NOT_NEEDED},
+        )
+        print("ok")
+        return
 
     expect("preferred election", elect(admin, ElectionType.PREFERRED, one), {tp: None})
     expect(

@@ -811,6 +811,74 @@ fn operator_elections_with_confluent_kafka() {
     }
 }
 
+/// The operator's way back for a partition whose every in-sync replica is gone:
+/// `--election-type unclean` (confluent-kafka's elect_leaders) elects a live replica outside the
+/// ISR, although unclean election is off; until then the partition stays offline.
+#[test]
+fn operator_unclean_election_brings_an_offline_partition_back() {
+    let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".to_string());
+    if !have(
+        "python3 with confluent-kafka",
+        Command::new(&python).args(["-c", "import confluent_kafka"]),
+    ) {
+        return;
+    }
+    let mut c = Cluster::start_with(&[
+        ("min-insync-replicas", "1"),
+        ("replica-lag-time-max-ms", "1000"),
+    ]);
+    let topic = unique_name("unclean");
+    create_replicated(&c, &topic, 1, 2, &[]);
+    c.wait_full_isr(&topic, CONVERGE_TIMEOUT);
+    let p = c.partitions(&topic).expect("metadata")[0].clone();
+    let (leader, follower) = (
+        p.leader,
+        *p.replicas.iter().find(|&&r| r != p.leader).unwrap(),
+    );
+    // The follower freezes and leaves the ISR; then the only in-sync replica dies.
+    c.sigstop(follower);
+    if let Err(e) = c.wait_partitions(&topic, CONVERGE_TIMEOUT, |p| p.isr == vec![leader]) {
+        panic!("frozen follower {follower} did not leave the ISR: {e}");
+    }
+    all_ok(&produce(&c.bootstrap_live(), &topic, "all", &[], 10, msg));
+    c.kill9(leader);
+    c.sigcont(follower);
+    if let Err(e) = c.wait_partitions(&topic, CONVERGE_TIMEOUT, |p| p.leader == -1) {
+        panic!("partition not offline after its last ISR member died: {e}");
+    }
+    // Offline stays offline: the follower may lack acknowledged records.
+    thread::sleep(Duration::from_secs(3));
+    let p = c.partitions(&topic).expect("metadata")[0].clone();
+    assert_eq!((p.leader, p.isr.clone()), (-1, vec![leader]), "{p:?}");
+
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("python/elect_leaders.py");
+    let out = run(
+        Command::new(&python).arg(&script).args([
+            c.bootstrap_live().as_str(),
+            topic.as_str(),
+            "0",
+            "unclean",
+        ]),
+        None,
+        Duration::from_secs(180),
+    );
+    assert_success("tests/python/elect_leaders.py unclean", &out);
+    if let Err(e) = c.wait_partitions(&topic, CONVERGE_TIMEOUT, |p| {
+        p.leader == follower && p.isr == vec![follower]
+    }) {
+        panic!("unclean election did not make {follower} the leader: {e}");
+    }
+    // Writable again through the new leader (min.insync.replicas 1).
+    all_ok(&produce(
+        &c.bootstrap_live(),
+        &topic,
+        "all",
+        FAILOVER_PRODUCER,
+        10,
+        |i| msg(100 + i),
+    ));
+}
+
 #[test]
 fn metadata_shows_three_brokers_and_leaders() {
     let c = Cluster::start();

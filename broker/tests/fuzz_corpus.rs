@@ -476,6 +476,32 @@ fn corpus_quorum_frame() -> Vec<(String, Vec<u8>)> {
         encode_frame(&frame, &mut buf).unwrap();
         out.push((name.to_string(), buf[4..].to_vec()));
     }
+    // A controller request payload as it travels inside a ControllerRequest frame (the target
+    // decodes its input as one too), and an ElectLeaders answer.
+    use broker::cluster::controller::{ControllerRequest, ControllerResponse, ElectionOutcome};
+    use broker::cluster::requests::{encode_request, encode_response};
+    let elect = ControllerRequest::ElectLeaders {
+        unclean: true,
+        partitions: vec![([7; 16], 0), ([7; 16], 3)],
+    };
+    out.push((
+        "controller-elect-leaders".into(),
+        encode_request(&elect).to_vec(),
+    ));
+    let answer = ControllerResponse {
+        elections: vec![([7; 16], 0, ElectionOutcome::Elected)],
+        ..ControllerResponse::err(broker::cluster::controller::ControllerError::None)
+    };
+    let (error_code, message, payload) = encode_response(&answer);
+    let frame = PeerFrame::ControllerResponse {
+        correlation: 2,
+        error_code,
+        message,
+        payload,
+    };
+    let mut buf = Vec::new();
+    encode_frame(&frame, &mut buf).unwrap();
+    out.push(("controller-elections-answer".into(), buf[4..].to_vec()));
     let whole = out[2].1.clone();
     out.push(("truncated".into(), whole[..whole.len() - 3].to_vec()));
     // A FetchResponse declaring u32::MAX entries with none behind it.

@@ -83,7 +83,8 @@ pub fn replication_actions(data: &[u8]) {
 /// Any bytes as a controller-to-controller frame body (size prefix removed): decoding returns a
 /// frame or an error, never a panic; a decoded frame re-encodes to a body that decodes to the
 /// same frame (and, the encoding being canonical, to the same bytes). The same bytes are also
-/// decoded as a controller request payload, which must round-trip too.
+/// decoded as a controller request payload, which must round-trip too, and a controller
+/// response's payload is decoded (elections, a topic id or nothing) without panicking.
 pub fn quorum_frame(data: &[u8]) {
     if let Ok(request) = broker::cluster::requests::decode_request(data) {
         let again = broker::cluster::requests::encode_request(&request);
@@ -97,6 +98,15 @@ pub fn quorum_frame(data: &[u8]) {
     let Ok(frame) = broker::raft::wire::decode_body(data) else {
         return;
     };
+    if let broker::raft::wire::PeerFrame::ControllerResponse {
+        error_code,
+        message,
+        payload,
+        ..
+    } = &frame
+    {
+        let _ = broker::cluster::requests::decode_response(*error_code, message.clone(), payload);
+    }
     let mut out = Vec::new();
     broker::raft::wire::encode_frame(&frame, &mut out).expect("a decoded frame fits the limit");
     let (used, body) = broker::raft::wire::split_frame(&out)

@@ -644,5 +644,25 @@ mod tests {
         let c = BrokerConfig::from_flags(flags).unwrap();
         assert_eq!(c.cluster.default_replication_factor, 3);
         assert!(c.cluster.is_clustered());
+        // Leadership settings: Kafka's defaults, each overridable.
+        assert!(c.cluster.auto_leader_rebalance && !c.cluster.unclean_leader_election);
+        assert_eq!(c.cluster.leader_imbalance_check_ms, 10_000);
+        let voters = "1@127.0.0.1:9192,2@127.0.0.1:9193,3@127.0.0.1:9194";
+        let flags = Flags {
+            voters: Some(voters.into()),
+            auto_leader_rebalance_enable: Some(false),
+            leader_imbalance_check_interval_ms: Some(500),
+            unclean_leader_election_enable: Some(true),
+            ..Flags::default()
+        };
+        let c = BrokerConfig::from_flags(flags).unwrap();
+        assert!(!c.cluster.auto_leader_rebalance && c.cluster.unclean_leader_election);
+        assert_eq!(c.cluster.leader_imbalance_check_ms, 500);
+        let flags = Flags {
+            voters: Some(voters.into()),
+            leader_imbalance_check_interval_ms: Some(0),
+            ..Flags::default()
+        };
+        assert!(BrokerConfig::from_flags(flags).is_err(), "a zero period");
     }
 }

@@ -767,18 +767,29 @@ fn consumer_group_survives_coordinator_loss() {
     );
 }
 
+/// Runs `tests/python/elect_leaders.py` (confluent-kafka's elect_leaders and checks of its
+/// answers) for partition 0 of `topic`, in `mode` (preferred or unclean).
+fn elect_leaders_script(python: &str, c: &Cluster, topic: &str, mode: &str) {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("python/elect_leaders.py");
+    let bootstrap = c.bootstrap_live();
+    let out = run(
+        Command::new(python)
+            .arg(&script)
+            .args([bootstrap.as_str(), topic, "0", mode]),
+        None,
+        Duration::from_secs(180),
+    );
+    assert_success(&format!("tests/python/elect_leaders.py {mode}"), &out);
+}
+
 /// kafka-leader-election.sh's job through confluent-kafka's AdminClient.elect_leaders: with
 /// automatic rebalancing off, a restarted preferred replica stays a follower until an operator
 /// asks; then it leads, and the other answers are Kafka's (`tests/python/elect_leaders.py`).
 #[test]
 fn operator_elections_with_confluent_kafka() {
-    let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".to_string());
-    if !have(
-        "python3 with confluent-kafka",
-        Command::new(&python).args(["-c", "import confluent_kafka"]),
-    ) {
+    let Some(python) = python_with("confluent_kafka") else {
         return;
-    }
+    };
     let mut c = Cluster::start_with(&[("auto-leader-rebalance-enable", "false")]);
     let topic = unique_name("elect");
     create_replicated(&c, &topic, 3, 3, &[]);
@@ -794,15 +805,7 @@ fn operator_elections_with_confluent_kafka() {
         "leadership moved back without being asked: {p0:?}"
     );
 
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("python/elect_leaders.py");
-    let out = run(
-        Command::new(&python)
-            .arg(&script)
-            .args([c.bootstrap_live().as_str(), topic.as_str(), "0"]),
-        None,
-        Duration::from_secs(180),
-    );
-    assert_success("tests/python/elect_leaders.py", &out);
+    elect_leaders_script(&python, &c, &topic, "preferred");
     // The preferred replica leads, as every node's metadata says.
     if let Err(e) = c.wait_partitions(&topic, CONVERGE_TIMEOUT, |p| {
         p.id != 0 || p.leader == preferred
@@ -816,13 +819,9 @@ fn operator_elections_with_confluent_kafka() {
 /// ISR, although unclean election is off; until then the partition stays offline.
 #[test]
 fn operator_unclean_election_brings_an_offline_partition_back() {
-    let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".to_string());
-    if !have(
-        "python3 with confluent-kafka",
-        Command::new(&python).args(["-c", "import confluent_kafka"]),
-    ) {
+    let Some(python) = python_with("confluent_kafka") else {
         return;
-    }
+    };
     let mut c = Cluster::start_with(&[
         ("min-insync-replicas", "1"),
         ("replica-lag-time-max-ms", "1000"),
@@ -851,18 +850,7 @@ fn operator_unclean_election_brings_an_offline_partition_back() {
     let p = c.partitions(&topic).expect("metadata")[0].clone();
     assert_eq!((p.leader, p.isr.clone()), (-1, vec![leader]), "{p:?}");
 
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("python/elect_leaders.py");
-    let out = run(
-        Command::new(&python).arg(&script).args([
-            c.bootstrap_live().as_str(),
-            topic.as_str(),
-            "0",
-            "unclean",
-        ]),
-        None,
-        Duration::from_secs(180),
-    );
-    assert_success("tests/python/elect_leaders.py unclean", &out);
+    elect_leaders_script(&python, &c, &topic, "unclean");
     if let Err(e) = c.wait_partitions(&topic, CONVERGE_TIMEOUT, |p| {
         p.leader == follower && p.isr == vec![follower]
     }) {

@@ -135,13 +135,9 @@ fn kcat_produce_and_consume() {
 
 #[test]
 fn kafka_python_roundtrip() {
-    let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".to_string());
-    if !have(
-        "python3 with kafka-python",
-        Command::new(&python).args(["-c", "import kafka"]),
-    ) {
+    let Some(python) = python_with("kafka") else {
         return;
-    }
+    };
     let broker = Broker::start();
     let bs = broker.bootstrap();
     let topic = unique_name("py");
@@ -203,13 +199,9 @@ fn kafkajs_roundtrip() {
 
 #[test]
 fn confluent_kafka_python_roundtrip() {
-    let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".to_string());
-    if !have(
-        "python3 with confluent-kafka",
-        Command::new(&python).args(["-c", "import confluent_kafka"]),
-    ) {
+    let Some(python) = python_with("confluent_kafka") else {
         return;
-    }
+    };
     let broker = Broker::start();
     let bs = broker.bootstrap();
     let topic = unique_name("ck");
@@ -343,13 +335,9 @@ fn kcat_balanced_consumer_group() {
 /// reads everything (`tests/python/group_consumer.py`).
 #[test]
 fn kafka_python_group_consumer() {
-    let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".to_string());
-    if !have(
-        "python3 with kafka-python",
-        Command::new(&python).args(["-c", "import kafka"]),
-    ) {
+    let Some(python) = python_with("kafka") else {
         return;
-    }
+    };
     let broker = group_broker();
     let bs = broker.bootstrap();
     let topic = unique_name("py-group");

@@ -31,6 +31,10 @@ use crate::cluster::ClusterView;
 use crate::raft::MetadataImage;
 use crate::storage::Storage;
 
+/// Most partitions one ElectLeaders request may name (each costs a controller decision; the
+/// controller takes them [`ELECT_PARTITIONS_MAX`] at a time).
+pub const ELECT_LEADERS_NAMED_MAX: usize = 100_000;
+
 /// Election types on the wire (v1+); v0 is always preferred.
 const ELECTION_PREFERRED: i8 = 0;
 const ELECTION_UNCLEAN: i8 = 1;
@@ -130,15 +134,26 @@ impl<S: Storage + Clone> KafkaApis<S> {
             ELECTION_PREFERRED
         };
         let named = named(&request);
-        if election != ELECTION_PREFERRED && election != ELECTION_UNCLEAN {
+        let too_many = named
+            .as_ref()
+            .is_some_and(|n| n.len() > ELECT_LEADERS_NAMED_MAX);
+        let known_type = election == ELECTION_PREFERRED || election == ELECTION_UNCLEAN;
+        if too_many || !known_type {
             // The whole request is refused: the top-level error (v1+) and every named row.
-            let message = format!("unknown election type {election}");
+            let message = if too_many {
+                format!("at most {ELECT_LEADERS_NAMED_MAX} partitions per request")
+            } else {
+                format!("unknown election type {election}")
+            };
             let rows = named.unwrap_or_default().into_iter();
             let error = Some((ResponseError::InvalidRequest, message));
             let rows = rows.map(|(t, p)| (t, p, error.clone())).collect();
             let mut r = response(rows);
             if let ResponseKind::ElectLeaders(r) = &mut r {
-                r.error_code = code(ResponseError::InvalidRequest);
+                // v0 has no top-level error (encoding one fails); its rows say it.
+                if version >= 1 {
+                    r.error_code = code(ResponseError::InvalidRequest);
+                }
             }
             return Reply::Now(r);
         }

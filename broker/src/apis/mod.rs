@@ -7,6 +7,7 @@ mod cluster;
 mod configs;
 mod describe_partitions;
 mod elect_leaders;
+pub use elect_leaders::ELECT_LEADERS_NAMED_MAX;
 pub mod fetch;
 mod groups;
 mod leader_epoch;

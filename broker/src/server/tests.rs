@@ -530,4 +530,19 @@ async fn elect_leaders_on_a_single_broker() {
     let r = ElectLeadersResponse::decode(&mut body, 1).unwrap();
     assert_eq!(r.error_code, 42, "INVALID_REQUEST");
     assert!(rows(&r).iter().all(|row| row.2 == 42), "{:?}", rows(&r));
+    // Too many partitions: refused whole, at v0 (no top-level error) in every row.
+    let many: Vec<i32> = (0..=crate::apis::ELECT_LEADERS_NAMED_MAX as i32).collect();
+    let huge =
+        ElectLeadersRequest::default()
+            .with_topic_partitions(Some(vec![TopicPartitions::default()
+                .with_topic(TopicName(StrBytes::from_static_str("t")))
+                .with_partitions(many)]));
+    c.write_all(&frame(ApiKey::ElectLeaders, 0, 5, &huge))
+        .await
+        .unwrap();
+    let (_, mut body) = read_response(&mut c, ApiKey::ElectLeaders, 0).await;
+    let r = ElectLeadersResponse::decode(&mut body, 0).unwrap();
+    let got = rows(&r);
+    assert_eq!(got.len(), crate::apis::ELECT_LEADERS_NAMED_MAX + 1);
+    assert!(got.iter().all(|row| row.2 == 42));
 }

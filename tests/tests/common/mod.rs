@@ -416,6 +416,15 @@ pub fn have(what: &str, probe: &mut Command) -> bool {
     ok
 }
 
+/// `$PYTHON` (default python3) if it can import `module`; otherwise None, after [`have`]
+/// skipped the test or failed it.
+pub fn python_with(module: &str) -> Option<String> {
+    let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".to_string());
+    let what = format!("python3 with {module}");
+    let import = format!("import {module}");
+    have(&what, Command::new(&python).args(["-c", &import])).then_some(python)
+}
+
 /// Runs a command with optional stdin, killing it after `timeout`.
 pub fn run(cmd: &mut Command, stdin: Option<Vec<u8>>, timeout: Duration) -> Output {
     cmd.stdin(if stdin.is_some() {

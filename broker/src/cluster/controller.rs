@@ -496,6 +496,22 @@ impl Round {
     }
 }
 
+/// `leader` (from the ISR or ELR) takes over `p` in the next epoch; the ISR keeps its unfenced
+/// members and gains the leader.
+fn clean_election(round: &Round, p: &PartitionImage, leader: NodeId) -> Change {
+    let mut isr: Vec<NodeId> = p.isr.clone();
+    isr.retain(|&n| n == leader || round.registered_unfenced(n));
+    if !isr.contains(&leader) {
+        isr.push(leader);
+    }
+    Change {
+        leader,
+        leader_epoch: p.leader_epoch + 1,
+        isr,
+        clean: true,
+    }
+}
+
 /// SplitMix64: the next output of the stream at `state`.
 fn splitmix64(state: &mut u64) -> u64 {
     *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
@@ -1310,17 +1326,7 @@ impl Controller {
             .elect(round, p, &p.isr, now)
             .or_else(|| self.elect(round, p, &p.elr, now));
         if let Some(leader) = clean {
-            let mut isr: Vec<NodeId> = p.isr.clone();
-            isr.retain(|&n| n == leader || round.registered_unfenced(n));
-            if !isr.contains(&leader) {
-                isr.push(leader);
-            }
-            return Ok(Change {
-                leader,
-                leader_epoch: p.leader_epoch + 1,
-                isr,
-                clean: true,
-            });
+            return Ok(clean_election(round, p, leader));
         }
         let usable = |r: &NodeId| self.usable(round, *r, now);
         match p.replicas.iter().copied().find(usable) {
@@ -1436,18 +1442,7 @@ impl Controller {
             isr.filter(|&n| n == keep || round.registered_unfenced(n))
                 .collect()
         };
-        let elected = |leader: NodeId| {
-            let mut isr = unfenced_isr(leader);
-            if !isr.contains(&leader) {
-                isr.push(leader);
-            }
-            Some(Change {
-                leader,
-                leader_epoch: p.leader_epoch + 1,
-                isr,
-                clean: true,
-            })
-        };
+        let elected = |leader: NodeId| Some(clean_election(round, p, leader));
         let shrink = |leader: NodeId| {
             let isr = unfenced_isr(leader);
             (isr != p.isr).then_some(Change {

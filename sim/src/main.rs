@@ -237,7 +237,8 @@ impl Settings {
                 let summary = format!(
                     "{} batches acknowledged, {} leader epochs, {} crashes, {} partitions, \
                      {} controller failovers, {} truncations, {} ELR elections, \
-                     {} min.insync.replicas changes, {} preferred elections asked",
+                     {} min.insync.replicas changes, {} preferred elections asked, \
+                     {} reassignments asked, {} removed copies deleted",
                     r.acked,
                     r.leader_epochs,
                     r.crashes,
@@ -246,7 +247,9 @@ impl Settings {
                     r.truncations,
                     r.elr_elections,
                     r.min_isr_changes,
-                    r.elections_asked
+                    r.elections_asked,
+                    r.reassignments_asked,
+                    r.replicas_removed
                 );
                 let mut outcome = SeedOutcome::from_lines(
                     &r.problems(),

@@ -794,6 +794,8 @@ impl World {
                     } else {
                         vec![]
                     },
+                    adding: vec![],
+                    removing: vec![],
                 }
             }
         };

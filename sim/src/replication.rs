@@ -83,6 +83,10 @@ pub struct ReplRunResult {
     pub min_isr_changes: u64,
     /// Operators' preferred-leader elections (ElectLeaders) asked.
     pub elections_asked: u64,
+    /// Operators' reassignments (AlterPartitionReassignments) asked, cancellations included.
+    pub reassignments_asked: u64,
+    /// Copies deleted by nodes a reassignment removed.
+    pub replicas_removed: u64,
 }
 
 impl ReplRunResult {
@@ -272,8 +276,9 @@ struct Params {
     batch_records: u64,
     drop_unsynced: f64,
     /// Relative weights: crash, partition, failover, slow disk, slow metadata, a new
-    /// cluster-level min.insync.replicas, an operator's preferred-leader election.
-    weights: [u64; 7],
+    /// cluster-level min.insync.replicas, an operator's preferred-leader election, an
+    /// operator's reassignment.
+    weights: [u64; 8],
 }
 
 impl Params {
@@ -306,6 +311,7 @@ impl Params {
                 rng.range(0, 2),
                 rng.range(0, 1),
                 rng.range(0, 1),
+                rng.range(0, 2),
             ],
         }
     }
@@ -1314,8 +1320,37 @@ impl World {
             })
             .collect();
         for (p, leader, epoch, replicas, isr) in plan {
+            // As the shell: a registered node a reassignment removed deletes its copy.
+            let removed = registered && !replicas.is_empty() && !replicas.contains(&me);
             self.set_role(node, p, leader, epoch, replicas, isr, min_isr);
+            if removed {
+                self.drop_removed_replica(node, p);
+            }
         }
+    }
+
+    /// As `Partition::drop_removed_replica`: an offline copy of a partition this node no
+    /// longer replicates starts over empty.
+    fn drop_removed_replica(&mut self, node: usize, p: usize) {
+        let me = self.nodes[node].id;
+        let Some(part) = self.nodes[node].parts[p].as_mut() else {
+            return;
+        };
+        let log = part.core.log();
+        let end = log.log_end_offset();
+        let empty = end == log.log_start_offset();
+        if empty || !matches!(part.core.role(), ReplicaRole::Offline { .. }) {
+            return;
+        }
+        if let Err(e) = part.core.restart_at(0) {
+            self.violation(format!("n{me} p{p}: deleting a removed copy failed: {e}"));
+            return;
+        }
+        self.stats.replicas_removed += 1;
+        tr!(
+            self,
+            "n{me} p{p} removed from the replicas: copy of {end} offsets deleted"
+        );
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -2012,8 +2047,43 @@ impl World {
                 let v = self.rng.range(1, 3);
                 self.ask_min_isr(node, v);
             }
-            _ => self.ask_preferred_election(node),
+            6 => self.ask_preferred_election(node),
+            _ => {
+                let p = self.rng.pick(self.p.partitions) as u32;
+                let target = if self.rng.chance(0.25) {
+                    None
+                } else {
+                    // A random non-empty subset of the nodes, in random order.
+                    let mut ids: Vec<NodeId> = self.nodes.iter().map(|x| x.id).collect();
+                    for i in (1..ids.len()).rev() {
+                        let j = self.rng.pick(i + 1);
+                        ids.swap(i, j);
+                    }
+                    let len = 1 + self.rng.pick(ids.len());
+                    ids.truncate(len);
+                    Some(ids)
+                };
+                self.ask_reassignment(node, p, target);
+            }
         }
+    }
+
+    /// An operator's `kafka-reassign-partitions --execute` (or `--cancel`, for `None`) for
+    /// partition `p` through `node`.
+    fn ask_reassignment(&mut self, node: usize, p: u32, target: Option<Vec<NodeId>>) {
+        let Some(topic_id) = self.topic_id else {
+            return;
+        };
+        let id = self.nodes[node].id;
+        self.stats.reassignments_asked += 1;
+        tr!(self, "REASSIGN p{p} to {target:?} asked through n{id}");
+        let req = ControllerRequest::AlterReassignments {
+            partitions: vec![(topic_id, p, target)],
+        };
+        self.send(Msg::ToController {
+            from: node,
+            req: Some(req),
+        });
     }
 
     /// An operator's `kafka-leader-election --election-type preferred --all-topic-partitions`
@@ -2077,6 +2147,11 @@ impl World {
                 .and_then(|t| t.partitions.get(p))
                 .cloned();
             let Some(pi) = pi else { continue };
+            if pi.reassigning() {
+                self.liveness.push(format!(
+                    "p{p}: reassignment still in progress after healing ({pi:?})"
+                ));
+            }
             let Some(l) = self.nodes.iter().position(|x| x.id == pi.leader) else {
                 self.liveness
                     .push(format!("p{p} has no leader after healing ({pi:?})"));
@@ -2116,6 +2191,16 @@ impl World {
                 let Some(part) = self.nodes[n].parts[p].as_ref() else {
                     continue;
                 };
+                if !pi.replicas.contains(&id) {
+                    // Removed by a reassignment: its copy is gone.
+                    let end = part.core.log().log_end_offset();
+                    if end != part.core.log().log_start_offset() {
+                        self.liveness.push(format!(
+                            "p{p}: n{id} is no replica but keeps a copy up to {end}"
+                        ));
+                    }
+                    continue;
+                }
                 let fend = part.core.log().log_end_offset();
                 if fend < hw {
                     self.liveness.push(format!(

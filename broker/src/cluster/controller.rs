@@ -136,7 +136,17 @@ pub enum ControllerRequest {
         unclean: bool,
         partitions: Vec<([u8; 16], u32)>,
     },
+    /// An operator's replica moves (Kafka's AlterPartitionReassignments): each partition gets
+    /// its target replicas (`Some`) or its reassignment in progress cancelled (`None`). At most
+    /// [`REASSIGN_PARTITIONS_MAX`] partitions; a partition named twice is decided once, by its
+    /// first entry.
+    AlterReassignments {
+        partitions: Vec<([u8; 16], u32, Option<Vec<NodeId>>)>,
+    },
 }
+
+/// Most partitions one AlterReassignments request names.
+pub const REASSIGN_PARTITIONS_MAX: usize = 1_000;
 
 /// Most partitions one ElectLeaders request names.
 pub const ELECT_PARTITIONS_MAX: usize = 1_000;
@@ -154,6 +164,22 @@ pub enum ElectionOutcome {
     /// Unclean: no live replica can lead.
     EligibleNotAvailable,
     UnknownPartition,
+}
+
+/// What an operator's reassignment request did to one partition (Kafka's per-partition
+/// AlterPartitionReassignments errors).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ReassignOutcome {
+    /// The reassignment started (new replicas catch up, then the old ones leave), or finished
+    /// at once (the target was in sync already, or only reorders the replicas), or the
+    /// cancellation took effect.
+    Accepted,
+    /// A cancellation for a partition with no reassignment in progress.
+    NoReassignmentInProgress,
+    UnknownPartition,
+    /// The target is empty, names a broker twice or an unregistered broker, or leaves no
+    /// in-sync replica that can lead (Kafka's INVALID_REPLICA_ASSIGNMENT).
+    InvalidReplicas(String),
 }
 
 /// The configs that can be set cluster-wide, in the metadata log (Kafka's dynamic default
@@ -210,6 +236,8 @@ pub struct ControllerResponse {
     pub topic_id: Option<[u8; 16]>,
     /// Each partition an ElectLeaders request named, once, in the order named.
     pub elections: Vec<([u8; 16], u32, ElectionOutcome)>,
+    /// Each partition an AlterReassignments request named, once, in the order named.
+    pub reassignments: Vec<([u8; 16], u32, ReassignOutcome)>,
 }
 
 impl ControllerResponse {
@@ -222,6 +250,7 @@ impl ControllerResponse {
             error,
             topic_id: None,
             elections: Vec::new(),
+            reassignments: Vec::new(),
         }
     }
 }
@@ -373,7 +402,76 @@ impl Round {
             isr,
             replicas: old.replicas,
             elr,
+            adding: old.adding,
+            removing: old.removing,
         });
+    }
+
+    /// Emits partition `partition` of `topic_id` with the replicas (and reassignment state) of
+    /// `to`, its ISR and ELR cut to them, the leader kept if it stays a replica or else the
+    /// first in-sync, usable replica of `to`, and a new leader epoch when a replica leaves or
+    /// the leader changes (a removed replica learns it no longer follows from that epoch).
+    /// `Err` when no in-sync replica of `to` is left, or none that can lead.
+    fn reassign_to(
+        &mut self,
+        topic_id: [u8; 16],
+        partition: u32,
+        to: Assignment,
+        usable: impl Fn(&Round, NodeId) -> bool,
+    ) -> Result<(), String> {
+        let old = self
+            .view
+            .topics
+            .get(&topic_id)
+            .and_then(|t| t.partitions.get(partition as usize))
+            .expect("reassignments name existing partitions")
+            .clone();
+        let isr: Vec<NodeId> = old
+            .isr
+            .iter()
+            .copied()
+            .filter(|n| to.replicas.contains(n))
+            .collect();
+        if isr.is_empty() {
+            return Err(format!(
+                "none of the replicas {:?} is in sync (ISR {:?})",
+                to.replicas, old.isr
+            ));
+        }
+        let leader = if old.leader == -1 || to.replicas.contains(&old.leader) {
+            old.leader
+        } else {
+            let candidates = to.replicas.iter().copied();
+            let mut candidates = candidates.filter(|&r| isr.contains(&r) && usable(self, r));
+            candidates.next().ok_or_else(|| {
+                format!(
+                    "no in-sync replica of {:?} can take over from leader {}",
+                    to.replicas, old.leader
+                )
+            })?
+        };
+        let dropped = old.replicas.iter().any(|r| !to.replicas.contains(r));
+        let leader_epoch = old.leader_epoch + i32::from(dropped || leader != old.leader);
+        let elr = self.next_elr(&topic_id, &old, &isr, true);
+        let mut elr: Vec<NodeId> = elr
+            .into_iter()
+            .filter(|n| to.replicas.contains(n))
+            .collect();
+        if isr.len() >= self.min_isr(&topic_id, to.replicas.len()) {
+            elr.clear();
+        }
+        self.emit(MetadataRecord::PartitionChange {
+            topic_id,
+            partition,
+            leader,
+            leader_epoch,
+            isr,
+            replicas: to.replicas,
+            elr,
+            adding: to.adding,
+            removing: to.removing,
+        });
+        Ok(())
     }
 
     /// After `topic_id`'s configs change: a partition whose ISR now reaches min.insync.replicas
@@ -427,6 +525,8 @@ impl Round {
             isr,
             replicas,
             elr,
+            adding,
+            removing,
         } = rec
         else {
             return;
@@ -469,6 +569,36 @@ impl Round {
             "leader epochs never decrease: {old:?} -> {rec:?}"
         );
         let created = old.replicas.is_empty();
+        assert!(
+            distinct(adding)
+                && distinct(removing)
+                && adding
+                    .iter()
+                    .all(|n| replicas.contains(n) && !removing.contains(n))
+                && removing.iter().all(|n| replicas.contains(n)),
+            "adding and removing are disjoint sets of replicas: {rec:?}"
+        );
+        assert!(
+            removing.len() < replicas.len(),
+            "a reassignment keeps a target replica: {rec:?}"
+        );
+        if *replicas != old.replicas && !created {
+            assert!(
+                old.reassigning() || !adding.is_empty() || !removing.is_empty() || {
+                    let (mut a, mut b) = (old.replicas.clone(), replicas.clone());
+                    a.sort_unstable();
+                    b.sort_unstable();
+                    a == b
+                },
+                "replicas change only by a reassignment or a reorder: {old:?} -> {rec:?}"
+            );
+        }
+        if !created && old.replicas.iter().any(|r| !replicas.contains(r)) {
+            assert!(
+                *leader_epoch > old.leader_epoch,
+                "a replica leaves only with a new leader epoch: {old:?} -> {rec:?}"
+            );
+        }
         if *leader != old.leader && !created {
             assert!(
                 *leader_epoch > old.leader_epoch,
@@ -566,6 +696,47 @@ fn validate_configs(configs: &[(String, String)]) -> Result<(), ControllerError>
 
 fn configs_bytes(configs: &[(String, String)]) -> usize {
     configs.iter().map(|(k, v)| k.len() + v.len() + 8).sum()
+}
+
+/// A partition's replicas and reassignment state, as a reassignment sets them.
+struct Assignment {
+    replicas: Vec<NodeId>,
+    adding: Vec<NodeId>,
+    removing: Vec<NodeId>,
+}
+
+impl Assignment {
+    /// Moving from `original` to `target`: the target first, then the original replicas it
+    /// drops (Kafka's merged order, so the target's first replica is the preferred leader
+    /// while it runs). A target that only reorders `original` is no reassignment.
+    fn moving(original: &[NodeId], target: &[NodeId]) -> Assignment {
+        let removing: Vec<NodeId> = original
+            .iter()
+            .copied()
+            .filter(|r| !target.contains(r))
+            .collect();
+        let adding: Vec<NodeId> = target
+            .iter()
+            .copied()
+            .filter(|r| !original.contains(r))
+            .collect();
+        let mut replicas = target.to_vec();
+        replicas.extend(&removing);
+        Assignment {
+            replicas,
+            adding,
+            removing,
+        }
+    }
+
+    /// No reassignment: exactly these replicas.
+    fn settled(replicas: Vec<NodeId>) -> Assignment {
+        Assignment {
+            replicas,
+            adding: Vec::new(),
+            removing: Vec::new(),
+        }
+    }
 }
 
 /// What one partition should become this round, if anything.
@@ -829,6 +1000,9 @@ impl Controller {
             matches!(r, ControllerRequest::AlterPartition { .. })
         });
         self.take_requests(&mut round, &mut pending, &mut answers, now, |_| true);
+        if !round.full {
+            self.complete_reassignments(&mut round, now);
+        }
         if self.cfg.auto_leader_rebalance && now >= self.next_rebalance_ms {
             self.rebalance_pending = true;
             self.next_rebalance_ms = now.saturating_add(self.cfg.leader_imbalance_check_ms.max(1));
@@ -1097,6 +1271,8 @@ impl Controller {
                         isr: replicas.clone(),
                         replicas,
                         elr: Vec::new(),
+                        adding: Vec::new(),
+                        removing: Vec::new(),
                     });
                 }
                 Some(Ok(ControllerResponse {
@@ -1153,6 +1329,8 @@ impl Controller {
                         isr: replicas.clone(),
                         replicas,
                         elr: Vec::new(),
+                        adding: Vec::new(),
+                        removing: Vec::new(),
                     });
                 }
                 Some(ok)
@@ -1286,6 +1464,106 @@ impl Controller {
                     elections,
                     ..ControllerResponse::ok()
                 }))
+            }
+            ControllerRequest::AlterReassignments { partitions } => {
+                if partitions.len() > REASSIGN_PARTITIONS_MAX {
+                    return Some(Err(ControllerError::InvalidRequest(format!(
+                        "at most {REASSIGN_PARTITIONS_MAX} partitions per reassignment request"
+                    ))));
+                }
+                // Room for every named partition first, so the request applies in one round.
+                let bytes: usize = partitions
+                    .iter()
+                    .map(|(_, _, t)| partition_record_bytes(2 * t.as_ref().map_or(8, Vec::len)))
+                    .sum();
+                if !round.room(partitions.len(), bytes) {
+                    return None;
+                }
+                let mut seen = BTreeSet::new();
+                let mut reassignments = Vec::with_capacity(partitions.len());
+                for (topic_id, partition, target) in partitions {
+                    if !seen.insert((*topic_id, *partition)) {
+                        continue;
+                    }
+                    let outcome =
+                        self.reassign(round, *topic_id, *partition, target.as_deref(), now);
+                    reassignments.push((*topic_id, *partition, outcome));
+                }
+                Some(Ok(ControllerResponse {
+                    reassignments,
+                    ..ControllerResponse::ok()
+                }))
+            }
+        }
+    }
+
+    /// One partition of an AlterReassignments request, decided and emitted on the round's
+    /// view. A new target replaces any reassignment in progress (moving from the original
+    /// replicas); `None` cancels one, back to the original replicas.
+    fn reassign(
+        &self,
+        round: &mut Round,
+        topic_id: [u8; 16],
+        partition: u32,
+        target: Option<&[NodeId]>,
+        now: u64,
+    ) -> ReassignOutcome {
+        let Some(p) = round
+            .view
+            .topics
+            .get(&topic_id)
+            .and_then(|t| t.partitions.get(partition as usize))
+            .filter(|p| !p.replicas.is_empty())
+        else {
+            return ReassignOutcome::UnknownPartition;
+        };
+        let original = p.original_replicas();
+        let to = match target {
+            None if !p.reassigning() => return ReassignOutcome::NoReassignmentInProgress,
+            None => Assignment::settled(original),
+            Some(target) => {
+                if target.is_empty() || !distinct(target) {
+                    return ReassignOutcome::InvalidReplicas(format!(
+                        "replicas {target:?}: need a non-empty list of distinct brokers"
+                    ));
+                }
+                if let Some(b) = target.iter().find(|b| !round.view.brokers.contains_key(b)) {
+                    return ReassignOutcome::InvalidReplicas(format!("unknown broker {b}"));
+                }
+                Assignment::moving(&original, target)
+            }
+        };
+        if to.replicas == p.replicas && to.adding == p.adding && to.removing == p.removing {
+            return ReassignOutcome::Accepted;
+        }
+        let usable = |round: &Round, r: NodeId| self.usable(round, r, now);
+        match round.reassign_to(topic_id, partition, to, usable) {
+            Ok(()) => ReassignOutcome::Accepted,
+            Err(why) => ReassignOutcome::InvalidReplicas(why),
+        }
+    }
+
+    /// Finishes every reassignment whose target replicas are all in the ISR: the replicas
+    /// become the target, the removed ones leave (in a new leader epoch), and a leader being
+    /// removed hands over to the first in-sync, usable target replica (the reassignment waits
+    /// while there is none).
+    fn complete_reassignments(&mut self, round: &mut Round, now: u64) {
+        let ids: Vec<[u8; 16]> = round.view.topics.keys().copied().collect();
+        for id in ids {
+            let n = round.view.topics.get(&id).map_or(0, |t| t.partitions.len());
+            for i in 0..n {
+                let Some(p) = round.view.topics.get(&id).map(|t| &t.partitions[i]) else {
+                    break;
+                };
+                let target = p.target_replicas();
+                if !p.reassigning() || !target.iter().all(|r| p.isr.contains(r)) {
+                    continue;
+                }
+                if !round.room(1, partition_record_bytes(p.replicas.len())) {
+                    return;
+                }
+                let usable = |round: &Round, r: NodeId| self.usable(round, r, now);
+                let _ = round.reassign_to(id, i as u32, Assignment::settled(target), usable);
             }
         }
     }
@@ -1687,6 +1965,8 @@ mod tests {
                 isr: isr.to_vec(),
                 replicas: replicas.to_vec(),
                 elr: Vec::new(),
+                adding: Vec::new(),
+                removing: Vec::new(),
             });
         }
 
@@ -2363,6 +2643,155 @@ mod tests {
         assert!(matches!(r.error, ControllerError::InvalidRequest(_)));
     }
 
+    fn reassign(s: &mut Sim, name: &str, target: Option<&[NodeId]>) -> ReassignOutcome {
+        let id = s.image.topic_ids.get(name).copied().unwrap_or([9; 16]);
+        let partitions = vec![(id, 0, target.map(<[NodeId]>::to_vec))];
+        let r = s.request(2, ControllerRequest::AlterReassignments { partitions });
+        assert_eq!(r.error, ControllerError::None);
+        assert_eq!(r.reassignments.len(), 1);
+        r.reassignments[0].2.clone()
+    }
+
+    /// (replicas, adding, removing)
+    fn assignment(p: &PartitionImage) -> (Vec<NodeId>, Vec<NodeId>, Vec<NodeId>) {
+        (p.replicas.clone(), p.adding.clone(), p.removing.clone())
+    }
+
+    #[test]
+    fn controller_reassignment_adds_catches_up_then_removes() {
+        let _g = serial();
+        let mut s = Sim::cluster_with(
+            ControllerConfig {
+                auto_leader_rebalance: false,
+                ..cfg(false)
+            },
+            4,
+            7,
+        );
+        s.seed("t", &[1, 2, 3], &[1, 2, 3], 1);
+        assert_eq!(
+            reassign(&mut s, "t", Some(&[4, 2, 3])),
+            ReassignOutcome::Accepted
+        );
+        // Node 4 joins as a follower; nothing leaves yet, so the epoch stays.
+        let p = s.part("t", 0);
+        assert_eq!(assignment(p), (vec![4, 2, 3, 1], vec![4], vec![1]));
+        assert_eq!(pstate(p), (1, 0, vec![1, 2, 3]));
+        // Not in sync yet: the reassignment waits, whatever time passes.
+        s.run(3 * SESSION_MS, &[1, 2, 3, 4]);
+        assert_eq!(
+            assignment(s.part("t", 0)),
+            (vec![4, 2, 3, 1], vec![4], vec![1])
+        );
+        // The leader reports node 4 caught up: the reassignment completes in that round, the
+        // removed leader hands over to the first in-sync target replica in a new epoch.
+        s.alter(1, "t", 0, &[1, 2, 3], &[1, 2, 3, 4]);
+        assert_eq!(s.last(), ControllerError::None);
+        let p = s.part("t", 0);
+        assert_eq!(assignment(p), (vec![4, 2, 3], vec![], vec![]));
+        assert_eq!(pstate(p), (4, 1, vec![2, 3, 4]));
+        assert!(!p.reassigning());
+        // Cancelling now finds nothing in progress.
+        let none = reassign(&mut s, "t", None);
+        assert_eq!(none, ReassignOutcome::NoReassignmentInProgress);
+    }
+
+    #[test]
+    fn controller_reassignment_cancel_reorder_shrink_and_refusals() {
+        let _g = serial();
+        let mut s = Sim::cluster_with(
+            ControllerConfig {
+                auto_leader_rebalance: false,
+                ..cfg(false)
+            },
+            4,
+            7,
+        );
+        s.seed("t", &[1, 2, 3], &[1, 2, 3], 1);
+        // Cancelled before node 4 caught up: back to the original replicas (in the merged
+        // order, as Kafka reverts), node 4 gone in a new epoch.
+        assert_eq!(
+            reassign(&mut s, "t", Some(&[4, 1, 2])),
+            ReassignOutcome::Accepted
+        );
+        assert_eq!(
+            assignment(s.part("t", 0)),
+            (vec![4, 1, 2, 3], vec![4], vec![3])
+        );
+        assert_eq!(reassign(&mut s, "t", None), ReassignOutcome::Accepted);
+        let p = s.part("t", 0);
+        assert_eq!(assignment(p), (vec![1, 2, 3], vec![], vec![]));
+        assert_eq!(pstate(p), (1, 1, vec![1, 2, 3]));
+        // A target that only reorders applies at once, in the same epoch.
+        assert_eq!(
+            reassign(&mut s, "t", Some(&[3, 2, 1])),
+            ReassignOutcome::Accepted
+        );
+        let p = s.part("t", 0);
+        assert_eq!(assignment(p), (vec![3, 2, 1], vec![], vec![]));
+        assert_eq!(pstate(p), (1, 1, vec![1, 2, 3]));
+        // A shrink to in-sync replicas completes in the same round; the leader leaves.
+        assert_eq!(reassign(&mut s, "t", Some(&[2])), ReassignOutcome::Accepted);
+        let p = s.part("t", 0);
+        assert_eq!(assignment(p), (vec![2], vec![], vec![]));
+        assert_eq!(pstate(p), (2, 2, vec![2]));
+        // Refusals leave the partition alone.
+        for bad in [&[][..], &[2, 2], &[2, 9]] {
+            let got = reassign(&mut s, "t", Some(bad));
+            assert!(
+                matches!(got, ReassignOutcome::InvalidReplicas(_)),
+                "{bad:?}: {got:?}"
+            );
+        }
+        let unknown = reassign(&mut s, "nope", Some(&[1]));
+        assert_eq!(unknown, ReassignOutcome::UnknownPartition);
+        assert_eq!(assignment(s.part("t", 0)), (vec![2], vec![], vec![]));
+        let too_many = vec![([9; 16], 0, None); REASSIGN_PARTITIONS_MAX + 1];
+        let r = s.request(
+            2,
+            ControllerRequest::AlterReassignments {
+                partitions: too_many,
+            },
+        );
+        assert!(matches!(r.error, ControllerError::InvalidRequest(_)));
+    }
+
+    #[test]
+    fn controller_reassignment_replaced_midway_and_leader_kept_out_of_removed() {
+        let _g = serial();
+        let mut s = Sim::cluster_with(
+            ControllerConfig {
+                auto_leader_rebalance: false,
+                ..cfg(false)
+            },
+            4,
+            7,
+        );
+        s.seed("t", &[1, 2], &[1, 2], 1);
+        assert_eq!(
+            reassign(&mut s, "t", Some(&[3, 4])),
+            ReassignOutcome::Accepted
+        );
+        assert_eq!(
+            assignment(s.part("t", 0)),
+            (vec![3, 4, 1, 2], vec![3, 4], vec![1, 2])
+        );
+        // A new target replaces it, computed from the original replicas: 4 is dropped (in a
+        // new epoch), 3 still joins.
+        assert_eq!(
+            reassign(&mut s, "t", Some(&[3, 1])),
+            ReassignOutcome::Accepted
+        );
+        let p = s.part("t", 0);
+        assert_eq!(assignment(p), (vec![3, 1, 2], vec![3], vec![2]));
+        assert_eq!(pstate(p), (1, 1, vec![1, 2]));
+        s.alter(1, "t", 1, &[1, 2], &[1, 2, 3]);
+        assert_eq!(s.last(), ControllerError::None);
+        let p = s.part("t", 0);
+        assert_eq!(assignment(p), (vec![3, 1], vec![], vec![]));
+        assert_eq!(pstate(p), (1, 2, vec![1, 3]));
+    }
+
     #[test]
     fn controller_operator_unclean_election_even_when_disabled() {
         let _g = serial();
@@ -2615,6 +3044,7 @@ mod tests {
                     topic_id,
                     partition,
                     isr,
+                    replicas,
                     ..
                 },
             ) = (old, m)
@@ -2634,6 +3064,8 @@ mod tests {
             let known = holders
                 .entry((*topic_id, *partition))
                 .or_insert_with(|| old.isr.iter().copied().collect());
+            // A replica a reassignment removed deletes its copy.
+            known.retain(|n| replicas.contains(n));
             let elected = *leader != old.leader && *leader != -1;
             let lacks = (elected && !unclean && !known.contains(leader)).then(|| {
                 format!(
@@ -2722,6 +3154,9 @@ mod tests {
         /// An operator's election for the nth partition: preferred, or unclean where the
         /// run allows unclean elections.
         Elect(u8, bool),
+        /// An operator's reassignment of the nth partition to the nodes in the mask's low
+        /// four bits (1 to 4), or, for an empty mask, its cancellation.
+        Reassign(u8, u8),
     }
 
     fn op() -> impl Strategy<Value = Op> {
@@ -2739,6 +3174,7 @@ mod tests {
             1 => Just(Op::Failover),
             1 => (1u8..=3).prop_map(Op::ClusterMinIsr),
             1 => (any::<u8>(), any::<bool>()).prop_map(|(k, u)| Op::Elect(k, u)),
+            2 => (any::<u8>(), 0u8..16).prop_map(|(k, m)| Op::Reassign(k, m)),
         ]
     }
 
@@ -2876,6 +3312,23 @@ mod tests {
                         },
                     );
                 }
+                Op::Reassign(k, mask) => {
+                    let Some((topic_id, partition, _)) = nth_partition(&s.image, k) else {
+                        continue;
+                    };
+                    // Rotated by k, so the target's first replica varies.
+                    let mut target: Vec<NodeId> =
+                        (1..=4).filter(|n| mask & (1 << (n - 1)) != 0).collect();
+                    let turn = usize::from(k) % target.len().max(1);
+                    target.rotate_left(turn);
+                    let target = (!target.is_empty()).then_some(target);
+                    s.submit(
+                        2,
+                        ControllerRequest::AlterReassignments {
+                            partitions: vec![(topic_id, partition, target)],
+                        },
+                    );
+                }
                 Op::ClusterMinIsr(v) => {
                     s.submit(
                         2,
@@ -2968,6 +3421,8 @@ mod tests {
             isr: vec![3],
             replicas: vec![2, 3],
             elr: vec![],
+            adding: vec![],
+            removing: vec![],
         }]);
         let e = check_round(&s.image, &bad, false, &mut Holders::new()).expect_err("caught");
         assert!(e.contains("out-of-ISR"), "{e}");

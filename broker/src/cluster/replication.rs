@@ -4,8 +4,9 @@
 //!   incarnation; until the image holds that registration it leads nothing and deletes nothing
 //!   (an image from before the restart does not describe this incarnation);
 //! - **reconcile**: every new image is applied to the local partitions: create the logs of new
-//!   topics (under the id the controller chose), remove deleted ones, and set each partition's
-//!   role (lead in epoch E, follow L in epoch E, or offline);
+//!   topics (under the id the controller chose), remove deleted ones, set each partition's
+//!   role (lead in epoch E, follow L in epoch E, or offline), and delete the copy of a
+//!   partition a reassignment removed this broker from;
 //! - **fetchers**: one task per leader this broker follows, sending Kafka Fetch requests with
 //!   this broker's replica id for all partitions it follows there, from the log end; each
 //!   fetch also tells the leader the durable end (a tagged field), since appended batches are
@@ -214,6 +215,15 @@ fn reconcile<S: Storage + Clone>(
                 min_isr,
                 now_ms,
             );
+            // A reassignment removed this broker. Only a registered incarnation acts on it:
+            // before, the image may predate this broker's joining the replicas.
+            let removed = !p.replicas.is_empty() && !p.replicas.contains(&view.me);
+            if registered && removed {
+                if let Err(e) = partition.drop_removed_replica() {
+                    tracing::error!(topic = %t.name, partition = index, error = %e,
+                        "deleting a removed replica's copy");
+                }
+            }
         }
     }
     if registered {

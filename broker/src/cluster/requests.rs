@@ -7,14 +7,18 @@
 //! against the bytes left and bounded; trailing bytes are refused. Response: error code (this
 //! module's numbering, not Kafka's), the error's text as the message, and as the payload
 //! nothing, or `1` + the created topic's id (16 bytes), or `2` + `u32 count` + per partition
-//! an id, `u32 partition` and `u8 outcome` (an ElectLeaders answer).
+//! an id, `u32 partition` and `u8 outcome` (an ElectLeaders answer), or `3` + `u32 count` +
+//! per partition an id, `u32 partition`, `u8 outcome` and, for an invalid target, its reason
+//! (an AlterReassignments answer).
 
 use bytes::Bytes;
 
 use super::controller::{
-    ControllerError, ControllerRequest, ControllerResponse, ElectionOutcome, ELECT_PARTITIONS_MAX,
+    ControllerError, ControllerRequest, ControllerResponse, ElectionOutcome, ReassignOutcome,
+    ELECT_PARTITIONS_MAX, REASSIGN_PARTITIONS_MAX,
 };
 use crate::raft::metadata::{put_configs, put_ids, put_string, DecodeError, Reader};
+use crate::raft::NodeId;
 
 const VERSION: u8 = 1;
 
@@ -96,6 +100,25 @@ pub fn encode_request(request: &ControllerRequest) -> Bytes {
             out.push(u8::from(*unclean));
             put_partitions(&mut out, partitions.iter().map(|&(id, p)| (id, p, None)));
         }
+        ControllerRequest::AlterReassignments { partitions } => {
+            out.push(11);
+            assert!(
+                partitions.len() <= REASSIGN_PARTITIONS_MAX,
+                "reassignment too large"
+            );
+            out.extend_from_slice(&(partitions.len() as u32).to_be_bytes());
+            for (id, partition, target) in partitions {
+                out.extend_from_slice(id);
+                out.extend_from_slice(&partition.to_be_bytes());
+                match target {
+                    None => out.push(0),
+                    Some(t) => {
+                        out.push(1);
+                        put_ids(&mut out, t);
+                    }
+                }
+            }
+        }
     }
     Bytes::from(out)
 }
@@ -154,6 +177,9 @@ pub fn decode_request(buf: &[u8]) -> Result<ControllerRequest, DecodeError> {
                 .map(|(id, p, _)| (id, p))
                 .collect(),
         },
+        11 => ControllerRequest::AlterReassignments {
+            partitions: read_reassignments(&mut r)?,
+        },
         _ => return Err(DecodeError("unknown request kind")),
     };
     if !r.buf.is_empty() {
@@ -184,12 +210,78 @@ pub fn encode_response(response: &ControllerResponse) -> (i16, String, Bytes) {
         payload.push(PAYLOAD_ELECTIONS);
         let each = response.elections.iter();
         put_partitions(&mut payload, each.map(|&(id, p, o)| (id, p, Some(o))));
+    } else if !response.reassignments.is_empty() {
+        payload.push(PAYLOAD_REASSIGNMENTS);
+        let rows = &response.reassignments;
+        assert!(
+            rows.len() <= REASSIGN_PARTITIONS_MAX,
+            "reassignment too large"
+        );
+        payload.extend_from_slice(&(rows.len() as u32).to_be_bytes());
+        for (id, partition, outcome) in rows {
+            payload.extend_from_slice(id);
+            payload.extend_from_slice(&partition.to_be_bytes());
+            match outcome {
+                ReassignOutcome::Accepted => payload.push(0),
+                ReassignOutcome::NoReassignmentInProgress => payload.push(1),
+                ReassignOutcome::UnknownPartition => payload.push(2),
+                ReassignOutcome::InvalidReplicas(why) => {
+                    payload.push(3);
+                    put_string(&mut payload, why);
+                }
+            }
+        }
     }
     (code, message, Bytes::from(payload))
 }
 
 const PAYLOAD_TOPIC_ID: u8 = 1;
 const PAYLOAD_ELECTIONS: u8 = 2;
+const PAYLOAD_REASSIGNMENTS: u8 = 3;
+
+type ReassignEntry = ([u8; 16], u32, Option<Vec<NodeId>>);
+
+fn read_reassignments(r: &mut Reader<'_>) -> Result<Vec<ReassignEntry>, DecodeError> {
+    let n = r.u32()? as usize;
+    if n > REASSIGN_PARTITIONS_MAX || n * 21 > r.buf.len() {
+        return Err(DecodeError("partition list out of bounds"));
+    }
+    (0..n)
+        .map(|_| {
+            let id = r.id()?;
+            let partition = r.u32()?;
+            let target = match r.u8()? {
+                0 => None,
+                1 => Some(r.ids()?),
+                _ => return Err(DecodeError("unknown reassignment target tag")),
+            };
+            Ok((id, partition, target))
+        })
+        .collect()
+}
+
+fn read_reassign_outcomes(
+    r: &mut Reader<'_>,
+) -> Result<Vec<([u8; 16], u32, ReassignOutcome)>, DecodeError> {
+    let n = r.u32()? as usize;
+    if n > REASSIGN_PARTITIONS_MAX || n * 21 > r.buf.len() {
+        return Err(DecodeError("partition list out of bounds"));
+    }
+    (0..n)
+        .map(|_| {
+            let id = r.id()?;
+            let partition = r.u32()?;
+            let outcome = match r.u8()? {
+                0 => ReassignOutcome::Accepted,
+                1 => ReassignOutcome::NoReassignmentInProgress,
+                2 => ReassignOutcome::UnknownPartition,
+                3 => ReassignOutcome::InvalidReplicas(r.string()?),
+                _ => return Err(DecodeError("unknown reassignment outcome")),
+            };
+            Ok((id, partition, outcome))
+        })
+        .collect()
+}
 
 fn outcome_code(o: ElectionOutcome) -> u8 {
     match o {
@@ -276,6 +368,9 @@ pub fn decode_response(code: i16, message: String, payload: &[u8]) -> Controller
                 .filter_map(|(id, p, o)| Some((id, p, o?)))
                 .collect();
         }
+        Ok(PAYLOAD_REASSIGNMENTS) => {
+            response.reassignments = read_reassign_outcomes(&mut r).unwrap_or_default();
+        }
         _ => {}
     }
     response
@@ -340,6 +435,9 @@ mod tests {
                 unclean: true,
                 partitions: vec![],
             },
+            ControllerRequest::AlterReassignments {
+                partitions: vec![([1; 16], 0, Some(vec![3, 1, 2])), ([2; 16], 4, None)],
+            },
         ]
     }
 
@@ -386,6 +484,21 @@ mod tests {
                     ([2; 16], 0, ElectionOutcome::PreferredNotAvailable),
                     ([2; 16], 1, ElectionOutcome::EligibleNotAvailable),
                     ([3; 16], 9, ElectionOutcome::UnknownPartition),
+                ],
+                ..ControllerResponse::err(error.clone())
+            };
+            let (code, message, payload) = encode_response(&r);
+            assert_eq!(decode_response(code, message, &payload), r);
+            let r = ControllerResponse {
+                reassignments: vec![
+                    ([1; 16], 0, ReassignOutcome::Accepted),
+                    ([1; 16], 1, ReassignOutcome::NoReassignmentInProgress),
+                    ([2; 16], 0, ReassignOutcome::UnknownPartition),
+                    (
+                        [2; 16],
+                        1,
+                        ReassignOutcome::InvalidReplicas("unknown broker 9".into()),
+                    ),
                 ],
                 ..ControllerResponse::err(error.clone())
             };

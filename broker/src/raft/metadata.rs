@@ -41,6 +41,12 @@ pub enum MetadataRecord {
         /// committed record, because they left it when the ISR was already below
         /// min.insync.replicas, where the high watermark stops.
         elr: Vec<NodeId>,
+        /// A reassignment in progress (Kafka's addingReplicas / removingReplicas): `replicas`
+        /// is then the target followed by the original replicas it drops; `adding` are the
+        /// target's new members (catching up), `removing` the original members the target
+        /// drops. Both empty when no reassignment runs.
+        adding: Vec<NodeId>,
+        removing: Vec<NodeId>,
     },
     /// Appended by every new quorum leader (Kafka's LeaderChangeMessage control record).
     LeaderChange {
@@ -222,17 +228,29 @@ impl MetadataRecord {
                 isr,
                 replicas,
                 elr,
+                adding,
+                removing,
             } => {
-                // Type 3 is the record before ELRs existed; logs written then still decode.
-                out.push(if elr.is_empty() { 3 } else { 11 });
+                // Type 3 is the record before ELRs existed and type 11 the one before
+                // reassignments; logs written then still decode.
+                let reassigning = !adding.is_empty() || !removing.is_empty();
+                out.push(match (reassigning, elr.is_empty()) {
+                    (true, _) => 14,
+                    (false, true) => 3,
+                    (false, false) => 11,
+                });
                 out.extend_from_slice(topic_id);
                 out.extend_from_slice(&partition.to_be_bytes());
                 out.extend_from_slice(&leader.to_be_bytes());
                 out.extend_from_slice(&leader_epoch.to_be_bytes());
                 put_ids(out, isr);
                 put_ids(out, replicas);
-                if !elr.is_empty() {
+                if reassigning || !elr.is_empty() {
                     put_ids(out, elr);
+                }
+                if reassigning {
+                    put_ids(out, adding);
+                    put_ids(out, removing);
                 }
             }
             MetadataRecord::LeaderChange { epoch, leader } => {
@@ -311,22 +329,38 @@ impl MetadataRecord {
                 id: r.id()?,
                 partitions: r.u32()?,
             },
-            kind @ (3 | 11) => {
-                let rec = MetadataRecord::PartitionChange {
-                    topic_id: r.id()?,
-                    partition: r.u32()?,
-                    leader: r.i32()?,
-                    leader_epoch: r.i32()?,
-                    isr: r.ids()?,
-                    replicas: r.ids()?,
-                    elr: if kind == 11 { r.ids()? } else { Vec::new() },
+            kind @ (3 | 11 | 14) => {
+                let topic_id = r.id()?;
+                let partition = r.u32()?;
+                let leader = r.i32()?;
+                let leader_epoch = r.i32()?;
+                let isr = r.ids()?;
+                let replicas = r.ids()?;
+                let elr = if kind == 3 { Vec::new() } else { r.ids()? };
+                let (adding, removing) = if kind == 14 {
+                    (r.ids()?, r.ids()?)
+                } else {
+                    (Vec::new(), Vec::new())
                 };
-                if kind == 11
-                    && matches!(&rec, MetadataRecord::PartitionChange { elr, .. } if elr.is_empty())
-                {
+                if kind == 11 && elr.is_empty() {
                     return Err(DecodeError("empty ELR in a record type that carries one"));
                 }
-                rec
+                if kind == 14 && adding.is_empty() && removing.is_empty() {
+                    return Err(DecodeError(
+                        "no reassignment in a record type that carries one",
+                    ));
+                }
+                MetadataRecord::PartitionChange {
+                    topic_id,
+                    partition,
+                    leader,
+                    leader_epoch,
+                    isr,
+                    replicas,
+                    elr,
+                    adding,
+                    removing,
+                }
             }
             4 => MetadataRecord::LeaderChange {
                 epoch: r.i32()?,
@@ -395,6 +429,28 @@ pub struct PartitionImage {
     /// Eligible leader replicas (KIP-966), disjoint from the ISR; see
     /// [`MetadataRecord::PartitionChange`].
     pub elr: Vec<NodeId>,
+    /// A reassignment in progress; see [`MetadataRecord::PartitionChange`].
+    pub adding: Vec<NodeId>,
+    pub removing: Vec<NodeId>,
+}
+
+impl PartitionImage {
+    /// Whether a reassignment is in progress.
+    pub fn reassigning(&self) -> bool {
+        !self.adding.is_empty() || !self.removing.is_empty()
+    }
+
+    /// The replicas a reassignment in progress moves to (all replicas otherwise).
+    pub fn target_replicas(&self) -> Vec<NodeId> {
+        let replicas = self.replicas.iter().copied();
+        replicas.filter(|r| !self.removing.contains(r)).collect()
+    }
+
+    /// The replicas before the reassignment in progress (all replicas otherwise).
+    pub fn original_replicas(&self) -> Vec<NodeId> {
+        let replicas = self.replicas.iter().copied();
+        replicas.filter(|r| !self.adding.contains(r)).collect()
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -502,6 +558,8 @@ impl MetadataImage {
                         isr: Vec::new(),
                         replicas: Vec::new(),
                         elr: Vec::new(),
+                        adding: Vec::new(),
+                        removing: Vec::new(),
                     })
                     .collect();
                 self.topic_ids.insert(name.clone(), id);
@@ -547,6 +605,8 @@ impl MetadataImage {
                         isr: Vec::new(),
                         replicas: Vec::new(),
                         elr: Vec::new(),
+                        adding: Vec::new(),
+                        removing: Vec::new(),
                     },
                 );
             }
@@ -567,6 +627,8 @@ impl MetadataImage {
                 isr,
                 replicas,
                 elr,
+                adding,
+                removing,
             } => {
                 let Some(p) = self
                     .topics
@@ -575,7 +637,13 @@ impl MetadataImage {
                 else {
                     return false;
                 };
-                if leader_epoch < p.leader_epoch {
+                let within = |ids: &[NodeId]| ids.iter().all(|n| replicas.contains(n));
+                let disjoint = adding.iter().all(|n| !removing.contains(n));
+                if leader_epoch < p.leader_epoch
+                    || !within(&adding)
+                    || !within(&removing)
+                    || !disjoint
+                {
                     return false;
                 }
                 *p = PartitionImage {
@@ -584,6 +652,8 @@ impl MetadataImage {
                     isr,
                     replicas,
                     elr,
+                    adding,
+                    removing,
                 };
             }
             MetadataRecord::LeaderChange { epoch, leader } => {
@@ -653,6 +723,8 @@ impl MetadataImage {
                         isr: p.isr.clone(),
                         replicas: p.replicas.clone(),
                         elr: p.elr.clone(),
+                        adding: p.adding.clone(),
+                        removing: p.removing.clone(),
                     });
                 }
             }
@@ -727,6 +799,8 @@ mod tests {
                 isr: vec![3, 1],
                 replicas: vec![1, 3],
                 elr: vec![],
+                adding: vec![],
+                removing: vec![],
             },
             MetadataRecord::PartitionChange {
                 topic_id: [9; 16],
@@ -736,6 +810,19 @@ mod tests {
                 isr: vec![1],
                 replicas: vec![1, 3],
                 elr: vec![3],
+                adding: vec![],
+                removing: vec![],
+            },
+            MetadataRecord::PartitionChange {
+                topic_id: [9; 16],
+                partition: 0,
+                leader: 4,
+                leader_epoch: 3,
+                isr: vec![4, 1],
+                replicas: vec![4, 1, 2],
+                elr: vec![],
+                adding: vec![4],
+                removing: vec![2],
             },
             MetadataRecord::LeaderChange {
                 epoch: 4,

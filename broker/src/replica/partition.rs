@@ -425,6 +425,25 @@ impl<S: Storage> Partition<S> {
         Ok(())
     }
 
+    /// This broker is no longer a replica of the partition (a reassignment removed it and the
+    /// metadata moved it offline): its copy is deleted, as Kafka's StopReplica with delete
+    /// does, keeping an empty log in place should a later reassignment add it back. Returns
+    /// whether anything was deleted.
+    pub fn drop_removed_replica(&self) -> std::io::Result<bool> {
+        let mut core = self.core();
+        let log = core.log();
+        let empty = log.log_end_offset() == log.log_start_offset();
+        if empty || !matches!(core.role(), ReplicaRole::Offline { .. }) {
+            return Ok(false);
+        }
+        tracing::info!(topic = %self.topic, partition = self.index,
+            log_end = log.log_end_offset(), "no longer a replica; deleting this copy");
+        core.restart_at(0)?;
+        self.high_watermark
+            .store(core.high_watermark(), Ordering::Release);
+        Ok(true)
+    }
+
     /// What a follower sends in its next fetch, or None when it does not follow.
     pub fn follower_position(&self) -> Option<FollowerPosition> {
         let core = self.core();

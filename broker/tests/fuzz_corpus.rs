@@ -502,6 +502,38 @@ fn corpus_quorum_frame() -> Vec<(String, Vec<u8>)> {
     let mut buf = Vec::new();
     encode_frame(&frame, &mut buf).unwrap();
     out.push(("controller-elections-answer".into(), buf[4..].to_vec()));
+    let reassign = ControllerRequest::AlterReassignments {
+        partitions: vec![([7; 16], 0, Some(vec![3, 1, 2])), ([7; 16], 1, None)],
+    };
+    out.push((
+        "controller-reassign".into(),
+        encode_request(&reassign).to_vec(),
+    ));
+    let answer = ControllerResponse {
+        reassignments: vec![
+            (
+                [7; 16],
+                0,
+                broker::cluster::controller::ReassignOutcome::Accepted,
+            ),
+            (
+                [7; 16],
+                1,
+                broker::cluster::controller::ReassignOutcome::InvalidReplicas("why".into()),
+            ),
+        ],
+        ..ControllerResponse::err(broker::cluster::controller::ControllerError::None)
+    };
+    let (error_code, message, payload) = encode_response(&answer);
+    let frame = PeerFrame::ControllerResponse {
+        correlation: 3,
+        error_code,
+        message,
+        payload,
+    };
+    let mut buf = Vec::new();
+    encode_frame(&frame, &mut buf).unwrap();
+    out.push(("controller-reassign-answer".into(), buf[4..].to_vec()));
     let whole = out[2].1.clone();
     out.push(("truncated".into(), whole[..whole.len() - 3].to_vec()));
     // A FetchResponse declaring u32::MAX entries with none behind it.
@@ -961,6 +993,31 @@ fn corpus_replication_actions() -> Vec<(String, Vec<u8>)> {
                 ],
             ),
         ),
+        (
+            // Partition 0 shrinks to node 0, grows to nodes 1 and 2 (node 0 leaves), and a
+            // last move is cancelled while node 0 is partitioned away.
+            "reassign-shrink-grow-cancel".into(),
+            program(
+                6,
+                &[
+                    warm(),
+                    produce(4),
+                    vec![Reassign(0b001), Run(255), Run(255)],
+                    produce(4),
+                    vec![Reassign(0b110), Run(255), Run(255), Run(255)],
+                    produce(4),
+                    vec![
+                        Partition(0),
+                        Reassign(0b101),
+                        Run(100),
+                        Reassign(0),
+                        Run(255),
+                    ],
+                    vec![Heal(0), Run(255)],
+                    produce(2),
+                ],
+            ),
+        ),
     ]
 }
 
@@ -1050,5 +1107,14 @@ fn every_replication_seed_acknowledges_batches() {
             .iter()
             .any(|a| matches!(a, targets::replication::Action::Crash(_)));
         assert_eq!(crashes, r.crashes > 0, "{}", path.display());
+        let reassigns = actions
+            .iter()
+            .filter(|a| matches!(a, targets::replication::Action::Reassign(_)))
+            .count() as u64;
+        assert_eq!(reassigns, r.reassignments_asked, "{}", path.display());
+        if reassigns > 0 {
+            // The shrink to one node removes the other two replicas' copies.
+            assert!(r.replicas_removed >= 2, "{}: {r:?}", path.display());
+        }
     }
 }

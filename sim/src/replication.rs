@@ -130,8 +130,12 @@ pub enum Action {
     Partition(u8),
     Heal(u8),
     ControllerFailover,
-    /// An operator sets the cluster-level min.insync.replicas to `1 + v % 3`.
+    /// An operator sets the cluster-level min.insync.replicas to `1 + v % 3` (`v` below 128).
     MinIsr(u8),
+    /// An operator reassigns a partition (`a`, below 128): partition `a >> 3 & 1`, target the
+    /// nodes in the mask `a & 7` (node i for bit i) rotated by `a >> 4`, or, for an empty mask,
+    /// a cancellation.
+    Reassign(u8),
 }
 
 impl Action {
@@ -150,7 +154,8 @@ impl Action {
             12 => Action::Partition(arg),
             13 => Action::Heal(arg),
             14 => Action::ControllerFailover,
-            _ => Action::MinIsr(arg),
+            _ if arg < 128 => Action::MinIsr(arg),
+            _ => Action::Reassign(arg - 128),
         })
     }
 }
@@ -168,7 +173,8 @@ impl Action {
             Action::Partition(n) => (12, n),
             Action::Heal(n) => (13, n),
             Action::ControllerFailover => (14, 0),
-            Action::MinIsr(v) => (15, v),
+            Action::MinIsr(v) => (15, v & 0x7f),
+            Action::Reassign(a) => (15, 0x80 | (a & 0x7f)),
         };
         out.extend_from_slice(&[op, arg]);
     }
@@ -786,6 +792,16 @@ impl World {
             }
             Action::ControllerFailover => self.failover(),
             Action::MinIsr(v) => self.ask_min_isr(0, 1 + u64::from(v % 3)),
+            Action::Reassign(a) => {
+                let p = u32::from(a >> 3 & 1) % self.p.partitions as u32;
+                let mut target: Vec<NodeId> = (0..n)
+                    .filter(|i| a & (1 << i) != 0)
+                    .map(|i| self.nodes[i].id)
+                    .collect();
+                let turn = usize::from(a >> 4) % target.len().max(1);
+                target.rotate_left(turn);
+                self.ask_reassignment(0, p, (!target.is_empty()).then_some(target));
+            }
         }
     }
 

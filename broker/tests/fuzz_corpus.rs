@@ -122,6 +122,33 @@ fn request_body(key: ApiKey) -> RequestKind {
                 .with_timeout_ms(1000)
                 .into()
         }
+        ApiKey::AlterPartitionReassignments => {
+            use alter_partition_reassignments_request::{ReassignablePartition, ReassignableTopic};
+            let partitions = vec![
+                ReassignablePartition::default()
+                    .with_partition_index(0)
+                    .with_replicas(Some(vec![BrokerId(2), BrokerId(1), BrokerId(3)])),
+                ReassignablePartition::default()
+                    .with_partition_index(1)
+                    .with_replicas(None),
+            ];
+            AlterPartitionReassignmentsRequest::default()
+                .with_timeout_ms(1000)
+                .with_topics(vec![ReassignableTopic::default()
+                    .with_name(topic)
+                    .with_partitions(partitions)])
+                .into()
+        }
+        ApiKey::ListPartitionReassignments => {
+            let named =
+                list_partition_reassignments_request::ListPartitionReassignmentsTopics::default()
+                    .with_name(topic)
+                    .with_partition_indexes(vec![0, 1]);
+            ListPartitionReassignmentsRequest::default()
+                .with_timeout_ms(1000)
+                .with_topics(Some(vec![named]))
+                .into()
+        }
         ApiKey::InitProducerId => InitProducerIdRequest::default().into(),
         ApiKey::FindCoordinator => FindCoordinatorRequest::default().into(),
         ApiKey::JoinGroup => JoinGroupRequest::default().into(),

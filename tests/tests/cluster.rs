@@ -867,6 +867,252 @@ fn operator_unclean_election_brings_an_offline_partition_back() {
     ));
 }
 
+/// One partition's AlterPartitionReassignments answer: (error code, message).
+type ReassignAnswer = (i16, Option<String>);
+
+/// AlterPartitionReassignments for partition 0 of `topic` through the node at `addr`: target
+/// replicas (`None`: cancel), at v1 with `allow_rf_change` when given, else at v0. Retried
+/// (bounded) while no controller answers, as a client retries NOT_CONTROLLER.
+fn alter_reassignment(
+    addr: &str,
+    topic: &str,
+    target: Option<&[i32]>,
+    allow_rf_change: Option<bool>,
+) -> ReassignAnswer {
+    use kafka_protocol::messages::alter_partition_reassignments_request::{
+        ReassignablePartition, ReassignableTopic,
+    };
+    use kafka_protocol::messages::{
+        AlterPartitionReassignmentsRequest, AlterPartitionReassignmentsResponse,
+    };
+    let partition = ReassignablePartition::default()
+        .with_partition_index(0)
+        .with_replicas(target.map(|t| t.iter().map(|&b| BrokerId(b)).collect()));
+    let version = i16::from(allow_rf_change.is_some());
+    let req = AlterPartitionReassignmentsRequest::default()
+        .with_allow_replication_factor_change(allow_rf_change.unwrap_or(true))
+        .with_topics(vec![ReassignableTopic::default()
+            .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+            .with_partitions(vec![partition])]);
+    let mut last = String::new();
+    let deadline = Instant::now() + CONVERGE_TIMEOUT;
+    while Instant::now() < deadline {
+        let r: Result<AlterPartitionReassignmentsResponse, String> =
+            raw_call(addr, ApiKey::AlterPartitionReassignments, version, &req);
+        match r {
+            Ok(r) if r.error_code == 41 => last = format!("{r:?}"),
+            Ok(r) => {
+                let rows: Vec<_> = r.responses.iter().flat_map(|t| &t.partitions).collect();
+                assert_eq!(rows.len(), 1, "one row for one partition: {r:?}");
+                let message = rows[0].error_message.as_ref().map(|m| m.to_string());
+                if rows[0].error_code != 41 {
+                    return (rows[0].error_code, message);
+                }
+                last = format!("{r:?}");
+            }
+            Err(e) => last = e,
+        }
+        thread::sleep(Duration::from_millis(200));
+    }
+    panic!("AlterPartitionReassignments {topic} {target:?} via {addr}: no answer: {last}");
+}
+
+/// Partition 0 of `topic`'s reassignment in progress as ListPartitionReassignments at `addr`
+/// lists it: (replicas, adding, removing). Asks for every partition (topics null), or names
+/// the topic.
+type Ongoing = (Vec<i32>, Vec<i32>, Vec<i32>);
+
+fn listed_reassignment(addr: &str, topic: &str, named: bool) -> Result<Option<Ongoing>, String> {
+    use kafka_protocol::messages::list_partition_reassignments_request::ListPartitionReassignmentsTopics;
+    use kafka_protocol::messages::{
+        ListPartitionReassignmentsRequest, ListPartitionReassignmentsResponse,
+    };
+    let topics = named.then(|| {
+        vec![ListPartitionReassignmentsTopics::default()
+            .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+            .with_partition_indexes(vec![0])]
+    });
+    let req = ListPartitionReassignmentsRequest::default().with_topics(topics);
+    let r: ListPartitionReassignmentsResponse =
+        raw_call(addr, ApiKey::ListPartitionReassignments, 0, &req)?;
+    if r.error_code != 0 {
+        return Err(format!("ListPartitionReassignments error {}", r.error_code));
+    }
+    let ids = |v: &[BrokerId]| v.iter().map(|b| b.0).collect::<Vec<_>>();
+    let found = r.topics.iter().filter(|t| t.name.0.as_str() == topic);
+    let rows: Vec<Ongoing> = found
+        .flat_map(|t| &t.partitions)
+        .map(|p| {
+            assert_eq!(p.partition_index, 0, "{r:?}");
+            (
+                ids(&p.replicas),
+                ids(&p.adding_replicas),
+                ids(&p.removing_replicas),
+            )
+        })
+        .collect();
+    match rows.len() {
+        0 | 1 => Ok(rows.into_iter().next()),
+        _ => Err(format!("partition 0 listed twice: {r:?}")),
+    }
+}
+
+/// Bytes in the `.log` segment files of a partition directory (0 if it has none).
+fn segment_bytes(dir: &std::path::Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter(|e| e.path().extension().is_some_and(|x| x == "log"))
+        .filter_map(|e| e.metadata().ok())
+        .map(|m| m.len())
+        .sum()
+}
+
+/// Waits until no live node lists a reassignment of `topic` and every live node's Metadata
+/// shows partition 0 with exactly `replicas`, all in sync, led by a member satisfying
+/// `leader_ok`.
+fn wait_reassigned(c: &Cluster, topic: &str, replicas: &[i32], leader_ok: impl Fn(i32) -> bool) {
+    let mut last = String::new();
+    let settled = wait_until(CONVERGE_TIMEOUT, || {
+        let live = c.bootstrap_live();
+        for addr in live.split(',').filter(|a| !a.is_empty()) {
+            for named in [false, true] {
+                match listed_reassignment(addr, topic, named) {
+                    Ok(None) => {}
+                    other => {
+                        last = format!("{addr} lists {other:?}");
+                        return false;
+                    }
+                }
+            }
+        }
+        let shown = c.wait_partitions(topic, Duration::ZERO, |p| {
+            let mut isr = p.isr.clone();
+            let mut want = replicas.to_vec();
+            isr.sort_unstable();
+            want.sort_unstable();
+            p.replicas == replicas && isr == want && leader_ok(p.leader)
+        });
+        match shown {
+            Ok(_) => true,
+            Err(e) => {
+                last = e;
+                false
+            }
+        }
+    });
+    assert!(settled, "{topic}: not reassigned to {replicas:?}: {last}");
+}
+
+/// KIP-455 reassignments through AlterPartitionReassignments / ListPartitionReassignments on
+/// the wire: a one-replica partition moves to all three brokers (a different one first),
+/// catches up, and loses nothing when its original broker is then killed; it then shrinks to
+/// one broker that was not leading, which takes over. A target with an unregistered broker,
+/// a cancellation with nothing in progress, and (v1) a replication factor change without leave
+/// are refused with Kafka's errors; a move to a frozen broker stays listed as adding it until
+/// cancelled, which restores the replicas.
+#[test]
+fn reassignment_moves_replicas_and_keeps_every_record() {
+    let mut c = Cluster::start();
+    let topic = unique_name("reassign");
+    create_replicated(&c, &topic, 1, 1, &[("min.insync.replicas", "1")]);
+    let original = c.partitions(&topic).expect("metadata")[0].replicas[0];
+    let reports = produce(
+        &c.bootstrap_live(),
+        &topic,
+        "all",
+        FAILOVER_PRODUCER,
+        2_000,
+        msg,
+    );
+    all_ok(&reports);
+
+    // Refusals: an unregistered broker, nothing to cancel, an unknown topic, and at v1 without
+    // leave to change the replication factor.
+    let via = c.addr(original);
+    let (code, message) = alter_reassignment(&via, &topic, Some(&[original, 99]), None);
+    assert_eq!(
+        code, 39,
+        "INVALID_REPLICA_ASSIGNMENT for broker 99: {message:?}"
+    );
+    let (code, _) = alter_reassignment(&via, &topic, None, None);
+    assert_eq!(code, 85, "NO_REASSIGNMENT_IN_PROGRESS");
+    let (code, _) = alter_reassignment(&via, "no-such-topic", Some(&[original]), None);
+    assert_eq!(code, 3, "UNKNOWN_TOPIC_OR_PARTITION");
+    let others: Vec<i32> = c.ids().into_iter().filter(|&id| id != original).collect();
+    let grown = [others[0], original, others[1]];
+    let (code, _) = alter_reassignment(&via, &topic, Some(&grown), Some(false));
+    assert_eq!(
+        code, 38,
+        "INVALID_REPLICATION_FACTOR without leave to change it"
+    );
+
+    // Grow to three replicas, another broker first; asked through a broker that is not a
+    // replica, whose List and Metadata show the move at once.
+    let via = c.addr(others[1]);
+    let answer = alter_reassignment(&via, &topic, Some(&grown), Some(true));
+    assert_eq!(answer, (0, None));
+    let now = listed_reassignment(&via, &topic, false).expect("List");
+    if let Some((replicas, mut adding, removing)) = now {
+        adding.sort_unstable();
+        let mut new = others.clone();
+        new.sort_unstable();
+        assert_eq!((replicas, adding, removing), (grown.to_vec(), new, vec![]));
+    }
+    wait_reassigned(&c, &topic, &grown, |l| l >= 0);
+
+    // Every replica holds every record: the original broker's death loses none.
+    c.kill9(original);
+    c.wait_leaders(&topic, Some(original), CONVERGE_TIMEOUT);
+    check_acked(&read_back(&c, &topic, 1, &reports), &reports, true);
+    c.restart(original);
+    c.wait_full_isr(&topic, Duration::from_secs(60));
+
+    // Shrink to one broker that does not lead: leadership moves there, nothing is lost.
+    let leader = c.node_for_leader(&topic, 0).expect("leader");
+    let only = *grown.iter().find(|&&r| r != leader).unwrap();
+    let answer = alter_reassignment(&c.addr(leader), &topic, Some(&[only]), None);
+    assert_eq!(answer, (0, None));
+    wait_reassigned(&c, &topic, &[only], |l| l == only);
+    check_acked(&read_back(&c, &topic, 1, &reports), &reports, true);
+    // The removed replicas deleted their copies (Kafka's StopReplica with delete).
+    for removed in grown.iter().filter(|&&r| r != only) {
+        let dir = c
+            .dir()
+            .join(format!("node-{removed}"))
+            .join(format!("{topic}-0"));
+        let mut bytes = u64::MAX;
+        let gone = wait_until(CONVERGE_TIMEOUT, || {
+            bytes = segment_bytes(&dir);
+            bytes == 0
+        });
+        assert!(
+            gone,
+            "node {removed} keeps {bytes} bytes of segments in {dir:?}"
+        );
+    }
+
+    // A move to a frozen broker cannot finish: listed as adding it until cancelled.
+    let frozen = *c.ids().iter().find(|&&id| id != only).unwrap();
+    c.sigstop(frozen);
+    let via = c.addr(only);
+    let answer = alter_reassignment(&via, &topic, Some(&[only, frozen]), None);
+    assert_eq!(answer, (0, None));
+    let listed = listed_reassignment(&via, &topic, true).expect("List");
+    assert_eq!(listed, Some((vec![only, frozen], vec![frozen], vec![])));
+    thread::sleep(Duration::from_secs(1));
+    let listed = listed_reassignment(&via, &topic, false).expect("List");
+    assert_eq!(listed, Some((vec![only, frozen], vec![frozen], vec![])));
+    let answer = alter_reassignment(&via, &topic, None, None);
+    assert_eq!(answer, (0, None));
+    assert_eq!(listed_reassignment(&via, &topic, true), Ok(None));
+    wait_reassigned(&c, &topic, &[only], |l| l == only);
+    c.sigcont(frozen);
+    check_acked(&read_back(&c, &topic, 1, &reports), &reports, true);
+}
+
 #[test]
 fn metadata_shows_three_brokers_and_leaders() {
     let c = Cluster::start();

@@ -15,6 +15,8 @@ mod list_offsets;
 mod metadata;
 mod produce;
 mod producer_id;
+mod reassignments;
+pub use reassignments::REASSIGN_NAMED_MAX;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -201,6 +203,12 @@ impl<S: Storage + Clone> KafkaApis<S> {
                 self.describe_cluster(r, version),
             )),
             RequestKind::ElectLeaders(r) => self.elect_leaders(r, version),
+            RequestKind::AlterPartitionReassignments(r) => {
+                self.alter_partition_reassignments(r, version)
+            }
+            RequestKind::ListPartitionReassignments(r) => {
+                Reply::Now(self.list_partition_reassignments(r))
+            }
             // decode_request only lets through the APIs in SUPPORTED_APIS, each handled above.
             other => unreachable!("request {other:?} passed the version check but has no handler"),
         }

@@ -546,3 +546,154 @@ async fn elect_leaders_on_a_single_broker() {
     assert_eq!(got.len(), crate::apis::ELECT_LEADERS_NAMED_MAX + 1);
     assert!(got.iter().all(|row| row.2 == 42));
 }
+
+/// A single broker holds every partition itself: AlterPartitionReassignments takes only the
+/// target [this broker] (a no-op), refuses any other (INVALID_REPLICA_ASSIGNMENT, also at v1
+/// without leave to change the replication factor), has nothing to cancel
+/// (NO_REASSIGNMENT_IN_PROGRESS), reports unknown partitions, refuses too many partitions
+/// whole; ListPartitionReassignments lists nothing.
+#[tokio::test]
+async fn partition_reassignments_on_a_single_broker() {
+    use kafka_protocol::messages::alter_partition_reassignments_request::{
+        ReassignablePartition, ReassignableTopic,
+    };
+    use kafka_protocol::messages::list_partition_reassignments_request::ListPartitionReassignmentsTopics;
+    use kafka_protocol::messages::{
+        AlterPartitionReassignmentsRequest, AlterPartitionReassignmentsResponse, BrokerId,
+        ListPartitionReassignmentsRequest, ListPartitionReassignmentsResponse,
+    };
+    let h = Harness::new();
+    let mut c = h.connect();
+    c.write_all(&frame(ApiKey::Metadata, 4, 1, &metadata("t")))
+        .await
+        .unwrap();
+    read_response(&mut c, ApiKey::Metadata, 4).await;
+    let part = |p: i32, replicas: Option<&[i32]>| {
+        ReassignablePartition::default()
+            .with_partition_index(p)
+            .with_replicas(replicas.map(|r| r.iter().map(|&b| BrokerId(b)).collect()))
+    };
+    let topic = |name: &'static str, partitions| {
+        ReassignableTopic::default()
+            .with_name(TopicName(StrBytes::from_static_str(name)))
+            .with_partitions(partitions)
+    };
+    let rows = |r: &AlterPartitionReassignmentsResponse| -> Vec<(String, i32, i16)> {
+        let each = r.responses.iter().flat_map(|t| {
+            let name = t.name.0.to_string();
+            t.partitions
+                .iter()
+                .map(move |p| (name.clone(), p.partition_index, p.error_code))
+        });
+        each.collect()
+    };
+    let request = AlterPartitionReassignmentsRequest::default().with_topics(vec![
+        topic(
+            "t",
+            vec![
+                part(0, Some(&[1])),
+                part(0, Some(&[2])), // the first entry for a partition counts
+                part(7, Some(&[1])),
+            ],
+        ),
+        topic("none", vec![part(0, Some(&[1]))]),
+    ]);
+    let other = AlterPartitionReassignmentsRequest::default()
+        .with_topics(vec![topic("t", vec![part(0, Some(&[2])), part(-1, None)])]);
+    let cancel = AlterPartitionReassignmentsRequest::default()
+        .with_topics(vec![topic("t", vec![part(0, None)])]);
+    let no_rf_change = AlterPartitionReassignmentsRequest::default()
+        .with_allow_replication_factor_change(false)
+        .with_topics(vec![topic(
+            "t",
+            vec![part(0, Some(&[1])), part(0, Some(&[1, 2]))],
+        )]);
+    let known = rows_of(&[("t", 0, 0), ("t", 7, 3), ("none", 0, 3)]);
+    let cases = [
+        (0, &request, known.clone()),
+        (1, &request, known),
+        (0, &other, rows_of(&[("t", 0, 39), ("t", -1, 3)])),
+        (1, &cancel, rows_of(&[("t", 0, 85)])),
+        (1, &no_rf_change, rows_of(&[("t", 0, 0)])),
+    ];
+    for (i, (version, request, want)) in cases.into_iter().enumerate() {
+        let correlation = 10 + i as i32;
+        c.write_all(&frame(
+            ApiKey::AlterPartitionReassignments,
+            version,
+            correlation,
+            request,
+        ))
+        .await
+        .unwrap();
+        let (id, mut body) =
+            read_response(&mut c, ApiKey::AlterPartitionReassignments, version).await;
+        assert_eq!(id, correlation);
+        let r = AlterPartitionReassignmentsResponse::decode(&mut body, version).unwrap();
+        assert_eq!((r.error_code, rows(&r)), (0, want), "case {i} v{version}");
+        if version == 1 {
+            assert_eq!(
+                r.allow_replication_factor_change,
+                request.allow_replication_factor_change
+            );
+        }
+    }
+    // The invalid target's row says why.
+    c.write_all(&frame(ApiKey::AlterPartitionReassignments, 0, 20, &other))
+        .await
+        .unwrap();
+    let (_, mut body) = read_response(&mut c, ApiKey::AlterPartitionReassignments, 0).await;
+    let r = AlterPartitionReassignmentsResponse::decode(&mut body, 0).unwrap();
+    let message = r.responses[0].partitions[0].error_message.as_deref();
+    assert!(
+        message.is_some_and(|m| m.contains("broker 1")),
+        "{message:?}"
+    );
+    assert_eq!(r.error_message, None);
+
+    // Too many partitions: refused whole, top-level and every row.
+    let many = (0..=crate::apis::REASSIGN_NAMED_MAX as i32)
+        .map(|p| part(p, None))
+        .collect();
+    let huge = AlterPartitionReassignmentsRequest::default().with_topics(vec![topic("t", many)]);
+    c.write_all(&frame(ApiKey::AlterPartitionReassignments, 0, 21, &huge))
+        .await
+        .unwrap();
+    let (_, mut body) = read_response(&mut c, ApiKey::AlterPartitionReassignments, 0).await;
+    let r = AlterPartitionReassignmentsResponse::decode(&mut body, 0).unwrap();
+    assert_eq!(r.error_code, 42, "INVALID_REQUEST");
+    let got = rows(&r);
+    assert_eq!(got.len(), crate::apis::REASSIGN_NAMED_MAX + 1);
+    assert!(got.iter().all(|row| row.2 == 42));
+
+    // Nothing is ever being reassigned: all, named, and unknown topics list nothing.
+    let named = ListPartitionReassignmentsRequest::default().with_topics(Some(vec![
+        ListPartitionReassignmentsTopics::default()
+            .with_name(TopicName(StrBytes::from_static_str("t")))
+            .with_partition_indexes(vec![0]),
+        ListPartitionReassignmentsTopics::default()
+            .with_name(TopicName(StrBytes::from_static_str("none")))
+            .with_partition_indexes(vec![0]),
+    ]));
+    let all = ListPartitionReassignmentsRequest::default().with_topics(None);
+    for (correlation, request) in [(30, &all), (31, &named)] {
+        c.write_all(&frame(
+            ApiKey::ListPartitionReassignments,
+            0,
+            correlation,
+            request,
+        ))
+        .await
+        .unwrap();
+        let (id, mut body) = read_response(&mut c, ApiKey::ListPartitionReassignments, 0).await;
+        assert_eq!(id, correlation);
+        let r = ListPartitionReassignmentsResponse::decode(&mut body, 0).unwrap();
+        assert_eq!((r.error_code, r.topics.len()), (0, 0), "{r:?}");
+    }
+}
+
+fn rows_of(rows: &[(&str, i32, i16)]) -> Vec<(String, i32, i16)> {
+    rows.iter()
+        .map(|&(t, p, e)| (t.to_string(), p, e))
+        .collect()
+}

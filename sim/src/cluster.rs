@@ -36,6 +36,11 @@ use broker::log::Log;
 use broker::server::{Acceptor, ClusterIo, Dialer, ShellEnv};
 use broker::storage::{MemStorage, TornWrite};
 use invariants::{check_all, CheckOptions, History, Op, OpKind, ReplicaLog, OBSERVER};
+use kafka_protocol::messages::alter_partition_reassignments_request::{
+    ReassignablePartition, ReassignableTopic,
+};
+use kafka_protocol::messages::{AlterPartitionReassignmentsRequest, BrokerId, TopicName};
+use kafka_protocol::protocol::StrBytes;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -60,6 +65,11 @@ const CLOCK_SKEW_MS_MAX: i64 = 5_000;
 const REPLICA_LAG_MS: u64 = 1_000;
 /// After healing, how long the clients wait for every ISR to hold every replica.
 const SETTLE_MS_MAX: u64 = 30_000;
+/// An operator's reassignment of a random partition every this many simulated ms, on average
+/// (moves start after the faults may, and stop when healing starts).
+const MOVE_EVERY_MS: u64 = 2_500;
+/// How long the clients try to put every partition back on all nodes after healing.
+const RESTORE_MS_MAX: u64 = 60_000;
 /// How long the final read may take.
 const FINAL_READ_MS_MAX: u64 = 120_000;
 /// Simulated time allowed on top of the run for healing and the final read.
@@ -79,6 +89,9 @@ pub struct ClusterSimConfig {
     pub producers: u32,
     /// `disk` is not injected here (a full disk is the system layer's).
     pub faults: SystemFaults,
+    /// An operator reassigns partitions while the faults run (and puts every partition back on
+    /// all nodes after healing, before the final checks).
+    pub moves: bool,
     pub trace: bool,
 }
 
@@ -90,6 +103,7 @@ impl Default for ClusterSimConfig {
             partitions: 3,
             producers: 3,
             faults: SystemFaults::ALL,
+            moves: true,
             trace: false,
         }
     }
@@ -505,6 +519,112 @@ async fn wait_for_full_isr(
     false
 }
 
+/// AlterPartitionReassignments for one partition of the topic (v0): the partition's error code
+/// and message, or why the call failed.
+async fn reassign(
+    router: &mut Router<SimConnector>,
+    addr: &str,
+    partition: i32,
+    target: Option<Vec<i32>>,
+) -> Result<(i16, String), String> {
+    let replicas = target.map(|t| t.into_iter().map(BrokerId).collect());
+    let request = AlterPartitionReassignmentsRequest::default()
+        .with_timeout_ms(2_000)
+        .with_topics(vec![ReassignableTopic::default()
+            .with_name(TopicName(StrBytes::from_static_str(TOPIC)))
+            .with_partitions(vec![ReassignablePartition::default()
+                .with_partition_index(partition)
+                .with_replicas(replicas)])]);
+    let response = router
+        .call(addr, &request, 0)
+        .await
+        .map_err(|e| e.to_string())?;
+    if response.error_code != 0 {
+        return Ok((response.error_code, "request-level error".into()));
+    }
+    let row = response
+        .responses
+        .iter()
+        .flat_map(|t| t.partitions.iter())
+        .find(|p| p.partition_index == partition)
+        .ok_or("no row for the partition")?;
+    let message = row.error_message.as_ref().map(|m| m.to_string());
+    Ok((row.error_code, message.unwrap_or_default()))
+}
+
+/// An operator moving replicas while the faults run: every ~[`MOVE_EVERY_MS`] a random
+/// partition gets a random target of two or three nodes in random order (or, one time in
+/// five, its move cancelled), through a random node, until healing starts.
+async fn move_replicas(
+    config: WorkloadConfig,
+    stop: Rc<Cell<bool>>,
+    done: Rc<Cell<bool>>,
+    start: tokio::time::Instant,
+    events: Rc<RefCell<Vec<(u64, String)>>>,
+) {
+    let mut rng = ChaCha8Rng::seed_from_u64(config.seed ^ 0x4D0F_E5EE);
+    let mut router = Router::new(SimConnector, &config, "mover");
+    tokio::time::sleep(Duration::from_millis(FAULTS_FROM_MS)).await;
+    while !stop.get() {
+        let pause = rng.gen_range(MOVE_EVERY_MS / 2..MOVE_EVERY_MS * 3 / 2);
+        tokio::time::sleep(Duration::from_millis(pause)).await;
+        if stop.get() {
+            break;
+        }
+        let partition = rng.gen_range(0..config.partitions);
+        let target = if rng.gen_bool(0.2) {
+            None
+        } else {
+            let mut ids: Vec<i32> = (1..=NODES as i32).collect();
+            for i in (1..ids.len()).rev() {
+                ids.swap(i, rng.gen_range(0..=i));
+            }
+            ids.truncate(rng.gen_range(2..=NODES));
+            Some(ids)
+        };
+        let addr = format!("{}:{KAFKA_PORT}", node_name(rng.gen_range(0..NODES)));
+        let what = format!("{target:?}");
+        let answer = reassign(&mut router, &addr, partition, target).await;
+        let t = start.elapsed().as_nanos() as u64;
+        events.borrow_mut().push((
+            t,
+            format!("mover: p{partition} to {what} via {addr}: {answer:?}"),
+        ));
+    }
+    done.set(true);
+}
+
+/// After healing: every partition back on all nodes (cancelling or replacing any move), until
+/// Metadata shows every ISR full, within [`RESTORE_MS_MAX`].
+async fn restore_replicas(
+    config: &WorkloadConfig,
+    start: tokio::time::Instant,
+    events: &Rc<RefCell<Vec<(u64, String)>>>,
+) {
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(RESTORE_MS_MAX);
+    let mut router = Router::new(SimConnector, config, "restore");
+    let all: Vec<i32> = (1..=NODES as i32).collect();
+    let mut attempt = 0u32;
+    while tokio::time::Instant::now() < deadline {
+        let addr = router.any_broker(attempt);
+        attempt += 1;
+        let mut accepted = true;
+        for p in 0..config.partitions {
+            let answer = reassign(&mut router, &addr, p, Some(all.clone())).await;
+            accepted &= matches!(answer, Ok((0, _)));
+            let t = start.elapsed().as_nanos() as u64;
+            let line = format!("restore: p{p} to {all:?} via {addr}: {answer:?}");
+            events.borrow_mut().push((t, line));
+        }
+        if accepted
+            && wait_for_full_isr(&mut router, config.partitions, Duration::from_secs(10)).await
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// Runs one seed of the cluster and checks it.
 pub fn run_cluster_seed(config: &ClusterSimConfig) -> ClusterSimResult {
     let seed = config.seed;
@@ -588,22 +708,40 @@ pub fn run_cluster_seed(config: &ClusterSimConfig) -> ClusterSimResult {
     let quiesced = Rc::new(Cell::new(false));
     let heal_requested = Rc::new(Cell::new(false));
     let outcome: Rc<RefCell<Option<ClientsOutcome>>> = Rc::new(RefCell::new(None));
+    let move_events: Rc<RefCell<Vec<(u64, String)>>> = Rc::new(RefCell::new(Vec::new()));
     {
         let quiesced = Rc::clone(&quiesced);
         let heal_requested = Rc::clone(&heal_requested);
         let outcome = Rc::clone(&outcome);
+        let move_events = Rc::clone(&move_events);
         let workload_config = workload_config.clone();
+        let moves = config.moves;
         sim.client(CLIENTS, async move {
             let settled = Rc::new(Cell::new(false));
             let settle_view = Rc::new(RefCell::new(String::new()));
+            let mover_done = Rc::new(Cell::new(!moves));
+            // The clients' start, as the workload's event times count from it.
+            let start = tokio::time::Instant::now();
+            if moves {
+                tokio::task::spawn_local(move_replicas(
+                    workload_config.clone(),
+                    Rc::clone(&heal_requested),
+                    Rc::clone(&mover_done),
+                    start,
+                    Rc::clone(&move_events),
+                ));
+            }
             let quiesce = {
                 let settled = Rc::clone(&settled);
                 let settle_view = Rc::clone(&settle_view);
                 let config = workload_config.clone();
                 async move {
                     heal_requested.set(true);
-                    while !quiesced.get() {
+                    while !quiesced.get() || !mover_done.get() {
                         tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                    if moves {
+                        restore_replicas(&config, start, &move_events).await;
                     }
                     let mut router = Router::new(SimConnector, &config, "settle");
                     let full = wait_for_full_isr(
@@ -677,6 +815,9 @@ pub fn run_cluster_seed(config: &ClusterSimConfig) -> ClusterSimResult {
     if let Some(out) = taken {
         let w = out.workload;
         for (time_ns, line) in &w.events {
+            trace.line(*time_ns, format_args!("{line}"));
+        }
+        for (time_ns, line) in move_events.borrow().iter() {
             trace.line(*time_ns, format_args!("{line}"));
         }
         if !out.settled {
@@ -977,7 +1118,10 @@ mod tests {
 
     #[test]
     fn fault_free_cluster_reads_every_acknowledged_write() {
-        let r = run_cluster_seed(&short(1, SystemFaults::NONE));
+        let r = run_cluster_seed(&ClusterSimConfig {
+            moves: false,
+            ..short(1, SystemFaults::NONE)
+        });
         assert!(r.violations.is_empty(), "{:#?}", r.violations);
         assert!(!r.summary.contains("sends ok=0 "), "{}", r.summary);
     }

@@ -2001,6 +2001,15 @@ mod tests {
         }
     }
 
+    /// Four nodes, automatic preferred-leader elections off (operators decide).
+    fn manual_cluster() -> Sim {
+        let cfg = ControllerConfig {
+            auto_leader_rebalance: false,
+            ..cfg(false)
+        };
+        Sim::cluster_with(cfg, 4, 7)
+    }
+
     fn create(name: &str, partitions: u32, rf: u16) -> ControllerRequest {
         ControllerRequest::CreateTopic {
             name: name.into(),
@@ -2588,14 +2597,7 @@ mod tests {
     #[test]
     fn controller_operator_preferred_election() {
         let _g = serial();
-        let mut s = Sim::cluster_with(
-            ControllerConfig {
-                auto_leader_rebalance: false,
-                ..cfg(false)
-            },
-            4,
-            7,
-        );
+        let mut s = manual_cluster();
         s.seed("t", &[2, 3], &[2, 3], 3);
         s.seed("u", &[2, 3], &[3], 3);
         s.seed("v", &[4, 3], &[4, 3], 3);
@@ -2660,14 +2662,7 @@ mod tests {
     #[test]
     fn controller_reassignment_adds_catches_up_then_removes() {
         let _g = serial();
-        let mut s = Sim::cluster_with(
-            ControllerConfig {
-                auto_leader_rebalance: false,
-                ..cfg(false)
-            },
-            4,
-            7,
-        );
+        let mut s = manual_cluster();
         s.seed("t", &[1, 2, 3], &[1, 2, 3], 1);
         assert_eq!(
             reassign(&mut s, "t", Some(&[4, 2, 3])),
@@ -2699,14 +2694,7 @@ mod tests {
     #[test]
     fn controller_reassignment_cancel_reorder_shrink_and_refusals() {
         let _g = serial();
-        let mut s = Sim::cluster_with(
-            ControllerConfig {
-                auto_leader_rebalance: false,
-                ..cfg(false)
-            },
-            4,
-            7,
-        );
+        let mut s = manual_cluster();
         s.seed("t", &[1, 2, 3], &[1, 2, 3], 1);
         // Cancelled before node 4 caught up: back to the original replicas (in the merged
         // order, as Kafka reverts), node 4 gone in a new epoch.
@@ -2759,14 +2747,7 @@ mod tests {
     #[test]
     fn controller_reassignment_replaced_midway_and_leader_kept_out_of_removed() {
         let _g = serial();
-        let mut s = Sim::cluster_with(
-            ControllerConfig {
-                auto_leader_rebalance: false,
-                ..cfg(false)
-            },
-            4,
-            7,
-        );
+        let mut s = manual_cluster();
         s.seed("t", &[1, 2], &[1, 2], 1);
         assert_eq!(
             reassign(&mut s, "t", Some(&[3, 4])),

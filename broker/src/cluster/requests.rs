@@ -102,22 +102,13 @@ pub fn encode_request(request: &ControllerRequest) -> Bytes {
         }
         ControllerRequest::AlterReassignments { partitions } => {
             out.push(11);
-            assert!(
-                partitions.len() <= REASSIGN_PARTITIONS_MAX,
-                "reassignment too large"
-            );
-            out.extend_from_slice(&(partitions.len() as u32).to_be_bytes());
-            for (id, partition, target) in partitions {
-                out.extend_from_slice(id);
-                out.extend_from_slice(&partition.to_be_bytes());
-                match target {
-                    None => out.push(0),
-                    Some(t) => {
-                        out.push(1);
-                        put_ids(&mut out, t);
-                    }
+            put_rows(&mut out, partitions, |out, target| match target {
+                None => out.push(0),
+                Some(t) => {
+                    out.push(1);
+                    put_ids(out, t);
                 }
-            }
+            });
         }
     }
     Bytes::from(out)
@@ -212,25 +203,19 @@ pub fn encode_response(response: &ControllerResponse) -> (i16, String, Bytes) {
         put_partitions(&mut payload, each.map(|&(id, p, o)| (id, p, Some(o))));
     } else if !response.reassignments.is_empty() {
         payload.push(PAYLOAD_REASSIGNMENTS);
-        let rows = &response.reassignments;
-        assert!(
-            rows.len() <= REASSIGN_PARTITIONS_MAX,
-            "reassignment too large"
-        );
-        payload.extend_from_slice(&(rows.len() as u32).to_be_bytes());
-        for (id, partition, outcome) in rows {
-            payload.extend_from_slice(id);
-            payload.extend_from_slice(&partition.to_be_bytes());
-            match outcome {
-                ReassignOutcome::Accepted => payload.push(0),
-                ReassignOutcome::NoReassignmentInProgress => payload.push(1),
-                ReassignOutcome::UnknownPartition => payload.push(2),
+        put_rows(
+            &mut payload,
+            &response.reassignments,
+            |out, outcome| match outcome {
+                ReassignOutcome::Accepted => out.push(0),
+                ReassignOutcome::NoReassignmentInProgress => out.push(1),
+                ReassignOutcome::UnknownPartition => out.push(2),
                 ReassignOutcome::InvalidReplicas(why) => {
-                    payload.push(3);
-                    put_string(&mut payload, why);
+                    out.push(3);
+                    put_string(out, why);
                 }
-            }
-        }
+            },
+        );
     }
     (code, message, Bytes::from(payload))
 }
@@ -241,46 +226,53 @@ const PAYLOAD_REASSIGNMENTS: u8 = 3;
 
 type ReassignEntry = ([u8; 16], u32, Option<Vec<NodeId>>);
 
-fn read_reassignments(r: &mut Reader<'_>) -> Result<Vec<ReassignEntry>, DecodeError> {
+/// `u32 count` (at most [`REASSIGN_PARTITIONS_MAX`]) + per row: topic id, `u32` partition and
+/// what `rest` writes.
+fn put_rows<T>(out: &mut Vec<u8>, rows: &[([u8; 16], u32, T)], rest: impl Fn(&mut Vec<u8>, &T)) {
+    assert!(
+        rows.len() <= REASSIGN_PARTITIONS_MAX,
+        "reassignment too large"
+    );
+    out.extend_from_slice(&(rows.len() as u32).to_be_bytes());
+    for (id, partition, row) in rows {
+        out.extend_from_slice(id);
+        out.extend_from_slice(&partition.to_be_bytes());
+        rest(out, row);
+    }
+}
+
+/// The inverse of [`put_rows`]; each row takes at least 21 bytes.
+fn read_rows<T>(
+    r: &mut Reader<'_>,
+    rest: impl Fn(&mut Reader<'_>) -> Result<T, DecodeError>,
+) -> Result<Vec<([u8; 16], u32, T)>, DecodeError> {
     let n = r.u32()? as usize;
     if n > REASSIGN_PARTITIONS_MAX || n * 21 > r.buf.len() {
         return Err(DecodeError("partition list out of bounds"));
     }
-    (0..n)
-        .map(|_| {
-            let id = r.id()?;
-            let partition = r.u32()?;
-            let target = match r.u8()? {
-                0 => None,
-                1 => Some(r.ids()?),
-                _ => return Err(DecodeError("unknown reassignment target tag")),
-            };
-            Ok((id, partition, target))
-        })
-        .collect()
+    (0..n).map(|_| Ok((r.id()?, r.u32()?, rest(r)?))).collect()
+}
+
+fn read_reassignments(r: &mut Reader<'_>) -> Result<Vec<ReassignEntry>, DecodeError> {
+    read_rows(r, |r| match r.u8()? {
+        0 => Ok(None),
+        1 => Ok(Some(r.ids()?)),
+        _ => Err(DecodeError("unknown reassignment target tag")),
+    })
 }
 
 fn read_reassign_outcomes(
     r: &mut Reader<'_>,
 ) -> Result<Vec<([u8; 16], u32, ReassignOutcome)>, DecodeError> {
-    let n = r.u32()? as usize;
-    if n > REASSIGN_PARTITIONS_MAX || n * 21 > r.buf.len() {
-        return Err(DecodeError("partition list out of bounds"));
-    }
-    (0..n)
-        .map(|_| {
-            let id = r.id()?;
-            let partition = r.u32()?;
-            let outcome = match r.u8()? {
-                0 => ReassignOutcome::Accepted,
-                1 => ReassignOutcome::NoReassignmentInProgress,
-                2 => ReassignOutcome::UnknownPartition,
-                3 => ReassignOutcome::InvalidReplicas(r.string()?),
-                _ => return Err(DecodeError("unknown reassignment outcome")),
-            };
-            Ok((id, partition, outcome))
+    read_rows(r, |r| {
+        Ok(match r.u8()? {
+            0 => ReassignOutcome::Accepted,
+            1 => ReassignOutcome::NoReassignmentInProgress,
+            2 => ReassignOutcome::UnknownPartition,
+            3 => ReassignOutcome::InvalidReplicas(r.string()?),
+            _ => return Err(DecodeError("unknown reassignment outcome")),
         })
-        .collect()
+    })
 }
 
 fn outcome_code(o: ElectionOutcome) -> u8 {

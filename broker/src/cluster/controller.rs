@@ -1472,9 +1472,16 @@ impl Controller {
                     ))));
                 }
                 // Room for every named partition first, so the request applies in one round.
+                // A record lists at most the current replicas and the target twice over (as
+                // replicas, ISR, ELR, adding and removing): twice their sum bounds it.
                 let bytes: usize = partitions
                     .iter()
-                    .map(|(_, _, t)| partition_record_bytes(2 * t.as_ref().map_or(8, Vec::len)))
+                    .map(|(id, p, t)| {
+                        let part = round.view.topics.get(id);
+                        let part = part.and_then(|x| x.partitions.get(*p as usize));
+                        let now = part.map_or(0, |x| x.replicas.len());
+                        partition_record_bytes(2 * (now + t.as_ref().map_or(0, Vec::len)))
+                    })
                     .sum();
                 if !round.room(partitions.len(), bytes) {
                     return None;

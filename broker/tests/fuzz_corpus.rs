@@ -561,6 +561,26 @@ fn corpus_quorum_frame() -> Vec<(String, Vec<u8>)> {
     let mut buf = Vec::new();
     encode_frame(&frame, &mut buf).unwrap();
     out.push(("controller-reassign-answer".into(), buf[4..].to_vec()));
+    let placed = ControllerRequest::CreateTopic {
+        name: "placed".into(),
+        partitions: 2,
+        replication_factor: 2,
+        configs: Vec::new(),
+        assignments: vec![vec![2, 3], vec![3, 1]],
+    };
+    out.push((
+        "controller-create-placed".into(),
+        encode_request(&placed).to_vec(),
+    ));
+    let grow = ControllerRequest::CreatePartitions {
+        name: "placed".into(),
+        count: 3,
+        assignments: vec![vec![1, 2]],
+    };
+    out.push((
+        "controller-grow-placed".into(),
+        encode_request(&grow).to_vec(),
+    ));
     let whole = out[2].1.clone();
     out.push(("truncated".into(), whole[..whole.len() - 3].to_vec()));
     // A FetchResponse declaring u32::MAX entries with none behind it.
@@ -643,7 +663,12 @@ fn dispatch_input(frames: &[Vec<u8>]) -> Vec<u8> {
 }
 
 fn corpus_dispatch() -> Vec<(String, Vec<u8>)> {
-    use kafka_protocol::messages::create_topics_request::CreatableTopic;
+    use kafka_protocol::messages::create_partitions_request::{
+        CreatePartitionsAssignment, CreatePartitionsTopic,
+    };
+    use kafka_protocol::messages::create_topics_request::{
+        CreatableReplicaAssignment, CreatableTopic,
+    };
     use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
     use kafka_protocol::messages::offset_commit_request::{
         OffsetCommitRequestPartition, OffsetCommitRequestTopic,
@@ -655,6 +680,25 @@ fn corpus_dispatch() -> Vec<(String, Vec<u8>)> {
             .with_name(topic())
             .with_num_partitions(2)
             .with_replication_factor(1)])
+        .with_timeout_ms(1000)
+        .into();
+    let placed: RequestKind = CreateTopicsRequest::default()
+        .with_topics(vec![CreatableTopic::default()
+            .with_name(topic())
+            .with_num_partitions(-1)
+            .with_replication_factor(-1)
+            .with_assignments(vec![CreatableReplicaAssignment::default()
+                .with_partition_index(0)
+                .with_broker_ids(vec![BrokerId(0)])])])
+        .with_timeout_ms(1000)
+        .into();
+    let grow_placed: RequestKind = CreatePartitionsRequest::default()
+        .with_topics(vec![CreatePartitionsTopic::default()
+            .with_name(topic())
+            .with_count(2)
+            .with_assignments(Some(vec![
+                CreatePartitionsAssignment::default().with_broker_ids(vec![BrokerId(0)])
+            ]))])
         .with_timeout_ms(1000)
         .into();
     let fetch: RequestKind = FetchRequest::default()
@@ -684,6 +728,14 @@ fn corpus_dispatch() -> Vec<(String, Vec<u8>)> {
     let produce = request_body(ApiKey::Produce);
     let metadata = request_body(ApiKey::Metadata);
     vec![
+        (
+            "create-placed-then-grow".into(),
+            dispatch_input(&[
+                client_frame(ApiKey::CreateTopics, 7, &placed),
+                client_frame(ApiKey::CreatePartitions, 3, &grow_placed),
+                client_frame(ApiKey::Metadata, 12, &metadata),
+            ]),
+        ),
         (
             "create-produce-fetch-metadata".into(),
             dispatch_input(&[

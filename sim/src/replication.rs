@@ -1182,6 +1182,7 @@ impl World {
             partitions: self.p.partitions as u32,
             replication_factor: self.nodes.len() as u16,
             configs: Vec::new(),
+            assignments: Vec::new(),
         };
         self.ctl.submit(self.correlation, 1, req);
         self.ctl_round();

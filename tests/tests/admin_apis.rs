@@ -6,6 +6,7 @@
 //! unknown keys, duplicate names, replication factors other than 1 and invalid names are
 //! refused with the error codes clients map to exceptions, without changing anything;
 //! CreatePartitions grows a topic (never shrinks it) and the new partitions take writes;
+//! replica lists (`--replica-assignment`) may name this broker only;
 //! DeleteTopics removes a topic and its data so a topic re-created under the same name starts
 //! empty at offset 0; topic configs and partition counts survive both a clean restart and
 //! `kill -9`. Metadata for all topics lists them, also in the form librdkafka 2.12 sends
@@ -513,6 +514,47 @@ fn create_partitions_grows_and_never_shrinks() {
         try_create_partitions(&bs, &unique_name("missing"), 3),
         Err(RDKafkaErrorCode::UnknownTopicOrPartition)
     );
+}
+
+/// `--replica-assignment` on a single broker: lists naming only this broker are honoured, for
+/// a new topic and for new partitions; a list naming any other broker is refused with
+/// INVALID_REPLICA_ASSIGNMENT and creates nothing.
+#[test]
+fn replica_assignments_on_a_single_broker_name_only_it() {
+    let broker = Broker::start();
+    let bs = broker.bootstrap();
+    let c: BaseConsumer = client_config(&bs).create().expect("metadata client");
+    let md = c
+        .fetch_metadata(None, Duration::from_secs(10))
+        .expect("Metadata");
+    let me = md.brokers()[0].id();
+    let create = |topic: &str, lists: &[&[i32]]| {
+        let nt = NewTopic::new(topic, lists.len() as i32, TopicReplication::Variable(lists));
+        let res = block_on(admin(&bs).create_topics([&nt], &opts())).expect("CreateTopics");
+        res[0].clone().map(|_| ()).map_err(|(_, code)| code)
+    };
+    let grow = |topic: &str, total: usize, lists: &[&[i32]]| {
+        let np = NewPartitions::new(topic, total).assign(lists);
+        let res = block_on(admin(&bs).create_partitions([&np], &opts())).expect("Create");
+        res[0].clone().map(|_| ()).map_err(|(_, code)| code)
+    };
+
+    let elsewhere = unique_name("elsewhere");
+    let refused = create(&elsewhere, &[&[me], &[me + 1]]);
+    assert_eq!(refused, Err(RDKafkaErrorCode::InvalidReplicaAssignment));
+    assert_eq!(partition_count(&bs, &elsewhere), None);
+
+    let topic = unique_name("placed");
+    create(&topic, &[&[me], &[me]]).expect("a topic on this broker");
+    wait_for_topic(&bs, &topic, 2);
+    let refused = grow(&topic, 3, &[&[me + 1]]);
+    assert_eq!(refused, Err(RDKafkaErrorCode::InvalidReplicaAssignment));
+    let refused = grow(&topic, 4, &[&[me]]);
+    assert_eq!(refused, Err(RDKafkaErrorCode::InvalidReplicaAssignment));
+    assert_eq!(partition_count(&bs, &topic), Some(2));
+    grow(&topic, 4, &[&[me], &[me]]).expect("new partitions on this broker");
+    wait_for_topic(&bs, &topic, 4);
+    assert!(broker.partition_dir(&topic, 3).is_dir());
 }
 
 #[test]

@@ -4,8 +4,9 @@
 //! min.insync.replicas=2 survives `kill -9` of its leader, a restarted node catches up and can
 //! take over without losing anything acknowledged, a frozen (SIGSTOPped) node does not stop
 //! the cluster, acks=all is refused with NOT_ENOUGH_REPLICAS rather than acknowledged by too
-//! few replicas, a consumer group survives the loss of its coordinator, and Metadata describes
-//! the cluster truthfully. Plus `broker dev-cluster` starts and stops cleanly.
+//! few replicas, a consumer group survives the loss of its coordinator, Metadata describes
+//! the cluster truthfully, and operators place replicas: reassignments move them without
+//! losing a record, and replica lists at creation put partitions where asked. Plus `broker dev-cluster` starts and stops cleanly.
 //!
 //! The replication tests are `#[ignore]`d until the replication wiring lands; run them with
 //! `cargo test -p tests --test cluster -- --ignored` after `cargo build --release -p broker`.
@@ -23,21 +24,25 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use common::*;
+use kafka_protocol::messages::create_partitions_request::{
+    CreatePartitionsAssignment, CreatePartitionsTopic,
+};
 use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
 use kafka_protocol::messages::describe_topic_partitions_request::TopicRequest;
 use kafka_protocol::messages::incremental_alter_configs_request::{
     AlterConfigsResource, AlterableConfig,
 };
 use kafka_protocol::messages::{
-    ApiKey, BrokerId, DescribeConfigsRequest, DescribeConfigsResponse,
-    DescribeTopicPartitionsRequest, DescribeTopicPartitionsResponse, FindCoordinatorRequest,
-    FindCoordinatorResponse, IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
-    RequestHeader, ResponseHeader, TopicName,
+    ApiKey, BrokerId, CreatePartitionsRequest, CreatePartitionsResponse, DescribeConfigsRequest,
+    DescribeConfigsResponse, DescribeTopicPartitionsRequest, DescribeTopicPartitionsResponse,
+    FindCoordinatorRequest, FindCoordinatorResponse, IncrementalAlterConfigsRequest,
+    IncrementalAlterConfigsResponse, RequestHeader, ResponseHeader, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
-use rdkafka::admin::{NewTopic, TopicReplication};
+use rdkafka::admin::{NewPartitions, NewTopic, TopicReplication};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::Message;
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::util::Timeout;
 use rdkafka::Offset;
 use tests::cluster::{free_ports, Cluster};
@@ -1111,6 +1116,139 @@ fn reassignment_moves_replicas_and_keeps_every_record() {
     wait_reassigned(&c, &topic, &[only], |l| l == only);
     c.sigcont(frozen);
     check_acked(&read_back(&c, &topic, 1, &reports), &reports, true);
+}
+
+/// Waits until every live node's Metadata shows each partition of `topic` on exactly the
+/// brokers `asked` names for it, all in sync, led by the first.
+fn wait_placed(c: &Cluster, topic: &str, asked: &[Vec<i32>]) {
+    let mut last = String::new();
+    let placed = wait_until(CONVERGE_TIMEOUT, || {
+        let shown = c.wait_partitions(topic, Duration::ZERO, |p| {
+            let Some(want) = asked.get(p.id as usize) else {
+                return false;
+            };
+            let mut isr = p.isr.clone();
+            let mut all = want.clone();
+            isr.sort_unstable();
+            all.sort_unstable();
+            p.replicas == *want && p.leader == want[0] && isr == all
+        });
+        last = format!("{shown:?}");
+        shown.is_ok_and(|ps| ps.len() == asked.len())
+    });
+    assert!(placed, "{topic}: not placed as asked ({asked:?}): {last}");
+}
+
+/// `kafka-topics.sh --create --replica-assignment` and `--alter --partitions N
+/// --replica-assignment`, through librdkafka's admin API: every partition lives on exactly the
+/// brokers named, in that order, led by the first; the other brokers hold no copy; records
+/// read back. Lists Kafka refuses (a broker named twice, an unregistered broker, lengths that
+/// differ, a new partition's list of another length than the topic's) get
+/// INVALID_REPLICA_ASSIGNMENT and change nothing.
+#[test]
+fn manual_replica_assignments_place_partitions_where_asked() {
+    let c = Cluster::start();
+    let ids = c.ids();
+    let (a, b, d) = (ids[0], ids[1], ids[2]);
+    let admin = admin(&c.bootstrap_live());
+    let opts = rdkafka::admin::AdminOptions::new()
+        .operation_timeout(Some(Timeout::After(CONVERGE_TIMEOUT)))
+        .request_timeout(Some(Timeout::After(CONVERGE_TIMEOUT)));
+    let create = |topic: &str, lists: &[Vec<i32>]| {
+        let refs: Vec<&[i32]> = lists.iter().map(|l| &l[..]).collect();
+        let nt = NewTopic::new(topic, lists.len() as i32, TopicReplication::Variable(&refs));
+        let res = block_on(admin.create_topics([&nt], &opts)).expect("CreateTopics request");
+        res.into_iter().next().expect("one result")
+    };
+    let grow = |topic: &str, total: usize, lists: &[Vec<i32>]| {
+        let refs: Vec<&[i32]> = lists.iter().map(|l| &l[..]).collect();
+        let np = NewPartitions::new(topic, total).assign(&refs);
+        let res = block_on(admin.create_partitions([&np], &opts)).expect("CreatePartitions");
+        res.into_iter().next().expect("one result")
+    };
+
+    let topic = unique_name("placed");
+    let mut asked = vec![vec![b, d], vec![d, a], vec![a, b]];
+    assert_eq!(create(&topic, &asked), Ok(topic.clone()));
+    wait_placed(&c, &topic, &asked);
+
+    // Refused: a new partition whose list is not as long as the topic's, and too few lists
+    // for the new count (also on the wire as CreatePartitions v3 from another client would).
+    let refused = grow(&topic, 4, &[vec![a]]);
+    assert_eq!(
+        refused,
+        Err((topic.clone(), RDKafkaErrorCode::InvalidReplicaAssignment))
+    );
+    let (code, message) = grow_raw(&c.addr(a), &topic, 5, &[vec![a, b]]);
+    assert_eq!(code, 39, "INVALID_REPLICA_ASSIGNMENT: {message:?}");
+
+    asked.extend([vec![d, b], vec![a, d]]);
+    assert_eq!(grow(&topic, 5, &asked[3..]), Ok(topic.clone()));
+    wait_placed(&c, &topic, &asked);
+
+    let reports = produce(&c.bootstrap_live(), &topic, "all", &[], 500, msg);
+    all_ok(&reports);
+    check_acked(&read_back(&c, &topic, 5, &reports), &reports, false);
+    for (p, replicas) in asked.iter().enumerate() {
+        for id in ids.iter().filter(|id| !replicas.contains(id)) {
+            let dir = c
+                .dir()
+                .join(format!("node-{id}"))
+                .join(format!("{topic}-{p}"));
+            assert_eq!(segment_bytes(&dir), 0, "node {id} holds {topic}-{p}");
+        }
+        let holder = c.dir().join(format!("node-{}", replicas[0]));
+        let bytes = segment_bytes(&holder.join(format!("{topic}-{p}")));
+        assert!(
+            bytes > 0,
+            "node {} holds nothing of {topic}-{p}",
+            replicas[0]
+        );
+    }
+
+    // Refused topics are not created.
+    for lists in [
+        vec![vec![a, a]],
+        vec![vec![a, 99]],
+        vec![vec![a, b], vec![d]],
+    ] {
+        let name = unique_name("refused");
+        assert_eq!(
+            create(&name, &lists),
+            Err((name.clone(), RDKafkaErrorCode::InvalidReplicaAssignment)),
+            "{lists:?}"
+        );
+        let shown = c.partitions(&name);
+        assert!(
+            matches!(&shown, Err(e) if e.contains("UNKNOWN_TOPIC")),
+            "{lists:?}: {name} is {shown:?}"
+        );
+    }
+}
+
+/// CreatePartitions v3 on the wire: grows `topic` to `count` with `lists` as the new
+/// partitions' replicas. Returns the topic's error code and message.
+fn grow_raw(addr: &str, topic: &str, count: i32, lists: &[Vec<i32>]) -> (i16, Option<String>) {
+    let assignments = lists
+        .iter()
+        .map(|l| {
+            CreatePartitionsAssignment::default()
+                .with_broker_ids(l.iter().map(|&b| BrokerId(b)).collect())
+        })
+        .collect();
+    let request = CreatePartitionsRequest::default()
+        .with_topics(vec![CreatePartitionsTopic::default()
+            .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+            .with_count(count)
+            .with_assignments(Some(assignments))])
+        .with_timeout_ms(30_000);
+    let response: CreatePartitionsResponse =
+        raw_call(addr, ApiKey::CreatePartitions, 3, &request).expect("CreatePartitions");
+    let r = &response.results[0];
+    (
+        r.error_code,
+        r.error_message.as_ref().map(|m| m.to_string()),
+    )
 }
 
 #[test]

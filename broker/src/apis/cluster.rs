@@ -59,6 +59,9 @@ pub(super) fn controller_error(e: &ControllerError) -> (ResponseError, String) {
         ControllerError::InvalidPartitions(m) => (ResponseError::InvalidPartitions, m.clone()),
         ControllerError::InvalidRequest(m) => (ResponseError::InvalidRequest, m.clone()),
         ControllerError::IneligibleReplica(m) => (ResponseError::IneligibleReplica, m.clone()),
+        ControllerError::InvalidReplicaAssignment(m) => {
+            (ResponseError::InvalidReplicaAssignment, m.clone())
+        }
     }
 }
 
@@ -190,6 +193,7 @@ impl<S: Storage + Clone> KafkaApis<S> {
             partitions: self.replicas.config().default_partitions,
             replication_factor: self.replicas.config().cluster.default_replication_factor as u16,
             configs: Vec::new(),
+            assignments: Vec::new(),
         };
         let view = Arc::clone(view);
         let name = name.to_string();
@@ -238,16 +242,29 @@ impl<S: Storage + Clone> KafkaApis<S> {
             for t in request.topics {
                 let name = t.name.0.as_str().to_string();
                 let configs = super::admin::requested_configs(&t);
-                let partitions = match (t.num_partitions, t.assignments.len()) {
-                    (_, n) if n > 0 => n as i32,
-                    (-1, _) => config.default_partitions as i32,
-                    (p, _) => p,
+                let manual = super::admin::creatable_assignments(&t);
+                let (partitions, rf) = match (&manual, t.num_partitions, t.replication_factor) {
+                    (Ok(Some((_, count, rf))), ..) => (*count, *rf),
+                    (_, p, rf) => (
+                        if p == -1 {
+                            config.default_partitions as i32
+                        } else {
+                            p
+                        },
+                        if rf == -1 {
+                            config.cluster.default_replication_factor
+                        } else {
+                            rf
+                        },
+                    ),
                 };
-                let rf = match t.replication_factor {
-                    -1 => config.cluster.default_replication_factor,
-                    rf => rf,
+                let assignments = match &manual {
+                    Ok(Some((lists, ..))) => lists.clone(),
+                    _ => Vec::new(),
                 };
-                let local_check = validate_topic_name(&name)
+                let local_check = manual
+                    .map(|_| ())
+                    .and_then(|_| validate_topic_name(&name)
                     .map_err(|e| (ResponseError::InvalidTopicException, e.message()))
                     .and_then(|_| {
                         if partitions < 1 || partitions as u32 > PARTITIONS_PER_TOPIC_MAX {
@@ -262,10 +279,12 @@ impl<S: Storage + Clone> KafkaApis<S> {
                                 format!("replication factor {rf} is below 1"),
                             ));
                         }
-                        if !t.assignments.is_empty() {
+                        let image = view.image();
+                        let unknown = assignments.iter().flatten();
+                        if let Some(b) = unknown.copied().find(|b| !image.brokers.contains_key(b)) {
                             return Err((
-                                ResponseError::InvalidRequest,
-                                "manual replica assignments are not supported; the controller assigns replicas".into(),
+                                ResponseError::InvalidReplicaAssignment,
+                                format!("broker {b} is not registered"),
                             ));
                         }
                         for (k, v) in &configs {
@@ -273,7 +292,7 @@ impl<S: Storage + Clone> KafkaApis<S> {
                                 .map_err(|m| (ResponseError::InvalidConfig, m))?;
                         }
                         Ok(())
-                    });
+                    }));
                 let outcome = match local_check {
                     Err(e) => Err(e),
                     Ok(()) if request.validate_only => Ok(None),
@@ -284,6 +303,7 @@ impl<S: Storage + Clone> KafkaApis<S> {
                                 partitions: partitions as u32,
                                 replication_factor: rf as u16,
                                 configs: configs.clone().into_iter().collect(),
+                                assignments,
                             })
                             .await;
                         match r.error {
@@ -373,11 +393,20 @@ impl<S: Storage + Clone> KafkaApis<S> {
                 let topic = t.name.0.as_str().to_string();
                 let mut out = CreatePartitionsTopicResult::default().with_name(t.name.clone());
                 let count = t.count;
+                let existing = {
+                    let image = view.image();
+                    let id = image.topic_ids.get(&topic);
+                    id.and_then(|id| image.topics.get(id))
+                        .map(|t| t.partitions.len())
+                };
+                let manual = super::admin::new_partition_assignments(&t, existing);
                 let outcome = if count < 1 || count as u32 > PARTITIONS_PER_TOPIC_MAX {
                     Err((
                         ResponseError::InvalidPartitions,
                         format!("at most {PARTITIONS_PER_TOPIC_MAX} partitions"),
                     ))
+                } else if let Err(refused) = manual {
+                    Err(refused)
                 } else if request.validate_only {
                     Ok(())
                 } else {
@@ -385,6 +414,7 @@ impl<S: Storage + Clone> KafkaApis<S> {
                         .controller_request(ControllerRequest::CreatePartitions {
                             name: topic.clone(),
                             count: count as u32,
+                            assignments: manual.ok().flatten().unwrap_or_default(),
                         })
                         .await;
                     match r.error {

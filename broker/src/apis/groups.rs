@@ -128,6 +128,7 @@ impl<S: Storage + Clone> KafkaApis<S> {
                 ("retention.ms".into(), "-1".into()),
                 ("retention.bytes".into(), "-1".into()),
             ],
+            assignments: Vec::new(),
         };
         let view = std::sync::Arc::clone(view);
         tokio::spawn(async move {

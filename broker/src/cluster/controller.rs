@@ -100,19 +100,26 @@ pub enum ControllerRequest {
         current_isr: Vec<NodeId>,
         new_isr: Vec<NodeId>,
     },
+    /// A new topic. `assignments` empty: the controller places `replication_factor` replicas
+    /// of each of `partitions` partitions on the unfenced brokers. Otherwise the operator's
+    /// replicas per partition, in order (Kafka's manual assignment): `partitions` must be
+    /// their count and `replication_factor` their length.
     CreateTopic {
         name: String,
         partitions: u32,
         replication_factor: u16,
         configs: Vec<(String, String)>,
+        assignments: Vec<Vec<NodeId>>,
     },
     DeleteTopic {
         name: String,
     },
-    /// Grows the topic to `count` partitions.
+    /// Grows the topic to `count` partitions; the new ones' replicas placed by the controller
+    /// (`assignments` empty) or named, one list per new partition.
     CreatePartitions {
         name: String,
         count: u32,
+        assignments: Vec<Vec<NodeId>>,
     },
     /// Replaces all of the topic's config overrides.
     AlterTopicConfigs {
@@ -225,6 +232,8 @@ pub enum ControllerError {
     InvalidPartitions(String),
     InvalidRequest(String),
     IneligibleReplica(String),
+    /// A manual replica assignment Kafka would refuse (INVALID_REPLICA_ASSIGNMENT).
+    InvalidReplicaAssignment(String),
     /// The request queue is full (Kafka's THROTTLING_QUOTA_EXCEEDED): retry later.
     QueueFull,
 }
@@ -499,6 +508,79 @@ impl Round {
     fn assignable(&self) -> Vec<NodeId> {
         let ids = self.view.brokers.iter().filter(|(_, b)| !b.fenced);
         ids.map(|(&n, _)| n).collect()
+    }
+
+    /// Kafka's checks of an operator's replica lists for new partitions `first..`: each list
+    /// non-empty, without a repeated broker, of registered brokers only, all as long as
+    /// `rf` (the topic's, when it has partitions already) or as the first list. Each
+    /// partition starts with its unfenced replicas, in the operator's order, as its ISR, led
+    /// by the first of them; a partition with none is refused. Returns (replicas, ISR) per
+    /// partition.
+    fn manual_assignment(
+        &self,
+        lists: &[Vec<NodeId>],
+        rf: Option<usize>,
+        first: usize,
+    ) -> Result<Vec<(Vec<NodeId>, Vec<NodeId>)>, ControllerError> {
+        let refuse = |m: String| Err(ControllerError::InvalidReplicaAssignment(m));
+        let rf = rf.or_else(|| lists.first().map(Vec::len));
+        let mut placed = Vec::with_capacity(lists.len());
+        for (i, replicas) in lists.iter().enumerate() {
+            let p = first + i;
+            if replicas.is_empty() {
+                return refuse(format!("partition {p}: an empty replica list"));
+            }
+            if !distinct(replicas) {
+                return refuse(format!(
+                    "partition {p}: a broker named twice in {replicas:?}"
+                ));
+            }
+            if let Some(b) = replicas.iter().find(|b| !self.view.brokers.contains_key(b)) {
+                return refuse(format!("partition {p}: broker {b} is not registered"));
+            }
+            if Some(replicas.len()) != rf {
+                return refuse(format!(
+                    "partition {p} has {} replicas; the topic's partitions have {}",
+                    replicas.len(),
+                    rf.unwrap_or(0)
+                ));
+            }
+            let isr: Vec<NodeId> = replicas
+                .iter()
+                .copied()
+                .filter(|&b| self.registered_unfenced(b))
+                .collect();
+            if isr.is_empty() {
+                return refuse(format!(
+                    "partition {p}: every broker of {replicas:?} is fenced or shutting down"
+                ));
+            }
+            placed.push((replicas.clone(), isr));
+        }
+        Ok(placed)
+    }
+
+    /// The first record of a new partition: its replicas, in-sync as given, led by the first
+    /// in-sync one, in leader epoch 0.
+    fn new_partition(
+        &mut self,
+        topic_id: [u8; 16],
+        partition: usize,
+        replicas: Vec<NodeId>,
+        isr: Vec<NodeId>,
+    ) {
+        assert!(!isr.is_empty() && isr.iter().all(|n| replicas.contains(n)));
+        self.emit(MetadataRecord::PartitionChange {
+            topic_id,
+            partition: partition as u32,
+            leader: isr[0],
+            leader_epoch: 0,
+            isr,
+            replicas,
+            elr: Vec::new(),
+            adding: Vec::new(),
+            removing: Vec::new(),
+        });
     }
 
     fn emit(&mut self, rec: MetadataRecord) {
@@ -1214,6 +1296,7 @@ impl Controller {
                 partitions,
                 replication_factor,
                 configs,
+                assignments,
             } => {
                 if let Err(e) = validate_topic_name(name).and(validate_configs(configs)) {
                     return Some(Err(e));
@@ -1228,13 +1311,26 @@ impl Controller {
                 }
                 let brokers = round.assignable();
                 let rf = usize::from(*replication_factor);
-                if rf == 0 || rf > brokers.len() {
+                let n = *partitions as usize;
+                let manual = if assignments.is_empty() {
+                    None
+                } else if assignments.len() != n || assignments[0].len() != rf {
+                    return Some(Err(ControllerError::InvalidRequest(format!(
+                        "{n} partitions of {rf} replicas requested with {} replica lists",
+                        assignments.len()
+                    ))));
+                } else {
+                    match round.manual_assignment(assignments, None, 0) {
+                        Ok(placed) => Some(placed),
+                        Err(e) => return Some(Err(e)),
+                    }
+                };
+                if manual.is_none() && (rf == 0 || rf > brokers.len()) {
                     return Some(Err(ControllerError::InvalidReplicationFactor(format!(
                         "replication factor {rf} with {} available brokers",
                         brokers.len()
                     ))));
                 }
-                let n = *partitions as usize;
                 let bytes = n * partition_record_bytes(rf) + configs_bytes(configs) + name.len();
                 if bytes + 64 > ROUND_BYTES_MAX {
                     return Some(Err(ControllerError::InvalidPartitions(format!(
@@ -1260,27 +1356,30 @@ impl Controller {
                         configs: configs.clone(),
                     });
                 }
-                let start = assignment_start(&id, brokers.len());
-                for p in 0..n {
-                    let replicas = assign(&brokers, start, p, rf);
-                    round.emit(MetadataRecord::PartitionChange {
-                        topic_id: id,
-                        partition: p as u32,
-                        leader: replicas[0],
-                        leader_epoch: 0,
-                        isr: replicas.clone(),
-                        replicas,
-                        elr: Vec::new(),
-                        adding: Vec::new(),
-                        removing: Vec::new(),
-                    });
+                match manual {
+                    Some(placed) => {
+                        for (p, (replicas, isr)) in placed.into_iter().enumerate() {
+                            round.new_partition(id, p, replicas, isr);
+                        }
+                    }
+                    None => {
+                        let start = assignment_start(&id, brokers.len());
+                        for p in 0..n {
+                            let replicas = assign(&brokers, start, p, rf);
+                            round.new_partition(id, p, replicas.clone(), replicas);
+                        }
+                    }
                 }
                 Some(Ok(ControllerResponse {
                     topic_id: Some(id),
                     ..ControllerResponse::ok()
                 }))
             }
-            ControllerRequest::CreatePartitions { name, count } => {
+            ControllerRequest::CreatePartitions {
+                name,
+                count,
+                assignments,
+            } => {
                 let Some((&id, t)) = round
                     .view
                     .topic_ids
@@ -1297,13 +1396,27 @@ impl Controller {
                 }
                 let rf = t.partitions.first().map_or(0, |p| p.replicas.len());
                 let brokers = round.assignable();
-                if rf == 0 || rf > brokers.len() {
+                let n = *count as usize;
+                let manual = if assignments.is_empty() {
+                    None
+                } else if assignments.len() != n - have {
+                    return Some(Err(ControllerError::InvalidReplicaAssignment(format!(
+                        "{} new partitions with {} replica lists",
+                        n - have,
+                        assignments.len()
+                    ))));
+                } else {
+                    match round.manual_assignment(assignments, Some(rf), have) {
+                        Ok(placed) => Some(placed),
+                        Err(e) => return Some(Err(e)),
+                    }
+                };
+                if manual.is_none() && (rf == 0 || rf > brokers.len()) {
                     return Some(Err(ControllerError::InvalidReplicationFactor(format!(
                         "replication factor {rf} with {} available brokers",
                         brokers.len()
                     ))));
                 }
-                let n = *count as usize;
                 let bytes = (n - have) * partition_record_bytes(rf) + 64;
                 if bytes > ROUND_BYTES_MAX {
                     return Some(Err(ControllerError::InvalidPartitions(format!(
@@ -1318,20 +1431,19 @@ impl Controller {
                     topic_id: id,
                     count: *count,
                 });
-                let start = assignment_start(&id, brokers.len());
-                for p in have..n {
-                    let replicas = assign(&brokers, start, p, rf);
-                    round.emit(MetadataRecord::PartitionChange {
-                        topic_id: id,
-                        partition: p as u32,
-                        leader: replicas[0],
-                        leader_epoch: 0,
-                        isr: replicas.clone(),
-                        replicas,
-                        elr: Vec::new(),
-                        adding: Vec::new(),
-                        removing: Vec::new(),
-                    });
+                match manual {
+                    Some(placed) => {
+                        for (i, (replicas, isr)) in placed.into_iter().enumerate() {
+                            round.new_partition(id, have + i, replicas, isr);
+                        }
+                    }
+                    None => {
+                        let start = assignment_start(&id, brokers.len());
+                        for p in have..n {
+                            let replicas = assign(&brokers, start, p, rf);
+                            round.new_partition(id, p, replicas.clone(), replicas);
+                        }
+                    }
                 }
                 Some(ok)
             }
@@ -2023,6 +2135,7 @@ mod tests {
             partitions,
             replication_factor: rf,
             configs: Vec::new(),
+            assignments: Vec::new(),
         }
     }
 
@@ -2503,6 +2616,7 @@ mod tests {
             partitions: 1,
             replication_factor: 1,
             configs: vec![("retention.ms".into(), "5".into())],
+            assignments: Vec::new(),
         };
         assert_eq!(s.request(2, with_configs).error, ControllerError::None);
         assert_eq!(s.image.topics[&s.id("w")].configs["retention.ms"], "5");
@@ -2524,6 +2638,7 @@ mod tests {
         let grow = |count| ControllerRequest::CreatePartitions {
             name: "t".into(),
             count,
+            assignments: Vec::new(),
         };
         for count in [2, 1, MAX_PARTITIONS + 1] {
             let e = s.request(2, grow(count)).error;
@@ -2540,6 +2655,7 @@ mod tests {
         let unknown = ControllerRequest::CreatePartitions {
             name: "u".into(),
             count: 3,
+            assignments: Vec::new(),
         };
         assert_eq!(s.request(2, unknown).error, ControllerError::UnknownTopic);
 
@@ -2568,6 +2684,112 @@ mod tests {
         assert_eq!(
             s.request(2, alter(vec![])).error,
             ControllerError::UnknownTopic
+        );
+    }
+
+    #[test]
+    fn controller_places_replicas_where_the_operator_asks() {
+        let _g = serial();
+        let mut s = Sim::cluster(3);
+        let placed =
+            |name: &str, n: u32, rf: u16, lists: Vec<Vec<NodeId>>| ControllerRequest::CreateTopic {
+                name: name.into(),
+                partitions: n,
+                replication_factor: rf,
+                configs: Vec::new(),
+                assignments: lists,
+            };
+        let r = s.request(
+            2,
+            placed("t", 3, 2, vec![vec![3, 1], vec![2, 3], vec![1, 2]]),
+        );
+        assert_eq!(r.error, ControllerError::None);
+        let states: Vec<_> = s.image.topics[&s.id("t")]
+            .partitions
+            .iter()
+            .map(|p| (p.replicas.clone(), p.isr.clone(), p.leader, p.leader_epoch))
+            .collect();
+        assert_eq!(
+            states,
+            vec![
+                (vec![3, 1], vec![3, 1], 3, 0),
+                (vec![2, 3], vec![2, 3], 2, 0),
+                (vec![1, 2], vec![1, 2], 1, 0),
+            ]
+        );
+        // Refused, and nothing created: an empty list, a broker twice, an unregistered broker,
+        // lists of different lengths; counts that disagree with the lists.
+        for lists in [
+            vec![vec![]],
+            vec![vec![1, 1]],
+            vec![vec![1, 9]],
+            vec![vec![1, 2], vec![3]],
+        ] {
+            let rf = lists[0].len() as u16;
+            let e = s
+                .request(2, placed("u", lists.len() as u32, rf, lists.clone()))
+                .error;
+            assert!(
+                matches!(e, ControllerError::InvalidReplicaAssignment(_)),
+                "{lists:?}: {e:?}"
+            );
+        }
+        for (n, rf) in [(2, 1), (1, 2)] {
+            let e = s.request(2, placed("u", n, rf, vec![vec![1]])).error;
+            assert!(matches!(e, ControllerError::InvalidRequest(_)), "{e:?}");
+        }
+        assert!(!s.image.topic_ids.contains_key("u"));
+
+        // New partitions: as long as the topic's, one list each.
+        let grow = |count, lists: Vec<Vec<NodeId>>| ControllerRequest::CreatePartitions {
+            name: "t".into(),
+            count,
+            assignments: lists,
+        };
+        for (count, lists) in [
+            (4, vec![vec![1]]),
+            (4, vec![vec![1, 2, 3]]),
+            (5, vec![vec![1, 2]]),
+            (4, vec![vec![2, 9]]),
+        ] {
+            let e = s.request(2, grow(count, lists.clone())).error;
+            assert!(
+                matches!(e, ControllerError::InvalidReplicaAssignment(_)),
+                "{count} {lists:?}: {e:?}"
+            );
+        }
+        assert_eq!(s.image.topics[&s.id("t")].partitions.len(), 3);
+        let r = s.request(2, grow(5, vec![vec![2, 1], vec![3, 2]]));
+        assert_eq!(r.error, ControllerError::None);
+        let parts = &s.image.topics[&s.id("t")].partitions;
+        assert_eq!(
+            (parts[3].replicas.clone(), parts[3].leader),
+            (vec![2, 1], 2)
+        );
+        assert_eq!(
+            (parts[4].replicas.clone(), parts[4].leader),
+            (vec![3, 2], 3)
+        );
+
+        // A fenced broker may be named (as in Kafka): it starts outside the ISR, and the
+        // first unfenced replica leads. All fenced: refused.
+        s.run(SESSION_MS + 200, &[1, 2]);
+        assert!(s.fenced(3));
+        let r = s.request(2, placed("v", 2, 2, vec![vec![3, 1], vec![1, 3]]));
+        assert_eq!(r.error, ControllerError::None);
+        let parts = &s.image.topics[&s.id("v")].partitions;
+        for p in parts {
+            assert_eq!((p.isr.clone(), p.leader), (vec![1], 1), "{p:?}");
+        }
+        let e = s.request(2, placed("w", 1, 1, vec![vec![3]])).error;
+        assert!(
+            matches!(e, ControllerError::InvalidReplicaAssignment(_)),
+            "{e:?}"
+        );
+        let e = s.request(2, grow(6, vec![vec![3, 3]])).error;
+        assert!(
+            matches!(e, ControllerError::InvalidReplicaAssignment(_)),
+            "{e:?}"
         );
     }
 
@@ -3132,6 +3354,8 @@ mod tests {
         Shrink(u8),
         Expand(u8),
         Create(u8, u8),
+        /// A topic of this many partitions on the operator's replica lists (from the key).
+        Place(u8, u8),
         Grow(u8),
         Delete(u8),
         Round,
@@ -3156,6 +3380,7 @@ mod tests {
             2 => any::<u8>().prop_map(Op::Shrink),
             2 => any::<u8>().prop_map(Op::Expand),
             1 => (1u8..=4, 1u8..=3).prop_map(|(p, rf)| Op::Create(p, rf)),
+            1 => (1u8..=4, any::<u8>()).prop_map(|(p, k)| Op::Place(p, k)),
             1 => any::<u8>().prop_map(Op::Grow),
             1 => any::<u8>().prop_map(Op::Delete),
             5 => Just(Op::Round),
@@ -3164,6 +3389,11 @@ mod tests {
             1 => (any::<u8>(), any::<bool>()).prop_map(|(k, u)| Op::Elect(k, u)),
             2 => (any::<u8>(), 0u8..16).prop_map(|(k, m)| Op::Reassign(k, m)),
         ]
+    }
+
+    /// `rf` of the brokers 1, 2, 3, starting at the `k`-th (cycling).
+    fn rotated(k: usize, rf: usize) -> Vec<NodeId> {
+        (0..rf).map(|i| ((k + i) % 3) as NodeId + 1).collect()
     }
 
     /// The n-th partition of the image, cycling: (name, topic id, index, partition).
@@ -3271,17 +3501,41 @@ mod tests {
                     topics += 1;
                     s.submit(2, create(&format!("t{topics}"), p.into(), rf.into()));
                 }
+                Op::Place(p, k) => {
+                    topics += 1;
+                    let rf = 1 + usize::from(k % 3);
+                    let lists: Vec<Vec<NodeId>> = (0..p)
+                        .map(|i| rotated(usize::from(k / 3 + i), rf))
+                        .collect();
+                    s.submit(
+                        2,
+                        ControllerRequest::CreateTopic {
+                            name: format!("t{topics}"),
+                            partitions: p.into(),
+                            replication_factor: rf as u16,
+                            configs: Vec::new(),
+                            assignments: lists,
+                        },
+                    );
+                }
                 Op::Grow(k) | Op::Delete(k) => {
                     let names: Vec<String> = s.image.topic_ids.keys().cloned().collect();
                     let Some(name) = names.get(usize::from(k) % names.len().max(1)).cloned() else {
                         continue;
                     };
+                    let parts = &s.image.topics[&s.image.topic_ids[&name]].partitions;
+                    // From 128 on, the new partition's replicas are named.
+                    let assignments = match parts.first() {
+                        Some(first) if k >= 128 => {
+                            vec![rotated(usize::from(k), first.replicas.len())]
+                        }
+                        _ => Vec::new(),
+                    };
                     let req = match op {
                         Op::Grow(_) => ControllerRequest::CreatePartitions {
-                            count: s.image.topics[&s.image.topic_ids[&name]].partitions.len()
-                                as u32
-                                + 1,
+                            count: parts.len() as u32 + 1,
                             name,
+                            assignments,
                         },
                         _ => ControllerRequest::DeleteTopic { name },
                     };

@@ -10,6 +10,9 @@
 //! an id, `u32 partition` and `u8 outcome` (an ElectLeaders answer), or `3` + `u32 count` +
 //! per partition an id, `u32 partition`, `u8 outcome` and, for an invalid target, its reason
 //! (an AlterReassignments answer).
+//!
+//! CreateTopic and CreatePartitions with an operator's replica lists travel as kinds 12 and
+//! 13: the fields of kinds 3 and 5, then `u32 count` + per new partition its broker ids.
 
 use bytes::Bytes;
 
@@ -17,7 +20,9 @@ use super::controller::{
     ControllerError, ControllerRequest, ControllerResponse, ElectionOutcome, ReassignOutcome,
     ELECT_PARTITIONS_MAX, REASSIGN_PARTITIONS_MAX,
 };
-use crate::raft::metadata::{put_configs, put_ids, put_string, DecodeError, Reader};
+use crate::raft::metadata::{
+    put_configs, put_ids, put_string, DecodeError, Reader, MAX_PARTITIONS,
+};
 use crate::raft::NodeId;
 
 const VERSION: u8 = 1;
@@ -59,21 +64,32 @@ pub fn encode_request(request: &ControllerRequest) -> Bytes {
             partitions,
             replication_factor,
             configs,
+            assignments,
         } => {
-            out.push(3);
+            out.push(if assignments.is_empty() { 3 } else { 12 });
             put_string(&mut out, name);
             out.extend_from_slice(&partitions.to_be_bytes());
             out.extend_from_slice(&replication_factor.to_be_bytes());
             put_configs(&mut out, configs);
+            if !assignments.is_empty() {
+                put_assignments(&mut out, assignments);
+            }
         }
         ControllerRequest::DeleteTopic { name } => {
             out.push(4);
             put_string(&mut out, name);
         }
-        ControllerRequest::CreatePartitions { name, count } => {
-            out.push(5);
+        ControllerRequest::CreatePartitions {
+            name,
+            count,
+            assignments,
+        } => {
+            out.push(if assignments.is_empty() { 5 } else { 13 });
             put_string(&mut out, name);
             out.extend_from_slice(&count.to_be_bytes());
+            if !assignments.is_empty() {
+                put_assignments(&mut out, assignments);
+            }
         }
         ControllerRequest::AlterTopicConfigs { name, configs } => {
             out.push(6);
@@ -135,16 +151,26 @@ pub fn decode_request(buf: &[u8]) -> Result<ControllerRequest, DecodeError> {
             current_isr: r.ids()?,
             new_isr: r.ids()?,
         },
-        3 => ControllerRequest::CreateTopic {
+        kind @ (3 | 12) => ControllerRequest::CreateTopic {
             name: r.string()?,
             partitions: r.u32()?,
             replication_factor: r.u16()?,
             configs: r.configs()?,
+            assignments: if kind == 12 {
+                read_assignments(&mut r)?
+            } else {
+                Vec::new()
+            },
         },
         4 => ControllerRequest::DeleteTopic { name: r.string()? },
-        5 => ControllerRequest::CreatePartitions {
+        kind @ (5 | 13) => ControllerRequest::CreatePartitions {
             name: r.string()?,
             count: r.u32()?,
+            assignments: if kind == 13 {
+                read_assignments(&mut r)?
+            } else {
+                Vec::new()
+            },
         },
         6 => ControllerRequest::AlterTopicConfigs {
             name: r.string()?,
@@ -192,6 +218,7 @@ pub fn encode_response(response: &ControllerResponse) -> (i16, String, Bytes) {
         ControllerError::InvalidRequest(m) => (7, m.clone()),
         ControllerError::IneligibleReplica(m) => (8, m.clone()),
         ControllerError::QueueFull => (9, String::new()),
+        ControllerError::InvalidReplicaAssignment(m) => (10, m.clone()),
     };
     let mut payload = Vec::new();
     if let Some(id) = response.topic_id {
@@ -225,6 +252,27 @@ const PAYLOAD_ELECTIONS: u8 = 2;
 const PAYLOAD_REASSIGNMENTS: u8 = 3;
 
 type ReassignEntry = ([u8; 16], u32, Option<Vec<NodeId>>);
+
+/// `u32 count` (1 to [`MAX_PARTITIONS`]) + one id list per partition.
+fn put_assignments(out: &mut Vec<u8>, lists: &[Vec<NodeId>]) {
+    assert!(
+        !lists.is_empty() && lists.len() <= MAX_PARTITIONS as usize,
+        "replica lists out of bounds"
+    );
+    out.extend_from_slice(&(lists.len() as u32).to_be_bytes());
+    for ids in lists {
+        put_ids(out, ids);
+    }
+}
+
+/// The inverse of [`put_assignments`]; each list takes at least its 4-byte length.
+fn read_assignments(r: &mut Reader<'_>) -> Result<Vec<Vec<NodeId>>, DecodeError> {
+    let n = r.u32()? as usize;
+    if n == 0 || n > MAX_PARTITIONS as usize || n * 4 > r.buf.len() {
+        return Err(DecodeError("replica lists out of bounds"));
+    }
+    (0..n).map(|_| r.ids()).collect()
+}
 
 /// `u32 count` (at most [`REASSIGN_PARTITIONS_MAX`]) + per row: topic id, `u32` partition and
 /// what `rest` writes.
@@ -346,6 +394,7 @@ pub fn decode_response(code: i16, message: String, payload: &[u8]) -> Controller
         6 => ControllerError::InvalidPartitions(message),
         8 => ControllerError::IneligibleReplica(message),
         9 => ControllerError::QueueFull,
+        10 => ControllerError::InvalidReplicaAssignment(message),
         7 => ControllerError::InvalidRequest(message),
         other => ControllerError::InvalidRequest(format!("unknown controller error {other}")),
     };
@@ -402,11 +451,25 @@ mod tests {
                 partitions: 6,
                 replication_factor: 3,
                 configs: vec![("min.insync.replicas".into(), "2".into())],
+                assignments: vec![],
+            },
+            ControllerRequest::CreateTopic {
+                name: "placed".into(),
+                partitions: 2,
+                replication_factor: 2,
+                configs: vec![],
+                assignments: vec![vec![1, 2], vec![2, 3]],
             },
             ControllerRequest::DeleteTopic { name: "x".into() },
             ControllerRequest::CreatePartitions {
                 name: "x".into(),
                 count: 9,
+                assignments: vec![],
+            },
+            ControllerRequest::CreatePartitions {
+                name: "x".into(),
+                count: 11,
+                assignments: vec![vec![3], vec![1]],
             },
             ControllerRequest::AlterTopicConfigs {
                 name: "x".into(),
@@ -460,6 +523,7 @@ mod tests {
             ControllerError::InvalidRequest("r".into()),
             ControllerError::IneligibleReplica("e".into()),
             ControllerError::QueueFull,
+            ControllerError::InvalidReplicaAssignment("a".into()),
         ] {
             for topic_id in [None, Some([7u8; 16])] {
                 let r = ControllerResponse {

@@ -98,6 +98,25 @@ fn request_body(key: ApiKey) -> RequestKind {
             .into(),
         ApiKey::Fetch => FetchRequest::default().into(),
         ApiKey::ListOffsets => ListOffsetsRequest::default().into(),
+        ApiKey::DeleteRecords => {
+            use kafka_protocol::messages::delete_records_request::{
+                DeleteRecordsPartition, DeleteRecordsTopic,
+            };
+            let partitions = vec![
+                DeleteRecordsPartition::default()
+                    .with_partition_index(0)
+                    .with_offset(1),
+                DeleteRecordsPartition::default()
+                    .with_partition_index(1)
+                    .with_offset(-1),
+            ];
+            kafka_protocol::messages::DeleteRecordsRequest::default()
+                .with_topics(vec![DeleteRecordsTopic::default()
+                    .with_name(topic)
+                    .with_partitions(partitions)])
+                .with_timeout_ms(1000)
+                .into()
+        }
         ApiKey::OffsetForLeaderEpoch => OffsetForLeaderEpochRequest::default().into(),
         ApiKey::Metadata => MetadataRequest::default()
             .with_topics(Some(vec![

@@ -13,6 +13,7 @@
 //! (three stray bytes after the body, which Kafka ignores). ListOffsets by timestamp
 //! (`offsets_for_times`) finds the first message at or after a time, and an idempotent
 //! producer (`enable.idempotence=true`) delivers every message exactly once, in order.
+//! DeleteRecords moves a partition's start for good.
 
 mod common;
 
@@ -614,6 +615,49 @@ fn delete_topic_removes_data_and_recreate_starts_at_zero() {
         values,
         vec![b"new-0".to_vec(), b"new-1".to_vec(), b"new-2".to_vec()]
     );
+}
+
+/// DeleteRecords on a single broker (`kafka-delete-records.sh`, AdminClient.deleteRecords):
+/// the partition starts at the offset from then on for consumers and ListOffsets, also after
+/// kill -9 and a restart; past the high watermark is refused with OFFSET_OUT_OF_RANGE.
+#[test]
+fn delete_records_moves_the_log_start_for_good() {
+    let mut broker = Broker::start();
+    let bs = broker.bootstrap();
+    let topic = unique_name("purge");
+    create_topic(&bs, &topic, 1, &[]);
+    let r = produce(&bs, &topic, "all", &[], 50, |i| Outgoing {
+        key: format!("d{i}").into_bytes(),
+        value: payload(i as u64, 64),
+        partition: Some(0),
+    });
+    all_ok(&r);
+    let delete = |bs: &str, partition: i32, offset: i64| {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(&topic, partition, Offset::Offset(offset))
+            .unwrap();
+        let out = block_on(admin(bs).delete_records(&tpl, &opts())).expect("DeleteRecords");
+        let row = &out.elements()[0];
+        match row.error() {
+            Ok(()) => Ok(row.offset()),
+            Err(e) => Err(e.rdkafka_error_code()),
+        }
+    };
+    assert_eq!(
+        delete(&bs, 0, 51),
+        Err(Some(RDKafkaErrorCode::OffsetOutOfRange))
+    );
+    assert_eq!(delete(&bs, 0, 20), Ok(Offset::Offset(20)));
+    assert_eq!(watermarks(&bs, &topic, 0), (20, 50));
+    let got = consume_all(&bs, &topic, &[0], Duration::from_secs(30));
+    assert_eq!(got.first().map(|m| m.offset), Some(20));
+    assert_eq!(got.len(), 30);
+
+    broker.kill9();
+    broker.restart();
+    let bs = broker.bootstrap();
+    assert_eq!(watermarks(&bs, &topic, 0), (20, 50), "after kill -9");
+    assert_eq!(delete(&bs, 0, 10), Ok(Offset::Offset(20)), "never back");
 }
 
 #[test]

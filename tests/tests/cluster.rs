@@ -44,7 +44,7 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::Message;
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::util::Timeout;
-use rdkafka::Offset;
+use rdkafka::{Offset, TopicPartitionList};
 use tests::cluster::{free_ports, Cluster};
 
 /// Record value size.
@@ -1116,6 +1116,94 @@ fn reassignment_moves_replicas_and_keeps_every_record() {
     wait_reassigned(&c, &topic, &[only], |l| l == only);
     c.sigcont(frozen);
     check_acked(&read_back(&c, &topic, 1, &reports), &reports, true);
+}
+
+/// DeleteRecords through librdkafka's admin API (what `kafka-delete-records.sh` and Kafka
+/// Streams send). Returns the partition's low watermark, or its error.
+fn delete_records(c: &Cluster, topic: &str, offset: i64) -> Result<i64, RDKafkaErrorCode> {
+    let admin = admin(&c.bootstrap_live());
+    let opts = rdkafka::admin::AdminOptions::new()
+        .operation_timeout(Some(Timeout::After(CONVERGE_TIMEOUT)))
+        .request_timeout(Some(Timeout::After(CONVERGE_TIMEOUT)));
+    let mut tpl = TopicPartitionList::new();
+    let at = if offset < 0 {
+        Offset::End
+    } else {
+        Offset::Offset(offset)
+    };
+    tpl.add_partition_offset(topic, 0, at)
+        .expect("partition list");
+    let out = block_on(admin.delete_records(&tpl, &opts)).expect("DeleteRecords request");
+    let row = out.elements().into_iter().next().expect("one partition");
+    match (row.error(), row.offset()) {
+        (Err(e), _) => Err(e.rdkafka_error_code().unwrap_or(RDKafkaErrorCode::Unknown)),
+        (Ok(()), Offset::Offset(low)) => Ok(low),
+        (Ok(()), other) => panic!("DeleteRecords answered {other:?}"),
+    }
+}
+
+/// `kafka-delete-records.sh` on a replicated partition: the answer comes once every in-sync
+/// replica has deleted (each node's segments below the offset are gone when it arrives), the
+/// partition then starts at the offset for consumers, and it still does after its leader is
+/// killed. Past the high watermark is refused with OFFSET_OUT_OF_RANGE; -1 (librdkafka's
+/// `Offset::End`) deletes up to the high watermark.
+#[test]
+fn deleted_records_stay_deleted_on_every_replica_and_after_failover() {
+    let mut c = Cluster::start();
+    let topic = unique_name("purge");
+    create_replicated(&c, &topic, 1, 3, &[("segment.bytes", "65536")]);
+    // Batches of a few records, so segments roll every 64 KiB or so.
+    let mut small_batches = FAILOVER_PRODUCER.to_vec();
+    small_batches.push(("batch.size", "16384"));
+    let reports = produce(
+        &c.bootstrap_live(),
+        &topic,
+        "all",
+        &small_batches,
+        1_000,
+        |i| Outgoing {
+            partition: Some(0),
+            ..msg(i)
+        },
+    );
+    all_ok(&reports);
+    c.wait_full_isr(&topic, CONVERGE_TIMEOUT);
+    let dirs: Vec<_> = c
+        .ids()
+        .into_iter()
+        .map(|id| {
+            c.dir()
+                .join(format!("node-{id}"))
+                .join(format!("{topic}-0"))
+        })
+        .collect();
+    let before: Vec<u64> = dirs.iter().map(|d| segment_bytes(d)).collect();
+
+    assert_eq!(
+        delete_records(&c, &topic, 5_000),
+        Err(RDKafkaErrorCode::OffsetOutOfRange)
+    );
+    assert_eq!(delete_records(&c, &topic, 600), Ok(600));
+    for (dir, before) in dirs.iter().zip(&before) {
+        let after = segment_bytes(dir);
+        // 600 records of over 1 KiB in 64 KiB segments: at least 8 whole segments are gone.
+        assert!(
+            after + 8 * 65_536 <= *before,
+            "{dir:?} kept {after} of {before} bytes"
+        );
+    }
+    assert_eq!(watermarks(&c.bootstrap_live(), &topic, 0), (600, 1_000));
+    let got = consume_all(&c.bootstrap_live(), &topic, &[0], CONSUME_TIMEOUT);
+    let offsets: Vec<i64> = got.iter().map(|m| m.offset).collect();
+    assert_eq!(offsets, (600..1_000).collect::<Vec<_>>());
+
+    let leader = c.node_for_leader(&topic, 0).expect("leader");
+    c.kill9(leader);
+    c.wait_leaders(&topic, Some(leader), CONVERGE_TIMEOUT);
+    let (low, high) = watermarks(&c.bootstrap_live(), &topic, 0);
+    assert_eq!((low, high), (600, 1_000), "after the leader's death");
+    assert_eq!(delete_records(&c, &topic, -1), Ok(1_000));
+    assert_eq!(watermarks(&c.bootstrap_live(), &topic, 0), (1_000, 1_000));
 }
 
 /// Waits until every live node's Metadata shows each partition of `topic` on exactly the

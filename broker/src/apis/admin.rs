@@ -54,15 +54,16 @@ const ASSIGNED_REPLICAS_MAX: usize = VOTERS_MAX;
 
 type Refusal = (ResponseError, String);
 
+/// Replica lists by partition, with the partition count and replication factor they imply.
+type Placed = (Vec<Vec<i32>>, i32, i16);
+
 /// A CreateTopics entry's replica lists (Kafka's manual assignment), by partition index, with
 /// the partition count and replication factor they imply; `None` without lists. Refused as
 /// Kafka does: INVALID_REQUEST when `num_partitions` or `replication_factor` is set to
 /// something else (clients send -1), INVALID_REPLICA_ASSIGNMENT when the indexes are not 0,
 /// 1, 2, ... or a list is empty, longer than a cluster, or of another length than the first.
 /// Whether the brokers exist is the controller's to say.
-pub(crate) fn creatable_assignments(
-    t: &CreatableTopic,
-) -> Result<Option<(Vec<Vec<i32>>, i32, i16)>, Refusal> {
+pub(crate) fn creatable_assignments(t: &CreatableTopic) -> Result<Option<Placed>, Refusal> {
     if t.assignments.is_empty() {
         return Ok(None);
     }

@@ -275,6 +275,7 @@ impl<S: Storage + Clone> KafkaApis<S> {
                     fp.fetch_offset,
                     crate::cluster::replication::durable_end_offset(fp),
                     last_fetched_epoch,
+                    fp.log_start_offset,
                     max_bytes,
                     now_ms,
                 ) {

@@ -5,6 +5,8 @@
 mod admin;
 mod cluster;
 mod configs;
+mod delete_records;
+pub use delete_records::DELETE_RECORDS_PARTITIONS_MAX;
 mod describe_partitions;
 mod elect_leaders;
 pub use elect_leaders::ELECT_LEADERS_NAMED_MAX;
@@ -206,6 +208,7 @@ impl<S: Storage + Clone> KafkaApis<S> {
             RequestKind::AlterPartitionReassignments(r) => {
                 self.alter_partition_reassignments(r, version)
             }
+            RequestKind::DeleteRecords(r) => self.delete_records(r),
             RequestKind::ListPartitionReassignments(r) => {
                 Reply::Now(self.list_partition_reassignments(r))
             }

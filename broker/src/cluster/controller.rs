@@ -328,6 +328,9 @@ struct Round {
     min_insync_replicas: usize,
 }
 
+/// A new partition's replicas and its first ISR.
+type Placement = (Vec<NodeId>, Vec<NodeId>);
+
 /// Encoded size of a partition record with `rf` replicas inside a batch.
 fn partition_record_bytes(rf: usize) -> usize {
     50 + 8 * rf
@@ -521,7 +524,7 @@ impl Round {
         lists: &[Vec<NodeId>],
         rf: Option<usize>,
         first: usize,
-    ) -> Result<Vec<(Vec<NodeId>, Vec<NodeId>)>, ControllerError> {
+    ) -> Result<Vec<Placement>, ControllerError> {
         let refuse = |m: String| Err(ControllerError::InvalidReplicaAssignment(m));
         let rf = rf.or_else(|| lists.first().map(Vec::len));
         let mut placed = Vec::with_capacity(lists.len());

@@ -454,7 +454,13 @@ async fn fetch_from<S, D>(
                     None => {
                         let records: Bytes = pd.records.unwrap_or_default();
                         if let Err(e) =
-                            partition.follower_apply(epoch, &records, pd.high_watermark, now_ms)
+                            partition.follower_apply(
+                                epoch,
+                                &records,
+                                pd.high_watermark,
+                                pd.log_start_offset,
+                                now_ms,
+                            )
                         {
                             tracing::error!(topic = %partition.topic, partition = partition.index,
                                 error = ?e, "follower append failed");

@@ -45,6 +45,34 @@ pub struct FollowerProgress {
     /// Last time it fetched at all (-1: not in this epoch); a replica that stopped fetching
     /// is not added back to the ISR on the strength of an old position.
     pub last_fetch_ms: i64,
+    /// The follower's log start, as its fetches report it (-1: not yet in this epoch). The
+    /// leader's low watermark, which DeleteRecords waits for, is the lowest over the ISR.
+    pub log_start: i64,
+}
+
+impl FollowerProgress {
+    /// A follower the leader has not heard from in this epoch, counted as caught up at `now_ms`.
+    fn unknown(now_ms: i64) -> Self {
+        FollowerProgress {
+            log_end: -1,
+            durable_end: -1,
+            last_caught_up_ms: now_ms,
+            last_fetch_ms: -1,
+            log_start: -1,
+        }
+    }
+}
+
+/// Why a DeleteRecords was refused for a partition.
+#[derive(Debug)]
+pub enum DeleteRecordsError {
+    /// Only the leader deletes records (NOT_LEADER_OR_FOLLOWER).
+    NotLeader,
+    /// Past the high watermark: only committed records can be deleted (OFFSET_OUT_OF_RANGE).
+    BeyondHighWatermark {
+        high_watermark: i64,
+    },
+    Storage(std::io::Error),
 }
 
 /// The leader's view of one leader epoch.
@@ -311,17 +339,7 @@ impl<S: Storage> PartitionCore<S> {
         let followers = replicas
             .iter()
             .filter(|r| **r != me)
-            .map(|r| {
-                (
-                    *r,
-                    FollowerProgress {
-                        log_end: -1,
-                        durable_end: -1,
-                        last_caught_up_ms: now_ms,
-                        last_fetch_ms: -1,
-                    },
-                )
-            })
+            .map(|r| (*r, FollowerProgress::unknown(now_ms)))
             .collect();
         self.role = ReplicaRole::Leader(LeaderState {
             me,
@@ -345,12 +363,9 @@ impl<S: Storage> PartitionCore<S> {
         }
         for r in &replicas {
             if *r != l.me {
-                l.followers.entry(*r).or_insert(FollowerProgress {
-                    log_end: -1,
-                    durable_end: -1,
-                    last_caught_up_ms: now_ms,
-                    last_fetch_ms: -1,
-                });
+                l.followers
+                    .entry(*r)
+                    .or_insert(FollowerProgress::unknown(now_ms));
             }
         }
         l.followers.retain(|r, _| replicas.contains(r));
@@ -544,6 +559,73 @@ impl<S: Storage> PartitionCore<S> {
         Ok(())
     }
 
+    /// Leader side of DeleteRecords (Kafka's deleteRecordsOnLeader): the log starts at `offset`
+    /// (-1: the high watermark) from now on and the segments wholly below it are deleted. Only
+    /// committed records can go; an offset at or below the log start changes nothing. Returns
+    /// the log start. Followers follow through their fetches
+    /// ([`follower_log_start`](Self::follower_log_start)).
+    pub fn delete_records(&mut self, offset: i64) -> Result<i64, DeleteRecordsError> {
+        if !self.is_leader() {
+            return Err(DeleteRecordsError::NotLeader);
+        }
+        let offset = if offset == -1 {
+            self.high_watermark
+        } else {
+            offset
+        };
+        if offset > self.high_watermark || offset < 0 {
+            return Err(DeleteRecordsError::BeyondHighWatermark {
+                high_watermark: self.high_watermark,
+            });
+        }
+        self.log
+            .delete_records_before(offset)
+            .map_err(DeleteRecordsError::Storage)?;
+        let start = self.log.log_start_offset();
+        assert!(
+            start >= offset,
+            "log start {start} below the deleted {offset}"
+        );
+        self.check_invariants();
+        Ok(start)
+    }
+
+    /// Leader side: a follower's fetch reported its log start.
+    pub fn note_follower_log_start(&mut self, replica: NodeId, log_start: i64) {
+        if let ReplicaRole::Leader(l) = &mut self.role {
+            if let Some(f) = l.followers.get_mut(&replica) {
+                f.log_start = log_start;
+            }
+        }
+    }
+
+    /// The lowest log start over this leader and every follower the high watermark waits for
+    /// (Kafka's low watermark): records below it are gone from every in-sync copy. -1 until
+    /// each such follower has fetched in this epoch; the log start when standalone.
+    pub fn low_watermark(&self) -> i64 {
+        let mut low = self.log.log_start_offset();
+        if let ReplicaRole::Leader(l) = &self.role {
+            for m in l.maximal_isr().into_iter().filter(|m| *m != l.me) {
+                low = low.min(l.followers.get(&m).map_or(-1, |f| f.log_start));
+            }
+        }
+        low
+    }
+
+    /// Follower side: the leader's log start, from a fetch response. Committed records below
+    /// it are deleted here too (never past this replica's high watermark, which the leader's
+    /// log start can outrun for a moment). Returns whether the log start moved.
+    pub fn follower_log_start(&mut self, leader_log_start: i64) -> std::io::Result<bool> {
+        let to = leader_log_start.min(self.high_watermark);
+        if !matches!(self.role, ReplicaRole::Follower { .. }) || to <= self.log.log_start_offset() {
+            return Ok(false);
+        }
+        self.log.delete_records_before(to)?;
+        assert!(self.log.log_start_offset() >= to);
+        self.check_invariants();
+        Ok(true)
+    }
+
     /// Follower side: the leader's log starts past ours; start over empty at `offset`.
     pub fn restart_at(&mut self, offset: i64) -> std::io::Result<()> {
         self.log.truncate_fully_and_start_at(offset)?;
@@ -688,6 +770,74 @@ mod tests {
             leader.replica_fetch(9, 1, 2, None, 1, T0),
             Err(ReplicaFetchError::NotReplica)
         );
+    }
+
+    /// DeleteRecords: only a leader deletes, only committed records; a follower deletes as far
+    /// as the leader's log start and its own high watermark go; the leader's low watermark
+    /// waits for every in-sync follower to report a log start past the deleted offset.
+    #[test]
+    fn deleted_records_follow_the_leader_within_committed_records() {
+        let s = MemStorage::new();
+        let mut leader = core(&s, "/l/t-0");
+        let mut follower = core(&s, "/f/t-0");
+        leader.become_leader(1, 1, vec![1, 2], vec![1, 2], T0);
+        follower.become_follower(1, 1);
+        for _ in 0..5 {
+            leader
+                .append(&simple_batch(T0, &[b"a", b"b"]), 1, T0)
+                .unwrap();
+        }
+        flush(&mut leader);
+        let batches = leader
+            .read_for_replica(0, 1 << 20)
+            .unwrap()
+            .to_bytes()
+            .unwrap();
+        follower.append_as_follower(&batches, T0).unwrap();
+        flush(&mut follower);
+        leader.replica_fetch(2, 1, 6, None, 1, T0).unwrap();
+        assert_eq!(leader.high_watermark(), 6);
+        follower.follower_high_watermark(6);
+
+        assert!(matches!(
+            leader.delete_records(7),
+            Err(DeleteRecordsError::BeyondHighWatermark { high_watermark: 6 })
+        ));
+        assert!(matches!(
+            follower.delete_records(2),
+            Err(DeleteRecordsError::NotLeader)
+        ));
+        assert_eq!(leader.delete_records(4).unwrap(), 4);
+        assert_eq!(
+            leader.delete_records(2).unwrap(),
+            4,
+            "the log start never goes back"
+        );
+        assert_eq!(leader.low_watermark(), -1, "the follower has not said");
+        leader.note_follower_log_start(2, follower.log().log_start_offset());
+        assert_eq!(leader.low_watermark(), 0);
+        assert!(
+            leader.fetch(2, 1 << 20).is_err(),
+            "deleted records are gone"
+        );
+
+        // The follower learns the leader's log start: at most its own high watermark.
+        follower.high_watermark = 3;
+        assert!(follower.follower_log_start(4).unwrap());
+        assert_eq!(follower.log().log_start_offset(), 3);
+        follower.follower_high_watermark(6);
+        assert!(follower.follower_log_start(4).unwrap());
+        assert!(
+            !follower.follower_log_start(4).unwrap(),
+            "nothing more to do"
+        );
+        assert_eq!(follower.log().log_start_offset(), 4);
+        leader.note_follower_log_start(2, follower.log().log_start_offset());
+        assert_eq!(leader.low_watermark(), 4);
+
+        // -1 deletes up to the high watermark.
+        assert_eq!(leader.delete_records(-1).unwrap(), 6);
+        assert_eq!(leader.low_watermark(), 4);
     }
 
     /// KIP-966: below min.insync.replicas the high watermark stays where it is, so the

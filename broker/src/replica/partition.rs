@@ -13,7 +13,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::Notify;
 
 use super::core::{
-    AckPolicy, NodeId, PartitionCore, ReplicaFetchError, ReplicaFetchPosition, ReplicaRole,
+    AckPolicy, DeleteRecordsError, NodeId, PartitionCore, ReplicaFetchError, ReplicaFetchPosition,
+    ReplicaRole,
 };
 use crate::log::{AppendError, AppendInfo, Log, ReadError, StoredRecords};
 use crate::storage::Storage;
@@ -295,6 +296,7 @@ impl<S: Storage> Partition<S> {
         fetch_offset: i64,
         durable_offset: Option<i64>,
         last_fetched_epoch: i32,
+        follower_log_start: i64,
         max_bytes: usize,
         now_ms: i64,
     ) -> Result<ReplicaRead, ReplicaFetchError> {
@@ -308,6 +310,7 @@ impl<S: Storage> Partition<S> {
                 last_fetched_epoch,
                 now_ms,
             )?;
+            core.note_follower_log_start(replica, follower_log_start);
             let records = match position {
                 ReplicaFetchPosition::Read => {
                     match core.read_for_replica(fetch_offset, max_bytes) {
@@ -338,7 +341,7 @@ impl<S: Storage> Partition<S> {
     }
 
     /// Follower side: appends the leader's batches (if this replica still follows in `epoch`)
-    /// and takes the leader's high watermark. The fsync is left to this partition's flusher,
+    /// and takes the leader's high watermark and log start (DeleteRecords). The fsync is left to this partition's flusher,
     /// so the next fetch can be on its way while it runs; the fetch reports the durable end
     /// separately. Runs on a blocking thread.
     pub fn follower_apply(
@@ -346,6 +349,7 @@ impl<S: Storage> Partition<S> {
         epoch: i32,
         records: &[u8],
         leader_high_watermark: i64,
+        leader_log_start: i64,
         now_ms: i64,
     ) -> Result<(), AppendError> {
         let (high_watermark, ack_offset, policy) = {
@@ -357,6 +361,10 @@ impl<S: Storage> Partition<S> {
                 core.append_as_follower(records, now_ms)?;
             }
             core.follower_high_watermark(leader_high_watermark);
+            if core.follower_log_start(leader_log_start)? {
+                tracing::info!(topic = %self.topic, partition = self.index,
+                    log_start = core.log().log_start_offset(), "records deleted as the leader's were");
+            }
             (core.high_watermark(), core.ack_offset(), core.policy())
         };
         if !records.is_empty() && policy == AckPolicy::AfterFsync {
@@ -409,6 +417,19 @@ impl<S: Storage> Partition<S> {
                 "truncated below the high watermark");
         }
         Ok(())
+    }
+
+    /// Leader side of DeleteRecords for this partition: see [`PartitionCore::delete_records`].
+    pub fn delete_records(&self, offset: i64) -> Result<i64, DeleteRecordsError> {
+        let start = self.core().delete_records(offset)?;
+        tracing::info!(topic = %self.topic, partition = self.index, log_start = start,
+            "records deleted");
+        Ok(start)
+    }
+
+    /// The leader's low watermark: see [`PartitionCore::low_watermark`].
+    pub fn low_watermark(&self) -> i64 {
+        self.core().low_watermark()
     }
 
     /// Follower side: the leader's log starts past our end; start over there.

@@ -1116,6 +1116,28 @@ fn corpus_replication_actions() -> Vec<(String, Vec<u8>)> {
                 ],
             ),
         ),
+        (
+            // Partition 0 loses its first half, then everything committed; its leader dies
+            // and a follower that learned the new start leads.
+            "delete-records-then-leader-crash".into(),
+            program(
+                7,
+                &[
+                    warm(),
+                    produce(8),
+                    vec![Run(255), DeleteRecords(32 << 2), Run(255)],
+                    produce(4),
+                    vec![
+                        Run(255),
+                        DeleteRecords(63 << 2),
+                        Run(255),
+                        Crash(0),
+                        Run(255),
+                    ],
+                    produce(4),
+                ],
+            ),
+        ),
     ]
 }
 
@@ -1214,5 +1236,10 @@ fn every_replication_seed_acknowledges_batches() {
             // The shrink to one node removes the other two replicas' copies.
             assert!(r.replicas_removed >= 2, "{}: {r:?}", path.display());
         }
+        let deletes = actions
+            .iter()
+            .filter(|a| matches!(a, targets::replication::Action::DeleteRecords(_)))
+            .count() as u64;
+        assert_eq!(deletes, r.records_deleted, "{}", path.display());
     }
 }

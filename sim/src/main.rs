@@ -238,7 +238,7 @@ impl Settings {
                     "{} batches acknowledged, {} leader epochs, {} crashes, {} partitions, \
                      {} controller failovers, {} truncations, {} ELR elections, \
                      {} min.insync.replicas changes, {} preferred elections asked, \
-                     {} reassignments asked, {} removed copies deleted",
+                     {} reassignments asked, {} removed copies deleted, {} DeleteRecords",
                     r.acked,
                     r.leader_epochs,
                     r.crashes,
@@ -249,7 +249,8 @@ impl Settings {
                     r.min_isr_changes,
                     r.elections_asked,
                     r.reassignments_asked,
-                    r.replicas_removed
+                    r.replicas_removed,
+                    r.records_deleted
                 );
                 let mut outcome = SeedOutcome::from_lines(
                     &r.problems(),

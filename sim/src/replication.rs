@@ -8,8 +8,10 @@
 //! new incarnation after a crash, and acks=all producers that follow a client metadata cache.
 //!
 //! Faults: node crashes (torn or dropped unsynced writes), network partitions of a node, slow
-//! disks, slow metadata delivery, controller failover. Checks: acknowledged batches survive
-//! (online at every leadership change, and in the final leader's log), replicas byte-identical
+//! disks, slow metadata delivery, controller failover; operators' elections, reassignments and
+//! DeleteRecords (followers take the leader's log start from fetch answers). Checks: acknowledged batches survive
+//! (online at every leadership change, and in the final leader's log, except those an
+//! operator deleted; no log starts past every deletion), replicas byte-identical
 //! below the final high watermark, the high watermark never goes back within a leader epoch,
 //! one leader per (partition, epoch), leader epochs never go back on a node, and liveness after
 //! the final heal (which also ends message loss). See [`run_replication_seed`] and, for a byte-driven program of actions (the
@@ -87,6 +89,8 @@ pub struct ReplRunResult {
     pub reassignments_asked: u64,
     /// Copies deleted by nodes a reassignment removed.
     pub replicas_removed: u64,
+    /// Operators' DeleteRecords a leader carried out.
+    pub records_deleted: u64,
 }
 
 impl ReplRunResult {
@@ -136,6 +140,9 @@ pub enum Action {
     /// nodes in the mask `a & 7` (node i for bit i) rotated by `a >> 4`, or, for an empty mask,
     /// a cancellation.
     Reassign(u8),
+    /// An operator's DeleteRecords on partition `a % partitions` through its leader, up to
+    /// `a >> 2` 63rds of the way from the log start to the high watermark.
+    DeleteRecords(u8),
 }
 
 impl Action {
@@ -145,7 +152,8 @@ impl Action {
         let (&arg, rest) = rest.split_first().unwrap_or((&0, &[]));
         *data = rest;
         Some(match op % 16 {
-            0..=3 => Action::Append(arg),
+            0..=2 => Action::Append(arg),
+            3 => Action::DeleteRecords(arg),
             4..=7 => Action::Run(arg),
             8 => Action::FetchRound(arg),
             9 => Action::Flush(arg),
@@ -175,6 +183,7 @@ impl Action {
             Action::ControllerFailover => (14, 0),
             Action::MinIsr(v) => (15, v & 0x7f),
             Action::Reassign(a) => (15, 0x80 | (a & 0x7f)),
+            Action::DeleteRecords(a) => (3, a),
         };
         out.extend_from_slice(&[op, arg]);
     }
@@ -283,8 +292,8 @@ struct Params {
     drop_unsynced: f64,
     /// Relative weights: crash, partition, failover, slow disk, slow metadata, a new
     /// cluster-level min.insync.replicas, an operator's preferred-leader election, an
-    /// operator's reassignment.
-    weights: [u64; 8],
+    /// operator's reassignment, an operator's DeleteRecords.
+    weights: [u64; 9],
 }
 
 impl Params {
@@ -318,13 +327,14 @@ impl Params {
                 rng.range(0, 1),
                 rng.range(0, 1),
                 rng.range(0, 2),
+                rng.range(0, 1),
             ],
         }
     }
 }
 
-/// Replica fetch result as the leader answers it.
-type FetchAnswer = Result<(ReplicaFetchPosition, Bytes, i64), ReplicaFetchError>;
+/// Replica fetch result as the leader answers it: position, batches, high watermark, log start.
+type FetchAnswer = Result<(ReplicaFetchPosition, Bytes, i64, i64), ReplicaFetchError>;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum ProduceAnswer {
@@ -348,6 +358,7 @@ enum Msg {
         /// The follower's durable end (at most `offset`): what the high watermark may count.
         durable: i64,
         last_epoch: i32,
+        log_start: i64,
     },
     FetchResp {
         from: usize,
@@ -581,6 +592,9 @@ struct World {
     committed: Vec<Vec<Ack>>,
     /// (partition, leader epoch) -> (node, incarnation) that took leadership.
     leaders: BTreeMap<(usize, i32), (usize, i64)>,
+    /// Per partition, the highest log start an operator's DeleteRecords gave a leader: the
+    /// records below it may be gone, none above may.
+    deleted_to: Vec<i64>,
     stats: ReplRunResult,
 }
 
@@ -650,6 +664,7 @@ impl World {
             next_fetch_id: 0,
             acks: Vec::new(),
             committed: Vec::new(),
+            deleted_to: Vec::new(),
             leaders: BTreeMap::new(),
             stats: ReplRunResult::default(),
         }
@@ -801,6 +816,10 @@ impl World {
                 let turn = usize::from(a >> 4) % target.len().max(1);
                 target.rotate_left(turn);
                 self.ask_reassignment(0, p, (!target.is_empty()).then_some(target));
+            }
+            Action::DeleteRecords(a) => {
+                let p = usize::from(a) % self.p.partitions;
+                self.delete_records(p, u64::from(a >> 2), 63);
             }
         }
     }
@@ -1019,8 +1038,9 @@ impl World {
                 offset,
                 durable,
                 last_epoch,
+                log_start,
             } => self.leader_fetch(
-                from, from_life, to, p, id, epoch, offset, durable, last_epoch,
+                from, from_life, to, p, id, epoch, offset, durable, last_epoch, log_start,
             ),
             Msg::FetchResp {
                 from,
@@ -1498,7 +1518,9 @@ impl World {
             };
             let log = part.core.log();
             let committed = self.committed.get(p).map_or(&[][..], |c| &c[..]);
-            let mine = |a: &&Ack| a.p == p && a.epoch <= epoch;
+            // Records an operator deleted are gone on purpose.
+            let deleted_to = self.deleted_to.get(p).copied().unwrap_or(0);
+            let mine = |a: &&Ack| a.p == p && a.epoch <= epoch && a.base >= deleted_to;
             for a in self.acks.iter().chain(committed).filter(mine) {
                 let got = if a.end <= log.log_end_offset() {
                     log.read(a.base, 1, a.base + 1).ok()
@@ -1533,7 +1555,9 @@ impl World {
                     self.committed.resize_with(p + 1, Vec::new);
                 }
                 let log = part.core.log();
-                let mut from = self.committed[p].last().map_or(0, |a| a.end);
+                let from = self.committed[p].last().map_or(0, |a| a.end);
+                // Past what an operator deleted.
+                let mut from = from.max(log.log_start_offset());
                 while from < hw {
                     let bytes = log.read(from, 1, from + 1).unwrap_or_default();
                     let Some(end) = batch_end(&bytes) else { break };
@@ -1615,6 +1639,7 @@ impl World {
         let durable = part.core.ack_offset();
         part.fetch_offset = offset;
         let last_epoch = part.core.log().latest_epoch().unwrap_or(-1);
+        let log_start = part.core.log().log_start_offset();
         let Some(to) = self.nodes.iter().position(|x| x.id == leader) else {
             return;
         };
@@ -1628,6 +1653,7 @@ impl World {
             offset,
             durable,
             last_epoch,
+            log_start,
         });
         self.schedule(FETCH_TIMEOUT_MS, Ev::FetchTimeout { node, life, p, id });
     }
@@ -1644,6 +1670,7 @@ impl World {
         offset: i64,
         durable: i64,
         last_epoch: i32,
+        log_start: i64,
     ) {
         let now = T0_MS + self.now as i64;
         let replica = self.nodes[from].id;
@@ -1651,26 +1678,30 @@ impl World {
         let Some(part) = self.nodes[to].parts[p].as_mut() else {
             return;
         };
-        let answer =
-            match part
-                .core
-                .replica_fetch(replica, epoch, offset, Some(durable), last_epoch, now)
-            {
-                Ok(ReplicaFetchPosition::Read) => {
-                    let records = part
-                        .core
-                        .read_for_replica(offset, max_bytes)
-                        .and_then(|r| Ok(r.to_bytes()?))
-                        .unwrap_or_default();
-                    Ok((
-                        ReplicaFetchPosition::Read,
-                        records,
-                        part.core.high_watermark(),
-                    ))
-                }
-                Ok(d) => Ok((d, Bytes::new(), part.core.high_watermark())),
-                Err(e) => Err(e),
-            };
+        let fetched =
+            part.core
+                .replica_fetch(replica, epoch, offset, Some(durable), last_epoch, now);
+        if fetched.is_ok() {
+            part.core.note_follower_log_start(replica, log_start);
+        }
+        let (hw, start) = (
+            part.core.high_watermark(),
+            part.core.log().log_start_offset(),
+        );
+        let answer = match fetched {
+            // Below the log start the read fails and the follower restarts at the start, as
+            // the shell's OFFSET_OUT_OF_RANGE answer makes it.
+            Ok(ReplicaFetchPosition::Read) => {
+                let records = part
+                    .core
+                    .read_for_replica(offset, max_bytes)
+                    .and_then(|r| Ok(r.to_bytes()?))
+                    .unwrap_or_default();
+                Ok((ReplicaFetchPosition::Read, records, hw, start))
+            }
+            Ok(d) => Ok((d, Bytes::new(), hw, start)),
+            Err(e) => Err(e),
+        };
         self.after_change(to, p);
         self.send(Msg::FetchResp {
             from: to,
@@ -1717,6 +1748,7 @@ impl World {
                 },
                 _,
                 _,
+                _,
             )) if de >= 0 => {
                 let log = part.core.log();
                 let local_end = log
@@ -1743,9 +1775,26 @@ impl World {
                 }
                 self.send_fetch(node, p);
             }
-            Ok((_, records, leader_hw)) => {
+            Ok((_, _, _, leader_start)) if part.fetch_offset < leader_start => {
+                let r = part.core.restart_at(leader_start);
+                part.fetch = FetchState::Idle;
+                tr!(
+                    self,
+                    "n{me} p{p} restarts at the leader's log start {leader_start}"
+                );
+                if let Err(e) = r {
+                    self.violation(format!("n{me} p{p}: restarting the replica failed: {e}"));
+                    return;
+                }
+                self.send_fetch(node, p);
+            }
+            Ok((_, records, leader_hw, leader_start)) => {
                 if records.is_empty() {
                     part.core.follower_high_watermark(leader_hw);
+                    if let Err(e) = part.core.follower_log_start(leader_start) {
+                        self.violation(format!("n{me} p{p}: deleting records failed: {e}"));
+                        return;
+                    }
                     if part.core.ack_offset() < part.core.log().log_end_offset() {
                         let end = part.core.log().log_end_offset();
                         part.fetch = FetchState::Syncing(end);
@@ -1781,6 +1830,10 @@ impl World {
                     return;
                 }
                 part.core.follower_high_watermark(leader_hw);
+                if let Err(e) = part.core.follower_log_start(leader_start) {
+                    self.violation(format!("n{me} p{p}: deleting records failed: {e}"));
+                    return;
+                }
                 // The next fetch goes out while this round's batches sync, once the round
                 // before is synced.
                 part.fetch = FetchState::Syncing(part.fetch_offset);
@@ -2069,6 +2122,11 @@ impl World {
                 self.ask_min_isr(node, v);
             }
             6 => self.ask_preferred_election(node),
+            8 => {
+                let p = self.rng.pick(self.p.partitions);
+                let share = self.rng.range(0, 4);
+                self.delete_records(p, share, 4);
+            }
             _ => {
                 let p = self.rng.pick(self.p.partitions) as u32;
                 let target = if self.rng.chance(0.25) {
@@ -2086,6 +2144,40 @@ impl World {
                 };
                 self.ask_reassignment(node, p, target);
             }
+        }
+    }
+
+    /// An operator's DeleteRecords for partition `p`, carried out by the node that leads it
+    /// in its own view: up to `share / of` of the way from its log start to its high
+    /// watermark.
+    fn delete_records(&mut self, p: usize, share: u64, of: u64) {
+        let Some(node) = self.nodes.iter().position(|n| {
+            n.up && n.parts[p]
+                .as_ref()
+                .is_some_and(|x| matches!(x.core.role(), ReplicaRole::Leader(_)))
+        }) else {
+            return;
+        };
+        let id = self.nodes[node].id;
+        let Some(part) = self.nodes[node].parts[p].as_mut() else {
+            return;
+        };
+        let start = part.core.log().log_start_offset();
+        let hw = part.core.high_watermark();
+        let offset = start + (hw - start) * share as i64 / of.max(1) as i64;
+        match part.core.delete_records(offset) {
+            Ok(new_start) => {
+                if self.deleted_to.len() <= p {
+                    self.deleted_to.resize(p + 1, 0);
+                }
+                self.deleted_to[p] = self.deleted_to[p].max(new_start);
+                self.stats.records_deleted += 1;
+                tr!(
+                    self,
+                    "DELETE RECORDS p{p} below {offset} on n{id}: log start {new_start}"
+                );
+            }
+            Err(e) => self.violation(format!("n{id} p{p}: DeleteRecords at {offset}: {e:?}")),
         }
     }
 
@@ -2201,9 +2293,16 @@ impl World {
                 ));
             }
             self.check_holds_acks(l, p, pi.leader_epoch, "final leader");
-            let reference = self.nodes[l].parts[p]
+            let deleted_to = self.deleted_to.get(p).copied().unwrap_or(0);
+            let leader_start = self.nodes[l].parts[p]
                 .as_ref()
-                .and_then(|x| read_all(x, hw));
+                .map_or(0, |x| x.core.log().log_start_offset());
+            if leader_start > deleted_to {
+                self.violation(format!(
+                    "p{p}: leader n{} starts at {leader_start}, past every deletion ({deleted_to})",
+                    pi.leader
+                ));
+            }
             for n in 0..self.nodes.len() {
                 if n == l {
                     continue;
@@ -2229,7 +2328,12 @@ impl World {
                     ));
                     continue;
                 }
-                if read_all(part, hw) != reference {
+                // Compared where both logs start (DeleteRecords moves log starts).
+                let from = leader_start.max(part.core.log().log_start_offset());
+                let reference = self.nodes[l].parts[p]
+                    .as_ref()
+                    .and_then(|x| read_from(x, from, hw));
+                if read_from(part, from, hw) != reference {
                     self.violation(format!(
                         "p{p}: n{id}'s log differs from leader n{}'s below the high watermark {hw}",
                         pi.leader
@@ -2240,11 +2344,9 @@ impl World {
     }
 }
 
-/// Every stored byte below `hw`.
-fn read_all(part: &Part, hw: i64) -> Option<Bytes> {
-    let log = part.core.log();
-    let start = log.log_start_offset();
-    log.read(start, usize::MAX / 2, hw).ok()
+/// Every stored byte from the batch holding `from` to `hw`.
+fn read_from(part: &Part, from: i64, hw: i64) -> Option<Bytes> {
+    part.core.log().read(from, usize::MAX / 2, hw).ok()
 }
 
 fn role_name(r: &ReplicaRole) -> String {

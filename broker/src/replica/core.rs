@@ -535,6 +535,18 @@ impl<S: Storage> PartitionCore<S> {
         now_ms: i64,
     ) -> Result<AppendInfo, AppendError> {
         assert!(matches!(self.role, ReplicaRole::Follower { .. }));
+        // The leader's log start (after DeleteRecords) may fall inside a batch. An empty log
+        // started there gets that whole batch first: it starts over at the batch's base, as
+        // Kafka's followers do (the next fetch response moves the log start up again).
+        let first = crate::log::batch::RecordBatchHeader::parse(batches);
+        let (start, end) = (self.log.log_start_offset(), self.log.log_end_offset());
+        if let Some(h) = first.filter(|h| start == end && h.base_offset() < end) {
+            if h.last_offset() >= end {
+                self.log.truncate_fully_and_start_at(h.base_offset())?;
+                self.high_watermark = h.base_offset();
+                self.check_invariants();
+            }
+        }
         let info = self.log.append_as_follower(batches, now_ms)?;
         self.check_invariants();
         Ok(info)
@@ -553,6 +565,22 @@ impl<S: Storage> PartitionCore<S> {
     /// Follower side: drops a divergent suffix (durably). The high watermark never needs to
     /// go down for committed data; if it does, that is logged by the caller.
     pub fn truncate_to(&mut self, offset: i64) -> std::io::Result<()> {
+        // An offset inside a batch (a leader's epoch start moved up to its log start by
+        // DeleteRecords) cuts before that whole batch, as Kafka's segments do.
+        let (start, end) = (self.log.log_start_offset(), self.log.log_end_offset());
+        let inside = (offset > start && offset < end)
+            .then(|| self.log.read(offset, 1, offset + 1).ok())
+            .flatten();
+        let base = inside
+            .as_deref()
+            .and_then(crate::log::batch::RecordBatchHeader::parse)
+            .map(|h| h.base_offset());
+        let offset = base.map_or(offset, |b| b.min(offset));
+        if offset <= self.log.log_start_offset() {
+            // Nothing is left, and a log start inside a batch (DeleteRecords) is no batch
+            // boundary to cut at: start over empty there.
+            return self.restart_at(self.log.log_start_offset().min(offset.max(0)));
+        }
         self.log.truncate_to(offset)?;
         self.high_watermark = self.high_watermark.min(self.log.log_end_offset());
         self.check_invariants();
@@ -838,6 +866,56 @@ mod tests {
         // -1 deletes up to the high watermark.
         assert_eq!(leader.delete_records(-1).unwrap(), 6);
         assert_eq!(leader.low_watermark(), 4);
+    }
+
+    /// A log start inside a batch (DeleteRecords): a follower restarted there takes the
+    /// whole batch by starting at its base; truncating inside a batch cuts before it.
+    #[test]
+    fn a_log_start_inside_a_batch_neither_blocks_appends_nor_truncation() {
+        let s = MemStorage::new();
+        let mut leader = core(&s, "/l/t-0");
+        leader.become_leader(1, 1, vec![1, 2], vec![1], T0);
+        for _ in 0..3 {
+            leader
+                .append(&simple_batch(T0, &[b"a", b"b"]), 1, T0)
+                .unwrap();
+        }
+        flush(&mut leader);
+        assert_eq!(
+            leader.delete_records(3).unwrap(),
+            3,
+            "inside the batch 2..4"
+        );
+        let batches = leader
+            .read_for_replica(3, 1 << 20)
+            .unwrap()
+            .to_bytes()
+            .unwrap();
+
+        let mut follower = core(&s, "/f/t-0");
+        follower.become_follower(1, 1);
+        follower.restart_at(3).unwrap();
+        follower.append_as_follower(&batches, T0).unwrap();
+        let log = follower.log();
+        assert_eq!((log.log_start_offset(), log.log_end_offset()), (2, 6));
+        flush(&mut follower);
+        follower.follower_high_watermark(6);
+        assert!(follower.follower_log_start(3).unwrap());
+        assert_eq!(follower.log().log_start_offset(), 3);
+
+        follower.truncate_to(5).unwrap();
+        assert_eq!(
+            follower.log().log_end_offset(),
+            4,
+            "cut before the batch 4..6"
+        );
+        follower.truncate_to(3).unwrap();
+        let log = follower.log();
+        assert_eq!(
+            (log.log_start_offset(), log.log_end_offset()),
+            (3, 3),
+            "nothing left"
+        );
     }
 
     /// KIP-966: below min.insync.replicas the high watermark stays where it is, so the

@@ -1232,7 +1232,7 @@ fn every_replication_seed_acknowledges_batches() {
             .filter(|a| matches!(a, targets::replication::Action::Reassign(_)))
             .count() as u64;
         assert_eq!(reassigns, r.reassignments_asked, "{}", path.display());
-        if reassigns > 0 {
+        if path.ends_with("reassign-shrink-grow-cancel") {
             // The shrink to one node removes the other two replicas' copies.
             assert!(r.replicas_removed >= 2, "{}: {r:?}", path.display());
         }

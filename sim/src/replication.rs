@@ -29,6 +29,7 @@ use std::path::PathBuf;
 use broker::cluster::controller::{
     effective_min_isr, Controller, ControllerConfig, ControllerRequest, CLUSTER_MIN_ISR,
 };
+use broker::cluster::replication::isr_change_refused_for_good;
 use broker::log::testutil::simple_batch;
 use broker::log::{FlushTicket, Log, LogConfig};
 use broker::raft::metadata::{MetadataImage, MetadataRecord};
@@ -595,6 +596,9 @@ struct World {
     /// Per partition, the highest log start an operator's DeleteRecords gave a leader: the
     /// records below it may be gone, none above may.
     deleted_to: Vec<i64>,
+    /// AlterPartition requests the controller has not answered: correlation -> (node,
+    /// partition, new ISR).
+    isr_asks: BTreeMap<u64, (usize, usize, Vec<NodeId>)>,
     stats: ReplRunResult,
 }
 
@@ -665,6 +669,7 @@ impl World {
             acks: Vec::new(),
             committed: Vec::new(),
             deleted_to: Vec::new(),
+            isr_asks: BTreeMap::new(),
             leaders: BTreeMap::new(),
             stats: ReplRunResult::default(),
         }
@@ -1055,6 +1060,13 @@ impl World {
                 self.ctl.heard_from(node, self.now);
                 if let Some(req) = req {
                     self.correlation += 1;
+                    if let ControllerRequest::AlterPartition {
+                        partition, new_isr, ..
+                    } = &req
+                    {
+                        let ask = (from, *partition as usize, new_isr.clone());
+                        self.isr_asks.insert(self.correlation, ask);
+                    }
                     self.ctl.submit(self.correlation, node, req);
                     self.ctl_round();
                 } else {
@@ -1143,6 +1155,16 @@ impl World {
             if resp.error != broker::cluster::controller::ControllerError::None {
                 tr!(self, "controller answers n{to} #{c}: {:?}", resp.error);
             }
+            // The answer to a leader's AlterPartition reaches it (the shell acts on it the
+            // same way); a refusal for good frees it to ask for another change.
+            if let Some((node, p, new_isr)) = self.isr_asks.remove(&c) {
+                if isr_change_refused_for_good(&resp.error) {
+                    if let Some(part) = self.nodes[node].parts[p].as_mut() {
+                        part.core.isr_change_refused(&new_isr);
+                    }
+                    self.after_change(node, p);
+                }
+            }
         }
         self.ctl_schedule();
     }
@@ -1172,6 +1194,7 @@ impl World {
         }
         self.ctl.deactivate();
         while self.ctl.poll_response().is_some() {}
+        self.isr_asks.clear();
         let previous = self.ctl_id;
         self.ctl_gen += 1;
         self.ctl_epoch += 1;

@@ -271,12 +271,15 @@ async fn isr_loop<S: Storage + Clone>(
                     leader: view.me,
                     leader_epoch: epoch,
                     current_isr: current,
-                    new_isr: new,
+                    new_isr: new.clone(),
                 };
                 tokio::spawn(async move {
                     let r = view.controller_request(request).await;
                     if r.error != ControllerError::None {
                         tracing::info!(error = ?r.error, "ISR change not accepted");
+                    }
+                    if isr_change_refused_for_good(&r.error) {
+                        p.isr_change_refused(&new);
                     }
                 });
             }
@@ -504,6 +507,18 @@ async fn fetch_from<S, D>(
             tokio::time::sleep(Duration::from_millis(FETCH_BACKOFF_MS)).await;
         }
     }
+}
+
+/// Whether the controller's answer to an AlterPartition says it was not and will not be
+/// committed (Kafka's INELIGIBLE_REPLICA and invalid requests). A stale request, or no answer,
+/// leaves the outcome to the metadata.
+pub fn isr_change_refused_for_good(error: &ControllerError) -> bool {
+    matches!(
+        error,
+        ControllerError::IneligibleReplica(_)
+            | ControllerError::InvalidRequest(_)
+            | ControllerError::UnknownTopic
+    )
 }
 
 /// The tagged-field value carrying a follower's durable log end.

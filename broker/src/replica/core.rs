@@ -458,6 +458,13 @@ impl<S: Storage> PartitionCore<S> {
     /// An ISR change the leader should ask the controller for, if any (and none is pending):
     /// followers not caught up for `lag_max_ms` leave, followers at or past the high watermark
     /// and the epoch's start join. Returns (current ISR, new ISR) and marks it pending.
+    ///
+    /// A pending expansion unanswered for [`ISR_CHANGE_RETRY_MS`] is asked again as it was,
+    /// never replaced: the controller may have committed it unseen, so its new members keep
+    /// counting for the high watermark (the maximal ISR) until the metadata shows the ISR or
+    /// the controller refuses it ([`isr_change_refused`](Self::isr_change_refused)), as in
+    /// Kafka. Dropping it let a leader cut off with a stale follower commit, and acknowledge,
+    /// records the new leader never had.
     pub fn isr_change(
         &mut self,
         now_ms: i64,
@@ -472,11 +479,15 @@ impl<S: Storage> PartitionCore<S> {
         let ReplicaRole::Leader(l) = &mut self.role else {
             return None;
         };
-        if let Some((_, sent_ms)) = &l.pending_isr {
-            // Unanswered for long (the controller moved, or refused): ask again.
+        if let Some((pending, sent_ms)) = &mut l.pending_isr {
             if now_ms - *sent_ms < ISR_CHANGE_RETRY_MS {
                 return None;
             }
+            if pending.iter().any(|m| !l.isr.contains(m)) {
+                *sent_ms = now_ms;
+                return Some((l.isr.clone(), pending.clone()));
+            }
+            // A shrink only: it counts for nothing until committed, so ask afresh.
             l.pending_isr = None;
         }
         let mut new_isr: Vec<NodeId> = l
@@ -506,6 +517,20 @@ impl<S: Storage> PartitionCore<S> {
         }
         l.pending_isr = Some((new_isr.clone(), now_ms));
         Some((l.isr.clone(), new_isr))
+    }
+
+    /// The controller refused the ISR change to `new_isr` for good (a broker it adds is fenced
+    /// or no replica, or the request is malformed): it was not committed, so if it is the
+    /// pending one it stops counting, and the next [`isr_change`](Self::isr_change) may ask for
+    /// another.
+    pub fn isr_change_refused(&mut self, new_isr: &[NodeId]) {
+        if let ReplicaRole::Leader(l) = &mut self.role {
+            if l.pending_isr.as_ref().is_some_and(|(p, _)| p == new_isr) {
+                l.pending_isr = None;
+                self.maybe_advance_high_watermark();
+                self.check_invariants();
+            }
+        }
     }
 
     /// A follower's read of the leader's log: everything up to the log end.
@@ -1029,6 +1054,36 @@ mod tests {
         );
         leader.replica_fetch(3, 1, 2, None, 1, T0 + 20_013).unwrap();
         assert_eq!(leader.high_watermark(), 2);
+    }
+
+    /// Found by the replication_actions fuzzer: a leader whose expansion went unanswered used to
+    /// drop it after the retry interval and ask for a shrink instead, so the member it had
+    /// asked for (which the controller had in fact committed, and later put in the next
+    /// leader's ISR) stopped counting: cut off together with a stale follower, it committed a
+    /// record the next leader never had. Now the same expansion is asked again, and counts,
+    /// until the metadata or a refusal settles it.
+    #[test]
+    fn an_unanswered_expansion_is_asked_again_and_keeps_counting() {
+        let s = MemStorage::new();
+        let mut leader = core(&s, "/l/t-0");
+        leader.become_leader(1, 1, vec![1, 2, 3], vec![1, 3], T0);
+        leader.replica_fetch(2, 1, 0, None, -1, T0).unwrap();
+        leader.replica_fetch(3, 1, 0, None, -1, T0).unwrap();
+        let ask = Some((vec![1, 3], vec![1, 3, 2]));
+        assert_eq!(leader.isr_change(T0 + 1, 10_000), ask);
+        // 2 goes quiet and 3 keeps up; long after, the same expansion is asked again.
+        leader.append(&simple_batch(T0, &[b"a"]), 1, T0).unwrap();
+        flush(&mut leader);
+        let later = T0 + 1 + ISR_CHANGE_RETRY_MS;
+        leader.replica_fetch(3, 1, 1, None, 1, later).unwrap();
+        assert_eq!(leader.isr_change(later, 10_000), ask);
+        assert_eq!(leader.high_watermark(), 0, "2 may be in the ISR: it counts");
+        assert_eq!(leader.isr_change(later + 1, 10_000), None);
+        // A refusal of another change does nothing; a refusal of this one frees the leader.
+        leader.isr_change_refused(&[1, 2]);
+        assert_eq!(leader.high_watermark(), 0);
+        leader.isr_change_refused(&[1, 3, 2]);
+        assert_eq!(leader.high_watermark(), 1);
     }
 
     #[test]

@@ -481,6 +481,16 @@ impl<S: Storage> Partition<S> {
         }
     }
 
+    /// See [`PartitionCore::isr_change_refused`].
+    pub fn isr_change_refused(&self, new_isr: &[NodeId]) {
+        let (high_watermark, ack_offset) = {
+            let mut core = self.core();
+            core.isr_change_refused(new_isr);
+            (core.high_watermark(), core.ack_offset())
+        };
+        self.publish(high_watermark, ack_offset);
+    }
+
     /// An ISR change to ask the controller for, with this leader's epoch.
     pub fn isr_change(
         &self,

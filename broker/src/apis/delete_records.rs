@@ -17,7 +17,9 @@ use std::time::Duration;
 use kafka_protocol::messages::delete_records_response::{
     DeleteRecordsPartitionResult, DeleteRecordsTopicResult,
 };
-use kafka_protocol::messages::{DeleteRecordsRequest, DeleteRecordsResponse, ResponseKind};
+use kafka_protocol::messages::{
+    DeleteRecordsRequest, DeleteRecordsResponse, ResponseKind, TopicName,
+};
 use kafka_protocol::ResponseError;
 
 use super::{code, KafkaApis, Reply};
@@ -46,12 +48,10 @@ struct Row<S: Storage> {
 impl<S: Storage + Clone> KafkaApis<S> {
     pub(super) fn delete_records(&self, request: DeleteRecordsRequest) -> Reply {
         let mut named = 0usize;
-        let mut topics: Vec<(kafka_protocol::messages::TopicName, Vec<Row<S>>, Vec<i64>)> =
-            Vec::with_capacity(request.topics.len());
+        let mut topics: Vec<(TopicName, Vec<Row<S>>)> = Vec::with_capacity(request.topics.len());
         for t in request.topics {
             let topic = self.replicas.topic(t.name.0.as_str());
             let mut rows = Vec::with_capacity(t.partitions.len());
-            let mut offsets = Vec::with_capacity(t.partitions.len());
             for p in &t.partitions {
                 named += 1;
                 let mut row = Row {
@@ -72,9 +72,8 @@ impl<S: Storage + Clone> KafkaApis<S> {
                     Some(partition) => row.wait = Some((partition, p.offset)),
                 }
                 rows.push(row);
-                offsets.push(p.offset);
             }
-            topics.push((t.name, rows, offsets));
+            topics.push((t.name, rows));
         }
         let wait_ms = u64::try_from(request.timeout_ms)
             .unwrap_or(0)
@@ -82,7 +81,7 @@ impl<S: Storage + Clone> KafkaApis<S> {
         Reply::Later(Box::pin(async move {
             // Segment deletions and the log-start checkpoint's fsync: off the runtime.
             let topics = crate::blocking::run_blocking(move || {
-                for (_, rows, _) in &mut topics {
+                for (_, rows) in &mut topics {
                     for row in rows.iter_mut() {
                         let Some((partition, offset)) = row.wait.take() else {
                             continue;
@@ -113,7 +112,7 @@ impl<S: Storage + Clone> KafkaApis<S> {
             let deadline = tokio::time::Instant::now() + Duration::from_millis(wait_ms);
             loop {
                 let mut waiting = false;
-                for (_, rows, _) in &mut topics {
+                for (_, rows) in &mut topics {
                     for row in rows.iter_mut() {
                         if let Some((partition, target)) = &row.wait {
                             row.low_watermark = partition.low_watermark();
@@ -128,7 +127,7 @@ impl<S: Storage + Clone> KafkaApis<S> {
             }
             let results = topics
                 .into_iter()
-                .map(|(name, rows, _)| {
+                .map(|(name, rows)| {
                     let partitions = rows
                         .into_iter()
                         .map(|row| {

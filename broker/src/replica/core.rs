@@ -604,7 +604,7 @@ impl<S: Storage> PartitionCore<S> {
         if offset <= self.log.log_start_offset() {
             // Nothing is left, and a log start inside a batch (DeleteRecords) is no batch
             // boundary to cut at: start over empty there.
-            return self.restart_at(self.log.log_start_offset().min(offset.max(0)));
+            return self.restart_at(offset.max(0));
         }
         self.log.truncate_to(offset)?;
         self.high_watermark = self.high_watermark.min(self.log.log_end_offset());

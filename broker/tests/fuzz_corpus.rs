@@ -12,7 +12,7 @@ mod targets;
 use std::path::{Path, PathBuf};
 
 use broker::log::testutil::{encode_batch, idempotent_batch, simple_batch, TestRecord};
-use broker::protocol::{decode_request, SUPPORTED_APIS};
+use broker::protocol::{body_version, decode_request, SUPPORTED_APIS};
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
@@ -74,7 +74,7 @@ fn client_frame(key: ApiKey, version: i16, body: &RequestKind) -> Vec<u8> {
     header
         .encode(&mut buf, key.request_header_version(version))
         .unwrap();
-    body.encode(&mut buf, version)
+    body.encode(&mut buf, body_version(key, version))
         .unwrap_or_else(|e| panic!("{key:?} v{version}: {e:#}"));
     buf.to_vec()
 }
@@ -185,6 +185,13 @@ fn request_body(key: ApiKey) -> RequestKind {
                 describe_topic_partitions_request::TopicRequest::default().with_name(topic),
             ])
             .with_response_partition_limit(100)
+            .into(),
+        ApiKey::DescribeLogDirs => DescribeLogDirsRequest::default()
+            .with_topics(Some(vec![
+                describe_log_dirs_request::DescribableLogDirTopic::default()
+                    .with_topic(topic)
+                    .with_partitions(vec![0, 7]),
+            ]))
             .into(),
         other => panic!("no corpus body for {other:?}: add one"),
     }
@@ -778,6 +785,23 @@ fn corpus_dispatch() -> Vec<(String, Vec<u8>)> {
                 client_frame(ApiKey::OffsetCommit, 8, &commit),
                 client_frame(ApiKey::OffsetFetch, 7, &fetch_offsets),
                 client_frame(ApiKey::ListGroups, 4, &request_body(ApiKey::ListGroups)),
+            ]),
+        ),
+        (
+            "create-produce-describe-log-dirs".into(),
+            dispatch_input(&[
+                client_frame(ApiKey::CreateTopics, 5, &create),
+                client_frame(ApiKey::Produce, 9, &produce),
+                client_frame(
+                    ApiKey::DescribeLogDirs,
+                    0,
+                    &DescribeLogDirsRequest::default().into(),
+                ),
+                client_frame(
+                    ApiKey::DescribeLogDirs,
+                    4,
+                    &request_body(ApiKey::DescribeLogDirs),
+                ),
             ]),
         ),
         (

@@ -13,13 +13,15 @@
 //! (three stray bytes after the body, which Kafka ignores). ListOffsets by timestamp
 //! (`offsets_for_times`) finds the first message at or after a time, and an idempotent
 //! producer (`enable.idempotence=true`) delivers every message exactly once, in order.
-//! DeleteRecords moves a partition's start for good.
+//! DeleteRecords moves a partition's start for good. DescribeLogDirs reports the data directory
+//! and each partition's size on disk, to kafka-python too.
 
 mod common;
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
@@ -852,4 +854,127 @@ fn idempotent_producer_delivers_exactly_once_in_order() {
         last.insert(m.partition, (m.offset, i));
     }
     assert!(seen.iter().all(|&s| s));
+}
+
+/// The sizes `describe_log_dirs` must report: the bytes of each partition's segment files.
+fn segment_bytes(broker: &Broker, topic: &str, partition: i32) -> u64 {
+    std::fs::read_dir(broker.partition_dir(topic, partition))
+        .expect("partition dir")
+        .map(|e| e.expect("dir entry").path())
+        .filter(|p| p.extension().is_some_and(|x| x == "log"))
+        .map(|p| std::fs::metadata(p).expect("segment metadata").len())
+        .sum()
+}
+
+/// `kafka-log-dirs.sh --describe` and the cluster UIs' topic sizes: DescribeLogDirs lists the
+/// broker's data directory with every partition's size on disk, through kafka-python (v0) and
+/// v4 (volume sizes, a named subset, unknown names left out).
+#[test]
+fn describe_log_dirs_reports_where_partitions_live_and_their_size() {
+    let broker = Broker::start();
+    let bs = broker.bootstrap();
+    let topic = unique_name("sizes");
+    create_topic(&bs, &topic, 3, &[]);
+    let r = produce(&bs, &topic, "all", &[], 200, |i| Outgoing {
+        key: format!("s{i}").into_bytes(),
+        value: payload(i as u64, 1000),
+        partition: Some(1),
+    });
+    all_ok(&r);
+    let sizes: Vec<u64> = (0..3).map(|p| segment_bytes(&broker, &topic, p)).collect();
+    assert!(
+        sizes[1] > 200 * 1000,
+        "partition 1 holds the records: {sizes:?}"
+    );
+    assert_eq!((sizes[0], sizes[2]), (0, 0), "{sizes:?}");
+    let dir = std::fs::canonicalize(broker.data_dir()).expect("data dir");
+
+    // Every replica, with volume sizes.
+    let all = raw_describe_log_dirs(broker.addr(), None);
+    assert_eq!(all.error_code, 0, "{all:?}");
+    assert_eq!(all.results.len(), 1, "one data directory: {all:?}");
+    let d = &all.results[0];
+    assert_eq!(d.error_code, 0);
+    assert_eq!(
+        std::fs::canonicalize(d.log_dir.as_str()).ok(),
+        Some(dir.clone()),
+        "{d:?}"
+    );
+    assert!(
+        d.total_bytes > 0 && d.usable_bytes >= 0 && d.usable_bytes <= d.total_bytes,
+        "volume sizes {} / {}",
+        d.usable_bytes,
+        d.total_bytes
+    );
+    let t = d
+        .topics
+        .iter()
+        .find(|t| t.name.0.as_str() == topic)
+        .expect("the topic is listed");
+    let listed: Vec<(i32, i64, i64, bool)> = t
+        .partitions
+        .iter()
+        .map(|p| {
+            (
+                p.partition_index,
+                p.partition_size,
+                p.offset_lag,
+                p.is_future_key,
+            )
+        })
+        .collect();
+    let want: Vec<(i32, i64, i64, bool)> = (0..3)
+        .map(|p| (p, sizes[p as usize] as i64, 0, false))
+        .collect();
+    assert_eq!(listed, want);
+
+    // Named partitions: those held, nothing for unknown topics or partitions.
+    let some = raw_describe_log_dirs(
+        broker.addr(),
+        Some(vec![
+            (topic.as_str(), vec![1, 7]),
+            ("no-such-topic", vec![0]),
+        ]),
+    );
+    let topics: Vec<(String, Vec<(i32, i64)>)> = some.results[0]
+        .topics
+        .iter()
+        .map(|t| {
+            let parts = t
+                .partitions
+                .iter()
+                .map(|p| (p.partition_index, p.partition_size))
+                .collect();
+            (t.name.0.to_string(), parts)
+        })
+        .collect();
+    assert_eq!(topics, vec![(topic.clone(), vec![(1, sizes[1] as i64)])]);
+
+    // kafka-python, which still sends v0.
+    let Some(python) = python_with("kafka") else {
+        return;
+    };
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("python/describe_log_dirs.py");
+    let out = run(
+        Command::new(&python).arg(&script).arg(&bs),
+        None,
+        Duration::from_secs(120),
+    );
+    assert_success("tests/python/describe_log_dirs.py", &out);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut lines = text.lines();
+    let head = lines.next().unwrap_or_default();
+    let (log_dir, error) = head.rsplit_once(' ').expect("a log dir line");
+    assert_eq!(error, "0", "{text}");
+    assert_eq!(std::fs::canonicalize(log_dir).ok(), Some(dir), "{text}");
+    let rows: Vec<String> = lines
+        .map(str::trim)
+        .filter(|l| l.starts_with(&format!("{topic} ")))
+        .map(str::to_string)
+        .collect();
+    let want: Vec<String> = (0..3)
+        .map(|p| format!("{topic} {p} {} 0 False", sizes[p as usize]))
+        .collect();
+    assert_eq!(rows, want, "{text}");
 }

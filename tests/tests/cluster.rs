@@ -1294,6 +1294,43 @@ fn manual_replica_assignments_place_partitions_where_asked() {
         );
     }
 
+    // DescribeLogDirs (kafka-log-dirs.sh): each node lists the replicas placed on it, each as
+    // large as its files there and as every other copy of that partition.
+    let described = |id: i32| -> Vec<(i32, i64)> {
+        let r = raw_describe_log_dirs(c.addr(id), Some(vec![(topic.as_str(), (0..5).collect())]));
+        r.results
+            .iter()
+            .flat_map(|d| &d.topics)
+            .flat_map(|t| {
+                t.partitions
+                    .iter()
+                    .map(|p| (p.partition_index, p.partition_size))
+            })
+            .collect()
+    };
+    let agreed = wait_until(CONVERGE_TIMEOUT, || {
+        ids.iter().all(|&id| {
+            let rows = described(id);
+            let placed: Vec<i32> = (0..5)
+                .filter(|&p| asked[p as usize].contains(&id))
+                .collect();
+            rows.iter().map(|r| r.0).collect::<Vec<_>>() == placed
+                && rows.iter().all(|&(p, size)| {
+                    let dir = c
+                        .dir()
+                        .join(format!("node-{id}"))
+                        .join(format!("{topic}-{p}"));
+                    let leader = c.dir().join(format!("node-{}", asked[p as usize][0]));
+                    size as u64 == segment_bytes(&dir)
+                        && size as u64 == segment_bytes(&leader.join(format!("{topic}-{p}")))
+                })
+        })
+    });
+    if !agreed {
+        let seen: Vec<_> = ids.iter().map(|&id| (id, described(id))).collect();
+        panic!("DescribeLogDirs disagrees with the placement {asked:?} or the files: {seen:?}");
+    }
+
     // Refused topics are not created.
     for lists in [
         vec![vec![a, a]],

@@ -6,6 +6,7 @@ mod admin;
 mod cluster;
 mod configs;
 mod delete_records;
+mod describe_log_dirs;
 pub use delete_records::DELETE_RECORDS_PARTITIONS_MAX;
 mod describe_partitions;
 mod elect_leaders;
@@ -209,6 +210,9 @@ impl<S: Storage + Clone> KafkaApis<S> {
                 self.alter_partition_reassignments(r, version)
             }
             RequestKind::DeleteRecords(r) => self.delete_records(r),
+            RequestKind::DescribeLogDirs(r) => {
+                Reply::Now(ResponseKind::DescribeLogDirs(self.describe_log_dirs(r)))
+            }
             RequestKind::ListPartitionReassignments(r) => {
                 Reply::Now(self.list_partition_reassignments(r))
             }

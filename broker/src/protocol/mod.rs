@@ -47,7 +47,18 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ListGroups, 0, 4),
     (ApiKey::DeleteGroups, 0, 2),
     (ApiKey::DescribeTopicPartitions, 0, 0),
+    (ApiKey::DescribeLogDirs, 0, 4),
 ];
+
+/// The version a request or response body is decoded and encoded at. Kafka 4 dropped
+/// DescribeLogDirs v0 (and `kafka-protocol` with it), but kafka-python still sends it; its body
+/// is the same as v1's (v1 only changed how the broker throttles).
+pub fn body_version(key: ApiKey, version: i16) -> i16 {
+    match key {
+        ApiKey::DescribeLogDirs => version.max(1),
+        _ => version,
+    }
+}
 
 /// The supported version range of `key`, if this broker answers it at all.
 pub fn supported_versions(key: ApiKey) -> Option<(i16, i16)> {
@@ -135,12 +146,13 @@ pub fn decode_request(frame: Bytes) -> Result<Request, FrameError> {
             peek,
             reason: format!("header: {e:#}"),
         })?;
-    let body = RequestKind::decode(key, &mut buf, peek.api_version).map_err(|e| {
-        FrameError::Malformed {
-            peek,
-            reason: format!("body: {e:#}"),
-        }
-    })?;
+    let body =
+        RequestKind::decode(key, &mut buf, body_version(key, peek.api_version)).map_err(|e| {
+            FrameError::Malformed {
+                peek,
+                reason: format!("body: {e:#}"),
+            }
+        })?;
     if !buf.is_empty() {
         // Kafka ignores bytes after the body, and librdkafka 2.12 relies on it: its Metadata v12
         // "all topics" request reserves a 4-byte count, writes a 1-byte null, and leaves 3 zeros.
@@ -172,7 +184,7 @@ pub fn encode_response(
     let mut buf = BytesMut::with_capacity(256 + body_bytes);
     buf.put_i32(0);
     header.encode(&mut buf, header_version)?;
-    body.encode(&mut buf, version)?;
+    body.encode(&mut buf, body_version(key, version))?;
     let size = buf.len() - FRAME_SIZE_PREFIX_BYTES;
     let size = i32::try_from(size).map_err(|_| anyhow::anyhow!("response of {size} bytes"))?;
     buf[..FRAME_SIZE_PREFIX_BYTES].copy_from_slice(&size.to_be_bytes());
@@ -202,8 +214,9 @@ mod tests {
     fn supported_ranges_lie_inside_the_crate_ranges() {
         for (key, min, max) in SUPPORTED_APIS {
             let range = key.valid_versions();
+            let min = body_version(*key, *min);
             assert!(
-                range.min <= *min && *max <= range.max,
+                range.min <= min && *max <= range.max,
                 "{key:?} {min}..={max}"
             );
         }

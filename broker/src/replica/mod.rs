@@ -227,6 +227,11 @@ impl<S: Storage + Clone> ReplicaManager<S> {
         &self.config
     }
 
+    /// The volume holding the data directory, if the storage has one.
+    pub fn volume_space(&self) -> Option<crate::storage::VolumeSpace> {
+        self.storage.volume_space(&self.config.data_dir)
+    }
+
     /// Acknowledgements wait for fsync only under `--fsync always`.
     pub fn ack_policy(&self) -> AckPolicy {
         match self.config.fsync {

@@ -12,7 +12,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use super::{check_read_range, FileRegion, RegionSource, Storage, StorageFile};
+use super::{check_read_range, FileRegion, RegionSource, Storage, StorageFile, VolumeSpace};
 
 /// Storage on the local file system. Stateless; every call goes to the OS.
 #[derive(Clone, Copy, Debug, Default)]
@@ -265,6 +265,21 @@ impl Storage for FileStorage {
 
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         File::open(dir)?.sync_all()
+    }
+
+    fn volume_space(&self, dir: &Path) -> Option<VolumeSpace> {
+        use std::os::unix::ffi::OsStrExt;
+        let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+        // SAFETY: statvfs only writes the struct it is given, and `path` is NUL-terminated.
+        let mut stats: libc::statvfs = unsafe { std::mem::zeroed() };
+        if unsafe { libc::statvfs(path.as_ptr(), &mut stats) } != 0 {
+            return None;
+        }
+        let block = stats.f_frsize as u64;
+        Some(VolumeSpace {
+            total_bytes: (stats.f_blocks as u64).saturating_mul(block),
+            usable_bytes: (stats.f_bavail as u64).saturating_mul(block),
+        })
     }
 }
 

@@ -29,6 +29,19 @@ pub trait Storage: Send + Sync + 'static {
     fn exists(&self, path: &Path) -> bool;
     /// Makes a directory's entries (created/removed files) durable (fsync of the dir on Linux).
     fn sync_dir(&self, dir: &Path) -> io::Result<()>;
+    /// The size of the volume holding `dir` and the bytes still free for this process, as
+    /// DescribeLogDirs reports them; None where there is no volume (the simulator's storage).
+    fn volume_space(&self, _dir: &Path) -> Option<VolumeSpace> {
+        None
+    }
+}
+
+/// The volume a log directory lives on, in bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VolumeSpace {
+    pub total_bytes: u64,
+    /// Free bytes an unprivileged writer may still use (excludes root's reserved blocks).
+    pub usable_bytes: u64,
 }
 
 /// A handle; Clone shares the same open file (Arc inside), so a flusher can sync a clone

@@ -9,6 +9,13 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::describe_log_dirs_request::DescribableLogDirTopic;
+use kafka_protocol::messages::{
+    ApiKey, DescribeLogDirsRequest, DescribeLogDirsResponse, RequestHeader, ResponseHeader,
+    TopicName,
+};
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
@@ -491,4 +498,48 @@ pub fn assert_success(what: &str, out: &Output) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// DescribeLogDirs v4 over a plain socket (kafka-protocol codec), for `topics` (None: all).
+pub fn raw_describe_log_dirs(
+    addr: impl std::net::ToSocketAddrs,
+    topics: Option<Vec<(&str, Vec<i32>)>>,
+) -> DescribeLogDirsResponse {
+    const VERSION: i16 = 4; // flexible: request header v2, response header v1
+    let corr = 4712;
+    let header = RequestHeader::default()
+        .with_request_api_key(ApiKey::DescribeLogDirs as i16)
+        .with_request_api_version(VERSION)
+        .with_correlation_id(corr)
+        .with_client_id(Some(StrBytes::from_static_str("admin-apis-raw")));
+    let req = DescribeLogDirsRequest::default().with_topics(topics.map(|ts| {
+        ts.into_iter()
+            .map(|(name, partitions)| {
+                DescribableLogDirTopic::default()
+                    .with_topic(TopicName(StrBytes::from_string(name.to_string())))
+                    .with_partitions(partitions)
+            })
+            .collect()
+    }));
+    let mut body = BytesMut::new();
+    header.encode(&mut body, 2).expect("encode header");
+    req.encode(&mut body, VERSION)
+        .expect("encode DescribeLogDirs");
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    s.write_all(&(body.len() as i32).to_be_bytes()).unwrap();
+    s.write_all(&body).unwrap();
+    let mut len = [0u8; 4];
+    s.read_exact(&mut len)
+        .expect("DescribeLogDirs response length");
+    let mut resp = vec![0u8; i32::from_be_bytes(len) as usize];
+    s.read_exact(&mut resp)
+        .expect("DescribeLogDirs response body");
+    let mut resp = Bytes::from(resp);
+    let header = ResponseHeader::decode(&mut resp, 1).expect("response header");
+    assert_eq!(
+        header.correlation_id, corr,
+        "DescribeLogDirs correlation id"
+    );
+    DescribeLogDirsResponse::decode(&mut resp, VERSION).expect("decode DescribeLogDirs response")
 }

@@ -33,6 +33,8 @@ struct Inner {
     write_lock: Mutex<()>,
     /// Truncations so far, bumped before each (see `FileRegion`).
     truncations: AtomicU64,
+    /// Bytes below which the cache was last told to drop pages (`drop_cached`), page-aligned.
+    dropped_to: AtomicU64,
 }
 
 impl Inner {
@@ -96,6 +98,10 @@ impl FileHandle {
         }
     }
 }
+
+/// The page size `drop_cached` rounds down to (x86-64 and most arm64 kernels; on larger pages
+/// the kernel itself keeps the partial page a range ends inside).
+const DROP_PAGE_BYTES: u64 = 4096;
 
 /// Most slices one `pwritev` is given (Linux's IOV_MAX).
 const IOV_PER_CALL_MAX: usize = 1024;
@@ -184,11 +190,29 @@ impl StorageFile for FileHandle {
     }
 
     fn drop_cached(&self) {
-        // Clean pages go at once; dirty ones (appended since the sync) stay, their writeback
-        // started early.
+        // Whole pages below the end only, and only those not advised before: the page holding
+        // the end stays cached, since the next append would otherwise have to read it back
+        // from the disk first (a synchronous read in the write path). Clean pages go at once;
+        // dirty ones (appended since the sync) stay, their writeback started early.
+        let end = self.len() / DROP_PAGE_BYTES * DROP_PAGE_BYTES;
+        let from = self.inner.dropped_to.swap(end, Ordering::AcqRel).min(end);
+        let (Ok(offset), Ok(len)) = (
+            libc::off_t::try_from(from),
+            libc::off_t::try_from(end - from),
+        ) else {
+            return;
+        };
+        if len == 0 {
+            return;
+        }
         // SAFETY: advice on a descriptor this handle keeps open; no memory is passed.
         let _ = unsafe {
-            libc::posix_fadvise(self.inner.file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED)
+            libc::posix_fadvise(
+                self.inner.file.as_raw_fd(),
+                offset,
+                len,
+                libc::POSIX_FADV_DONTNEED,
+            )
         };
     }
 
@@ -202,6 +226,10 @@ impl StorageFile for FileHandle {
         self.inner.truncations.fetch_add(1, Ordering::AcqRel);
         self.inner.file.set_len(len)?;
         self.inner.len.store(len, Ordering::Release);
+        // Pages written again past the cut are new to the cache: advise them again.
+        self.inner
+            .dropped_to
+            .fetch_min(len / DROP_PAGE_BYTES * DROP_PAGE_BYTES, Ordering::AcqRel);
         Ok(())
     }
 
@@ -233,6 +261,7 @@ impl Storage for FileStorage {
                 len: AtomicU64::new(len),
                 write_lock: Mutex::new(()),
                 truncations: AtomicU64::new(0),
+                dropped_to: AtomicU64::new(0),
             }),
         })
     }
@@ -287,6 +316,59 @@ impl Storage for FileStorage {
 mod tests {
     use super::*;
     use std::time::Instant;
+
+    /// Which of the first `pages` pages of `path` are in the page cache (mincore).
+    fn resident_pages(path: &Path, pages: usize) -> Vec<bool> {
+        let file = File::open(path).unwrap();
+        let bytes = pages * DROP_PAGE_BYTES as usize;
+        // SAFETY: a private read-only mapping of a file this test keeps open, unmapped below;
+        // mincore writes one byte per page into a vector of exactly that many.
+        unsafe {
+            let addr = libc::mmap(
+                std::ptr::null_mut(),
+                bytes,
+                libc::PROT_READ,
+                libc::MAP_PRIVATE,
+                file.as_raw_fd(),
+                0,
+            );
+            assert_ne!(addr, libc::MAP_FAILED);
+            let mut vec = vec![0u8; pages];
+            assert_eq!(libc::mincore(addr, bytes, vec.as_mut_ptr()), 0);
+            libc::munmap(addr, bytes);
+            vec.iter().map(|b| b & 1 == 1).collect()
+        }
+    }
+
+    #[test]
+    fn dropping_cached_pages_keeps_the_one_the_next_append_lands_in() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("x");
+        let f = FileStorage::new().open(&path).unwrap();
+        let page = DROP_PAGE_BYTES;
+        f.append(&vec![7u8; (3 * page + 100) as usize]).unwrap();
+        f.sync().unwrap();
+        f.drop_cached();
+        assert_eq!(f.inner.dropped_to.load(Ordering::Acquire), 3 * page);
+        // Dropped or not (the kernel decides), the partial last page was never advised.
+        assert!(
+            resident_pages(&path, 4)[3],
+            "the page holding the end left the cache"
+        );
+        f.append(&vec![8u8; 5000]).unwrap();
+        f.sync().unwrap();
+        f.drop_cached();
+        assert_eq!(f.inner.dropped_to.load(Ordering::Acquire), 4 * page);
+        assert!(resident_pages(&path, 5)[4]);
+        f.truncate(page + 10).unwrap();
+        assert_eq!(f.inner.dropped_to.load(Ordering::Acquire), page);
+        let mut back = vec![0u8; (page + 10) as usize];
+        f.read_at(0, &mut back).unwrap();
+        assert!(
+            back.iter().all(|&b| b == 7),
+            "dropped pages read back from the disk"
+        );
+    }
 
     #[test]
     fn concurrent_reads_during_appends() {

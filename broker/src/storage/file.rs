@@ -33,6 +33,8 @@ struct Inner {
     write_lock: Mutex<()>,
     /// Truncations so far, bumped before each (see `FileRegion`).
     truncations: AtomicU64,
+    /// Bytes the last `sync` covered: everything appended before it started.
+    synced_len: AtomicU64,
     /// Bytes below which the cache was last told to drop pages (`drop_cached`), page-aligned.
     dropped_to: AtomicU64,
 }
@@ -186,15 +188,18 @@ impl StorageFile for FileHandle {
     }
 
     fn sync(&self) -> io::Result<()> {
-        self.inner.file.sync_data()
+        let len = self.len();
+        self.inner.file.sync_data()?;
+        self.inner.synced_len.fetch_max(len, Ordering::AcqRel);
+        Ok(())
     }
 
     fn drop_cached(&self) {
-        // Whole pages below the end only, and only those not advised before: the page holding
-        // the end stays cached, since the next append would otherwise have to read it back
-        // from the disk first (a synchronous read in the write path). Clean pages go at once;
-        // dirty ones (appended since the sync) stay, their writeback started early.
-        let end = self.len() / DROP_PAGE_BYTES * DROP_PAGE_BYTES;
+        // Whole synced pages only, and only those not advised before. The page holding the end
+        // stays cached, since the next append would otherwise read it back from the disk first
+        // (a synchronous read in the write path). Pages appended since the sync are dirty and
+        // would stay anyway; they are advised after the sync that covers them.
+        let end = self.inner.synced_len.load(Ordering::Acquire) / DROP_PAGE_BYTES * DROP_PAGE_BYTES;
         let from = self.inner.dropped_to.swap(end, Ordering::AcqRel).min(end);
         let (Ok(offset), Ok(len)) = (
             libc::off_t::try_from(from),
@@ -261,6 +266,7 @@ impl Storage for FileStorage {
                 len: AtomicU64::new(len),
                 write_lock: Mutex::new(()),
                 truncations: AtomicU64::new(0),
+                synced_len: AtomicU64::new(len),
                 dropped_to: AtomicU64::new(0),
             }),
         })
@@ -357,9 +363,15 @@ mod tests {
         );
         f.append(&vec![8u8; 5000]).unwrap();
         f.sync().unwrap();
+        // Appended after the sync: not advised (it would stay cached, dirty, and never be
+        // advised again).
+        f.append(&vec![9u8; (2 * page) as usize]).unwrap();
         f.drop_cached();
         assert_eq!(f.inner.dropped_to.load(Ordering::Acquire), 4 * page);
         assert!(resident_pages(&path, 5)[4]);
+        f.sync().unwrap();
+        f.drop_cached();
+        assert_eq!(f.inner.dropped_to.load(Ordering::Acquire), 6 * page);
         f.truncate(page + 10).unwrap();
         assert_eq!(f.inner.dropped_to.load(Ordering::Acquire), page);
         let mut back = vec![0u8; (page + 10) as usize];

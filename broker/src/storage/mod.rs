@@ -58,8 +58,9 @@ pub trait StorageFile: Clone + Send + Sync + 'static {
     /// Reads exactly buf.len() bytes at pos (UnexpectedEof if short).
     fn read_at(&self, pos: u64, buf: &mut [u8]) -> io::Result<()>;
     fn sync(&self) -> io::Result<()>;
-    /// Advice, after a sync: the file's bytes will not be read soon, so the OS may drop them
-    /// from its cache now. Errors are ignored (advice only); a no-op where there is no cache.
+    /// Advice, after a sync: the synced bytes will not be read soon, so the OS may drop them
+    /// from its cache now (whole pages only: the page the next append writes into stays).
+    /// Errors are ignored (advice only); a no-op where there is no cache.
     fn drop_cached(&self) {}
     fn truncate(&self, len: u64) -> io::Result<()>;
     /// `len` (> 0) bytes at `pos`, inside the file, named for reading later (see `FileRegion`);

@@ -928,12 +928,14 @@ fn describe_log_dirs_reports_where_partitions_live_and_their_size() {
         .collect();
     assert_eq!(listed, want);
 
-    // Named partitions: those held, nothing for unknown topics or partitions.
+    // Named partitions: those held, each once however often named, nothing for unknown
+    // topics or partitions.
     let some = raw_describe_log_dirs(
         broker.addr(),
         Some(vec![
-            (topic.as_str(), vec![1, 7]),
+            (topic.as_str(), vec![1, 7, 1]),
             ("no-such-topic", vec![0]),
+            (topic.as_str(), vec![1]),
         ]),
     );
     let topics: Vec<(String, Vec<(i32, i64)>)> = some.results[0]

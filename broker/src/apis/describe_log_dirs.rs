@@ -9,7 +9,7 @@
 //! it knows to be committed). There are no future replicas (no moves between directories), and
 //! v4's volume sizes come from the file system (-1 where the storage has none, as under the
 //! simulator). Null topics means every replica; named partitions this broker does not hold are
-//! left out, as Kafka does. Version 0 is version 1 on the wire (Kafka 4 dropped it, but
+//! left out, as Kafka does, and one named twice is listed once. Version 0 is version 1 on the wire (Kafka 4 dropped it, but
 //! kafka-python still sends it): see [`crate::protocol::body_version`].
 
 use kafka_protocol::messages::describe_log_dirs_response::{
@@ -18,6 +18,7 @@ use kafka_protocol::messages::describe_log_dirs_response::{
 use kafka_protocol::messages::{DescribeLogDirsRequest, DescribeLogDirsResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use super::KafkaApis;
@@ -52,18 +53,28 @@ impl<S: Storage + Clone> KafkaApis<S> {
                     (t, all)
                 })
                 .collect(),
-            Some(named) => named
-                .iter()
-                .filter_map(|w| {
-                    let topic = self.replicas.topic(w.topic.0.as_str())?;
-                    let some = w
-                        .partitions
-                        .iter()
-                        .filter_map(|&index| topic.partition(index))
-                        .collect();
-                    Some((topic, some))
-                })
-                .collect(),
+            Some(named) => {
+                // Each partition once, however often it is named (Kafka asks with a set), so
+                // the answer is never larger than what this broker holds.
+                let mut asked: BTreeMap<&str, BTreeSet<i32>> = BTreeMap::new();
+                for w in &named {
+                    asked
+                        .entry(w.topic.0.as_str())
+                        .or_default()
+                        .extend(w.partitions.iter().copied());
+                }
+                asked
+                    .into_iter()
+                    .filter_map(|(name, indexes)| {
+                        let topic = self.replicas.topic(name)?;
+                        let some = indexes
+                            .into_iter()
+                            .filter_map(|index| topic.partition(index))
+                            .collect();
+                        Some((topic, some))
+                    })
+                    .collect()
+            }
         };
         for (topic, partitions) in wanted {
             let here: Vec<_> = partitions

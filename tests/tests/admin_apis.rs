@@ -19,12 +19,11 @@
 mod common;
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use common::*;
 use kafka_protocol::messages::alter_configs_request::{AlterConfigsResource, AlterableConfig};
 use kafka_protocol::messages::{AlterConfigsRequest, AlterConfigsResponse, ApiKey, RequestHeader};
@@ -128,16 +127,7 @@ fn raw_alter_configs(addr: SocketAddr, topic: &str, set: &[(&str, &str)]) -> (i1
     let mut body = BytesMut::new();
     header.encode(&mut body, 1).expect("encode header");
     req.encode(&mut body, VERSION).expect("encode AlterConfigs");
-    let mut s = TcpStream::connect(addr).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    s.write_all(&(body.len() as i32).to_be_bytes()).unwrap();
-    s.write_all(&body).unwrap();
-    let mut len = [0u8; 4];
-    s.read_exact(&mut len)
-        .expect("AlterConfigs response length");
-    let mut resp = vec![0u8; i32::from_be_bytes(len) as usize];
-    s.read_exact(&mut resp).expect("AlterConfigs response body");
-    let mut resp = Bytes::from(resp);
+    let mut resp = raw_exchange(addr, &body, "AlterConfigs");
     let got_corr = i32::from_be_bytes(resp.split_to(4)[..].try_into().unwrap());
     assert_eq!(got_corr, corr, "AlterConfigs correlation id");
     let r = AlterConfigsResponse::decode(&mut resp, VERSION).expect("decode AlterConfigs response");

@@ -500,6 +500,23 @@ pub fn assert_success(what: &str, out: &Output) {
     );
 }
 
+/// Sends one request frame (header and body, without the size prefix) on a fresh connection
+/// and returns the response frame after its size prefix (header first). `what` names the
+/// request in failures.
+pub fn raw_exchange(addr: impl std::net::ToSocketAddrs, frame: &[u8], what: &str) -> Bytes {
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    s.write_all(&(frame.len() as i32).to_be_bytes()).unwrap();
+    s.write_all(frame).unwrap();
+    let mut len = [0u8; 4];
+    s.read_exact(&mut len)
+        .unwrap_or_else(|e| panic!("{what} response length: {e}"));
+    let mut resp = vec![0u8; i32::from_be_bytes(len) as usize];
+    s.read_exact(&mut resp)
+        .unwrap_or_else(|e| panic!("{what} response body: {e}"));
+    Bytes::from(resp)
+}
+
 /// DescribeLogDirs v4 over a plain socket (kafka-protocol codec), for `topics` (None: all).
 pub fn raw_describe_log_dirs(
     addr: impl std::net::ToSocketAddrs,
@@ -525,17 +542,7 @@ pub fn raw_describe_log_dirs(
     header.encode(&mut body, 2).expect("encode header");
     req.encode(&mut body, VERSION)
         .expect("encode DescribeLogDirs");
-    let mut s = std::net::TcpStream::connect(addr).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    s.write_all(&(body.len() as i32).to_be_bytes()).unwrap();
-    s.write_all(&body).unwrap();
-    let mut len = [0u8; 4];
-    s.read_exact(&mut len)
-        .expect("DescribeLogDirs response length");
-    let mut resp = vec![0u8; i32::from_be_bytes(len) as usize];
-    s.read_exact(&mut resp)
-        .expect("DescribeLogDirs response body");
-    let mut resp = Bytes::from(resp);
+    let mut resp = raw_exchange(addr, &body, "DescribeLogDirs");
     let header = ResponseHeader::decode(&mut resp, 1).expect("response header");
     assert_eq!(
         header.correlation_id, corr,

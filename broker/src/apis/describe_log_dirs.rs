@@ -4,22 +4,23 @@
 //!
 //! A broker has one log directory (`--data-dir`). Each replica it holds (in a cluster: each
 //! partition the metadata names it a replica of), leader or follower, is listed with its size
-//! on disk; the offset lag is how far its log end trails its high
-//! watermark (Kafka's definition for a current replica, so 0 unless a follower is behind what
-//! it knows to be committed). There are no future replicas (no moves between directories), and
-//! v4's volume sizes come from the file system (-1 where the storage has none, as under the
-//! simulator). Null topics means every replica; named partitions this broker does not hold are
-//! left out, as Kafka does, and one named twice is listed once. Version 0 is version 1 on the wire (Kafka 4 dropped it, but
-//! kafka-python still sends it): see [`crate::protocol::body_version`].
+//! on disk; the offset lag is how far its log end trails its high watermark (Kafka's
+//! definition for a current replica, so 0 unless a follower is behind what it knows to be
+//! committed). There are no future replicas (no moves between directories), and v4's volume
+//! sizes come from the file system (-1 where the storage has none, as under the simulator).
+//! Null topics means every replica; named partitions this broker does not hold are left out,
+//! as Kafka does, and one named twice is listed once. Version 0 is version 1 on the wire
+//! (Kafka 4 dropped it, but kafka-python still sends it): see
+//! [`crate::protocol::body_version`].
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use kafka_protocol::messages::describe_log_dirs_response::{
     DescribeLogDirsPartition, DescribeLogDirsResult, DescribeLogDirsTopic,
 };
 use kafka_protocol::messages::{DescribeLogDirsRequest, DescribeLogDirsResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
-
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
 
 use super::KafkaApis;
 use crate::replica::{Partition, Topic};

@@ -231,7 +231,8 @@ impl StorageFile for FileHandle {
         self.inner.truncations.fetch_add(1, Ordering::AcqRel);
         self.inner.file.set_len(len)?;
         self.inner.len.store(len, Ordering::Release);
-        // Pages written again past the cut are new to the cache: advise them again.
+        // Bytes written again past the cut are neither synced nor advised yet.
+        self.inner.synced_len.fetch_min(len, Ordering::AcqRel);
         self.inner
             .dropped_to
             .fetch_min(len / DROP_PAGE_BYTES * DROP_PAGE_BYTES, Ordering::AcqRel);
@@ -374,6 +375,7 @@ mod tests {
         assert_eq!(f.inner.dropped_to.load(Ordering::Acquire), 6 * page);
         f.truncate(page + 10).unwrap();
         assert_eq!(f.inner.dropped_to.load(Ordering::Acquire), page);
+        assert_eq!(f.inner.synced_len.load(Ordering::Acquire), page + 10);
         let mut back = vec![0u8; (page + 10) as usize];
         f.read_at(0, &mut back).unwrap();
         assert!(

@@ -846,16 +846,6 @@ fn idempotent_producer_delivers_exactly_once_in_order() {
     assert!(seen.iter().all(|&s| s));
 }
 
-/// The sizes `describe_log_dirs` must report: the bytes of each partition's segment files.
-fn segment_bytes(broker: &Broker, topic: &str, partition: i32) -> u64 {
-    std::fs::read_dir(broker.partition_dir(topic, partition))
-        .expect("partition dir")
-        .map(|e| e.expect("dir entry").path())
-        .filter(|p| p.extension().is_some_and(|x| x == "log"))
-        .map(|p| std::fs::metadata(p).expect("segment metadata").len())
-        .sum()
-}
-
 /// `kafka-log-dirs.sh --describe` and the cluster UIs' topic sizes: DescribeLogDirs lists the
 /// broker's data directory with every partition's size on disk, through kafka-python (v0) and
 /// v4 (volume sizes, a named subset, unknown names left out).
@@ -871,7 +861,9 @@ fn describe_log_dirs_reports_where_partitions_live_and_their_size() {
         partition: Some(1),
     });
     all_ok(&r);
-    let sizes: Vec<u64> = (0..3).map(|p| segment_bytes(&broker, &topic, p)).collect();
+    let sizes: Vec<u64> = (0..3)
+        .map(|p| segment_bytes(&broker.partition_dir(&topic, p)))
+        .collect();
     assert!(
         sizes[1] > 200 * 1000,
         "partition 1 holds the records: {sizes:?}"

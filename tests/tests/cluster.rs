@@ -962,19 +962,6 @@ fn listed_reassignment(addr: &str, topic: &str, named: bool) -> Result<Option<On
     }
 }
 
-/// Bytes in the `.log` segment files of a partition directory (0 if it has none).
-fn segment_bytes(dir: &std::path::Path) -> u64 {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return 0;
-    };
-    entries
-        .filter_map(Result::ok)
-        .filter(|e| e.path().extension().is_some_and(|x| x == "log"))
-        .filter_map(|e| e.metadata().ok())
-        .map(|m| m.len())
-        .sum()
-}
-
 /// Waits until no live node lists a reassignment of `topic` and every live node's Metadata
 /// shows partition 0 with exactly `replicas`, all in sync, led by a member satisfying
 /// `leader_ok`.

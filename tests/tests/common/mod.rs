@@ -550,3 +550,16 @@ pub fn raw_describe_log_dirs(
     );
     DescribeLogDirsResponse::decode(&mut resp, VERSION).expect("decode DescribeLogDirs response")
 }
+
+/// Bytes in the `.log` segment files of a partition directory (0 if it has none).
+pub fn segment_bytes(dir: &std::path::Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter(|e| e.path().extension().is_some_and(|x| x == "log"))
+        .filter_map(|e| e.metadata().ok())
+        .map(|m| m.len())
+        .sum()
+}

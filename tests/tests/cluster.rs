@@ -532,10 +532,16 @@ fn cluster_min_insync_replicas_is_one_dynamic_value() {
 
 /// DescribeConfigs v1 of the default broker resource (empty name): (name, value, source).
 fn describe_cluster_configs(addr: &str) -> Result<Vec<(String, String, i8)>, String> {
+    describe_broker_configs(addr, "")
+}
+
+/// DescribeConfigs v1 of a broker resource (`broker` "" is the cluster default): (name,
+/// value, source) of each config.
+fn describe_broker_configs(addr: &str, broker: &str) -> Result<Vec<(String, String, i8)>, String> {
     let req =
         DescribeConfigsRequest::default().with_resources(vec![DescribeConfigsResource::default()
             .with_resource_type(4)
-            .with_resource_name(StrBytes::from_static_str(""))
+            .with_resource_name(StrBytes::from_string(broker.to_string()))
             .with_configuration_keys(None)]);
     let resp: DescribeConfigsResponse = raw_call(addr, ApiKey::DescribeConfigs, 1, &req)?;
     let r = resp.results.first().ok_or("no result")?;
@@ -560,14 +566,27 @@ fn alter_broker_config(
     op: i8,
     value: Option<&str>,
 ) -> Result<i16, String> {
+    alter_config(addr, 4, broker, name, op, value)
+}
+
+/// IncrementalAlterConfigs v0 of one config of one resource (type 2 a topic, 4 a broker): the
+/// resource's error code.
+fn alter_config(
+    addr: &str,
+    resource_type: i8,
+    resource: &str,
+    name: &str,
+    op: i8,
+    value: Option<&str>,
+) -> Result<i16, String> {
     let config = AlterableConfig::default()
         .with_name(StrBytes::from_string(name.to_string()))
         .with_config_operation(op)
         .with_value(value.map(|v| StrBytes::from_string(v.to_string())));
     let req = IncrementalAlterConfigsRequest::default().with_resources(vec![
         AlterConfigsResource::default()
-            .with_resource_type(4)
-            .with_resource_name(StrBytes::from_string(broker.to_string()))
+            .with_resource_type(resource_type)
+            .with_resource_name(StrBytes::from_string(resource.to_string()))
             .with_configs(vec![config]),
     ]);
     let resp: IncrementalAlterConfigsResponse =
@@ -1103,6 +1122,223 @@ fn reassignment_moves_replicas_and_keeps_every_record() {
     wait_reassigned(&c, &topic, &[only], |l| l == only);
     c.sigcont(frozen);
     check_acked(&read_back(&c, &topic, 1, &reports), &reports, true);
+}
+
+const LEADER_RATE: &str = "leader.replication.throttled.rate";
+const FOLLOWER_RATE: &str = "follower.replication.throttled.rate";
+const LEADER_REPLICAS: &str = "leader.replication.throttled.replicas";
+const FOLLOWER_REPLICAS: &str = "follower.replication.throttled.replicas";
+/// IncrementalAlterConfigs operations.
+const OP_SET: i8 = 0;
+const OP_DELETE: i8 = 1;
+const OP_APPEND: i8 = 2;
+
+/// Sets (or with `None` deletes) replication throttle rate `key` on every broker, through the
+/// node at `via`, and waits until each node shows its own value (DescribeConfigs of itself:
+/// the value and DYNAMIC_BROKER_CONFIG, or Kafka's unlimited default once deleted).
+fn set_rate_everywhere(c: &Cluster, via: &str, key: &str, rate: Option<u64>) {
+    let value = rate.map(|r| r.to_string());
+    for id in c.ids() {
+        let op = if value.is_some() { OP_SET } else { OP_DELETE };
+        let got = alter_config(via, 4, &id.to_string(), key, op, value.as_deref());
+        assert_eq!(got, Ok(0), "{key} on broker {id}");
+    }
+    let want = match &value {
+        Some(v) => (v.clone(), 2),
+        None => (i64::MAX.to_string(), 5),
+    };
+    for id in c.ids() {
+        let mut last = None;
+        let shown = wait_until(CONVERGE_TIMEOUT, || {
+            let configs = describe_broker_configs(&c.addr(id), &id.to_string());
+            let found = configs.ok().and_then(|cs| {
+                cs.into_iter()
+                    .find(|(n, _, _)| n == key)
+                    .map(|(_, v, source)| (v, source))
+            });
+            let ok = found.as_ref() == Some(&want);
+            last = found;
+            ok
+        });
+        assert!(shown, "node {id}: {key} is {last:?}, not {want:?}");
+    }
+}
+
+/// Asserts that node `node`'s copy of partition 0 grew by no more than a throttle of `rate`
+/// bytes/s allows since `since` (one second's burst and one fetch past the limit on top), and
+/// returns its size now.
+fn growth_within_rate(dir: &std::path::Path, from_bytes: u64, since: Instant, rate: u64) -> u64 {
+    let now_bytes = segment_bytes(dir);
+    let elapsed = since.elapsed().as_secs_f64();
+    let allowed = ((elapsed + 2.0) * rate as f64) as u64 + SIZE as u64 * 1_100;
+    assert!(
+        now_bytes.saturating_sub(from_bytes) <= allowed,
+        "{dir:?} grew by {} bytes in {elapsed:.1} s under a throttle of {rate} B/s (at most {allowed})",
+        now_bytes.saturating_sub(from_bytes)
+    );
+    now_bytes
+}
+
+/// Replication throttles, set the way `kafka-reassign-partitions --throttle` sets them: per
+/// broker `leader.replication.throttled.rate` and `follower.replication.throttled.rate`, and
+/// per topic the replicas they apply to. A replica joining a partition by reassignment copies
+/// at the throttled rate on either side, its reassignment finishing only once the throttle is
+/// lifted; replicas in the ISR are never throttled, so acks=all produce goes on at full speed
+/// under a throttle that would take over an hour for its data.
+#[test]
+fn reassignment_catch_up_follows_the_replication_throttles() {
+    let c = Cluster::start();
+    let ids = c.ids();
+    let (a, b) = (ids[0], ids[1]);
+    let via = c.addr(ids[2]);
+
+    // In-sync replicas are not throttled: an RF=3 topic whose every replica is listed, under
+    // a 1 KiB/s throttle on both sides, takes 4 MiB at acks=all within the message timeout.
+    let in_sync = unique_name("throttled-isr");
+    create_replicated(
+        &c,
+        &in_sync,
+        1,
+        3,
+        &[(LEADER_REPLICAS, "*"), (FOLLOWER_REPLICAS, "*")],
+    );
+    c.wait_full_isr(&in_sync, CONVERGE_TIMEOUT);
+    set_rate_everywhere(&c, &via, LEADER_RATE, Some(1024));
+    set_rate_everywhere(&c, &via, FOLLOWER_RATE, Some(1024));
+    let quick = [("message.timeout.ms", "30000")];
+    all_ok(&produce(
+        &c.bootstrap_live(),
+        &in_sync,
+        "all",
+        &quick,
+        4_096,
+        msg,
+    ));
+    c.wait_full_isr(&in_sync, CONVERGE_TIMEOUT);
+
+    // A partition on `a` alone, 32 MiB of it.
+    let topic = unique_name("throttled");
+    let admin = admin(&c.bootstrap_live());
+    let opts = rdkafka::admin::AdminOptions::new()
+        .operation_timeout(Some(Timeout::After(CONVERGE_TIMEOUT)))
+        .request_timeout(Some(Timeout::After(CONVERGE_TIMEOUT)));
+    let only_a: [&[i32]; 1] = [&[a]];
+    let nt = NewTopic::new(&topic, 1, TopicReplication::Variable(&only_a))
+        .set("min.insync.replicas", "1");
+    let created = block_on(admin.create_topics([&nt], &opts)).expect("CreateTopics");
+    assert_eq!(created[0], Ok(topic.clone()));
+    wait_placed(&c, &topic, &[vec![a]]);
+    let records = 32 * 1024;
+    all_ok(&produce(
+        &c.bootstrap_live(),
+        &topic,
+        "all",
+        &quick,
+        records,
+        msg,
+    ));
+
+    // The topic's lists as the tool writes them: the current replica serves throttled, the
+    // joining one fetches throttled. A malformed list is refused; APPEND adds to a list.
+    let leader_list = format!("0:{a}");
+    assert_eq!(
+        alter_config(&via, 2, &topic, LEADER_REPLICAS, OP_SET, Some(&leader_list)),
+        Ok(0)
+    );
+    assert_eq!(
+        alter_config(&via, 2, &topic, FOLLOWER_REPLICAS, OP_SET, Some("0-1")),
+        Ok(40)
+    );
+    assert_eq!(
+        alter_config(
+            &via,
+            2,
+            &topic,
+            FOLLOWER_REPLICAS,
+            OP_APPEND,
+            Some(&format!("0:{b}"))
+        ),
+        Ok(0)
+    );
+    let rate = 1u64 << 20;
+
+    // The follower's side alone: `b` fetches at most `rate`.
+    set_rate_everywhere(&c, &via, LEADER_RATE, None);
+    set_rate_everywhere(&c, &via, FOLLOWER_RATE, Some(rate));
+    let dir_b = c.dir().join(format!("node-{b}")).join(format!("{topic}-0"));
+    let dir_a = c.dir().join(format!("node-{a}")).join(format!("{topic}-0"));
+    let full = segment_bytes(&dir_a);
+    assert!(full >= (records * SIZE) as u64, "{full} bytes on {a}");
+    let since = Instant::now();
+    assert_eq!(
+        alter_reassignment(&via, &topic, Some(&[a, b]), None),
+        (0, None)
+    );
+    thread::sleep(Duration::from_secs(3));
+    let copied = growth_within_rate(&dir_b, 0, since, rate);
+    assert!(copied > 0, "throttled, not stopped: {b} copied nothing");
+
+    // The leader's side alone: `a` serves at most `rate`. The leader's throttle is on before
+    // the follower's comes off, so nothing runs unthrottled in between.
+    set_rate_everywhere(&c, &via, LEADER_RATE, Some(rate));
+    let (since, from) = (Instant::now(), segment_bytes(&dir_b));
+    set_rate_everywhere(&c, &via, FOLLOWER_RATE, None);
+    thread::sleep(Duration::from_secs(3));
+    let copied = growth_within_rate(&dir_b, from, since, rate);
+    assert!(copied < full, "still copying: {copied} of {full} bytes");
+    let listed = listed_reassignment(&via, &topic, true).expect("List");
+    assert_eq!(
+        listed,
+        Some((vec![a, b], vec![b], vec![])),
+        "still adding {b}"
+    );
+
+    // Lifted (as `kafka-reassign-partitions --verify` does): the copy completes and `b`
+    // joins the ISR.
+    set_rate_everywhere(&c, &via, LEADER_RATE, None);
+    for (key, broker) in [(LEADER_REPLICAS, a), (FOLLOWER_REPLICAS, b)] {
+        assert_eq!(
+            alter_config(&via, 2, &topic, key, OP_DELETE, None),
+            Ok(0),
+            "{key} of {broker}"
+        );
+    }
+    wait_reassigned(&c, &topic, &[a, b], |l| l >= 0);
+    let mut sizes = (0, 0);
+    let same = wait_until(CONVERGE_TIMEOUT, || {
+        sizes = (segment_bytes(&dir_a), segment_bytes(&dir_b));
+        sizes.0 == sizes.1
+    });
+    assert!(same, "copies differ after the reassignment: {sizes:?}");
+}
+
+/// The replication-throttle configs through a real admin client (confluent-kafka): set per
+/// broker and per topic, APPEND and SUBTRACT on the lists, read back with their sources,
+/// refused where Kafka refuses, and cleared the way `kafka-reassign-partitions --verify`
+/// clears them (`tests/python/replication_throttle.py`).
+#[test]
+fn replication_throttle_configs_with_confluent_kafka() {
+    let Some(python) = python_with("confluent_kafka") else {
+        return;
+    };
+    let c = Cluster::start();
+    let topic = unique_name("throttle-configs");
+    create_replicated(&c, &topic, 1, 3, &[]);
+    let ids: Vec<String> = c.ids().iter().map(i32::to_string).collect();
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("python/replication_throttle.py");
+    let out = run(
+        Command::new(python)
+            .arg(&script)
+            .args([c.bootstrap_live(), topic, ids.join(",")]),
+        None,
+        Duration::from_secs(180),
+    );
+    assert_success("tests/python/replication_throttle.py", &out);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("ok"),
+        "the script did not finish its checks"
+    );
 }
 
 /// DeleteRecords through librdkafka's admin API (what `kafka-delete-records.sh` and Kafka

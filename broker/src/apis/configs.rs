@@ -1,5 +1,9 @@
-//! DescribeConfigs (topics and this broker), IncrementalAlterConfigs and the legacy
-//! AlterConfigs (topics; broker configs are static).
+//! DescribeConfigs (topics and brokers), IncrementalAlterConfigs and the legacy AlterConfigs.
+//!
+//! What can change at run time: a topic's overrides; in a cluster, the cluster-level configs
+//! (the broker resource with an empty name: `min.insync.replicas` and the replication throttle
+//! rates) and one broker's own throttle rates (the broker resource named by its id). Both
+//! travel to the controller and live in the metadata log. Every other broker config is static.
 
 use std::collections::BTreeMap;
 
@@ -18,23 +22,82 @@ use kafka_protocol::ResponseError;
 use super::admin::{topic_error_code, CONFIG_SOURCE_DEFAULT, CONFIG_SOURCE_TOPIC};
 use super::{code, KafkaApis, Reply};
 use crate::cluster::controller::{CLUSTER_CONFIGS, CLUSTER_MIN_ISR};
-use crate::replica::{topic_config, TopicError};
+use crate::raft::NodeId;
+use crate::replica::{quota, topic_config, TopicError};
 use crate::storage::Storage;
+use kafka_protocol::messages::incremental_alter_configs_request::AlterableConfig;
 use kafka_protocol::messages::ResponseKind;
 
-/// A config change for the controller: a topic's overrides, or the cluster-level configs.
+/// A config change for the controller: a topic's overrides, the cluster-level configs, or one
+/// broker's dynamic configs.
 enum Forward {
     Topic(String, BTreeMap<String, String>),
     Cluster(BTreeMap<String, String>),
+    Broker(String, NodeId, BTreeMap<String, String>),
+}
+
+/// Why a config change was refused: the resource's error code and message.
+type Refusal = (i16, String);
+
+/// Whose configs a change is for, which decides the keys and values it may hold.
+enum Scope {
+    Topic,
+    /// The default broker resource (empty name): [`CLUSTER_CONFIGS`].
+    Cluster,
+    /// One broker: [`quota::BROKER_CONFIGS`], the replication throttle rates.
+    Broker,
+}
+
+impl Scope {
+    fn is_known(&self, key: &str) -> bool {
+        match self {
+            Scope::Topic => topic_config::is_known(key),
+            Scope::Cluster => CLUSTER_CONFIGS.contains(&key),
+            Scope::Broker => quota::BROKER_CONFIGS.contains(&key),
+        }
+    }
+
+    /// Checks one key and value: an unknown key of a topic or the cluster is an invalid
+    /// config, a broker config that cannot change at run time an invalid request (Kafka's
+    /// answers to both).
+    fn validate(&self, key: &str, value: &str) -> Result<(), Refusal> {
+        let invalid = |m: String| (code(ResponseError::InvalidConfig), m);
+        match self {
+            Scope::Topic => topic_config::validate(key, value).map_err(invalid),
+            Scope::Cluster | Scope::Broker if quota::BROKER_CONFIGS.contains(&key) => {
+                quota::validate_rate(value)
+                    .map_err(|e| invalid(format!("invalid value {value:?} for {key}: {e}")))
+            }
+            Scope::Cluster if key == CLUSTER_MIN_ISR => {
+                topic_config::validate(key, value).map_err(invalid)
+            }
+            Scope::Cluster => Err(invalid(format!(
+                "{key} cannot be set cluster-wide; only {CLUSTER_CONFIGS:?}"
+            ))),
+            Scope::Broker => Err((
+                code(ResponseError::InvalidRequest),
+                format!(
+                    "{key} cannot be set per broker: only {:?} can; {CLUSTER_MIN_ISR} can be set \
+                     cluster-wide (the broker resource with an empty name, kafka-configs \
+                     --entity-default), and the other broker configs are static (command line)",
+                    quota::BROKER_CONFIGS
+                ),
+            )),
+        }
+    }
 }
 
 pub const RESOURCE_TOPIC: i8 = 2;
 pub const RESOURCE_BROKER: i8 = 4;
+/// Kafka's DYNAMIC_BROKER_CONFIG: set for this one broker, in the metadata log.
+const CONFIG_SOURCE_DYNAMIC_BROKER: i8 = 2;
 /// Kafka's DYNAMIC_DEFAULT_BROKER_CONFIG: set cluster-wide, in the metadata log.
 const CONFIG_SOURCE_DYNAMIC_DEFAULT: i8 = 3;
 const CONFIG_SOURCE_STATIC_BROKER: i8 = 4;
 const OP_SET: i8 = 0;
 const OP_DELETE: i8 = 1;
+const OP_APPEND: i8 = 2;
+const OP_SUBTRACT: i8 = 3;
 
 fn entry(
     name: &str,
@@ -49,14 +112,61 @@ fn entry(
         .with_read_only(read_only)
         .with_config_source(source);
     if version >= 3 {
-        // STRING (2) for the enumerations, LONG (5) for the numbers.
-        let numeric = !matches!(
-            name,
-            "cleanup.policy" | "compression.type" | "message.timestamp.type"
-        );
-        e = e.with_config_type(if numeric { 5 } else { 2 });
+        // STRING (2) for the enumerations, LIST (7) for the throttled-replicas lists, LONG (5)
+        // for the numbers.
+        let config_type = match name {
+            "cleanup.policy" | "compression.type" | "message.timestamp.type" => 2,
+            n if topic_config::is_list(n) => 7,
+            _ => 5,
+        };
+        e = e.with_config_type(config_type);
     }
     e
+}
+
+/// One IncrementalAlterConfigs operation on `configs`: SET, DELETE, or for the list-valued
+/// topic configs APPEND and SUBTRACT.
+fn apply_operation(
+    scope: &Scope,
+    configs: &mut BTreeMap<String, String>,
+    change: &AlterableConfig,
+) -> Result<(), Refusal> {
+    let key = change.name.as_str();
+    let value = change
+        .value
+        .as_ref()
+        .map(|v| v.as_str())
+        .unwrap_or_default();
+    match change.config_operation {
+        OP_SET => {
+            scope.validate(key, value)?;
+            configs.insert(key.to_string(), value.to_string());
+        }
+        OP_DELETE => {
+            if !scope.is_known(key) {
+                // Kafka's answer to a key it does not know.
+                scope.validate(key, "")?;
+            }
+            configs.remove(key);
+        }
+        op @ (OP_APPEND | OP_SUBTRACT) if matches!(scope, Scope::Topic) && topic_config::is_list(key) => {
+            let current = configs.get(key).map_or("", String::as_str);
+            let edited = quota::edit_list(current, value, op == OP_SUBTRACT);
+            scope.validate(key, &edited)?;
+            if edited.is_empty() {
+                configs.remove(key);
+            } else {
+                configs.insert(key.to_string(), edited);
+            }
+        }
+        op => {
+            return Err((
+                code(ResponseError::InvalidConfig),
+                format!("operation {op} on {key}: APPEND and SUBTRACT apply to list-valued topic configs only"),
+            ))
+        }
+    }
+    Ok(())
 }
 
 impl<S: Storage + Clone> KafkaApis<S> {
@@ -157,10 +267,32 @@ impl<S: Storage + Clone> KafkaApis<S> {
                                 CONFIG_SOURCE_STATIC_BROKER,
                             ),
                         };
+                        // The throttle rates: this broker's own, else the cluster's, else none.
+                        let mine = self.cluster.as_ref().and_then(|view| {
+                            let id = res.resource_name.parse::<NodeId>().ok()?;
+                            let image = view.image();
+                            Some(image.broker_configs.get(&id).cloned().unwrap_or_default())
+                        });
+                        let rates = mine.iter().flat_map(|mine| {
+                            quota::BROKER_CONFIGS.iter().map(|&n| {
+                                match (mine.get(n), cluster.get(n)) {
+                                    (Some(v), _) => (n, v.clone(), CONFIG_SOURCE_DYNAMIC_BROKER),
+                                    (None, Some(v)) => {
+                                        (n, v.clone(), CONFIG_SOURCE_DYNAMIC_DEFAULT)
+                                    }
+                                    (None, None) => (
+                                        n,
+                                        quota::RATE_UNLIMITED.to_string(),
+                                        CONFIG_SOURCE_DEFAULT,
+                                    ),
+                                }
+                            })
+                        });
                         let configs = all
                             .into_iter()
                             .map(|(n, v)| (n, v, CONFIG_SOURCE_STATIC_BROKER))
                             .chain([(CLUSTER_MIN_ISR, min_isr.0, min_isr.1)])
+                            .chain(rates)
                             .filter(|(n, _, _)| wanted(n))
                             .map(|(n, v, source)| {
                                 let read_only = source == CONFIG_SOURCE_STATIC_BROKER;
@@ -181,31 +313,23 @@ impl<S: Storage + Clone> KafkaApis<S> {
     }
 
     /// Applies `change` to the configs of a resource, unless `validate_only`: a topic's
-    /// overrides, or (in a cluster, broker resource with an empty name, Kafka's default broker
-    /// resource) the cluster-level configs. Returns the error code and message for the
-    /// resource's response.
+    /// overrides, or in a cluster the broker resource with an empty name (Kafka's default
+    /// broker resource: the cluster-level configs) or one broker's dynamic configs. Returns
+    /// the error code and message for the resource's response.
     fn alter_resource_configs(
         &self,
         resource_type: i8,
         name: &str,
         validate_only: bool,
         forward: &mut Vec<Forward>,
-        change: impl FnOnce(&mut BTreeMap<String, String>) -> Result<(), String>,
+        change: impl FnOnce(&Scope, &mut BTreeMap<String, String>) -> Result<(), Refusal>,
     ) -> (i16, Option<String>) {
-        match resource_type {
-            RESOURCE_TOPIC => {}
-            RESOURCE_BROKER if name.is_empty() && self.cluster.is_some() => {
+        match (resource_type, &self.cluster) {
+            (RESOURCE_TOPIC, _) => {}
+            (RESOURCE_BROKER, Some(_)) if name.is_empty() => {
                 let mut configs = self.replicas.cluster_configs();
-                if let Err(message) = change(&mut configs) {
-                    return (code(ResponseError::InvalidConfig), Some(message));
-                }
-                if let Some(k) = configs
-                    .keys()
-                    .find(|k| !CLUSTER_CONFIGS.contains(&k.as_str()))
-                {
-                    let message =
-                        format!("{k} cannot be set cluster-wide; only {CLUSTER_CONFIGS:?}");
-                    return (code(ResponseError::InvalidConfig), Some(message));
+                if let Err((error, message)) = change(&Scope::Cluster, &mut configs) {
+                    return (error, Some(message));
                 }
                 if !configs.contains_key(CLUSTER_MIN_ISR) {
                     let message = format!("the cluster-level {CLUSTER_MIN_ISR} cannot be removed");
@@ -216,12 +340,20 @@ impl<S: Storage + Clone> KafkaApis<S> {
                 }
                 return (0, None);
             }
-            RESOURCE_BROKER if self.cluster.is_some() => {
-                let message = format!(
-                    "per-broker configs are static; {CLUSTER_MIN_ISR} can be set cluster-wide \
-                     (the broker resource with an empty name, kafka-configs --entity-default)"
-                );
-                return (code(ResponseError::InvalidRequest), Some(message));
+            (RESOURCE_BROKER, Some(view)) => {
+                let Some(id) = name.parse::<NodeId>().ok().filter(|id| *id >= 0) else {
+                    let message = format!("{name:?} is not a broker id");
+                    return (code(ResponseError::InvalidRequest), Some(message));
+                };
+                let image = view.image();
+                let mut configs = image.broker_configs.get(&id).cloned().unwrap_or_default();
+                if let Err((error, message)) = change(&Scope::Broker, &mut configs) {
+                    return (error, Some(message));
+                }
+                if !validate_only {
+                    forward.push(Forward::Broker(name.to_string(), id, configs));
+                }
+                return (0, None);
             }
             _ => {
                 let message =
@@ -236,8 +368,8 @@ impl<S: Storage + Clone> KafkaApis<S> {
             );
         };
         let mut configs = topic.configs();
-        if let Err(message) = change(&mut configs) {
-            return (code(ResponseError::InvalidConfig), Some(message));
+        if let Err((error, message)) = change(&Scope::Topic, &mut configs) {
+            return (error, Some(message));
         }
         if validate_only {
             return (0, None);
@@ -283,6 +415,13 @@ impl<S: Storage + Clone> KafkaApis<S> {
                             configs: configs.into_iter().collect(),
                         },
                     ),
+                    Forward::Broker(name, node_id, configs) => (
+                        name,
+                        ControllerRequest::AlterBrokerConfigs {
+                            node_id,
+                            configs: configs.into_iter().collect(),
+                        },
+                    ),
                 };
                 let r = view.controller_request(request).await;
                 match r.error {
@@ -322,31 +461,18 @@ impl<S: Storage + Clone> KafkaApis<S> {
             .resources
             .into_iter()
             .map(|res| {
-                let (error, message) =
-                    self.alter_resource_configs(res.resource_type, res.resource_name.as_str(), validate_only, &mut forward, |configs| {
+                let (error, message) = self.alter_resource_configs(
+                    res.resource_type,
+                    res.resource_name.as_str(),
+                    validate_only,
+                    &mut forward,
+                    |scope, configs| {
                         for change in &res.configs {
-                            let key = change.name.as_str().to_string();
-                            match change.config_operation {
-                                OP_SET => {
-                                    let value = change.value.as_ref().map(|v| v.as_str()).unwrap_or_default();
-                                    topic_config::validate(&key, value)?;
-                                    configs.insert(key, value.to_string());
-                                }
-                                OP_DELETE => {
-                                    if !topic_config::is_known(&key) {
-                                        return Err(format!("unknown topic config {key:?}"));
-                                    }
-                                    configs.remove(&key);
-                                }
-                                op => {
-                                    return Err(format!(
-                                        "operation {op} on {key}: no list-valued topic configs are supported"
-                                    ))
-                                }
-                            }
+                            apply_operation(scope, configs, change)?;
                         }
                         Ok(())
-                    });
+                    },
+                );
                 AlterConfigsResourceResponse::default()
                     .with_resource_type(res.resource_type)
                     .with_resource_name(res.resource_name)
@@ -384,13 +510,15 @@ impl<S: Storage + Clone> KafkaApis<S> {
                     res.resource_name.as_str(),
                     validate_only,
                     &mut forward,
-                    |configs| {
+                    |scope, configs| {
+                        // The legacy request sets the whole set, min.insync.replicas included
+                        // for the default broker resource.
                         configs.clear();
                         for c in &res.configs {
                             let Some(value) = c.value.as_ref() else {
                                 continue;
                             };
-                            topic_config::validate(c.name.as_str(), value.as_str())?;
+                            scope.validate(c.name.as_str(), value.as_str())?;
                             configs.insert(c.name.as_str().to_string(), value.as_str().to_string());
                         }
                         Ok(())

@@ -7,7 +7,9 @@
 //! A fetch with a replica id (>= 0) is a follower's: it reads up to the log end, reports the
 //! follower's durable position to the leader (which may advance the high watermark), and is
 //! answered with a diverging epoch when the follower's log went astray. Its long poll wakes on
-//! any leader append. Consumers may only fetch from the leader.
+//! any leader append. Consumers may only fetch from the leader. A follower outside the ISR
+//! whose partition the topic's `leader.replication.throttled.replicas` names on this broker is
+//! served within this broker's leader throttle (`replica::quota`): nothing while it is spent.
 
 use std::time::Duration;
 
@@ -23,6 +25,7 @@ use super::{code, KafkaApis, Reply};
 use crate::log::ReadError;
 use crate::protocol::fetch_frame::{FetchReply, RecordsSlots};
 use crate::replica::core::{ReplicaFetchError, ReplicaFetchPosition};
+use crate::replica::{quota, ThrottleSide};
 use crate::storage::Storage;
 
 /// Longest a fetch may wait, whatever the client asks.
@@ -245,6 +248,10 @@ impl<S: Storage + Clone> KafkaApis<S> {
         version: i16,
     ) -> (FetchReply, usize) {
         let now_ms = self.now_ms();
+        let me = self.replicas.config().node_id;
+        let throttling = self
+            .replicas
+            .with_quota(ThrottleSide::Leader, |q| q.rate().is_some());
         let mut remaining = request.max_bytes.clamp(0, FETCH_RESPONSE_BYTES_MAX) as usize;
         let mut total = 0usize;
         let mut slots = RecordsSlots::new();
@@ -261,9 +268,25 @@ impl<S: Storage + Clone> KafkaApis<S> {
                         continue;
                     }
                 };
-                let max_bytes = (fp.partition_max_bytes.max(0) as usize)
+                let mut max_bytes = (fp.partition_max_bytes.max(0) as usize)
                     .min(remaining)
                     .max(1);
+                // A throttled replica outside the ISR gets at most one second of the leader's
+                // throttle rate per fetch, and nothing while the rate is spent.
+                let throttled = throttling
+                    && topic
+                        .as_ref()
+                        .is_some_and(|t| t.throttled(quota::LEADER_REPLICAS, fp.partition, me))
+                    && !partition.in_isr(replica);
+                if throttled {
+                    max_bytes = self.replicas.with_quota(ThrottleSide::Leader, |q| {
+                        if q.exceeded(now_ms) {
+                            0
+                        } else {
+                            q.fetch_bytes_max(max_bytes)
+                        }
+                    });
+                }
                 let last_fetched_epoch = if version >= 12 {
                     fp.last_fetched_epoch
                 } else {
@@ -295,6 +318,10 @@ impl<S: Storage + Clone> KafkaApis<S> {
                             data = data.with_error_code(code(ResponseError::OffsetOutOfRange));
                         }
                         let n = read.records.len();
+                        if throttled {
+                            self.replicas
+                                .with_quota(ThrottleSide::Leader, |q| q.record(n, now_ms));
+                        }
                         match slots.slot(read.records) {
                             Ok(records) => {
                                 remaining = remaining.saturating_sub(n);

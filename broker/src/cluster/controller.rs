@@ -23,6 +23,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use crate::planted::{self, PlantedBug};
 use crate::raft::metadata::{MetadataImage, MetadataRecord, PartitionImage, MAX_PARTITIONS};
 use crate::raft::NodeId;
+use crate::replica::quota;
 
 /// Requests waiting for a round; more are answered [`ControllerError::QueueFull`] at once.
 pub const REQUESTS_QUEUED_MAX: usize = 10_000;
@@ -135,6 +136,12 @@ pub enum ControllerRequest {
     AlterClusterConfigs {
         configs: Vec<(String, String)>,
     },
+    /// Replaces one broker's dynamic configs ([`crate::replica::quota::BROKER_CONFIGS`], the
+    /// replication throttle rates); none removes them.
+    AlterBrokerConfigs {
+        node_id: NodeId,
+        configs: Vec<(String, String)>,
+    },
     /// An operator's election (Kafka's ElectLeaders): preferred (leadership to the first
     /// replica, if it is in the ISR and alive) or unclean (a leaderless partition takes any
     /// live replica when no ISR or ELR member can lead). At most
@@ -193,7 +200,12 @@ pub enum ReassignOutcome {
 /// broker configs). `min.insync.replicas` is always set there: the controller writes its own
 /// flag's value when the log has none (as Kafka does once ELRs are on), so the controller's
 /// ELR decisions and every leader's high-watermark rule read the same value.
-pub const CLUSTER_CONFIGS: &[&str] = &[CLUSTER_MIN_ISR];
+pub const CLUSTER_CONFIGS: &[&str] = &[
+    CLUSTER_MIN_ISR,
+    quota::LEADER_RATE,
+    quota::FOLLOWER_RATE,
+    quota::LOG_DIRS_RATE,
+];
 pub const CLUSTER_MIN_ISR: &str = "min.insync.replicas";
 
 /// The min.insync.replicas that applies to a topic: its override, else the cluster-level
@@ -775,6 +787,17 @@ fn validate_configs(configs: &[(String, String)]) -> Result<(), ControllerError>
         return Err(ControllerError::InvalidRequest(
             "configs: too many, duplicate keys, or too long".into(),
         ));
+    }
+    Ok(())
+}
+
+/// Checks the values of the replication throttle rates among `configs`.
+fn validate_rates(configs: &[(String, String)]) -> Result<(), ControllerError> {
+    for (k, v) in configs {
+        if quota::BROKER_CONFIGS.contains(&k.as_str()) {
+            quota::validate_rate(v)
+                .map_err(|e| ControllerError::InvalidRequest(format!("{k}: {e}")))?;
+        }
     }
     Ok(())
 }
@@ -1497,6 +1520,9 @@ impl Controller {
                         "{k} cannot be set cluster-wide"
                     ))));
                 }
+                if let Err(e) = validate_rates(configs) {
+                    return Some(Err(e));
+                }
                 let min_isr = configs.iter().find(|(k, _)| k == CLUSTER_MIN_ISR);
                 if min_isr.is_none_or(|(_, v)| parse_min_isr(v).is_none()) {
                     return Some(Err(ControllerError::InvalidRequest(format!(
@@ -1527,6 +1553,33 @@ impl Controller {
                 for id in ids {
                     round.recheck_elr(id);
                 }
+                Some(ok)
+            }
+            ControllerRequest::AlterBrokerConfigs { node_id, configs } => {
+                if *node_id < 0 {
+                    return Some(Err(ControllerError::InvalidRequest(format!(
+                        "broker id {node_id} is negative"
+                    ))));
+                }
+                if let Err(e) = validate_configs(configs).and_then(|()| validate_rates(configs)) {
+                    return Some(Err(e));
+                }
+                if let Some((k, _)) = configs
+                    .iter()
+                    .find(|(k, _)| !quota::BROKER_CONFIGS.contains(&k.as_str()))
+                {
+                    return Some(Err(ControllerError::InvalidRequest(format!(
+                        "{k} cannot be set for one broker; only {:?}",
+                        quota::BROKER_CONFIGS
+                    ))));
+                }
+                if !round.room(1, configs_bytes(configs) + 32) {
+                    return None;
+                }
+                round.emit(MetadataRecord::BrokerConfig {
+                    node_id: *node_id,
+                    configs: configs.clone(),
+                });
                 Some(ok)
             }
             ControllerRequest::ElectLeaders {
@@ -2318,6 +2371,75 @@ mod tests {
         s.alter(2, "t", 0, &[2, 3], &[2]);
         assert_eq!(s.last(), ControllerError::None);
         assert_eq!(s.part("t", 0).elr, vec![3]);
+    }
+
+    /// Per-broker configs (the replication throttle rates) go to the log for any broker id,
+    /// replace that broker's set, and are refused for other keys and bad values.
+    #[test]
+    fn controller_keeps_per_broker_throttle_rates() {
+        let _g = serial();
+        let mut s = Sim::cluster(3);
+        let set =
+            |node_id: NodeId, configs: &[(&str, &str)]| ControllerRequest::AlterBrokerConfigs {
+                node_id,
+                configs: configs
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            };
+        let r = s.request(
+            2,
+            set(
+                3,
+                &[(quota::FOLLOWER_RATE, "1000"), (quota::LEADER_RATE, "2000")],
+            ),
+        );
+        assert_eq!(r.error, ControllerError::None);
+        assert_eq!(s.image.broker_configs[&3][quota::FOLLOWER_RATE], "1000");
+        assert_eq!(s.image.broker_configs[&3][quota::LEADER_RATE], "2000");
+        // A broker not (yet) registered may have configs, as in Kafka.
+        let r = s.request(2, set(9, &[(quota::LEADER_RATE, "5")]));
+        assert_eq!(r.error, ControllerError::None);
+        assert_eq!(s.image.broker_configs[&9][quota::LEADER_RATE], "5");
+        for bad in [
+            set(3, &[(CLUSTER_MIN_ISR, "1")]),
+            set(3, &[(quota::LEADER_RATE, "-1")]),
+            set(3, &[(quota::LEADER_RATE, "fast")]),
+            set(-1, &[(quota::LEADER_RATE, "1")]),
+        ] {
+            let r = s.request(2, bad.clone());
+            assert!(
+                matches!(r.error, ControllerError::InvalidRequest(_)),
+                "{bad:?}: {r:?}"
+            );
+        }
+        assert_eq!(
+            s.image.broker_configs[&3].len(),
+            2,
+            "refusals changed nothing"
+        );
+        // Replacing the set drops what it leaves out; an empty set drops the broker's entry.
+        let r = s.request(2, set(3, &[(quota::LEADER_RATE, "3000")]));
+        assert_eq!(r.error, ControllerError::None);
+        assert_eq!(s.image.broker_configs[&3].len(), 1);
+        let r = s.request(2, set(3, &[]));
+        assert_eq!(r.error, ControllerError::None);
+        assert!(!s.image.broker_configs.contains_key(&3));
+        // The cluster-wide rates sit beside min.insync.replicas and are checked the same way.
+        let cluster = |rate: &str| ControllerRequest::AlterClusterConfigs {
+            configs: vec![
+                (CLUSTER_MIN_ISR.into(), "2".into()),
+                (quota::FOLLOWER_RATE.into(), rate.into()),
+            ],
+        };
+        let r = s.request(2, cluster("-5"));
+        assert!(
+            matches!(r.error, ControllerError::InvalidRequest(_)),
+            "{r:?}"
+        );
+        let r = s.request(2, cluster("1048576"));
+        assert_eq!(r.error, ControllerError::None);
+        assert_eq!(s.image.cluster_configs[quota::FOLLOWER_RATE], "1048576");
     }
 
     /// The cluster-level value is dynamic: lowering it to the ISR's size clears the ELR in

@@ -12,7 +12,9 @@
 //!   fetch also tells the leader the durable end (a tagged field), since appended batches are
 //!   fsynced by the partition's flusher while the next fetch is on its way (one round of
 //!   batches at most is unsynced); diverging epochs truncate; a log that starts past ours
-//!   restarts empty there;
+//!   restarts empty there; replicas outside the ISR that a topic's
+//!   `follower.replication.throttled.replicas` names share this broker's follower throttle
+//!   (`replica::quota`), and are left out of fetches while it is spent;
 //! - **ISR**: leaders periodically ask the controller to shrink or expand their ISR.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -33,7 +35,7 @@ use crate::apis::{Advertised, Clock};
 use crate::config::ClusterConfig;
 use crate::protocol::client::KafkaConn;
 use crate::raft::{MetadataImage, NodeId};
-use crate::replica::{FollowerPosition, ReplicaManager};
+use crate::replica::{quota, FollowerPosition, ReplicaManager, ThrottleSide};
 use crate::server::Dialer;
 use crate::storage::Storage;
 
@@ -153,6 +155,7 @@ fn reconcile<S: Storage + Clone>(
     let registered = view.registered(image);
     // Before any role: a leader's high-watermark rule reads min.insync.replicas from here.
     replicas.set_cluster_configs(&image.cluster_configs);
+    replicas.set_throttle_rates(image.broker_configs.get(&view.me), now_ms);
     for (id, t) in &image.topics {
         let uuid = Uuid::from_bytes(*id);
         let local = match replicas.topic(&t.name) {
@@ -307,11 +310,28 @@ async fn fetch_from<S, D>(
         }
         // What to fetch: every partition following `leader`, by topic.
         let roles_seen = view.roles_version();
+        let image = view.image();
+        let now_ms = clock.now_ms();
+        // Throttled replicas (outside the ISR, named by the topic's follower list) share this
+        // broker's follower rate: while it is spent they are left out of the fetch.
+        let throttling = replicas.with_quota(ThrottleSide::Follower, |q| q.rate().is_some());
+        let mut throttled: BTreeSet<(String, i32)> = BTreeSet::new();
+        let mut held = false;
         let mut wanted: BTreeMap<String, Vec<(i32, FollowerPosition)>> = BTreeMap::new();
         for topic in replicas.topics() {
             for p in topic.partitions() {
                 if let Some(position) = p.follower_position() {
                     if position.leader == leader {
+                        if throttling
+                            && topic.throttled(quota::FOLLOWER_REPLICAS, p.index, view.me)
+                            && !in_isr(&image, &topic.name, p.index, view.me)
+                        {
+                            if replicas.with_quota(ThrottleSide::Follower, |q| q.exceeded(now_ms)) {
+                                held = true;
+                                continue;
+                            }
+                            throttled.insert((topic.name.clone(), p.index));
+                        }
                         wanted
                             .entry(topic.name.clone())
                             .or_default()
@@ -327,7 +347,16 @@ async fn fetch_from<S, D>(
             .values()
             .flatten()
             .any(|(_, p)| p.durable_end < p.log_end);
-        let image = view.image();
+        if wanted.is_empty() && held {
+            let wait_ms = replicas.with_quota(ThrottleSide::Follower, |q| q.wait_ms());
+            tokio::select! {
+                biased;
+                _ = stop.changed() => return,
+                _ = view.roles_changed_since(roles_seen) => {}
+                _ = tokio::time::sleep(Duration::from_millis(wait_ms.clamp(1, 500))) => {}
+            }
+            continue;
+        }
         let addr = image
             .brokers
             .get(&leader)
@@ -356,6 +385,9 @@ async fn fetch_from<S, D>(
                 }
             }
         }
+        let throttled_max = replicas.with_quota(ThrottleSide::Follower, |q| {
+            q.fetch_bytes_max(REPLICA_FETCH_PARTITION_BYTES_MAX as usize)
+        }) as i32;
         let request = FetchRequest::default()
             .with_replica_id(BrokerId(view.me))
             .with_max_wait_ms(if syncing { 0 } else { REPLICA_FETCH_WAIT_MS })
@@ -381,7 +413,11 @@ async fn fetch_from<S, D>(
                                             .with_last_fetched_epoch(p.last_epoch)
                                             .with_log_start_offset(p.log_start)
                                             .with_partition_max_bytes(
-                                                REPLICA_FETCH_PARTITION_BYTES_MAX,
+                                                if throttled.contains(&(name.clone(), *index)) {
+                                                    throttled_max
+                                                } else {
+                                                    REPLICA_FETCH_PARTITION_BYTES_MAX
+                                                },
                                             )
                                             .with_unknown_tagged_field(
                                                 DURABLE_END_OFFSET_TAG,
@@ -417,8 +453,15 @@ async fn fetch_from<S, D>(
         };
         // Apply each partition on a blocking thread: appends and their fsyncs.
         let mut work = Vec::new();
+        let mut throttled_bytes = 0usize;
         for t in response.responses {
             let name = t.topic.0.as_str().to_string();
+            throttled_bytes += t
+                .partitions
+                .iter()
+                .filter(|pd| throttled.contains(&(name.clone(), pd.partition_index)))
+                .map(|pd| pd.records.as_ref().map_or(0, Bytes::len))
+                .sum::<usize>();
             let Some(topic) = replicas.topic(&name) else {
                 continue;
             };
@@ -434,6 +477,12 @@ async fn fetch_from<S, D>(
                 };
                 work.push((partition, position.epoch, position.log_end, pd));
             }
+        }
+        if throttled_bytes > 0 {
+            let now_ms = clock.now_ms();
+            replicas.with_quota(ThrottleSide::Follower, |q| {
+                q.record(throttled_bytes, now_ms)
+            });
         }
         // The partitions this round fetched, and the offset each fetched from.
         let fetched: Vec<_> = work
@@ -507,6 +556,16 @@ async fn fetch_from<S, D>(
             tokio::time::sleep(Duration::from_millis(FETCH_BACKOFF_MS)).await;
         }
     }
+}
+
+/// Whether the image lists `me` in the ISR of the partition.
+fn in_isr(image: &MetadataImage, topic: &str, partition: i32, me: NodeId) -> bool {
+    let t = image
+        .topic_ids
+        .get(topic)
+        .and_then(|id| image.topics.get(id));
+    let p = t.and_then(|t| t.partitions.get(usize::try_from(partition).ok()?));
+    p.is_some_and(|p| p.isr.contains(&me))
 }
 
 /// Whether the controller's answer to an AlterPartition says it was not and will not be

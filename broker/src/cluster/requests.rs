@@ -13,6 +13,7 @@
 //!
 //! CreateTopic and CreatePartitions with an operator's replica lists travel as kinds 12 and
 //! 13: the fields of kinds 3 and 5, then `u32 count` + per new partition its broker ids.
+//! AlterBrokerConfigs is kind 14: `i32 node_id`, then the configs.
 
 use bytes::Bytes;
 
@@ -108,6 +109,11 @@ pub fn encode_request(request: &ControllerRequest) -> Bytes {
             out.push(9);
             put_configs(&mut out, configs);
         }
+        ControllerRequest::AlterBrokerConfigs { node_id, configs } => {
+            out.push(14);
+            out.extend_from_slice(&node_id.to_be_bytes());
+            put_configs(&mut out, configs);
+        }
         ControllerRequest::ElectLeaders {
             unclean,
             partitions,
@@ -181,6 +187,10 @@ pub fn decode_request(buf: &[u8]) -> Result<ControllerRequest, DecodeError> {
             incarnation: r.i64()?,
         },
         9 => ControllerRequest::AlterClusterConfigs {
+            configs: r.configs()?,
+        },
+        14 => ControllerRequest::AlterBrokerConfigs {
+            node_id: r.i32()?,
             configs: r.configs()?,
         },
         10 => ControllerRequest::ElectLeaders {
@@ -481,6 +491,10 @@ mod tests {
             },
             ControllerRequest::AlterClusterConfigs {
                 configs: vec![("min.insync.replicas".into(), "2".into())],
+            },
+            ControllerRequest::AlterBrokerConfigs {
+                node_id: 2,
+                configs: vec![("leader.replication.throttled.rate".into(), "10".into())],
             },
             ControllerRequest::ElectLeaders {
                 unclean: false,

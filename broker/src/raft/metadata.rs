@@ -81,6 +81,13 @@ pub enum MetadataRecord {
     ClusterConfig {
         configs: Vec<(String, String)>,
     },
+    /// Replaces one broker's dynamic configs (Kafka's ConfigRecord for a broker resource): the
+    /// replication throttle rates ([`crate::replica::quota::BROKER_CONFIGS`]). No configs
+    /// removes the broker's entry. The broker need not be registered, as in Kafka.
+    BrokerConfig {
+        node_id: NodeId,
+        configs: Vec<(String, String)>,
+    },
     /// Records that apply together or not at all is not needed here: they apply in order within
     /// one log entry, so a controller failover never leaves half of them (Kafka's metadata
     /// transactions, simplified). Batches do not nest.
@@ -296,6 +303,11 @@ impl MetadataRecord {
                 out.push(13);
                 put_configs(out, configs);
             }
+            MetadataRecord::BrokerConfig { node_id, configs } => {
+                out.push(15);
+                out.extend_from_slice(&node_id.to_be_bytes());
+                put_configs(out, configs);
+            }
         }
     }
 
@@ -405,6 +417,10 @@ impl MetadataRecord {
             13 => MetadataRecord::ClusterConfig {
                 configs: r.configs()?,
             },
+            15 => MetadataRecord::BrokerConfig {
+                node_id: r.i32()?,
+                configs: r.configs()?,
+            },
             _ => return Err(DecodeError("unknown record type")),
         })
     }
@@ -471,6 +487,8 @@ pub struct MetadataImage {
     pub topic_ids: BTreeMap<String, [u8; 16]>,
     /// Cluster-level dynamic configs; see [`MetadataRecord::ClusterConfig`].
     pub cluster_configs: BTreeMap<String, String>,
+    /// Per-broker dynamic configs; see [`MetadataRecord::BrokerConfig`]. No empty entries.
+    pub broker_configs: BTreeMap<NodeId, BTreeMap<String, String>>,
     /// Last quorum leader change seen: (epoch, leader).
     pub quorum_leader: Option<(i32, NodeId)>,
     /// Records that decoded but did not apply (unknown topic, duplicate name, ...) or did not
@@ -665,6 +683,17 @@ impl MetadataImage {
             MetadataRecord::ClusterConfig { configs } => {
                 self.cluster_configs = configs.into_iter().collect();
             }
+            MetadataRecord::BrokerConfig { node_id, configs } => {
+                if node_id < 0 {
+                    return false;
+                }
+                if configs.is_empty() {
+                    self.broker_configs.remove(&node_id);
+                } else {
+                    self.broker_configs
+                        .insert(node_id, configs.into_iter().collect());
+                }
+            }
             MetadataRecord::NoOp => {}
         }
         true
@@ -699,6 +728,12 @@ impl MetadataImage {
         if !self.cluster_configs.is_empty() {
             records.push(MetadataRecord::ClusterConfig {
                 configs: self.cluster_configs.clone().into_iter().collect(),
+            });
+        }
+        for (&node_id, configs) in &self.broker_configs {
+            records.push(MetadataRecord::BrokerConfig {
+                node_id,
+                configs: configs.clone().into_iter().collect(),
             });
         }
         for (&id, t) in &self.topics {
@@ -844,6 +879,10 @@ mod tests {
             MetadataRecord::ClusterConfig {
                 configs: vec![("min.insync.replicas".into(), "3".into())],
             },
+            MetadataRecord::BrokerConfig {
+                node_id: 2,
+                configs: vec![("follower.replication.throttled.rate".into(), "1000".into())],
+            },
             MetadataRecord::Batch(vec![
                 MetadataRecord::NoOp,
                 MetadataRecord::BrokerFence {
@@ -881,6 +920,10 @@ mod tests {
         assert_eq!(img.topics[&[9; 16]].configs["min.insync.replicas"], "2");
         assert_eq!(img.topics[&[9; 16]].partitions.len(), 3);
         assert_eq!(img.cluster_configs["min.insync.replicas"], "3");
+        assert_eq!(
+            img.broker_configs[&2]["follower.replication.throttled.rate"],
+            "1000"
+        );
         let back = MetadataImage::decode(&img.encode()).unwrap();
         assert_eq!(back, img);
         assert_eq!(back.digest(), img.digest());

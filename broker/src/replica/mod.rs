@@ -6,6 +6,7 @@
 
 pub mod core;
 pub mod partition;
+pub mod quota;
 pub mod registry;
 pub mod topic_config;
 
@@ -18,11 +19,13 @@ use uuid::Uuid;
 use crate::cluster::controller::effective_min_isr;
 use crate::config::{BrokerConfig, FsyncPolicy, PARTITIONS_PER_TOPIC_MAX};
 use crate::log::{Log, LogConfig};
+use crate::raft::NodeId;
 use crate::storage::Storage;
 use crate::sync::Watch;
 
 pub use self::core::{AckPolicy, PartitionCore};
 pub use partition::{DurableError, FollowerPosition, Partition, ProduceError, ReplicaRead};
+use quota::ReplicationQuota;
 use registry::{Registry, RegistryState, TopicRecord};
 
 /// Longest topic name Kafka accepts.
@@ -72,6 +75,22 @@ impl<S: Storage> Topic<S> {
             .unwrap_or_else(|p| p.into_inner())
             .clone()
     }
+
+    /// Whether the topic's throttled-replicas list `key` ([`quota::LEADER_REPLICAS`] or
+    /// [`quota::FOLLOWER_REPLICAS`]) names `partition` on `broker`.
+    pub fn throttled(&self, key: &str, partition: i32, broker: NodeId) -> bool {
+        let configs = self.configs.read().unwrap_or_else(|p| p.into_inner());
+        configs
+            .get(key)
+            .is_some_and(|list| quota::lists(list, partition, broker))
+    }
+}
+
+/// Which of a broker's two replication throttles: serving followers, or fetching as one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ThrottleSide {
+    Leader,
+    Follower,
 }
 
 /// Why a topic operation failed; each maps to one Kafka error code.
@@ -142,6 +161,8 @@ pub struct ReplicaManager<S: Storage + Clone> {
     /// The cluster-level dynamic configs of the metadata image (a clustered broker's only);
     /// they take the place of this broker's flags for topics without an override.
     cluster_configs: RwLock<BTreeMap<String, String>>,
+    /// This broker's replication throttles: (serving as leader, fetching as follower).
+    quotas: Mutex<(ReplicationQuota, ReplicationQuota)>,
 }
 
 fn splitmix64(state: &mut u64) -> u64 {
@@ -176,6 +197,7 @@ impl<S: Storage + Clone> ReplicaManager<S> {
             id_state: Mutex::new(id_seed),
             producer_ids: Mutex::new((block_end, block_end)),
             cluster_configs: RwLock::new(BTreeMap::new()),
+            quotas: Mutex::new(Default::default()),
         };
         let mut topics = BTreeMap::new();
         for (name, record) in &records {
@@ -264,6 +286,36 @@ impl<S: Storage + Clone> ReplicaManager<S> {
         if *current != *configs {
             tracing::info!(?configs, "cluster-level configs");
             current.clone_from(configs);
+        }
+    }
+
+    /// Takes this broker's replication throttle rates from a newly applied metadata image: its
+    /// own configs (`mine`), else the cluster-level ones (apply those first), else none.
+    pub fn set_throttle_rates(&self, mine: Option<&BTreeMap<String, String>>, now_ms: i64) {
+        let cluster = self.cluster_configs.read().expect("cluster configs lock");
+        let rate = |key: &str| {
+            let value = mine.and_then(|m| m.get(key)).or_else(|| cluster.get(key));
+            quota::parse_rate(value)
+        };
+        let (leader, follower) = (rate(quota::LEADER_RATE), rate(quota::FOLLOWER_RATE));
+        let mut quotas = self.quotas.lock().unwrap_or_else(|p| p.into_inner());
+        if (quotas.0.rate(), quotas.1.rate()) != (leader, follower) {
+            tracing::info!(?leader, ?follower, "replication throttle rates (bytes/s)");
+        }
+        quotas.0.set_rate(leader, now_ms);
+        quotas.1.set_rate(follower, now_ms);
+    }
+
+    /// Runs `f` on one of this broker's replication throttles.
+    pub fn with_quota<R>(
+        &self,
+        side: ThrottleSide,
+        f: impl FnOnce(&mut ReplicationQuota) -> R,
+    ) -> R {
+        let mut quotas = self.quotas.lock().unwrap_or_else(|p| p.into_inner());
+        match side {
+            ThrottleSide::Leader => f(&mut quotas.0),
+            ThrottleSide::Follower => f(&mut quotas.1),
         }
     }
 

@@ -287,7 +287,17 @@ impl<S: Storage> Partition<S> {
         }
     }
 
-    /// Leader side of one partition of a follower's fetch.
+    /// Whether `replica` is in this leader's ISR (counting a pending expansion); false when
+    /// this broker does not lead the partition.
+    pub fn in_isr(&self, replica: NodeId) -> bool {
+        match self.core().role() {
+            ReplicaRole::Leader(l) => l.maximal_isr().contains(&replica),
+            _ => false,
+        }
+    }
+
+    /// Leader side of one partition of a follower's fetch. `max_bytes` 0 reads nothing (a throttled replica over its quota)
+    /// but still records the fetch: the follower's position, durable end and log start.
     #[allow(clippy::too_many_arguments)]
     pub fn replica_fetch(
         &self,
@@ -312,6 +322,7 @@ impl<S: Storage> Partition<S> {
             )?;
             core.note_follower_log_start(replica, follower_log_start);
             let records = match position {
+                ReplicaFetchPosition::Read if max_bytes == 0 => StoredRecords::new(),
                 ReplicaFetchPosition::Read => {
                     match core.read_for_replica(fetch_offset, max_bytes) {
                         Ok(r) => r,

@@ -77,7 +77,21 @@ const KEYS: &[Key] = &[
             _ => Err("only message.timestamp.type=CreateTime is supported".into()),
         },
     },
+    Key {
+        name: super::quota::LEADER_REPLICAS,
+        check: super::quota::validate_replicas,
+    },
+    Key {
+        name: super::quota::FOLLOWER_REPLICAS,
+        check: super::quota::validate_replicas,
+    },
 ];
+
+/// Whether `name` holds a comma-separated list (IncrementalAlterConfigs may APPEND to it and
+/// SUBTRACT from it).
+pub fn is_list(name: &str) -> bool {
+    name == super::quota::LEADER_REPLICAS || name == super::quota::FOLLOWER_REPLICAS
+}
 
 /// Checks one key and value; the error text goes to the client.
 pub fn validate(name: &str, value: &str) -> Result<(), String> {

@@ -22,6 +22,7 @@ use kafka_protocol::ResponseError;
 use super::admin::{topic_error_code, CONFIG_SOURCE_DEFAULT, CONFIG_SOURCE_TOPIC};
 use super::{code, KafkaApis, Reply};
 use crate::cluster::controller::{CLUSTER_CONFIGS, CLUSTER_MIN_ISR};
+use crate::cluster::ClusterView;
 use crate::raft::NodeId;
 use crate::replica::{quota, topic_config, TopicError};
 use crate::storage::Storage;
@@ -34,6 +35,42 @@ enum Forward {
     Topic(String, BTreeMap<String, String>),
     Cluster(BTreeMap<String, String>),
     Broker(String, NodeId, BTreeMap<String, String>),
+}
+
+/// Longest a committed config change waits to be applied on the broker that forwarded it.
+const APPLIED_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(5);
+const APPLIED_POLL: std::time::Duration = std::time::Duration::from_millis(5);
+
+/// A check that this broker's state shows a forwarded change.
+type AppliedCheck<S> = Box<dyn Fn(&KafkaApis<S>, &ClusterView) -> bool + Send>;
+
+impl Forward {
+    fn applied_check<S: Storage + Clone>(&self) -> AppliedCheck<S> {
+        match self {
+            Forward::Topic(name, configs) => {
+                let (name, configs) = (name.clone(), configs.clone());
+                Box::new(move |apis, _| {
+                    apis.replicas
+                        .topic(&name)
+                        .is_some_and(|t| t.configs() == configs)
+                })
+            }
+            Forward::Cluster(configs) => {
+                let configs = configs.clone();
+                Box::new(move |apis, _| apis.replicas.cluster_configs() == configs)
+            }
+            Forward::Broker(_, id, configs) => {
+                let (id, configs) = (*id, configs.clone());
+                Box::new(move |_, view| {
+                    let image = view.image();
+                    image
+                        .broker_configs
+                        .get(&id)
+                        .map_or(configs.is_empty(), |c| *c == configs)
+                })
+            }
+        }
+    }
 }
 
 /// Why a config change was refused: the resource's error code and message.
@@ -397,10 +434,12 @@ impl<S: Storage + Clone> KafkaApis<S> {
         let Some(view) = self.cluster.clone().filter(|_| !forward.is_empty()) else {
             return Reply::Now(into_kind(response));
         };
+        let apis = self.clone();
         Reply::Later(Box::pin(async move {
             use crate::cluster::controller::{ControllerError, ControllerRequest};
             let mut response = response;
             for f in forward {
+                let applied = f.applied_check();
                 let (name, request) = match f {
                     Forward::Topic(name, configs) => (
                         name.clone(),
@@ -425,7 +464,14 @@ impl<S: Storage + Clone> KafkaApis<S> {
                 };
                 let r = view.controller_request(request).await;
                 match r.error {
-                    ControllerError::None => {}
+                    ControllerError::None => {
+                        // Answer once this broker applies the change too, so a next change
+                        // sent here (each is read, modified and written whole) starts from it.
+                        let deadline = tokio::time::Instant::now() + APPLIED_WAIT_MAX;
+                        while !applied(&apis, &view) && tokio::time::Instant::now() < deadline {
+                            tokio::time::sleep(APPLIED_POLL).await;
+                        }
+                    }
                     ControllerError::InvalidRequest(message) => set_error(
                         &mut response,
                         &name,

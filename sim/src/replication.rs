@@ -2252,6 +2252,7 @@ impl World {
         tr!(self, "MIN ISR {v} asked through n{id}");
         let req = ControllerRequest::AlterClusterConfigs {
             configs: vec![(CLUSTER_MIN_ISR.into(), v.to_string())],
+            expected: None,
         };
         self.send(Msg::ToController {
             from: node,

@@ -538,10 +538,19 @@ fn describe_cluster_configs(addr: &str) -> Result<Vec<(String, String, i8)>, Str
 /// DescribeConfigs v1 of a broker resource (`broker` "" is the cluster default): (name,
 /// value, source) of each config.
 fn describe_broker_configs(addr: &str, broker: &str) -> Result<Vec<(String, String, i8)>, String> {
+    describe_configs(addr, 4, broker)
+}
+
+/// DescribeConfigs v1 of one resource: (name, value, source) of each config.
+fn describe_configs(
+    addr: &str,
+    resource_type: i8,
+    resource: &str,
+) -> Result<Vec<(String, String, i8)>, String> {
     let req =
         DescribeConfigsRequest::default().with_resources(vec![DescribeConfigsResource::default()
-            .with_resource_type(4)
-            .with_resource_name(StrBytes::from_string(broker.to_string()))
+            .with_resource_type(resource_type)
+            .with_resource_name(StrBytes::from_string(resource.to_string()))
             .with_configuration_keys(None)]);
     let resp: DescribeConfigsResponse = raw_call(addr, ApiKey::DescribeConfigs, 1, &req)?;
     let r = resp.results.first().ok_or("no result")?;
@@ -1339,6 +1348,64 @@ fn replication_throttle_configs_with_confluent_kafka() {
         String::from_utf8_lossy(&out.stdout).contains("ok"),
         "the script did not finish its checks"
     );
+}
+
+/// IncrementalAlterConfigs sent through all three brokers at once, as operators' tools and
+/// scripts do: each broker applies the operations to its own copy of the topic's configs, so
+/// one whose copy is a moment behind would, unchecked, write back a list without an entry just
+/// committed through another broker. The controller refuses a change computed from a set that
+/// has changed since, and the broker applies the operations again to the newer set: every
+/// APPEND survives, and every broker shows the same list.
+#[test]
+fn concurrent_config_changes_through_different_brokers_all_apply() {
+    const PER_BROKER: usize = 12;
+    let c = Cluster::start();
+    let topic = unique_name("concurrent-configs");
+    create_replicated(&c, &topic, 1, 3, &[]);
+    let appenders: Vec<_> = c
+        .ids()
+        .into_iter()
+        .map(|id| {
+            let (addr, topic) = (c.addr(id), topic.clone());
+            thread::spawn(move || {
+                for partition in 0..PER_BROKER {
+                    let entry = format!("{partition}:{id}");
+                    let got =
+                        alter_config(&addr, 2, &topic, FOLLOWER_REPLICAS, OP_APPEND, Some(&entry));
+                    assert_eq!(got, Ok(0), "APPEND {entry} through broker {id}");
+                }
+            })
+        })
+        .collect();
+    for appender in appenders {
+        appender.join().expect("an appender failed");
+    }
+    let mut want: Vec<String> = c
+        .ids()
+        .into_iter()
+        .flat_map(|id| (0..PER_BROKER).map(move |p| format!("{p}:{id}")))
+        .collect();
+    want.sort();
+    for id in c.ids() {
+        let mut last = None;
+        let same = wait_until(CONVERGE_TIMEOUT, || {
+            let configs = describe_configs(&c.addr(id), 2, &topic);
+            let list = configs.ok().and_then(|cs| {
+                let (_, v, _) = cs.into_iter().find(|(n, _, _)| n == FOLLOWER_REPLICAS)?;
+                let mut entries: Vec<String> = v.split(',').map(str::to_string).collect();
+                entries.sort();
+                Some(entries)
+            });
+            let ok = list.as_ref() == Some(&want);
+            last = list;
+            ok
+        });
+        assert!(
+            same,
+            "broker {id} shows {last:?}, not the {} appended",
+            want.len()
+        );
+    }
 }
 
 /// DeleteRecords through librdkafka's admin API (what `kafka-delete-records.sh` and Kafka

@@ -22,56 +22,106 @@ use kafka_protocol::ResponseError;
 use super::admin::{topic_error_code, CONFIG_SOURCE_DEFAULT, CONFIG_SOURCE_TOPIC};
 use super::{code, KafkaApis, Reply};
 use crate::cluster::controller::{CLUSTER_CONFIGS, CLUSTER_MIN_ISR};
-use crate::cluster::ClusterView;
 use crate::raft::NodeId;
 use crate::replica::{quota, topic_config, TopicError};
 use crate::storage::Storage;
 use kafka_protocol::messages::incremental_alter_configs_request::AlterableConfig;
 use kafka_protocol::messages::ResponseKind;
 
-/// A config change for the controller: a topic's overrides, the cluster-level configs, or one
-/// broker's dynamic configs.
-enum Forward {
-    Topic(String, BTreeMap<String, String>),
-    Cluster(BTreeMap<String, String>),
-    Broker(String, NodeId, BTreeMap<String, String>),
+/// Whose configs a change is for.
+#[derive(Clone)]
+enum Target {
+    Topic(String),
+    /// The default broker resource (empty name): the cluster-level configs.
+    Cluster,
+    /// One broker's dynamic configs.
+    Broker(NodeId),
 }
 
-/// Longest a committed config change waits to be applied on the broker that forwarded it.
-const APPLIED_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(5);
-const APPLIED_POLL: std::time::Duration = std::time::Duration::from_millis(5);
-
-/// A check that this broker's state shows a forwarded change.
-type AppliedCheck<S> = Box<dyn Fn(&KafkaApis<S>, &ClusterView) -> bool + Send>;
-
-impl Forward {
-    fn applied_check<S: Storage + Clone>(&self) -> AppliedCheck<S> {
+impl Target {
+    fn scope(&self) -> Scope {
         match self {
-            Forward::Topic(name, configs) => {
-                let (name, configs) = (name.clone(), configs.clone());
-                Box::new(move |apis, _| {
-                    apis.replicas
-                        .topic(&name)
-                        .is_some_and(|t| t.configs() == configs)
-                })
-            }
-            Forward::Cluster(configs) => {
-                let configs = configs.clone();
-                Box::new(move |apis, _| apis.replicas.cluster_configs() == configs)
-            }
-            Forward::Broker(_, id, configs) => {
-                let (id, configs) = (*id, configs.clone());
-                Box::new(move |_, view| {
-                    let image = view.image();
-                    image
-                        .broker_configs
-                        .get(&id)
-                        .map_or(configs.is_empty(), |c| *c == configs)
-                })
-            }
+            Target::Topic(_) => Scope::Topic,
+            Target::Cluster => Scope::Cluster,
+            Target::Broker(_) => Scope::Broker,
         }
     }
 }
+
+/// What a request asks of one resource's configs.
+#[derive(Clone)]
+enum Change {
+    /// IncrementalAlterConfigs: operations on the current set.
+    Operations(Vec<AlterableConfig>),
+    /// The legacy AlterConfigs: the whole new set (min.insync.replicas included for the
+    /// default broker resource).
+    Replace(Vec<(String, String)>),
+}
+
+impl Change {
+    fn apply(&self, scope: &Scope, configs: &mut BTreeMap<String, String>) -> Result<(), Refusal> {
+        match self {
+            Change::Operations(operations) => {
+                for operation in operations {
+                    apply_operation(scope, configs, operation)?;
+                }
+            }
+            Change::Replace(new) => {
+                configs.clear();
+                for (key, value) in new {
+                    scope.validate(key, value)?;
+                    configs.insert(key.clone(), value.clone());
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A config change for the controller: the new set and the set it was computed from.
+struct Forward {
+    /// The resource's name in the response.
+    name: String,
+    target: Target,
+    change: Change,
+    base: BTreeMap<String, String>,
+    configs: BTreeMap<String, String>,
+}
+
+impl Forward {
+    /// The controller's request. Operations carry `base` as their precondition: if the set
+    /// changed since this broker read it (another change went through another broker), the
+    /// controller refuses, and the operations are applied again to the newer set.
+    fn request(&self) -> crate::cluster::controller::ControllerRequest {
+        use crate::cluster::controller::ControllerRequest;
+        let configs = self.configs.clone().into_iter().collect();
+        let expected = match self.change {
+            Change::Operations(_) => Some(self.base.clone().into_iter().collect()),
+            Change::Replace(_) => None,
+        };
+        match &self.target {
+            Target::Topic(name) => ControllerRequest::AlterTopicConfigs {
+                name: name.clone(),
+                configs,
+                expected,
+            },
+            Target::Cluster => ControllerRequest::AlterClusterConfigs { configs, expected },
+            Target::Broker(node_id) => ControllerRequest::AlterBrokerConfigs {
+                node_id: *node_id,
+                configs,
+                expected,
+            },
+        }
+    }
+}
+
+/// Longest a committed config change waits to be applied on the broker that forwarded it, and
+/// a refused one for that broker to see the change that overtook it.
+const APPLIED_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(5);
+const APPLIED_POLL: std::time::Duration = std::time::Duration::from_millis(5);
+/// How many times a resource's operations are sent to the controller, each on a newer set,
+/// while changes sent through other brokers keep overtaking them.
+const FORWARD_ATTEMPTS_MAX: u32 = 8;
 
 /// Why a config change was refused: the resource's error code and message.
 type Refusal = (i16, String);
@@ -349,75 +399,94 @@ impl<S: Storage + Clone> KafkaApis<S> {
         DescribeConfigsResponse::default().with_results(results)
     }
 
-    /// Applies `change` to the configs of a resource, unless `validate_only`: a topic's
-    /// overrides, or in a cluster the broker resource with an empty name (Kafka's default
-    /// broker resource: the cluster-level configs) or one broker's dynamic configs. Returns
-    /// the error code and message for the resource's response.
+    /// Whose configs a request's resource names: a topic, or in a cluster the broker
+    /// resource with an empty name (Kafka's default broker resource: the cluster-level
+    /// configs) or one broker.
+    fn target(&self, resource_type: i8, name: &str) -> Result<Target, Refusal> {
+        match (resource_type, &self.cluster) {
+            (RESOURCE_TOPIC, _) => Ok(Target::Topic(name.to_string())),
+            (RESOURCE_BROKER, Some(_)) if name.is_empty() => Ok(Target::Cluster),
+            (RESOURCE_BROKER, Some(_)) => match name.parse::<NodeId>() {
+                Ok(id) if id >= 0 => Ok(Target::Broker(id)),
+                _ => Err((
+                    code(ResponseError::InvalidRequest),
+                    format!("{name:?} is not a broker id"),
+                )),
+            },
+            _ => Err((
+                code(ResponseError::InvalidRequest),
+                "only topic configs can be altered; a standalone broker's configs are static"
+                    .into(),
+            )),
+        }
+    }
+
+    /// The target's configs as this broker has them.
+    fn current_configs(&self, target: &Target) -> Result<BTreeMap<String, String>, Refusal> {
+        match target {
+            Target::Topic(name) => match self.replicas.topic(name) {
+                Some(topic) => Ok(topic.configs()),
+                None => Err((
+                    topic_error_code(&TopicError::UnknownTopic),
+                    "unknown topic".into(),
+                )),
+            },
+            Target::Cluster => Ok(self.replicas.cluster_configs()),
+            Target::Broker(id) => Ok(self
+                .cluster
+                .as_ref()
+                .and_then(|view| view.image().broker_configs.get(id).cloned())
+                .unwrap_or_default()),
+        }
+    }
+
+    /// `change` applied to the target's current configs: the set it started from and the new
+    /// one, or why it is refused.
+    fn edit(&self, target: &Target, change: &Change) -> Result<Forward, Refusal> {
+        let base = self.current_configs(target)?;
+        let mut configs = base.clone();
+        change.apply(&target.scope(), &mut configs)?;
+        if matches!(target, Target::Cluster) && !configs.contains_key(CLUSTER_MIN_ISR) {
+            let message = format!("the cluster-level {CLUSTER_MIN_ISR} cannot be removed");
+            return Err((code(ResponseError::InvalidConfig), message));
+        }
+        Ok(Forward {
+            name: String::new(),
+            target: target.clone(),
+            change: change.clone(),
+            base,
+            configs,
+        })
+    }
+
+    /// Applies `change` to the configs of a resource, unless `validate_only`. A standalone
+    /// broker changes a topic's configs itself; a cluster's configs live in the metadata log,
+    /// so the change goes into `forward` for the controller, and every broker applies it from
+    /// the image. Returns the error code and message for the resource's response.
     fn alter_resource_configs(
         &self,
         resource_type: i8,
         name: &str,
         validate_only: bool,
         forward: &mut Vec<Forward>,
-        change: impl FnOnce(&Scope, &mut BTreeMap<String, String>) -> Result<(), Refusal>,
+        change: Change,
     ) -> (i16, Option<String>) {
-        match (resource_type, &self.cluster) {
-            (RESOURCE_TOPIC, _) => {}
-            (RESOURCE_BROKER, Some(_)) if name.is_empty() => {
-                let mut configs = self.replicas.cluster_configs();
-                if let Err((error, message)) = change(&Scope::Cluster, &mut configs) {
-                    return (error, Some(message));
-                }
-                if !configs.contains_key(CLUSTER_MIN_ISR) {
-                    let message = format!("the cluster-level {CLUSTER_MIN_ISR} cannot be removed");
-                    return (code(ResponseError::InvalidConfig), Some(message));
-                }
-                if !validate_only {
-                    forward.push(Forward::Cluster(configs));
-                }
-                return (0, None);
-            }
-            (RESOURCE_BROKER, Some(view)) => {
-                let Some(id) = name.parse::<NodeId>().ok().filter(|id| *id >= 0) else {
-                    let message = format!("{name:?} is not a broker id");
-                    return (code(ResponseError::InvalidRequest), Some(message));
-                };
-                let image = view.image();
-                let mut configs = image.broker_configs.get(&id).cloned().unwrap_or_default();
-                if let Err((error, message)) = change(&Scope::Broker, &mut configs) {
-                    return (error, Some(message));
-                }
-                if !validate_only {
-                    forward.push(Forward::Broker(name.to_string(), id, configs));
-                }
-                return (0, None);
-            }
-            _ => {
-                let message =
-                    "only topic configs can be altered; a standalone broker's configs are static";
-                return (code(ResponseError::InvalidRequest), Some(message.into()));
-            }
-        }
-        let Some(topic) = self.replicas.topic(name) else {
-            return (
-                topic_error_code(&TopicError::UnknownTopic),
-                Some("unknown topic".into()),
-            );
+        let edited = self
+            .target(resource_type, name)
+            .and_then(|target| self.edit(&target, &change));
+        let mut f = match edited {
+            Ok(f) => f,
+            Err((error, message)) => return (error, Some(message)),
         };
-        let mut configs = topic.configs();
-        if let Err((error, message)) = change(&Scope::Topic, &mut configs) {
-            return (error, Some(message));
-        }
         if validate_only {
             return (0, None);
         }
         if self.cluster.is_some() {
-            // A cluster's topic configs live in the metadata log: the controller changes them
-            // and every replica applies them from the image (see `forward`).
-            forward.push(Forward::Topic(name.to_string(), configs));
+            f.name = name.to_string();
+            forward.push(f);
             return (0, None);
         }
-        match self.replicas.set_topic_configs(name, configs) {
+        match self.replicas.set_topic_configs(name, f.configs) {
             Ok(()) => (0, None),
             Err(e) => (topic_error_code(&e), Some(e.message())),
         }
@@ -436,60 +505,75 @@ impl<S: Storage + Clone> KafkaApis<S> {
         };
         let apis = self.clone();
         Reply::Later(Box::pin(async move {
-            use crate::cluster::controller::{ControllerError, ControllerRequest};
+            use crate::cluster::controller::ControllerError;
             let mut response = response;
-            for f in forward {
-                let applied = f.applied_check();
-                let (name, request) = match f {
-                    Forward::Topic(name, configs) => (
-                        name.clone(),
-                        ControllerRequest::AlterTopicConfigs {
-                            name,
-                            configs: configs.into_iter().collect(),
-                        },
-                    ),
-                    Forward::Cluster(configs) => (
-                        String::new(),
-                        ControllerRequest::AlterClusterConfigs {
-                            configs: configs.into_iter().collect(),
-                        },
-                    ),
-                    Forward::Broker(name, node_id, configs) => (
-                        name,
-                        ControllerRequest::AlterBrokerConfigs {
-                            node_id,
-                            configs: configs.into_iter().collect(),
-                        },
-                    ),
-                };
-                let r = view.controller_request(request).await;
-                match r.error {
-                    ControllerError::None => {
-                        // Answer once this broker applies the change too, so a next change
-                        // sent here (each is read, modified and written whole) starts from it.
+            for mut f in forward {
+                let name = f.name.clone();
+                // Until this broker's copy of the target's configs is `want` (or differs from
+                // it), for at most APPLIED_WAIT_MAX.
+                let wait = |target: Target, want: BTreeMap<String, String>, equal: bool| {
+                    let apis = apis.clone();
+                    async move {
                         let deadline = tokio::time::Instant::now() + APPLIED_WAIT_MAX;
-                        while !applied(&apis, &view) && tokio::time::Instant::now() < deadline {
+                        while (apis.current_configs(&target).as_ref() == Ok(&want)) != equal
+                            && tokio::time::Instant::now() < deadline
+                        {
                             tokio::time::sleep(APPLIED_POLL).await;
                         }
                     }
-                    ControllerError::InvalidRequest(message) => set_error(
-                        &mut response,
-                        &name,
-                        code(ResponseError::InvalidConfig),
-                        message,
-                    ),
-                    ControllerError::UnknownTopic => set_error(
-                        &mut response,
-                        &name,
-                        code(ResponseError::UnknownTopicOrPartition),
-                        "unknown topic".into(),
-                    ),
-                    e => set_error(
-                        &mut response,
-                        &name,
-                        code(ResponseError::NotController),
-                        format!("the controller did not apply the change: {e:?}"),
-                    ),
+                };
+                let mut attempt = 1;
+                let refusal = loop {
+                    match view.controller_request(f.request()).await.error {
+                        ControllerError::None => {
+                            // Answer once this broker applies the change too, so a next
+                            // change sent here starts from it.
+                            wait(f.target.clone(), f.configs.clone(), true).await;
+                            break None;
+                        }
+                        ControllerError::StaleRequest if attempt < FORWARD_ATTEMPTS_MAX => {
+                            // Another change overtook this one: once this broker has it,
+                            // apply the operations again, to the newer set.
+                            attempt += 1;
+                            wait(f.target.clone(), f.base.clone(), false).await;
+                            match apis.edit(&f.target, &f.change) {
+                                Ok(next) => {
+                                    f = Forward {
+                                        name: f.name,
+                                        ..next
+                                    }
+                                }
+                                Err(refusal) => break Some(refusal),
+                            }
+                        }
+                        ControllerError::StaleRequest => {
+                            break Some((
+                                code(ResponseError::RequestTimedOut),
+                                format!(
+                                    "{FORWARD_ATTEMPTS_MAX} attempts were each overtaken by \
+                                     another change to the same configs; retry"
+                                ),
+                            ))
+                        }
+                        ControllerError::InvalidRequest(message) => {
+                            break Some((code(ResponseError::InvalidConfig), message))
+                        }
+                        ControllerError::UnknownTopic => {
+                            break Some((
+                                code(ResponseError::UnknownTopicOrPartition),
+                                "unknown topic".into(),
+                            ))
+                        }
+                        e => {
+                            break Some((
+                                code(ResponseError::NotController),
+                                format!("the controller did not apply the change: {e:?}"),
+                            ))
+                        }
+                    }
+                };
+                if let Some((error, message)) = refusal {
+                    set_error(&mut response, &name, error, message);
                 }
             }
             into_kind(response)
@@ -512,12 +596,7 @@ impl<S: Storage + Clone> KafkaApis<S> {
                     res.resource_name.as_str(),
                     validate_only,
                     &mut forward,
-                    |scope, configs| {
-                        for change in &res.configs {
-                            apply_operation(scope, configs, change)?;
-                        }
-                        Ok(())
-                    },
+                    Change::Operations(res.configs.clone()),
                 );
                 AlterConfigsResourceResponse::default()
                     .with_resource_type(res.resource_type)
@@ -556,19 +635,15 @@ impl<S: Storage + Clone> KafkaApis<S> {
                     res.resource_name.as_str(),
                     validate_only,
                     &mut forward,
-                    |scope, configs| {
-                        // The legacy request sets the whole set, min.insync.replicas included
-                        // for the default broker resource.
-                        configs.clear();
-                        for c in &res.configs {
-                            let Some(value) = c.value.as_ref() else {
-                                continue;
-                            };
-                            scope.validate(c.name.as_str(), value.as_str())?;
-                            configs.insert(c.name.as_str().to_string(), value.as_str().to_string());
-                        }
-                        Ok(())
-                    },
+                    Change::Replace(
+                        res.configs
+                            .iter()
+                            .filter_map(|c| {
+                                let value = c.value.as_ref()?;
+                                Some((c.name.to_string(), value.to_string()))
+                            })
+                            .collect(),
+                    ),
                 );
                 alter_configs_response::AlterConfigsResourceResponse::default()
                     .with_resource_type(res.resource_type)

@@ -122,25 +122,30 @@ pub enum ControllerRequest {
         count: u32,
         assignments: Vec<Vec<NodeId>>,
     },
-    /// Replaces all of the topic's config overrides.
+    /// Replaces all of the topic's config overrides. With `expected`, only if the overrides
+    /// are still those (see [`configs_unchanged`]).
     AlterTopicConfigs {
         name: String,
         configs: Vec<(String, String)>,
+        expected: Option<Vec<(String, String)>>,
     },
     ControlledShutdown {
         node_id: NodeId,
         incarnation: i64,
     },
     /// Replaces the cluster-level dynamic configs ([`CLUSTER_CONFIGS`]); `min.insync.replicas`
-    /// must stay set.
+    /// must stay set. With `expected`, only if the configs are still those.
     AlterClusterConfigs {
         configs: Vec<(String, String)>,
+        expected: Option<Vec<(String, String)>>,
     },
     /// Replaces one broker's dynamic configs ([`crate::replica::quota::BROKER_CONFIGS`], the
-    /// replication throttle rates); none removes them.
+    /// replication throttle rates); none removes them. With `expected`, only if the broker's
+    /// configs are still those.
     AlterBrokerConfigs {
         node_id: NodeId,
         configs: Vec<(String, String)>,
+        expected: Option<Vec<(String, String)>>,
     },
     /// An operator's election (Kafka's ElectLeaders): preferred (leadership to the first
     /// replica, if it is in the ISR and alive) or unclean (a leaderless partition takes any
@@ -800,6 +805,30 @@ fn validate_rates(configs: &[(String, String)]) -> Result<(), ControllerError> {
         }
     }
     Ok(())
+}
+
+/// The precondition of a config change computed from a set the sender read (an
+/// IncrementalAlterConfigs' operations applied to its broker's copy): the set must be unchanged
+/// in the log, or the change would undo another sent through some other broker meanwhile. A
+/// change without `expected` replaces the set whatever it is.
+fn configs_unchanged(
+    expected: Option<&[(String, String)]>,
+    current: Option<&BTreeMap<String, String>>,
+) -> Result<(), ControllerError> {
+    let Some(expected) = expected else {
+        return Ok(());
+    };
+    let empty = BTreeMap::new();
+    let current = current.unwrap_or(&empty);
+    let same = expected.len() == current.len()
+        && expected
+            .iter()
+            .all(|(k, v)| current.get(k).is_some_and(|c| c == v));
+    if same {
+        Ok(())
+    } else {
+        Err(ControllerError::StaleRequest)
+    }
 }
 
 fn configs_bytes(configs: &[(String, String)]) -> usize {
@@ -1483,11 +1512,18 @@ impl Controller {
                 round.emit(MetadataRecord::DeleteTopic { topic_id: id });
                 Some(ok)
             }
-            ControllerRequest::AlterTopicConfigs { name, configs } => {
+            ControllerRequest::AlterTopicConfigs {
+                name,
+                configs,
+                expected,
+            } => {
                 let Some(&id) = round.view.topic_ids.get(name) else {
                     return Some(Err(ControllerError::UnknownTopic));
                 };
-                if let Err(e) = validate_configs(configs) {
+                let current = round.view.topics.get(&id).map(|t| &t.configs);
+                if let Err(e) = validate_configs(configs)
+                    .and_then(|()| configs_unchanged(expected.as_deref(), current))
+                {
                     return Some(Err(e));
                 }
                 // Partitions with an ELR may need a record each (see Round::recheck_elr).
@@ -1508,8 +1544,11 @@ impl Controller {
                 round.recheck_elr(id);
                 Some(ok)
             }
-            ControllerRequest::AlterClusterConfigs { configs } => {
-                if let Err(e) = validate_configs(configs) {
+            ControllerRequest::AlterClusterConfigs { configs, expected } => {
+                let current = Some(&round.view.cluster_configs);
+                if let Err(e) = validate_configs(configs)
+                    .and_then(|()| configs_unchanged(expected.as_deref(), current))
+                {
                     return Some(Err(e));
                 }
                 if let Some((k, _)) = configs
@@ -1555,13 +1594,21 @@ impl Controller {
                 }
                 Some(ok)
             }
-            ControllerRequest::AlterBrokerConfigs { node_id, configs } => {
+            ControllerRequest::AlterBrokerConfigs {
+                node_id,
+                configs,
+                expected,
+            } => {
                 if *node_id < 0 {
                     return Some(Err(ControllerError::InvalidRequest(format!(
                         "broker id {node_id} is negative"
                     ))));
                 }
-                if let Err(e) = validate_configs(configs).and_then(|()| validate_rates(configs)) {
+                let current = round.view.broker_configs.get(node_id);
+                if let Err(e) = validate_configs(configs)
+                    .and_then(|()| validate_rates(configs))
+                    .and_then(|()| configs_unchanged(expected.as_deref(), current))
+                {
                     return Some(Err(e));
                 }
                 if let Some((k, _)) = configs
@@ -2318,6 +2365,7 @@ mod tests {
             ControllerRequest::AlterTopicConfigs {
                 name: "t".into(),
                 configs: vec![("min.insync.replicas".into(), "3".into())],
+                expected: None,
             },
         );
         let rec = s.round().expect("a config record");
@@ -2330,6 +2378,7 @@ mod tests {
             ControllerRequest::AlterTopicConfigs {
                 name: "t".into(),
                 configs: vec![("min.insync.replicas".into(), "1".into())],
+                expected: None,
             },
         );
         let rec = s.round().expect("a config record");
@@ -2343,6 +2392,95 @@ mod tests {
             matches!(&members[1], MetadataRecord::PartitionChange { elr, .. } if elr.is_empty())
         );
         assert!(s.part("t", 0).elr.is_empty());
+    }
+
+    /// A config change computed from a set that has changed since is refused and changes
+    /// nothing, for a topic, the cluster and one broker alike; two computed from the same set
+    /// in one round: the first wins, the second is refused.
+    #[test]
+    fn controller_refuses_config_changes_computed_from_a_changed_set() {
+        let _g = serial();
+        let mut s = Sim::cluster(3);
+        s.seed("t", &[1, 2, 3], &[1, 2, 3], 1);
+        s.run(300, &[1, 2, 3]);
+        let pairs = |c: &[(&str, &str)]| -> Vec<(String, String)> {
+            c.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let topic = |configs: &[(&str, &str)], expected: &[(&str, &str)]| {
+            ControllerRequest::AlterTopicConfigs {
+                name: "t".into(),
+                configs: pairs(configs),
+                expected: Some(pairs(expected)),
+            }
+        };
+        let r = s.request(2, topic(&[("retention.ms", "1")], &[]));
+        assert_eq!(r.error, ControllerError::None);
+        let r = s.request(2, topic(&[("retention.ms", "2")], &[]));
+        assert_eq!(r.error, ControllerError::StaleRequest);
+        let configs = |s: &Sim| s.image.topics[&s.image.topic_ids["t"]].configs.clone();
+        assert_eq!(configs(&s)["retention.ms"], "1");
+        let r = s.request(
+            2,
+            topic(
+                &[("retention.ms", "1"), ("segment.ms", "9")],
+                &[("retention.ms", "1")],
+            ),
+        );
+        assert_eq!(r.error, ControllerError::None);
+        assert_eq!(configs(&s).len(), 2);
+
+        // Two appends computed from the same set, as two brokers would send them at once.
+        let a = s.submit(
+            2,
+            topic(
+                &[("segment.ms", "1")],
+                &[("retention.ms", "1"), ("segment.ms", "9")],
+            ),
+        );
+        let b = s.submit(
+            2,
+            topic(
+                &[("segment.ms", "2")],
+                &[("retention.ms", "1"), ("segment.ms", "9")],
+            ),
+        );
+        s.round().expect("a config record");
+        s.collect();
+        assert_eq!(s.answers[&a].error, ControllerError::None);
+        assert_eq!(s.answers[&b].error, ControllerError::StaleRequest);
+        assert_eq!(
+            configs(&s).into_iter().collect::<Vec<_>>(),
+            pairs(&[("segment.ms", "1")])
+        );
+
+        let cluster = |v: &str, expected: &str| ControllerRequest::AlterClusterConfigs {
+            configs: pairs(&[(CLUSTER_MIN_ISR, v)]),
+            expected: Some(pairs(&[(CLUSTER_MIN_ISR, expected)])),
+        };
+        let now = s.image.cluster_configs[CLUSTER_MIN_ISR].clone();
+        let r = s.request(2, cluster("3", "7"));
+        assert_eq!(r.error, ControllerError::StaleRequest);
+        assert_eq!(s.image.cluster_configs[CLUSTER_MIN_ISR], now);
+        let r = s.request(2, cluster("3", &now));
+        assert_eq!(r.error, ControllerError::None);
+        assert_eq!(s.image.cluster_configs[CLUSTER_MIN_ISR], "3");
+
+        let broker =
+            |rate: &str, expected: &[(&str, &str)]| ControllerRequest::AlterBrokerConfigs {
+                node_id: 3,
+                configs: pairs(&[(quota::LEADER_RATE, rate)]),
+                expected: Some(pairs(expected)),
+            };
+        let r = s.request(2, broker("10", &[(quota::LEADER_RATE, "5")]));
+        assert_eq!(r.error, ControllerError::StaleRequest);
+        assert!(!s.image.broker_configs.contains_key(&3));
+        let r = s.request(2, broker("10", &[]));
+        assert_eq!(r.error, ControllerError::None);
+        let r = s.request(2, broker("20", &[(quota::LEADER_RATE, "10")]));
+        assert_eq!(r.error, ControllerError::None);
+        assert_eq!(s.image.broker_configs[&3][quota::LEADER_RATE], "20");
     }
 
     /// The first controller writes its min.insync.replicas to the log; a later controller
@@ -2386,6 +2524,7 @@ mod tests {
                     .iter()
                     .map(|(k, v)| (k.to_string(), v.to_string()))
                     .collect(),
+                expected: None,
             };
         let r = s.request(
             2,
@@ -2431,6 +2570,7 @@ mod tests {
                 (CLUSTER_MIN_ISR.into(), "2".into()),
                 (quota::FOLLOWER_RATE.into(), rate.into()),
             ],
+            expected: None,
         };
         let r = s.request(2, cluster("-5"));
         assert!(
@@ -2453,6 +2593,7 @@ mod tests {
         let u = ControllerRequest::AlterTopicConfigs {
             name: "u".into(),
             configs: vec![(CLUSTER_MIN_ISR.into(), "2".into())],
+            expected: None,
         };
         s.request(2, u);
         s.run(SESSION_MS + 200, &[1, 3, 4]);
@@ -2460,9 +2601,13 @@ mod tests {
         assert_eq!(s.part("u", 0).elr, vec![2]);
         let set = |v: &str| ControllerRequest::AlterClusterConfigs {
             configs: vec![(CLUSTER_MIN_ISR.into(), v.into())],
+            expected: None,
         };
         for bad in [
-            ControllerRequest::AlterClusterConfigs { configs: vec![] },
+            ControllerRequest::AlterClusterConfigs {
+                configs: vec![],
+                expected: None,
+            },
             set("0"),
             set("two"),
             ControllerRequest::AlterClusterConfigs {
@@ -2470,6 +2615,7 @@ mod tests {
                     (CLUSTER_MIN_ISR.into(), "1".into()),
                     ("retention.ms".into(), "1".into()),
                 ],
+                expected: None,
             },
         ] {
             let r = s.request(2, bad.clone());
@@ -2790,6 +2936,7 @@ mod tests {
                 .into_iter()
                 .map(|(k, v)| (k.into(), v.into()))
                 .collect(),
+            expected: None,
         };
         s.request(2, alter(vec![("a", "1"), ("b", "2")]));
         assert_eq!(s.image.topics[&id].configs.len(), 2);
@@ -3701,6 +3848,7 @@ mod tests {
                         2,
                         ControllerRequest::AlterClusterConfigs {
                             configs: vec![(CLUSTER_MIN_ISR.into(), v.to_string())],
+                            expected: None,
                         },
                     );
                 }

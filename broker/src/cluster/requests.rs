@@ -13,7 +13,9 @@
 //!
 //! CreateTopic and CreatePartitions with an operator's replica lists travel as kinds 12 and
 //! 13: the fields of kinds 3 and 5, then `u32 count` + per new partition its broker ids.
-//! AlterBrokerConfigs is kind 14: `i32 node_id`, then the configs.
+//! AlterBrokerConfigs is kind 14: `i32 node_id`, then the configs. A config change with its
+//! precondition (`expected`) travels as its kind plus 10 (16, 19, 24) with the expected configs
+//! after its fields.
 
 use bytes::Bytes;
 
@@ -92,10 +94,15 @@ pub fn encode_request(request: &ControllerRequest) -> Bytes {
                 put_assignments(&mut out, assignments);
             }
         }
-        ControllerRequest::AlterTopicConfigs { name, configs } => {
-            out.push(6);
+        ControllerRequest::AlterTopicConfigs {
+            name,
+            configs,
+            expected,
+        } => {
+            out.push(if expected.is_some() { 16 } else { 6 });
             put_string(&mut out, name);
             put_configs(&mut out, configs);
+            put_expected(&mut out, expected);
         }
         ControllerRequest::ControlledShutdown {
             node_id,
@@ -105,14 +112,20 @@ pub fn encode_request(request: &ControllerRequest) -> Bytes {
             out.extend_from_slice(&node_id.to_be_bytes());
             out.extend_from_slice(&incarnation.to_be_bytes());
         }
-        ControllerRequest::AlterClusterConfigs { configs } => {
-            out.push(9);
+        ControllerRequest::AlterClusterConfigs { configs, expected } => {
+            out.push(if expected.is_some() { 19 } else { 9 });
             put_configs(&mut out, configs);
+            put_expected(&mut out, expected);
         }
-        ControllerRequest::AlterBrokerConfigs { node_id, configs } => {
-            out.push(14);
+        ControllerRequest::AlterBrokerConfigs {
+            node_id,
+            configs,
+            expected,
+        } => {
+            out.push(if expected.is_some() { 24 } else { 14 });
             out.extend_from_slice(&node_id.to_be_bytes());
             put_configs(&mut out, configs);
+            put_expected(&mut out, expected);
         }
         ControllerRequest::ElectLeaders {
             unclean,
@@ -178,20 +191,23 @@ pub fn decode_request(buf: &[u8]) -> Result<ControllerRequest, DecodeError> {
                 Vec::new()
             },
         },
-        6 => ControllerRequest::AlterTopicConfigs {
+        kind @ (6 | 16) => ControllerRequest::AlterTopicConfigs {
             name: r.string()?,
             configs: r.configs()?,
+            expected: read_expected(&mut r, kind == 16)?,
         },
         7 => ControllerRequest::ControlledShutdown {
             node_id: r.i32()?,
             incarnation: r.i64()?,
         },
-        9 => ControllerRequest::AlterClusterConfigs {
+        kind @ (9 | 19) => ControllerRequest::AlterClusterConfigs {
             configs: r.configs()?,
+            expected: read_expected(&mut r, kind == 19)?,
         },
-        14 => ControllerRequest::AlterBrokerConfigs {
+        kind @ (14 | 24) => ControllerRequest::AlterBrokerConfigs {
             node_id: r.i32()?,
             configs: r.configs()?,
+            expected: read_expected(&mut r, kind == 24)?,
         },
         10 => ControllerRequest::ElectLeaders {
             unclean: match r.u8()? {
@@ -264,6 +280,24 @@ const PAYLOAD_REASSIGNMENTS: u8 = 3;
 type ReassignEntry = ([u8; 16], u32, Option<Vec<NodeId>>);
 
 /// `u32 count` (1 to [`MAX_PARTITIONS`]) + one id list per partition.
+/// A config change's precondition, when it has one (its kind says so).
+fn put_expected(out: &mut Vec<u8>, expected: &Option<Vec<(String, String)>>) {
+    if let Some(expected) = expected {
+        put_configs(out, expected);
+    }
+}
+
+fn read_expected(
+    r: &mut Reader<'_>,
+    present: bool,
+) -> Result<Option<Vec<(String, String)>>, DecodeError> {
+    if present {
+        r.configs().map(Some)
+    } else {
+        Ok(None)
+    }
+}
+
 fn put_assignments(out: &mut Vec<u8>, lists: &[Vec<NodeId>]) {
     assert!(
         !lists.is_empty() && lists.len() <= MAX_PARTITIONS as usize,
@@ -484,6 +518,12 @@ mod tests {
             ControllerRequest::AlterTopicConfigs {
                 name: "x".into(),
                 configs: vec![],
+                expected: None,
+            },
+            ControllerRequest::AlterTopicConfigs {
+                name: "x".into(),
+                configs: vec![("retention.ms".into(), "9".into())],
+                expected: Some(vec![]),
             },
             ControllerRequest::ControlledShutdown {
                 node_id: 3,
@@ -491,10 +531,24 @@ mod tests {
             },
             ControllerRequest::AlterClusterConfigs {
                 configs: vec![("min.insync.replicas".into(), "2".into())],
+                expected: None,
+            },
+            ControllerRequest::AlterClusterConfigs {
+                configs: vec![("min.insync.replicas".into(), "2".into())],
+                expected: Some(vec![("min.insync.replicas".into(), "1".into())]),
             },
             ControllerRequest::AlterBrokerConfigs {
                 node_id: 2,
                 configs: vec![("leader.replication.throttled.rate".into(), "10".into())],
+                expected: None,
+            },
+            ControllerRequest::AlterBrokerConfigs {
+                node_id: 2,
+                configs: vec![],
+                expected: Some(vec![(
+                    "leader.replication.throttled.rate".into(),
+                    "10".into(),
+                )]),
             },
             ControllerRequest::ElectLeaders {
                 unclean: false,

@@ -193,6 +193,13 @@ fn request_body(key: ApiKey) -> RequestKind {
                     .with_partitions(vec![0, 7]),
             ]))
             .into(),
+        ApiKey::DescribeQuorum => DescribeQuorumRequest::default()
+            .with_topics(vec![describe_quorum_request::TopicData::default()
+                .with_topic_name(TopicName(StrBytes::from_static_str("__cluster_metadata")))
+                .with_partitions(vec![
+                    describe_quorum_request::PartitionData::default().with_partition_index(0),
+                ])])
+            .into(),
         other => panic!("no corpus body for {other:?}: add one"),
     }
 }
@@ -801,6 +808,21 @@ fn corpus_dispatch() -> Vec<(String, Vec<u8>)> {
                     ApiKey::DescribeLogDirs,
                     4,
                     &request_body(ApiKey::DescribeLogDirs),
+                ),
+            ]),
+        ),
+        (
+            "describe-quorum".into(),
+            dispatch_input(&[
+                client_frame(
+                    ApiKey::DescribeQuorum,
+                    0,
+                    &request_body(ApiKey::DescribeQuorum),
+                ),
+                client_frame(
+                    ApiKey::DescribeQuorum,
+                    2,
+                    &request_body(ApiKey::DescribeQuorum),
                 ),
             ]),
         ),

@@ -28,15 +28,18 @@ use kafka_protocol::messages::create_partitions_request::{
     CreatePartitionsAssignment, CreatePartitionsTopic,
 };
 use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+use kafka_protocol::messages::describe_quorum_request;
+use kafka_protocol::messages::describe_quorum_response::PartitionData as QuorumPartition;
 use kafka_protocol::messages::describe_topic_partitions_request::TopicRequest;
 use kafka_protocol::messages::incremental_alter_configs_request::{
     AlterConfigsResource, AlterableConfig,
 };
 use kafka_protocol::messages::{
     ApiKey, BrokerId, CreatePartitionsRequest, CreatePartitionsResponse, DescribeConfigsRequest,
-    DescribeConfigsResponse, DescribeTopicPartitionsRequest, DescribeTopicPartitionsResponse,
-    FindCoordinatorRequest, FindCoordinatorResponse, IncrementalAlterConfigsRequest,
-    IncrementalAlterConfigsResponse, RequestHeader, ResponseHeader, TopicName,
+    DescribeConfigsResponse, DescribeQuorumRequest, DescribeQuorumResponse,
+    DescribeTopicPartitionsRequest, DescribeTopicPartitionsResponse, FindCoordinatorRequest,
+    FindCoordinatorResponse, IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
+    RequestHeader, ResponseHeader, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use rdkafka::admin::{NewPartitions, NewTopic, TopicReplication};
@@ -1406,6 +1409,185 @@ fn concurrent_config_changes_through_different_brokers_all_apply() {
             want.len()
         );
     }
+}
+
+/// DescribeQuorum of `topic` partition 0 through `addr` (what `kafka-metadata-quorum.sh
+/// describe` sends, with `__cluster_metadata`).
+fn describe_quorum_of(
+    addr: &str,
+    version: i16,
+    topic: &str,
+) -> Result<DescribeQuorumResponse, String> {
+    let req = DescribeQuorumRequest::default().with_topics(vec![
+        describe_quorum_request::TopicData::default()
+            .with_topic_name(TopicName(StrBytes::from_string(topic.to_string())))
+            .with_partitions(vec![
+                describe_quorum_request::PartitionData::default().with_partition_index(0)
+            ]),
+    ]);
+    raw_call(addr, ApiKey::DescribeQuorum, version, &req)
+}
+
+/// The metadata partition's row of a DescribeQuorum answer, or its error.
+fn quorum_row(addr: &str, version: i16) -> Result<QuorumPartition, String> {
+    let resp = describe_quorum_of(addr, version, "__cluster_metadata")?;
+    if resp.error_code != 0 {
+        return Err(format!(
+            "error {}: {:?}",
+            resp.error_code, resp.error_message
+        ));
+    }
+    let topic = resp.topics.first().ok_or("no topic")?;
+    if topic.topic_name.as_str() != "__cluster_metadata" {
+        return Err(format!("topic {:?}", topic.topic_name));
+    }
+    let row = topic.partitions.first().ok_or("no partition")?;
+    if row.error_code != 0 {
+        return Err(format!(
+            "partition error {}: {:?}",
+            row.error_code, row.error_message
+        ));
+    }
+    Ok(row.clone())
+}
+
+fn wall_ms() -> i64 {
+    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+    since.expect("clock after 1970").as_millis() as i64
+}
+
+/// How recent a voter's last fetch must be to count as fetching now: followers fetch the
+/// metadata log continuously (a long poll of at most a few hundred ms).
+const FETCHING_MS: i64 = 2_000;
+
+/// `kafka-metadata-quorum.sh describe --status / --replication` (DescribeQuorum) through every
+/// broker: the same leader and epoch from each, every voter with its log end and fresh fetch
+/// and caught-up times, the controller endpoints of `--voters` (v2). A killed voter's fetch
+/// time stops and its log end falls behind while the others go on; restarted, it catches up.
+/// A request for any other partition gets UNKNOWN_TOPIC_OR_PARTITION.
+#[test]
+fn metadata_quorum_is_described_by_every_broker() {
+    let mut c = Cluster::start();
+    let ids = c.ids();
+    let mut last = None;
+    let agreed = wait_until(CONVERGE_TIMEOUT, || {
+        let rows: Result<Vec<QuorumPartition>, String> =
+            ids.iter().map(|&id| quorum_row(&c.addr(id), 2)).collect();
+        let ok = rows.as_ref().is_ok_and(|rows| {
+            let now = wall_ms();
+            rows.windows(2)
+                .all(|w| (w[0].leader_id, w[0].leader_epoch) == (w[1].leader_id, w[1].leader_epoch))
+                && rows[0].current_voters.len() == 3
+                && rows[0]
+                    .current_voters
+                    .iter()
+                    .all(|v| v.log_end_offset > 0 && v.last_fetch_timestamp > now - FETCHING_MS)
+        });
+        last = Some(rows);
+        ok
+    });
+    assert!(
+        agreed,
+        "the brokers do not describe one live quorum: {last:?}"
+    );
+    let row = quorum_row(&c.addr(ids[0]), 2).expect("DescribeQuorum");
+    let leader = row.leader_id.0;
+    assert!(ids.contains(&leader), "leader {leader}");
+    assert!(row.high_watermark > 0);
+    let voters: Vec<i32> = row.current_voters.iter().map(|v| v.replica_id.0).collect();
+    assert_eq!(voters, ids);
+    assert!(row.observers.is_empty(), "every node is a voter");
+    let leader_end = row.current_voters.iter().find(|v| v.replica_id.0 == leader);
+    let leader_end = leader_end.expect("the leader is a voter").log_end_offset;
+    for v in &row.current_voters {
+        assert!(v.log_end_offset <= leader_end, "{v:?} ahead of the leader");
+        assert!(v.last_caught_up_timestamp <= v.last_fetch_timestamp.max(wall_ms()));
+        assert!(
+            v.last_caught_up_timestamp > wall_ms() - 60_000,
+            "{v:?} never caught up"
+        );
+    }
+    // Version 2 names every voter's controller endpoint, as --voters does.
+    let resp = describe_quorum_of(&c.addr(ids[1]), 2, "__cluster_metadata").expect("v2");
+    let endpoints: Vec<String> = resp
+        .nodes
+        .iter()
+        .flat_map(|n| {
+            let id = n.node_id.0;
+            n.listeners.iter().map(move |l| {
+                assert_eq!(l.name.as_str(), "CONTROLLER");
+                format!("{id}@{}:{}", l.host.as_str(), l.port)
+            })
+        })
+        .collect();
+    assert_eq!(endpoints.join(","), c.voters());
+    // Versions 0 and 1 carry the same quorum.
+    for version in [0, 1] {
+        let old = quorum_row(&c.addr(ids[2]), version).expect("older version");
+        assert_eq!((old.leader_id.0, old.current_voters.len()), (leader, 3));
+    }
+    let other = describe_quorum_of(&c.addr(ids[0]), 2, "some-topic").expect("answer");
+    let rows = &other.topics[0].partitions;
+    assert_eq!(
+        rows[0].error_code, 3,
+        "UNKNOWN_TOPIC_OR_PARTITION for {rows:?}"
+    );
+
+    // A killed voter stops fetching; the quorum (a majority) goes on and says so.
+    let down = *ids
+        .iter()
+        .find(|&&id| id != leader)
+        .expect("a follower voter");
+    let via = *ids.iter().find(|&&id| id != down).expect("a live broker");
+    c.kill9(down);
+    let killed_at = wall_ms();
+    let topic = unique_name("quorum-moves");
+    create_replicated(&c, &topic, 1, 2, &[]);
+    let mut last = None;
+    let seen = wait_until(CONVERGE_TIMEOUT, || {
+        let row = quorum_row(&c.addr(via), 2);
+        let ok = row.as_ref().is_ok_and(|row| {
+            let now = wall_ms();
+            let end = |id: i32| {
+                let v = row.current_voters.iter().find(|v| v.replica_id.0 == id);
+                v.map_or(-1, |v| v.log_end_offset)
+            };
+            row.current_voters.iter().all(|v| {
+                let fresh = v.last_fetch_timestamp > now - FETCHING_MS;
+                if v.replica_id.0 == down {
+                    !fresh
+                        && v.last_fetch_timestamp <= killed_at
+                        && end(down) < end(row.leader_id.0)
+                } else {
+                    fresh
+                }
+            })
+        });
+        last = Some(row);
+        ok
+    });
+    assert!(seen, "voter {down} killed, but the quorum shows {last:?}");
+
+    // Restarted, it catches up with the leader's log.
+    c.restart(down);
+    let restarted_at = wall_ms();
+    let mut last = None;
+    let caught_up = wait_until(CONVERGE_TIMEOUT, || {
+        let row = quorum_row(&c.addr(via), 2);
+        let ok = row.as_ref().is_ok_and(|row| {
+            let v = row.current_voters.iter().find(|v| v.replica_id.0 == down);
+            v.is_some_and(|v| {
+                v.last_caught_up_timestamp >= restarted_at
+                    && v.last_fetch_timestamp > wall_ms() - FETCHING_MS
+            })
+        });
+        last = Some(row);
+        ok
+    });
+    assert!(
+        caught_up,
+        "voter {down} restarted, but the quorum shows {last:?}"
+    );
 }
 
 /// DeleteRecords through librdkafka's admin API (what `kafka-delete-records.sh` and Kafka

@@ -9,6 +9,7 @@ mod delete_records;
 mod describe_log_dirs;
 pub use delete_records::DELETE_RECORDS_PARTITIONS_MAX;
 mod describe_partitions;
+mod describe_quorum;
 mod elect_leaders;
 pub use elect_leaders::ELECT_LEADERS_NAMED_MAX;
 pub mod fetch;
@@ -213,6 +214,7 @@ impl<S: Storage + Clone> KafkaApis<S> {
             RequestKind::DescribeLogDirs(r) => {
                 Reply::Now(ResponseKind::DescribeLogDirs(self.describe_log_dirs(r)))
             }
+            RequestKind::DescribeQuorum(r) => self.describe_quorum(r, version),
             RequestKind::ListPartitionReassignments(r) => {
                 Reply::Now(self.list_partition_reassignments(r))
             }

@@ -22,7 +22,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use crate::planted::{self, PlantedBug};
 use crate::raft::metadata::{MetadataImage, MetadataRecord, PartitionImage, MAX_PARTITIONS};
-use crate::raft::NodeId;
+use crate::raft::{NodeId, QuorumDescription};
 use crate::replica::quota;
 
 /// Requests waiting for a round; more are answered [`ControllerError::QueueFull`] at once.
@@ -162,6 +162,10 @@ pub enum ControllerRequest {
     AlterReassignments {
         partitions: Vec<([u8; 16], u32, Option<Vec<NodeId>>)>,
     },
+    /// The quorum as its leader sees it (Kafka's DescribeQuorum). Answered by the leader's
+    /// quorum shell from its [`crate::raft::RaftCore`], not by the controller: the controller
+    /// refuses it.
+    DescribeQuorum,
 }
 
 /// Most partitions one AlterReassignments request names.
@@ -264,6 +268,8 @@ pub struct ControllerResponse {
     pub elections: Vec<([u8; 16], u32, ElectionOutcome)>,
     /// Each partition an AlterReassignments request named, once, in the order named.
     pub reassignments: Vec<([u8; 16], u32, ReassignOutcome)>,
+    /// A DescribeQuorum answer, its times in milliseconds since the Unix epoch.
+    pub quorum: Option<QuorumDescription>,
 }
 
 impl ControllerResponse {
@@ -277,6 +283,7 @@ impl ControllerResponse {
             topic_id: None,
             elections: Vec::new(),
             reassignments: Vec::new(),
+            quorum: None,
         }
     }
 }
@@ -1680,6 +1687,9 @@ impl Controller {
                     ..ControllerResponse::ok()
                 }))
             }
+            ControllerRequest::DescribeQuorum => Some(Err(ControllerError::InvalidRequest(
+                "DescribeQuorum is answered by the quorum leader, not the controller".into(),
+            ))),
             ControllerRequest::AlterReassignments { partitions } => {
                 if partitions.len() > REASSIGN_PARTITIONS_MAX {
                     return Some(Err(ControllerError::InvalidRequest(format!(

@@ -22,7 +22,9 @@ use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::controller::{Controller, ControllerConfig, ControllerError, ControllerResponse};
+use super::controller::{
+    Controller, ControllerConfig, ControllerError, ControllerRequest, ControllerResponse,
+};
 use super::requests;
 use super::{ClusterView, QuorumInput};
 use crate::config::Voter;
@@ -56,6 +58,47 @@ pub struct QuorumParams<S: Storage + Clone, D: Dialer> {
 
 fn monotonic_ms(start: tokio::time::Instant) -> u64 {
     start.elapsed().as_millis() as u64
+}
+
+/// Keeps a local request's reply until its answer comes; when too many wait, the oldest
+/// waiter gives up (its caller retries).
+fn park(
+    pending: &mut BTreeMap<u64, oneshot::Sender<ControllerResponse>>,
+    correlation: u64,
+    reply: oneshot::Sender<ControllerResponse>,
+) {
+    if pending.len() >= PENDING_REQUESTS_MAX {
+        pending.pop_first();
+    }
+    pending.insert(correlation, reply);
+}
+
+/// DescribeQuorum, answered from this node's core: the quorum as its leader sees it, with the
+/// core's times (`now_ms` is the core's clock now) turned into milliseconds since the Unix
+/// epoch; NotController when this node does not lead the quorum.
+fn describe_quorum(core: &RaftCore, now_ms: u64) -> ControllerResponse {
+    let Some(mut quorum) = core.describe_quorum() else {
+        return super::error_response(ControllerError::NotController);
+    };
+    let wall_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    let now_ms = now_ms as i64;
+    let to_wall = |t: i64| {
+        if t < 0 {
+            -1
+        } else {
+            wall_ms - (now_ms - t).max(0)
+        }
+    };
+    for v in &mut quorum.voters {
+        v.last_fetch_ms = to_wall(v.last_fetch_ms);
+        v.last_caught_up_ms = to_wall(v.last_caught_up_ms);
+    }
+    ControllerResponse {
+        quorum: Some(quorum),
+        ..super::error_response(ControllerError::None)
+    }
 }
 
 /// Opens the store and runs the quorum until `stop` turns true. Returns an error when storage
@@ -278,6 +321,13 @@ where
                             ctl.heard_from(from, now);
                         }
                         match requests::decode_request(&payload) {
+                            Ok(ControllerRequest::DescribeQuorum) => {
+                                let (error_code, message, payload) =
+                                    requests::encode_response(&describe_quorum(&core, now));
+                                send(&peers, from, &PeerFrame::ControllerResponse {
+                                    correlation, error_code, message, payload,
+                                });
+                            }
                             Ok(request) if leading => ctl.submit(correlation, from, request),
                             Ok(_) => {
                                 let (error_code, message, payload) = requests::encode_response(
@@ -303,22 +353,22 @@ where
                         }
                     }
                     QuorumInput::Local { request, reply } => {
+                        let describe = matches!(request, ControllerRequest::DescribeQuorum);
                         let correlation = next_correlation;
                         next_correlation += 1;
-                        if pending.len() >= PENDING_REQUESTS_MAX {
-                            // The oldest waiter gives up: its caller retries.
-                            pending.pop_first();
-                        }
-                        pending.insert(correlation, reply);
-                        if leading {
+                        if describe && core.role() == Role::Leader {
+                            let _ = reply.send(describe_quorum(&core, now));
+                        } else if leading && !describe {
+                            park(&mut pending, correlation, reply);
                             ctl.submit(correlation, me, request);
                         } else if let Some(leader) = core.leader().filter(|l| *l != me) {
+                            park(&mut pending, correlation, reply);
                             send(&peers, leader, &PeerFrame::ControllerRequest {
                                 correlation,
                                 from: me,
                                 payload: requests::encode_request(&request),
                             });
-                        } else if let Some(reply) = pending.remove(&correlation) {
+                        } else {
                             let _ = reply.send(super::error_response(ControllerError::NotController));
                         }
                     }

@@ -13,6 +13,9 @@
 //!
 //! CreateTopic and CreatePartitions with an operator's replica lists travel as kinds 12 and
 //! 13: the fields of kinds 3 and 5, then `u32 count` + per new partition its broker ids.
+//! DescribeQuorum is kind 15, with no fields; its answer is `4` + `i32 leader`, `i32 epoch`,
+//! `i64 high watermark`, `u32 count` + per voter `i32 id`, `i64 log end`, `i64 last fetch`,
+//! `i64 last caught up`.
 //! AlterBrokerConfigs is kind 14: `i32 node_id`, then the configs. A config change with its
 //! precondition (`expected`) travels as its kind plus 10 (16, 19, 24) with the expected configs
 //! after its fields.
@@ -26,7 +29,7 @@ use super::controller::{
 use crate::raft::metadata::{
     put_configs, put_ids, put_string, DecodeError, Reader, MAX_PARTITIONS,
 };
-use crate::raft::NodeId;
+use crate::raft::{NodeId, QuorumDescription, VoterDescription};
 
 const VERSION: u8 = 1;
 
@@ -135,6 +138,7 @@ pub fn encode_request(request: &ControllerRequest) -> Bytes {
             out.push(u8::from(*unclean));
             put_partitions(&mut out, partitions.iter().map(|&(id, p)| (id, p, None)));
         }
+        ControllerRequest::DescribeQuorum => out.push(15),
         ControllerRequest::AlterReassignments { partitions } => {
             out.push(11);
             put_rows(&mut out, partitions, |out, target| match target {
@@ -182,6 +186,7 @@ pub fn decode_request(buf: &[u8]) -> Result<ControllerRequest, DecodeError> {
             },
         },
         4 => ControllerRequest::DeleteTopic { name: r.string()? },
+        15 => ControllerRequest::DescribeQuorum,
         kind @ (5 | 13) => ControllerRequest::CreatePartitions {
             name: r.string()?,
             count: r.u32()?,
@@ -254,6 +259,22 @@ pub fn encode_response(response: &ControllerResponse) -> (i16, String, Bytes) {
         payload.push(PAYLOAD_ELECTIONS);
         let each = response.elections.iter();
         put_partitions(&mut payload, each.map(|&(id, p, o)| (id, p, Some(o))));
+    } else if let Some(q) = &response.quorum {
+        assert!(
+            q.voters.len() <= VOTERS_MAX,
+            "more voters than a quorum has"
+        );
+        payload.push(PAYLOAD_QUORUM);
+        payload.extend_from_slice(&q.leader.to_be_bytes());
+        payload.extend_from_slice(&q.epoch.to_be_bytes());
+        payload.extend_from_slice(&q.high_watermark.to_be_bytes());
+        payload.extend_from_slice(&(q.voters.len() as u32).to_be_bytes());
+        for v in &q.voters {
+            payload.extend_from_slice(&v.id.to_be_bytes());
+            payload.extend_from_slice(&v.log_end_offset.to_be_bytes());
+            payload.extend_from_slice(&v.last_fetch_ms.to_be_bytes());
+            payload.extend_from_slice(&v.last_caught_up_ms.to_be_bytes());
+        }
     } else if !response.reassignments.is_empty() {
         payload.push(PAYLOAD_REASSIGNMENTS);
         put_rows(
@@ -276,10 +297,36 @@ pub fn encode_response(response: &ControllerResponse) -> (i16, String, Bytes) {
 const PAYLOAD_TOPIC_ID: u8 = 1;
 const PAYLOAD_ELECTIONS: u8 = 2;
 const PAYLOAD_REASSIGNMENTS: u8 = 3;
+const PAYLOAD_QUORUM: u8 = 4;
+/// Most voters a DescribeQuorum answer may list.
+const VOTERS_MAX: usize = 64;
+
+fn read_quorum(r: &mut Reader<'_>) -> Result<QuorumDescription, DecodeError> {
+    let (leader, epoch, high_watermark) = (r.i32()?, r.i32()?, r.i64()?);
+    let n = r.u32()? as usize;
+    if n > VOTERS_MAX || n * 28 > r.buf.len() {
+        return Err(DecodeError("voters out of bounds"));
+    }
+    let voters = (0..n)
+        .map(|_| {
+            Ok(VoterDescription {
+                id: r.i32()?,
+                log_end_offset: r.i64()?,
+                last_fetch_ms: r.i64()?,
+                last_caught_up_ms: r.i64()?,
+            })
+        })
+        .collect::<Result<_, DecodeError>>()?;
+    Ok(QuorumDescription {
+        leader,
+        epoch,
+        high_watermark,
+        voters,
+    })
+}
 
 type ReassignEntry = ([u8; 16], u32, Option<Vec<NodeId>>);
 
-/// `u32 count` (1 to [`MAX_PARTITIONS`]) + one id list per partition.
 /// A config change's precondition, when it has one (its kind says so).
 fn put_expected(out: &mut Vec<u8>, expected: &Option<Vec<(String, String)>>) {
     if let Some(expected) = expected {
@@ -298,6 +345,7 @@ fn read_expected(
     }
 }
 
+/// `u32 count` (1 to [`MAX_PARTITIONS`]) + one id list per partition.
 fn put_assignments(out: &mut Vec<u8>, lists: &[Vec<NodeId>]) {
     assert!(
         !lists.is_empty() && lists.len() <= MAX_PARTITIONS as usize,
@@ -456,6 +504,7 @@ pub fn decode_response(code: i16, message: String, payload: &[u8]) -> Controller
         Ok(PAYLOAD_REASSIGNMENTS) => {
             response.reassignments = read_reassign_outcomes(&mut r).unwrap_or_default();
         }
+        Ok(PAYLOAD_QUORUM) => response.quorum = read_quorum(&mut r).ok(),
         _ => {}
     }
     response
@@ -561,6 +610,7 @@ mod tests {
             ControllerRequest::AlterReassignments {
                 partitions: vec![([1; 16], 0, Some(vec![3, 1, 2])), ([2; 16], 4, None)],
             },
+            ControllerRequest::DescribeQuorum,
         ]
     }
 
@@ -601,6 +651,30 @@ mod tests {
                 let (code, message, payload) = encode_response(&r);
                 assert_eq!(decode_response(code, message, &payload), r);
             }
+            let r = ControllerResponse {
+                quorum: Some(QuorumDescription {
+                    leader: 2,
+                    epoch: 7,
+                    high_watermark: 1234,
+                    voters: vec![
+                        VoterDescription {
+                            id: 1,
+                            log_end_offset: -1,
+                            last_fetch_ms: -1,
+                            last_caught_up_ms: -1,
+                        },
+                        VoterDescription {
+                            id: 2,
+                            log_end_offset: 1300,
+                            last_fetch_ms: 1_765_000_000_000,
+                            last_caught_up_ms: 1_765_000_000_000,
+                        },
+                    ],
+                }),
+                ..ControllerResponse::err(error.clone())
+            };
+            let (code, message, payload) = encode_response(&r);
+            assert_eq!(decode_response(code, message, &payload), r);
             let r = ControllerResponse {
                 elections: vec![
                     ([1; 16], 0, ElectionOutcome::Elected),

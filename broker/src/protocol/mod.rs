@@ -48,6 +48,7 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DeleteGroups, 0, 2),
     (ApiKey::DescribeTopicPartitions, 0, 0),
     (ApiKey::DescribeLogDirs, 0, 4),
+    (ApiKey::DescribeQuorum, 0, 2),
 ];
 
 /// The version a request or response body is decoded and encoded at. Kafka 4 dropped

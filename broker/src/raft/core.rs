@@ -74,6 +74,33 @@ struct Progress {
     end_offset: i64,
     last_fetch_ms: u64,
     fetched_in_epoch: bool,
+    /// The last time the voter was known to have every entry the leader had (Kafka's
+    /// lastCaughtUpTimestamp): at a fetch from the leader's log end, or at its previous fetch
+    /// when this one starts at or past the log end the leader had then.
+    last_caught_up_ms: Option<u64>,
+    /// The leader's log end at the voter's last valid fetch (-1 before one).
+    leader_end_at_last_fetch: i64,
+}
+
+/// The quorum as its leader sees it (Kafka's DescribeQuorum): times are in the core's clock,
+/// -1 where unknown.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QuorumDescription {
+    pub leader: NodeId,
+    pub epoch: i32,
+    pub high_watermark: i64,
+    /// Every voter, the leader included, by id.
+    pub voters: Vec<VoterDescription>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VoterDescription {
+    pub id: NodeId,
+    /// Its durable log end as far as it matches the leader's; -1 before its first fetch in
+    /// this epoch.
+    pub log_end_offset: i64,
+    pub last_fetch_ms: i64,
+    pub last_caught_up_ms: i64,
 }
 
 #[derive(Clone, Debug)]
@@ -243,6 +270,47 @@ impl RaftCore {
 
     pub fn quorum_state(&self) -> &QuorumState {
         &self.qs
+    }
+
+    /// The quorum as this leader sees it; `None` unless this node leads. The leader is caught
+    /// up and has fetched now, by definition.
+    pub fn describe_quorum(&self) -> Option<QuorumDescription> {
+        let State::Leader(l) = &self.state else {
+            return None;
+        };
+        let now = self.now as i64;
+        let mut voters: Vec<VoterDescription> = l
+            .progress
+            .iter()
+            .map(|(&id, p)| VoterDescription {
+                id,
+                log_end_offset: if p.fetched_in_epoch { p.end_offset } else { -1 },
+                last_fetch_ms: if p.fetched_in_epoch {
+                    p.last_fetch_ms as i64
+                } else {
+                    -1
+                },
+                last_caught_up_ms: p.last_caught_up_ms.map_or(-1, |t| t as i64),
+            })
+            .collect();
+        voters.push(VoterDescription {
+            id: self.cfg.node_id,
+            log_end_offset: self.log.end_offset(),
+            last_fetch_ms: now,
+            last_caught_up_ms: now,
+        });
+        voters.sort_by_key(|v| v.id);
+        assert_eq!(
+            voters.len(),
+            self.cfg.voters.len(),
+            "every voter described once"
+        );
+        Some(QuorumDescription {
+            leader: self.cfg.node_id,
+            epoch: self.qs.epoch,
+            high_watermark: self.high_watermark,
+            voters,
+        })
     }
 
     pub fn high_watermark(&self) -> i64 {
@@ -771,6 +839,8 @@ impl RaftCore {
                     end_offset: 0,
                     last_fetch_ms: self.now,
                     fetched_in_epoch: false,
+                    last_caught_up_ms: None,
+                    leader_end_at_last_fetch: -1,
                 };
                 (id, p)
             })
@@ -990,8 +1060,25 @@ impl RaftCore {
         };
         let now = self.now;
         let valid = matches!(result, FetchResult::Entries(_));
+        let leader_end = self.log.end_offset();
         if let State::Leader(l) = &mut self.state {
             if let Some(p) = l.progress.get_mut(&replica) {
+                if valid {
+                    // Before the fetch time moves: a fetch from at least the log end the
+                    // previous fetch saw means the voter had all of it at that fetch.
+                    let caught_up_at = if fetch_offset >= leader_end {
+                        Some(now)
+                    } else if p.leader_end_at_last_fetch > 0
+                        && fetch_offset >= p.leader_end_at_last_fetch
+                        && p.fetched_in_epoch
+                    {
+                        Some(p.last_fetch_ms)
+                    } else {
+                        None
+                    };
+                    p.last_caught_up_ms = p.last_caught_up_ms.max(caught_up_at);
+                    p.leader_end_at_last_fetch = leader_end;
+                }
                 p.last_fetch_ms = p.last_fetch_ms.max(now);
                 p.fetched_in_epoch = true;
                 if valid {

@@ -20,7 +20,9 @@ pub mod wire;
 #[cfg(test)]
 mod tests;
 
-pub use self::core::{Committed, ProposeError, RaftCore, Role};
+pub use self::core::{
+    Committed, ProposeError, QuorumDescription, RaftCore, Role, VoterDescription,
+};
 pub use self::log::RaftLog;
 pub use self::metadata::{MetadataImage, MetadataRecord};
 

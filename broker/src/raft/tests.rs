@@ -414,3 +414,65 @@ fn raft_a_lost_connection_to_a_live_leader_changes_nothing() {
     assert_eq!(c.leader(), Some(leader));
     assert_eq!(c.cores[leader].epoch(), epoch, "no new epoch");
 }
+
+/// DescribeQuorum's view: the leader describes every voter; a cut-off voter's fetch and
+/// caught-up times stop where it was cut and its log end falls behind, then move again once it
+/// catches up. Only the leader answers.
+#[test]
+fn raft_leader_describes_the_quorum() {
+    let mut c = Cluster::new(3);
+    c.run(1000);
+    let l = c.leader().expect("a leader");
+    c.cores[l].propose(c.now, noop()).unwrap();
+    c.run(100);
+    let d = c.cores[l].describe_quorum().expect("the leader describes");
+    assert_eq!(d.leader, l as NodeId + 1);
+    assert_eq!(d.epoch, c.cores[l].epoch());
+    assert_eq!(d.high_watermark, c.cores[l].high_watermark());
+    let ids: Vec<NodeId> = d.voters.iter().map(|v| v.id).collect();
+    assert_eq!(ids, vec![1, 2, 3]);
+    let end = c.cores[l].log_end_offset();
+    for v in &d.voters {
+        assert_eq!(v.log_end_offset, end, "voter {}", v.id);
+        assert!(
+            v.last_fetch_ms + 50 >= c.now as i64,
+            "voter {} fetched lately",
+            v.id
+        );
+        assert!(
+            v.last_caught_up_ms + 50 >= c.now as i64,
+            "voter {} caught up",
+            v.id
+        );
+    }
+    for i in (0..3).filter(|&i| i != l) {
+        assert!(c.cores[i].describe_quorum().is_none());
+    }
+
+    let f = (l + 1) % 3;
+    c.cut.push((l, f));
+    c.cut.push((f, l));
+    let cut_at = c.now as i64;
+    for _ in 0..3 {
+        c.cores[l].propose(c.now, noop()).unwrap();
+        c.run(50);
+    }
+    c.run(300);
+    assert_eq!(c.leader(), Some(l), "a majority keeps the leader");
+    let d = c.cores[l].describe_quorum().unwrap();
+    let cut = &d.voters[f];
+    assert!(cut.last_fetch_ms <= cut_at, "{cut:?}");
+    assert!(cut.last_caught_up_ms <= cut_at, "{cut:?}");
+    assert!(cut.log_end_offset < c.cores[l].log_end_offset(), "{cut:?}");
+    let other = &d.voters[3 - l - f];
+    assert_eq!(other.log_end_offset, c.cores[l].log_end_offset());
+    assert!(other.last_caught_up_ms > cut_at, "{other:?}");
+
+    c.cut.clear();
+    let healed_at = c.now as i64;
+    c.run(300);
+    let d = c.cores[l].describe_quorum().unwrap();
+    let back = &d.voters[f];
+    assert_eq!(back.log_end_offset, c.cores[l].log_end_offset(), "{back:?}");
+    assert!(back.last_caught_up_ms >= healed_at, "{back:?}");
+}

@@ -697,3 +697,37 @@ fn rows_of(rows: &[(&str, i32, i16)]) -> Vec<(String, i32, i16)> {
         .map(|&(t, p, e)| (t.to_string(), p, e))
         .collect()
 }
+
+/// A standalone broker has no metadata quorum: DescribeQuorum gets INVALID_REQUEST (with its
+/// reason from v2) at every version, and the connection stays usable.
+#[tokio::test]
+async fn describe_quorum_on_a_single_broker() {
+    use kafka_protocol::messages::describe_quorum_request::{PartitionData, TopicData};
+    use kafka_protocol::messages::{DescribeQuorumRequest, DescribeQuorumResponse};
+    let h = Harness::new();
+    let mut c = h.connect();
+    let request = DescribeQuorumRequest::default().with_topics(vec![TopicData::default()
+        .with_topic_name(TopicName(StrBytes::from_static_str("__cluster_metadata")))
+        .with_partitions(vec![PartitionData::default().with_partition_index(0)])]);
+    for (correlation, version) in [(1, 0), (2, 1), (3, 2)] {
+        c.write_all(&frame(
+            ApiKey::DescribeQuorum,
+            version,
+            correlation,
+            &request,
+        ))
+        .await
+        .unwrap();
+        let (_, mut body) = read_response(&mut c, ApiKey::DescribeQuorum, version).await;
+        let r = DescribeQuorumResponse::decode(&mut body, version).unwrap();
+        assert_eq!(r.error_code, 42, "INVALID_REQUEST at v{version}");
+        if version >= 2 {
+            let message = r.error_message.expect("a reason");
+            assert!(message.contains("standalone"), "{message}");
+        }
+    }
+    c.write_all(&frame(ApiKey::Metadata, 4, 4, &metadata("t")))
+        .await
+        .unwrap();
+    read_response(&mut c, ApiKey::Metadata, 4).await;
+}

@@ -26,6 +26,7 @@ use std::fmt::{self, Write as _};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 
+use broker::cluster::config_change::ConfigChange;
 use broker::cluster::controller::{
     effective_min_isr, Controller, ControllerConfig, ControllerRequest, CLUSTER_MIN_ISR,
 };
@@ -2251,8 +2252,7 @@ impl World {
         self.stats.min_isr_changes += 1;
         tr!(self, "MIN ISR {v} asked through n{id}");
         let req = ControllerRequest::AlterClusterConfigs {
-            configs: vec![(CLUSTER_MIN_ISR.into(), v.to_string())],
-            expected: None,
+            change: ConfigChange::Replace(vec![(CLUSTER_MIN_ISR.into(), v.to_string())]),
         };
         self.send(Msg::ToController {
             from: node,

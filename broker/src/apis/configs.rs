@@ -21,11 +21,11 @@ use kafka_protocol::ResponseError;
 
 use super::admin::{topic_error_code, CONFIG_SOURCE_DEFAULT, CONFIG_SOURCE_TOPIC};
 use super::{code, KafkaApis, Reply};
-use crate::cluster::controller::{CLUSTER_CONFIGS, CLUSTER_MIN_ISR};
+use crate::cluster::config_change::{ConfigChange, ConfigOp, Refusal, Scope};
+use crate::cluster::controller::{ControllerError, ControllerRequest, CLUSTER_MIN_ISR};
 use crate::raft::NodeId;
 use crate::replica::{quota, topic_config, TopicError};
 use crate::storage::Storage;
-use kafka_protocol::messages::incremental_alter_configs_request::AlterableConfig;
 use kafka_protocol::messages::ResponseKind;
 
 /// Whose configs a change is for.
@@ -48,129 +48,45 @@ impl Target {
     }
 }
 
-/// What a request asks of one resource's configs.
-#[derive(Clone)]
-enum Change {
-    /// IncrementalAlterConfigs: operations on the current set.
-    Operations(Vec<AlterableConfig>),
-    /// The legacy AlterConfigs: the whole new set (min.insync.replicas included for the
-    /// default broker resource).
-    Replace(Vec<(String, String)>),
-}
-
-impl Change {
-    fn apply(&self, scope: &Scope, configs: &mut BTreeMap<String, String>) -> Result<(), Refusal> {
-        match self {
-            Change::Operations(operations) => {
-                for operation in operations {
-                    apply_operation(scope, configs, operation)?;
-                }
-            }
-            Change::Replace(new) => {
-                configs.clear();
-                for (key, value) in new {
-                    scope.validate(key, value)?;
-                    configs.insert(key.clone(), value.clone());
-                }
-            }
-        }
-        Ok(())
-    }
-}
-
-/// A config change for the controller: the new set and the set it was computed from.
+/// A config change for the controller, and the set it leads to from this broker's copy.
 struct Forward {
     /// The resource's name in the response.
     name: String,
     target: Target,
-    change: Change,
-    base: BTreeMap<String, String>,
+    change: ConfigChange,
     configs: BTreeMap<String, String>,
 }
 
 impl Forward {
-    /// The controller's request. Operations carry `base` as their precondition: if the set
-    /// changed since this broker read it (another change went through another broker), the
-    /// controller refuses, and the operations are applied again to the newer set.
-    fn request(&self) -> crate::cluster::controller::ControllerRequest {
-        use crate::cluster::controller::ControllerRequest;
-        let configs = self.configs.clone().into_iter().collect();
-        let expected = match self.change {
-            Change::Operations(_) => Some(self.base.clone().into_iter().collect()),
-            Change::Replace(_) => None,
-        };
+    /// The controller's request: the change itself, which the controller applies to the set
+    /// in the log, so that changes sent through other brokers meanwhile are kept.
+    fn request(&self) -> ControllerRequest {
+        let change = self.change.clone();
         match &self.target {
             Target::Topic(name) => ControllerRequest::AlterTopicConfigs {
                 name: name.clone(),
-                configs,
-                expected,
+                change,
             },
-            Target::Cluster => ControllerRequest::AlterClusterConfigs { configs, expected },
+            Target::Cluster => ControllerRequest::AlterClusterConfigs { change },
             Target::Broker(node_id) => ControllerRequest::AlterBrokerConfigs {
                 node_id: *node_id,
-                configs,
-                expected,
+                change,
             },
         }
     }
 }
 
-/// Longest a committed config change waits to be applied on the broker that forwarded it, and
-/// a refused one for that broker to see the change that overtook it.
+/// Longest a committed config change waits to be applied on the broker that forwarded it.
 const APPLIED_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(5);
 const APPLIED_POLL: std::time::Duration = std::time::Duration::from_millis(5);
-/// How many times a resource's operations are sent to the controller, each on a newer set,
-/// while changes sent through other brokers keep overtaking them.
-const FORWARD_ATTEMPTS_MAX: u32 = 8;
 
 /// Why a config change was refused: the resource's error code and message.
-type Refusal = (i16, String);
+type Refused = (i16, String);
 
-/// Whose configs a change is for, which decides the keys and values it may hold.
-enum Scope {
-    Topic,
-    /// The default broker resource (empty name): [`CLUSTER_CONFIGS`].
-    Cluster,
-    /// One broker: [`quota::BROKER_CONFIGS`], the replication throttle rates.
-    Broker,
-}
-
-impl Scope {
-    fn is_known(&self, key: &str) -> bool {
-        match self {
-            Scope::Topic => topic_config::is_known(key),
-            Scope::Cluster => CLUSTER_CONFIGS.contains(&key),
-            Scope::Broker => quota::BROKER_CONFIGS.contains(&key),
-        }
-    }
-
-    /// Checks one key and value: an unknown key of a topic or the cluster is an invalid
-    /// config, a broker config that cannot change at run time an invalid request (Kafka's
-    /// answers to both).
-    fn validate(&self, key: &str, value: &str) -> Result<(), Refusal> {
-        let invalid = |m: String| (code(ResponseError::InvalidConfig), m);
-        match self {
-            Scope::Topic => topic_config::validate(key, value).map_err(invalid),
-            Scope::Cluster | Scope::Broker if quota::BROKER_CONFIGS.contains(&key) => {
-                quota::validate_rate(value)
-                    .map_err(|e| invalid(format!("invalid value {value:?} for {key}: {e}")))
-            }
-            Scope::Cluster if key == CLUSTER_MIN_ISR => {
-                topic_config::validate(key, value).map_err(invalid)
-            }
-            Scope::Cluster => Err(invalid(format!(
-                "{key} cannot be set cluster-wide; only {CLUSTER_CONFIGS:?}"
-            ))),
-            Scope::Broker => Err((
-                code(ResponseError::InvalidRequest),
-                format!(
-                    "{key} cannot be set per broker: only {:?} can; {CLUSTER_MIN_ISR} can be set \
-                     cluster-wide (the broker resource with an empty name, kafka-configs \
-                     --entity-default), and the other broker configs are static (command line)",
-                    quota::BROKER_CONFIGS
-                ),
-            )),
-        }
+fn refused(r: Refusal) -> Refused {
+    match r {
+        Refusal::InvalidConfig(m) => (code(ResponseError::InvalidConfig), m),
+        Refusal::InvalidRequest(m) => (code(ResponseError::InvalidRequest), m),
     }
 }
 
@@ -181,10 +97,6 @@ const CONFIG_SOURCE_DYNAMIC_BROKER: i8 = 2;
 /// Kafka's DYNAMIC_DEFAULT_BROKER_CONFIG: set cluster-wide, in the metadata log.
 const CONFIG_SOURCE_DYNAMIC_DEFAULT: i8 = 3;
 const CONFIG_SOURCE_STATIC_BROKER: i8 = 4;
-const OP_SET: i8 = 0;
-const OP_DELETE: i8 = 1;
-const OP_APPEND: i8 = 2;
-const OP_SUBTRACT: i8 = 3;
 
 fn entry(
     name: &str,
@@ -209,51 +121,6 @@ fn entry(
         e = e.with_config_type(config_type);
     }
     e
-}
-
-/// One IncrementalAlterConfigs operation on `configs`: SET, DELETE, or for the list-valued
-/// topic configs APPEND and SUBTRACT.
-fn apply_operation(
-    scope: &Scope,
-    configs: &mut BTreeMap<String, String>,
-    change: &AlterableConfig,
-) -> Result<(), Refusal> {
-    let key = change.name.as_str();
-    let value = change
-        .value
-        .as_ref()
-        .map(|v| v.as_str())
-        .unwrap_or_default();
-    match change.config_operation {
-        OP_SET => {
-            scope.validate(key, value)?;
-            configs.insert(key.to_string(), value.to_string());
-        }
-        OP_DELETE => {
-            if !scope.is_known(key) {
-                // Kafka's answer to a key it does not know.
-                scope.validate(key, "")?;
-            }
-            configs.remove(key);
-        }
-        op @ (OP_APPEND | OP_SUBTRACT) if matches!(scope, Scope::Topic) && topic_config::is_list(key) => {
-            let current = configs.get(key).map_or("", String::as_str);
-            let edited = quota::edit_list(current, value, op == OP_SUBTRACT);
-            scope.validate(key, &edited)?;
-            if edited.is_empty() {
-                configs.remove(key);
-            } else {
-                configs.insert(key.to_string(), edited);
-            }
-        }
-        op => {
-            return Err((
-                code(ResponseError::InvalidConfig),
-                format!("operation {op} on {key}: APPEND and SUBTRACT apply to list-valued topic configs only"),
-            ))
-        }
-    }
-    Ok(())
 }
 
 impl<S: Storage + Clone> KafkaApis<S> {
@@ -402,7 +269,7 @@ impl<S: Storage + Clone> KafkaApis<S> {
     /// Whose configs a request's resource names: a topic, or in a cluster the broker
     /// resource with an empty name (Kafka's default broker resource: the cluster-level
     /// configs) or one broker.
-    fn target(&self, resource_type: i8, name: &str) -> Result<Target, Refusal> {
+    fn target(&self, resource_type: i8, name: &str) -> Result<Target, Refused> {
         match (resource_type, &self.cluster) {
             (RESOURCE_TOPIC, _) => Ok(Target::Topic(name.to_string())),
             (RESOURCE_BROKER, Some(_)) if name.is_empty() => Ok(Target::Cluster),
@@ -422,7 +289,7 @@ impl<S: Storage + Clone> KafkaApis<S> {
     }
 
     /// The target's configs as this broker has them.
-    fn current_configs(&self, target: &Target) -> Result<BTreeMap<String, String>, Refusal> {
+    fn current_configs(&self, target: &Target) -> Result<BTreeMap<String, String>, Refused> {
         match target {
             Target::Topic(name) => match self.replicas.topic(name) {
                 Some(topic) => Ok(topic.configs()),
@@ -440,41 +307,32 @@ impl<S: Storage + Clone> KafkaApis<S> {
         }
     }
 
-    /// `change` applied to the target's current configs: the set it started from and the new
-    /// one, or why it is refused.
-    fn edit(&self, target: &Target, change: &Change) -> Result<Forward, Refusal> {
-        let base = self.current_configs(target)?;
-        let mut configs = base.clone();
-        change.apply(&target.scope(), &mut configs)?;
-        if matches!(target, Target::Cluster) && !configs.contains_key(CLUSTER_MIN_ISR) {
-            let message = format!("the cluster-level {CLUSTER_MIN_ISR} cannot be removed");
-            return Err((code(ResponseError::InvalidConfig), message));
-        }
-        Ok(Forward {
-            name: String::new(),
-            target: target.clone(),
-            change: change.clone(),
-            base,
-            configs,
-        })
-    }
-
-    /// Applies `change` to the configs of a resource, unless `validate_only`. A standalone
-    /// broker changes a topic's configs itself; a cluster's configs live in the metadata log,
-    /// so the change goes into `forward` for the controller, and every broker applies it from
-    /// the image. Returns the error code and message for the resource's response.
+    /// Applies `change` to the configs of a resource, unless `validate_only`. It is first
+    /// applied to this broker's copy, to answer at once with Kafka's error codes. A standalone
+    /// broker then changes a topic's configs itself; a cluster's configs live in the metadata
+    /// log, so the change goes into `forward` for the controller, which applies it to the
+    /// log's set, and every broker applies the result from the image. Returns the error code
+    /// and message for the resource's response.
     fn alter_resource_configs(
         &self,
         resource_type: i8,
         name: &str,
         validate_only: bool,
         forward: &mut Vec<Forward>,
-        change: Change,
+        change: Result<ConfigChange, Refusal>,
     ) -> (i16, Option<String>) {
-        let edited = self
-            .target(resource_type, name)
-            .and_then(|target| self.edit(&target, &change));
-        let mut f = match edited {
+        let edited = self.target(resource_type, name).and_then(|target| {
+            let change = change.map_err(refused)?;
+            let current = self.current_configs(&target)?;
+            let configs = target.scope().apply(&change, &current).map_err(refused)?;
+            Ok(Forward {
+                name: name.to_string(),
+                target,
+                change,
+                configs,
+            })
+        });
+        let f = match edited {
             Ok(f) => f,
             Err((error, message)) => return (error, Some(message)),
         };
@@ -482,7 +340,6 @@ impl<S: Storage + Clone> KafkaApis<S> {
             return (0, None);
         }
         if self.cluster.is_some() {
-            f.name = name.to_string();
             forward.push(f);
             return (0, None);
         }
@@ -505,76 +362,36 @@ impl<S: Storage + Clone> KafkaApis<S> {
         };
         let apis = self.clone();
         Reply::Later(Box::pin(async move {
-            use crate::cluster::controller::ControllerError;
             let mut response = response;
-            for mut f in forward {
-                let name = f.name.clone();
-                // Until this broker's copy of the target's configs is `want` (or differs from
-                // it), for at most APPLIED_WAIT_MAX.
-                let wait = |target: Target, want: BTreeMap<String, String>, equal: bool| {
-                    let apis = apis.clone();
-                    async move {
+            for f in forward {
+                let r = view.controller_request(f.request()).await;
+                let (error, message) = match r.error {
+                    ControllerError::None => {
+                        // Answer once this broker shows the set the controller wrote, so a
+                        // next change sent here is checked against it.
+                        let written: BTreeMap<String, String> =
+                            r.configs.unwrap_or_default().into_iter().collect();
                         let deadline = tokio::time::Instant::now() + APPLIED_WAIT_MAX;
-                        while (apis.current_configs(&target).as_ref() == Ok(&want)) != equal
+                        while apis.current_configs(&f.target).as_ref() != Ok(&written)
                             && tokio::time::Instant::now() < deadline
                         {
                             tokio::time::sleep(APPLIED_POLL).await;
                         }
+                        continue;
                     }
-                };
-                let mut attempt = 1;
-                let refusal = loop {
-                    match view.controller_request(f.request()).await.error {
-                        ControllerError::None => {
-                            // Answer once this broker applies the change too, so a next
-                            // change sent here starts from it.
-                            wait(f.target.clone(), f.configs.clone(), true).await;
-                            break None;
-                        }
-                        ControllerError::StaleRequest if attempt < FORWARD_ATTEMPTS_MAX => {
-                            // Another change overtook this one: once this broker has it,
-                            // apply the operations again, to the newer set.
-                            attempt += 1;
-                            wait(f.target.clone(), f.base.clone(), false).await;
-                            match apis.edit(&f.target, &f.change) {
-                                Ok(next) => {
-                                    f = Forward {
-                                        name: f.name,
-                                        ..next
-                                    }
-                                }
-                                Err(refusal) => break Some(refusal),
-                            }
-                        }
-                        ControllerError::StaleRequest => {
-                            break Some((
-                                code(ResponseError::RequestTimedOut),
-                                format!(
-                                    "{FORWARD_ATTEMPTS_MAX} attempts were each overtaken by \
-                                     another change to the same configs; retry"
-                                ),
-                            ))
-                        }
-                        ControllerError::InvalidRequest(message) => {
-                            break Some((code(ResponseError::InvalidConfig), message))
-                        }
-                        ControllerError::UnknownTopic => {
-                            break Some((
-                                code(ResponseError::UnknownTopicOrPartition),
-                                "unknown topic".into(),
-                            ))
-                        }
-                        e => {
-                            break Some((
-                                code(ResponseError::NotController),
-                                format!("the controller did not apply the change: {e:?}"),
-                            ))
-                        }
+                    ControllerError::InvalidRequest(message) => {
+                        (code(ResponseError::InvalidConfig), message)
                     }
+                    ControllerError::UnknownTopic => (
+                        code(ResponseError::UnknownTopicOrPartition),
+                        "unknown topic".into(),
+                    ),
+                    e => (
+                        code(ResponseError::NotController),
+                        format!("the controller did not apply the change: {e:?}"),
+                    ),
                 };
-                if let Some((error, message)) = refusal {
-                    set_error(&mut response, &name, error, message);
-                }
+                set_error(&mut response, &f.name, error, message);
             }
             into_kind(response)
         }))
@@ -596,7 +413,14 @@ impl<S: Storage + Clone> KafkaApis<S> {
                     res.resource_name.as_str(),
                     validate_only,
                     &mut forward,
-                    Change::Operations(res.configs.clone()),
+                    res.configs
+                        .iter()
+                        .map(|c| {
+                            let value = c.value.as_ref().map(|v| v.as_str());
+                            ConfigOp::from_wire(c.config_operation, c.name.as_str(), value)
+                        })
+                        .collect::<Result<_, _>>()
+                        .map(ConfigChange::Operations),
                 );
                 AlterConfigsResourceResponse::default()
                     .with_resource_type(res.resource_type)
@@ -635,7 +459,7 @@ impl<S: Storage + Clone> KafkaApis<S> {
                     res.resource_name.as_str(),
                     validate_only,
                     &mut forward,
-                    Change::Replace(
+                    Ok(ConfigChange::Replace(
                         res.configs
                             .iter()
                             .filter_map(|c| {
@@ -643,7 +467,7 @@ impl<S: Storage + Clone> KafkaApis<S> {
                                 Some((c.name.to_string(), value.to_string()))
                             })
                             .collect(),
-                    ),
+                    )),
                 );
                 alter_configs_response::AlterConfigsResourceResponse::default()
                     .with_resource_type(res.resource_type)

@@ -20,6 +20,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
+use super::config_change::{ConfigChange, Scope};
 use crate::planted::{self, PlantedBug};
 use crate::raft::metadata::{MetadataImage, MetadataRecord, PartitionImage, MAX_PARTITIONS};
 use crate::raft::{NodeId, QuorumDescription};
@@ -122,30 +123,25 @@ pub enum ControllerRequest {
         count: u32,
         assignments: Vec<Vec<NodeId>>,
     },
-    /// Replaces all of the topic's config overrides. With `expected`, only if the overrides
-    /// are still those (see [`configs_unchanged`]).
+    /// Changes the topic's config overrides: operations on the set in the log, or a new set.
     AlterTopicConfigs {
         name: String,
-        configs: Vec<(String, String)>,
-        expected: Option<Vec<(String, String)>>,
+        change: ConfigChange,
     },
     ControlledShutdown {
         node_id: NodeId,
         incarnation: i64,
     },
-    /// Replaces the cluster-level dynamic configs ([`CLUSTER_CONFIGS`]); `min.insync.replicas`
-    /// must stay set. With `expected`, only if the configs are still those.
+    /// Changes the cluster-level dynamic configs ([`CLUSTER_CONFIGS`]); `min.insync.replicas`
+    /// must stay set.
     AlterClusterConfigs {
-        configs: Vec<(String, String)>,
-        expected: Option<Vec<(String, String)>>,
+        change: ConfigChange,
     },
-    /// Replaces one broker's dynamic configs ([`crate::replica::quota::BROKER_CONFIGS`], the
-    /// replication throttle rates); none removes them. With `expected`, only if the broker's
-    /// configs are still those.
+    /// Changes one broker's dynamic configs ([`crate::replica::quota::BROKER_CONFIGS`], the
+    /// replication throttle rates); an empty set removes them.
     AlterBrokerConfigs {
         node_id: NodeId,
-        configs: Vec<(String, String)>,
-        expected: Option<Vec<(String, String)>>,
+        change: ConfigChange,
     },
     /// An operator's election (Kafka's ElectLeaders): preferred (leadership to the first
     /// replica, if it is in the ISR and alive) or unclean (a leaderless partition takes any
@@ -270,6 +266,8 @@ pub struct ControllerResponse {
     pub reassignments: Vec<([u8; 16], u32, ReassignOutcome)>,
     /// A DescribeQuorum answer, its times in milliseconds since the Unix epoch.
     pub quorum: Option<QuorumDescription>,
+    /// The set a config change wrote.
+    pub configs: Option<Vec<(String, String)>>,
 }
 
 impl ControllerResponse {
@@ -284,6 +282,14 @@ impl ControllerResponse {
             elections: Vec::new(),
             reassignments: Vec::new(),
             quorum: None,
+            configs: None,
+        }
+    }
+
+    fn with_configs(configs: &[(String, String)]) -> Self {
+        ControllerResponse {
+            configs: Some(configs.to_vec()),
+            ..Self::ok()
         }
     }
 }
@@ -814,28 +820,20 @@ fn validate_rates(configs: &[(String, String)]) -> Result<(), ControllerError> {
     Ok(())
 }
 
-/// The precondition of a config change computed from a set the sender read (an
-/// IncrementalAlterConfigs' operations applied to its broker's copy): the set must be unchanged
-/// in the log, or the change would undo another sent through some other broker meanwhile. A
-/// change without `expected` replaces the set whatever it is.
-fn configs_unchanged(
-    expected: Option<&[(String, String)]>,
+/// `change` applied to `current` (none: an empty set) under `scope`'s rules: the new set,
+/// checked as every set the log holds.
+fn changed_configs(
+    scope: Scope,
+    change: &ConfigChange,
     current: Option<&BTreeMap<String, String>>,
-) -> Result<(), ControllerError> {
-    let Some(expected) = expected else {
-        return Ok(());
-    };
+) -> Result<Vec<(String, String)>, ControllerError> {
     let empty = BTreeMap::new();
-    let current = current.unwrap_or(&empty);
-    let same = expected.len() == current.len()
-        && expected
-            .iter()
-            .all(|(k, v)| current.get(k).is_some_and(|c| c == v));
-    if same {
-        Ok(())
-    } else {
-        Err(ControllerError::StaleRequest)
-    }
+    let next = scope
+        .apply(change, current.unwrap_or(&empty))
+        .map_err(|r| ControllerError::InvalidRequest(r.message().to_string()))?;
+    let configs: Vec<(String, String)> = next.into_iter().collect();
+    validate_configs(&configs)?;
+    Ok(configs)
 }
 
 fn configs_bytes(configs: &[(String, String)]) -> usize {
@@ -1519,20 +1517,15 @@ impl Controller {
                 round.emit(MetadataRecord::DeleteTopic { topic_id: id });
                 Some(ok)
             }
-            ControllerRequest::AlterTopicConfigs {
-                name,
-                configs,
-                expected,
-            } => {
+            ControllerRequest::AlterTopicConfigs { name, change } => {
                 let Some(&id) = round.view.topic_ids.get(name) else {
                     return Some(Err(ControllerError::UnknownTopic));
                 };
                 let current = round.view.topics.get(&id).map(|t| &t.configs);
-                if let Err(e) = validate_configs(configs)
-                    .and_then(|()| configs_unchanged(expected.as_deref(), current))
-                {
-                    return Some(Err(e));
-                }
+                let configs = &match changed_configs(Scope::Topic, change, current) {
+                    Ok(configs) => configs,
+                    Err(e) => return Some(Err(e)),
+                };
                 // Partitions with an ELR may need a record each (see Round::recheck_elr).
                 let with_elr = round.view.topics.get(&id).map_or(0, |t| {
                     let ps = t.partitions.iter().filter(|p| !p.elr.is_empty());
@@ -1549,15 +1542,14 @@ impl Controller {
                     configs: configs.clone(),
                 });
                 round.recheck_elr(id);
-                Some(ok)
+                Some(Ok(ControllerResponse::with_configs(configs)))
             }
-            ControllerRequest::AlterClusterConfigs { configs, expected } => {
+            ControllerRequest::AlterClusterConfigs { change } => {
                 let current = Some(&round.view.cluster_configs);
-                if let Err(e) = validate_configs(configs)
-                    .and_then(|()| configs_unchanged(expected.as_deref(), current))
-                {
-                    return Some(Err(e));
-                }
+                let configs = &match changed_configs(Scope::Cluster, change, current) {
+                    Ok(configs) => configs,
+                    Err(e) => return Some(Err(e)),
+                };
                 if let Some((k, _)) = configs
                     .iter()
                     .find(|(k, _)| !CLUSTER_CONFIGS.contains(&k.as_str()))
@@ -1599,23 +1591,20 @@ impl Controller {
                 for id in ids {
                     round.recheck_elr(id);
                 }
-                Some(ok)
+                Some(Ok(ControllerResponse::with_configs(configs)))
             }
-            ControllerRequest::AlterBrokerConfigs {
-                node_id,
-                configs,
-                expected,
-            } => {
+            ControllerRequest::AlterBrokerConfigs { node_id, change } => {
                 if *node_id < 0 {
                     return Some(Err(ControllerError::InvalidRequest(format!(
                         "broker id {node_id} is negative"
                     ))));
                 }
                 let current = round.view.broker_configs.get(node_id);
-                if let Err(e) = validate_configs(configs)
-                    .and_then(|()| validate_rates(configs))
-                    .and_then(|()| configs_unchanged(expected.as_deref(), current))
-                {
+                let configs = &match changed_configs(Scope::Broker, change, current) {
+                    Ok(configs) => configs,
+                    Err(e) => return Some(Err(e)),
+                };
+                if let Err(e) = validate_rates(configs) {
                     return Some(Err(e));
                 }
                 if let Some((k, _)) = configs
@@ -1634,7 +1623,7 @@ impl Controller {
                     node_id: *node_id,
                     configs: configs.clone(),
                 });
-                Some(ok)
+                Some(Ok(ControllerResponse::with_configs(configs)))
             }
             ControllerRequest::ElectLeaders {
                 unclean,
@@ -2028,6 +2017,8 @@ impl Controller {
 mod tests {
     use std::sync::{RwLock, RwLockReadGuard};
 
+    use crate::cluster::config_change::ConfigOp;
+
     use proptest::collection::vec;
     use proptest::prelude::*;
 
@@ -2374,8 +2365,7 @@ mod tests {
             2,
             ControllerRequest::AlterTopicConfigs {
                 name: "t".into(),
-                configs: vec![("min.insync.replicas".into(), "3".into())],
-                expected: None,
+                change: ConfigChange::Replace(vec![("min.insync.replicas".into(), "3".into())]),
             },
         );
         let rec = s.round().expect("a config record");
@@ -2387,8 +2377,7 @@ mod tests {
             2,
             ControllerRequest::AlterTopicConfigs {
                 name: "t".into(),
-                configs: vec![("min.insync.replicas".into(), "1".into())],
-                expected: None,
+                change: ConfigChange::Replace(vec![("min.insync.replicas".into(), "1".into())]),
             },
         );
         let rec = s.round().expect("a config record");
@@ -2404,93 +2393,90 @@ mod tests {
         assert!(s.part("t", 0).elr.is_empty());
     }
 
-    /// A config change computed from a set that has changed since is refused and changes
-    /// nothing, for a topic, the cluster and one broker alike; two computed from the same set
-    /// in one round: the first wins, the second is refused.
+    /// Config operations apply to the set in the log, not the sender's copy: two APPENDs
+    /// decided in one round (as two brokers would send them at once) both land, for a topic,
+    /// the cluster and one broker alike; an operation the set refuses changes nothing; the
+    /// answer carries the set written.
     #[test]
-    fn controller_refuses_config_changes_computed_from_a_changed_set() {
+    fn controller_applies_config_operations_to_the_set_in_the_log() {
         let _g = serial();
         let mut s = Sim::cluster(3);
         s.seed("t", &[1, 2, 3], &[1, 2, 3], 1);
         s.run(300, &[1, 2, 3]);
-        let pairs = |c: &[(&str, &str)]| -> Vec<(String, String)> {
-            c.iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect()
+        let list = quota::FOLLOWER_REPLICAS;
+        let append = |entry: &str| ControllerRequest::AlterTopicConfigs {
+            name: "t".into(),
+            change: ConfigChange::Operations(vec![ConfigOp::Append(list.into(), entry.into())]),
         };
-        let topic = |configs: &[(&str, &str)], expected: &[(&str, &str)]| {
-            ControllerRequest::AlterTopicConfigs {
-                name: "t".into(),
-                configs: pairs(configs),
-                expected: Some(pairs(expected)),
-            }
-        };
-        let r = s.request(2, topic(&[("retention.ms", "1")], &[]));
-        assert_eq!(r.error, ControllerError::None);
-        let r = s.request(2, topic(&[("retention.ms", "2")], &[]));
-        assert_eq!(r.error, ControllerError::StaleRequest);
+        let a = s.submit(2, append("0:1"));
+        let b = s.submit(3, append("0:2"));
+        s.round().expect("a config record");
+        s.collect();
         let configs = |s: &Sim| s.image.topics[&s.image.topic_ids["t"]].configs.clone();
-        assert_eq!(configs(&s)["retention.ms"], "1");
+        assert_eq!(s.answers[&a].error, ControllerError::None);
+        assert_eq!(s.answers[&b].error, ControllerError::None);
+        assert_eq!(configs(&s)[list], "0:1,0:2");
+        let written = s.answers[&b].configs.clone().expect("the set written");
+        assert_eq!(written, vec![(list.to_string(), "0:1,0:2".to_string())]);
+
         let r = s.request(
             2,
-            topic(
-                &[("retention.ms", "1"), ("segment.ms", "9")],
-                &[("retention.ms", "1")],
-            ),
+            ControllerRequest::AlterTopicConfigs {
+                name: "t".into(),
+                change: ConfigChange::Operations(vec![
+                    ConfigOp::Subtract(list.into(), "0:1".into()),
+                    ConfigOp::Set("retention.ms".into(), "soon".into()),
+                ]),
+            },
         );
-        assert_eq!(r.error, ControllerError::None);
-        assert_eq!(configs(&s).len(), 2);
+        assert!(
+            matches!(r.error, ControllerError::InvalidRequest(_)),
+            "{r:?}"
+        );
+        assert_eq!(
+            configs(&s)[list],
+            "0:1,0:2",
+            "a refused change changes nothing"
+        );
 
-        // Two appends computed from the same set, as two brokers would send them at once.
-        let a = s.submit(
-            2,
-            topic(
-                &[("segment.ms", "1")],
-                &[("retention.ms", "1"), ("segment.ms", "9")],
-            ),
-        );
-        let b = s.submit(
-            2,
-            topic(
-                &[("segment.ms", "2")],
-                &[("retention.ms", "1"), ("segment.ms", "9")],
-            ),
-        );
+        let rate = |key: &str, v: &str| ConfigOp::Set(key.into(), v.into());
+        let cluster = |op: ConfigOp| ControllerRequest::AlterClusterConfigs {
+            change: ConfigChange::Operations(vec![op]),
+        };
+        let a = s.submit(2, cluster(rate(quota::LEADER_RATE, "100")));
+        let b = s.submit(3, cluster(rate(quota::FOLLOWER_RATE, "200")));
         s.round().expect("a config record");
         s.collect();
         assert_eq!(s.answers[&a].error, ControllerError::None);
-        assert_eq!(s.answers[&b].error, ControllerError::StaleRequest);
-        assert_eq!(
-            configs(&s).into_iter().collect::<Vec<_>>(),
-            pairs(&[("segment.ms", "1")])
+        assert_eq!(s.answers[&b].error, ControllerError::None);
+        assert_eq!(s.image.cluster_configs[quota::LEADER_RATE], "100");
+        assert_eq!(s.image.cluster_configs[quota::FOLLOWER_RATE], "200");
+        assert!(s.image.cluster_configs.contains_key(CLUSTER_MIN_ISR));
+        let r = s.request(2, cluster(ConfigOp::Delete(CLUSTER_MIN_ISR.into())));
+        assert!(
+            matches!(r.error, ControllerError::InvalidRequest(_)),
+            "{r:?}"
         );
 
-        let cluster = |v: &str, expected: &str| ControllerRequest::AlterClusterConfigs {
-            configs: pairs(&[(CLUSTER_MIN_ISR, v)]),
-            expected: Some(pairs(&[(CLUSTER_MIN_ISR, expected)])),
+        let broker = |op: ConfigOp| ControllerRequest::AlterBrokerConfigs {
+            node_id: 3,
+            change: ConfigChange::Operations(vec![op]),
         };
-        let now = s.image.cluster_configs[CLUSTER_MIN_ISR].clone();
-        let r = s.request(2, cluster("3", "7"));
-        assert_eq!(r.error, ControllerError::StaleRequest);
-        assert_eq!(s.image.cluster_configs[CLUSTER_MIN_ISR], now);
-        let r = s.request(2, cluster("3", &now));
+        let a = s.submit(2, broker(rate(quota::LEADER_RATE, "10")));
+        let b = s.submit(1, broker(rate(quota::FOLLOWER_RATE, "20")));
+        s.round().expect("a config record");
+        s.collect();
+        assert_eq!(s.answers[&a].error, ControllerError::None);
+        assert_eq!(s.answers[&b].error, ControllerError::None);
+        assert_eq!(s.image.broker_configs[&3].len(), 2);
+        let r = s.request(2, broker(ConfigOp::Delete(quota::LEADER_RATE.into())));
         assert_eq!(r.error, ControllerError::None);
-        assert_eq!(s.image.cluster_configs[CLUSTER_MIN_ISR], "3");
-
-        let broker =
-            |rate: &str, expected: &[(&str, &str)]| ControllerRequest::AlterBrokerConfigs {
-                node_id: 3,
-                configs: pairs(&[(quota::LEADER_RATE, rate)]),
-                expected: Some(pairs(expected)),
-            };
-        let r = s.request(2, broker("10", &[(quota::LEADER_RATE, "5")]));
-        assert_eq!(r.error, ControllerError::StaleRequest);
-        assert!(!s.image.broker_configs.contains_key(&3));
-        let r = s.request(2, broker("10", &[]));
+        let r = s.request(2, broker(ConfigOp::Delete(quota::FOLLOWER_RATE.into())));
         assert_eq!(r.error, ControllerError::None);
-        let r = s.request(2, broker("20", &[(quota::LEADER_RATE, "10")]));
-        assert_eq!(r.error, ControllerError::None);
-        assert_eq!(s.image.broker_configs[&3][quota::LEADER_RATE], "20");
+        assert!(
+            !s.image.broker_configs.contains_key(&3),
+            "an emptied set is removed"
+        );
     }
 
     /// The first controller writes its min.insync.replicas to the log; a later controller
@@ -2530,11 +2516,12 @@ mod tests {
         let set =
             |node_id: NodeId, configs: &[(&str, &str)]| ControllerRequest::AlterBrokerConfigs {
                 node_id,
-                configs: configs
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-                    .collect(),
-                expected: None,
+                change: ConfigChange::Replace(
+                    configs
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect(),
+                ),
             };
         let r = s.request(
             2,
@@ -2576,11 +2563,10 @@ mod tests {
         assert!(!s.image.broker_configs.contains_key(&3));
         // The cluster-wide rates sit beside min.insync.replicas and are checked the same way.
         let cluster = |rate: &str| ControllerRequest::AlterClusterConfigs {
-            configs: vec![
+            change: ConfigChange::Replace(vec![
                 (CLUSTER_MIN_ISR.into(), "2".into()),
                 (quota::FOLLOWER_RATE.into(), rate.into()),
-            ],
-            expected: None,
+            ]),
         };
         let r = s.request(2, cluster("-5"));
         assert!(
@@ -2602,30 +2588,26 @@ mod tests {
         s.seed("u", &[2, 4, 3], &[2, 3], 2);
         let u = ControllerRequest::AlterTopicConfigs {
             name: "u".into(),
-            configs: vec![(CLUSTER_MIN_ISR.into(), "2".into())],
-            expected: None,
+            change: ConfigChange::Replace(vec![(CLUSTER_MIN_ISR.into(), "2".into())]),
         };
         s.request(2, u);
         s.run(SESSION_MS + 200, &[1, 3, 4]);
         assert_eq!(s.part("t", 0).elr, vec![2]);
         assert_eq!(s.part("u", 0).elr, vec![2]);
         let set = |v: &str| ControllerRequest::AlterClusterConfigs {
-            configs: vec![(CLUSTER_MIN_ISR.into(), v.into())],
-            expected: None,
+            change: ConfigChange::Replace(vec![(CLUSTER_MIN_ISR.into(), v.into())]),
         };
         for bad in [
             ControllerRequest::AlterClusterConfigs {
-                configs: vec![],
-                expected: None,
+                change: ConfigChange::Replace(vec![]),
             },
             set("0"),
             set("two"),
             ControllerRequest::AlterClusterConfigs {
-                configs: vec![
+                change: ConfigChange::Replace(vec![
                     (CLUSTER_MIN_ISR.into(), "1".into()),
                     ("retention.ms".into(), "1".into()),
-                ],
-                expected: None,
+                ]),
             },
         ] {
             let r = s.request(2, bad.clone());
@@ -2942,18 +2924,22 @@ mod tests {
 
         let alter = |configs: Vec<(&str, &str)>| ControllerRequest::AlterTopicConfigs {
             name: "t".into(),
-            configs: configs
-                .into_iter()
-                .map(|(k, v)| (k.into(), v.into()))
-                .collect(),
-            expected: None,
+            change: ConfigChange::Replace(
+                configs
+                    .into_iter()
+                    .map(|(k, v)| (k.into(), v.into()))
+                    .collect(),
+            ),
         };
-        s.request(2, alter(vec![("a", "1"), ("b", "2")]));
+        let (a, b) = ("retention.ms", "segment.ms");
+        s.request(2, alter(vec![(a, "1"), (b, "2")]));
         assert_eq!(s.image.topics[&id].configs.len(), 2);
-        s.request(2, alter(vec![("b", "3")]));
-        assert_eq!(s.image.topics[&id].configs["b"], "3");
+        s.request(2, alter(vec![(b, "3")]));
+        assert_eq!(s.image.topics[&id].configs[b], "3");
         assert_eq!(s.image.topics[&id].configs.len(), 1, "full replacement");
-        let e = s.request(2, alter(vec![("b", "3"), ("b", "4")])).error;
+        let e = s.request(2, alter(vec![(b, "3"), (b, "4")])).error;
+        assert!(matches!(e, ControllerError::InvalidRequest(_)));
+        let e = s.request(2, alter(vec![("no.such.config", "3")])).error;
         assert!(matches!(e, ControllerError::InvalidRequest(_)));
 
         let delete = |name: &str| ControllerRequest::DeleteTopic { name: name.into() };
@@ -3857,8 +3843,10 @@ mod tests {
                     s.submit(
                         2,
                         ControllerRequest::AlterClusterConfigs {
-                            configs: vec![(CLUSTER_MIN_ISR.into(), v.to_string())],
-                            expected: None,
+                            change: ConfigChange::Replace(vec![(
+                                CLUSTER_MIN_ISR.into(),
+                                v.to_string(),
+                            )]),
                         },
                     );
                 }

@@ -1,5 +1,7 @@
 //! The replicated cluster (combined mode: every node is a quorum voter and a broker).
 //!
+//! - [`config_change`]: a change to a set of dynamic configs and its rules, applied by brokers
+//!   (to answer at once) and by the controller (to the log's set).
 //! - [`controller`]: the active controller's decisions, sans-IO (registrations, fencing,
 //!   leader election from the ISR, ISR changes, topic creation and deletion).
 //! - [`requests`]: the binary encoding of controller requests and responses between nodes.
@@ -11,6 +13,7 @@
 //! [`ClusterView`] is what request handlers see: the latest image, this node's identity and a
 //! way to send requests to the active controller.
 
+pub mod config_change;
 pub mod controller;
 pub mod quorum;
 pub mod replication;

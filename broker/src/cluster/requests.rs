@@ -16,12 +16,14 @@
 //! DescribeQuorum is kind 15, with no fields; its answer is `4` + `i32 leader`, `i32 epoch`,
 //! `i64 high watermark`, `u32 count` + per voter `i32 id`, `i64 log end`, `i64 last fetch`,
 //! `i64 last caught up`.
-//! AlterBrokerConfigs is kind 14: `i32 node_id`, then the configs. A config change with its
-//! precondition (`expected`) travels as its kind plus 10 (16, 19, 24) with the expected configs
-//! after its fields.
+//! AlterBrokerConfigs is kind 14: `i32 node_id`, then the configs. Those are config changes
+//! that replace the whole set; one made of operations travels as its kind plus 10 (16, 19,
+//! 24) with `u32 count` + per operation `u8 op` (Kafka's code), `key` and `value` in place of
+//! the configs. A config change's answer carries `5` + the set it wrote.
 
 use bytes::Bytes;
 
+use super::config_change::{ConfigChange, ConfigOp};
 use super::controller::{
     ControllerError, ControllerRequest, ControllerResponse, ElectionOutcome, ReassignOutcome,
     ELECT_PARTITIONS_MAX, REASSIGN_PARTITIONS_MAX,
@@ -97,15 +99,10 @@ pub fn encode_request(request: &ControllerRequest) -> Bytes {
                 put_assignments(&mut out, assignments);
             }
         }
-        ControllerRequest::AlterTopicConfigs {
-            name,
-            configs,
-            expected,
-        } => {
-            out.push(if expected.is_some() { 16 } else { 6 });
+        ControllerRequest::AlterTopicConfigs { name, change } => {
+            out.push(change_kind(6, change));
             put_string(&mut out, name);
-            put_configs(&mut out, configs);
-            put_expected(&mut out, expected);
+            put_change(&mut out, change);
         }
         ControllerRequest::ControlledShutdown {
             node_id,
@@ -115,20 +112,14 @@ pub fn encode_request(request: &ControllerRequest) -> Bytes {
             out.extend_from_slice(&node_id.to_be_bytes());
             out.extend_from_slice(&incarnation.to_be_bytes());
         }
-        ControllerRequest::AlterClusterConfigs { configs, expected } => {
-            out.push(if expected.is_some() { 19 } else { 9 });
-            put_configs(&mut out, configs);
-            put_expected(&mut out, expected);
+        ControllerRequest::AlterClusterConfigs { change } => {
+            out.push(change_kind(9, change));
+            put_change(&mut out, change);
         }
-        ControllerRequest::AlterBrokerConfigs {
-            node_id,
-            configs,
-            expected,
-        } => {
-            out.push(if expected.is_some() { 24 } else { 14 });
+        ControllerRequest::AlterBrokerConfigs { node_id, change } => {
+            out.push(change_kind(14, change));
             out.extend_from_slice(&node_id.to_be_bytes());
-            put_configs(&mut out, configs);
-            put_expected(&mut out, expected);
+            put_change(&mut out, change);
         }
         ControllerRequest::ElectLeaders {
             unclean,
@@ -198,21 +189,18 @@ pub fn decode_request(buf: &[u8]) -> Result<ControllerRequest, DecodeError> {
         },
         kind @ (6 | 16) => ControllerRequest::AlterTopicConfigs {
             name: r.string()?,
-            configs: r.configs()?,
-            expected: read_expected(&mut r, kind == 16)?,
+            change: read_change(&mut r, kind == 16)?,
         },
         7 => ControllerRequest::ControlledShutdown {
             node_id: r.i32()?,
             incarnation: r.i64()?,
         },
         kind @ (9 | 19) => ControllerRequest::AlterClusterConfigs {
-            configs: r.configs()?,
-            expected: read_expected(&mut r, kind == 19)?,
+            change: read_change(&mut r, kind == 19)?,
         },
         kind @ (14 | 24) => ControllerRequest::AlterBrokerConfigs {
             node_id: r.i32()?,
-            configs: r.configs()?,
-            expected: read_expected(&mut r, kind == 24)?,
+            change: read_change(&mut r, kind == 24)?,
         },
         10 => ControllerRequest::ElectLeaders {
             unclean: match r.u8()? {
@@ -259,6 +247,9 @@ pub fn encode_response(response: &ControllerResponse) -> (i16, String, Bytes) {
         payload.push(PAYLOAD_ELECTIONS);
         let each = response.elections.iter();
         put_partitions(&mut payload, each.map(|&(id, p, o)| (id, p, Some(o))));
+    } else if let Some(configs) = &response.configs {
+        payload.push(PAYLOAD_CONFIGS);
+        put_configs(&mut payload, configs);
     } else if let Some(q) = &response.quorum {
         assert!(
             q.voters.len() <= VOTERS_MAX,
@@ -298,6 +289,7 @@ const PAYLOAD_TOPIC_ID: u8 = 1;
 const PAYLOAD_ELECTIONS: u8 = 2;
 const PAYLOAD_REASSIGNMENTS: u8 = 3;
 const PAYLOAD_QUORUM: u8 = 4;
+const PAYLOAD_CONFIGS: u8 = 5;
 /// Most voters a DescribeQuorum answer may list.
 const VOTERS_MAX: usize = 64;
 
@@ -327,22 +319,45 @@ fn read_quorum(r: &mut Reader<'_>) -> Result<QuorumDescription, DecodeError> {
 
 type ReassignEntry = ([u8; 16], u32, Option<Vec<NodeId>>);
 
-/// A config change's precondition, when it has one (its kind says so).
-fn put_expected(out: &mut Vec<u8>, expected: &Option<Vec<(String, String)>>) {
-    if let Some(expected) = expected {
-        put_configs(out, expected);
+/// A config change's kind: `replace` for a whole new set, plus 10 for operations.
+fn change_kind(replace: u8, change: &ConfigChange) -> u8 {
+    match change {
+        ConfigChange::Replace(_) => replace,
+        ConfigChange::Operations(_) => replace + 10,
     }
 }
 
-fn read_expected(
-    r: &mut Reader<'_>,
-    present: bool,
-) -> Result<Option<Vec<(String, String)>>, DecodeError> {
-    if present {
-        r.configs().map(Some)
-    } else {
-        Ok(None)
+fn put_change(out: &mut Vec<u8>, change: &ConfigChange) {
+    match change {
+        ConfigChange::Replace(configs) => put_configs(out, configs),
+        ConfigChange::Operations(ops) => {
+            out.extend_from_slice(&(ops.len() as u32).to_be_bytes());
+            for op in ops {
+                out.push(op.code() as u8);
+                put_string(out, op.key());
+                put_string(out, op.value());
+            }
+        }
     }
+}
+
+fn read_change(r: &mut Reader<'_>, operations: bool) -> Result<ConfigChange, DecodeError> {
+    if !operations {
+        return Ok(ConfigChange::Replace(r.configs()?));
+    }
+    let n = r.u32()? as usize;
+    // Each operation is at least its code and two string lengths.
+    if n.saturating_mul(9) > r.buf.len() {
+        return Err(DecodeError("config operations longer than the request"));
+    }
+    let ops = (0..n)
+        .map(|_| {
+            let (code, key, value) = (r.u8()? as i8, r.string()?, r.string()?);
+            ConfigOp::from_wire(code, &key, Some(&value))
+                .map_err(|_| DecodeError("unknown config operation"))
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(ConfigChange::Operations(ops))
 }
 
 /// `u32 count` (1 to [`MAX_PARTITIONS`]) + one id list per partition.
@@ -505,6 +520,7 @@ pub fn decode_response(code: i16, message: String, payload: &[u8]) -> Controller
             response.reassignments = read_reassign_outcomes(&mut r).unwrap_or_default();
         }
         Ok(PAYLOAD_QUORUM) => response.quorum = read_quorum(&mut r).ok(),
+        Ok(PAYLOAD_CONFIGS) => response.configs = r.configs().ok(),
         _ => {}
     }
     response
@@ -566,37 +582,41 @@ mod tests {
             },
             ControllerRequest::AlterTopicConfigs {
                 name: "x".into(),
-                configs: vec![],
-                expected: None,
+                change: ConfigChange::Replace(vec![]),
             },
             ControllerRequest::AlterTopicConfigs {
                 name: "x".into(),
-                configs: vec![("retention.ms".into(), "9".into())],
-                expected: Some(vec![]),
+                change: ConfigChange::Operations(vec![
+                    ConfigOp::Set("retention.ms".into(), "9".into()),
+                    ConfigOp::Delete("segment.ms".into()),
+                    ConfigOp::Append(
+                        "follower.replication.throttled.replicas".into(),
+                        "0:1".into(),
+                    ),
+                    ConfigOp::Subtract("leader.replication.throttled.replicas".into(), "*".into()),
+                ]),
             },
             ControllerRequest::ControlledShutdown {
                 node_id: 3,
                 incarnation: -4,
             },
             ControllerRequest::AlterClusterConfigs {
-                configs: vec![("min.insync.replicas".into(), "2".into())],
-                expected: None,
+                change: ConfigChange::Replace(vec![("min.insync.replicas".into(), "2".into())]),
             },
             ControllerRequest::AlterClusterConfigs {
-                configs: vec![("min.insync.replicas".into(), "2".into())],
-                expected: Some(vec![("min.insync.replicas".into(), "1".into())]),
+                change: ConfigChange::Operations(vec![]),
             },
             ControllerRequest::AlterBrokerConfigs {
                 node_id: 2,
-                configs: vec![("leader.replication.throttled.rate".into(), "10".into())],
-                expected: None,
-            },
-            ControllerRequest::AlterBrokerConfigs {
-                node_id: 2,
-                configs: vec![],
-                expected: Some(vec![(
+                change: ConfigChange::Replace(vec![(
                     "leader.replication.throttled.rate".into(),
                     "10".into(),
+                )]),
+            },
+            ControllerRequest::AlterBrokerConfigs {
+                node_id: 2,
+                change: ConfigChange::Operations(vec![ConfigOp::Delete(
+                    "leader.replication.throttled.rate".into(),
                 )]),
             },
             ControllerRequest::ElectLeaders {
@@ -651,6 +671,12 @@ mod tests {
                 let (code, message, payload) = encode_response(&r);
                 assert_eq!(decode_response(code, message, &payload), r);
             }
+            let r = ControllerResponse {
+                configs: Some(vec![("retention.ms".into(), "5".into())]),
+                ..ControllerResponse::err(error.clone())
+            };
+            let (code, message, payload) = encode_response(&r);
+            assert_eq!(decode_response(code, message, &payload), r);
             let r = ControllerResponse {
                 quorum: Some(QuorumDescription {
                     leader: 2,

@@ -2,8 +2,10 @@
 //!
 //! What can change at run time: a topic's overrides; in a cluster, the cluster-level configs
 //! (the broker resource with an empty name: `min.insync.replicas` and the replication throttle
-//! rates) and one broker's own throttle rates (the broker resource named by its id). Both
-//! travel to the controller and live in the metadata log. Every other broker config is static.
+//! rates) and one broker's own throttle rates (the broker resource named by its id). In a
+//! cluster, all of them live in the metadata log: a change is checked here against this
+//! broker's copy, then sent to the controller, which applies it to the log's set
+//! ([`crate::cluster::config_change`]). Every other broker config is static.
 
 use std::collections::BTreeMap;
 

@@ -187,6 +187,11 @@ pub struct Flags {
     /// without this (ElectLeaders, election type unclean) [default: false].
     #[arg(long, env = "BROKER_UNCLEAN_LEADER_ELECTION_ENABLE")]
     pub unclean_leader_election_enable: Option<bool>,
+    /// This broker's rack or availability zone (Kafka's broker.rack): new topics and
+    /// partitions spread their replicas across racks, and Metadata names each broker's rack
+    /// [default: none].
+    #[arg(long, env = "BROKER_RACK")]
+    pub rack: Option<String>,
     /// A tool instead of a broker (`broker dev-cluster ...`); none runs the broker.
     #[command(subcommand)]
     pub command: Option<crate::dev_cluster::Command>,
@@ -228,6 +233,7 @@ struct FileConfig {
     auto_leader_rebalance_enable: Option<bool>,
     leader_imbalance_check_interval_ms: Option<u64>,
     unclean_leader_election_enable: Option<bool>,
+    rack: Option<String>,
 }
 
 /// One controller quorum voter: `ID@HOST:PORT`.
@@ -301,6 +307,8 @@ pub struct ClusterConfig {
     pub auto_leader_rebalance: bool,
     pub leader_imbalance_check_ms: u64,
     pub unclean_leader_election: bool,
+    /// This broker's rack, registered with the controller.
+    pub rack: Option<String>,
 }
 
 impl Default for ClusterConfig {
@@ -316,6 +324,7 @@ impl Default for ClusterConfig {
             auto_leader_rebalance: true,
             leader_imbalance_check_ms: 10_000,
             unclean_leader_election: false,
+            rack: None,
         }
     }
 }
@@ -452,6 +461,7 @@ impl BrokerConfig {
                 .unclean_leader_election_enable
                 .or(file.unclean_leader_election_enable)
                 .unwrap_or(dc.unclean_leader_election),
+            rack: flags.rack.or(file.rack),
         };
         let config = BrokerConfig {
             cluster,
@@ -543,6 +553,12 @@ impl BrokerConfig {
             bail!("max-connections must be positive");
         }
         let c = &self.cluster;
+        if c.rack
+            .as_ref()
+            .is_some_and(|r| r.is_empty() || r.len() > crate::cluster::controller::HOST_BYTES_MAX)
+        {
+            bail!("rack must be 1 to 255 bytes");
+        }
         if c.is_clustered() && !c.voters.iter().any(|v| v.id == self.node_id) {
             bail!(
                 "--node-id {} is not among --voters (combined mode: every node is a voter)",

@@ -765,6 +765,7 @@ impl World {
                 port: 9092,
                 epoch: k as i64,
                 logs_intact: self.rng.gen_bool(0.5),
+                rack: None,
             },
             1 => {
                 let mut id = [0u8; 16];

@@ -930,6 +930,7 @@ impl World {
                             port: 9092,
                             incarnation: self.nodes[node].incarnation,
                             logs_intact: true,
+                            rack: None,
                         };
                         self.send(Msg::ToController {
                             from: node,

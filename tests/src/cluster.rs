@@ -97,6 +97,8 @@ struct Node {
 pub struct Cluster {
     nodes: Vec<Node>,
     args: Vec<(String, String)>,
+    /// Further `--flag value` pairs for one node each: (node id, flag, value).
+    node_args: Vec<(i32, String, String)>,
     /// Nodes run the deploy compose file's configuration instead of the flags above.
     compose: Option<Compose>,
     dir: tempfile::TempDir,
@@ -117,6 +119,12 @@ impl Cluster {
     /// Like [`Cluster::start`] with further `--flag value` pairs for every node (names without
     /// the dashes; they win over the defaults).
     pub fn start_with(extra: &[(&str, &str)]) -> Cluster {
+        Self::start_with_node_args(extra, &[])
+    }
+
+    /// Like [`Cluster::start_with`], plus `--flag value` pairs for single nodes: (node id,
+    /// flag, value).
+    pub fn start_with_node_args(extra: &[(&str, &str)], per_node: &[(i32, &str, &str)]) -> Cluster {
         let mut args: Vec<(String, String)> = vec![
             ("default-replication-factor".into(), "3".into()),
             ("min-insync-replicas".into(), "2".into()),
@@ -126,7 +134,11 @@ impl Cluster {
             args.retain(|(a, _)| *a != n);
             args.push((n, v.to_string()));
         }
-        Self::start_inner(args, None)
+        let node_args = per_node
+            .iter()
+            .map(|(id, n, v)| (*id, n.trim_start_matches('-').to_string(), v.to_string()))
+            .collect();
+        Self::start_inner(args, node_args, None)
     }
 
     /// Three nodes configured as `compose_file` (the deploy docker-compose file) configures its
@@ -141,10 +153,14 @@ impl Cluster {
             (1..=CLUSTER_NODES as i32).collect::<Vec<_>>(),
             "services broker1..broker{CLUSTER_NODES} with a command each"
         );
-        Self::start_inner(Vec::new(), Some(compose))
+        Self::start_inner(Vec::new(), Vec::new(), Some(compose))
     }
 
-    fn start_inner(args: Vec<(String, String)>, compose: Option<Compose>) -> Cluster {
+    fn start_inner(
+        args: Vec<(String, String)>,
+        node_args: Vec<(i32, String, String)>,
+        compose: Option<Compose>,
+    ) -> Cluster {
         let mut last_error = String::new();
         let mut guard = Some(ONE_CLUSTER.lock().unwrap_or_else(|p| p.into_inner()));
         for _ in 0..PORT_ATTEMPTS {
@@ -168,6 +184,7 @@ impl Cluster {
             let mut c = Cluster {
                 nodes,
                 args: args.clone(),
+                node_args: node_args.clone(),
                 compose: compose.clone(),
                 dir,
                 _one_at_a_time: guard
@@ -326,6 +343,9 @@ impl Cluster {
             .arg("--data-dir")
             .arg(data);
         for (n, v) in &self.args {
+            cmd.arg(format!("--{n}")).arg(v);
+        }
+        for (_, n, v) in self.node_args.iter().filter(|(node, _, _)| *node == id) {
             cmd.arg(format!("--{n}")).arg(v);
         }
     }

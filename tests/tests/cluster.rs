@@ -1590,6 +1590,36 @@ fn metadata_quorum_is_described_by_every_broker() {
     );
 }
 
+/// Rack awareness (`--rack`, Kafka's broker.rack) through confluent-kafka's AdminClient: two
+/// brokers in rack a and one in rack b. DescribeCluster names each broker's rack, and a topic
+/// created with replication factor 2 has every partition in both racks, so losing a whole rack
+/// loses no partition (`tests/python/racks.py`); with the racks off, consecutive placement
+/// would put some partitions on brokers 1 and 2 only.
+#[test]
+fn replicas_spread_across_racks() {
+    let Some(python) = python_with("confluent_kafka") else {
+        return;
+    };
+    let racks = [(1, "rack", "a"), (2, "rack", "a"), (3, "rack", "b")];
+    let c = Cluster::start_with_node_args(&[], &racks);
+    let topic = unique_name("racks");
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("python/racks.py");
+    let out = run(
+        Command::new(python).arg(&script).args([
+            c.bootstrap_live(),
+            topic,
+            "1=a,2=a,3=b".to_string(),
+        ]),
+        None,
+        Duration::from_secs(120),
+    );
+    assert_success("tests/python/racks.py", &out);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("ok"),
+        "the script did not finish its checks"
+    );
+}
+
 /// DeleteRecords through librdkafka's admin API (what `kafka-delete-records.sh` and Kafka
 /// Streams send). Returns the partition's low watermark, or its error.
 fn delete_records(c: &Cluster, topic: &str, offset: i64) -> Result<i64, RDKafkaErrorCode> {

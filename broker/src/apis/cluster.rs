@@ -90,11 +90,12 @@ impl<S: Storage + Clone> KafkaApis<S> {
     ) -> MetadataResponse {
         let image = view.image();
         let brokers = listed_brokers(&image, true)
-            .map(|(id, host, port)| {
+            .map(|(id, host, port, rack)| {
                 MetadataResponseBroker::default()
                     .with_node_id(BrokerId(id))
                     .with_host(host)
                     .with_port(port)
+                    .with_rack(rack)
             })
             .collect();
         let requested: Option<Vec<String>> = match request.topics {
@@ -215,11 +216,12 @@ impl<S: Storage + Clone> KafkaApis<S> {
         let view = self.cluster.as_ref().expect("cluster mode");
         let image = view.image();
         let brokers = listed_brokers(&image, false)
-            .map(|(id, host, port)| {
+            .map(|(id, host, port, rack)| {
                 DescribeClusterBroker::default()
                     .with_broker_id(BrokerId(id))
                     .with_host(host)
                     .with_port(port)
+                    .with_rack(rack)
             })
             .collect();
         DescribeClusterResponse::default()
@@ -455,7 +457,7 @@ impl<S: Storage + Clone> KafkaApis<S> {
 fn listed_brokers(
     image: &MetadataImage,
     with_fenced: bool,
-) -> impl Iterator<Item = (i32, StrBytes, i32)> + '_ {
+) -> impl Iterator<Item = (i32, StrBytes, i32, Option<StrBytes>)> + '_ {
     image
         .brokers
         .iter()
@@ -465,6 +467,7 @@ fn listed_brokers(
                 *id,
                 StrBytes::from_string(b.host.clone()),
                 i32::from(b.port),
+                b.rack.clone().map(StrBytes::from_string),
             )
         })
 }

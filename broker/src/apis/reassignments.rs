@@ -431,6 +431,7 @@ mod tests {
                 port: 9092,
                 epoch: 1,
                 fenced: false,
+                rack: None,
             };
             image.brokers.insert(b, registration);
         }

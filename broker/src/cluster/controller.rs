@@ -93,6 +93,8 @@ pub enum ControllerRequest {
         /// It fsyncs before it acknowledges (`--fsync always`): see
         /// [`MetadataRecord::RegisterBroker`].
         logs_intact: bool,
+        /// Its rack (`--rack`), if it has one.
+        rack: Option<String>,
     },
     AlterPartition {
         topic_id: [u8; 16],
@@ -777,6 +779,54 @@ fn assign(brokers: &[NodeId], start: usize, p: usize, rf: usize) -> Vec<NodeId> 
         .collect()
 }
 
+/// Replicas of partition `p` on `brokers` (registered in `view`): [`assign`] when no broker
+/// has a rack; else spread across racks, as Kafka's rack-aware placement does. Brokers are
+/// ordered rack by rack in turn (racks by name, brokers by id within a rack, those without a
+/// rack as one rack of their own), and from position `start + p` each replica is the next
+/// broker whose rack has no replica yet, until every rack has one; then the next broker not
+/// yet chosen. So `rf` replicas span min(`rf`, racks) racks, and leaderships (first replicas)
+/// rotate over the order.
+fn place(
+    view: &MetadataImage,
+    brokers: &[NodeId],
+    start: usize,
+    p: usize,
+    rf: usize,
+) -> Vec<NodeId> {
+    let rack_of = |b: &NodeId| view.brokers.get(b).and_then(|r| r.rack.as_deref());
+    if brokers.iter().all(|b| rack_of(b).is_none()) {
+        return assign(brokers, start, p, rf);
+    }
+    assert!(
+        rf >= 1 && rf <= brokers.len(),
+        "validated replication factor"
+    );
+    let mut racks: BTreeMap<Option<&str>, Vec<NodeId>> = BTreeMap::new();
+    for b in brokers {
+        racks.entry(rack_of(b)).or_default().push(*b);
+    }
+    let deepest = racks.values().map(Vec::len).max().unwrap_or(0);
+    let mut order = Vec::with_capacity(brokers.len());
+    for i in 0..deepest {
+        order.extend(racks.values().filter_map(|members| members.get(i).copied()));
+    }
+    let mut chosen: Vec<NodeId> = Vec::with_capacity(rf);
+    let mut used: BTreeSet<Option<&str>> = BTreeSet::new();
+    let mut i = (start + p) % order.len();
+    while chosen.len() < rf {
+        let b = order[i];
+        let rack = rack_of(&b);
+        let fresh_rack = used.len() == racks.len() || !used.contains(&rack);
+        if !chosen.contains(&b) && fresh_rack {
+            // Once every rack has a replica, any broker not chosen may take the next.
+            chosen.push(b);
+            used.insert(rack);
+        }
+        i = (i + 1) % order.len();
+    }
+    chosen
+}
+
 fn assignment_start(topic_id: &[u8; 16], n: usize) -> usize {
     let mut head = [0u8; 8];
     head.copy_from_slice(&topic_id[..8]);
@@ -1227,6 +1277,7 @@ impl Controller {
                 port,
                 incarnation,
                 logs_intact,
+                rack,
             } => {
                 if q.from != *node_id || !self.voters.contains(node_id) {
                     return Some(Err(ControllerError::InvalidRequest(format!(
@@ -1238,13 +1289,22 @@ impl Controller {
                 if host.len() > HOST_BYTES_MAX {
                     return Some(Err(ControllerError::InvalidRequest("host too long".into())));
                 }
+                if rack
+                    .as_ref()
+                    .is_some_and(|r| r.is_empty() || r.len() > HOST_BYTES_MAX)
+                {
+                    return Some(Err(ControllerError::InvalidRequest(
+                        "a rack is 1 to 255 bytes".into(),
+                    )));
+                }
                 let same = round
                     .view
                     .brokers
                     .get(node_id)
                     .is_some_and(|b| b.epoch == *incarnation);
                 if !same {
-                    if !round.room(1, host.len() + 32) {
+                    let rack_bytes = rack.as_ref().map_or(0, |r| r.len() + 5);
+                    if !round.room(1, host.len() + rack_bytes + 32) {
                         return None;
                     }
                     round.emit(MetadataRecord::RegisterBroker {
@@ -1253,6 +1313,7 @@ impl Controller {
                         port: *port,
                         epoch: *incarnation,
                         logs_intact: *logs_intact,
+                        rack: rack.clone(),
                     });
                     self.shutting_down.remove(node_id);
                     self.registered_at.insert(*node_id, now);
@@ -1425,7 +1486,7 @@ impl Controller {
                     None => {
                         let start = assignment_start(&id, brokers.len());
                         for p in 0..n {
-                            let replicas = assign(&brokers, start, p, rf);
+                            let replicas = place(&round.view, &brokers, start, p, rf);
                             round.new_partition(id, p, replicas.clone(), replicas);
                         }
                     }
@@ -1500,7 +1561,7 @@ impl Controller {
                     None => {
                         let start = assignment_start(&id, brokers.len());
                         for p in have..n {
-                            let replicas = assign(&brokers, start, p, rf);
+                            let replicas = place(&round.view, &brokers, start, p, rf);
                             round.new_partition(id, p, replicas.clone(), replicas);
                         }
                     }
@@ -2154,6 +2215,7 @@ mod tests {
                     port: 9092,
                     incarnation,
                     logs_intact: true,
+                    rack: None,
                 },
             )
         }
@@ -2256,6 +2318,7 @@ mod tests {
             host: "h".into(),
             port: 1,
             logs_intact: true,
+            rack: None,
             incarnation,
         };
         let e = s.request(9, reg(9, 1)).error;
@@ -2343,6 +2406,7 @@ mod tests {
                 port: 9092,
                 incarnation,
                 logs_intact: false,
+                rack: None,
             },
         );
         s.run(300, &[1, 2, 4]);
@@ -2477,6 +2541,59 @@ mod tests {
             !s.image.broker_configs.contains_key(&3),
             "an emptied set is removed"
         );
+    }
+
+    /// With racks, every partition's replicas span as many racks as the replication factor
+    /// allows (brokers without a rack count as one rack), and leaderships rotate over every
+    /// broker; without racks, placement is the consecutive one.
+    #[test]
+    fn controller_places_replicas_across_racks() {
+        use crate::raft::metadata::BrokerRegistration;
+        let mut view = MetadataImage::default();
+        let racks = [
+            (1, Some("a")),
+            (2, Some("a")),
+            (3, Some("b")),
+            (4, Some("b")),
+            (5, None),
+            (6, Some("c")),
+        ];
+        for (id, rack) in racks {
+            let b = BrokerRegistration {
+                host: "h".into(),
+                port: 9092,
+                epoch: 1,
+                fenced: false,
+                rack: rack.map(String::from),
+            };
+            view.brokers.insert(id, b);
+        }
+        let brokers: Vec<NodeId> = (1..=6).collect();
+        let spanned = |replicas: &[NodeId]| -> BTreeSet<Option<String>> {
+            replicas
+                .iter()
+                .map(|b| view.brokers[b].rack.clone())
+                .collect()
+        };
+        for start in 0..6 {
+            for rf in 1..=6 {
+                let mut leaders = BTreeSet::new();
+                for p in 0..12 {
+                    let replicas = place(&view, &brokers, start, p, rf);
+                    let distinct: BTreeSet<NodeId> = replicas.iter().copied().collect();
+                    assert_eq!(distinct.len(), rf, "{replicas:?}");
+                    assert_eq!(spanned(&replicas).len(), rf.min(4), "rf {rf}: {replicas:?}");
+                    leaders.insert(replicas[0]);
+                }
+                assert_eq!(leaders.len(), 6, "rf {rf}: leaders {leaders:?}");
+            }
+        }
+        for b in view.brokers.values_mut() {
+            b.rack = None;
+        }
+        for p in 0..6 {
+            assert_eq!(place(&view, &brokers, 2, p, 3), assign(&brokers, 2, p, 3));
+        }
     }
 
     /// The first controller writes its min.insync.replicas to the log; a later controller

@@ -74,6 +74,7 @@ pub async fn run<S, D>(
     tokio::spawn(register(
         Arc::clone(&view),
         advertised.clone(),
+        config.rack.clone(),
         stop.clone(),
     ));
     tokio::spawn(isr_loop(
@@ -120,7 +121,12 @@ pub async fn run<S, D>(
     }
 }
 
-async fn register(view: Arc<ClusterView>, advertised: Advertised, mut stop: watch::Receiver<bool>) {
+async fn register(
+    view: Arc<ClusterView>,
+    advertised: Advertised,
+    rack: Option<String>,
+    mut stop: watch::Receiver<bool>,
+) {
     loop {
         let image = view.image();
         if !view.registered(&image) {
@@ -131,6 +137,7 @@ async fn register(view: Arc<ClusterView>, advertised: Advertised, mut stop: watc
                     port: advertised.port as u16,
                     incarnation: view.incarnation,
                     logs_intact: view.logs_intact,
+                    rack: rack.clone(),
                 })
                 .await;
             if response.error != ControllerError::None {

@@ -11,6 +11,8 @@
 //! per partition an id, `u32 partition`, `u8 outcome` and, for an invalid target, its reason
 //! (an AlterReassignments answer).
 //!
+//! RegisterBroker with a rack is kind 17: the fields of kinds 1 and 8, `u8 logs_intact`, then
+//! the rack.
 //! CreateTopic and CreatePartitions with an operator's replica lists travel as kinds 12 and
 //! 13: the fields of kinds 3 and 5, then `u32 count` + per new partition its broker ids.
 //! DescribeQuorum is kind 15, with no fields; its answer is `4` + `i32 leader`, `i32 epoch`,
@@ -44,12 +46,21 @@ pub fn encode_request(request: &ControllerRequest) -> Bytes {
             port,
             incarnation,
             logs_intact,
+            rack,
         } => {
-            out.push(if *logs_intact { 1 } else { 8 });
+            out.push(match (rack, logs_intact) {
+                (Some(_), _) => 17,
+                (None, true) => 1,
+                (None, false) => 8,
+            });
             out.extend_from_slice(&node_id.to_be_bytes());
             put_string(&mut out, host);
             out.extend_from_slice(&port.to_be_bytes());
             out.extend_from_slice(&incarnation.to_be_bytes());
+            if let Some(rack) = rack {
+                out.push(u8::from(*logs_intact));
+                put_string(&mut out, rack);
+            }
         }
         ControllerRequest::AlterPartition {
             topic_id,
@@ -156,6 +167,19 @@ pub fn decode_request(buf: &[u8]) -> Result<ControllerRequest, DecodeError> {
             port: r.u16()?,
             incarnation: r.i64()?,
             logs_intact: kind == 1,
+            rack: None,
+        },
+        17 => ControllerRequest::RegisterBroker {
+            node_id: r.i32()?,
+            host: r.string()?,
+            port: r.u16()?,
+            incarnation: r.i64()?,
+            logs_intact: match r.u8()? {
+                0 => false,
+                1 => true,
+                _ => return Err(DecodeError("logs_intact is not a boolean")),
+            },
+            rack: Some(r.string()?),
         },
         2 => ControllerRequest::AlterPartition {
             topic_id: r.id()?,
@@ -539,6 +563,15 @@ mod tests {
                 port: 9092,
                 incarnation: 77,
                 logs_intact: true,
+                rack: None,
+            },
+            ControllerRequest::RegisterBroker {
+                node_id: 2,
+                host: "broker2".into(),
+                port: 9092,
+                incarnation: 79,
+                logs_intact: false,
+                rack: Some("eu-west-1b".into()),
             },
             ControllerRequest::RegisterBroker {
                 node_id: 3,
@@ -546,6 +579,7 @@ mod tests {
                 port: 9092,
                 incarnation: 78,
                 logs_intact: false,
+                rack: None,
             },
             ControllerRequest::AlterPartition {
                 topic_id: [3; 16],

@@ -24,6 +24,8 @@ pub enum MetadataRecord {
         /// The broker fsyncs before it acknowledges, so a restart kept every record it reported
         /// durable. A broker without this leaves every ELR when it restarts.
         logs_intact: bool,
+        /// Its rack (Kafka's `broker.rack`), if it has one: replicas are spread across racks.
+        rack: Option<String>,
     },
     CreateTopic {
         name: String,
@@ -209,13 +211,23 @@ impl MetadataRecord {
                 port,
                 epoch,
                 logs_intact,
+                rack,
             } => {
-                // Type 1 is the record from before ELRs existed, when nothing depended on it.
-                out.push(if *logs_intact { 1 } else { 12 });
+                // Type 1 is the record from before ELRs existed, when nothing depended on it;
+                // type 16 carries a rack, after the fields of 1 and 12 and `u8 logs_intact`.
+                out.push(match (rack, logs_intact) {
+                    (Some(_), _) => 16,
+                    (None, true) => 1,
+                    (None, false) => 12,
+                });
                 out.extend_from_slice(&node_id.to_be_bytes());
                 put_string(out, host);
                 out.extend_from_slice(&port.to_be_bytes());
                 out.extend_from_slice(&epoch.to_be_bytes());
+                if let Some(rack) = rack {
+                    out.push(u8::from(*logs_intact));
+                    put_string(out, rack);
+                }
             }
             MetadataRecord::CreateTopic {
                 name,
@@ -335,6 +347,19 @@ impl MetadataRecord {
                 port: r.u16()?,
                 epoch: r.i64()?,
                 logs_intact: kind == 1,
+                rack: None,
+            },
+            16 => MetadataRecord::RegisterBroker {
+                node_id: r.i32()?,
+                host: r.string()?,
+                port: r.u16()?,
+                epoch: r.i64()?,
+                logs_intact: match r.u8()? {
+                    0 => false,
+                    1 => true,
+                    _ => return Err(DecodeError("logs_intact is not a boolean")),
+                },
+                rack: Some(r.string()?),
             },
             2 => MetadataRecord::CreateTopic {
                 name: r.string()?,
@@ -434,6 +459,7 @@ pub struct BrokerRegistration {
     pub epoch: i64,
     /// Fenced brokers are left out of Metadata and may not lead or join an ISR.
     pub fenced: bool,
+    pub rack: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -522,6 +548,7 @@ impl MetadataImage {
                 port,
                 epoch,
                 logs_intact,
+                rack,
             } => {
                 if self.brokers.get(&node_id).is_some_and(|b| b.epoch == epoch) {
                     return false;
@@ -534,6 +561,7 @@ impl MetadataImage {
                         port,
                         epoch,
                         fenced: false,
+                        rack,
                     },
                 );
                 if restarted && !logs_intact {
@@ -717,6 +745,7 @@ impl MetadataImage {
                 port: b.port,
                 epoch: b.epoch,
                 logs_intact: true,
+                rack: b.rack.clone(),
             });
             if b.fenced {
                 records.push(MetadataRecord::BrokerFence {
@@ -820,6 +849,7 @@ mod tests {
                 port: 9092,
                 epoch: 7,
                 logs_intact: true,
+                rack: None,
             },
             MetadataRecord::CreateTopic {
                 name: "t".into(),
@@ -890,6 +920,14 @@ mod tests {
                     fenced: false,
                 },
             ]),
+            MetadataRecord::RegisterBroker {
+                node_id: 4,
+                host: "h4".into(),
+                port: 9092,
+                epoch: 8,
+                logs_intact: false,
+                rack: Some("us-east-1a".into()),
+            },
         ]
     }
 
@@ -967,6 +1005,7 @@ mod tests {
             port: 9092,
             epoch: 8,
             logs_intact: true,
+            rack: None,
         };
         img.apply(4, &restart.encode());
         assert_eq!(img.topics[&[9; 16]].partitions[1].leader_epoch, 2);
@@ -980,6 +1019,7 @@ mod tests {
             port: 9092,
             epoch,
             logs_intact,
+            rack: None,
         };
         img.apply(6, &again(9, true).encode());
         assert_eq!(img.topics[&[9; 16]].partitions[0].elr, vec![3]);

@@ -293,6 +293,7 @@ fn raft_follower_behind_log_start_fetches_snapshot() {
             port: 9092,
             epoch: 1,
             logs_intact: true,
+            rack: None,
         };
         c.cores[l].propose(c.now, rec.encode()).unwrap();
         c.run(5);

@@ -12,6 +12,7 @@ use serde::Deserialize;
 
 use crate::group::GroupConfig;
 use crate::log::LogConfig;
+use crate::replica::selector::ReplicaSelector;
 
 /// When appended data is fsynced, and so when acks=1/all are answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -192,6 +193,12 @@ pub struct Flags {
     /// [default: none].
     #[arg(long, env = "BROKER_RACK")]
     pub rack: Option<String>,
+    /// Which replica serves consumers (Kafka's replica.selector.class): `leader`, or `rack`
+    /// to let a consumer that names its rack (client.rack) read from an in-sync replica in
+    /// that rack (KIP-392, fetch from follower). Kafka's class names are accepted too
+    /// [default: leader].
+    #[arg(long, env = "BROKER_REPLICA_SELECTOR")]
+    pub replica_selector: Option<ReplicaSelector>,
     /// A tool instead of a broker (`broker dev-cluster ...`); none runs the broker.
     #[command(subcommand)]
     pub command: Option<crate::dev_cluster::Command>,
@@ -234,6 +241,7 @@ struct FileConfig {
     leader_imbalance_check_interval_ms: Option<u64>,
     unclean_leader_election_enable: Option<bool>,
     rack: Option<String>,
+    replica_selector: Option<String>,
 }
 
 /// One controller quorum voter: `ID@HOST:PORT`.
@@ -309,6 +317,8 @@ pub struct ClusterConfig {
     pub unclean_leader_election: bool,
     /// This broker's rack, registered with the controller.
     pub rack: Option<String>,
+    /// Which replica this broker, leading, tells consumers to read from.
+    pub replica_selector: ReplicaSelector,
 }
 
 impl Default for ClusterConfig {
@@ -325,6 +335,7 @@ impl Default for ClusterConfig {
             leader_imbalance_check_ms: 10_000,
             unclean_leader_election: false,
             rack: None,
+            replica_selector: ReplicaSelector::Leader,
         }
     }
 }
@@ -399,6 +410,10 @@ impl BrokerConfig {
             Some(s) => Some(s.parse::<FsyncPolicy>().map_err(anyhow::Error::msg)?),
             None => None,
         };
+        let file_replica_selector = match &file.replica_selector {
+            Some(s) => Some(s.parse::<ReplicaSelector>().map_err(anyhow::Error::msg)?),
+            None => None,
+        };
         let d = BrokerConfig::default();
         let mut log = d.log.clone();
         log.retention_ms = flags
@@ -462,6 +477,10 @@ impl BrokerConfig {
                 .or(file.unclean_leader_election_enable)
                 .unwrap_or(dc.unclean_leader_election),
             rack: flags.rack.or(file.rack),
+            replica_selector: flags
+                .replica_selector
+                .or(file_replica_selector)
+                .unwrap_or(dc.replica_selector),
         };
         let config = BrokerConfig {
             cluster,

@@ -2081,3 +2081,159 @@ fn compose_configuration_runs_a_replicated_cluster() {
     let got = read_back(&c, &topic, 2, &reports);
     check_acked(&got, &reports, false);
 }
+
+/// Where librdkafka's statistics say one partition is fetched from: (broker, leader).
+#[derive(Default)]
+struct FetchSource {
+    topic: String,
+    seen: std::sync::Mutex<Option<(i32, i32)>>,
+}
+
+impl rdkafka::ClientContext for FetchSource {
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        let at = statistics
+            .topics
+            .get(&self.topic)
+            .and_then(|t| t.partitions.get(&0))
+            .map(|p| (p.broker, p.leader));
+        if let Some(at) = at {
+            *self.seen.lock().unwrap() = Some(at);
+        }
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for FetchSource {}
+
+/// A consumer in `rack` (client.rack) reading partition 0 of `topic` from the beginning, with
+/// statistics every 200 ms.
+fn rack_consumer(c: &Cluster, topic: &str, rack: &str) -> BaseConsumer<FetchSource> {
+    let context = FetchSource {
+        topic: topic.to_string(),
+        ..FetchSource::default()
+    };
+    let consumer: BaseConsumer<FetchSource> = client_config(&c.bootstrap_live())
+        .set("group.id", unique_name("nearby"))
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "error")
+        .set("fetch.wait.max.ms", "100")
+        .set("client.rack", rack)
+        .set("statistics.interval.ms", "200")
+        .set("topic.metadata.refresh.interval.ms", "1000")
+        .create_with_context(context)
+        .expect("create consumer");
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, 0, Offset::Beginning)
+        .expect("add partition");
+    consumer.assign(&tpl).expect("assign");
+    consumer
+}
+
+/// Polls until offsets `from..to` of partition 0 arrived, in order and intact (keys `k{i}`).
+fn read_in_order(consumer: &BaseConsumer<FetchSource>, from: usize, to: usize) {
+    let deadline = Instant::now() + CONSUME_TIMEOUT;
+    let mut next = from;
+    while next < to {
+        assert!(
+            Instant::now() < deadline,
+            "read {next} of {from}..{to}, then nothing for {CONSUME_TIMEOUT:?}"
+        );
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => {
+                assert_eq!(m.offset(), next as i64, "records out of order or missing");
+                let i = index_of(m.key().expect("key"));
+                assert_eq!(i, next, "offset {next} holds record {i}");
+                assert_eq!(
+                    m.payload(),
+                    Some(&payload(i as u64, SIZE)[..]),
+                    "record {i} damaged"
+                );
+                next += 1;
+            }
+            Some(Err(e)) => eprintln!("consumer error (retried by the client): {e}"),
+            None => {}
+        }
+    }
+}
+
+/// Polls (delivering nothing unexpected) until the statistics show partition 0 fetched from
+/// `broker` while `leader` leads; panics with what they showed.
+fn wait_fetching_from(consumer: &BaseConsumer<FetchSource>, broker: i32, leader: i32) {
+    let ok = wait_until(CONVERGE_TIMEOUT, || {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+            panic!("unexpected record at offset {}", m.offset());
+        }
+        *consumer.context().seen.lock().unwrap() == Some((broker, leader))
+    });
+    let seen = *consumer.context().seen.lock().unwrap();
+    assert!(
+        ok,
+        "wanted partition 0 fetched from broker {broker} (leader {leader}); statistics show \
+         (broker, leader) {seen:?}"
+    );
+}
+
+/// Fetch from follower (KIP-392): brokers in racks a, b and c with `--replica-selector rack`.
+/// A librdkafka consumer that names a follower's rack (client.rack) is sent by the leader to
+/// that follower, and reads every record from it in order, both the backlog and records
+/// produced while it reads at the tail (the follower passes on the high watermark as it
+/// moves). A consumer in the leader's rack stays on the leader. When the follower dies, its
+/// consumer goes back to the leader and loses nothing.
+#[test]
+fn consumers_read_from_a_follower_in_their_rack() {
+    let racks = [(1, "rack", "a"), (2, "rack", "b"), (3, "rack", "c")];
+    let rack_of = |id: i32| ["a", "b", "c"][id as usize - 1];
+    let mut c = Cluster::start_with_node_args(
+        &[
+            ("replica-selector", "rack"),
+            ("replica-lag-time-max-ms", "2000"),
+        ],
+        &racks,
+    );
+    let topic = unique_name("nearby");
+    create_replicated(&c, &topic, 1, 3, &[]);
+    c.wait_full_isr(&topic, CONVERGE_TIMEOUT);
+    let leader = c.node_for_leader(&topic, 0).expect("a leader");
+    let follower = c.ids().into_iter().find(|&id| id != leader).unwrap();
+    let one = |i: usize| Outgoing {
+        partition: Some(0),
+        ..msg(i)
+    };
+    let reports = produce(&c.bootstrap_live(), &topic, "all", &[], 300, one);
+    assert_eq!(all_ok(&reports).len(), 300, "every record acknowledged");
+
+    // The backlog, from the follower in the consumer's rack.
+    let near = rack_consumer(&c, &topic, rack_of(follower));
+    read_in_order(&near, 0, 300);
+    wait_fetching_from(&near, follower, leader);
+
+    // At the tail: records produced now reach the consumer through the follower.
+    let more = produce(&c.bootstrap_live(), &topic, "all", &[], 200, |i| {
+        one(300 + i)
+    });
+    assert_eq!(all_ok(&more).len(), 200);
+    read_in_order(&near, 300, 500);
+    assert_eq!(
+        *near.context().seen.lock().unwrap(),
+        Some((follower, leader)),
+        "the tail was read from the follower"
+    );
+
+    // A consumer in the leader's rack reads from the leader.
+    let local = rack_consumer(&c, &topic, rack_of(leader));
+    read_in_order(&local, 0, 500);
+    wait_fetching_from(&local, leader, leader);
+    drop(local);
+
+    // The follower dies: its consumer returns to the leader and misses nothing.
+    c.kill9(follower);
+    let last = produce(&c.bootstrap_live(), &topic, "all", &[], 200, |i| {
+        one(500 + i)
+    });
+    assert_eq!(
+        all_ok(&last).len(),
+        200,
+        "min.insync.replicas 2 of the 2 left"
+    );
+    read_in_order(&near, 500, 700);
+    wait_fetching_from(&near, leader, leader);
+}

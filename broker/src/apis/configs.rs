@@ -244,8 +244,15 @@ impl<S: Storage + Clone> KafkaApis<S> {
                                 }
                             })
                         });
+                        let racked = c.cluster.rack.clone().map(|r| ("broker.rack", r));
+                        let selector = (
+                            "replica.selector.class",
+                            c.cluster.replica_selector.class_name().to_string(),
+                        );
                         let configs = all
                             .into_iter()
+                            .chain(racked)
+                            .chain([selector])
                             .map(|(n, v)| (n, v, CONFIG_SOURCE_STATIC_BROKER))
                             .chain([(CLUSTER_MIN_ISR, min_isr.0, min_isr.1)])
                             .chain(rates)

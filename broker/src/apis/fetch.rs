@@ -7,9 +7,15 @@
 //! A fetch with a replica id (>= 0) is a follower's: it reads up to the log end, reports the
 //! follower's durable position to the leader (which may advance the high watermark), and is
 //! answered with a diverging epoch when the follower's log went astray. Its long poll wakes on
-//! any leader append. Consumers may only fetch from the leader. A follower outside the ISR
-//! whose partition the topic's `leader.replication.throttled.replicas` names on this broker is
-//! served within this broker's leader throttle (`replica::quota`): nothing while it is spent.
+//! any leader append; it also answers, empty, once a high watermark it asks about moves, so
+//! followers pass it on at once. A follower outside the ISR whose partition the topic's
+//! `leader.replication.throttled.replicas` names on this broker is served within this
+//! broker's leader throttle (`replica::quota`): nothing while it is spent.
+//!
+//! Fetch from follower (KIP-392): a v11+ consumer fetch may be served by a follower, up to the
+//! high watermark the leader passed on. A leader whose `--replica-selector` is `rack` answers a
+//! consumer that names its rack with a preferred read replica in that rack and no records
+//! (`replica::selector`); the consumer then fetches from there.
 
 use std::time::Duration;
 
@@ -25,6 +31,7 @@ use super::{code, KafkaApis, Reply};
 use crate::log::ReadError;
 use crate::protocol::fetch_frame::{FetchReply, RecordsSlots};
 use crate::replica::core::{ReplicaFetchError, ReplicaFetchPosition};
+use crate::replica::selector::{ReadCandidate, ReplicaSelector};
 use crate::replica::{quota, ThrottleSide};
 use crate::storage::Storage;
 
@@ -58,32 +65,46 @@ impl<S: Storage + Clone> KafkaApis<S> {
         replica: Option<i32>,
         once: impl Fn(&Self, &FetchRequest) -> (FetchReply, usize) + Send + 'static,
     ) -> Reply {
+        // A follower's fetch also answers, empty, once a high watermark it asks about moves
+        // (its own report may move it): the follower passes it on to consumers that read from
+        // it (KIP-392), and would otherwise learn it only with the next append.
+        let watermarks = replica.map(|_| self.high_watermarks(&request));
         let (reply, bytes) = once(self, &request);
-        if bytes >= min_bytes || max_wait_ms == 0 || bytes_unreachable(reply.response()) {
+        if bytes >= min_bytes
+            || max_wait_ms == 0
+            || bytes_unreachable(reply.response())
+            || self.high_watermark_moved(&request, watermarks.as_deref())
+        {
             return Reply::Fetch(reply);
         }
         let apis = self.clone();
         Reply::FetchLater(Box::pin(async move {
             let deadline = tokio::time::Instant::now() + Duration::from_millis(max_wait_ms as u64);
-            let version = |apis: &Self| match replica {
-                None => apis.replicas.data_version(),
-                Some(_) => apis.replicas.log_end_version(),
+            let versions = |apis: &Self| {
+                (
+                    apis.replicas.data_version(),
+                    apis.replicas.log_end_version(),
+                )
             };
             loop {
-                let seen = version(&apis);
+                let (data_seen, log_end_seen) = versions(&apis);
                 // For a follower, re-reading also re-reports its position: harmless, it only
                 // grows.
                 let (reply, bytes) = once(&apis, &request);
                 if bytes >= min_bytes
                     || bytes_unreachable(reply.response())
+                    || apis.high_watermark_moved(&request, watermarks.as_deref())
                     || tokio::time::Instant::now() >= deadline
                 {
                     return reply;
                 }
                 let changed = async {
                     match replica {
-                        None => apis.replicas.data_changed_since(seen).await,
-                        Some(_) => apis.replicas.log_end_changed_since(seen).await,
+                        None => apis.replicas.data_changed_since(data_seen).await,
+                        Some(_) => tokio::select! {
+                            _ = apis.replicas.log_end_changed_since(log_end_seen) => {}
+                            _ = apis.replicas.data_changed_since(data_seen) => {}
+                        },
                     }
                 };
                 let stopping = apis.stopping.wait_for(|s| *s);
@@ -101,6 +122,30 @@ impl<S: Storage + Clone> KafkaApis<S> {
                 }
             }
         }))
+    }
+
+    /// The high watermark of every partition `request` names that this broker hosts, in
+    /// request order.
+    fn high_watermarks(&self, request: &FetchRequest) -> Vec<i64> {
+        let mut all = Vec::new();
+        for t in &request.topics {
+            let topic = self.replicas.topic(t.topic.0.as_str());
+            for p in &t.partitions {
+                let partition = topic.as_ref().and_then(|t| t.partition(p.partition));
+                all.push(partition.map_or(-1, |p| p.high_watermark()));
+            }
+        }
+        all
+    }
+
+    /// Whether some partition's high watermark is above `before` (from
+    /// [`high_watermarks`](Self::high_watermarks)); false without `before`.
+    fn high_watermark_moved(&self, request: &FetchRequest, before: Option<&[i64]>) -> bool {
+        let Some(before) = before else {
+            return false;
+        };
+        let now = self.high_watermarks(request);
+        now.iter().zip(before).any(|(now, before)| now > before)
     }
 
     /// Builds one fetch response from what is visible now; returns it with its record bytes.
@@ -126,11 +171,13 @@ impl<S: Storage + Clone> KafkaApis<S> {
                         continue;
                     }
                 };
-                if let Some(error) = leader_check(
-                    partition.is_leader(),
-                    partition.leader_epoch(),
-                    fp.current_leader_epoch,
-                ) {
+                // v11+ consumers may read from followers (KIP-392), up to the high watermark
+                // the leader passed on.
+                let leading = partition.is_leader();
+                let serving = leading || (version >= 11 && partition.is_follower());
+                if let Some(error) =
+                    leader_check(serving, partition.leader_epoch(), fp.current_leader_epoch)
+                {
                     // v12+: tell the client where the partition moved, when the image knows.
                     if let Some((leader, epoch)) =
                         self.known_leader(fetch_topic.topic.0.as_str(), fp.partition)
@@ -143,6 +190,22 @@ impl<S: Storage + Clone> KafkaApis<S> {
                     }
                     partitions.push(data.with_error_code(code(error)));
                     continue;
+                }
+                if leading && version >= 11 {
+                    let rack = request.rack_id.as_str();
+                    if let Some(replica) =
+                        self.preferred_read_replica(&partition, rack, fp.fetch_offset)
+                    {
+                        // Nothing is read: the consumer reads from that replica instead.
+                        let (_, high_watermark, log_start) = partition.fetch(fp.fetch_offset, 0);
+                        partitions.push(
+                            data.with_high_watermark(high_watermark)
+                                .with_last_stable_offset(high_watermark)
+                                .with_log_start_offset(log_start)
+                                .with_preferred_read_replica(BrokerId(replica)),
+                        );
+                        continue;
+                    }
                 }
                 let max_bytes = if remaining == 0 {
                     0
@@ -195,6 +258,37 @@ impl<S: Storage + Clone> KafkaApis<S> {
 }
 
 impl<S: Storage + Clone> KafkaApis<S> {
+    /// The replica this leader tells a consumer in `client_rack` fetching at `fetch_offset` to
+    /// read from instead (this broker's `--replica-selector`), or None to serve it here. Only
+    /// registered, unfenced brokers are named.
+    fn preferred_read_replica(
+        &self,
+        partition: &crate::replica::Partition<S>,
+        client_rack: &str,
+        fetch_offset: i64,
+    ) -> Option<i32> {
+        let selector = self.replicas.config().cluster.replica_selector;
+        if selector == ReplicaSelector::Leader || client_rack.is_empty() {
+            return None;
+        }
+        let image = self.cluster.as_ref()?.image();
+        let candidates = partition.read_candidates(fetch_offset, self.now_ms());
+        let leader = candidates.first()?.0;
+        let views: Vec<ReadCandidate<'_>> = candidates
+            .iter()
+            .filter_map(|&(id, log_end, last_caught_up_ms)| {
+                let broker = image.brokers.get(&id).filter(|b| !b.fenced)?;
+                Some(ReadCandidate {
+                    id,
+                    rack: broker.rack.as_deref(),
+                    log_end,
+                    last_caught_up_ms,
+                })
+            })
+            .collect();
+        selector.select(client_rack, leader, &views)
+    }
+
     /// The partition's leader and leader epoch in this broker's metadata image, if clustered
     /// and known.
     pub(crate) fn known_leader(&self, topic: &str, partition: i32) -> Option<(i32, i32)> {
@@ -394,11 +488,12 @@ fn servable<S: Storage>(
     Ok(partition)
 }
 
-/// True when waiting cannot help: some partition answered with an error the client must act on.
+/// True when waiting cannot help: some partition answered with an error the client must act on,
+/// or sent the client to another replica.
 fn bytes_unreachable(response: &FetchResponse) -> bool {
     response
         .responses
         .iter()
         .flat_map(|t| t.partitions.iter())
-        .any(|p| p.error_code != 0)
+        .any(|p| p.error_code != 0 || p.preferred_read_replica.0 >= 0)
 }

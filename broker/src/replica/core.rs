@@ -309,6 +309,32 @@ impl<S: Storage> PartitionCore<S> {
         matches!(self.role, ReplicaRole::Standalone | ReplicaRole::Leader(_))
     }
 
+    /// Whether this replica follows a leader, and so may serve consumers that fetch from
+    /// followers (KIP-392), up to the high watermark the leader passed on.
+    pub fn is_follower(&self) -> bool {
+        matches!(self.role, ReplicaRole::Follower { .. })
+    }
+
+    /// Leader side: the replicas that could serve a consumer fetching at `fetch_offset` now,
+    /// as (id, log end, last caught up), this leader first: itself, and every follower in
+    /// the committed ISR whose log (as its last fetch reported it) holds the offset. Kafka
+    /// leaves out followers outside the ISR: a consumer sent to one could fall behind for
+    /// good. Empty unless this replica leads in a quorum.
+    pub fn read_candidates(&self, fetch_offset: i64, now_ms: i64) -> Vec<(NodeId, i64, i64)> {
+        let ReplicaRole::Leader(l) = &self.role else {
+            return Vec::new();
+        };
+        let mut all = vec![(l.me, self.log.log_end_offset(), now_ms)];
+        for (&id, f) in &l.followers {
+            let holds =
+                f.log_start >= 0 && f.log_start <= fetch_offset && fetch_offset <= f.log_end;
+            if holds && l.isr.contains(&id) {
+                all.push((id, f.log_end, f.last_caught_up_ms));
+            }
+        }
+        all
+    }
+
     /// The committed ISR size (1 standalone); acks=all needs it at least min.insync.replicas.
     pub fn isr_len(&self) -> usize {
         match &self.role {
@@ -822,6 +848,86 @@ mod tests {
         assert_eq!(
             leader.replica_fetch(9, 1, 2, None, 1, T0),
             Err(ReplicaFetchError::NotReplica)
+        );
+    }
+
+    /// Fetch from follower (KIP-392): a follower shows consumers only what the leader's high
+    /// watermark passed and it holds durably; the leader offers as read replicas only in-sync
+    /// followers that hold the consumer's offset.
+    #[test]
+    fn followers_serve_consumers_committed_records_only() {
+        let s = MemStorage::new();
+        let mut leader = core(&s, "/l/t-0");
+        let mut follower = core(&s, "/f/t-0");
+        leader.become_leader(1, 1, vec![1, 2, 3], vec![1, 2, 3], T0);
+        follower.become_follower(1, 1);
+        assert!(follower.is_follower() && !leader.is_follower());
+        for _ in 0..3 {
+            leader
+                .append(&simple_batch(T0, &[b"a", b"b"]), 1, T0)
+                .unwrap();
+        }
+        flush(&mut leader);
+        assert_eq!(
+            leader.read_candidates(0, T0 + 5),
+            vec![(1, 6, T0 + 5)],
+            "no follower has said what it holds"
+        );
+        let batches = leader
+            .read_for_replica(0, 1 << 20)
+            .unwrap()
+            .to_bytes()
+            .unwrap();
+        follower.append_as_follower(&batches, T0).unwrap();
+        assert!(
+            follower.fetch(0, 1 << 20).unwrap().is_empty(),
+            "nothing committed yet"
+        );
+        leader.replica_fetch(2, 1, 6, Some(0), 1, T0 + 1).unwrap();
+        leader.note_follower_log_start(2, 0);
+        assert_eq!(
+            leader.high_watermark(),
+            0,
+            "follower 2 holds nothing durably"
+        );
+        follower.follower_high_watermark(6);
+        assert_eq!(
+            follower.high_watermark(),
+            0,
+            "capped by what it holds durably"
+        );
+        flush(&mut follower);
+        leader.replica_fetch(2, 1, 6, None, 1, T0 + 2).unwrap();
+        leader.replica_fetch(3, 1, 4, None, 1, T0 + 2).unwrap();
+        leader.note_follower_log_start(3, 0);
+        assert_eq!(leader.high_watermark(), 4);
+        follower.follower_high_watermark(leader.high_watermark());
+        let visible = follower.fetch(0, 1 << 20).unwrap().to_bytes().unwrap();
+        let committed = leader.fetch(0, 1 << 20).unwrap().to_bytes().unwrap();
+        assert_eq!(
+            visible, committed,
+            "the follower shows the committed batches, as stored"
+        );
+        assert!(
+            follower.fetch(4, 1 << 20).unwrap().is_empty(),
+            "not committed"
+        );
+        assert!(follower.fetch(7, 1 << 20).is_err(), "past its log end");
+        // Candidates at offset 5: follower 3 (log end 4) does not hold it.
+        let at5 = leader.read_candidates(5, T0 + 3);
+        assert_eq!(at5, vec![(1, 6, T0 + 3), (2, 6, T0 + 2)]);
+        assert_eq!(leader.read_candidates(3, T0 + 3).len(), 3);
+        // Out of the ISR, follower 3 is no candidate even for offsets it holds.
+        leader.update_leader_isr(vec![1, 2, 3], vec![1, 2], T0 + 4);
+        let ids: Vec<NodeId> = leader
+            .read_candidates(3, T0 + 4)
+            .iter()
+            .map(|c| c.0)
+            .collect();
+        assert_eq!(ids, vec![1, 2]);
+        assert!(
+            follower.read_candidates(0, T0).is_empty(),
+            "only a leader offers"
         );
     }
 

@@ -8,6 +8,7 @@ pub mod core;
 pub mod partition;
 pub mod quota;
 pub mod registry;
+pub mod selector;
 pub mod topic_config;
 
 use std::collections::BTreeMap;

@@ -221,6 +221,18 @@ impl<S: Storage> Partition<S> {
         self.leading.load(Ordering::Acquire)
     }
 
+    /// Whether this replica follows a leader (and may serve consumers that fetch from
+    /// followers).
+    pub fn is_follower(&self) -> bool {
+        self.core().is_follower()
+    }
+
+    /// Leader side: the replicas that could serve a consumer fetching at `fetch_offset`; see
+    /// [`PartitionCore::read_candidates`].
+    pub fn read_candidates(&self, fetch_offset: i64, now_ms: i64) -> Vec<(NodeId, i64, i64)> {
+        self.core().read_candidates(fetch_offset, now_ms)
+    }
+
     /// Applies the metadata's view of this partition: lead, follow, or neither, under the
     /// topic's `min_isr`. Wakes every waiter whose leadership ended.
     #[allow(clippy::too_many_arguments)]

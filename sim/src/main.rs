@@ -238,7 +238,8 @@ impl Settings {
                     "{} batches acknowledged, {} leader epochs, {} crashes, {} partitions, \
                      {} controller failovers, {} truncations, {} ELR elections, \
                      {} min.insync.replicas changes, {} preferred elections asked, \
-                     {} reassignments asked, {} removed copies deleted, {} DeleteRecords",
+                     {} reassignments asked, {} removed copies deleted, {} DeleteRecords, \
+                     {} batches read from followers",
                     r.acked,
                     r.leader_epochs,
                     r.crashes,
@@ -250,7 +251,8 @@ impl Settings {
                     r.elections_asked,
                     r.reassignments_asked,
                     r.replicas_removed,
-                    r.records_deleted
+                    r.records_deleted,
+                    r.follower_reads
                 );
                 let mut outcome = SeedOutcome::from_lines(
                     &r.problems(),
@@ -603,7 +605,9 @@ fn sweep(start: u64, seeds: u64, settings: &Settings, plant: Option<PlantedBug>)
 fn plant_layers(bug: PlantedBug) -> &'static [Layer] {
     match bug {
         PlantedBug::AckBeforeFsync => &[Layer::Core, Layer::System],
-        PlantedBug::RecoverySkipsCrc | PlantedBug::FetchPastHighWatermark => &[Layer::Core],
+        PlantedBug::RecoverySkipsCrc => &[Layer::Core],
+        // Consumers read from followers (KIP-392) in the replication layer.
+        PlantedBug::FetchPastHighWatermark => &[Layer::Core, Layer::Replication],
         PlantedBug::CommitBeforePersist => &[Layer::Groups, Layer::System],
         PlantedBug::VoteTwice => &[Layer::Raft],
         PlantedBug::HwFromLeader => &[Layer::Raft, Layer::Replication, Layer::Cluster],

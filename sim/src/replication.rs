@@ -12,7 +12,8 @@
 //! DeleteRecords (followers take the leader's log start from fetch answers). Checks: acknowledged batches survive
 //! (online at every leadership change, and in the final leader's log, except those an
 //! operator deleted; no log starts past every deletion), replicas byte-identical
-//! below the final high watermark, the high watermark never goes back within a leader epoch,
+//! below the final high watermark, a consumer reading from a follower (KIP-392) gets only
+//! committed batches, byte for byte, the high watermark never goes back within a leader epoch,
 //! one leader per (partition, epoch), leader epochs never go back on a node, and liveness after
 //! the final heal (which also ends message loss). See [`run_replication_seed`] and, for a byte-driven program of actions (the
 //! fuzz target), [`run_replication_actions`].
@@ -39,6 +40,9 @@ use broker::replica::core::{
 };
 use broker::storage::{MemFile, MemStorage, TornWrite};
 use bytes::Bytes;
+
+/// Bytes a simulated consumer asks for per fetch from a follower.
+const FOLLOWER_READ_BYTES: usize = 4096;
 
 #[derive(Clone, Debug)]
 pub struct ReplSimConfig {
@@ -93,6 +97,8 @@ pub struct ReplRunResult {
     pub replicas_removed: u64,
     /// Operators' DeleteRecords a leader carried out.
     pub records_deleted: u64,
+    /// Batches a consumer read from followers (KIP-392) and found committed.
+    pub follower_reads: u64,
 }
 
 impl ReplRunResult {
@@ -508,6 +514,9 @@ struct Part {
     lead_hw: Option<(i32, i64)>,
     /// The highest leader epoch taken in this life.
     max_epoch: i32,
+    /// While following: the offset up to which a consumer reading from this replica (KIP-392)
+    /// has been checked against the committed batches.
+    read_to: i64,
 }
 
 /// An acks=all produce waiting for the high watermark.
@@ -1278,6 +1287,7 @@ impl World {
                         fetch_offset: -1,
                         lead_hw: None,
                         max_epoch: -1,
+                        read_to: 0,
                     }));
                 }
                 Err(e) => {
@@ -1747,6 +1757,89 @@ impl World {
         id: u64,
         answer: FetchAnswer,
     ) {
+        self.follower_takes_answer(from, node, life, p, id, answer);
+        if self.nodes[node].life == life {
+            self.check_follower_reads(node, p);
+        }
+    }
+
+    /// What a consumer reading from follower `node` (KIP-392) gets, as it would poll from
+    /// where it left off, must be batches some leader committed, byte for byte: a follower
+    /// shows nothing a leader's high watermark did not pass, and nothing that diverged.
+    fn check_follower_reads(&mut self, node: usize, p: usize) {
+        let me = self.nodes[node].id;
+        let Some(part) = self.nodes[node].parts[p].as_mut() else {
+            return;
+        };
+        if !part.core.is_follower() {
+            return;
+        }
+        let committed = self.committed.get(p).map_or(&[][..], |c| &c[..]);
+        let hw = part.core.high_watermark();
+        // A log restarted or truncated below where the consumer was: it starts over at the
+        // high watermark (a real one would be told OFFSET_OUT_OF_RANGE and go to the leader).
+        let mut from = part.read_to.min(hw).max(part.core.log().log_start_offset());
+        let mut bad = None;
+        'poll: loop {
+            let read = part.core.fetch(from, FOLLOWER_READ_BYTES);
+            let bytes = match read
+                .map_err(|e| e.to_string())
+                .and_then(|r| r.to_bytes().map_err(|e| e.to_string()))
+            {
+                Ok(b) if b.is_empty() => break,
+                Ok(b) => b,
+                Err(e) => {
+                    bad = Some(format!("reading offset {from} failed: {e}"));
+                    break;
+                }
+            };
+            let mut rest = &bytes[..];
+            while !rest.is_empty() {
+                let Some(len) = batch_len(rest) else {
+                    bad = Some(format!("a torn batch at offset {from}"));
+                    break 'poll;
+                };
+                let (batch, after) = rest.split_at(len);
+                rest = after;
+                let base = i64::from_be_bytes(batch[..8].try_into().expect("8 bytes"));
+                let i = committed.partition_point(|a| a.end <= base.max(from));
+                match committed.get(i).filter(|a| a.base <= base.max(from)) {
+                    Some(a) if batch == &a.bytes[..] => {
+                        from = a.end;
+                        self.stats.follower_reads += 1;
+                    }
+                    Some(a) => {
+                        bad = Some(format!(
+                            "offsets {}..{} differ from the committed batch",
+                            a.base, a.end
+                        ));
+                        break 'poll;
+                    }
+                    None => {
+                        bad = Some(format!("offset {base} was never committed"));
+                        break 'poll;
+                    }
+                }
+            }
+        }
+        part.read_to = from;
+        if let Some(what) = bad {
+            self.violation(format!(
+                "n{me} p{p}: a consumer reading from this follower (high watermark {hw}): \
+                 {what}"
+            ));
+        }
+    }
+
+    fn follower_takes_answer(
+        &mut self,
+        from: usize,
+        node: usize,
+        life: u64,
+        p: usize,
+        id: u64,
+        answer: FetchAnswer,
+    ) {
         let now = T0_MS + self.now as i64;
         let me = self.nodes[node].id;
         let leader = self.nodes[from].id;
@@ -1786,6 +1879,7 @@ impl World {
                 let from_end = log.log_end_offset();
                 let hw_before = part.core.high_watermark();
                 let r = part.core.truncate_to(to);
+                part.read_to = part.read_to.min(to);
                 let hw_after = part.core.high_watermark();
                 part.fetch = FetchState::Idle;
                 self.stats.truncations += 1;
@@ -2381,6 +2475,14 @@ fn role_name(r: &ReplicaRole) -> String {
         ReplicaRole::Follower { leader, epoch } => format!("follower of n{leader} e{epoch}"),
         ReplicaRole::Offline { epoch } => format!("offline e{epoch}"),
     }
+}
+
+/// The length of the first record batch in `bytes` (base offset, then batchLength counting
+/// what follows it), if all of it is there.
+fn batch_len(bytes: &[u8]) -> Option<usize> {
+    let len = i32::from_be_bytes(bytes.get(8..12)?.try_into().ok()?);
+    let total = 12 + usize::try_from(len).ok()?;
+    (total >= 61 && total <= bytes.len()).then_some(total)
 }
 
 /// The offset after the first record batch in `bytes` (v2 header: base offset, then

@@ -16,7 +16,13 @@
 //!   new leader, until the first acknowledgement of a record pending at the signal, until every
 //!   pending record is acknowledged, and until the first acknowledgement of a record sent after
 //!   the signal.
-//! - `all` (default): both.
+//! - `nearby`: fetch from follower (KIP-392). Brokers in racks a, b and c with
+//!   `--replica-selector rack`, a 1-partition RF=3 topic (min.insync.replicas=2), an acks=all
+//!   producer sending `--rate` msg/s (linger.ms=0) for `--seconds`, and two consumers at the
+//!   tail: one in a follower's rack (served by that follower), one in the leader's rack.
+//!   Prints each consumer's produce-to-consume latency (p50, p99, max) and the broker
+//!   librdkafka's statistics say it fetched from.
+//! - `all` (default): all three.
 //!
 //! Run: `cargo build --release -p broker && cargo run --release -p tests --bin cluster_bench`
 //! (`-- --help` for flags). `CLUSTER_KEEP_LOGS=1` keeps the nodes' logs.
@@ -67,6 +73,7 @@ const FAILOVER_PRODUCER: &[(&str, &str)] = &[
 enum What {
     Throughput,
     Failover,
+    Nearby,
     All,
 }
 
@@ -76,6 +83,8 @@ struct Args {
     value_bytes: usize,
     runs: u64,
     rate: u64,
+    /// How long the `nearby` stream runs.
+    seconds: u64,
     /// Which throughput setups to run, by letter (a, b, c); all by default.
     setups: String,
 }
@@ -87,6 +96,7 @@ fn parse_args() -> Args {
         value_bytes: 1024,
         runs: 5,
         rate: 1000,
+        seconds: 20,
         setups: "abc".to_string(),
     };
     let mut it = std::env::args().skip(1).peekable();
@@ -94,6 +104,7 @@ fn parse_args() -> Args {
         let what = match first.as_str() {
             "throughput" => Some(What::Throughput),
             "failover" => Some(What::Failover),
+            "nearby" => Some(What::Nearby),
             "all" => Some(What::All),
             _ => None,
         };
@@ -120,6 +131,7 @@ fn parse_args() -> Args {
             "--value-bytes" => a.value_bytes = value() as usize,
             "--runs" => a.runs = value(),
             "--rate" => a.rate = value().max(1),
+            "--seconds" => a.seconds = value().max(1),
             _ => usage(&flag),
         }
     }
@@ -129,9 +141,10 @@ fn parse_args() -> Args {
 fn usage(flag: &str) -> ! {
     eprintln!(
         "cluster_bench: bad flag {flag:?}\n\
-         usage: cluster_bench [throughput|failover|all] [--messages N (per produce phase, 500000)]\n\
+         usage: cluster_bench [throughput|failover|nearby|all] [--messages N (per produce phase, 500000)]\n\
          \x20            [--value-bytes N (1024)] [--runs N (kill -9 failovers, 5)]\n\
-         \x20            [--rate MSG_PER_S (failover stream, 1000)]\n\
+         \x20            [--rate MSG_PER_S (failover and nearby streams, 1000)]\n\
+         \x20            [--seconds N (nearby stream, 20)]\n\
          \x20            [--setups LETTERS (throughput setups to run, of abc; all)]\n\
          The broker binary is target/release/broker (or BROKER_BIN)."
     );
@@ -712,10 +725,168 @@ fn main() {
         args.value_bytes,
         loadavg()
     );
-    if args.what != What::Failover {
+    if matches!(args.what, What::Throughput | What::All) {
         throughput(&args);
     }
-    if args.what != What::Throughput {
+    if matches!(args.what, What::Failover | What::All) {
         failover(&args);
+    }
+    if matches!(args.what, What::Nearby | What::All) {
+        nearby(&args);
+    }
+}
+
+/// A tail consumer's view: produce-to-consume latencies (ms) and the broker statistics last
+/// showed it fetching from.
+#[derive(Default)]
+struct Tail {
+    latencies_ms: Mutex<Vec<f64>>,
+    broker: Mutex<Option<i32>>,
+}
+
+struct TailContext(Arc<Tail>);
+
+impl ClientContext for TailContext {
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        let broker = statistics
+            .topics
+            .get(NEARBY_TOPIC)
+            .and_then(|t| t.partitions.get(&0))
+            .map(|p| p.broker);
+        if broker.is_some() {
+            *self.0.broker.lock().unwrap() = broker;
+        }
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for TailContext {}
+
+const NEARBY_TOPIC: &str = "nearby";
+
+/// Reads partition 0 of [`NEARBY_TOPIC`] from its end as a consumer in `rack` until `stop`,
+/// recording each record's latency from the send time it carries (ns since `start`).
+fn tail_consumer(
+    bootstrap: String,
+    rack: &'static str,
+    start: Instant,
+    stop: Arc<AtomicBool>,
+) -> (Arc<Tail>, thread::JoinHandle<()>) {
+    let tail = Arc::new(Tail::default());
+    let context = TailContext(Arc::clone(&tail));
+    let mine = Arc::clone(&tail);
+    let handle = thread::spawn(move || {
+        let consumer: BaseConsumer<TailContext> = ClientConfig::new()
+            .set("bootstrap.servers", &bootstrap)
+            .set("group.id", format!("nearby-{rack}"))
+            .set("enable.auto.commit", "false")
+            .set("client.rack", rack)
+            .set("fetch.wait.max.ms", "500")
+            .set("statistics.interval.ms", "1000")
+            .create_with_context(context)
+            .expect("consumer");
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        tpl.add_partition_offset(NEARBY_TOPIC, 0, rdkafka::Offset::End)
+            .expect("partition");
+        consumer.assign(&tpl).expect("assign");
+        while !stop.load(Ordering::Relaxed) {
+            if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+                use rdkafka::message::Message;
+                let now = start.elapsed().as_nanos() as u64;
+                let sent = m
+                    .payload()
+                    .and_then(|p| p.get(..8))
+                    .map(|b| u64::from_be_bytes(b.try_into().unwrap()));
+                if let Some(sent) = sent {
+                    let ms = now.saturating_sub(sent) as f64 / 1e6;
+                    mine.latencies_ms.lock().unwrap().push(ms);
+                }
+            }
+        }
+    });
+    (tail, handle)
+}
+
+fn nearby(args: &Args) {
+    let racks = [(1, "rack", "a"), (2, "rack", "b"), (3, "rack", "c")];
+    let c = Cluster::start_with_node_args(&[("replica-selector", "rack")], &racks);
+    create_on_cluster(&c, NEARBY_TOPIC, 1, 3, "2");
+    let leader = c
+        .node_for_leader(NEARBY_TOPIC, 0)
+        .expect("a leader in Metadata");
+    let follower = c.ids().into_iter().find(|&id| id != leader).unwrap();
+    let rack_of = |id: i32| ["a", "b", "c"][id as usize - 1];
+    let start = Instant::now();
+    let stop = Arc::new(AtomicBool::new(false));
+    let (near, near_thread) =
+        tail_consumer(c.bootstrap(), rack_of(follower), start, Arc::clone(&stop));
+    let (local, local_thread) =
+        tail_consumer(c.bootstrap(), rack_of(leader), start, Arc::clone(&stop));
+    // Let both consumers find their replica before the stream starts.
+    thread::sleep(Duration::from_secs(3));
+    let producer: ThreadedProducer<Counting> = ClientConfig::new()
+        .set("bootstrap.servers", c.bootstrap())
+        .set("acks", "all")
+        .set("linger.ms", "0")
+        .create_with_context(Counting {
+            ok: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            first_error: Mutex::new(None),
+        })
+        .expect("producer");
+    let interval = Duration::from_nanos(1_000_000_000 / args.rate);
+    let mut value = vec![0x5au8; args.value_bytes.max(8)];
+    let begin = Instant::now();
+    let mut seq = 0u32;
+    while begin.elapsed() < Duration::from_secs(args.seconds) {
+        if let Some(wait) = (begin + interval * seq).checked_duration_since(Instant::now()) {
+            thread::sleep(wait);
+        }
+        let sent = start.elapsed().as_nanos() as u64;
+        value[..8].copy_from_slice(&sent.to_be_bytes());
+        let record = BaseRecord::<(), [u8]>::to(NEARBY_TOPIC).payload(&value[..]);
+        if let Err((e, _)) = producer.send(record) {
+            println!("FINDING: send failed: {e}");
+            break;
+        }
+        seq += 1;
+    }
+    let _ = producer.flush(Duration::from_secs(30));
+    thread::sleep(Duration::from_secs(2));
+    stop.store(true, Ordering::Relaxed);
+    near_thread.join().expect("consumer thread");
+    local_thread.join().expect("consumer thread");
+    let acked = producer.context().ok.load(Ordering::Relaxed);
+    println!(
+        "nearby: {seq} sent at {} msg/s for {} s, {acked} acknowledged; leader {leader}",
+        args.rate, args.seconds
+    );
+    for (label, tail) in [
+        (
+            format!("consumer in rack {} (a follower's)", rack_of(follower)),
+            &near,
+        ),
+        (
+            format!("consumer in rack {} (the leader's)", rack_of(leader)),
+            &local,
+        ),
+    ] {
+        let mut v = tail.latencies_ms.lock().unwrap().clone();
+        v.sort_by(f64::total_cmp);
+        let at = |q: f64| v.get(((v.len() as f64 * q) as usize).min(v.len().saturating_sub(1)));
+        println!(
+            "nearby: {label:<36} fetched from broker {:?}: {} records, produce-to-consume \
+             p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+            *tail.broker.lock().unwrap(),
+            v.len(),
+            at(0.5).copied().unwrap_or(f64::NAN),
+            at(0.99).copied().unwrap_or(f64::NAN),
+            v.last().copied().unwrap_or(f64::NAN),
+        );
+        if v.len() as u64 != acked {
+            println!(
+                "FINDING: {label} read {} of {acked} acknowledged records",
+                v.len()
+            );
+        }
     }
 }

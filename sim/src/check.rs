@@ -83,6 +83,7 @@ pub fn main(args: &CheckArgs) -> ExitCode {
         final_read_timeout: Duration::from_secs(60),
         seed: args.seed,
         value_base: 0,
+        client_rack: None,
     };
     println!(
         "checking {} on topic {} ({} partitions, {} producers, {} s)",

@@ -33,6 +33,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use broker::cluster::quorum::DialFuture;
 use broker::config::{BrokerConfig, ClusterConfig, FsyncPolicy, Voter};
 use broker::log::Log;
+use broker::replica::selector::ReplicaSelector;
 use broker::server::{Acceptor, ClusterIo, Dialer, ShellEnv};
 use broker::storage::{MemStorage, TornWrite};
 use invariants::{check_all, CheckOptions, History, Op, OpKind, ReplicaLog, OBSERVER};
@@ -54,6 +55,9 @@ const CLIENTS: &str = "clients";
 const KAFKA_PORT: u16 = 9092;
 const CONTROLLER_PORT: u16 = 9093;
 const TOPIC: &str = "jepsen";
+/// The consumer's rack (client.rack): node 2's, so it reads from node 2 where node 2 follows
+/// (KIP-392).
+const CLIENT_RACK: &str = "r2";
 const DATA_DIR: &str = "/data";
 /// One fault decision per this many simulated ms, on average.
 const FAULT_EVERY_MS: u32 = 400;
@@ -253,6 +257,9 @@ fn node_config(i: usize) -> BrokerConfig {
         default_replication_factor: NODES as i16,
         min_insync_replicas: 2,
         replica_lag_time_max_ms: REPLICA_LAG_MS,
+        // Node i+1 in rack r{i+1}; the consumer in rack r2 reads from node 2 when it follows.
+        rack: Some(format!("r{}", i + 1)),
+        replica_selector: ReplicaSelector::RackAware,
         ..ClusterConfig::default()
     };
     config
@@ -704,6 +711,7 @@ pub fn run_cluster_seed(config: &ClusterSimConfig) -> ClusterSimResult {
         final_read_timeout: Duration::from_millis(FINAL_READ_MS_MAX),
         seed,
         value_base: 0,
+        client_rack: Some(CLIENT_RACK.into()),
     };
     let quiesced = Rc::new(Cell::new(false));
     let heal_requested = Rc::new(Cell::new(false));
@@ -882,7 +890,11 @@ pub fn run_cluster_seed(config: &ClusterSimConfig) -> ClusterSimResult {
             .filter(|l| l.leader >= 0)
             .map(|l| (l.partition, l.leader_epoch))
             .collect();
-        summary.push_str(&format!(", leader epochs seen={}", elections.len()));
+        summary.push_str(&format!(
+            ", leader epochs seen={}, follower reads={}",
+            elections.len(),
+            w.follower_reads
+        ));
     } else if violations.is_empty() {
         violations.push("the workload did not finish".into());
     }

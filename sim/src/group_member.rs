@@ -388,7 +388,7 @@ async fn consume<C: Connector>(
         if positions.is_empty() {
             tokio::time::sleep(Duration::from_millis(100)).await;
         } else {
-            poll(router, shared, process, &mut positions, 100).await;
+            poll(router, shared, process, &mut positions, 100, None).await;
         }
     }
 }

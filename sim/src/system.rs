@@ -403,6 +403,7 @@ pub fn run_system_seed(config: &SystemConfig) -> SystemResult {
             final_read_timeout: Duration::from_secs(120),
             seed,
             value_base: 0,
+            client_rack: None,
         };
         let quiesced = Rc::clone(&quiesced);
         let heal_requested = Rc::clone(&heal_requested);

@@ -49,6 +49,9 @@ const RECORDS_PER_SEND_MAX: u64 = 4;
 /// Fetch bytes per partition and per response.
 const FETCH_PARTITION_BYTES_MAX: i32 = 1024 * 1024;
 const FETCH_RESPONSE_BYTES_MAX: i32 = 4 * 1024 * 1024;
+/// How long a consumer reads from the replica a leader preferred before asking the leader
+/// again (librdkafka: 5 minutes; short here, so runs move between leader and followers).
+const PREFERRED_REPLICA_LEASE: Duration = Duration::from_millis(1_000);
 
 /// Opens client connections: tokio TCP, or turmoil's simulated TCP.
 pub trait Connector: Clone + 'static {
@@ -88,6 +91,10 @@ pub struct WorkloadConfig {
     pub seed: u64,
     /// Added to every value so values stay unique across runs against a long-lived cluster.
     pub value_base: u64,
+    /// The consumer's rack (client.rack): its fetches name it, and it reads a partition from
+    /// the replica a leader names as preferred (KIP-392) until that replica refuses. The final
+    /// read always reads from leaders.
+    pub client_rack: Option<String>,
 }
 
 /// The workload's recorded result.
@@ -102,6 +109,8 @@ pub struct WorkloadOutcome {
     pub high_watermarks: Vec<HighWatermarkSeen>,
     /// Per partition, the high watermark the final read stopped at (it reached it).
     pub final_high_watermarks: BTreeMap<i32, i64>,
+    /// Partition reads a follower served (KIP-392) with no error.
+    pub follower_reads: u64,
 }
 
 /// Shared between the workload's tasks: the history, and the start time for op timestamps.
@@ -117,6 +126,7 @@ pub struct Recorder {
     acked_end: BTreeMap<i32, i64>,
     /// Per partition, the high watermark the final read stopped at.
     final_high_watermarks: BTreeMap<i32, i64>,
+    follower_reads: u64,
 }
 
 /// One partition's leadership in one Metadata response.
@@ -172,6 +182,7 @@ pub async fn run<C: Connector>(
         high_watermarks: Vec::new(),
         acked_end: BTreeMap::new(),
         final_high_watermarks: BTreeMap::new(),
+        follower_reads: 0,
     }));
     let mut router = Router::new(connector.clone(), &config, "setup");
     if config.create_topic {
@@ -246,6 +257,7 @@ pub async fn run<C: Connector>(
         leaders: recorder.leaders,
         high_watermarks: recorder.high_watermarks,
         final_high_watermarks: recorder.final_high_watermarks,
+        follower_reads: recorder.follower_reads,
     }
 }
 
@@ -272,6 +284,9 @@ pub(crate) struct Router<C: Connector> {
     conns: BTreeMap<String, KafkaConn<C::Read, C::Write>>,
     last_error: Option<String>,
     last_metadata: String,
+    /// Per partition, the replica a leader told this client to read from (KIP-392), and when
+    /// that lease ends (then the leader is asked again, as librdkafka's lease does).
+    preferred: BTreeMap<i32, (i32, Instant)>,
 }
 
 impl<C: Connector> Router<C> {
@@ -292,6 +307,7 @@ impl<C: Connector> Router<C> {
             conns: BTreeMap::new(),
             last_error: None,
             last_metadata: String::new(),
+            preferred: BTreeMap::new(),
         }
     }
 
@@ -715,6 +731,8 @@ async fn consumer<C: Connector>(
     let mut positions: BTreeMap<i32, i64> = partitions.iter().map(|p| (*p, 0)).collect();
     let mut caught_up: BTreeMap<i32, bool> = partitions.iter().map(|p| (*p, false)).collect();
     let max_wait_ms = if deadline.is_some() { 100 } else { 10 };
+    // The final read (no deadline) reads from leaders.
+    let rack = config.client_rack.as_deref().filter(|_| deadline.is_some());
     loop {
         if let Some(d) = deadline {
             if Instant::now() >= d {
@@ -723,8 +741,15 @@ async fn consumer<C: Connector>(
         } else if caught_up.values().all(|c| *c) {
             return true;
         }
-        let high_watermarks =
-            poll(&mut router, &shared, process, &mut positions, max_wait_ms).await;
+        let high_watermarks = poll(
+            &mut router,
+            &shared,
+            process,
+            &mut positions,
+            max_wait_ms,
+            rack,
+        )
+        .await;
         for (partition, hw) in high_watermarks {
             // The final read ends at a high watermark that covers every acknowledged offset: a
             // new leader's may still lag behind its predecessor's for a moment.
@@ -747,26 +772,43 @@ async fn consumer<C: Connector>(
     }
 }
 
-/// One poll of the partitions in `positions` (one fetch per leader), recorded as a poll op per
-/// fetch; advances the positions past what it read. Returns the high watermark each partition
-/// that answered without error reported.
+/// One poll of the partitions in `positions` (one fetch per broker read from), recorded as a
+/// poll op per fetch; advances the positions past what it read. A consumer in `rack` reads a
+/// partition from the replica its leader prefers (KIP-392) once told, and from the leader
+/// again after any error there. Returns the high watermark each partition that answered
+/// without error reported.
 pub(crate) async fn poll<C: Connector>(
     router: &mut Router<C>,
     shared: &Shared,
     process: u64,
     positions: &mut BTreeMap<i32, i64>,
     max_wait_ms: i32,
+    rack: Option<&str>,
 ) -> BTreeMap<i32, i64> {
     let mut high_watermarks = BTreeMap::new();
     let mut by_leader: BTreeMap<String, Vec<i32>> = BTreeMap::new();
     // Per partition: the leader and leader epoch the fetch names (-1: unknown).
     let mut named: BTreeMap<i32, (i32, i32)> = BTreeMap::new();
+    // Per partition: the broker asked, when not the leader.
+    let mut via_follower: BTreeMap<i32, i32> = BTreeMap::new();
     let partitions: Vec<i32> = positions.keys().copied().collect();
     for p in partitions {
         match router.leader(p).await {
             Some((node, addr)) => {
                 named.insert(p, (node, router.epochs.get(&p).copied().unwrap_or(-1)));
-                by_leader.entry(addr).or_default().push(p)
+                let follower = router
+                    .preferred
+                    .get(&p)
+                    .copied()
+                    .filter(|&(f, until)| f != node && rack.is_some() && Instant::now() < until)
+                    .and_then(|(f, _)| Some((f, router.brokers.get(&f)?.clone())));
+                match follower {
+                    Some((f, addr)) => {
+                        via_follower.insert(p, f);
+                        by_leader.entry(addr).or_default().push(p)
+                    }
+                    None => by_leader.entry(addr).or_default().push(p),
+                }
             }
             None => {
                 let e = router.last_error.take().unwrap_or_else(|| {
@@ -789,6 +831,7 @@ pub(crate) async fn poll<C: Connector>(
             .with_isolation_level(0)
             .with_session_id(0)
             .with_session_epoch(-1)
+            .with_rack_id(StrBytes::from_string(rack.unwrap_or("").to_string()))
             .with_topics(vec![FetchTopic::default()
                 .with_topic(TopicName(StrBytes::from_string(router.topic.clone())))
                 .with_partitions(
@@ -837,6 +880,26 @@ pub(crate) async fn poll<C: Connector>(
                 let Some(position) = positions.get_mut(&partition) else {
                     continue;
                 };
+                let follower = via_follower.get(&partition).copied();
+                if p.error_code != 0 && follower.is_some() {
+                    // Whatever a follower refuses, the leader answers next (as librdkafka
+                    // and the Java client do).
+                    router.preferred.remove(&partition);
+                    s.event(format!(
+                        "c{process} poll: partition {partition}: error code {} from follower \
+                         {}; back to the leader",
+                        p.error_code,
+                        follower.unwrap_or(-1)
+                    ));
+                    continue;
+                }
+                if p.preferred_read_replica.0 >= 0 && rack.is_some() {
+                    let until = Instant::now() + PREFERRED_REPLICA_LEASE;
+                    router
+                        .preferred
+                        .insert(partition, (p.preferred_read_replica.0, until));
+                    continue;
+                }
                 match p.error_code {
                     0 => {}
                     1 => {
@@ -865,7 +928,11 @@ pub(crate) async fn poll<C: Connector>(
                     }
                 }
                 high_watermarks.insert(partition, p.high_watermark);
-                if let Some(&(leader, leader_epoch)) = named.get(&partition) {
+                if follower.is_some() {
+                    // A follower's high watermark trails the leader's: not one to compare
+                    // within the leader epoch.
+                    s.follower_reads += 1;
+                } else if let Some(&(leader, leader_epoch)) = named.get(&partition) {
                     if leader_epoch >= 0 {
                         s.high_watermarks.push(HighWatermarkSeen {
                             process,

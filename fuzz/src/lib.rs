@@ -396,7 +396,8 @@ pub fn dispatch(data: &[u8]) {
         for request in requests {
             let (key, version) = (request.api_key, request.api_version);
             let correlation_id = request.header.correlation_id;
-            let encoded = match apis.handle(request, "127.0.0.1") {
+            let client = broker::apis::ClientConnection::new("127.0.0.1".to_string());
+            let encoded = match apis.handle(request, &client) {
                 broker::apis::Reply::Now(response) => {
                     broker::protocol::encode_response(key, version, correlation_id, &response)
                         .map(drop)

@@ -2090,6 +2090,14 @@ struct FetchSource {
 }
 
 impl rdkafka::ClientContext for FetchSource {
+    /// librdkafka's own log (with `RDKAFKA_DEBUG=<contexts>`), to stderr.
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, log_message: &str) {
+        eprintln!(
+            "{:?} rdkafka {level:?} {fac}: {log_message}",
+            Instant::now()
+        );
+    }
+
     fn stats(&self, statistics: rdkafka::Statistics) {
         let at = statistics
             .topics
@@ -2111,7 +2119,12 @@ fn rack_consumer(c: &Cluster, topic: &str, rack: &str) -> BaseConsumer<FetchSour
         topic: topic.to_string(),
         ..FetchSource::default()
     };
-    let consumer: BaseConsumer<FetchSource> = client_config(&c.bootstrap_live())
+    let mut config = client_config(&c.bootstrap_live());
+    if let Ok(contexts) = std::env::var("RDKAFKA_DEBUG") {
+        config.set("debug", &contexts).set("log_level", "7");
+        config.set_log_level(rdkafka::config::RDKafkaLogLevel::Debug);
+    }
+    let consumer: BaseConsumer<FetchSource> = config
         .set("group.id", unique_name("nearby"))
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "error")
@@ -2155,14 +2168,18 @@ fn read_in_order(consumer: &BaseConsumer<FetchSource>, from: usize, to: usize) {
     }
 }
 
-/// Polls (delivering nothing unexpected) until the statistics show partition 0 fetched from
-/// `broker` while `leader` leads; panics with what they showed.
-fn wait_fetching_from(consumer: &BaseConsumer<FetchSource>, broker: i32, leader: i32) {
+/// Polls until the statistics show partition 0 fetched from `broker` while `leader` leads;
+/// panics with what they showed. Returns how many records the polls passed over.
+fn wait_fetching_from(consumer: &BaseConsumer<FetchSource>, broker: i32, leader: i32) -> usize {
+    let mut passed = 0;
     let ok = wait_until(CONVERGE_TIMEOUT, || {
-        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
-            panic!("unexpected record at offset {}", m.offset());
+        if *consumer.context().seen.lock().unwrap() == Some((broker, leader)) {
+            return true;
         }
-        *consumer.context().seen.lock().unwrap() == Some((broker, leader))
+        if let Some(Ok(_)) = consumer.poll(Duration::from_millis(100)) {
+            passed += 1;
+        }
+        false
     });
     let seen = *consumer.context().seen.lock().unwrap();
     assert!(
@@ -2170,6 +2187,7 @@ fn wait_fetching_from(consumer: &BaseConsumer<FetchSource>, broker: i32, leader:
         "wanted partition 0 fetched from broker {broker} (leader {leader}); statistics show \
          (broker, leader) {seen:?}"
     );
+    passed
 }
 
 /// Fetch from follower (KIP-392): brokers in racks a, b and c with `--replica-selector rack`.
@@ -2189,6 +2207,19 @@ fn consumers_read_from_a_follower_in_their_rack() {
         ],
         &racks,
     );
+    // kafka-configs --describe shows the static settings, under Kafka's names.
+    let configs = describe_broker_configs(&c.addr(2), "2").expect("DescribeConfigs");
+    let shown = |name: &str| {
+        configs
+            .iter()
+            .find(|(n, _, _)| n == name)
+            .map(|(_, v, _)| v.clone())
+    };
+    assert_eq!(shown("broker.rack").as_deref(), Some("b"));
+    assert_eq!(
+        shown("replica.selector.class").as_deref(),
+        Some("org.apache.kafka.common.replica.RackAwareReplicaSelector")
+    );
     let topic = unique_name("nearby");
     create_replicated(&c, &topic, 1, 3, &[]);
     c.wait_full_isr(&topic, CONVERGE_TIMEOUT);
@@ -2204,7 +2235,11 @@ fn consumers_read_from_a_follower_in_their_rack() {
     // The backlog, from the follower in the consumer's rack.
     let near = rack_consumer(&c, &topic, rack_of(follower));
     read_in_order(&near, 0, 300);
-    wait_fetching_from(&near, follower, leader);
+    assert_eq!(
+        wait_fetching_from(&near, follower, leader),
+        0,
+        "nothing past 300 yet"
+    );
 
     // At the tail: records produced now reach the consumer through the follower.
     let more = produce(&c.bootstrap_live(), &topic, "all", &[], 200, |i| {
@@ -2221,7 +2256,7 @@ fn consumers_read_from_a_follower_in_their_rack() {
     // A consumer in the leader's rack reads from the leader.
     let local = rack_consumer(&c, &topic, rack_of(leader));
     read_in_order(&local, 0, 500);
-    wait_fetching_from(&local, leader, leader);
+    assert_eq!(wait_fetching_from(&local, leader, leader), 0);
     drop(local);
 
     // The follower dies: its consumer returns to the leader and misses nothing.
@@ -2235,5 +2270,128 @@ fn consumers_read_from_a_follower_in_their_rack() {
         "min.insync.replicas 2 of the 2 left"
     );
     read_in_order(&near, 500, 700);
+    assert_eq!(wait_fetching_from(&near, leader, leader), 0);
+}
+
+/// One v11 consumer Fetch of partition 0 from offset 0 sent straight to `addr` (no rack):
+/// the partition's error code and how many record bytes came back.
+fn consumer_fetch_v11(addr: &str, topic: &str) -> Result<(i16, usize), String> {
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    use kafka_protocol::messages::{FetchRequest, FetchResponse};
+    let request = FetchRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_max_wait_ms(0)
+        .with_min_bytes(1)
+        .with_max_bytes(1 << 20)
+        .with_session_epoch(-1)
+        .with_topics(vec![FetchTopic::default()
+            .with_topic(TopicName(StrBytes::from_string(topic.to_string())))
+            .with_partitions(vec![FetchPartition::default()
+                .with_partition(0)
+                .with_current_leader_epoch(-1)
+                .with_fetch_offset(0)
+                .with_log_start_offset(-1)
+                .with_partition_max_bytes(1 << 20)])]);
+    let response: FetchResponse = raw_call(addr, ApiKey::Fetch, 11, &request)?;
+    let p = response
+        .responses
+        .first()
+        .and_then(|t| t.partitions.first())
+        .ok_or("no partition in the answer")?;
+    Ok((p.error_code, p.records.as_ref().map_or(0, |r| r.len())))
+}
+
+/// KIP-392's in-sync rule, on both sides. A replica still catching up (a reassignment's new
+/// replica, held out of the ISR by a follower throttle) is not offered to a consumer in its
+/// rack, which reads from the leader, and refuses a consumer fetch sent to it directly with
+/// NOT_LEADER_OR_FOLLOWER (so a consumer on a replica that fell behind goes back to the
+/// leader), while an in-sync follower serves the same fetch. Once the new replica is in sync,
+/// a consumer in its rack is sent to it.
+#[test]
+fn only_in_sync_followers_serve_consumers() {
+    let racks = [(1, "rack", "a"), (2, "rack", "b"), (3, "rack", "c")];
+    let rack_of = |id: i32| ["a", "b", "c"][id as usize - 1];
+    let c = Cluster::start_with_node_args(&[("replica-selector", "rack")], &racks);
+    let (leader, joining, synced) = (1, 2, 3);
+    let via = c.addr(synced);
+    let topic = unique_name("catching-up");
+    let admin = admin(&c.bootstrap_live());
+    let opts = rdkafka::admin::AdminOptions::new()
+        .operation_timeout(Some(Timeout::After(CONVERGE_TIMEOUT)))
+        .request_timeout(Some(Timeout::After(CONVERGE_TIMEOUT)));
+    let placed: [&[i32]; 1] = [&[leader, synced]];
+    let nt = NewTopic::new(&topic, 1, TopicReplication::Variable(&placed))
+        .set("min.insync.replicas", "1");
+    let created = block_on(admin.create_topics([&nt], &opts)).expect("CreateTopics");
+    assert_eq!(created[0], Ok(topic.clone()));
+    wait_placed(&c, &topic, &[vec![leader, synced]]);
+    c.wait_full_isr(&topic, CONVERGE_TIMEOUT);
+    let records = 8 * 1024;
+    let one = |i: usize| Outgoing {
+        partition: Some(0),
+        ..msg(i)
+    };
+    assert_eq!(
+        all_ok(&produce(
+            &c.bootstrap_live(),
+            &topic,
+            "all",
+            &[],
+            records,
+            one
+        ))
+        .len(),
+        records
+    );
+
+    // `joining` copies at 256 KiB/s: 8 MiB keeps it out of the ISR for half a minute.
+    let listed = format!("0:{joining}");
+    assert_eq!(
+        alter_config(&via, 2, &topic, FOLLOWER_REPLICAS, OP_SET, Some(&listed)),
+        Ok(0)
+    );
+    set_rate_everywhere(&c, &via, FOLLOWER_RATE, Some(256 * 1024));
+    assert_eq!(
+        alter_reassignment(&via, &topic, Some(&[leader, synced, joining]), None),
+        (0, None)
+    );
+    let dir = c
+        .dir()
+        .join(format!("node-{joining}"))
+        .join(format!("{topic}-0"));
+    assert!(
+        wait_until(CONVERGE_TIMEOUT, || segment_bytes(&dir) > 0),
+        "node {joining} never started copying"
+    );
+
+    // Straight to each follower: the in-sync one serves, the one catching up refuses.
+    let (code, bytes) = consumer_fetch_v11(&c.addr(synced), &topic).expect("fetch");
+    assert_eq!(code, 0, "the in-sync follower serves a v11 consumer");
+    assert!(bytes > 0, "the in-sync follower returned no records");
+    assert_eq!(
+        consumer_fetch_v11(&c.addr(joining), &topic),
+        Ok((6, 0)),
+        "a follower outside the ISR answers NOT_LEADER_OR_FOLLOWER"
+    );
+    // And a consumer in its rack is kept on the leader.
+    let near = rack_consumer(&c, &topic, rack_of(joining));
+    read_in_order(&near, 0, 200);
     wait_fetching_from(&near, leader, leader);
+    drop(near);
+    assert_eq!(
+        listed_reassignment(&via, &topic, true).expect("List"),
+        Some((vec![leader, synced, joining], vec![joining], vec![])),
+        "still catching up"
+    );
+
+    // Throttle lifted: it joins the ISR, and the consumer in its rack reads from it.
+    set_rate_everywhere(&c, &via, FOLLOWER_RATE, None);
+    assert_eq!(
+        alter_config(&via, 2, &topic, FOLLOWER_REPLICAS, OP_DELETE, None),
+        Ok(0)
+    );
+    wait_reassigned(&c, &topic, &[leader, synced, joining], |l| l == leader);
+    let near = rack_consumer(&c, &topic, rack_of(joining));
+    read_in_order(&near, 0, records);
+    assert_eq!(wait_fetching_from(&near, joining, leader), 0);
 }

@@ -12,11 +12,13 @@
 //! `leader.replication.throttled.replicas` names on this broker is served within this
 //! broker's leader throttle (`replica::quota`): nothing while it is spent.
 //!
-//! Fetch from follower (KIP-392): a v11+ consumer fetch may be served by a follower, up to the
-//! high watermark the leader passed on. A leader whose `--replica-selector` is `rack` answers a
+//! Fetch from follower (KIP-392): a v11+ consumer fetch may be served by an in-sync follower,
+//! up to the high watermark the leader passed on. A leader whose `--replica-selector` is `rack` answers a
 //! consumer that names its rack with a preferred read replica in that rack and no records
 //! (`replica::selector`); the consumer then fetches from there.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -41,11 +43,27 @@ pub const FETCH_WAIT_MS_MAX: i32 = 60_000;
 pub const FETCH_RESPONSE_BYTES_MAX: i32 = 64 * 1024 * 1024;
 
 impl<S: Storage + Clone> KafkaApis<S> {
-    pub(super) fn fetch(&self, request: FetchRequest, version: i16) -> Reply {
+    pub(super) fn fetch(
+        &self,
+        request: FetchRequest,
+        version: i16,
+        connection: &Arc<AtomicBool>,
+    ) -> Reply {
         let max_wait_ms = request.max_wait_ms.clamp(0, FETCH_WAIT_MS_MAX);
         let min_bytes = request.min_bytes.max(0) as usize;
         let replica = request.replica_id.0.max(request.replica_state.replica_id.0);
         if replica >= 0 {
+            // Only registered brokers, so a client naming made-up replica ids cannot grow it.
+            let registered = self
+                .cluster
+                .as_ref()
+                .is_some_and(|view| view.image().brokers.contains_key(&replica));
+            if registered {
+                self.follower_links
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(replica, Arc::clone(connection));
+            }
             return self.replica_fetch(request, replica, version, max_wait_ms, min_bytes);
         }
         self.long_poll(request, max_wait_ms, min_bytes, None, move |apis, r| {
@@ -174,7 +192,7 @@ impl<S: Storage + Clone> KafkaApis<S> {
                 // v11+ consumers may read from followers (KIP-392), up to the high watermark
                 // the leader passed on.
                 let leading = partition.is_leader();
-                let serving = leading || (version >= 11 && partition.is_follower());
+                let serving = leading || (version >= 11 && partition.serves_follower_reads());
                 if let Some(error) =
                     leader_check(serving, partition.leader_epoch(), fp.current_leader_epoch)
                 {
@@ -260,7 +278,7 @@ impl<S: Storage + Clone> KafkaApis<S> {
 impl<S: Storage + Clone> KafkaApis<S> {
     /// The replica this leader tells a consumer in `client_rack` fetching at `fetch_offset` to
     /// read from instead (this broker's `--replica-selector`), or None to serve it here. Only
-    /// registered, unfenced brokers are named.
+    /// registered, unfenced brokers whose last fetch connection here is still open are named.
     fn preferred_read_replica(
         &self,
         partition: &crate::replica::Partition<S>,
@@ -274,10 +292,19 @@ impl<S: Storage + Clone> KafkaApis<S> {
         let image = self.cluster.as_ref()?.image();
         let candidates = partition.read_candidates(fetch_offset, self.now_ms());
         let leader = candidates.first()?.0;
+        let linked = |id: i32| {
+            id == leader
+                || self
+                    .follower_links
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get(&id)
+                    .is_some_and(|open| open.load(Ordering::Acquire))
+        };
         let views: Vec<ReadCandidate<'_>> = candidates
             .iter()
             .filter_map(|&(id, log_end, last_caught_up_ms)| {
-                let broker = image.brokers.get(&id).filter(|b| !b.fenced)?;
+                let broker = image.brokers.get(&id).filter(|b| !b.fenced && linked(id))?;
                 Some(ReadCandidate {
                     id,
                     rack: broker.rack.as_deref(),

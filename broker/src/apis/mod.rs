@@ -22,9 +22,11 @@ mod producer_id;
 mod reassignments;
 pub use reassignments::REASSIGN_NAMED_MAX;
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::{ApiVersionsResponse, RequestKind, ResponseKind};
@@ -75,6 +77,32 @@ pub struct KafkaApis<S: Storage + Clone> {
     pub(crate) cluster: Option<Arc<ClusterView>>,
     /// True once the broker is shutting down: waiting fetches answer at once.
     pub(crate) stopping: Arc<crate::sync::Watch<bool>>,
+    /// Per follower, whether the connection it last fetched on is still open. A leader never
+    /// sends a consumer to a follower whose fetch connection closed (a killed broker's close
+    /// at once), even before the controller fences it: librdkafka, sent to a dead replica,
+    /// may wait out its five-minute lease on it.
+    pub(crate) follower_links: Arc<Mutex<BTreeMap<i32, Arc<AtomicBool>>>>,
+}
+
+/// One client connection, as request handlers see it.
+pub struct ClientConnection {
+    /// The client's address, without the port.
+    pub host: String,
+    open: Arc<AtomicBool>,
+}
+
+impl ClientConnection {
+    pub fn new(host: String) -> Self {
+        ClientConnection {
+            host,
+            open: Arc::new(AtomicBool::new(true)),
+        }
+    }
+
+    /// The client left (or the broker closed the connection): no more requests will come.
+    pub fn close(&self) {
+        self.open.store(false, Ordering::Release);
+    }
 }
 
 pub(crate) fn code(e: ResponseError) -> i16 {
@@ -90,6 +118,7 @@ impl<S: Storage + Clone> Clone for KafkaApis<S> {
             advertised: self.advertised.clone(),
             cluster: self.cluster.clone(),
             stopping: self.stopping.clone(),
+            follower_links: self.follower_links.clone(),
         }
     }
 }
@@ -109,6 +138,7 @@ impl<S: Storage + Clone> KafkaApis<S> {
             advertised,
             cluster,
             stopping: Arc::new(crate::sync::Watch::new(false)),
+            follower_links: Arc::new(Mutex::new(BTreeMap::new())),
         }
     }
 
@@ -128,7 +158,8 @@ impl<S: Storage + Clone> KafkaApis<S> {
 
     /// Handles one request. Appends happen before this returns, so calling it in arrival order
     /// keeps a connection's produce requests in order.
-    pub fn handle(&self, request: Request, client_host: &str) -> Reply {
+    pub fn handle(&self, request: Request, client: &ClientConnection) -> Reply {
+        let client_host = client.host.as_str();
         let version = request.api_version;
         let client_id = request
             .header
@@ -179,7 +210,7 @@ impl<S: Storage + Clone> KafkaApis<S> {
                 ResponseKind::DescribeCluster(self.cluster_describe(r, version)),
             ),
             RequestKind::Produce(r) => self.produce(r, version),
-            RequestKind::Fetch(r) => self.fetch(r, version),
+            RequestKind::Fetch(r) => self.fetch(r, version, &client.open),
             RequestKind::ListOffsets(r) => {
                 Reply::Now(ResponseKind::ListOffsets(self.list_offsets(r, version)))
             }

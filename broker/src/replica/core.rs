@@ -151,6 +151,9 @@ pub struct PartitionCore<S: Storage> {
     /// the replication factor) holds its high watermark, so the replicas that left the ISR (the
     /// controller's eligible leader replicas, KIP-966) still hold every committed record.
     min_isr: usize,
+    /// Whether the metadata counts this replica in the ISR (a leader always is). A follower
+    /// outside it may have lost touch with its leader, so it serves no consumers.
+    in_isr: bool,
 }
 
 impl<S: Storage> PartitionCore<S> {
@@ -169,6 +172,7 @@ impl<S: Storage> PartitionCore<S> {
             high_watermark,
             role: ReplicaRole::Standalone,
             min_isr: 1,
+            in_isr: false,
         };
         core.check_invariants();
         core
@@ -309,10 +313,23 @@ impl<S: Storage> PartitionCore<S> {
         matches!(self.role, ReplicaRole::Standalone | ReplicaRole::Leader(_))
     }
 
-    /// Whether this replica follows a leader, and so may serve consumers that fetch from
-    /// followers (KIP-392), up to the high watermark the leader passed on.
+    /// Whether this replica follows a leader.
     pub fn is_follower(&self) -> bool {
         matches!(self.role, ReplicaRole::Follower { .. })
+    }
+
+    /// Records whether the metadata counts this replica in the partition's ISR.
+    pub fn set_in_isr(&mut self, in_isr: bool) {
+        self.in_isr = in_isr;
+    }
+
+    /// Whether this replica serves consumers that fetch from followers (KIP-392), up to the
+    /// high watermark the leader passed on: it follows, and is in the ISR. One that left the
+    /// ISR may be cut off from its leader, its high watermark stuck, so it sends its consumers
+    /// back to the leader (NOT_LEADER_OR_FOLLOWER) rather than keep them waiting; Kafka keeps
+    /// serving them until the client's own lease on it runs out (minutes in librdkafka).
+    pub fn serves_follower_reads(&self) -> bool {
+        self.is_follower() && self.in_isr
     }
 
     /// Leader side: the replicas that could serve a consumer fetching at `fetch_offset` now,
@@ -862,6 +879,17 @@ mod tests {
         leader.become_leader(1, 1, vec![1, 2, 3], vec![1, 2, 3], T0);
         follower.become_follower(1, 1);
         assert!(follower.is_follower() && !leader.is_follower());
+        assert!(
+            !follower.serves_follower_reads(),
+            "not yet known in the ISR"
+        );
+        follower.set_in_isr(true);
+        assert!(follower.serves_follower_reads());
+        leader.set_in_isr(true);
+        assert!(
+            !leader.serves_follower_reads(),
+            "a leader serves as the leader"
+        );
         for _ in 0..3 {
             leader
                 .append(&simple_batch(T0, &[b"a", b"b"]), 1, T0)
@@ -929,6 +957,9 @@ mod tests {
             follower.read_candidates(0, T0).is_empty(),
             "only a leader offers"
         );
+        // Dropped from the ISR, a follower sends consumers back to the leader.
+        follower.set_in_isr(false);
+        assert!(!follower.serves_follower_reads());
     }
 
     /// DeleteRecords: only a leader deletes, only committed records; a follower deletes as far

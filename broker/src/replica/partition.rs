@@ -221,10 +221,10 @@ impl<S: Storage> Partition<S> {
         self.leading.load(Ordering::Acquire)
     }
 
-    /// Whether this replica follows a leader (and may serve consumers that fetch from
-    /// followers).
-    pub fn is_follower(&self) -> bool {
-        self.core().is_follower()
+    /// Whether this replica serves consumers that fetch from followers; see
+    /// [`PartitionCore::serves_follower_reads`].
+    pub fn serves_follower_reads(&self) -> bool {
+        self.core().serves_follower_reads()
     }
 
     /// Leader side: the replicas that could serve a consumer fetching at `fetch_offset`; see
@@ -285,6 +285,7 @@ impl<S: Storage> Partition<S> {
             if core.min_insync_replicas() != min_isr {
                 core.set_min_insync_replicas(min_isr);
             }
+            core.set_in_isr(isr.contains(&me));
             self.leader_epoch
                 .store(core.leader_epoch(), Ordering::Release);
             self.leading.store(core.is_leader(), Ordering::Release);

@@ -31,7 +31,7 @@ use crate::storage::FileRegion;
 
 /// Largest request buffer allocated before its bytes arrive; bigger frames grow from there.
 const FRAME_PREALLOCATE_BYTES_MAX: usize = 16 * 1024 * 1024;
-use crate::apis::{api_versions, KafkaApis, Reply};
+use crate::apis::{api_versions, ClientConnection, KafkaApis, Reply};
 use crate::protocol::{decode_request, encode_response, FrameError, Request};
 use crate::storage::Storage;
 
@@ -87,7 +87,7 @@ pub async fn serve<S, R, W>(
     let (tx, rx) = mpsc::channel::<Pending>(limits.max_inflight_requests as usize);
     let writer_task = tokio::spawn(write_responses(writer, rx, peer));
     let idle = Duration::from_millis(limits.idle_timeout_ms);
-    let client_host = peer.ip().to_string();
+    let client = ClientConnection::new(peer.ip().to_string());
     let reason = loop {
         let size = tokio::select! {
             biased;
@@ -153,7 +153,7 @@ pub async fn serve<S, R, W>(
                     drop(Arc::clone(&ordering).write_owned().await);
                     None
                 };
-                let body = match apis.handle(request, &client_host) {
+                let body = match apis.handle(request, &client) {
                     Reply::Now(body) => Some(PendingBody::Ready(Answer::Body(body))),
                     Reply::Fetch(reply) => Some(PendingBody::Ready(Answer::Fetch(reply))),
                     Reply::Later(future) => Some(PendingBody::Waiting(tokio::spawn(async move {
@@ -202,6 +202,9 @@ pub async fn serve<S, R, W>(
             }
         }
     };
+    // Before the answers still in flight drain: a leader stops naming a follower whose fetch
+    // connection this was to consumers at once.
+    client.close();
     drop(tx);
     if let Err(e) = writer_task.await {
         tracing::error!(%peer, error = %e, "connection writer failed");

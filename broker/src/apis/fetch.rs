@@ -13,9 +13,9 @@
 //! broker's leader throttle (`replica::quota`): nothing while it is spent.
 //!
 //! Fetch from follower (KIP-392): a v11+ consumer fetch may be served by an in-sync follower,
-//! up to the high watermark the leader passed on. A leader whose `--replica-selector` is `rack` answers a
-//! consumer that names its rack with a preferred read replica in that rack and no records
-//! (`replica::selector`); the consumer then fetches from there.
+//! up to the high watermark the leader passed on. A leader whose `--replica-selector` is
+//! `rack` answers a consumer that names its rack with a preferred read replica in that rack
+//! and no records (`replica::selector`); the consumer then fetches from there.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

@@ -83,15 +83,15 @@ impl<S: Storage + Clone> KafkaApis<S> {
         replica: Option<i32>,
         once: impl Fn(&Self, &FetchRequest) -> (FetchReply, usize) + Send + 'static,
     ) -> Reply {
-        // A follower's fetch also answers, empty, once a high watermark it asks about moves
-        // (its own report may move it): the follower passes it on to consumers that read from
-        // it (KIP-392), and would otherwise learn it only with the next append.
-        let watermarks = replica.map(|_| self.high_watermarks(&request));
+        // An in-sync follower's fetch also answers, empty, once a high watermark it asks about
+        // moves (its own report may move it): the follower passes it on to consumers that read
+        // from it (KIP-392), and would otherwise learn it only with the next append.
+        let watermarks = replica.map(|r| self.high_watermarks(&request, r));
         let (reply, bytes) = once(self, &request);
         if bytes >= min_bytes
             || max_wait_ms == 0
             || bytes_unreachable(reply.response())
-            || self.high_watermark_moved(&request, watermarks.as_deref())
+            || self.high_watermark_moved(&request, replica, watermarks.as_deref())
         {
             return Reply::Fetch(reply);
         }
@@ -111,7 +111,7 @@ impl<S: Storage + Clone> KafkaApis<S> {
                 let (reply, bytes) = once(&apis, &request);
                 if bytes >= min_bytes
                     || bytes_unreachable(reply.response())
-                    || apis.high_watermark_moved(&request, watermarks.as_deref())
+                    || apis.high_watermark_moved(&request, replica, watermarks.as_deref())
                     || tokio::time::Instant::now() >= deadline
                 {
                     return reply;
@@ -142,15 +142,21 @@ impl<S: Storage + Clone> KafkaApis<S> {
         }))
     }
 
-    /// The high watermark of every partition `request` names that this broker hosts, in
-    /// request order.
-    fn high_watermarks(&self, request: &FetchRequest) -> Vec<i64> {
+    /// In request order, the high watermark of each partition `request` names that this broker
+    /// leads with `replica` in its ISR; i64::MAX for the others. Only an in-sync follower
+    /// serves consumers, so only it needs the high watermark at once: a throttled replica
+    /// catching up would otherwise be answered at every commit.
+    fn high_watermarks(&self, request: &FetchRequest, replica: i32) -> Vec<i64> {
         let mut all = Vec::new();
         for t in &request.topics {
             let topic = self.replicas.topic(t.topic.0.as_str());
             for p in &t.partitions {
                 let partition = topic.as_ref().and_then(|t| t.partition(p.partition));
-                all.push(partition.map_or(-1, |p| p.high_watermark()));
+                all.push(
+                    partition
+                        .filter(|p| p.in_isr(replica))
+                        .map_or(i64::MAX, |p| p.high_watermark()),
+                );
             }
         }
         all
@@ -158,11 +164,16 @@ impl<S: Storage + Clone> KafkaApis<S> {
 
     /// Whether some partition's high watermark is above `before` (from
     /// [`high_watermarks`](Self::high_watermarks)); false without `before`.
-    fn high_watermark_moved(&self, request: &FetchRequest, before: Option<&[i64]>) -> bool {
-        let Some(before) = before else {
+    fn high_watermark_moved(
+        &self,
+        request: &FetchRequest,
+        replica: Option<i32>,
+        before: Option<&[i64]>,
+    ) -> bool {
+        let (Some(replica), Some(before)) = (replica, before) else {
             return false;
         };
-        let now = self.high_watermarks(request);
+        let now = self.high_watermarks(request, replica);
         now.iter().zip(before).any(|(now, before)| now > before)
     }
 

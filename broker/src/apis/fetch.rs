@@ -7,8 +7,8 @@
 //! A fetch with a replica id (>= 0) is a follower's: it reads up to the log end, reports the
 //! follower's durable position to the leader (which may advance the high watermark), and is
 //! answered with a diverging epoch when the follower's log went astray. Its long poll wakes on
-//! any leader append; it also answers, empty, once a high watermark it asks about moves, so
-//! followers pass it on at once. A follower outside the ISR whose partition the topic's
+//! any leader append; an in-sync follower's also answers, empty, once a high watermark it asks
+//! about moves, so the follower passes it on to its consumers at once. A follower outside the ISR whose partition the topic's
 //! `leader.replication.throttled.replicas` names on this broker is served within this
 //! broker's leader throttle (`replica::quota`): nothing while it is spent.
 //!

@@ -657,6 +657,36 @@ mod tests {
     }
 
     #[test]
+    fn replica_selector_comes_from_flag_or_file_under_either_name() {
+        let dir = std::env::temp_dir().join(format!("broker-selector-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("broker.toml");
+        let from_file = |text: &str, flag: Option<ReplicaSelector>| {
+            std::fs::write(&file, text).unwrap();
+            BrokerConfig::from_flags(Flags {
+                config: Some(file.clone()),
+                replica_selector: flag,
+                ..Flags::default()
+            })
+            .map(|c| c.cluster.replica_selector)
+        };
+        assert_eq!(from_file("", None).unwrap(), ReplicaSelector::Leader);
+        let kafka_name =
+            "replica_selector = \"org.apache.kafka.common.replica.RackAwareReplicaSelector\"\n";
+        assert_eq!(
+            from_file(kafka_name, None).unwrap(),
+            ReplicaSelector::RackAware
+        );
+        assert_eq!(
+            from_file(kafka_name, Some(ReplicaSelector::Leader)).unwrap(),
+            ReplicaSelector::Leader,
+            "the flag wins"
+        );
+        assert!(from_file("replica_selector = \"nearest\"\n", None).is_err());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
     fn voters_parse_and_validate() {
         let v = parse_voters("2@b:9193, 1@a:9192,3@[::1]:9194").unwrap();
         assert_eq!(v.iter().map(|v| v.id).collect::<Vec<_>>(), [1, 2, 3]);

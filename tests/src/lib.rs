@@ -9,9 +9,11 @@
 //! target dir is `CARGO_TARGET_DIR` or `<workspace>/target`. Build it first with
 //! `cargo build --release -p broker`.
 //!
-//! [`cluster::Cluster`] runs three such processes as one replicated cluster.
+//! [`cluster::Cluster`] runs three such processes as one replicated cluster. [`copy_floor`]
+//! measures what the kernel charges for one replicated copy of a byte, for the benchmarks.
 
 pub mod cluster;
+pub mod copy_floor;
 
 use std::fs::{self, File};
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};

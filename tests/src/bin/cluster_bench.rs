@@ -22,7 +22,11 @@
 //!   tail: one in a follower's rack (served by that follower), one in the leader's rack.
 //!   Prints each consumer's produce-to-consume latency (p50, p99, max) and the broker
 //!   librdkafka's statistics say it fetched from.
-//! - `all` (default): all three.
+//! - `floor`: no broker. The kernel's cost per MiB of one replicated copy (loopback `sendfile`
+//!   → `read` → CRC-32C → `pwrite` → `fdatasync` → drop-behind, [`tests::copy_floor`]), `--runs`
+//!   times over `--mib` MiB, and what that makes the least broker CPU per MB produced at RF=1
+//!   (one copy) and RF=3 (three copies and two `sendfile`s), beside `throughput`'s figures.
+//! - `all` (default): throughput, failover and nearby.
 //!
 //! Run: `cargo build --release -p broker && cargo run --release -p tests --bin cluster_bench`
 //! (`-- --help` for flags). `CLUSTER_KEEP_LOGS=1` keeps the nodes' logs.
@@ -74,6 +78,7 @@ enum What {
     Throughput,
     Failover,
     Nearby,
+    Floor,
     All,
 }
 
@@ -87,6 +92,8 @@ struct Args {
     seconds: u64,
     /// Which throughput setups to run, by letter (a, b, c); all by default.
     setups: String,
+    /// MiB per `floor` run.
+    mib: u64,
 }
 
 fn parse_args() -> Args {
@@ -98,6 +105,7 @@ fn parse_args() -> Args {
         rate: 1000,
         seconds: 20,
         setups: "abc".to_string(),
+        mib: 2048,
     };
     let mut it = std::env::args().skip(1).peekable();
     if let Some(first) = it.peek() {
@@ -105,6 +113,7 @@ fn parse_args() -> Args {
             "throughput" => Some(What::Throughput),
             "failover" => Some(What::Failover),
             "nearby" => Some(What::Nearby),
+            "floor" => Some(What::Floor),
             "all" => Some(What::All),
             _ => None,
         };
@@ -132,6 +141,7 @@ fn parse_args() -> Args {
             "--runs" => a.runs = value(),
             "--rate" => a.rate = value().max(1),
             "--seconds" => a.seconds = value().max(1),
+            "--mib" => a.mib = value().clamp(1, tests::copy_floor::RUN_MIB_MAX),
             _ => usage(&flag),
         }
     }
@@ -141,8 +151,9 @@ fn parse_args() -> Args {
 fn usage(flag: &str) -> ! {
     eprintln!(
         "cluster_bench: bad flag {flag:?}\n\
-         usage: cluster_bench [throughput|failover|nearby|all] [--messages N (per produce phase, 500000)]\n\
-         \x20            [--value-bytes N (1024)] [--runs N (kill -9 failovers, 5)]\n\
+         usage: cluster_bench [throughput|failover|nearby|floor|all] [--messages N (per produce phase, 500000)]\n\
+         \x20            [--value-bytes N (1024)] [--runs N (kill -9 failovers or floor runs, 5)]\n\
+         \x20            [--mib N (per floor run, 2048)]\n\
          \x20            [--rate MSG_PER_S (failover and nearby streams, 1000)]\n\
          \x20            [--seconds N (nearby stream, 20)]\n\
          \x20            [--setups LETTERS (throughput setups to run, of abc; all)]\n\
@@ -333,6 +344,13 @@ fn print_throughput(label: &str, partitions: i32, t: &Throughput) {
         t.cpu_pct,
         t.client_cpu_pct,
         loadavg()
+    );
+    // CPU per MB produced, in the units `floor` prints: % of one core is 10 ms of CPU per s.
+    let per_mb = |pct: f64| 10.0 * pct / t.mbs.max(f64::MIN_POSITIVE);
+    println!(
+        "    CPU per MB produced: brokers {:.2} ms, client {:.2} ms",
+        per_mb(t.cpu_pct),
+        per_mb(t.client_cpu_pct)
     );
 }
 
@@ -734,6 +752,9 @@ fn main() {
     if matches!(args.what, What::Nearby | What::All) {
         nearby(&args);
     }
+    if args.what == What::Floor {
+        floor(&args);
+    }
 }
 
 /// A tail consumer's view: produce-to-consume latencies (ms) and the broker statistics last
@@ -889,4 +910,46 @@ fn nearby(args: &Args) {
             );
         }
     }
+}
+
+/// `floor`: what the kernel charges for one replicated copy, with no broker in the way.
+fn floor(args: &Args) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    println!(
+        "copy floor: loopback sendfile -> read ({} MiB rounds) -> CRC-32C -> pwrite -> fdatasync -> drop-behind, {} MiB per run, in {}",
+        tests::copy_floor::ROUND_BYTES >> 20,
+        args.mib,
+        dir.path().display()
+    );
+    let runs = args.runs.max(1);
+    let mut copies = Vec::new();
+    for run in 1..=runs {
+        let f = tests::copy_floor::measure(dir.path(), args.mib).expect("floor run");
+        println!(
+            "  run {run}: ms of CPU per MiB: receive {:.3}, CRC {:.3}, write {:.3}, fdatasync {:.3}, drop-behind {:.3} = one copy {:.3}; sendfile {:.3} ({:.0} MB/s, load {})",
+            f.receive_ms,
+            f.crc_ms,
+            f.write_ms,
+            f.sync_ms,
+            f.drop_ms,
+            f.copy_ms(),
+            f.sendfile_ms,
+            f.wall_mbs,
+            loadavg()
+        );
+        copies.push(f);
+    }
+    // Medians, per MB (1e6 bytes) produced, to compare with `throughput`'s broker CPU per MB.
+    let median = |pick: &dyn Fn(&tests::copy_floor::Floor) -> f64| {
+        let mut v: Vec<f64> = copies.iter().map(pick).collect();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2] * 1e6 / (1u64 << 20) as f64
+    };
+    let copy = median(&|f| f.copy_ms());
+    let sendfile = median(&|f| f.sendfile_ms);
+    println!(
+        "least broker CPU per MB produced (medians): RF=1 one copy {copy:.2} ms; RF=3 three copies and two sendfiles {:.2} ms ({:.1}x)",
+        3.0 * copy + 2.0 * sendfile,
+        (3.0 * copy + 2.0 * sendfile) / copy
+    );
 }

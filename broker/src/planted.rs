@@ -27,10 +27,13 @@ pub enum PlantedBug {
     /// A replica's high-watermark checkpoint records its log end instead of its high
     /// watermark, so a restart calls an unreplicated suffix committed.
     HwCheckpointLogEnd,
+    /// The quorum leader counts its observers (broker-only nodes) toward the high watermark as
+    /// if they were voters.
+    ObserverCounts,
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 9] = [
+    pub const ALL: [PlantedBug; 10] = [
         PlantedBug::AckBeforeFsync,
         PlantedBug::RecoverySkipsCrc,
         PlantedBug::FetchPastHighWatermark,
@@ -40,6 +43,7 @@ impl PlantedBug {
         PlantedBug::OutOfIsrElection,
         PlantedBug::HwBelowMinIsr,
         PlantedBug::HwCheckpointLogEnd,
+        PlantedBug::ObserverCounts,
     ];
 
     pub fn name(self) -> &'static str {
@@ -53,6 +57,7 @@ impl PlantedBug {
             PlantedBug::OutOfIsrElection => "out-of-isr-election",
             PlantedBug::HwBelowMinIsr => "hw-below-min-isr",
             PlantedBug::HwCheckpointLogEnd => "hw-checkpoint-log-end",
+            PlantedBug::ObserverCounts => "observer-counts",
         }
     }
 
@@ -80,6 +85,9 @@ impl PlantedBug {
             }
             PlantedBug::HwCheckpointLogEnd => {
                 "a replica checkpoints its log end as its high watermark"
+            }
+            PlantedBug::ObserverCounts => {
+                "the quorum leader counts observers toward the high watermark"
             }
         }
     }

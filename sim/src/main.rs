@@ -615,6 +615,7 @@ fn plant_layers(bug: PlantedBug) -> &'static [Layer] {
         PlantedBug::OutOfIsrElection => &[Layer::Replication, Layer::Cluster],
         PlantedBug::HwBelowMinIsr => &[Layer::Replication],
         PlantedBug::HwCheckpointLogEnd => &[Layer::Replication],
+        PlantedBug::ObserverCounts => &[Layer::Raft],
     }
 }
 

@@ -1,5 +1,5 @@
 //! Deterministic multi-node simulation of the metadata quorum ([`broker::raft::RaftCore`]): N
-//! voters, a virtual clock, a network with delay, loss, duplication, reordering and partitions
+//! voters and M observers (broker-only nodes, ids after the voters'), a virtual clock, a network with delay, loss, duplication, reordering and partitions
 //! (symmetric and one-way) that heal, crashes that lose whatever was not reported durable (any
 //! prefix of the unsynced storage operations may survive), per-node clock skew and drift, and a
 //! client proposing metadata records to the leader. Safety invariants are checked online and at
@@ -56,6 +56,9 @@ impl RaftFaults {
 pub struct RaftSimConfig {
     /// Voters (3 or 5).
     pub nodes: usize,
+    /// Observers (broker-only nodes) besides the voters: they must never vote or lead, and
+    /// must commit what the voters commit and follow every leader.
+    pub observers: usize,
     /// Events processed with faults on; then the world heals.
     pub steps: u64,
     /// Virtual time after the final heal before liveness is judged (ms).
@@ -69,6 +72,7 @@ impl Default for RaftSimConfig {
     fn default() -> Self {
         RaftSimConfig {
             nodes: 3,
+            observers: 1,
             steps: 6000,
             quiet_ms: 5000,
             faults: RaftFaults::ALL,
@@ -378,10 +382,10 @@ macro_rules! tr {
 
 impl World {
     fn new(seed: u64, cfg: &RaftSimConfig) -> World {
-        assert!(cfg.nodes >= 1 && cfg.nodes <= 9);
+        assert!(cfg.nodes >= 1 && cfg.nodes <= 9 && cfg.observers <= 4);
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let p = Params::draw(&mut rng, cfg.faults);
-        let nodes = (0..cfg.nodes)
+        let nodes = (0..cfg.nodes + cfg.observers)
             .map(|i| {
                 let (skew_us, drift_ppm) = if cfg.faults.clock {
                     (rng.gen_range(0..10_000_000), rng.gen_range(-50_000..50_000))
@@ -431,8 +435,9 @@ impl World {
         };
         tr!(
             w,
-            "raft seed {seed} nodes {} faults {:?} params {:?}",
+            "raft seed {seed} nodes {} observers {} faults {:?} params {:?}",
             cfg.nodes,
+            cfg.observers,
             cfg.faults,
             w.p
         );
@@ -480,10 +485,15 @@ impl World {
         (g.max(0) as u64 + 2).max(self.now)
     }
 
+    /// The voters' ids: the first `cfg.nodes` nodes; the rest observe.
+    fn voter_ids(&self) -> Vec<NodeId> {
+        (1..=self.cfg.nodes as NodeId).collect()
+    }
+
     // ---- main loop ----
 
     fn run(&mut self) {
-        let voters: Vec<NodeId> = self.nodes.iter().map(|n| n.id).collect();
+        let voters = self.voter_ids();
         for i in 0..self.nodes.len() {
             self.start_node(i, &voters);
         }
@@ -640,7 +650,7 @@ impl World {
             }
             Ev::Restart(i) => {
                 if self.nodes[i].core.is_none() {
-                    let voters: Vec<NodeId> = self.nodes.iter().map(|n| n.id).collect();
+                    let voters = self.voter_ids();
                     self.start_node(i, &voters);
                 }
             }
@@ -953,6 +963,12 @@ impl World {
         if self.nodes[i].last_role != Some((role, epoch)) {
             self.nodes[i].last_role = Some((role, epoch));
             tr!(self, "n{} {} epoch {epoch}", id, role.name());
+            if id as usize > self.cfg.nodes && !matches!(role, Role::Unattached | Role::Follower) {
+                problems.push(format!(
+                    "observer n{id} is {} in epoch {epoch}",
+                    role.name()
+                ));
+            }
             if role == Role::Leader {
                 match self.leaders.get(&epoch) {
                     Some(&l) if l != id => {
@@ -1184,7 +1200,11 @@ mod tests {
         use broker::planted::{plant, PlantedBug};
         crate::install_panic_hook();
         let cfg = RaftSimConfig::default();
-        for bug in [PlantedBug::VoteTwice, PlantedBug::HwFromLeader] {
+        for bug in [
+            PlantedBug::VoteTwice,
+            PlantedBug::HwFromLeader,
+            PlantedBug::ObserverCounts,
+        ] {
             assert!(plant(&[bug]));
             let caught = (0..200).find(|&s| !run_raft_seed(s, &cfg).violations.is_empty());
             plant(&[]);

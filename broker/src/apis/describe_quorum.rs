@@ -4,8 +4,9 @@
 //! Any broker answers: it asks the quorum leader (`ControllerRequest::DescribeQuorum`, answered
 //! by the leader's quorum shell from its `RaftCore`) and relays the leader id, epoch, high
 //! watermark and, per voter, its log end and its last fetch and caught-up times (milliseconds
-//! since the Unix epoch, -1 where unknown). Every node is a voter (combined mode), so there are
-//! no observers. Version 2 also lists each voter's controller endpoint from `--voters`. The
+//! since the Unix epoch, -1 where unknown). Observers are the broker-only nodes
+//! (`--process-roles broker`) that fetched the metadata log within the last five minutes, with
+//! the same fields. Version 2 also lists each voter's controller endpoint from `--voters`. The
 //! request must name `__cluster_metadata` partition 0 alone, as Kafka requires; a standalone
 //! broker (no `--voters`) has no quorum to describe.
 
@@ -23,7 +24,7 @@ use super::{code, KafkaApis, Reply};
 use crate::cluster::controller::{ControllerError, ControllerRequest};
 use crate::cluster::METADATA_DIR;
 use crate::config::Voter;
-use crate::raft::QuorumDescription;
+use crate::raft::{QuorumDescription, ReplicaDescription};
 use crate::storage::Storage;
 
 /// Kafka's listener name for the controller endpoints in version 2's node list.
@@ -78,28 +79,30 @@ fn partition_errors(
 /// The answer at `version`: fetch and caught-up times from version 1, the voters' endpoints
 /// from version 2 (a field a version lacks must keep its default, or the encoding fails).
 fn described(quorum: QuorumDescription, voters: &[Voter], version: i16) -> DescribeQuorumResponse {
-    let states = quorum
-        .voters
-        .iter()
-        .map(|v| {
-            let state = ReplicaState::default()
-                .with_replica_id(BrokerId(v.id))
-                .with_log_end_offset(v.log_end_offset);
-            if version >= 1 {
-                state
-                    .with_last_fetch_timestamp(v.last_fetch_ms)
-                    .with_last_caught_up_timestamp(v.last_caught_up_ms)
-            } else {
-                state
-            }
-        })
-        .collect();
+    let states = |replicas: &[ReplicaDescription]| -> Vec<ReplicaState> {
+        replicas
+            .iter()
+            .map(|v| {
+                let state = ReplicaState::default()
+                    .with_replica_id(BrokerId(v.id))
+                    .with_log_end_offset(v.log_end_offset);
+                if version >= 1 {
+                    state
+                        .with_last_fetch_timestamp(v.last_fetch_ms)
+                        .with_last_caught_up_timestamp(v.last_caught_up_ms)
+                } else {
+                    state
+                }
+            })
+            .collect()
+    };
     let partition = PartitionData::default()
         .with_partition_index(0)
         .with_leader_id(BrokerId(quorum.leader))
         .with_leader_epoch(quorum.epoch)
         .with_high_watermark(quorum.high_watermark)
-        .with_current_voters(states);
+        .with_current_voters(states(&quorum.voters))
+        .with_observers(states(&quorum.observers));
     let nodes = voters
         .iter()
         .filter(|_| version >= 2)

@@ -33,7 +33,7 @@ use super::controller::{
 use crate::raft::metadata::{
     put_configs, put_ids, put_string, DecodeError, Reader, MAX_PARTITIONS,
 };
-use crate::raft::{NodeId, QuorumDescription, VoterDescription};
+use crate::raft::{NodeId, QuorumDescription, ReplicaDescription, OBSERVERS_MAX};
 
 const VERSION: u8 = 1;
 
@@ -279,16 +279,23 @@ pub fn encode_response(response: &ControllerResponse) -> (i16, String, Bytes) {
             q.voters.len() <= VOTERS_MAX,
             "more voters than a quorum has"
         );
+        assert!(
+            q.observers.len() <= OBSERVERS_MAX,
+            "more observers than a leader tracks"
+        );
         payload.push(PAYLOAD_QUORUM);
         payload.extend_from_slice(&q.leader.to_be_bytes());
         payload.extend_from_slice(&q.epoch.to_be_bytes());
         payload.extend_from_slice(&q.high_watermark.to_be_bytes());
-        payload.extend_from_slice(&(q.voters.len() as u32).to_be_bytes());
-        for v in &q.voters {
-            payload.extend_from_slice(&v.id.to_be_bytes());
-            payload.extend_from_slice(&v.log_end_offset.to_be_bytes());
-            payload.extend_from_slice(&v.last_fetch_ms.to_be_bytes());
-            payload.extend_from_slice(&v.last_caught_up_ms.to_be_bytes());
+        // Voters, then observers: a count and 28 bytes each.
+        for list in [&q.voters, &q.observers] {
+            payload.extend_from_slice(&(list.len() as u32).to_be_bytes());
+            for v in list {
+                payload.extend_from_slice(&v.id.to_be_bytes());
+                payload.extend_from_slice(&v.log_end_offset.to_be_bytes());
+                payload.extend_from_slice(&v.last_fetch_ms.to_be_bytes());
+                payload.extend_from_slice(&v.last_caught_up_ms.to_be_bytes());
+            }
         }
     } else if !response.reassignments.is_empty() {
         payload.push(PAYLOAD_REASSIGNMENTS);
@@ -319,26 +326,32 @@ const VOTERS_MAX: usize = 64;
 
 fn read_quorum(r: &mut Reader<'_>) -> Result<QuorumDescription, DecodeError> {
     let (leader, epoch, high_watermark) = (r.i32()?, r.i32()?, r.i64()?);
+    let voters = read_replicas(r, VOTERS_MAX)?;
+    let observers = read_replicas(r, OBSERVERS_MAX)?;
+    Ok(QuorumDescription {
+        leader,
+        epoch,
+        high_watermark,
+        voters,
+        observers,
+    })
+}
+
+fn read_replicas(r: &mut Reader<'_>, max: usize) -> Result<Vec<ReplicaDescription>, DecodeError> {
     let n = r.u32()? as usize;
-    if n > VOTERS_MAX || n * 28 > r.buf.len() {
-        return Err(DecodeError("voters out of bounds"));
+    if n > max || n * 28 > r.buf.len() {
+        return Err(DecodeError("replicas out of bounds"));
     }
-    let voters = (0..n)
+    (0..n)
         .map(|_| {
-            Ok(VoterDescription {
+            Ok(ReplicaDescription {
                 id: r.i32()?,
                 log_end_offset: r.i64()?,
                 last_fetch_ms: r.i64()?,
                 last_caught_up_ms: r.i64()?,
             })
         })
-        .collect::<Result<_, DecodeError>>()?;
-    Ok(QuorumDescription {
-        leader,
-        epoch,
-        high_watermark,
-        voters,
-    })
+        .collect()
 }
 
 type ReassignEntry = ([u8; 16], u32, Option<Vec<NodeId>>);
@@ -717,19 +730,25 @@ mod tests {
                     epoch: 7,
                     high_watermark: 1234,
                     voters: vec![
-                        VoterDescription {
+                        ReplicaDescription {
                             id: 1,
                             log_end_offset: -1,
                             last_fetch_ms: -1,
                             last_caught_up_ms: -1,
                         },
-                        VoterDescription {
+                        ReplicaDescription {
                             id: 2,
                             log_end_offset: 1300,
                             last_fetch_ms: 1_765_000_000_000,
                             last_caught_up_ms: 1_765_000_000_000,
                         },
                     ],
+                    observers: vec![ReplicaDescription {
+                        id: 4,
+                        log_end_offset: 1299,
+                        last_fetch_ms: 1_765_000_000_001,
+                        last_caught_up_ms: -1,
+                    }],
                 }),
                 ..ControllerResponse::err(error.clone())
             };

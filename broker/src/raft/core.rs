@@ -6,6 +6,11 @@
 //! durable) and [`RaftCore::poll_timeout`] (the next deadline). It never reads a clock, sleeps
 //! or does IO; its only randomness is a SplitMix64 stream seeded by the caller.
 //!
+//! Observers (Kafka's broker-only nodes) run the same core with a node id outside the voters:
+//! they find the leader by fetching from any voter, follow it, and never vote, stand or count
+//! toward the high watermark. The leader tracks at most [`OBSERVERS_MAX`] of them, for
+//! DescribeQuorum.
+//!
 //! Durability rules: a new epoch, a vote, or leadership is written with `PersistQuorumState`
 //! and every message sent after it waits for the `Sync` that covers it; a follower's Fetch waits
 //! for every earlier storage operation (so its fetch offset is its durable log end); the
@@ -19,6 +24,13 @@ use super::log::RaftLog;
 use super::metadata::MetadataRecord;
 use super::types::*;
 use crate::planted::{self, PlantedBug};
+
+/// Observers a leader tracks for DescribeQuorum; past this, the one heard from least recently
+/// is forgotten.
+pub const OBSERVERS_MAX: usize = 256;
+/// An observer not heard from for this long is left out of DescribeQuorum (Kafka's observer
+/// session, five minutes).
+pub const OBSERVER_SESSION_MS: u64 = 300_000;
 
 /// A node's role (Kafka's quorum states).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -90,11 +102,13 @@ pub struct QuorumDescription {
     pub epoch: i32,
     pub high_watermark: i64,
     /// Every voter, the leader included, by id.
-    pub voters: Vec<VoterDescription>,
+    pub voters: Vec<ReplicaDescription>,
+    /// Observers (broker-only nodes) that fetched within [`OBSERVER_SESSION_MS`], by id.
+    pub observers: Vec<ReplicaDescription>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct VoterDescription {
+pub struct ReplicaDescription {
     pub id: NodeId,
     /// Its durable log end as far as it matches the leader's; -1 before its first fetch in
     /// this epoch.
@@ -108,6 +122,8 @@ struct LeaderState {
     /// Offset of this epoch's LeaderChange entry: the high watermark may only pass it.
     epoch_start_offset: i64,
     progress: BTreeMap<NodeId, Progress>,
+    /// Observers' fetches, at most [`OBSERVERS_MAX`]; never counted toward anything.
+    observers: BTreeMap<NodeId, Progress>,
     /// Next time BeginQuorumEpoch is resent to voters that have not fetched.
     begin_resend_ms: u64,
 }
@@ -228,7 +244,12 @@ impl RaftCore {
                 let epoch = core.qs.epoch;
                 core.become_follower(epoch, l);
             }
-            None => {}
+            None => {
+                if core.is_observer() {
+                    // Nothing to wait for: ask the voters who leads at the first tick.
+                    core.election_deadline = core.now;
+                }
+            }
         }
         core.check_invariants();
         core
@@ -279,21 +300,24 @@ impl RaftCore {
             return None;
         };
         let now = self.now as i64;
-        let mut voters: Vec<VoterDescription> = l
-            .progress
+        let describe = |(&id, p): (&NodeId, &Progress)| ReplicaDescription {
+            id,
+            log_end_offset: if p.fetched_in_epoch { p.end_offset } else { -1 },
+            last_fetch_ms: if p.fetched_in_epoch {
+                p.last_fetch_ms as i64
+            } else {
+                -1
+            },
+            last_caught_up_ms: p.last_caught_up_ms.map_or(-1, |t| t as i64),
+        };
+        let mut voters: Vec<ReplicaDescription> = l.progress.iter().map(describe).collect();
+        let observers: Vec<ReplicaDescription> = l
+            .observers
             .iter()
-            .map(|(&id, p)| VoterDescription {
-                id,
-                log_end_offset: if p.fetched_in_epoch { p.end_offset } else { -1 },
-                last_fetch_ms: if p.fetched_in_epoch {
-                    p.last_fetch_ms as i64
-                } else {
-                    -1
-                },
-                last_caught_up_ms: p.last_caught_up_ms.map_or(-1, |t| t as i64),
-            })
+            .filter(|(_, p)| p.last_fetch_ms + OBSERVER_SESSION_MS > self.now)
+            .map(describe)
             .collect();
-        voters.push(VoterDescription {
+        voters.push(ReplicaDescription {
             id: self.cfg.node_id,
             log_end_offset: self.log.end_offset(),
             last_fetch_ms: now,
@@ -310,6 +334,7 @@ impl RaftCore {
             epoch: self.qs.epoch,
             high_watermark: self.high_watermark,
             voters,
+            observers,
         })
     }
 
@@ -343,6 +368,11 @@ impl RaftCore {
 
     fn is_voter(&self, id: NodeId) -> bool {
         self.cfg.voters.contains(&id)
+    }
+
+    /// A broker-only node: follows the quorum, never votes or stands.
+    pub fn is_observer(&self) -> bool {
+        !self.is_voter(self.cfg.node_id)
     }
 
     // ---- outputs ----
@@ -448,18 +478,25 @@ impl RaftCore {
                     None => f.next_fetch_ms <= now,
                 };
                 if now >= self.election_deadline {
-                    self.become_prospective();
+                    if self.is_observer() {
+                        // The leader went quiet: look for the current one among the voters.
+                        self.state = State::Unattached;
+                        self.last_leader_contact = None;
+                        self.discover_leader();
+                    } else {
+                        self.become_prospective();
+                    }
                 } else if due {
                     self.send_fetch();
                 }
             }
             _ => {
                 if now >= self.election_deadline {
-                    if self.is_voter(self.cfg.node_id) {
-                        self.become_prospective();
+                    if self.is_observer() {
+                        // Observers never stand: they ask a voter who leads.
+                        self.discover_leader();
                     } else {
-                        // Observers never stand; just keep the timer in the future.
-                        self.election_deadline = now + self.random_election_timeout();
+                        self.become_prospective();
                     }
                 }
             }
@@ -848,6 +885,7 @@ impl RaftCore {
         self.state = State::Leader(LeaderState {
             epoch_start_offset: self.log.end_offset(),
             progress,
+            observers: BTreeMap::new(),
             begin_resend_ms: self.now + self.cfg.request_timeout_ms,
         });
         self.last_leader_contact = Some(self.now);
@@ -920,6 +958,7 @@ impl RaftCore {
                 .is_some_and(|t| self.now < t + self.cfg.fetch_timeout_ms);
         let granted = epoch > self.qs.epoch
             && !heard_from_leader
+            && !self.is_observer()
             && self.is_voter(candidate)
             && self.up_to_date(last_epoch, last_offset);
         let m = Message::VoteResponse {
@@ -940,7 +979,11 @@ impl RaftCore {
         last_offset: i64,
     ) {
         let mut granted = false;
-        if epoch == self.qs.epoch && self.qs.leader.is_none() && self.is_voter(candidate) {
+        if epoch == self.qs.epoch
+            && self.qs.leader.is_none()
+            && !self.is_observer()
+            && self.is_voter(candidate)
+        {
             let free = match self.qs.voted_for {
                 None => true,
                 Some(v) => v == candidate || planted::enabled(PlantedBug::VoteTwice),
@@ -1062,7 +1105,14 @@ impl RaftCore {
         let valid = matches!(result, FetchResult::Entries(_));
         let leader_end = self.log.end_offset();
         if let State::Leader(l) = &mut self.state {
-            if let Some(p) = l.progress.get_mut(&replica) {
+            let tracked = if self.cfg.voters.contains(&replica) {
+                l.progress.get_mut(&replica)
+            } else if replica != self.cfg.node_id {
+                Some(observer_progress(&mut l.observers, replica, now))
+            } else {
+                None
+            };
+            if let Some(p) = tracked {
                 if valid {
                     // Before the fetch time moves: a fetch from at least the log end the
                     // previous fetch saw means the voter had all of it at that fetch.
@@ -1129,9 +1179,13 @@ impl RaftCore {
                 // stop vouching for it, so pre-vote hints do not send others back to it.
                 self.state = State::Unattached;
                 self.last_leader_contact = None;
-                self.election_deadline = self
-                    .election_deadline
-                    .min(now + self.cfg.election_timeout_ms);
+                // An observer asks the voters at once; a voter waits to stand.
+                let wait = if self.is_observer() {
+                    self.cfg.fetch_backoff_ms
+                } else {
+                    self.cfg.election_timeout_ms
+                };
+                self.election_deadline = self.election_deadline.min(now + wait);
             }
             return;
         }
@@ -1204,7 +1258,14 @@ impl RaftCore {
         let now = self.now;
         let chunk = match &mut self.state {
             State::Leader(l) if epoch == self.qs.epoch => {
-                if let Some(p) = l.progress.get_mut(&replica) {
+                let tracked = if self.cfg.voters.contains(&replica) {
+                    l.progress.get_mut(&replica)
+                } else if replica != self.cfg.node_id {
+                    Some(observer_progress(&mut l.observers, replica, now))
+                } else {
+                    None
+                };
+                if let Some(p) = tracked {
                     p.last_fetch_ms = p.last_fetch_ms.max(now);
                     p.fetched_in_epoch = true;
                 }
@@ -1331,6 +1392,26 @@ impl RaftCore {
             .collect()
     }
 
+    /// Observer without a leader: a Fetch to one voter, chosen at random. Any voter's answer
+    /// names the leader it knows (the epoch checks in [`RaftCore::step`] follow it); the next
+    /// try comes after the fetch backoff.
+    fn discover_leader(&mut self) {
+        debug_assert!(self.is_observer());
+        let voters = &self.cfg.voters;
+        let to = voters[(splitmix64(&mut self.rng) % voters.len() as u64) as usize];
+        let correlation = self.next_correlation;
+        self.next_correlation += 1;
+        let m = Message::FetchRequest {
+            correlation,
+            epoch: self.qs.epoch,
+            replica: self.cfg.node_id,
+            fetch_offset: self.log.end_offset(),
+            last_fetched_epoch: self.log.last_epoch(),
+        };
+        self.send(to, m);
+        self.election_deadline = self.now + self.cfg.fetch_backoff_ms.max(1);
+    }
+
     fn send(&mut self, to: NodeId, message: Message) {
         let env = Envelope {
             from: self.cfg.node_id,
@@ -1436,6 +1517,9 @@ impl RaftCore {
             return;
         }
         let mut ends: Vec<i64> = l.progress.values().map(|p| p.end_offset).collect();
+        if planted::enabled(PlantedBug::ObserverCounts) {
+            ends.extend(l.observers.values().map(|p| p.end_offset));
+        }
         ends.push(self.durable_end);
         ends.sort_unstable_by(|a, b| b.cmp(a));
         let m = ends[self.majority() - 1];
@@ -1469,6 +1553,19 @@ impl RaftCore {
             self.qs.epoch
         );
         assert!(self.storage_out.len() < 100_000 && self.outbox.len() < 100_000);
+        if self.is_observer() {
+            assert!(
+                matches!(self.state, State::Unattached | State::Follower(_)),
+                "observer {} in role {:?}",
+                self.cfg.node_id,
+                self.role()
+            );
+            assert_eq!(self.qs.voted_for, None, "an observer voted");
+        }
+        if let State::Leader(l) = &self.state {
+            assert!(l.observers.len() <= OBSERVERS_MAX);
+            assert!(l.observers.keys().all(|id| !self.cfg.voters.contains(id)));
+        }
         match &self.state {
             State::Leader(_) | State::Resigned => {
                 assert_eq!(self.qs.leader, Some(self.cfg.node_id));
@@ -1498,6 +1595,30 @@ fn check_quorum_state(cfg: &RaftConfig, qs: &QuorumState) {
         assert!(cfg.voters.contains(&v), "voted for non-voter {v}");
         assert!(qs.epoch > 0, "vote in epoch 0");
     }
+}
+
+/// The leader's record of observer `id`, made room for when new: the observer heard from least
+/// recently (then the lowest id) is forgotten when [`OBSERVERS_MAX`] are tracked.
+fn observer_progress(
+    observers: &mut BTreeMap<NodeId, Progress>,
+    id: NodeId,
+    now: u64,
+) -> &mut Progress {
+    if !observers.contains_key(&id) && observers.len() >= OBSERVERS_MAX {
+        let oldest = observers
+            .iter()
+            .min_by_key(|(&n, p)| (p.last_fetch_ms, n))
+            .map(|(&n, _)| n)
+            .expect("observers is full, so not empty");
+        observers.remove(&oldest);
+    }
+    observers.entry(id).or_insert(Progress {
+        end_offset: 0,
+        last_fetch_ms: now,
+        fetched_in_epoch: false,
+        last_caught_up_ms: None,
+        leader_end_at_last_fetch: -1,
+    })
 }
 
 fn splitmix64(state: &mut u64) -> u64 {

@@ -21,7 +21,7 @@ pub mod wire;
 mod tests;
 
 pub use self::core::{
-    Committed, ProposeError, QuorumDescription, RaftCore, Role, VoterDescription,
+    Committed, ProposeError, QuorumDescription, RaftCore, ReplicaDescription, Role, OBSERVERS_MAX,
 };
 pub use self::log::RaftLog;
 pub use self::metadata::{MetadataImage, MetadataRecord};

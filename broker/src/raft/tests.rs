@@ -19,10 +19,14 @@ struct Cluster {
 
 impl Cluster {
     fn new(n: usize) -> Cluster {
+        Self::with_observers(n, 0)
+    }
+
+    /// `n` voters (ids 1..=n) and `observers` broker-only nodes (ids n+1..).
+    fn with_observers(n: usize, observers: usize) -> Cluster {
         let voters: Vec<NodeId> = (1..=n as NodeId).collect();
-        let cores = voters
-            .iter()
-            .map(|&id| {
+        let cores = (1..=(n + observers) as NodeId)
+            .map(|id| {
                 let mut c = RaftConfig::new(id, voters.clone(), 7);
                 c.election_timeout_ms = 100;
                 c.election_jitter_ms = 100;
@@ -39,8 +43,8 @@ impl Cluster {
             cores,
             now: 0,
             auto_sync: true,
-            unsynced: vec![Vec::new(); n],
-            ops: vec![Vec::new(); n],
+            unsynced: vec![Vec::new(); n + observers],
+            ops: vec![Vec::new(); n + observers],
             cut: Vec::new(),
         }
     }
@@ -476,4 +480,121 @@ fn raft_leader_describes_the_quorum() {
     let back = &d.voters[f];
     assert_eq!(back.log_end_offset, c.cores[l].log_end_offset(), "{back:?}");
     assert!(back.last_caught_up_ms >= healed_at, "{back:?}");
+}
+
+/// Observers (broker-only nodes, ids outside the voters) find the leader by asking the voters,
+/// replicate and commit what it commits, never vote or stand, and follow the next leader when
+/// this one dies. The leader describes them apart from the voters.
+#[test]
+fn raft_observers_follow_every_leader_and_never_vote() {
+    let mut c = Cluster::with_observers(3, 2);
+    c.run(1000);
+    let l = c.leader().expect("a leader");
+    assert!(l < 3, "only a voter leads");
+    for _ in 0..5 {
+        c.cores[l].propose(c.now, noop()).unwrap();
+    }
+    c.run(100);
+    for o in [3, 4] {
+        let obs = &c.cores[o];
+        assert!(obs.is_observer());
+        assert_eq!(obs.role(), Role::Follower);
+        assert_eq!(obs.leader(), Some(l as NodeId + 1));
+        assert_eq!(obs.quorum_state().voted_for, None);
+        assert_eq!(obs.high_watermark(), c.cores[l].high_watermark());
+        assert_eq!(
+            obs.committed(0, usize::MAX),
+            c.cores[l].committed(0, usize::MAX),
+            "observer {} applies what the leader commits",
+            o + 1
+        );
+    }
+    let d = c.cores[l].describe_quorum().unwrap();
+    assert_eq!(d.voters.iter().map(|v| v.id).collect::<Vec<_>>(), [1, 2, 3]);
+    assert_eq!(d.observers.iter().map(|v| v.id).collect::<Vec<_>>(), [4, 5]);
+    for o in &d.observers {
+        assert_eq!(o.log_end_offset, c.cores[l].log_end_offset(), "{o:?}");
+        assert!(o.last_fetch_ms + 50 >= c.now as i64, "{o:?}");
+    }
+
+    // The leader dies (every link to and from it cut): the voters elect, the observers follow.
+    for i in 0..5 {
+        c.cut.push((l, i));
+        c.cut.push((i, l));
+    }
+    let old_epoch = c.cores[l].epoch();
+    c.run(2000);
+    let n = (0..3)
+        .filter(|&i| i != l && c.cores[i].role() == Role::Leader)
+        .max_by_key(|&i| c.cores[i].epoch())
+        .expect("the surviving voters elect");
+    assert!(c.cores[n].epoch() > old_epoch);
+    c.cores[n].propose(c.now, noop()).unwrap();
+    c.run(100);
+    for o in [3, 4] {
+        assert_eq!(
+            c.cores[o].leader(),
+            Some(n as NodeId + 1),
+            "observer {}",
+            o + 1
+        );
+        assert_eq!(c.cores[o].epoch(), c.cores[n].epoch());
+        assert_eq!(c.cores[o].high_watermark(), c.cores[n].high_watermark());
+        assert_eq!(c.cores[o].quorum_state().voted_for, None);
+    }
+}
+
+/// Observers hold entries but do not count toward the high watermark: with two of three voters
+/// cut off, a leader whose observers have every entry commits nothing.
+#[test]
+fn raft_observers_do_not_count_toward_commit() {
+    let mut c = Cluster::with_observers(3, 2);
+    c.run(1000);
+    let l = c.leader().expect("a leader");
+    c.cores[l].propose(c.now, noop()).unwrap();
+    c.run(100);
+    let hw = c.cores[l].high_watermark();
+    for v in (0..3).filter(|&v| v != l) {
+        for i in 0..5 {
+            c.cut.push((v, i));
+            c.cut.push((i, v));
+        }
+    }
+    let offset = c.cores[l].propose(c.now, noop()).unwrap();
+    c.run(50);
+    assert_eq!(
+        c.cores[l].role(),
+        Role::Leader,
+        "still within the fetch timeout"
+    );
+    for o in [3, 4] {
+        assert!(
+            c.cores[o].log_end_offset() > offset,
+            "observer {} holds the entry",
+            o + 1
+        );
+    }
+    assert_eq!(
+        c.cores[l].high_watermark(),
+        hw,
+        "no voter majority, no commit"
+    );
+}
+
+/// A broker-only node that could not reach the voters while they elected finds the leader
+/// within a few fetch backoffs once it can.
+#[test]
+fn raft_a_late_observer_finds_the_leader_at_once() {
+    let mut c = Cluster::with_observers(3, 1);
+    // The observer is off the network while the voters elect.
+    for i in 0..3 {
+        c.cut.push((3, i));
+        c.cut.push((i, 3));
+    }
+    c.run(1000);
+    let l = c.leader().expect("a leader");
+    c.cut.clear();
+    c.run(30);
+    assert_eq!(c.cores[3].leader(), Some(l as NodeId + 1));
+    assert_eq!(c.cores[3].high_watermark(), c.cores[l].high_watermark());
 }

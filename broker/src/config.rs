@@ -199,6 +199,13 @@ pub struct Flags {
     /// [default: leader].
     #[arg(long, env = "BROKER_REPLICA_SELECTOR")]
     pub replica_selector: Option<ReplicaSelector>,
+    /// What this cluster node runs (Kafka's process.roles): `broker,controller`, a voter of the
+    /// controller quorum that is also a broker (combined mode); or `broker`, a broker-only node
+    /// whose --node-id is not among --voters: it follows the quorum as an observer, never
+    /// votes, and hosts partitions and serves clients like any broker. A cluster grows by
+    /// starting broker-only nodes [default: broker,controller].
+    #[arg(long, env = "BROKER_PROCESS_ROLES")]
+    pub process_roles: Option<ProcessRoles>,
     /// A tool instead of a broker (`broker dev-cluster ...`); none runs the broker.
     #[command(subcommand)]
     pub command: Option<crate::dev_cluster::Command>,
@@ -242,6 +249,7 @@ struct FileConfig {
     unclean_leader_election_enable: Option<bool>,
     rack: Option<String>,
     replica_selector: Option<String>,
+    process_roles: Option<String>,
 }
 
 /// One controller quorum voter: `ID@HOST:PORT`.
@@ -302,6 +310,36 @@ pub fn parse_voters(s: &str) -> anyhow::Result<Vec<Voter>> {
     Ok(voters)
 }
 
+/// A cluster node's roles (Kafka's process.roles).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProcessRoles {
+    /// A quorum voter that is also a broker (combined mode).
+    Combined,
+    /// A broker only: an observer of the quorum.
+    Broker,
+}
+
+impl std::str::FromStr for ProcessRoles {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let mut roles: Vec<&str> = s.split(',').map(str::trim).collect();
+        roles.sort_unstable();
+        roles.dedup();
+        match roles.as_slice() {
+            ["broker", "controller"] => Ok(ProcessRoles::Combined),
+            ["broker"] => Ok(ProcessRoles::Broker),
+            ["controller"] => Err(
+                "controller-only nodes are not supported: a voter is also a \
+                                   broker (process roles broker,controller)"
+                    .into(),
+            ),
+            _ => Err(format!(
+                "unknown process roles {s:?}: want broker,controller or broker"
+            )),
+        }
+    }
+}
+
 /// Replication settings; `voters` empty means a single broker without a quorum.
 #[derive(Debug, Clone)]
 pub struct ClusterConfig {
@@ -319,6 +357,8 @@ pub struct ClusterConfig {
     pub rack: Option<String>,
     /// Which replica this broker, leading, tells consumers to read from.
     pub replica_selector: ReplicaSelector,
+    /// A voter and broker, or a broker-only observer of the quorum.
+    pub process_roles: ProcessRoles,
 }
 
 impl Default for ClusterConfig {
@@ -336,6 +376,7 @@ impl Default for ClusterConfig {
             unclean_leader_election: false,
             rack: None,
             replica_selector: ReplicaSelector::Leader,
+            process_roles: ProcessRoles::Combined,
         }
     }
 }
@@ -414,6 +455,10 @@ impl BrokerConfig {
             Some(s) => Some(s.parse::<ReplicaSelector>().map_err(anyhow::Error::msg)?),
             None => None,
         };
+        let file_process_roles = match &file.process_roles {
+            Some(s) => Some(s.parse::<ProcessRoles>().map_err(anyhow::Error::msg)?),
+            None => None,
+        };
         let d = BrokerConfig::default();
         let mut log = d.log.clone();
         log.retention_ms = flags
@@ -481,6 +526,10 @@ impl BrokerConfig {
                 .replica_selector
                 .or(file_replica_selector)
                 .unwrap_or(dc.replica_selector),
+            process_roles: flags
+                .process_roles
+                .or(file_process_roles)
+                .unwrap_or(dc.process_roles),
         };
         let config = BrokerConfig {
             cluster,
@@ -578,11 +627,28 @@ impl BrokerConfig {
         {
             bail!("rack must be 1 to 255 bytes");
         }
-        if c.is_clustered() && !c.voters.iter().any(|v| v.id == self.node_id) {
-            bail!(
-                "--node-id {} is not among --voters (combined mode: every node is a voter)",
+        let voter = c.voters.iter().any(|v| v.id == self.node_id);
+        match c.process_roles {
+            ProcessRoles::Combined if c.is_clustered() && !voter => bail!(
+                "--node-id {} is not among --voters: a voter runs broker,controller; start a \
+                 broker-only node with --process-roles broker",
                 self.node_id
-            );
+            ),
+            ProcessRoles::Broker if !c.is_clustered() => {
+                bail!("--process-roles broker needs --voters: the quorum it joins as a broker")
+            }
+            ProcessRoles::Broker if voter => bail!(
+                "--node-id {} is among --voters, so it runs broker,controller; a broker-only \
+                 node has an id outside --voters",
+                self.node_id
+            ),
+            ProcessRoles::Broker if c.controller_listen.is_some() => {
+                bail!("a broker-only node has no controller listener; drop --controller-listen")
+            }
+            _ => {}
+        }
+        if self.node_id < 0 {
+            bail!("--node-id must not be negative");
         }
         let brokers = c.voters.len().max(1) as i16;
         if c.default_replication_factor < 1 || c.default_replication_factor > brokers {
@@ -654,6 +720,49 @@ mod tests {
             "unknown keys are refused"
         );
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn process_roles_make_voters_and_broker_only_nodes() {
+        assert_eq!("broker".parse(), Ok(ProcessRoles::Broker));
+        assert_eq!("broker,controller".parse(), Ok(ProcessRoles::Combined));
+        assert_eq!("controller, broker".parse(), Ok(ProcessRoles::Combined));
+        for bad in ["controller", "", "brokers", "broker,observer"] {
+            assert!(bad.parse::<ProcessRoles>().is_err(), "{bad:?} accepted");
+        }
+        let voters = "1@127.0.0.1:9192,2@127.0.0.1:9193,3@127.0.0.1:9194";
+        let config = |node_id, roles, voters: Option<&str>| {
+            BrokerConfig::from_flags(Flags {
+                voters: voters.map(String::from),
+                node_id: Some(node_id),
+                process_roles: roles,
+                ..Flags::default()
+            })
+        };
+        let c = config(4, Some(ProcessRoles::Broker), Some(voters)).unwrap();
+        assert_eq!(c.cluster.process_roles, ProcessRoles::Broker);
+        // Broker-only nodes are outside the voters; voters are combined; both need a quorum.
+        assert!(
+            config(4, None, Some(voters)).is_err(),
+            "node 4 is not a voter"
+        );
+        assert!(config(2, Some(ProcessRoles::Broker), Some(voters)).is_err());
+        assert!(config(4, Some(ProcessRoles::Broker), None).is_err());
+        assert_eq!(
+            config(2, None, Some(voters)).unwrap().cluster.process_roles,
+            ProcessRoles::Combined
+        );
+        let with_listener = BrokerConfig::from_flags(Flags {
+            voters: Some(voters.into()),
+            node_id: Some(4),
+            process_roles: Some(ProcessRoles::Broker),
+            controller_listen: Some("127.0.0.1:9195".into()),
+            ..Flags::default()
+        });
+        assert!(
+            with_listener.is_err(),
+            "a broker-only node has no controller listener"
+        );
     }
 
     #[test]

@@ -671,7 +671,7 @@ pub fn run_cluster_seed(config: &ClusterSimConfig) -> ClusterSimResult {
                         seed: start_seed,
                     };
                     let io = ClusterIo {
-                        controller_listener: NodeListener(controller),
+                        controller_listener: Some(NodeListener(controller)),
                         dialer: Arc::new(SimDialer),
                     };
                     broker::server::run_cluster_with(

@@ -647,7 +647,7 @@ impl World {
             .collect();
         let ctl_cfg = controller_config(&p);
         World {
-            ctl: Controller::new(ctl_cfg, CTL_ID_BASE, (1..=n as NodeId).collect(), seed),
+            ctl: Controller::new(ctl_cfg, CTL_ID_BASE, seed),
             rng,
             p,
             now: 0,
@@ -1216,9 +1216,8 @@ impl World {
             self.ctl_id,
             self.ctl_epoch
         );
-        let voters = (1..=self.nodes.len() as NodeId).collect();
         let seed = self.rng.next();
-        self.ctl = Controller::new(controller_config(&self.p), self.ctl_id, voters, seed);
+        self.ctl = Controller::new(controller_config(&self.p), self.ctl_id, seed);
         self.ctl_next = None;
         self.ctl.activate(self.now, self.ctl_epoch, Some(previous));
         let (epoch, leader) = (self.ctl_epoch, self.ctl_id);

@@ -86,7 +86,8 @@ pub struct PartitionInfo {
 struct Node {
     id: i32,
     kafka_port: u16,
-    controller_port: u16,
+    /// A voter's controller listener; broker-only nodes ([`Cluster::add_broker`]) have none.
+    controller_port: Option<u16>,
     child: Option<Child>,
     stopped: bool,
     starts: u32,
@@ -175,7 +176,7 @@ impl Cluster {
                 .map(|i| Node {
                     id: i as i32 + 1,
                     kafka_port: ports[i],
-                    controller_port: ports[CLUSTER_NODES + i],
+                    controller_port: Some(ports[CLUSTER_NODES + i]),
                     child: None,
                     stopped: false,
                     starts: 0,
@@ -217,18 +218,42 @@ impl Cluster {
             .unwrap_or_else(|| panic!("no node {id}"))
     }
 
-    /// Node ids, 1..=3.
+    /// Node ids: the voters 1..=3, then any broker-only nodes [`Cluster::add_broker`] added.
     pub fn ids(&self) -> Vec<i32> {
         self.nodes.iter().map(|n| n.id).collect()
     }
 
-    /// `1@127.0.0.1:P1,2@...`: every node's controller listener.
+    /// `1@127.0.0.1:P1,2@...`: every voter's controller listener.
     pub fn voters(&self) -> String {
         self.nodes
             .iter()
-            .map(|n| format!("{}@127.0.0.1:{}", n.id, n.controller_port))
+            .filter_map(|n| n.controller_port.map(|p| format!("{}@127.0.0.1:{p}", n.id)))
             .collect::<Vec<_>>()
             .join(",")
+    }
+
+    /// Starts one more node, a broker only (`--process-roles broker`, the next free id, no
+    /// controller listener), with the cluster's flags, and waits until it listens. Returns
+    /// its id. Its registration with the controller is the caller's to wait for.
+    pub fn add_broker(&mut self) -> i32 {
+        assert!(
+            self.compose.is_none(),
+            "compose clusters have three services"
+        );
+        let id = self.nodes.iter().map(|n| n.id).max().unwrap_or(0) + 1;
+        self.nodes.push(Node {
+            id,
+            kafka_port: free_ports(1)[0],
+            controller_port: None,
+            child: None,
+            stopped: false,
+            starts: 0,
+        });
+        self.spawn(id);
+        if let Err(e) = self.wait_listening(&[id]) {
+            panic!("broker-only node {id}: {e}");
+        }
+        id
     }
 
     /// Kafka listener of node `id`.
@@ -313,7 +338,7 @@ impl Cluster {
         let mut v = value.to_string();
         for n in &self.nodes {
             let kafka = format!("127.0.0.1:{}", n.kafka_port);
-            let controller = format!("127.0.0.1:{}", n.controller_port);
+            let controller = format!("127.0.0.1:{}", n.controller_port.unwrap_or(0));
             v = v.replace(&format!("broker{0}:{0}9092", n.id), &kafka);
             v = v.replace(&format!("broker{}:9093", n.id), &controller);
             if n.id == id {
@@ -331,17 +356,20 @@ impl Cluster {
 
     fn standard_args(&self, cmd: &mut Command, id: i32, voters: &str, data: &Path) {
         let n = self.node(id);
-        let (kafka_port, controller_port) = (n.kafka_port, n.controller_port);
         cmd.arg("--node-id")
             .arg(id.to_string())
             .arg("--voters")
             .arg(voters)
             .arg("--listen")
-            .arg(format!("127.0.0.1:{kafka_port}"))
-            .arg("--controller-listen")
-            .arg(format!("127.0.0.1:{controller_port}"))
+            .arg(format!("127.0.0.1:{}", n.kafka_port))
             .arg("--data-dir")
             .arg(data);
+        match n.controller_port {
+            Some(port) => cmd
+                .arg("--controller-listen")
+                .arg(format!("127.0.0.1:{port}")),
+            None => cmd.arg("--process-roles").arg("broker"),
+        };
         for (n, v) in &self.args {
             cmd.arg(format!("--{n}")).arg(v);
         }

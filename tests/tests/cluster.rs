@@ -1496,7 +1496,7 @@ fn metadata_quorum_is_described_by_every_broker() {
     assert!(row.high_watermark > 0);
     let voters: Vec<i32> = row.current_voters.iter().map(|v| v.replica_id.0).collect();
     assert_eq!(voters, ids);
-    assert!(row.observers.is_empty(), "every node is a voter");
+    assert!(row.observers.is_empty(), "no broker-only nodes here");
     let leader_end = row.current_voters.iter().find(|v| v.replica_id.0 == leader);
     let leader_end = leader_end.expect("the leader is a voter").log_end_offset;
     for v in &row.current_voters {
@@ -2394,4 +2394,101 @@ fn only_in_sync_followers_serve_consumers() {
     let near = rack_consumer(&c, &topic, rack_of(joining));
     read_in_order(&near, 0, records);
     assert_eq!(wait_fetching_from(&near, joining, leader), 0);
+}
+
+/// Growing a cluster: a fourth node started as a broker only (`--process-roles broker`, no
+/// controller listener, its id outside `--voters`) registers, shows in Metadata, and shows in
+/// DescribeQuorum as an observer, not a voter. Partitions placed on it are led and followed
+/// there, and every acknowledged record reads back. When the quorum leader is killed, the new
+/// node follows the next one: DescribeQuorum through it answers from the new leader, which
+/// lists it as an observer, and a topic created afterwards shows in its own Metadata.
+#[test]
+fn a_broker_only_node_joins_the_cluster_and_follows_failover() {
+    let mut c = Cluster::start();
+    let four = c.add_broker();
+    assert_eq!(four, 4);
+    let joined = wait_until(CONVERGE_TIMEOUT, || {
+        c.brokers().is_ok_and(|b| b == [1, 2, 3, four])
+    });
+    assert!(
+        joined,
+        "node {four} not in Metadata: {:?}\n{}",
+        c.brokers(),
+        c.log_tail(four, 40)
+    );
+    let observer_of = |row: &QuorumPartition| {
+        let voters: Vec<i32> = row.current_voters.iter().map(|v| v.replica_id.0).collect();
+        voters == [1, 2, 3]
+            && row.observers.len() == 1
+            && row.observers[0].replica_id.0 == four
+            && row.observers[0].log_end_offset > 0
+            && row.observers[0].last_fetch_timestamp > wall_ms() - FETCHING_MS
+    };
+    let mut last = None;
+    let observed = wait_until(CONVERGE_TIMEOUT, || {
+        let row = quorum_row(&c.addr(four), 2);
+        let ok = row.as_ref().is_ok_and(observer_of);
+        last = Some(row);
+        ok
+    });
+    assert!(
+        observed,
+        "node {four} is not the quorum's observer: {last:?}"
+    );
+
+    // One partition led by the new node, one it follows.
+    let topic = unique_name("grown");
+    let lists = [vec![four, 1, 2], vec![2, four, 3]];
+    let refs: Vec<&[i32]> = lists.iter().map(|l| &l[..]).collect();
+    let nt = NewTopic::new(&topic, 2, TopicReplication::Variable(&refs));
+    let opts = rdkafka::admin::AdminOptions::new()
+        .operation_timeout(Some(Timeout::After(CONVERGE_TIMEOUT)))
+        .request_timeout(Some(Timeout::After(CONVERGE_TIMEOUT)));
+    let admin = admin(&c.bootstrap_live());
+    let res = block_on(admin.create_topics([&nt], &opts)).expect("CreateTopics request");
+    assert!(res[0].is_ok(), "{res:?}");
+    wait_placed(&c, &topic, &lists);
+    let mut reports = produce_and_read(&c, &topic, 0, 2_000);
+
+    // The quorum leader dies.
+    let before = quorum_row(&c.addr(four), 2).expect("DescribeQuorum");
+    let dead = before.leader_id.0;
+    assert!((1..=3).contains(&dead), "a voter leads: {before:?}");
+    c.kill9(dead);
+    let mut last = None;
+    let followed = wait_until(CONVERGE_TIMEOUT, || {
+        let row = quorum_row(&c.addr(four), 2);
+        let ok = row.as_ref().is_ok_and(|r| {
+            r.leader_id.0 != dead && r.leader_epoch > before.leader_epoch && observer_of(r)
+        });
+        last = Some(row);
+        ok
+    });
+    assert!(
+        followed,
+        "node {four} does not follow the next quorum leader: {last:?}\n{}",
+        c.log_tail(four, 40)
+    );
+    let after = unique_name("after-failover");
+    let nt = NewTopic::new(&after, 1, TopicReplication::Fixed(2));
+    let created = wait_until(CONVERGE_TIMEOUT, || {
+        let res = block_on(admin.create_topics([&nt], &opts));
+        res.is_ok_and(|r| {
+            r[0].is_ok() || matches!(&r[0], Err((_, RDKafkaErrorCode::TopicAlreadyExists)))
+        })
+    });
+    assert!(created, "CreateTopics after the failover");
+    let shown = wait_until(CONVERGE_TIMEOUT, || {
+        c.partitions_at(&c.addr(four), &after)
+            .is_ok_and(|ps| ps.len() == 1 && ps[0].leader >= 0)
+    });
+    assert!(
+        shown,
+        "node {four}'s Metadata lacks {after}: {:?}",
+        c.partitions_at(&c.addr(four), &after)
+    );
+    reports.extend(produce_and_read(&c, &topic, 2_000, 1_000));
+    let got = read_back(&c, &topic, 2, &reports);
+    check_acked(&got, &reports, true);
+    c.assert_alive(four);
 }

@@ -34,6 +34,8 @@ pub const RESPONSES_QUEUED_MAX: usize = 2 * REQUESTS_QUEUED_MAX;
 pub const RECORDS_PER_ROUND_MAX: usize = 20_000;
 /// Encoded bytes in one round's batch, below the quorum's default 1 MiB entry limit.
 pub const ROUND_BYTES_MAX: usize = 768 << 10;
+/// Registered brokers, voters and broker-only nodes together.
+pub const BROKERS_MAX: usize = 1024;
 /// Kafka's topic name limit.
 pub const TOPIC_NAME_BYTES_MAX: usize = 249;
 pub const HOST_BYTES_MAX: usize = 255;
@@ -311,7 +313,6 @@ struct Queued {
 pub struct Controller {
     cfg: ControllerConfig,
     node_id: NodeId,
-    voters: BTreeSet<NodeId>,
     /// SplitMix64 state for topic ids.
     rng: u64,
     /// The quorum epoch while active.
@@ -943,11 +944,10 @@ struct Change {
 impl Controller {
     /// `node_id` is this node: while active it counts as alive whatever it hears. `seed` seeds
     /// the topic ids (give each node its own).
-    pub fn new(cfg: ControllerConfig, node_id: NodeId, voters: Vec<NodeId>, seed: u64) -> Self {
+    pub fn new(cfg: ControllerConfig, node_id: NodeId, seed: u64) -> Self {
         Controller {
             cfg,
             node_id,
-            voters: voters.into_iter().collect(),
             rng: seed,
             active: None,
             activated_at_ms: 0,
@@ -1279,11 +1279,16 @@ impl Controller {
                 logs_intact,
                 rack,
             } => {
-                if q.from != *node_id || !self.voters.contains(node_id) {
+                if q.from != *node_id || *node_id < 0 {
                     return Some(Err(ControllerError::InvalidRequest(format!(
-                        "broker {node_id} (from {}) may not register: only voters register \
-                         themselves",
+                        "broker {node_id} (from {}) may not register: a broker registers itself",
                         q.from
+                    ))));
+                }
+                let known = round.view.brokers.contains_key(node_id);
+                if !known && round.view.brokers.len() >= BROKERS_MAX {
+                    return Some(Err(ControllerError::InvalidRequest(format!(
+                        "broker {node_id} may not register: the cluster has {BROKERS_MAX} brokers"
                     ))));
                 }
                 if host.len() > HOST_BYTES_MAX {
@@ -2122,9 +2127,9 @@ mod tests {
     }
 
     impl Sim {
-        fn new(cfg: ControllerConfig, nodes: NodeId, seed: u64) -> Sim {
+        fn new(cfg: ControllerConfig, seed: u64) -> Sim {
             Sim {
-                ctl: Controller::new(cfg, ME, (1..=nodes).collect(), seed),
+                ctl: Controller::new(cfg, ME, seed),
                 image: MetadataImage::default(),
                 now: 0,
                 correlation: 0,
@@ -2139,7 +2144,7 @@ mod tests {
         }
 
         fn cluster_with(cfg: ControllerConfig, nodes: NodeId, seed: u64) -> Sim {
-            let mut s = Sim::new(cfg, nodes, seed);
+            let mut s = Sim::new(cfg, seed);
             s.activate(1, None);
             for n in 1..=nodes {
                 s.register(n);
@@ -2310,7 +2315,7 @@ mod tests {
     }
 
     #[test]
-    fn controller_registers_voters_only() {
+    fn controller_registers_brokers_as_themselves() {
         let _g = serial();
         let mut s = Sim::cluster(3);
         let reg = |node_id, incarnation| ControllerRequest::RegisterBroker {
@@ -2321,11 +2326,13 @@ mod tests {
             rack: None,
             incarnation,
         };
-        let e = s.request(9, reg(9, 1)).error;
-        assert!(matches!(e, ControllerError::InvalidRequest(_)), "{e:?}");
+        // A broker-only node (not a voter) registers like any broker.
+        assert_eq!(s.request(9, reg(9, 1)).error, ControllerError::None);
+        assert!(s.image.brokers.contains_key(&9));
+        // Nobody registers another broker.
         let e = s.request(2, reg(3, 5)).error;
         assert!(matches!(e, ControllerError::InvalidRequest(_)), "{e:?}");
-        assert!(!s.image.brokers.contains_key(&9));
+        assert_ne!(s.image.brokers[&3].epoch, 5);
         // The same incarnation again: answered, nothing proposed.
         let offset = s.image.applied_offset;
         assert_eq!(s.request(2, reg(2, 1)).error, ControllerError::None);
@@ -2613,7 +2620,7 @@ mod tests {
             min_insync_replicas: 1,
             ..cfg(false)
         };
-        s.ctl = Controller::new(other, ME, vec![1, 2, 3], 9);
+        s.ctl = Controller::new(other, ME, 9);
         s.activate(2, None);
         s.settle();
         assert_eq!(s.image.cluster_configs[CLUSTER_MIN_ISR], "2");
@@ -3435,7 +3442,7 @@ mod tests {
     #[test]
     fn controller_not_active_answers_not_controller() {
         let _g = serial();
-        let mut s = Sim::new(cfg(false), 3, 7);
+        let mut s = Sim::new(cfg(false), 7);
         let c = s.submit(2, create("t", 1, 1));
         assert_eq!(s.answers[&c].error, ControllerError::NotController);
         assert_eq!(s.ctl.step(0, &s.image), None);

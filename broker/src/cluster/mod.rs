@@ -105,6 +105,12 @@ pub enum QuorumInput {
     Frame(crate::raft::wire::PeerFrame),
     /// The connection a peer sent frames on closed.
     PeerLost(NodeId),
+    /// An observer (a node outside the voters) connected: frames for it go back on its own
+    /// connection, as this node has no address to dial it at.
+    ObserverLink {
+        node: NodeId,
+        frames: mpsc::Sender<bytes::Bytes>,
+    },
     /// A request from this node to the active controller.
     Local {
         request: ControllerRequest,

@@ -4,22 +4,25 @@
 //! messages, applies committed entries to the [`MetadataImage`] and publishes each new image to
 //! the [`ClusterView`].
 //!
-//! Transport: every node listens on its controller port; frames (`raft::wire`) travel one way
-//! on connections the sender dials, so a response is simply a frame addressed back. Each peer
-//! has a bounded outbound queue; when it is full, frames are dropped (the quorum protocol
-//! resends what matters).
+//! Transport: every voter listens on its controller port; frames (`raft::wire`) between voters
+//! travel one way on connections the sender dials, so a response is simply a frame addressed
+//! back. Observers (broker-only nodes, `--process-roles broker`) have no controller listener:
+//! they dial the voters like a voter does and read the voters' frames back on the same
+//! connections, which the voters register as that observer's link (at most
+//! [`OBSERVER_LINKS_MAX`]). Each peer has a bounded outbound queue; when it is full, frames are
+//! dropped (the quorum protocol resends what matters).
 //!
 //! Controller rounds: the controller proposes at most one entry (a record batch) at a time and
 //! only when nothing proposed is uncommitted, so every decision is made on the committed image.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::controller::{
@@ -36,6 +39,8 @@ use crate::storage::Storage;
 
 /// Frames queued for one peer before new ones are dropped.
 pub const PEER_QUEUE_FRAMES_MAX: usize = 1024;
+/// Observers one voter keeps a connection back to; more are not answered until one leaves.
+pub const OBSERVER_LINKS_MAX: usize = crate::raft::OBSERVERS_MAX;
 /// Requests this node forwarded to the controller and is still waiting on.
 pub const PENDING_REQUESTS_MAX: usize = 1024;
 /// Committed entries applied per loop turn.
@@ -54,6 +59,8 @@ pub struct QuorumParams<S: Storage + Clone, D: Dialer> {
     pub controller: ControllerConfig,
     pub dialer: Arc<D>,
     pub seed: u64,
+    /// This quorum's inbox, for the frames an observer reads back on the connections it dials.
+    pub inbox: mpsc::Sender<QuorumInput>,
 }
 
 fn monotonic_ms(start: tokio::time::Instant) -> u64 {
@@ -91,7 +98,7 @@ fn describe_quorum(core: &RaftCore, now_ms: u64) -> ControllerResponse {
             wall_ms - (now_ms - t).max(0)
         }
     };
-    for v in &mut quorum.voters {
+    for v in quorum.voters.iter_mut().chain(quorum.observers.iter_mut()) {
         v.last_fetch_ms = to_wall(v.last_fetch_ms);
         v.last_caught_up_ms = to_wall(v.last_caught_up_ms);
     }
@@ -123,7 +130,9 @@ where
         controller,
         dialer,
         seed,
+        inbox: own_inbox,
     } = params;
+    let observer = !voters.iter().any(|v| v.id == me);
     let (store, recovered) = {
         let storage = storage.clone();
         let dir = dir.clone();
@@ -142,16 +151,28 @@ where
         snapshot = ?recovered.snapshot.as_ref().map(|s| s.id), epoch = recovered.quorum_state.epoch,
         "quorum state recovered");
     let mut core = RaftCore::new(raft, recovered, monotonic_ms(start));
-    let mut ctl = Controller::new(controller, me, voters.iter().map(|v| v.id).collect(), seed);
+    let mut ctl = Controller::new(controller, me, seed);
     let peers: BTreeMap<NodeId, mpsc::Sender<Bytes>> = voters
         .iter()
         .filter(|v| v.id != me)
         .map(|v| {
             let (tx, rx) = mpsc::channel(PEER_QUEUE_FRAMES_MAX);
-            tokio::spawn(peer_sender(v.addr(), v.id, Arc::clone(&dialer), rx));
+            // An observer reads the voters' answers back on the connections it dials.
+            let replies = observer.then(|| own_inbox.clone());
+            tokio::spawn(peer_sender(
+                v.addr(),
+                v.id,
+                Arc::clone(&dialer),
+                rx,
+                replies,
+            ));
             (v.id, tx)
         })
         .collect();
+    drop(own_inbox);
+    let voter_ids: BTreeSet<NodeId> = voters.iter().map(|v| v.id).collect();
+    // Observers' connections back, by node id (voters only: an observer has none).
+    let mut links: BTreeMap<NodeId, mpsc::Sender<Bytes>> = BTreeMap::new();
     let mut pending: BTreeMap<u64, oneshot::Sender<ControllerResponse>> = BTreeMap::new();
     let mut next_correlation: u64 = 1;
     let mut leading = false;
@@ -161,8 +182,11 @@ where
     let mut published_offset = -1i64;
     let mut last_role = (core.role(), -1, None);
 
-    let send = |peers: &BTreeMap<NodeId, mpsc::Sender<Bytes>>, to: NodeId, frame: &PeerFrame| {
-        let Some(tx) = peers.get(&to) else {
+    let send = |peers: &BTreeMap<NodeId, mpsc::Sender<Bytes>>,
+                links: &BTreeMap<NodeId, mpsc::Sender<Bytes>>,
+                to: NodeId,
+                frame: &PeerFrame| {
+        let Some(tx) = peers.get(&to).or_else(|| links.get(&to)) else {
             return;
         };
         let mut out = Vec::new();
@@ -192,7 +216,7 @@ where
         // 2. Messages.
         while let Some(env) = core.poll_message() {
             let to = env.to;
-            send(&peers, to, &PeerFrame::Raft(env));
+            send(&peers, &links, to, &PeerFrame::Raft(env));
         }
         // 3. Committed entries.
         while let Some(c) = core.committed(image.applied_offset, APPLY_BATCH_ENTRIES_MAX) {
@@ -266,6 +290,7 @@ where
                 let (error_code, message, payload) = requests::encode_response(&response);
                 send(
                     &peers,
+                    &links,
                     to,
                     &PeerFrame::ControllerResponse {
                         correlation,
@@ -298,7 +323,7 @@ where
                         core.resign(monotonic_ms(start));
                         while let Some(env) = core.poll_message() {
                             let to = env.to;
-                            send(&peers, to, &PeerFrame::Raft(env));
+                            send(&peers, &links, to, &PeerFrame::Raft(env));
                         }
                     }
                     return Ok(());
@@ -324,7 +349,7 @@ where
                             Ok(ControllerRequest::DescribeQuorum) => {
                                 let (error_code, message, payload) =
                                     requests::encode_response(&describe_quorum(&core, now));
-                                send(&peers, from, &PeerFrame::ControllerResponse {
+                                send(&peers, &links, from, &PeerFrame::ControllerResponse {
                                     correlation, error_code, message, payload,
                                 });
                             }
@@ -333,7 +358,7 @@ where
                                 let (error_code, message, payload) = requests::encode_response(
                                     &super::error_response(ControllerError::NotController),
                                 );
-                                send(&peers, from, &PeerFrame::ControllerResponse {
+                                send(&peers, &links, from, &PeerFrame::ControllerResponse {
                                     correlation, error_code, message, payload,
                                 });
                             }
@@ -345,7 +370,21 @@ where
                             let _ = reply.send(requests::decode_response(error_code, message, &payload));
                         }
                     }
+                    QuorumInput::ObserverLink { node, frames } => {
+                        if voter_ids.contains(&node) || node == me {
+                            tracing::warn!(node, "a voter's id on an observer's connection; ignored");
+                        } else if links.len() < OBSERVER_LINKS_MAX || links.contains_key(&node) {
+                            links.insert(node, frames);
+                        } else {
+                            tracing::warn!(node, observers = links.len(), "too many observers; not answering this one");
+                        }
+                    }
                     QuorumInput::PeerLost(node) => {
+                        // The observer's link closed with its connection (a newer connection's
+                        // link stays).
+                        if links.get(&node).is_some_and(|l| l.is_closed()) {
+                            links.remove(&node);
+                        }
                         if leading {
                             ctl.connection_lost(node, now);
                         } else {
@@ -363,7 +402,7 @@ where
                             ctl.submit(correlation, me, request);
                         } else if let Some(leader) = core.leader().filter(|l| *l != me) {
                             park(&mut pending, correlation, reply);
-                            send(&peers, leader, &PeerFrame::ControllerRequest {
+                            send(&peers, &links, leader, &PeerFrame::ControllerRequest {
                                 correlation,
                                 from: me,
                                 payload: requests::encode_request(&request),
@@ -383,19 +422,35 @@ where
     }
 }
 
-/// Keeps one connection to a peer's controller port and writes its queued frames.
+/// Keeps one connection to a peer's controller port and writes its queued frames. With
+/// `replies` (an observer), it also reads the peer's frames back from that connection into
+/// the quorum's inbox.
 async fn peer_sender<D: Dialer>(
     addr: String,
     id: NodeId,
     dialer: Arc<D>,
     mut rx: mpsc::Receiver<Bytes>,
+    replies: Option<mpsc::Sender<QuorumInput>>,
 ) {
     let mut backoff = DIAL_BACKOFF_MS_MIN;
     let mut first: Option<Bytes> = None;
     loop {
+        let mut reader_task: Option<tokio::task::JoinHandle<()>> = None;
         let mut writer = match dialer.dial(addr.clone()).await {
-            Ok((_, w)) => {
+            Ok((r, w)) => {
                 backoff = DIAL_BACKOFF_MS_MIN;
+                if let Some(inbox) = &replies {
+                    let inbox = inbox.clone();
+                    reader_task = Some(tokio::spawn(async move {
+                        let mut from = None;
+                        if let Err(e) = read_frames(r, &inbox, &mut from, None).await {
+                            tracing::debug!(peer = id, error = %e, "peer's answers closed");
+                        }
+                        if let Some(node) = from {
+                            let _ = inbox.try_send(QuorumInput::PeerLost(node));
+                        }
+                    }));
+                }
                 w
             }
             Err(e) => {
@@ -425,28 +480,54 @@ async fn peer_sender<D: Dialer>(
                 break;
             }
         }
+        if let Some(t) = reader_task {
+            t.abort();
+        }
+    }
+}
+
+/// Writes the frames queued for an observer on the connection it dialed.
+async fn link_writer<W: AsyncWrite + Unpin>(mut writer: W, mut rx: mpsc::Receiver<Bytes>) {
+    while let Some(frame) = rx.recv().await {
+        if writer.write_all(&frame).await.is_err() {
+            return;
+        }
+        if rx.is_empty() && writer.flush().await.is_err() {
+            return;
+        }
     }
 }
 
 /// Accepts peers' connections on the controller listener and feeds their frames to the quorum.
+/// A connection whose frames come from a node outside `voters` is an observer's: its write half
+/// becomes that observer's link.
 pub async fn serve_peers<A: Acceptor>(
     mut listener: A,
+    voters: BTreeSet<NodeId>,
     inbox: mpsc::Sender<QuorumInput>,
     mut stop: watch::Receiver<bool>,
 ) {
+    let voters = Arc::new(voters);
     loop {
         tokio::select! {
             biased;
             _ = stop.changed() => return,
             accepted = listener.accept() => {
                 match accepted {
-                    Ok((reader, _writer, peer)) => {
+                    Ok((reader, writer, peer)) => {
                         let inbox = inbox.clone();
+                        let voters = Arc::clone(&voters);
                         tokio::spawn(async move {
+                            let (link, link_rx) = mpsc::channel(PEER_QUEUE_FRAMES_MAX);
+                            let link_task = tokio::spawn(link_writer(writer, link_rx));
                             let mut from = None;
-                            if let Err(e) = read_frames(reader, &inbox, &mut from).await {
+                            let observer = Some((&*voters, &link));
+                            if let Err(e) = read_frames(reader, &inbox, &mut from, observer).await {
                                 tracing::debug!(%peer, error = %e, "peer connection closed");
                             }
+                            // Closes the link before the quorum hears of the loss.
+                            link_task.abort();
+                            let _ = link_task.await;
                             if let Some(node) = from {
                                 let _ = inbox.try_send(QuorumInput::PeerLost(node));
                             }
@@ -462,11 +543,14 @@ pub async fn serve_peers<A: Acceptor>(
     }
 }
 
-/// Feeds one connection's frames to the quorum; `from` learns the sender.
+/// Feeds one connection's frames to the quorum; `from` learns the sender. With `link` (an
+/// accepted connection), a sender outside the voters is announced as an observer with the
+/// connection's link, before its first frame.
 async fn read_frames<R: AsyncRead + Unpin>(
     mut reader: R,
     inbox: &mpsc::Sender<QuorumInput>,
     from: &mut Option<NodeId>,
+    link: Option<(&BTreeSet<NodeId>, &mpsc::Sender<Bytes>)>,
 ) -> anyhow::Result<()> {
     let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
     let mut chunk = vec![0u8; 64 * 1024];
@@ -482,11 +566,18 @@ async fn read_frames<R: AsyncRead + Unpin>(
         {
             let frame = decode_body(body).map_err(|e| anyhow::anyhow!("bad peer frame: {e:?}"))?;
             consumed += used;
-            *from = match &frame {
+            let sender = match &frame {
                 PeerFrame::Raft(env) => Some(env.from),
                 PeerFrame::ControllerRequest { from, .. } => Some(*from),
                 PeerFrame::ControllerResponse { .. } => *from,
             };
+            if let (Some(node), Some((voters, frames))) = (sender, link) {
+                if sender != *from && !voters.contains(&node) {
+                    let frames = frames.clone();
+                    let _ = inbox.send(QuorumInput::ObserverLink { node, frames }).await;
+                }
+            }
+            *from = sender;
             // A full inbox drops the frame: the quorum protocol resends.
             let _ = inbox.try_send(QuorumInput::Frame(frame));
         }

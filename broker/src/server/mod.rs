@@ -156,9 +156,10 @@ impl Dialer for TcpDialer {
     }
 }
 
-/// The cluster's network: the controller listener and the dialer (absent for a single broker).
+/// The cluster's network: the controller listener (a voter's; broker-only nodes have none) and
+/// the dialer. Absent for a single broker.
 pub struct ClusterIo<C, D> {
-    pub controller_listener: C,
+    pub controller_listener: Option<C>,
     pub dialer: Arc<D>,
 }
 
@@ -181,19 +182,25 @@ pub async fn run(
     };
     let listener = TcpListener::bind(&config.listen).await?;
     if config.cluster.is_clustered() {
-        let addr = match &config.cluster.controller_listen {
-            Some(a) => a.clone(),
-            None => config
-                .cluster
-                .voters
-                .iter()
-                .find(|v| v.id == config.node_id)
-                .map(|v| v.addr())
-                .ok_or_else(|| anyhow::anyhow!("node {} is not a voter", config.node_id))?,
+        let voter = config
+            .cluster
+            .voters
+            .iter()
+            .find(|v| v.id == config.node_id);
+        let controller_listener = match (&config.cluster.controller_listen, voter) {
+            (Some(addr), _) => Some(addr.clone()),
+            (None, Some(v)) => Some(v.addr()),
+            // A broker-only node: it dials the voters and needs no listener.
+            (None, None) => None,
         };
-        let controller_listener = TcpListener::bind(&addr)
-            .await
-            .map_err(|e| anyhow::anyhow!("binding the controller listener {addr}: {e}"))?;
+        let controller_listener = match controller_listener {
+            Some(addr) => Some(
+                TcpListener::bind(&addr)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("binding the controller listener {addr}: {e}"))?,
+            ),
+            None => None,
+        };
         let io = ClusterIo {
             controller_listener,
             dialer: Arc::new(TcpDialer),
@@ -353,19 +360,23 @@ where
                 },
                 dialer: Arc::clone(&io.dialer),
                 seed,
+                inbox: inbox_tx.clone(),
             };
-            tracing::info!(node = config.node_id, incarnation, voters = ?c.voters.iter().map(|v| v.id).collect::<Vec<_>>(), "joining the cluster");
+            tracing::info!(node = config.node_id, incarnation, voters = ?c.voters.iter().map(|v| v.id).collect::<Vec<_>>(), roles = ?c.process_roles, "joining the cluster");
             quorum_task = Some(tokio::spawn(crate::cluster::quorum::run(
                 params,
                 Arc::clone(&view),
                 inbox_rx,
                 stop_rx.clone(),
             )));
-            background.spawn(crate::cluster::quorum::serve_peers(
-                io.controller_listener,
-                inbox_tx,
-                stop_rx.clone(),
-            ));
+            if let Some(controller_listener) = io.controller_listener {
+                background.spawn(crate::cluster::quorum::serve_peers(
+                    controller_listener,
+                    c.voters.iter().map(|v| v.id).collect(),
+                    inbox_tx,
+                    stop_rx.clone(),
+                ));
+            }
             background.spawn(crate::cluster::replication::run(
                 Arc::clone(&view),
                 Arc::clone(&replicas),

@@ -1,6 +1,8 @@
-//! The cluster layer: three real broker nodes (`server::run_cluster_with`, combined mode: each
-//! a metadata-quorum voter and a broker) under turmoil, each on its own `MemStorage` and its own
-//! skewable clock, with topics replicated three ways (min ISR 2, acks=all, fsync always). The
+//! The cluster layer: four real broker nodes (`server::run_cluster_with`) under turmoil: three
+//! in combined mode (each a metadata-quorum voter and a broker) and one broker-only node (an
+//! observer of the quorum, reached by the voters only over the connections it dials). Each has
+//! its own `MemStorage` and its own skewable clock; topics are replicated on all four (min ISR
+//! 2, acks=all, fsync always), so the broker-only node leads and follows partitions too. The
 //! Jepsen workload (`workload.rs`) finds partition leaders through Metadata and follows them
 //! across failovers. A seeded fault schedule power-cuts nodes (no FIN; unsynced writes lost or
 //! torn) and restarts them, isolates a node from its peers and/or the clients, skews clocks, and
@@ -31,7 +33,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, UNIX_EPOCH};
 
 use broker::cluster::quorum::DialFuture;
-use broker::config::{BrokerConfig, ClusterConfig, FsyncPolicy, Voter};
+use broker::config::{BrokerConfig, ClusterConfig, FsyncPolicy, ProcessRoles, Voter};
 use broker::log::Log;
 use broker::replica::selector::ReplicaSelector;
 use broker::server::{Acceptor, ClusterIo, Dialer, ShellEnv};
@@ -50,7 +52,10 @@ use crate::system::{note, SimClock, SimConnector, SystemFaults, EPOCH_SECS, FSYN
 use crate::trace::Trace;
 use crate::workload::{self, HighWatermarkSeen, LeaderSeen, Router, WorkloadConfig};
 
-const NODES: usize = 3;
+/// Broker nodes: the voters first, then the broker-only node.
+const NODES: usize = 4;
+/// Nodes 1..=VOTERS vote (combined mode); the others are broker-only observers.
+const VOTERS: usize = 3;
 const CLIENTS: &str = "clients";
 const KAFKA_PORT: u16 = 9092;
 const CONTROLLER_PORT: u16 = 9093;
@@ -247,7 +252,7 @@ fn node_config(i: usize) -> BrokerConfig {
     config.log.segment_bytes = 64 * 1024;
     config.group.initial_rebalance_delay_ms = 300;
     config.cluster = ClusterConfig {
-        voters: (0..NODES)
+        voters: (0..VOTERS)
             .map(|v| Voter {
                 id: v as i32 + 1,
                 host: node_name(v),
@@ -260,6 +265,11 @@ fn node_config(i: usize) -> BrokerConfig {
         // Node i+1 in rack r{i+1}; the consumer in rack r2 reads from node 2 when it follows.
         rack: Some(format!("r{}", i + 1)),
         replica_selector: ReplicaSelector::RackAware,
+        process_roles: if i < VOTERS {
+            ProcessRoles::Combined
+        } else {
+            ProcessRoles::Broker
+        },
         ..ClusterConfig::default()
     };
     config
@@ -451,7 +461,8 @@ impl Faults {
                 );
             }
             10 if self.enabled.crash && calm && self.rng.gen_bool(0.3) => {
-                // Rarely, two nodes down at once: no quorum, no ISR of 2; nothing may be acked.
+                // Rarely, two nodes down at once: two voters leave no quorum; a voter and the
+                // broker-only node leave a quorum and an ISR of at most 2.
                 let j = (i + self.rng.gen_range(1..NODES)) % NODES;
                 let ms = self.rng.gen_range(200..1_500);
                 self.crash(sim, i, ms, step, trace);
@@ -663,15 +674,21 @@ pub fn run_cluster_seed(config: &ClusterSimConfig) -> ClusterSimResult {
                     ^ starts.get().wrapping_mul(0x9E37_79B9_7F4A_7C15);
                 async move {
                     let listener = turmoil::net::TcpListener::bind(("0.0.0.0", KAFKA_PORT)).await?;
-                    let controller =
-                        turmoil::net::TcpListener::bind(("0.0.0.0", CONTROLLER_PORT)).await?;
+                    // Only voters listen for the quorum; a broker-only node dials out.
+                    let controller = if i < VOTERS {
+                        let l =
+                            turmoil::net::TcpListener::bind(("0.0.0.0", CONTROLLER_PORT)).await?;
+                        Some(NodeListener(l))
+                    } else {
+                        None
+                    };
                     let env = ShellEnv {
                         storage,
                         clock: Arc::new(SimClock { skew_ms }),
                         seed: start_seed,
                     };
                     let io = ClusterIo {
-                        controller_listener: Some(NodeListener(controller)),
+                        controller_listener: controller,
                         dialer: Arc::new(SimDialer),
                     };
                     broker::server::run_cluster_with(
@@ -890,8 +907,16 @@ pub fn run_cluster_seed(config: &ClusterSimConfig) -> ClusterSimResult {
             .filter(|l| l.leader >= 0)
             .map(|l| (l.partition, l.leader_epoch))
             .collect();
+        let broker_only_led = elections
+            .iter()
+            .filter(|&&(p, e)| {
+                w.leaders
+                    .iter()
+                    .any(|l| (l.partition, l.leader_epoch) == (p, e) && l.leader as usize > VOTERS)
+            })
+            .count();
         summary.push_str(&format!(
-            ", leader epochs seen={}, follower reads={}",
+            ", leader epochs seen={} (led by the broker-only node {broker_only_led}), follower reads={}",
             elections.len(),
             w.follower_reads
         ));

@@ -2,7 +2,8 @@
 //! and failure experiments (kill -9 a node, SIGSTOP one, watch the others carry on).
 //!
 //! Node i (1-based) gets Kafka port `base + i - 1`, controller port `base + 100 + i - 1` and the
-//! data directory `<data-dir>/node-i`; its pid goes to `<data-dir>/node-i.pid` and its stdout
+//! data directory `<data-dir>/node-i`. `--brokers M` adds M broker-only nodes after the voters
+//! (`--process-roles broker`, ids N+1..N+M, Kafka ports after the voters', no controller port); its pid goes to `<data-dir>/node-i.pid` and its stdout
 //! and stderr to `<data-dir>/node-i.log` (truncated at each start). Once every node printed
 //! `listening on`, the supervisor prints `cluster ready: bootstrap HOST:PORT,...` and waits.
 //! SIGTERM or Ctrl-C stops every node with SIGTERM (SIGKILL after a bound) and removes the pid
@@ -31,9 +32,12 @@ pub enum Command {
 /// Flags of `broker dev-cluster`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct DevClusterArgs {
-    /// Number of nodes, 1..=9; every node is a voter and a broker.
+    /// Number of voting nodes, 1..=9; each is a voter and a broker.
     #[arg(long, default_value_t = 3)]
     pub nodes: usize,
+    /// Broker-only nodes besides the voters, 0..=16 (`--process-roles broker`).
+    #[arg(long, default_value_t = 0)]
+    pub brokers: usize,
     /// Kafka port of node 1; node i listens on BASE+i-1 and its controller on BASE+100+i-1.
     #[arg(long, default_value_t = 9092)]
     pub base_port: u16,
@@ -48,6 +52,8 @@ pub struct DevClusterArgs {
     pub node_args: Vec<String>,
 }
 
+/// Most broker-only nodes a dev cluster runs.
+pub const DEV_BROKERS_MAX: usize = 16;
 /// Loopback host every node binds.
 const HOST: &str = "127.0.0.1";
 /// Controller ports are the Kafka ports plus this.
@@ -68,17 +74,21 @@ extern "C" fn on_stop_signal(_: libc::c_int) {
     STOP.store(true, Ordering::SeqCst);
 }
 
-/// The ports and addresses of an N-node dev cluster.
+/// The ports and addresses of a dev cluster: `nodes` voters, then `brokers` broker-only nodes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Layout {
     pub nodes: usize,
+    pub brokers: usize,
     pub base_port: u16,
 }
 
 impl Layout {
-    pub fn new(nodes: usize, base_port: u16) -> anyhow::Result<Layout> {
+    pub fn new(nodes: usize, brokers: usize, base_port: u16) -> anyhow::Result<Layout> {
         if !(1..=VOTERS_MAX).contains(&nodes) {
             bail!("--nodes must be 1..={VOTERS_MAX}, got {nodes}");
+        }
+        if brokers > DEV_BROKERS_MAX {
+            bail!("--brokers must be 0..={DEV_BROKERS_MAX}, got {brokers}");
         }
         let last = base_port as u32 + CONTROLLER_PORT_OFFSET as u32 + nodes as u32 - 1;
         if base_port == 0 || last > u16::MAX as u32 {
@@ -87,7 +97,21 @@ impl Layout {
                  controller ports (+{CONTROLLER_PORT_OFFSET})"
             );
         }
-        Ok(Layout { nodes, base_port })
+        Ok(Layout {
+            nodes,
+            brokers,
+            base_port,
+        })
+    }
+
+    /// Every node's id: the voters, then the broker-only nodes.
+    pub fn ids(&self) -> std::ops::RangeInclusive<usize> {
+        1..=self.nodes + self.brokers
+    }
+
+    /// Whether node `id` only brokers (observes the quorum).
+    pub fn broker_only(&self, id: usize) -> bool {
+        id > self.nodes
     }
 
     /// Kafka listener port of node `id` (1-based).
@@ -110,7 +134,7 @@ impl Layout {
 
     /// `127.0.0.1:9092,127.0.0.1:9093,...`
     pub fn bootstrap(&self) -> String {
-        (1..=self.nodes)
+        self.ids()
             .map(|id| format!("{HOST}:{}", self.kafka_port(id)))
             .collect::<Vec<_>>()
             .join(",")
@@ -123,13 +147,19 @@ impl Layout {
             id.to_string(),
             "--listen".to_string(),
             format!("{HOST}:{}", self.kafka_port(id)),
-            "--controller-listen".to_string(),
-            format!("{HOST}:{}", self.controller_port(id)),
+        ];
+        if self.broker_only(id) {
+            out.extend(["--process-roles".to_string(), "broker".to_string()]);
+        } else {
+            out.push("--controller-listen".to_string());
+            out.push(format!("{HOST}:{}", self.controller_port(id)));
+        }
+        out.extend([
             "--voters".to_string(),
             self.voters(),
             "--data-dir".to_string(),
             node_dir(&args.data_dir, id).display().to_string(),
-        ];
+        ]);
         if let Some(f) = &args.fsync {
             out.push("--fsync".to_string());
             out.push(f.clone());
@@ -160,14 +190,14 @@ struct Node {
 
 /// Runs the dev cluster until SIGTERM or Ctrl-C. Returns an error if it cannot start.
 pub fn run(args: DevClusterArgs) -> anyhow::Result<()> {
-    let layout = Layout::new(args.nodes, args.base_port)?;
+    let layout = Layout::new(args.nodes, args.brokers, args.base_port)?;
     if let Some(f) = &args.fsync {
         f.parse::<crate::config::FsyncPolicy>()
             .map_err(anyhow::Error::msg)?;
     }
     fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating {}", args.data_dir.display()))?;
-    for id in 1..=layout.nodes {
+    for id in layout.ids() {
         refuse_if_running(&pid_path(&args.data_dir, id))?;
     }
     install_stop_handler();
@@ -207,7 +237,7 @@ pub fn run(args: DevClusterArgs) -> anyhow::Result<()> {
         }
         thread::sleep(Duration::from_millis(POLL_MS));
     }
-    eprintln!("dev-cluster: stopping {} nodes", layout.nodes);
+    eprintln!("dev-cluster: stopping {} nodes", layout.ids().count());
     stop_all(&mut nodes, &args.data_dir);
     Ok(())
 }
@@ -219,7 +249,7 @@ fn start_all(
     args: &DevClusterArgs,
     nodes: &mut Vec<Node>,
 ) -> anyhow::Result<()> {
-    for id in 1..=layout.nodes {
+    for id in layout.ids() {
         let dir = node_dir(&args.data_dir, id);
         fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let log = log_path(&args.data_dir, id);
@@ -397,6 +427,7 @@ mod tests {
     fn args(nodes: usize, base_port: u16) -> DevClusterArgs {
         DevClusterArgs {
             nodes,
+            brokers: 0,
             base_port,
             data_dir: PathBuf::from("/tmp/dc"),
             fsync: Some("never".into()),
@@ -407,7 +438,7 @@ mod tests {
     #[test]
     fn three_nodes_get_consecutive_ports_and_one_voters_string() {
         let a = args(3, 9092);
-        let l = Layout::new(a.nodes, a.base_port).unwrap();
+        let l = Layout::new(a.nodes, a.brokers, a.base_port).unwrap();
         assert_eq!(
             l.voters(),
             "1@127.0.0.1:9192,2@127.0.0.1:9193,3@127.0.0.1:9194"
@@ -442,16 +473,54 @@ mod tests {
     }
 
     #[test]
+    fn broker_only_nodes_follow_the_voters_without_a_controller_port() {
+        let a = DevClusterArgs {
+            brokers: 2,
+            ..args(3, 9092)
+        };
+        let l = Layout::new(a.nodes, a.brokers, a.base_port).unwrap();
+        assert_eq!(l.ids().collect::<Vec<_>>(), [1, 2, 3, 4, 5]);
+        assert_eq!(
+            l.voters(),
+            "1@127.0.0.1:9192,2@127.0.0.1:9193,3@127.0.0.1:9194",
+            "broker-only nodes are not voters"
+        );
+        assert!(l.bootstrap().ends_with(",127.0.0.1:9095,127.0.0.1:9096"));
+        let four = l.node_args(4, &a);
+        assert_eq!(
+            four[..6],
+            [
+                "--node-id",
+                "4",
+                "--listen",
+                "127.0.0.1:9095",
+                "--process-roles",
+                "broker"
+            ]
+        );
+        assert!(!four.iter().any(|x| x == "--controller-listen"));
+        // What the broker itself makes of those flags.
+        use clap::Parser;
+        let flags =
+            crate::config::Flags::try_parse_from(std::iter::once("broker".to_string()).chain(four))
+                .unwrap();
+        let c = crate::config::BrokerConfig::from_flags(flags).unwrap();
+        assert_eq!(c.cluster.process_roles, crate::config::ProcessRoles::Broker);
+    }
+
+    #[test]
     fn node_count_and_port_range_are_checked() {
-        assert!(Layout::new(0, 9092).is_err());
-        assert!(Layout::new(10, 9092).is_err());
-        assert!(Layout::new(9, 9092).is_ok());
-        assert!(Layout::new(1, 0).is_err());
+        assert!(Layout::new(0, 0, 9092).is_err());
+        assert!(Layout::new(10, 0, 9092).is_err());
+        assert!(Layout::new(9, 0, 9092).is_ok());
+        assert!(Layout::new(9, DEV_BROKERS_MAX, 9092).is_ok());
+        assert!(Layout::new(3, DEV_BROKERS_MAX + 1, 9092).is_err());
+        assert!(Layout::new(1, 0, 0).is_err());
         assert!(
-            Layout::new(3, 65_434).is_err(),
+            Layout::new(3, 0, 65_434).is_err(),
             "controller port past 65535"
         );
-        assert!(Layout::new(3, 65_433).is_ok());
+        assert!(Layout::new(3, 0, 65_433).is_ok());
     }
 
     #[test]

@@ -150,6 +150,25 @@ where
     tracing::info!(node = me, entries = recovered.entries.len(),
         snapshot = ?recovered.snapshot.as_ref().map(|s| s.id), epoch = recovered.quorum_state.epoch,
         "quorum state recovered");
+    // The voter set is static: a quorum state written under another one is refused here with
+    // a message, rather than by the core's assertions.
+    let qs = &recovered.quorum_state;
+    if let Some(v) = qs.voted_for.filter(|v| !voters.iter().any(|x| x.id == *v)) {
+        anyhow::bail!(
+            "{} records a vote for node {v} in epoch {}, which --voters does not list: the \
+             voter set cannot change",
+            dir.display(),
+            qs.epoch
+        );
+    }
+    if observer && qs.voted_for.is_some() {
+        anyhow::bail!(
+            "{} records this node's vote in epoch {}: a voter cannot become a broker-only node \
+             (the voter set cannot change)",
+            dir.display(),
+            qs.epoch
+        );
+    }
     let mut core = RaftCore::new(raft, recovered, monotonic_ms(start));
     let mut ctl = Controller::new(controller, me, seed);
     let peers: BTreeMap<NodeId, mpsc::Sender<Bytes>> = voters
@@ -591,3 +610,71 @@ async fn read_frames<R: AsyncRead + Unpin>(
 /// Boxed future type dialers return.
 pub type DialFuture<R, W> =
     Pin<Box<dyn std::future::Future<Output = std::io::Result<(R, W)>> + Send>>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::raft::QuorumState;
+    use crate::storage::MemStorage;
+
+    /// Runs the quorum task of node `me` over `storage` with `voters`, until it returns.
+    async fn run_once(storage: MemStorage, me: NodeId, voters: &[NodeId]) -> anyhow::Result<()> {
+        let voters: Vec<Voter> = voters
+            .iter()
+            .map(|&id| Voter {
+                id,
+                host: "127.0.0.1".into(),
+                port: 1,
+            })
+            .collect();
+        let (inbox_tx, inbox_rx) = mpsc::channel(16);
+        let view = ClusterView::new(me, 1, true, inbox_tx.clone());
+        let (_stop_tx, stop_rx) = watch::channel(false);
+        let params = QuorumParams {
+            storage,
+            dir: PathBuf::from("/meta"),
+            me,
+            raft: RaftConfig::new(me, voters.iter().map(|v| v.id).collect(), 1),
+            voters,
+            controller: crate::cluster::controller::ControllerConfig {
+                session_timeout_ms: 1_000,
+                min_insync_replicas: 1,
+                auto_leader_rebalance: false,
+                leader_imbalance_check_ms: 10_000,
+                unclean_leader_election: false,
+            },
+            dialer: Arc::new(crate::server::TcpDialer),
+            seed: 1,
+            inbox: inbox_tx,
+        };
+        run(params, view, inbox_rx, stop_rx).await
+    }
+
+    /// A quorum state written under another voter set is refused with a message: a vote for a
+    /// node the voters no longer list, or a vote by a node that now runs broker-only.
+    #[tokio::test]
+    async fn a_quorum_state_from_another_voter_set_is_refused() {
+        let storage = MemStorage::new();
+        {
+            let (mut store, _) = RaftStore::open(storage.clone(), PathBuf::from("/meta")).unwrap();
+            let qs = QuorumState {
+                epoch: 3,
+                voted_for: Some(2),
+                leader: Some(2),
+            };
+            store.apply(&StorageOp::PersistQuorumState(qs)).unwrap();
+            store.sync().unwrap();
+        }
+        let e = run_once(storage.clone(), 1, &[1, 3, 4]).await.unwrap_err();
+        assert!(e.to_string().contains("the voter set cannot change"), "{e}");
+        // Node 2 itself, now outside the voters: it voted, so it cannot observe.
+        let e = run_once(storage.clone(), 2, &[1, 3, 4]).await.unwrap_err();
+        assert!(e.to_string().contains("voter set cannot change"), "{e}");
+        // Node 3 as a broker-only node of voters 1, 2, 4: it voted (for 2).
+        let e = run_once(storage, 3, &[1, 2, 4]).await.unwrap_err();
+        assert!(
+            e.to_string().contains("cannot become a broker-only node"),
+            "{e}"
+        );
+    }
+}

@@ -416,6 +416,18 @@ where
         cluster.clone(),
     ));
     tokio::pin!(shutdown);
+    let quorum_failed = async {
+        match quorum_task.as_mut() {
+            Some(t) => t.await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(quorum_failed);
+    let quorum_error = |ended: Result<anyhow::Result<()>, tokio::task::JoinError>| match ended {
+        Ok(Ok(())) => anyhow::anyhow!("the quorum task stopped"),
+        Ok(Err(e)) => e,
+        Err(e) => anyhow::anyhow!("the quorum task panicked: {e}"),
+    };
     if let Some(view) = &cluster {
         // As a KRaft broker does, serve clients only once this start is registered with the
         // controller: before that the image may predate the restart, and Metadata would be
@@ -438,6 +450,15 @@ where
                 return Ok(());
             }
             _ = registered => tracing::info!(node = view.me, "registered with the controller"),
+            // A quorum that cannot start (storage, a quorum state from another voter set)
+            // would otherwise leave the broker waiting here for good.
+            ended = &mut quorum_failed => {
+                let e = quorum_error(ended);
+                tracing::error!(error = %e, "metadata quorum failed before registration");
+                let _ = stop_tx.send(true);
+                background.abort_all();
+                return Err(e);
+            }
         }
     }
     tracing::info!(listen = %bound, data_dir = %config.data_dir.display(), fsync = %config.fsync, "broker started");
@@ -475,24 +496,13 @@ where
     };
     let slots = Arc::new(Semaphore::new(config.max_connections as usize));
     let mut connections = JoinSet::new();
-    let quorum_failed = async {
-        match quorum_task.as_mut() {
-            Some(t) => t.await,
-            None => std::future::pending().await,
-        }
-    };
-    tokio::pin!(quorum_failed);
     let mut fatal: Option<anyhow::Error> = None;
     loop {
         tokio::select! {
             biased;
             _ = &mut shutdown => break,
             ended = &mut quorum_failed => {
-                let e = match ended {
-                    Ok(Ok(())) => anyhow::anyhow!("the quorum task stopped"),
-                    Ok(Err(e)) => e,
-                    Err(e) => anyhow::anyhow!("the quorum task panicked: {e}"),
-                };
+                let e = quorum_error(ended);
                 tracing::error!(error = %e, "metadata quorum failed; shutting down");
                 fatal = Some(e);
                 break;

@@ -179,6 +179,7 @@ where
             // An observer reads the voters' answers back on the connections it dials.
             let replies = observer.then(|| own_inbox.clone());
             tokio::spawn(peer_sender(
+                me,
                 v.addr(),
                 v.id,
                 Arc::clone(&dialer),
@@ -210,7 +211,9 @@ where
         };
         let mut out = Vec::new();
         if encode_frame(frame, &mut out).is_ok() {
-            let _ = tx.try_send(Bytes::from(out));
+            if let Err(e) = tx.try_send(Bytes::from(out)) {
+                tracing::debug!(to, error = %e, "frame dropped");
+            }
         }
     };
 
@@ -393,6 +396,7 @@ where
                         if voter_ids.contains(&node) || node == me {
                             tracing::warn!(node, "a voter's id on an observer's connection; ignored");
                         } else if links.len() < OBSERVER_LINKS_MAX || links.contains_key(&node) {
+                            tracing::debug!(node = me, observer = node, "observer link");
                             links.insert(node, frames);
                         } else {
                             tracing::warn!(node, observers = links.len(), "too many observers; not answering this one");
@@ -445,6 +449,7 @@ where
 /// `replies` (an observer), it also reads the peer's frames back from that connection into
 /// the quorum's inbox.
 async fn peer_sender<D: Dialer>(
+    me: NodeId,
     addr: String,
     id: NodeId,
     dialer: Arc<D>,
@@ -455,25 +460,32 @@ async fn peer_sender<D: Dialer>(
     let mut first: Option<Bytes> = None;
     loop {
         let mut reader_task: Option<tokio::task::JoinHandle<()>> = None;
+        // Fires when the reader sees the connection end: the peer is gone (a restarted process
+        // answers with resets), so the writer redials rather than write into a dead
+        // connection whose errors may never surface.
+        let mut reader_done: Option<oneshot::Receiver<()>> = None;
         let mut writer = match dialer.dial(addr.clone()).await {
             Ok((r, w)) => {
                 backoff = DIAL_BACKOFF_MS_MIN;
                 if let Some(inbox) = &replies {
                     let inbox = inbox.clone();
+                    let (done_tx, done_rx) = oneshot::channel();
+                    reader_done = Some(done_rx);
                     reader_task = Some(tokio::spawn(async move {
                         let mut from = None;
                         if let Err(e) = read_frames(r, &inbox, &mut from, None).await {
-                            tracing::debug!(peer = id, error = %e, "peer's answers closed");
+                            tracing::debug!(node = me, peer = id, error = %e, "peer's answers closed");
                         }
                         if let Some(node) = from {
                             let _ = inbox.try_send(QuorumInput::PeerLost(node));
                         }
+                        let _ = done_tx.send(());
                     }));
                 }
                 w
             }
             Err(e) => {
-                tracing::debug!(peer = id, %addr, error = %e, "dialing peer failed");
+                tracing::debug!(node = me, peer = id, %addr, error = %e, "dialing peer failed");
                 // Frames queued meanwhile are stale; drop them rather than send them late.
                 while rx.try_recv().is_ok() {}
                 first = None;
@@ -482,20 +494,46 @@ async fn peer_sender<D: Dialer>(
                 continue;
             }
         };
+        let closed = async {
+            match reader_done {
+                Some(done) => {
+                    let _ = done.await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        tokio::pin!(closed);
         loop {
             let frame = match first.take() {
                 Some(f) => f,
-                None => match rx.recv().await {
-                    Some(f) => f,
-                    None => return,
+                None => tokio::select! {
+                    biased;
+                    _ = &mut closed => {
+                        tracing::debug!(node = me, peer = id, "peer closed the connection; redialing");
+                        break;
+                    }
+                    f = rx.recv() => match f {
+                        Some(f) => f,
+                        None => return,
+                    },
                 },
             };
-            if let Err(e) = writer.write_all(&frame).await {
-                tracing::debug!(peer = id, error = %e, "peer connection lost");
-                break;
-            }
-            // Flush only when nothing else is queued, so bursts share a write.
-            if rx.is_empty() && writer.flush().await.is_err() {
+            // A write to a peer that is gone may wait for buffer space for good: the reader's
+            // end of the connection ends it too.
+            let written = tokio::select! {
+                biased;
+                _ = &mut closed => Err(std::io::Error::other("the peer closed the connection")),
+                r = async {
+                    writer.write_all(&frame).await?;
+                    // Flush only when nothing else is queued, so bursts share a write.
+                    if rx.is_empty() {
+                        writer.flush().await?;
+                    }
+                    Ok(())
+                } => r,
+            };
+            if let Err(e) = written {
+                tracing::debug!(node = me, peer = id, error = %e, "peer connection lost");
                 break;
             }
         }

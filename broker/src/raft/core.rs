@@ -1105,14 +1105,7 @@ impl RaftCore {
         let valid = matches!(result, FetchResult::Entries(_));
         let leader_end = self.log.end_offset();
         if let State::Leader(l) = &mut self.state {
-            let tracked = if self.cfg.voters.contains(&replica) {
-                l.progress.get_mut(&replica)
-            } else if replica != self.cfg.node_id {
-                Some(observer_progress(&mut l.observers, replica, now))
-            } else {
-                None
-            };
-            if let Some(p) = tracked {
+            if let Some(p) = fetcher_progress(l, &self.cfg, replica, now) {
                 if valid {
                     // Before the fetch time moves: a fetch from at least the log end the
                     // previous fetch saw means the voter had all of it at that fetch.
@@ -1258,14 +1251,7 @@ impl RaftCore {
         let now = self.now;
         let chunk = match &mut self.state {
             State::Leader(l) if epoch == self.qs.epoch => {
-                let tracked = if self.cfg.voters.contains(&replica) {
-                    l.progress.get_mut(&replica)
-                } else if replica != self.cfg.node_id {
-                    Some(observer_progress(&mut l.observers, replica, now))
-                } else {
-                    None
-                };
-                if let Some(p) = tracked {
+                if let Some(p) = fetcher_progress(l, &self.cfg, replica, now) {
                     p.last_fetch_ms = p.last_fetch_ms.max(now);
                     p.fetched_in_epoch = true;
                 }
@@ -1594,6 +1580,23 @@ fn check_quorum_state(cfg: &RaftConfig, qs: &QuorumState) {
     if let Some(v) = qs.voted_for {
         assert!(cfg.voters.contains(&v), "voted for non-voter {v}");
         assert!(qs.epoch > 0, "vote in epoch 0");
+    }
+}
+
+/// The leader's record of the replica that fetched: a voter's progress, or an observer's (made
+/// room for when new); none for the leader itself.
+fn fetcher_progress<'a>(
+    l: &'a mut LeaderState,
+    cfg: &RaftConfig,
+    replica: NodeId,
+    now: u64,
+) -> Option<&'a mut Progress> {
+    if cfg.voters.contains(&replica) {
+        l.progress.get_mut(&replica)
+    } else if replica != cfg.node_id {
+        Some(observer_progress(&mut l.observers, replica, now))
+    } else {
+        None
     }
 }
 

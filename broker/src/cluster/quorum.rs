@@ -457,7 +457,6 @@ async fn peer_sender<D: Dialer>(
     replies: Option<mpsc::Sender<QuorumInput>>,
 ) {
     let mut backoff = DIAL_BACKOFF_MS_MIN;
-    let mut first: Option<Bytes> = None;
     loop {
         let mut reader_task: Option<tokio::task::JoinHandle<()>> = None;
         // Fires when the reader sees the connection end: the peer is gone (a restarted process
@@ -488,7 +487,6 @@ async fn peer_sender<D: Dialer>(
                 tracing::debug!(node = me, peer = id, %addr, error = %e, "dialing peer failed");
                 // Frames queued meanwhile are stale; drop them rather than send them late.
                 while rx.try_recv().is_ok() {}
-                first = None;
                 tokio::time::sleep(Duration::from_millis(backoff)).await;
                 backoff = (backoff * 2).min(DIAL_BACKOFF_MS_MAX);
                 continue;
@@ -504,18 +502,15 @@ async fn peer_sender<D: Dialer>(
         };
         tokio::pin!(closed);
         loop {
-            let frame = match first.take() {
-                Some(f) => f,
-                None => tokio::select! {
-                    biased;
-                    _ = &mut closed => {
-                        tracing::debug!(node = me, peer = id, "peer closed the connection; redialing");
-                        break;
-                    }
-                    f = rx.recv() => match f {
-                        Some(f) => f,
-                        None => return,
-                    },
+            let frame = tokio::select! {
+                biased;
+                _ = &mut closed => {
+                    tracing::debug!(node = me, peer = id, "peer closed the connection; redialing");
+                    break;
+                }
+                f = rx.recv() => match f {
+                    Some(f) => f,
+                    None => return,
                 },
             };
             // A write to a peer that is gone may wait for buffer space for good: the reader's

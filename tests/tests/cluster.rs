@@ -2469,10 +2469,17 @@ fn a_broker_only_node_joins_the_cluster_and_follows_failover() {
         "node {four} does not follow the next quorum leader: {last:?}\n{}",
         c.log_tail(four, 40)
     );
+    // A fresh admin client from the live nodes, with short attempts: the old one may still
+    // send to the dead controller it knew, and one attempt would then wait out the whole
+    // timeout (seen once in a CI rehearsal).
     let after = unique_name("after-failover");
     let nt = NewTopic::new(&after, 1, TopicReplication::Fixed(2));
+    let short = rdkafka::admin::AdminOptions::new()
+        .operation_timeout(Some(Timeout::After(Duration::from_secs(5))))
+        .request_timeout(Some(Timeout::After(Duration::from_secs(5))));
     let created = wait_until(CONVERGE_TIMEOUT, || {
-        let res = block_on(admin.create_topics([&nt], &opts));
+        let admin = self::admin(&c.bootstrap_live());
+        let res = block_on(admin.create_topics([&nt], &short));
         res.is_ok_and(|r| {
             r[0].is_ok() || matches!(&r[0], Err((_, RDKafkaErrorCode::TopicAlreadyExists)))
         })

@@ -1626,11 +1626,14 @@ impl World {
         };
         let me = self.nodes[node].id;
         for p in 0..self.p.partitions {
-            let Some(part) = self.nodes[node].parts[p].as_mut() else {
+            let n = &mut self.nodes[node];
+            let Some(part) = n.parts[p].as_mut() else {
                 continue;
             };
             let epoch = part.core.leader_epoch();
-            if let Some((current, new)) = part.core.isr_change(now, lag) {
+            let image = &n.image;
+            let joinable = |b: NodeId| image.brokers.get(&b).is_some_and(|r| !r.fenced);
+            if let Some((current, new)) = part.core.isr_change(now, lag, joinable) {
                 tr!(
                     self,
                     "n{me} p{p} asks ISR {current:?} -> {new:?} (epoch {epoch})"

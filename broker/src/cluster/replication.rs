@@ -267,8 +267,9 @@ async fn isr_loop<S: Storage + Clone>(
                 continue;
             };
             for p in topic.partitions() {
+                let joinable = |n: NodeId| image.brokers.get(&n).is_some_and(|b| !b.fenced);
                 let Some((epoch, current, new)) =
-                    p.isr_change(now_ms, config.replica_lag_time_max_ms as i64)
+                    p.isr_change(now_ms, config.replica_lag_time_max_ms as i64, joinable)
                 else {
                     continue;
                 };

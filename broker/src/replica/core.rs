@@ -508,10 +508,16 @@ impl<S: Storage> PartitionCore<S> {
     /// the controller refuses it ([`isr_change_refused`](Self::isr_change_refused)), as in
     /// Kafka. Dropping it let a leader cut off with a stale follower commit, and acknowledge,
     /// records the new leader never had.
+    ///
+    /// Only replicas `joinable` says the metadata shows registered and unfenced may join
+    /// (KIP-841): a killed follower that had caught up is not asked back every retry until its
+    /// last fetch ages out, and a pending expansion never waits on a broker the controller
+    /// will refuse.
     pub fn isr_change(
         &mut self,
         now_ms: i64,
         lag_max_ms: i64,
+        joinable: impl Fn(NodeId) -> bool,
     ) -> Option<(Vec<NodeId>, Vec<NodeId>)> {
         let hw = self.high_watermark;
         let epoch_start = self
@@ -551,7 +557,7 @@ impl<S: Storage> PartitionCore<S> {
                     && f.last_fetch_ms >= 0
                     && now_ms - f.last_fetch_ms <= lag_max_ms
             });
-            if !new_isr.contains(r) && caught_up {
+            if !new_isr.contains(r) && caught_up && joinable(*r) {
                 new_isr.push(*r);
             }
         }
@@ -1149,10 +1155,10 @@ mod tests {
         assert_eq!(leader.high_watermark(), 3);
         // 3 is at the log end but has synced nothing: not caught up enough to join.
         leader.replica_fetch(3, 1, 3, Some(0), 1, T0).unwrap();
-        assert_eq!(leader.isr_change(T0 + 1, 10_000), None);
+        assert_eq!(leader.isr_change(T0 + 1, 10_000, |_| true), None);
         leader.replica_fetch(3, 1, 3, Some(3), 1, T0 + 2).unwrap();
         assert_eq!(
-            leader.isr_change(T0 + 3, 10_000),
+            leader.isr_change(T0 + 3, 10_000, |_| true),
             Some((vec![1, 2], vec![1, 2, 3]))
         );
     }
@@ -1166,12 +1172,12 @@ mod tests {
         flush(&mut leader);
         leader.replica_fetch(2, 1, 1, None, 1, T0 + 19_000).unwrap();
         // Follower 3 never fetches: after the lag limit the leader asks to drop it...
-        let change = leader.isr_change(T0 + 20_000, 10_000);
+        let change = leader.isr_change(T0 + 20_000, 10_000, |_| true);
         assert_eq!(change, Some((vec![1, 2, 3], vec![1, 2])));
         // ...but until the controller commits it, the HW still waits for 3.
         assert_eq!(leader.high_watermark(), 0);
         assert_eq!(
-            leader.isr_change(T0 + 20_001, 10_000),
+            leader.isr_change(T0 + 20_001, 10_000, |_| true),
             None,
             "one change at a time"
         );
@@ -1181,7 +1187,7 @@ mod tests {
         leader.append(&simple_batch(T0, &[b"b"]), 1, T0).unwrap();
         flush(&mut leader);
         leader.replica_fetch(3, 1, 1, None, 1, T0 + 20_010).unwrap();
-        let change = leader.isr_change(T0 + 20_011, 10_000);
+        let change = leader.isr_change(T0 + 20_011, 10_000, |_| true);
         assert_eq!(change, Some((vec![1, 2], vec![1, 2, 3])));
         leader.replica_fetch(2, 1, 2, None, 1, T0 + 20_012).unwrap();
         assert_eq!(
@@ -1191,6 +1197,29 @@ mod tests {
         );
         leader.replica_fetch(3, 1, 2, None, 1, T0 + 20_013).unwrap();
         assert_eq!(leader.high_watermark(), 2);
+    }
+
+    /// KIP-841: a caught-up follower the metadata shows fenced (a killed broker whose last
+    /// fetch reached the log end) is not asked into the ISR, so no expansion is left pending
+    /// on it and the high watermark does not wait for it; once unfenced it is asked at once.
+    #[test]
+    fn a_fenced_follower_is_not_asked_into_the_isr() {
+        let s = MemStorage::new();
+        let mut leader = core(&s, "/l/t-0");
+        leader.become_leader(1, 1, vec![1, 2, 3], vec![1, 2], T0);
+        leader.append(&simple_batch(T0, &[b"a"]), 1, T0).unwrap();
+        flush(&mut leader);
+        leader.replica_fetch(3, 1, 1, Some(1), 1, T0 + 1).unwrap();
+        let fenced = |n: NodeId| n != 3;
+        assert_eq!(leader.isr_change(T0 + 2, 10_000, fenced), None);
+        leader.replica_fetch(2, 1, 1, Some(1), 1, T0 + 3).unwrap();
+        assert_eq!(leader.high_watermark(), 1, "nothing pending on 3");
+        let later = T0 + 3 + ISR_CHANGE_RETRY_MS;
+        assert_eq!(leader.isr_change(later, 10_000, fenced), None);
+        assert_eq!(
+            leader.isr_change(later + 1, 10_000, |_| true),
+            Some((vec![1, 2], vec![1, 2, 3]))
+        );
     }
 
     /// Found by the replication_actions fuzzer: a leader whose expansion went unanswered used to
@@ -1207,15 +1236,15 @@ mod tests {
         leader.replica_fetch(2, 1, 0, None, -1, T0).unwrap();
         leader.replica_fetch(3, 1, 0, None, -1, T0).unwrap();
         let ask = Some((vec![1, 3], vec![1, 3, 2]));
-        assert_eq!(leader.isr_change(T0 + 1, 10_000), ask);
+        assert_eq!(leader.isr_change(T0 + 1, 10_000, |_| true), ask);
         // 2 goes quiet and 3 keeps up; long after, the same expansion is asked again.
         leader.append(&simple_batch(T0, &[b"a"]), 1, T0).unwrap();
         flush(&mut leader);
         let later = T0 + 1 + ISR_CHANGE_RETRY_MS;
         leader.replica_fetch(3, 1, 1, None, 1, later).unwrap();
-        assert_eq!(leader.isr_change(later, 10_000), ask);
+        assert_eq!(leader.isr_change(later, 10_000, |_| true), ask);
         assert_eq!(leader.high_watermark(), 0, "2 may be in the ISR: it counts");
-        assert_eq!(leader.isr_change(later + 1, 10_000), None);
+        assert_eq!(leader.isr_change(later + 1, 10_000, |_| true), None);
         // A refusal of another change does nothing; a refusal of this one frees the leader.
         leader.isr_change_refused(&[1, 2]);
         assert_eq!(leader.high_watermark(), 0);

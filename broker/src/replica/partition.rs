@@ -520,10 +520,11 @@ impl<S: Storage> Partition<S> {
         &self,
         now_ms: i64,
         lag_max_ms: i64,
+        joinable: impl Fn(NodeId) -> bool,
     ) -> Option<(i32, Vec<NodeId>, Vec<NodeId>)> {
         let mut core = self.core();
         let epoch = core.leader_epoch();
-        core.isr_change(now_ms, lag_max_ms)
+        core.isr_change(now_ms, lag_max_ms, joinable)
             .map(|(current, new)| (epoch, current, new))
     }
 

@@ -447,7 +447,8 @@ where
 
 /// Keeps one connection to a peer's controller port and writes its queued frames. With
 /// `replies` (an observer), it also reads the peer's frames back from that connection into
-/// the quorum's inbox.
+/// the quorum's inbox; a voter reads it only to notice its end. Either way the end of the
+/// connection means redialing.
 async fn peer_sender<D: Dialer>(
     me: NodeId,
     addr: String,
@@ -458,31 +459,8 @@ async fn peer_sender<D: Dialer>(
 ) {
     let mut backoff = DIAL_BACKOFF_MS_MIN;
     loop {
-        let mut reader_task: Option<tokio::task::JoinHandle<()>> = None;
-        // Fires when the reader sees the connection end: the peer is gone (a restarted process
-        // answers with resets), so the writer redials rather than write into a dead
-        // connection whose errors may never surface.
-        let mut reader_done: Option<oneshot::Receiver<()>> = None;
-        let mut writer = match dialer.dial(addr.clone()).await {
-            Ok((r, w)) => {
-                backoff = DIAL_BACKOFF_MS_MIN;
-                if let Some(inbox) = &replies {
-                    let inbox = inbox.clone();
-                    let (done_tx, done_rx) = oneshot::channel();
-                    reader_done = Some(done_rx);
-                    reader_task = Some(tokio::spawn(async move {
-                        let mut from = None;
-                        if let Err(e) = read_frames(r, &inbox, &mut from, None).await {
-                            tracing::debug!(node = me, peer = id, error = %e, "peer's answers closed");
-                        }
-                        if let Some(node) = from {
-                            let _ = inbox.try_send(QuorumInput::PeerLost(node));
-                        }
-                        let _ = done_tx.send(());
-                    }));
-                }
-                w
-            }
+        let (r, mut writer) = match dialer.dial(addr.clone()).await {
+            Ok(conn) => conn,
             Err(e) => {
                 tracing::debug!(node = me, peer = id, %addr, error = %e, "dialing peer failed");
                 // Frames queued meanwhile are stale; drop them rather than send them late.
@@ -492,14 +470,29 @@ async fn peer_sender<D: Dialer>(
                 continue;
             }
         };
-        let closed = async {
-            match reader_done {
-                Some(done) => {
-                    let _ = done.await;
+        backoff = DIAL_BACKOFF_MS_MIN;
+        // `closed` fires when the reader sees the connection end: the peer is gone (a
+        // restarted process answers with resets), so the writer redials rather than write into
+        // a dead connection whose errors may never surface.
+        let (done_tx, closed) = oneshot::channel::<()>();
+        let replies = replies.clone();
+        let reader_task = tokio::spawn(async move {
+            match replies {
+                Some(inbox) => {
+                    let mut from = None;
+                    if let Err(e) = read_frames(r, &inbox, &mut from, None).await {
+                        tracing::debug!(node = me, peer = id, error = %e, "peer's answers closed");
+                    }
+                    if let Some(node) = from {
+                        let _ = inbox.try_send(QuorumInput::PeerLost(node));
+                    }
                 }
-                None => std::future::pending::<()>().await,
+                // A voter's peer answers on its own connection and writes nothing on this
+                // one: reading only waits for its end.
+                None => wait_for_end(r).await,
             }
-        };
+            let _ = done_tx.send(());
+        });
         tokio::pin!(closed);
         loop {
             let frame = tokio::select! {
@@ -510,7 +503,10 @@ async fn peer_sender<D: Dialer>(
                 }
                 f = rx.recv() => match f {
                     Some(f) => f,
-                    None => return,
+                    None => {
+                        reader_task.abort();
+                        return;
+                    }
                 },
             };
             // A write to a peer that is gone may wait for buffer space for good: the reader's
@@ -532,8 +528,17 @@ async fn peer_sender<D: Dialer>(
                 break;
             }
         }
-        if let Some(t) = reader_task {
-            t.abort();
+        reader_task.abort();
+    }
+}
+
+/// Reads a connection the peer never writes on until it ends (close, reset or error), dropping
+/// anything that arrives.
+async fn wait_for_end<R: AsyncRead + Unpin>(mut reader: R) {
+    let mut scratch = [0u8; 512];
+    while let Ok(n) = reader.read(&mut scratch).await {
+        if n == 0 {
+            return;
         }
     }
 }

@@ -139,28 +139,44 @@ impl Cluster {
             .iter()
             .map(|(id, n, v)| (*id, n.trim_start_matches('-').to_string(), v.to_string()))
             .collect();
-        Self::start_inner(args, node_args, None)
+        Self::start_inner(args, node_args, None, CLUSTER_NODES, CLUSTER_NODES)
     }
 
-    /// Three nodes configured as `compose_file` (the deploy docker-compose file) configures its
-    /// three services: the same environment and command lines, with the containers' names,
-    /// ports and data volume mapped to loopback ports and local directories.
+    /// Nodes configured as `compose_file` (the deploy docker-compose file) configures its
+    /// services `broker1..brokerN`: the same environment and command lines, with the
+    /// containers' names, ports and data volume mapped to loopback ports and local
+    /// directories. A service whose command has `--controller-listen` is a voter; the others
+    /// are broker-only nodes.
     pub fn start_from_compose(compose_file: &Path) -> Cluster {
         let text = fs::read_to_string(compose_file)
             .unwrap_or_else(|e| panic!("read {}: {e}", compose_file.display()));
         let compose = Compose::parse(&text);
+        let ids: Vec<i32> = compose.commands.keys().copied().collect();
+        let n = ids.len() as i32;
         assert_eq!(
-            compose.commands.keys().copied().collect::<Vec<_>>(),
-            (1..=CLUSTER_NODES as i32).collect::<Vec<_>>(),
-            "services broker1..broker{CLUSTER_NODES} with a command each"
+            ids,
+            (1..=n).collect::<Vec<_>>(),
+            "services broker1..brokerN with a command each"
         );
-        Self::start_inner(Vec::new(), Vec::new(), Some(compose))
+        let voter = |id: &i32| {
+            compose.commands[id]
+                .iter()
+                .any(|a| a == "--controller-listen")
+        };
+        let voters = ids.iter().filter(|&id| voter(id)).count();
+        assert!(
+            ids.iter().take(voters).all(voter),
+            "the voters are the first services"
+        );
+        Self::start_inner(Vec::new(), Vec::new(), Some(compose), voters, n as usize)
     }
 
     fn start_inner(
         args: Vec<(String, String)>,
         node_args: Vec<(i32, String, String)>,
         compose: Option<Compose>,
+        voters: usize,
+        nodes: usize,
     ) -> Cluster {
         let mut last_error = String::new();
         let mut guard = Some(ONE_CLUSTER.lock().unwrap_or_else(|p| p.into_inner()));
@@ -171,19 +187,19 @@ impl Cluster {
                 .disable_cleanup(std::env::var_os("CLUSTER_KEEP_LOGS").is_some())
                 .tempdir()
                 .expect("create cluster dir");
-            let ports = free_ports(2 * CLUSTER_NODES);
-            let nodes = (0..CLUSTER_NODES)
+            let ports = free_ports(nodes + voters);
+            let all = (0..nodes)
                 .map(|i| Node {
                     id: i as i32 + 1,
                     kafka_port: ports[i],
-                    controller_port: Some(ports[CLUSTER_NODES + i]),
+                    controller_port: (i < voters).then(|| ports[nodes + i]),
                     child: None,
                     stopped: false,
                     starts: 0,
                 })
                 .collect();
             let mut c = Cluster {
-                nodes,
+                nodes: all,
                 args: args.clone(),
                 node_args: node_args.clone(),
                 compose: compose.clone(),
@@ -192,10 +208,10 @@ impl Cluster {
                     .take()
                     .unwrap_or_else(|| ONE_CLUSTER.lock().unwrap_or_else(|p| p.into_inner())),
             };
-            for id in 1..=CLUSTER_NODES as i32 {
+            for id in 1..=nodes as i32 {
                 c.spawn(id);
             }
-            match c.wait_listening(&(1..=CLUSTER_NODES as i32).collect::<Vec<_>>()) {
+            match c.wait_listening(&(1..=nodes as i32).collect::<Vec<_>>()) {
                 Ok(()) => return c,
                 Err(e) if e.contains("in use") => last_error = e,
                 Err(e) => panic!("{e}"),
@@ -238,7 +254,7 @@ impl Cluster {
     pub fn add_broker(&mut self) -> i32 {
         assert!(
             self.compose.is_none(),
-            "compose clusters have three services"
+            "compose clusters have the file's services"
         );
         let id = self.nodes.iter().map(|n| n.id).max().unwrap_or(0) + 1;
         self.nodes.push(Node {

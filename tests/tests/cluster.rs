@@ -2022,11 +2022,12 @@ fn cluster_harness_kills_restarts_and_freezes_nodes() {
     }
 }
 
-/// deploy/docker-compose.yml's configuration (its environment and command lines) run as three
+/// deploy/docker-compose.yml's configuration (its environment and command lines) run as four
 /// local processes. There is no container runtime here, so `Cluster::start_from_compose` maps
 /// the containers' names, ports and data volume to loopback ports and temporary directories;
-/// everything else comes from the file. Checks what the file promises: three brokers in one
-/// quorum, topics replicated three times by default, acks=all writes read back.
+/// everything else comes from the file. Checks what the file promises: three voters and a
+/// broker-only node in one cluster, topics replicated three times by default, acks=all writes
+/// read back.
 #[test]
 fn compose_configuration_runs_a_replicated_cluster() {
     let compose =
@@ -2038,6 +2039,20 @@ fn compose_configuration_runs_a_replicated_cluster() {
         brokers == c.ids()
     });
     assert!(ok, "Metadata brokers {brokers:?}, expected {:?}", c.ids());
+    assert_eq!(c.ids(), [1, 2, 3, 4], "three voters and a broker-only node");
+    // broker4 follows the metadata quorum as an observer, not a voter.
+    let mut last = None;
+    let observed = wait_until(CONVERGE_TIMEOUT, || {
+        let row = quorum_row(&c.addr(1), 2);
+        let ok = row.as_ref().is_ok_and(|r| {
+            let voters: Vec<i32> = r.current_voters.iter().map(|v| v.replica_id.0).collect();
+            let observers: Vec<i32> = r.observers.iter().map(|o| o.replica_id.0).collect();
+            voters == [1, 2, 3] && observers == [4]
+        });
+        last = Some(row);
+        ok
+    });
+    assert!(observed, "quorum voters and observers: {last:?}");
     // No replication factor given: the compose file's broker default applies.
     let topic = unique_name("compose");
     let admin = admin(&c.bootstrap_live());

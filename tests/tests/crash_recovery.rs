@@ -3,7 +3,8 @@
 //! What users rely on that this proves: a message acknowledged with acks=all survives a
 //! broker crash at the offset the broker reported and with the same bytes, whether the crash
 //! comes right after the last acknowledgement or in the middle of a produce stream; after
-//! recovery the log is readable end to end and new produces continue after it.
+//! recovery the log is readable end to end and new produces continue after it. A second broker
+//! on a running broker's data directory is refused.
 
 mod common;
 
@@ -223,4 +224,72 @@ fn repeated_crashes_keep_accumulating() {
     let got = consume_all(&bs, &topic, &[0], Duration::from_secs(60));
     assert_eq!(got.len(), all.len());
     check_after_recovery(&got, &all);
+}
+
+/// A second broker started on a running broker's data directory (a second service, a script
+/// run twice) is refused at once with a message naming the directory, before it touches any
+/// file; the running broker keeps serving every acknowledged message and new ones. Once the
+/// first broker is gone, even by `kill -9`, the directory is free again.
+#[test]
+fn a_second_broker_on_the_same_data_dir_is_refused() {
+    let mut broker = Broker::start();
+    let bs = broker.bootstrap();
+    let topic = unique_name("dir-lock");
+    create_topic(&bs, &topic, 1, &[]);
+    let n = 1_000;
+    let reports = produce(&bs, &topic, "all", &[], n, msg);
+    all_ok(&reports);
+
+    let stderr_path = broker.data_dir().with_extension("second-stderr.log");
+    let mut second = std::process::Command::new(broker_bin())
+        .arg("--listen")
+        .arg("127.0.0.1:0")
+        .arg("--data-dir")
+        .arg(broker.data_dir())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&stderr_path).expect("stderr file"))
+        .spawn()
+        .expect("start a second broker");
+    let mut status = None;
+    wait_until(Duration::from_secs(20), || {
+        status = second.try_wait().expect("wait for the second broker");
+        status.is_some()
+    });
+    if status.is_none() {
+        let _ = second.kill();
+        let _ = second.wait();
+    }
+    let stderr = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+    let _ = std::fs::remove_file(&stderr_path);
+    let status = status.unwrap_or_else(|| panic!("a second broker kept running: {stderr}"));
+    assert!(!status.success(), "a second broker exited 0: {stderr}");
+    assert!(
+        stderr.contains("is in use by another broker process")
+            && stderr.contains(&broker.data_dir().display().to_string()),
+        "the refusal names the directory: {stderr}"
+    );
+
+    broker.assert_alive();
+    let want = ends(&reports);
+    let got = consume_until(
+        &bs,
+        &topic,
+        Offset::Beginning,
+        &want,
+        Duration::from_secs(60),
+    );
+    assert_eq!(
+        got.len(),
+        n,
+        "consumed count with the second broker refused"
+    );
+    check_after_recovery(&got, &reports);
+    produce_after_recovery(&bs, &topic, 0);
+
+    // kill -9 leaves the lock file behind but not the lock: a restart takes it.
+    broker.kill9();
+    broker.restart();
+    produce_after_recovery(&broker.bootstrap(), &topic, 0);
+    broker.assert_alive();
 }

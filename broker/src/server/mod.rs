@@ -49,7 +49,7 @@ use tokio::task::JoinSet;
 use crate::apis::{Advertised, Clock, KafkaApis};
 use crate::config::{BrokerConfig, FsyncPolicy};
 use crate::replica::ReplicaManager;
-use crate::storage::{FileStorage, Storage};
+use crate::storage::{DataDirLock, FileStorage, Storage};
 use connection::ConnectionLimits;
 use group_manager::GroupManager;
 
@@ -175,6 +175,8 @@ pub async fn run(
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(0)
         ^ ((std::process::id() as u64) << 32);
+    // Held until this function returns, after the shutdown.
+    let _data_dir_lock = DataDirLock::acquire(&config.data_dir)?;
     let env = ShellEnv {
         storage: FileStorage,
         clock: Arc::new(SystemClock),

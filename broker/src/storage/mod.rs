@@ -5,6 +5,7 @@
 //! pread/pwrite); `mem::MemStorage` is an in-memory implementation with deterministic fault
 //! injection (crash with torn writes, bit flips, disk full, read failures) for the simulator.
 
+pub mod dir_lock;
 pub mod file;
 pub mod mem;
 pub mod region;
@@ -12,6 +13,7 @@ pub mod region;
 use std::io;
 use std::path::Path;
 
+pub use dir_lock::DataDirLock;
 pub use file::{FileHandle, FileStorage};
 pub use mem::{MemFile, MemStorage, TornWrite};
 pub use region::{FileRegion, RegionSource};

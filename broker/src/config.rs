@@ -71,6 +71,9 @@ pub struct Flags {
     /// HOST:PORT that clients are told to connect to (Metadata) [default: the bound listen address].
     #[arg(long, env = "BROKER_ADVERTISE")]
     pub advertise: Option<String>,
+    /// HOST:PORT serving Prometheus metrics (OpenMetrics text) at `/metrics` [default: off].
+    #[arg(long, env = "BROKER_METRICS_LISTEN")]
+    pub metrics_listen: Option<String>,
     /// Directory holding the partition logs and the topic registry [default: ./data].
     #[arg(long, env = "BROKER_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
@@ -217,6 +220,7 @@ pub struct Flags {
 struct FileConfig {
     listen: Option<String>,
     advertise: Option<String>,
+    metrics_listen: Option<String>,
     data_dir: Option<PathBuf>,
     fsync: Option<String>,
     node_id: Option<i32>,
@@ -392,6 +396,8 @@ impl ClusterConfig {
 pub struct BrokerConfig {
     pub listen: String,
     pub advertise: Option<String>,
+    /// Where `/metrics` is served; None: nowhere.
+    pub metrics_listen: Option<String>,
     pub data_dir: PathBuf,
     pub fsync: FsyncPolicy,
     pub node_id: i32,
@@ -420,6 +426,7 @@ impl Default for BrokerConfig {
         BrokerConfig {
             listen: "127.0.0.1:9092".into(),
             advertise: None,
+            metrics_listen: None,
             data_dir: PathBuf::from("./data"),
             fsync: FsyncPolicy::Always,
             node_id: 1,
@@ -535,6 +542,7 @@ impl BrokerConfig {
             cluster,
             listen: flags.listen.or(file.listen).unwrap_or(d.listen),
             advertise: flags.advertise.or(file.advertise),
+            metrics_listen: flags.metrics_listen.or(file.metrics_listen),
             data_dir: flags.data_dir.or(file.data_dir).unwrap_or(d.data_dir),
             fsync: flags.fsync.or(file_fsync).unwrap_or(d.fsync),
             node_id: flags.node_id.or(file.node_id).unwrap_or(d.node_id),

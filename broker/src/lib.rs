@@ -23,6 +23,7 @@ pub mod config;
 pub mod dev_cluster;
 pub mod group;
 pub mod log;
+pub mod metrics;
 pub mod planted;
 pub mod protocol;
 pub mod raft;

@@ -686,6 +686,7 @@ pub fn run_cluster_seed(config: &ClusterSimConfig) -> ClusterSimResult {
                         storage,
                         clock: Arc::new(SimClock { skew_ms }),
                         seed: start_seed,
+                        metrics_listener: None,
                     };
                     let io = ClusterIo {
                         controller_listener: controller,

@@ -371,6 +371,7 @@ pub fn run_system_seed(config: &SystemConfig) -> SystemResult {
                     storage,
                     clock: Arc::new(SimClock { skew_ms }),
                     seed: boot_seed,
+                    metrics_listener: None,
                 };
                 broker::server::run_with(
                     broker_config(),

@@ -2514,3 +2514,119 @@ fn a_broker_only_node_joins_the_cluster_and_follows_failover() {
     check_acked(&got, &reports, true);
     c.assert_alive(four);
 }
+
+/// One `/metrics` scrape over plain HTTP: each sample line's name (with labels) and value.
+fn scrape(addr: &str) -> Result<BTreeMap<String, f64>, String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).map_err(|e| format!("connect {addr}: {e}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: test\r\n\r\n")
+        .map_err(|e| e.to_string())?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).map_err(|e| e.to_string())?;
+    let (head, body) = text.split_once("\r\n\r\n").ok_or("no HTTP head")?;
+    if !head.starts_with("HTTP/1.1 200") {
+        return Err(format!("answer: {head}"));
+    }
+    Ok(body
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (name, value) = l.rsplit_once(' ')?;
+            Some((name.to_string(), value.parse().ok()?))
+        })
+        .collect())
+}
+
+/// What operators alert on, as a Prometheus scrape of every broker shows it: the sum of
+/// under-replicated partitions goes from 0 to every partition the killed broker held and
+/// back to 0 once it rejoins; the active controller (exactly one, and only it) counts the
+/// fenced broker while it is down; leaders count the records produced, the bytes their
+/// followers fetched, and the ISR expansions that bring the restarted broker back.
+#[test]
+fn metrics_show_under_replication_while_a_broker_is_down() {
+    let ports = free_ports(3);
+    let metrics_addr = |id: i32| format!("127.0.0.1:{}", ports[id as usize - 1]);
+    let per_node: Vec<(i32, String)> = (1..=3).map(|id| (id, metrics_addr(id))).collect();
+    let per_node_args: Vec<(i32, &str, &str)> = per_node
+        .iter()
+        .map(|(id, a)| (*id, "metrics-listen", a.as_str()))
+        .collect();
+    let mut c = Cluster::start_with_node_args(&[], &per_node_args);
+    let topic = unique_name("metrics");
+    create_replicated(&c, &topic, PARTITIONS, 3, &[("min.insync.replicas", "2")]);
+    c.wait_full_isr(&topic, CONVERGE_TIMEOUT);
+    let reports = produce_and_read(&c, &topic, 0, 500);
+
+    // Sum of one metric over the nodes in `ids` (a node that does not answer fails the sum).
+    let sum = |ids: &[i32], name: &str| -> Result<f64, String> {
+        let mut total = 0.0;
+        for id in ids {
+            let m = scrape(&metrics_addr(*id))?;
+            total += m
+                .get(name)
+                .copied()
+                .ok_or(format!("{name} missing on {id}"))?;
+        }
+        Ok(total)
+    };
+    let all = c.ids();
+    let under = "kafka_server_replicamanager_underreplicatedpartitions";
+    let active = "kafka_controller_kafkacontroller_activecontrollercount";
+    let fenced = "kafka_controller_kafkacontroller_fencedbrokercount";
+    let expands = "kafka_server_replicamanager_isrexpands_total";
+    assert_eq!(sum(&all, under), Ok(0.0), "a healthy cluster");
+    assert_eq!(sum(&all, active), Ok(1.0), "one active controller");
+    assert!(
+        sum(&all, "kafka_server_brokertopicmetrics_messagesin_total").unwrap() >= 500.0,
+        "leaders count the records produced"
+    );
+    assert!(
+        sum(
+            &all,
+            "kafka_server_brokertopicmetrics_replicationbytesout_total"
+        )
+        .unwrap()
+            >= (500 * 2 * 1024) as f64,
+        "followers fetched every record twice over"
+    );
+    assert!(
+        sum(&all, "kafka_server_replicamanager_leadercount").unwrap() >= PARTITIONS as f64,
+        "every partition has a leader"
+    );
+
+    // Kill a broker that is not the active controller, so the controller's counts stay in view.
+    let controller = all
+        .iter()
+        .copied()
+        .find(|id| scrape(&metrics_addr(*id)).is_ok_and(|m| m.get(active) == Some(&1.0)))
+        .expect("an active controller");
+    let victim = all.iter().copied().find(|&id| id != controller).unwrap();
+    let expands_before = sum(&all, expands).unwrap();
+    c.kill9(victim);
+    let live: Vec<i32> = all.iter().copied().filter(|&id| id != victim).collect();
+    let mut last = String::new();
+    let degraded = wait_until(CONVERGE_TIMEOUT, || {
+        let (u, f) = (sum(&live, under), sum(&[controller], fenced));
+        last = format!("under-replicated {u:?}, fenced {f:?}");
+        // Every partition of the topic (RF=3) had a replica on the victim, and its leaders
+        // are now live nodes (the group offsets' partitions may count too).
+        u.as_ref().is_ok_and(|u| *u >= PARTITIONS as f64) && f == Ok(1.0)
+    });
+    assert!(degraded, "after kill -9 of node {victim}: {last}");
+
+    c.restart(victim);
+    c.wait_full_isr(&topic, CONVERGE_TIMEOUT);
+    let healed = wait_until(CONVERGE_TIMEOUT, || {
+        let (u, f) = (sum(&all, under), sum(&[controller], fenced));
+        last = format!("under-replicated {u:?}, fenced {f:?}");
+        u == Ok(0.0) && f == Ok(0.0)
+    });
+    assert!(healed, "after node {victim} restarted: {last}");
+    assert!(
+        sum(&all, expands).unwrap() > expands_before,
+        "leaders asked the restarted broker back into their ISRs"
+    );
+    assert_eq!(sum(&all, active), Ok(1.0), "still one active controller");
+    check_acked(&read_back(&c, &topic, PARTITIONS, &reports), &reports, true);
+}

@@ -93,8 +93,14 @@ impl<S: Storage + Clone> KafkaApis<S> {
             || bytes_unreachable(reply.response())
             || self.high_watermark_moved(&request, replica, watermarks.as_deref())
         {
+            self.metrics.fetched(replica.is_some(), bytes as u64);
             return Reply::Fetch(reply);
         }
+        // The answer's record bytes, counted once, for the one answer sent.
+        let answered = move |apis: &Self, (reply, bytes): (FetchReply, usize)| {
+            apis.metrics.fetched(replica.is_some(), bytes as u64);
+            reply
+        };
         let apis = self.clone();
         Reply::FetchLater(Box::pin(async move {
             let deadline = tokio::time::Instant::now() + Duration::from_millis(max_wait_ms as u64);
@@ -114,7 +120,7 @@ impl<S: Storage + Clone> KafkaApis<S> {
                     || apis.high_watermark_moved(&request, replica, watermarks.as_deref())
                     || tokio::time::Instant::now() >= deadline
                 {
-                    return reply;
+                    return answered(&apis, (reply, bytes));
                 }
                 let changed = async {
                     match replica {
@@ -130,12 +136,12 @@ impl<S: Storage + Clone> KafkaApis<S> {
                     r = tokio::time::timeout_at(deadline, changed) => {
                         if r.is_err() {
                             // Deadline: answer with what there is.
-                            return once(&apis, &request).0;
+                            return answered(&apis, once(&apis, &request));
                         }
                     }
                     _ = stopping => {
                         // Shutting down: answer now rather than hold the connection open.
-                        return once(&apis, &request).0;
+                        return answered(&apis, once(&apis, &request));
                     }
                 }
             }

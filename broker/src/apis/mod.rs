@@ -34,6 +34,7 @@ use kafka_protocol::ResponseError;
 
 use crate::cluster::ClusterView;
 use crate::group::GroupRequest;
+use crate::metrics::BrokerMetrics;
 use crate::protocol::fetch_frame::FetchReply;
 use crate::protocol::{Request, SUPPORTED_APIS};
 use crate::replica::ReplicaManager;
@@ -82,6 +83,8 @@ pub struct KafkaApis<S: Storage + Clone> {
     /// at once), even before the controller fences it: librdkafka, sent to a dead replica,
     /// may wait out its five-minute lease on it.
     pub(crate) follower_links: Arc<Mutex<BTreeMap<i32, Arc<AtomicBool>>>>,
+    /// Counters the request paths bump (`/metrics`).
+    pub(crate) metrics: Arc<BrokerMetrics>,
 }
 
 /// One client connection, as request handlers see it.
@@ -119,6 +122,7 @@ impl<S: Storage + Clone> Clone for KafkaApis<S> {
             cluster: self.cluster.clone(),
             stopping: self.stopping.clone(),
             follower_links: self.follower_links.clone(),
+            metrics: self.metrics.clone(),
         }
     }
 }
@@ -139,7 +143,23 @@ impl<S: Storage + Clone> KafkaApis<S> {
             cluster,
             stopping: Arc::new(crate::sync::Watch::new(false)),
             follower_links: Arc::new(Mutex::new(BTreeMap::new())),
+            metrics: Arc::new(BrokerMetrics::new()),
         }
+    }
+
+    /// Counts into `metrics` (shared with the shell's other tasks) instead of its own.
+    pub fn with_metrics(mut self, metrics: Arc<BrokerMetrics>) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    pub fn metrics(&self) -> &Arc<BrokerMetrics> {
+        &self.metrics
+    }
+
+    /// The cluster view, when this broker is one node of a replicated cluster.
+    pub fn cluster(&self) -> Option<&Arc<ClusterView>> {
+        self.cluster.as_ref()
     }
 
     /// The broker is shutting down: fetches waiting for data answer now with what there is,
@@ -161,6 +181,7 @@ impl<S: Storage + Clone> KafkaApis<S> {
     pub fn handle(&self, request: Request, client: &ClientConnection) -> Reply {
         let client_host = client.host.as_str();
         let version = request.api_version;
+        self.metrics.request(request.api_key as i16);
         let client_id = request
             .header
             .client_id

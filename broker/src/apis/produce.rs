@@ -137,6 +137,12 @@ impl<S: Storage + Clone> KafkaApis<S> {
                     Ok((info, log_start, epoch)) => {
                         tracing::debug!(topic = %name, partition = index, base = info.base_offset,
                             last = info.last_offset, duplicate = info.duplicate, "appended");
+                        let records = if info.duplicate {
+                            0
+                        } else {
+                            (info.last_offset - info.base_offset + 1).max(0) as u64
+                        };
+                        self.metrics.produced(records, info.bytes as u64);
                         waits.push((
                             topics.len(),
                             partitions.len(),
@@ -201,6 +207,12 @@ impl<S: Storage + Clone> KafkaApis<S> {
                     .with_partition_responses(partitions),
             );
         }
+        let failed = topics
+            .iter()
+            .flat_map(|t| &t.partition_responses)
+            .filter(|p| p.error_code != 0)
+            .count();
+        self.metrics.produce_failed(failed as u64);
         if acks == 0 {
             return Reply::Nothing;
         }
@@ -231,6 +243,7 @@ impl<S: Storage + Clone> KafkaApis<S> {
             return Reply::Now(ResponseKind::Produce(response));
         }
         let timeout_ms = (request.timeout_ms.max(0) as u64).min(PRODUCE_TIMEOUT_MS_MAX);
+        let metrics = std::sync::Arc::clone(&self.metrics);
         Reply::Later(Box::pin(async move {
             let mut response = response;
             let deadline = tokio::time::Instant::now() + Duration::from_millis(timeout_ms);
@@ -255,6 +268,7 @@ impl<S: Storage + Clone> KafkaApis<S> {
                     }
                     Err(_) => ResponseError::RequestTimedOut,
                 };
+                metrics.produce_failed(1);
                 let slot = &mut response.responses[t].partition_responses[p];
                 *slot = partition_error(slot.index, error, None, version);
             }

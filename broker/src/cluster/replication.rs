@@ -33,6 +33,7 @@ use super::controller::{ControllerError, ControllerRequest};
 use super::ClusterView;
 use crate::apis::{Advertised, Clock};
 use crate::config::ClusterConfig;
+use crate::metrics::BrokerMetrics;
 use crate::protocol::client::KafkaConn;
 use crate::raft::{MetadataImage, NodeId};
 use crate::replica::{quota, FollowerPosition, ReplicaManager, ThrottleSide};
@@ -66,6 +67,7 @@ pub async fn run<S, D>(
     config: ClusterConfig,
     advertised: Advertised,
     clock: Arc<dyn Clock>,
+    metrics: Arc<BrokerMetrics>,
     stop: watch::Receiver<bool>,
 ) where
     S: Storage + Clone,
@@ -82,6 +84,7 @@ pub async fn run<S, D>(
         Arc::clone(&replicas),
         config.clone(),
         Arc::clone(&clock),
+        metrics,
         stop.clone(),
     ));
     let mut fetchers: BTreeSet<NodeId> = BTreeSet::new();
@@ -252,6 +255,7 @@ async fn isr_loop<S: Storage + Clone>(
     replicas: Arc<ReplicaManager<S>>,
     config: ClusterConfig,
     clock: Arc<dyn Clock>,
+    metrics: Arc<BrokerMetrics>,
     mut stop: watch::Receiver<bool>,
 ) {
     loop {
@@ -275,6 +279,8 @@ async fn isr_loop<S: Storage + Clone>(
                 };
                 tracing::info!(topic = %topic.name, partition = p.index, epoch, ?current, ?new,
                     "asking the controller for an ISR change");
+                let metrics = Arc::clone(&metrics);
+                let current_len = current.len();
                 let view = Arc::clone(&view);
                 let request = ControllerRequest::AlterPartition {
                     topic_id,
@@ -288,6 +294,8 @@ async fn isr_loop<S: Storage + Clone>(
                     let r = view.controller_request(request).await;
                     if r.error != ControllerError::None {
                         tracing::info!(error = ?r.error, "ISR change not accepted");
+                    } else {
+                        metrics.isr_changed(current_len, new.len());
                     }
                     if isr_change_refused_for_good(&r.error) {
                         p.isr_change_refused(&new);

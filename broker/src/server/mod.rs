@@ -48,6 +48,7 @@ use tokio::task::JoinSet;
 
 use crate::apis::{Advertised, Clock, KafkaApis};
 use crate::config::{BrokerConfig, FsyncPolicy};
+use crate::metrics::BrokerMetrics;
 use crate::replica::ReplicaManager;
 use crate::storage::{DataDirLock, FileStorage, Storage};
 use connection::ConnectionLimits;
@@ -96,6 +97,8 @@ pub struct ShellEnv<S> {
     pub storage: S,
     pub clock: Arc<dyn Clock>,
     pub seed: u64,
+    /// Where to serve `/metrics` (production only: the simulator has none).
+    pub metrics_listener: Option<TcpListener>,
 }
 
 /// A source of client connections: tokio's `TcpListener` in production, turmoil's simulated
@@ -177,10 +180,19 @@ pub async fn run(
         ^ ((std::process::id() as u64) << 32);
     // Held until this function returns, after the shutdown.
     let _data_dir_lock = DataDirLock::acquire(&config.data_dir)?;
+    let metrics_listener = match &config.metrics_listen {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .map_err(|e| anyhow::anyhow!("binding the metrics listener {addr}: {e}"))?,
+        ),
+        None => None,
+    };
     let env = ShellEnv {
         storage: FileStorage,
         clock: Arc::new(SystemClock),
         seed,
+        metrics_listener,
     };
     let listener = TcpListener::bind(&config.listen).await?;
     if config.cluster.is_clustered() {
@@ -295,7 +307,9 @@ where
         storage,
         clock,
         seed,
+        metrics_listener,
     } = env;
+    let metrics = Arc::new(BrokerMetrics::new());
     check_data_dir_mode(&storage, &config)?;
     let replicas = {
         let config = config.clone();
@@ -386,6 +400,7 @@ where
                 config.cluster.clone(),
                 advertised.clone(),
                 Arc::clone(&clock),
+                Arc::clone(&metrics),
                 stop_rx.clone(),
             ));
             {
@@ -410,13 +425,16 @@ where
             Some(view)
         }
     };
-    let apis = Arc::new(KafkaApis::new(
-        Arc::clone(&replicas),
-        Arc::clone(&groups),
-        Arc::clone(&clock),
-        advertised,
-        cluster.clone(),
-    ));
+    let apis = Arc::new(
+        KafkaApis::new(
+            Arc::clone(&replicas),
+            Arc::clone(&groups),
+            Arc::clone(&clock),
+            advertised,
+            cluster.clone(),
+        )
+        .with_metrics(Arc::clone(&metrics)),
+    );
     tokio::pin!(shutdown);
     let quorum_failed = async {
         match quorum_task.as_mut() {
@@ -462,6 +480,19 @@ where
                 return Err(e);
             }
         }
+    }
+    if let Some(listener) = metrics_listener {
+        if let Ok(addr) = listener.local_addr() {
+            tracing::info!(%addr, "serving metrics at /metrics");
+        }
+        let apis = Arc::clone(&apis);
+        let metrics = Arc::clone(&metrics);
+        let render = Arc::new(move || metrics.render(&crate::metrics::snapshot(&apis)));
+        background.spawn(crate::metrics::http::serve(
+            listener,
+            render,
+            stop_rx.clone(),
+        ));
     }
     tracing::info!(listen = %bound, data_dir = %config.data_dir.display(), fsync = %config.fsync, "broker started");
     on_listening(bound);
@@ -526,8 +557,11 @@ where
                 tracing::info!(%peer, "connected");
                 let apis = Arc::clone(&apis);
                 let stop = stop_rx.clone();
+                let metrics = Arc::clone(&metrics);
+                metrics.connection_opened();
                 connections.spawn(async move {
                     connection::serve(reader, writer, peer, apis, limits, stop).await;
+                    metrics.connection_closed();
                     drop(slot);
                 });
             }

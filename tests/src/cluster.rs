@@ -86,6 +86,8 @@ pub struct PartitionInfo {
 struct Node {
     id: i32,
     kafka_port: u16,
+    /// Where a compose node's `0.0.0.0:9644` metrics listener is mapped.
+    metrics_port: u16,
     /// A voter's controller listener; broker-only nodes ([`Cluster::add_broker`]) have none.
     controller_port: Option<u16>,
     child: Option<Child>,
@@ -187,11 +189,12 @@ impl Cluster {
                 .disable_cleanup(std::env::var_os("CLUSTER_KEEP_LOGS").is_some())
                 .tempdir()
                 .expect("create cluster dir");
-            let ports = free_ports(nodes + voters);
+            let ports = free_ports(2 * nodes + voters);
             let all = (0..nodes)
                 .map(|i| Node {
                     id: i as i32 + 1,
                     kafka_port: ports[i],
+                    metrics_port: ports[nodes + voters + i],
                     controller_port: (i < voters).then(|| ports[nodes + i]),
                     child: None,
                     stopped: false,
@@ -260,6 +263,7 @@ impl Cluster {
         self.nodes.push(Node {
             id,
             kafka_port: free_ports(1)[0],
+            metrics_port: 0,
             controller_port: None,
             child: None,
             stopped: false,
@@ -270,6 +274,15 @@ impl Cluster {
             panic!("broker-only node {id}: {e}");
         }
         id
+    }
+
+    /// Where a compose cluster's node `id` serves `/metrics` (its `0.0.0.0:9644`, mapped).
+    pub fn metrics_addr(&self, id: i32) -> String {
+        assert!(
+            self.compose.is_some(),
+            "only compose nodes get a metrics port"
+        );
+        format!("127.0.0.1:{}", self.node(id).metrics_port)
     }
 
     /// Kafka listener of node `id`.
@@ -357,9 +370,14 @@ impl Cluster {
             let controller = format!("127.0.0.1:{}", n.controller_port.unwrap_or(0));
             v = v.replace(&format!("broker{0}:{0}9092", n.id), &kafka);
             v = v.replace(&format!("broker{}:9093", n.id), &controller);
+            v = v.replace(
+                &format!("broker{}:9644", n.id),
+                &format!("127.0.0.1:{}", n.metrics_port),
+            );
             if n.id == id {
                 v = v.replace(&format!("0.0.0.0:{}9092", n.id), &kafka);
                 v = v.replace("0.0.0.0:9093", &controller);
+                v = v.replace("0.0.0.0:9644", &format!("127.0.0.1:{}", n.metrics_port));
             }
         }
         assert!(

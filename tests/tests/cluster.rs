@@ -2095,6 +2095,28 @@ fn compose_configuration_runs_a_replicated_cluster() {
     let reports = produce_and_read(&c, &topic, 0, 100);
     let got = read_back(&c, &topic, 2, &reports);
     check_acked(&got, &reports, false);
+    // Every service serves its metrics where BROKER_METRICS_LISTEN says; one is the active
+    // controller, and the fully replicated topic leaves nothing under-replicated.
+    // (Bounded wait: the group offsets' partitions may still be filling their ISRs.)
+    let mut last = Vec::new();
+    let healthy = wait_until(CONVERGE_TIMEOUT, || {
+        last = c
+            .ids()
+            .into_iter()
+            .map(|id| {
+                let m = scrape(&c.metrics_addr(id)).unwrap_or_else(|e| panic!("node {id}: {e}"));
+                (
+                    m["kafka_controller_kafkacontroller_activecontrollercount"],
+                    m["kafka_server_replicamanager_underreplicatedpartitions"],
+                )
+            })
+            .collect();
+        last.iter().map(|(a, _)| a).sum::<f64>() == 1.0 && last.iter().all(|(_, u)| *u == 0.0)
+    });
+    assert!(
+        healthy,
+        "(active controller, under-replicated) per node: {last:?}"
+    );
 }
 
 /// Where librdkafka's statistics say one partition is fetched from: (broker, leader).

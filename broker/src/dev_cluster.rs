@@ -1,8 +1,8 @@
 //! `broker dev-cluster`: runs an N-node cluster of this executable on loopback for development
 //! and failure experiments (kill -9 a node, SIGSTOP one, watch the others carry on).
 //!
-//! Node i (1-based) gets Kafka port `base + i - 1`, controller port `base + 100 + i - 1` and the
-//! data directory `<data-dir>/node-i`. `--brokers M` adds M broker-only nodes after the voters
+//! Node i (1-based) gets Kafka port `base + i - 1`, controller port `base + 100 + i - 1`, with
+//! `--metrics` a metrics port `base + 200 + i - 1`, and the data directory `<data-dir>/node-i`. `--brokers M` adds M broker-only nodes after the voters
 //! (`--process-roles broker`, ids N+1..N+M, Kafka ports after the voters', no controller port); its pid goes to `<data-dir>/node-i.pid` and its stdout
 //! and stderr to `<data-dir>/node-i.log` (truncated at each start). Once every node printed
 //! `listening on`, the supervisor prints `cluster ready: bootstrap HOST:PORT,...` and waits.
@@ -47,6 +47,10 @@ pub struct DevClusterArgs {
     /// Passed to every node as `--fsync` (always, never or interval:MS).
     #[arg(long)]
     pub fsync: Option<String>,
+    /// Serve each node's Prometheus metrics at http://127.0.0.1:PORT+200/metrics (PORT its
+    /// Kafka port).
+    #[arg(long)]
+    pub metrics: bool,
     /// Further flags for every node, after `--` (e.g. `-- --min-insync-replicas 2`).
     #[arg(last = true)]
     pub node_args: Vec<String>,
@@ -58,6 +62,8 @@ pub const DEV_BROKERS_MAX: usize = 16;
 const HOST: &str = "127.0.0.1";
 /// Controller ports are the Kafka ports plus this.
 const CONTROLLER_PORT_OFFSET: u16 = 100;
+/// Metrics ports (`--metrics`) are the Kafka ports plus this.
+const METRICS_PORT_OFFSET: u16 = 200;
 /// How long every node together may take to print `listening on`.
 const STARTUP_TIMEOUT_MS: u64 = 60_000;
 /// How long the nodes may take to exit after SIGTERM before they are killed.
@@ -124,6 +130,11 @@ impl Layout {
         self.kafka_port(id) + CONTROLLER_PORT_OFFSET
     }
 
+    /// Metrics listener port of node `id` (1-based), with `--metrics`; None past 65535.
+    pub fn metrics_port(&self, id: usize) -> Option<u16> {
+        self.kafka_port(id).checked_add(METRICS_PORT_OFFSET)
+    }
+
     /// `1@127.0.0.1:9192,2@127.0.0.1:9193,...`
     pub fn voters(&self) -> String {
         (1..=self.nodes)
@@ -164,6 +175,10 @@ impl Layout {
             out.push("--fsync".to_string());
             out.push(f.clone());
         }
+        if let Some(port) = self.metrics_port(id).filter(|_| args.metrics) {
+            out.push("--metrics-listen".to_string());
+            out.push(format!("{HOST}:{port}"));
+        }
         out.extend(args.node_args.iter().cloned());
         out
     }
@@ -191,6 +206,12 @@ struct Node {
 /// Runs the dev cluster until SIGTERM or Ctrl-C. Returns an error if it cannot start.
 pub fn run(args: DevClusterArgs) -> anyhow::Result<()> {
     let layout = Layout::new(args.nodes, args.brokers, args.base_port)?;
+    if args.metrics && layout.ids().any(|id| layout.metrics_port(id).is_none()) {
+        bail!(
+            "--base-port {} leaves no room for the metrics ports (+{METRICS_PORT_OFFSET})",
+            args.base_port
+        );
+    }
     if let Some(f) = &args.fsync {
         f.parse::<crate::config::FsyncPolicy>()
             .map_err(anyhow::Error::msg)?;
@@ -214,6 +235,14 @@ pub fn run(args: DevClusterArgs) -> anyhow::Result<()> {
     }
     {
         let mut out = std::io::stdout().lock();
+        if args.metrics {
+            let urls: Vec<String> = layout
+                .ids()
+                .filter_map(|id| layout.metrics_port(id))
+                .map(|port| format!("http://{HOST}:{port}/metrics"))
+                .collect();
+            writeln!(out, "metrics: {}", urls.join(" "))?;
+        }
         writeln!(out, "cluster ready: bootstrap {}", layout.bootstrap())?;
         out.flush()?;
     }
@@ -431,8 +460,35 @@ mod tests {
             base_port,
             data_dir: PathBuf::from("/tmp/dc"),
             fsync: Some("never".into()),
+            metrics: false,
             node_args: vec!["--min-insync-replicas".into(), "2".into()],
         }
+    }
+
+    #[test]
+    fn metrics_ports_follow_the_kafka_ports() {
+        let a = DevClusterArgs {
+            metrics: true,
+            brokers: 1,
+            ..args(3, 9092)
+        };
+        let l = Layout::new(a.nodes, a.brokers, a.base_port).unwrap();
+        let four = l.node_args(4, &a);
+        let at = four
+            .iter()
+            .position(|x| x == "--metrics-listen")
+            .expect("metrics flag");
+        assert_eq!(four[at + 1], "127.0.0.1:9295");
+        assert!(!l
+            .node_args(1, &args(3, 9092))
+            .contains(&"--metrics-listen".to_string()));
+        use clap::Parser;
+        let flags =
+            crate::config::Flags::try_parse_from(std::iter::once("broker".to_string()).chain(four))
+                .unwrap();
+        let c = crate::config::BrokerConfig::from_flags(flags).unwrap();
+        assert_eq!(c.metrics_listen.as_deref(), Some("127.0.0.1:9295"));
+        assert_eq!(Layout::new(3, 0, 65_400).unwrap().metrics_port(1), None);
     }
 
     #[test]

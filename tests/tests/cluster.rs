@@ -2560,6 +2560,15 @@ fn scrape(addr: &str) -> Result<BTreeMap<String, f64>, String> {
         .collect())
 }
 
+/// The sum over `addrs` of the samples named exactly `name` (0 where a node has none yet).
+fn scrape_sum(addrs: &[String], name: &str) -> f64 {
+    addrs
+        .iter()
+        .map(|a| scrape(a).unwrap_or_else(|e| panic!("{a}: {e}")))
+        .map(|m| m.get(name).copied().unwrap_or(0.0))
+        .sum()
+}
+
 /// What operators alert on, as a Prometheus scrape of every broker shows it: the sum of
 /// under-replicated partitions goes from 0 to every partition the killed broker held and
 /// back to 0 once it rejoins; the active controller (exactly one, and only it) counts the
@@ -2615,6 +2624,14 @@ fn metrics_show_under_replication_while_a_broker_is_down() {
     assert!(
         sum(&all, "kafka_server_replicamanager_leadercount").unwrap() >= PARTITIONS as f64,
         "every partition has a leader"
+    );
+    let produce_times = scrape_sum(
+        &all.iter().map(|id| metrics_addr(*id)).collect::<Vec<_>>(),
+        "kafka_network_requestmetrics_totaltime_seconds_count{request=\"Produce\"}",
+    );
+    assert!(
+        produce_times >= 1.0,
+        "produce requests timed: {produce_times}"
     );
 
     // Kill a broker that is not the active controller, so the controller's counts stay in view.

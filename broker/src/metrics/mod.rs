@@ -13,13 +13,17 @@
 pub mod http;
 
 use std::sync::atomic::AtomicU64;
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
+
+use kafka_protocol::messages::ApiKey;
 
 use crate::apis::KafkaApis;
 use crate::protocol::SUPPORTED_APIS;
@@ -30,11 +34,23 @@ const API_KEYS_MAX: usize = 128;
 
 type Labels = Vec<(String, String)>;
 
+/// Request time buckets, seconds: 0.5 ms doubling to about 33 s (past the longest wait a
+/// request may be held: a produce timeout or a fetch's max wait).
+fn request_time_buckets() -> Histogram {
+    Histogram::new(exponential_buckets(0.000_5, 2.0, 17))
+}
+
+type TimeFamily = Family<Labels, Histogram, fn() -> Histogram>;
+
 /// Counters bumped where things happen, and the registry that renders them with the gauges.
 pub struct BrokerMetrics {
     registry: Mutex<(Registry, Gauges)>,
     /// Requests handled, by API key (a handle on the family's counter for each known key).
     requests: Vec<Option<Counter>>,
+    /// Time from a request's arrival to its response written, by API; each API's series is
+    /// made at its first request (the buckets of every API would bloat every scrape).
+    request_time: TimeFamily,
+    request_time_by_key: Vec<OnceLock<Histogram>>,
     messages_in: Counter,
     bytes_in: Counter,
     bytes_out: Counter,
@@ -117,6 +133,12 @@ impl BrokerMetrics {
                 .expect("API keys below API_KEYS_MAX");
             *slot = Some(family.get_or_create(&labels).clone());
         }
+        let request_time = TimeFamily::new_with_constructor(request_time_buckets);
+        r.register(
+            "kafka_network_requestmetrics_totaltime_seconds",
+            "Time from a request's arrival to its response written, by API",
+            request_time.clone(),
+        );
         let p = "kafka_server_replicamanager_";
         let c = "kafka_controller_kafkacontroller_";
         let gauges = Gauges {
@@ -174,6 +196,8 @@ impl BrokerMetrics {
         let t = "kafka_server_brokertopicmetrics_";
         BrokerMetrics {
             requests,
+            request_time,
+            request_time_by_key: (0..API_KEYS_MAX).map(|_| OnceLock::new()).collect(),
             messages_in: counter(
                 &mut r,
                 &format!("{t}messagesin"),
@@ -226,6 +250,23 @@ impl BrokerMetrics {
         if let Some(c) = counter {
             c.inc();
         }
+    }
+
+    /// A response to a request of `api_key` was written `elapsed` after the request arrived.
+    pub fn request_time(&self, api_key: i16, elapsed: Duration) {
+        let Some(slot) = usize::try_from(api_key)
+            .ok()
+            .and_then(|k| self.request_time_by_key.get(k))
+        else {
+            return;
+        };
+        let histogram = slot.get_or_init(|| {
+            let name = ApiKey::try_from(api_key)
+                .map_or_else(|_| api_key.to_string(), |k| format!("{k:?}"));
+            let labels = vec![("request".to_string(), name)];
+            self.request_time.get_or_create(&labels).clone()
+        });
+        histogram.observe(elapsed.as_secs_f64());
     }
 
     /// One partition's batches appended for a producer (`records` 0 for a duplicate retry).
@@ -350,8 +391,6 @@ mod tests {
             .map(|l| l[name.len() + 1..].to_string())
     }
 
-    use kafka_protocol::messages::ApiKey;
-
     #[test]
     fn counters_and_gauges_render_under_kafka_names() {
         let m = BrokerMetrics::new();
@@ -371,6 +410,9 @@ mod tests {
         m.connection_opened();
         m.connection_opened();
         m.connection_closed();
+        m.request_time(ApiKey::Produce as i16, Duration::from_micros(700));
+        m.request_time(ApiKey::Produce as i16, Duration::from_millis(3));
+        m.request_time(-4, Duration::from_millis(3));
         let snapshot = Snapshot {
             partitions: 6,
             leaders: 2,
@@ -410,6 +452,20 @@ mod tests {
         );
         assert_eq!(v("kafka_server_raftmetrics_currentleader"), "3");
         assert!(text.ends_with("# EOF\n"), "OpenMetrics ends with # EOF");
+        let t = "kafka_network_requestmetrics_totaltime_seconds";
+        assert_eq!(v(&format!("{t}_count{{request=\"Produce\"}}")), "2");
+        assert_eq!(
+            v(&format!("{t}_bucket{{le=\"0.001\",request=\"Produce\"}}")),
+            "1"
+        );
+        assert_eq!(
+            v(&format!("{t}_bucket{{le=\"0.004\",request=\"Produce\"}}")),
+            "2"
+        );
+        assert!(
+            !text.contains(&format!("{t}_count{{request=\"Fetch\"}}")),
+            "no fetch timed"
+        );
         // Only the APIs this broker speaks have series.
         assert!(!text.contains("SaslHandshake"), "{text}");
         assert_eq!(

@@ -26,6 +26,7 @@ use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, RwLock, Semaphore};
 use tokio::task::JoinHandle;
 
 use crate::apis::fetch::FETCH_RESPONSE_BYTES_MAX;
+use crate::metrics::BrokerMetrics;
 use crate::protocol::fetch_frame::{FetchReply, Frame, FramePart};
 use crate::storage::FileRegion;
 
@@ -51,6 +52,8 @@ struct Pending {
     key: ApiKey,
     version: i16,
     correlation_id: i32,
+    /// When the request's last byte was read (the request time metric starts there).
+    arrived: tokio::time::Instant,
     body: PendingBody,
     _permit: OwnedSemaphorePermit,
 }
@@ -85,7 +88,12 @@ pub async fn serve<S, R, W>(
     let budget = Arc::new(Semaphore::new(limits.max_inflight_bytes as usize));
     let ordering = Arc::new(RwLock::new(()));
     let (tx, rx) = mpsc::channel::<Pending>(limits.max_inflight_requests as usize);
-    let writer_task = tokio::spawn(write_responses(writer, rx, peer));
+    let writer_task = tokio::spawn(write_responses(
+        writer,
+        rx,
+        peer,
+        Arc::clone(apis.metrics()),
+    ));
     let idle = Duration::from_millis(limits.idle_timeout_ms);
     let client = ClientConnection::new(peer.ip().to_string());
     let reason = loop {
@@ -125,6 +133,7 @@ pub async fn serve<S, R, W>(
             Ok(n) => break format!("connection closed after {n} of {size} frame bytes"),
             Err(e) => break format!("read error: {e}"),
         }
+        let arrived = tokio::time::Instant::now();
         let pending = match decode_request(Bytes::from(frame)) {
             Ok(request) => {
                 // A fetch's response can be far larger than its request: reserve its size
@@ -174,6 +183,7 @@ pub async fn serve<S, R, W>(
                     key,
                     version,
                     correlation_id,
+                    arrived,
                     body,
                     _permit: permit,
                 })
@@ -188,6 +198,7 @@ pub async fn serve<S, R, W>(
                     key: ApiKey::ApiVersions,
                     version: 0,
                     correlation_id: peek.correlation_id,
+                    arrived,
                     body: PendingBody::Ready(Answer::Body(ResponseKind::ApiVersions(
                         api_versions(0, ResponseError::UnsupportedVersion.code()),
                     ))),
@@ -231,6 +242,7 @@ async fn write_responses<W: AsyncWrite + Unpin + 'static>(
     writer: W,
     mut rx: mpsc::Receiver<Pending>,
     peer: SocketAddr,
+    metrics: Arc<BrokerMetrics>,
 ) {
     let mut out = BufWriter::with_capacity(WRITE_BUFFER_BYTES, writer);
     let mut scratch = Vec::new();
@@ -268,6 +280,7 @@ async fn write_responses<W: AsyncWrite + Unpin + 'static>(
             tracing::info!(%peer, api = ?key, error = %e, "write failed; closing connection");
             return;
         }
+        metrics.request_time(key as i16, pending.arrived.elapsed());
         // Flush once nothing else is ready, so pipelined responses share a write.
         if rx.is_empty() {
             if let Err(e) = out.flush().await {

@@ -30,10 +30,13 @@ pub enum PlantedBug {
     /// The quorum leader counts its observers (broker-only nodes) toward the high watermark as
     /// if they were voters.
     ObserverCounts,
+    /// A broker that restarts on a replaced (wiped) data directory keeps its ISR and ELR
+    /// memberships, as if its empty logs still held what the old directory did.
+    ReplacedDirectoryKept,
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 10] = [
+    pub const ALL: [PlantedBug; 11] = [
         PlantedBug::AckBeforeFsync,
         PlantedBug::RecoverySkipsCrc,
         PlantedBug::FetchPastHighWatermark,
@@ -44,6 +47,7 @@ impl PlantedBug {
         PlantedBug::HwBelowMinIsr,
         PlantedBug::HwCheckpointLogEnd,
         PlantedBug::ObserverCounts,
+        PlantedBug::ReplacedDirectoryKept,
     ];
 
     pub fn name(self) -> &'static str {
@@ -58,6 +62,7 @@ impl PlantedBug {
             PlantedBug::HwBelowMinIsr => "hw-below-min-isr",
             PlantedBug::HwCheckpointLogEnd => "hw-checkpoint-log-end",
             PlantedBug::ObserverCounts => "observer-counts",
+            PlantedBug::ReplacedDirectoryKept => "replaced-directory-kept",
         }
     }
 
@@ -88,6 +93,9 @@ impl PlantedBug {
             }
             PlantedBug::ObserverCounts => {
                 "the quorum leader counts observers toward the high watermark"
+            }
+            PlantedBug::ReplacedDirectoryKept => {
+                "a broker back on a wiped data directory keeps its ISR and ELR places"
             }
         }
     }

@@ -239,7 +239,7 @@ impl Settings {
                      {} controller failovers, {} truncations, {} ELR elections, \
                      {} min.insync.replicas changes, {} preferred elections asked, \
                      {} reassignments asked, {} removed copies deleted, {} DeleteRecords, \
-                     {} batches read from followers",
+                     {} batches read from followers, {} disks wiped",
                     r.acked,
                     r.leader_epochs,
                     r.crashes,
@@ -252,7 +252,8 @@ impl Settings {
                     r.reassignments_asked,
                     r.replicas_removed,
                     r.records_deleted,
-                    r.follower_reads
+                    r.follower_reads,
+                    r.wipes
                 );
                 let mut outcome = SeedOutcome::from_lines(
                     &r.problems(),
@@ -616,6 +617,7 @@ fn plant_layers(bug: PlantedBug) -> &'static [Layer] {
         PlantedBug::HwBelowMinIsr => &[Layer::Replication],
         PlantedBug::HwCheckpointLogEnd => &[Layer::Replication],
         PlantedBug::ObserverCounts => &[Layer::Raft],
+        PlantedBug::ReplacedDirectoryKept => &[Layer::Replication],
     }
 }
 

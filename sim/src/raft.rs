@@ -776,6 +776,8 @@ impl World {
                 epoch: k as i64,
                 logs_intact: self.rng.gen_bool(0.5),
                 rack: None,
+                // Varies without a draw, so the run's random stream is what it was.
+                directory_id: Some([(k % 3) as u8; 16]),
             },
             1 => {
                 let mut id = [0u8; 16];

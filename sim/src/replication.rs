@@ -99,6 +99,8 @@ pub struct ReplRunResult {
     pub records_deleted: u64,
     /// Batches a consumer read from followers (KIP-392) and found committed.
     pub follower_reads: u64,
+    /// Crashes that replaced the node's disk with an empty one.
+    pub wipes: u64,
 }
 
 impl ReplRunResult {
@@ -535,6 +537,8 @@ struct Node {
     life: u64,
     incarnation: i64,
     storage: MemStorage,
+    /// Its data directory's id: a new one with every new (wiped) disk.
+    directory_id: [u8; 16],
     parts: Vec<Option<Part>>,
     image: MetadataImage,
     partitioned: bool,
@@ -610,6 +614,12 @@ struct World {
     /// partition, new ISR).
     isr_asks: BTreeMap<u64, (usize, usize, Vec<NodeId>)>,
     stats: ReplRunResult,
+    /// Draws whether a crash wipes the disk, apart from `rng` so runs without a wipe are
+    /// what they were before wipes existed.
+    wipe_rng: Rng,
+    /// A crash may still wipe a disk: at most one per run, and only while every acknowledged
+    /// batch has two durable copies (min.insync.replicas never asked below 2), so one is left.
+    wipe_allowed: bool,
 }
 
 impl World {
@@ -629,6 +639,7 @@ impl World {
                 life: 0,
                 incarnation: 0,
                 storage: MemStorage::new(),
+                directory_id: [i as u8 + 1; 16],
                 parts: (0..p.partitions).map(|_| None).collect(),
                 image: MetadataImage::default(),
                 partitioned: false,
@@ -682,6 +693,8 @@ impl World {
             isr_asks: BTreeMap::new(),
             leaders: BTreeMap::new(),
             stats: ReplRunResult::default(),
+            wipe_rng: Rng(seed ^ 0x0d15_c0ff_ee5e_ed00),
+            wipe_allowed: random_faults,
         }
     }
 
@@ -940,6 +953,7 @@ impl World {
                             incarnation: self.nodes[node].incarnation,
                             logs_intact: true,
                             rack: None,
+                            directory_id: Some(self.nodes[node].directory_id),
                         };
                         self.send(Msg::ToController {
                             from: node,
@@ -1266,7 +1280,30 @@ impl World {
         }
     }
 
+    /// Whether node `id` is the only member of some partition's ISR and ELR: the only copy
+    /// known to hold everything committed, which no disk replacement can leave recoverable.
+    fn only_eligible_copy(&self, id: NodeId) -> bool {
+        let topics = self.image.topics.values();
+        topics.flat_map(|t| t.partitions.iter()).any(|p| {
+            let mut holders = p.isr.iter().chain(p.elr.iter()).filter(|&&n| n != id);
+            holders.next().is_none()
+        })
+    }
+
     fn restart(&mut self, node: usize) {
+        let wipe = self.wipe_allowed
+            && self.wipe_rng.chance(WIPE_CHANCE)
+            && !self.only_eligible_copy(self.nodes[node].id);
+        if wipe {
+            // The disk was replaced while the node was down: an empty directory, a new id.
+            self.wipe_allowed = false;
+            self.stats.wipes += 1;
+            let n = &mut self.nodes[node];
+            n.storage = MemStorage::new();
+            n.directory_id[15] = n.directory_id[15].wrapping_add(1);
+            let id = n.id;
+            tr!(self, "WIPE n{id}: an empty disk");
+        }
         let now = self.now as i64;
         let mut parts = Vec::new();
         for p in 0..self.p.partitions {
@@ -2347,6 +2384,10 @@ impl World {
     fn ask_min_isr(&mut self, node: usize, v: u64) {
         let id = self.nodes[node].id;
         self.stats.min_isr_changes += 1;
+        if v < 2 {
+            // Batches acknowledged from here may have one durable copy: no wipe may take it.
+            self.wipe_allowed = false;
+        }
         tr!(self, "MIN ISR {v} asked through n{id}");
         let req = ControllerRequest::AlterClusterConfigs {
             change: ConfigChange::Replace(vec![(CLUSTER_MIN_ISR.into(), v.to_string())]),
@@ -2508,6 +2549,8 @@ fn controller_config(p: &Params) -> ControllerConfig {
 const TOPIC: &str = "t";
 /// acks=all needs at least this many ISR members (min.insync.replicas).
 const MIN_ISR: usize = 2;
+/// The chance that a crash replaces the node's disk (see `World::wipe_allowed`).
+const WIPE_CHANCE: f64 = 0.2;
 /// Node ids of controllers: the first one, and each failover's successor after it; outside the
 /// broker ids so the controller's "I am always alive" rule covers no broker.
 const CTL_ID_BASE: NodeId = 1000;

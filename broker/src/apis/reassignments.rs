@@ -432,6 +432,7 @@ mod tests {
                 epoch: 1,
                 fenced: false,
                 rack: None,
+                directory_id: None,
             };
             image.brokers.insert(b, registration);
         }

@@ -97,6 +97,8 @@ pub enum ControllerRequest {
         logs_intact: bool,
         /// Its rack (`--rack`), if it has one.
         rack: Option<String>,
+        /// Its data directory's id: see [`MetadataRecord::RegisterBroker`].
+        directory_id: Option<[u8; 16]>,
     },
     AlterPartition {
         topic_id: [u8; 16],
@@ -1278,6 +1280,7 @@ impl Controller {
                 incarnation,
                 logs_intact,
                 rack,
+                directory_id,
             } => {
                 if q.from != *node_id || *node_id < 0 {
                     return Some(Err(ControllerError::InvalidRequest(format!(
@@ -1308,7 +1311,7 @@ impl Controller {
                     .get(node_id)
                     .is_some_and(|b| b.epoch == *incarnation);
                 if !same {
-                    let rack_bytes = rack.as_ref().map_or(0, |r| r.len() + 5);
+                    let rack_bytes = rack.as_ref().map_or(0, |r| r.len() + 5) + 18;
                     if !round.room(1, host.len() + rack_bytes + 32) {
                         return None;
                     }
@@ -1319,6 +1322,7 @@ impl Controller {
                         epoch: *incarnation,
                         logs_intact: *logs_intact,
                         rack: rack.clone(),
+                        directory_id: *directory_id,
                     });
                     self.shutting_down.remove(node_id);
                     self.registered_at.insert(*node_id, now);
@@ -2221,6 +2225,7 @@ mod tests {
                     incarnation,
                     logs_intact: true,
                     rack: None,
+                    directory_id: None,
                 },
             )
         }
@@ -2324,6 +2329,7 @@ mod tests {
             port: 1,
             logs_intact: true,
             rack: None,
+            directory_id: None,
             incarnation,
         };
         // A broker-only node (not a voter) registers like any broker.
@@ -2414,6 +2420,7 @@ mod tests {
                 incarnation,
                 logs_intact: false,
                 rack: None,
+                directory_id: None,
             },
         );
         s.run(300, &[1, 2, 4]);
@@ -2572,6 +2579,7 @@ mod tests {
                 epoch: 1,
                 fenced: false,
                 rack: rack.map(String::from),
+                directory_id: None,
             };
             view.brokers.insert(id, b);
         }

@@ -131,6 +131,8 @@ pub struct ClusterView {
     /// This broker fsyncs before it acknowledges (`--fsync always`), so a restart keeps all it
     /// reported durable; it registers so (see `MetadataRecord::RegisterBroker`).
     pub logs_intact: bool,
+    /// This node's data directory id (`meta.properties`): it registers with it.
+    pub directory_id: [u8; 16],
     image: RwLock<Arc<MetadataImage>>,
     /// Bumped at every published image.
     version: Watch<u64>,
@@ -145,12 +147,14 @@ impl ClusterView {
         me: NodeId,
         incarnation: i64,
         logs_intact: bool,
+        directory_id: [u8; 16],
         inbox: mpsc::Sender<QuorumInput>,
     ) -> Arc<Self> {
         Arc::new(ClusterView {
             me,
             incarnation,
             logs_intact,
+            directory_id,
             image: RwLock::new(Arc::new(MetadataImage::default())),
             version: Watch::new(0),
             roles_version: Watch::new(0),

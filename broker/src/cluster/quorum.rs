@@ -666,7 +666,7 @@ mod tests {
             })
             .collect();
         let (inbox_tx, inbox_rx) = mpsc::channel(16);
-        let view = ClusterView::new(me, 1, true, inbox_tx.clone());
+        let view = ClusterView::new(me, 1, true, [me as u8; 16], inbox_tx.clone());
         let (_stop_tx, stop_rx) = watch::channel(false);
         let params = QuorumParams {
             storage,

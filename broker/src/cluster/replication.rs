@@ -141,6 +141,7 @@ async fn register(
                     incarnation: view.incarnation,
                     logs_intact: view.logs_intact,
                     rack: rack.clone(),
+                    directory_id: Some(view.directory_id),
                 })
                 .await;
             if response.error != ControllerError::None {

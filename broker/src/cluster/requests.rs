@@ -12,7 +12,8 @@
 //! (an AlterReassignments answer).
 //!
 //! RegisterBroker with a rack is kind 17: the fields of kinds 1 and 8, `u8 logs_intact`, then
-//! the rack.
+//! the rack. With a data directory id it is kind 20: the fields of kind 1, `u8 logs_intact`,
+//! the id (16 bytes), then `u8 0`, or `u8 1` and the rack.
 //! CreateTopic and CreatePartitions with an operator's replica lists travel as kinds 12 and
 //! 13: the fields of kinds 3 and 5, then `u32 count` + per new partition its broker ids.
 //! DescribeQuorum is kind 15, with no fields; its answer is `4` + `i32 leader`, `i32 epoch`,
@@ -47,17 +48,29 @@ pub fn encode_request(request: &ControllerRequest) -> Bytes {
             incarnation,
             logs_intact,
             rack,
+            directory_id,
         } => {
-            out.push(match (rack, logs_intact) {
-                (Some(_), _) => 17,
-                (None, true) => 1,
-                (None, false) => 8,
+            out.push(match (directory_id, rack, logs_intact) {
+                (Some(_), _, _) => 20,
+                (None, Some(_), _) => 17,
+                (None, None, true) => 1,
+                (None, None, false) => 8,
             });
             out.extend_from_slice(&node_id.to_be_bytes());
             put_string(&mut out, host);
             out.extend_from_slice(&port.to_be_bytes());
             out.extend_from_slice(&incarnation.to_be_bytes());
-            if let Some(rack) = rack {
+            if let Some(id) = directory_id {
+                out.push(u8::from(*logs_intact));
+                out.extend_from_slice(id);
+                match rack {
+                    None => out.push(0),
+                    Some(rack) => {
+                        out.push(1);
+                        put_string(&mut out, rack);
+                    }
+                }
+            } else if let Some(rack) = rack {
                 out.push(u8::from(*logs_intact));
                 put_string(&mut out, rack);
             }
@@ -168,18 +181,29 @@ pub fn decode_request(buf: &[u8]) -> Result<ControllerRequest, DecodeError> {
             incarnation: r.i64()?,
             logs_intact: kind == 1,
             rack: None,
+            directory_id: None,
         },
         17 => ControllerRequest::RegisterBroker {
             node_id: r.i32()?,
             host: r.string()?,
             port: r.u16()?,
             incarnation: r.i64()?,
-            logs_intact: match r.u8()? {
-                0 => false,
-                1 => true,
-                _ => return Err(DecodeError("logs_intact is not a boolean")),
-            },
+            logs_intact: r.boolean("logs_intact is not a boolean")?,
             rack: Some(r.string()?),
+            directory_id: None,
+        },
+        20 => ControllerRequest::RegisterBroker {
+            node_id: r.i32()?,
+            host: r.string()?,
+            port: r.u16()?,
+            incarnation: r.i64()?,
+            logs_intact: r.boolean("logs_intact is not a boolean")?,
+            directory_id: Some(r.id()?),
+            rack: if r.boolean("rack flag is not a boolean")? {
+                Some(r.string()?)
+            } else {
+                None
+            },
         },
         2 => ControllerRequest::AlterPartition {
             topic_id: r.id()?,
@@ -577,6 +601,7 @@ mod tests {
                 incarnation: 77,
                 logs_intact: true,
                 rack: None,
+                directory_id: None,
             },
             ControllerRequest::RegisterBroker {
                 node_id: 2,
@@ -585,6 +610,16 @@ mod tests {
                 incarnation: 79,
                 logs_intact: false,
                 rack: Some("eu-west-1b".into()),
+                directory_id: Some([0xd1; 16]),
+            },
+            ControllerRequest::RegisterBroker {
+                node_id: 2,
+                host: "broker2".into(),
+                port: 9092,
+                incarnation: 80,
+                logs_intact: true,
+                rack: None,
+                directory_id: Some([0xd2; 16]),
             },
             ControllerRequest::RegisterBroker {
                 node_id: 3,
@@ -593,6 +628,7 @@ mod tests {
                 incarnation: 78,
                 logs_intact: false,
                 rack: None,
+                directory_id: None,
             },
             ControllerRequest::AlterPartition {
                 topic_id: [3; 16],

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 
 use super::types::NodeId;
+use crate::planted::{self, PlantedBug};
 
 const VERSION: u8 = 1;
 /// Bound on any decoded string or list, so hostile bytes cannot allocate much.
@@ -26,6 +27,11 @@ pub enum MetadataRecord {
         logs_intact: bool,
         /// Its rack (Kafka's `broker.rack`), if it has one: replicas are spread across racks.
         rack: Option<String>,
+        /// Its data directory's id (`meta.properties`, drawn when the directory was first
+        /// used); None in records from before directory ids. A restart with an id other than
+        /// the one registered means the directory was replaced (a wiped or new disk): the
+        /// broker holds none of the records it held, so it leaves every ISR and ELR.
+        directory_id: Option<[u8; 16]>,
     },
     CreateTopic {
         name: String,
@@ -147,6 +153,14 @@ impl<'a> Reader<'a> {
         let n = self.len()?;
         String::from_utf8(self.take(n)?.to_vec()).map_err(|_| DecodeError("invalid utf-8"))
     }
+    /// A `u8` that must be 0 or 1; `what` names the field when it is neither.
+    pub(crate) fn boolean(&mut self, what: &'static str) -> Result<bool, DecodeError> {
+        match self.u8()? {
+            0 => Ok(false),
+            1 => Ok(true),
+            _ => Err(DecodeError(what)),
+        }
+    }
     pub(crate) fn id(&mut self) -> Result<[u8; 16], DecodeError> {
         Ok(self.take(16)?.try_into().unwrap())
     }
@@ -212,19 +226,33 @@ impl MetadataRecord {
                 epoch,
                 logs_intact,
                 rack,
+                directory_id,
             } => {
                 // Type 1 is the record from before ELRs existed, when nothing depended on it;
-                // type 16 carries a rack, after the fields of 1 and 12 and `u8 logs_intact`.
-                out.push(match (rack, logs_intact) {
-                    (Some(_), _) => 16,
-                    (None, true) => 1,
-                    (None, false) => 12,
+                // type 16 carries a rack, after the fields of 1 and 12 and `u8 logs_intact`;
+                // type 17 carries a directory id: the fields of 1, `u8 logs_intact`, the id,
+                // then `u8 0` or `u8 1` + the rack.
+                out.push(match (directory_id, rack, logs_intact) {
+                    (Some(_), _, _) => 17,
+                    (None, Some(_), _) => 16,
+                    (None, None, true) => 1,
+                    (None, None, false) => 12,
                 });
                 out.extend_from_slice(&node_id.to_be_bytes());
                 put_string(out, host);
                 out.extend_from_slice(&port.to_be_bytes());
                 out.extend_from_slice(&epoch.to_be_bytes());
-                if let Some(rack) = rack {
+                if let Some(id) = directory_id {
+                    out.push(u8::from(*logs_intact));
+                    out.extend_from_slice(id);
+                    match rack {
+                        None => out.push(0),
+                        Some(rack) => {
+                            out.push(1);
+                            put_string(out, rack);
+                        }
+                    }
+                } else if let Some(rack) = rack {
                     out.push(u8::from(*logs_intact));
                     put_string(out, rack);
                 }
@@ -348,18 +376,29 @@ impl MetadataRecord {
                 epoch: r.i64()?,
                 logs_intact: kind == 1,
                 rack: None,
+                directory_id: None,
             },
             16 => MetadataRecord::RegisterBroker {
                 node_id: r.i32()?,
                 host: r.string()?,
                 port: r.u16()?,
                 epoch: r.i64()?,
-                logs_intact: match r.u8()? {
-                    0 => false,
-                    1 => true,
-                    _ => return Err(DecodeError("logs_intact is not a boolean")),
-                },
+                logs_intact: r.boolean("logs_intact is not a boolean")?,
                 rack: Some(r.string()?),
+                directory_id: None,
+            },
+            17 => MetadataRecord::RegisterBroker {
+                node_id: r.i32()?,
+                host: r.string()?,
+                port: r.u16()?,
+                epoch: r.i64()?,
+                logs_intact: r.boolean("logs_intact is not a boolean")?,
+                directory_id: Some(r.id()?),
+                rack: if r.boolean("rack flag is not a boolean")? {
+                    Some(r.string()?)
+                } else {
+                    None
+                },
             },
             2 => MetadataRecord::CreateTopic {
                 name: r.string()?,
@@ -460,6 +499,8 @@ pub struct BrokerRegistration {
     /// Fenced brokers are left out of Metadata and may not lead or join an ISR.
     pub fenced: bool,
     pub rack: Option<String>,
+    /// The id of the data directory it registered with (None from brokers before ids).
+    pub directory_id: Option<[u8; 16]>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -540,6 +581,35 @@ impl MetadataImage {
         }
     }
 
+    /// `node` came back on a replaced data directory: its copies hold nothing of what they
+    /// held, so it leaves every ISR and ELR, and every partition it led goes offline (the
+    /// controller elects from what is left). A partition whose only in-sync copy this was
+    /// keeps an empty ISR: it stays offline until its ELR can lead or an operator asks for an
+    /// unclean election, rather than let the empty copy lead and the other replicas truncate
+    /// to it.
+    ///
+    /// Every partition the node is a replica of moves to a new leader epoch, even where it
+    /// only followed: a leader starts each epoch knowing nothing of its followers, so it
+    /// cannot add the node back to the ISR on the strength of what its old directory had
+    /// fetched, and an ISR change it asks for from an older epoch is refused as stale.
+    fn forget_replicas_of(&mut self, node: NodeId) {
+        for t in self.topics.values_mut() {
+            for p in t
+                .partitions
+                .iter_mut()
+                .filter(|p| p.replicas.contains(&node))
+            {
+                p.isr.retain(|&n| n != node);
+                p.elr.retain(|&n| n != node);
+                if p.leader == node {
+                    p.leader = -1;
+                }
+                p.leader_epoch += 1;
+                debug_assert!(!p.isr.contains(&node) && !p.elr.contains(&node) && p.leader != node);
+            }
+        }
+    }
+
     fn apply_record(&mut self, rec: MetadataRecord) -> bool {
         match rec {
             MetadataRecord::RegisterBroker {
@@ -549,11 +619,17 @@ impl MetadataImage {
                 epoch,
                 logs_intact,
                 rack,
+                directory_id,
             } => {
                 if self.brokers.get(&node_id).is_some_and(|b| b.epoch == epoch) {
                     return false;
                 }
-                let restarted = self.brokers.contains_key(&node_id);
+                let previous = self.brokers.get(&node_id).map(|b| b.directory_id);
+                let restarted = previous.is_some();
+                let replaced = matches!(
+                    (previous.flatten(), directory_id),
+                    (Some(was), Some(now)) if was != now
+                );
                 self.brokers.insert(
                     node_id,
                     BrokerRegistration {
@@ -562,8 +638,12 @@ impl MetadataImage {
                         epoch,
                         fenced: false,
                         rack,
+                        directory_id,
                     },
                 );
+                if replaced && !planted::enabled(PlantedBug::ReplacedDirectoryKept) {
+                    self.forget_replicas_of(node_id);
+                }
                 if restarted && !logs_intact {
                     // It may have lost records it reported durable: no longer an eligible
                     // leader of anything.
@@ -746,6 +826,7 @@ impl MetadataImage {
                 epoch: b.epoch,
                 logs_intact: true,
                 rack: b.rack.clone(),
+                directory_id: b.directory_id,
             });
             if b.fenced {
                 records.push(MetadataRecord::BrokerFence {
@@ -850,6 +931,7 @@ mod tests {
                 epoch: 7,
                 logs_intact: true,
                 rack: None,
+                directory_id: None,
             },
             MetadataRecord::CreateTopic {
                 name: "t".into(),
@@ -927,8 +1009,112 @@ mod tests {
                 epoch: 8,
                 logs_intact: false,
                 rack: Some("us-east-1a".into()),
+                directory_id: None,
+            },
+            MetadataRecord::RegisterBroker {
+                node_id: 5,
+                host: "h5".into(),
+                port: 9092,
+                epoch: 9,
+                logs_intact: true,
+                rack: Some("us-east-1b".into()),
+                directory_id: Some([0x5d; 16]),
+            },
+            MetadataRecord::RegisterBroker {
+                node_id: 6,
+                host: "h6".into(),
+                port: 9092,
+                epoch: 10,
+                logs_intact: false,
+                rack: None,
+                directory_id: Some([0x6d; 16]),
             },
         ]
+    }
+
+    #[test]
+    fn raft_metadata_replaced_directory_leaves_every_isr_and_elr() {
+        let reg = |node_id, epoch, dir: Option<u8>| MetadataRecord::RegisterBroker {
+            node_id,
+            host: format!("h{node_id}"),
+            port: 9092,
+            epoch,
+            logs_intact: true,
+            rack: None,
+            directory_id: dir.map(|d| [d; 16]),
+        };
+        let part = |partition, leader, isr: Vec<NodeId>, elr: Vec<NodeId>| {
+            MetadataRecord::PartitionChange {
+                topic_id: [9; 16],
+                partition,
+                leader,
+                leader_epoch: 4,
+                isr,
+                replicas: vec![1, 2, 3],
+                elr,
+                adding: vec![],
+                removing: vec![],
+            }
+        };
+        let mut img = MetadataImage::default();
+        let setup = [
+            reg(1, 1, Some(1)),
+            reg(2, 1, Some(2)),
+            reg(3, 1, None), // from before directory ids
+            MetadataRecord::CreateTopic {
+                name: "t".into(),
+                id: [9; 16],
+                partitions: 3,
+            },
+            part(0, 3, vec![3], vec![1]),
+            part(1, 1, vec![1, 3], vec![]),
+            part(2, 2, vec![2], vec![]),
+        ];
+        for (i, r) in setup.iter().enumerate() {
+            img.apply(i as i64, &r.encode());
+        }
+        let before = img.topics[&[9; 16]].partitions.clone();
+        // The first id a broker registers with is taken as its directory's: nothing lost.
+        img.apply(7, &reg(3, 2, Some(3)).encode());
+        let now = &img.topics[&[9; 16]].partitions;
+        assert_eq!(now[0].isr, before[0].isr);
+        assert_eq!(now[1].isr, before[1].isr);
+        // A restart on the same directory keeps its places too.
+        img.apply(8, &reg(3, 3, Some(3)).encode());
+        assert_eq!(img.topics[&[9; 16]].partitions[1].isr, vec![1, 3]);
+        // On a new directory: out of every ISR and ELR, offline where it led, and a new
+        // leader epoch wherever it is a replica.
+        img.apply(9, &reg(3, 4, Some(33)).encode());
+        let now = &img.topics[&[9; 16]].partitions;
+        assert_eq!(img.brokers[&3].directory_id, Some([33; 16]));
+        // Epoch 4, bumped by each of its restarts as its leader (5, 6), then by this one.
+        assert_eq!(
+            (now[0].leader, now[0].leader_epoch),
+            (-1, 7),
+            "led it: offline"
+        );
+        assert!(now[0].isr.is_empty(), "its only in-sync copy is gone");
+        assert_eq!(
+            now[0].elr,
+            vec![1],
+            "the ELR still holds everything committed"
+        );
+        assert_eq!((now[1].leader, now[1].isr.clone()), (1, vec![1]));
+        assert_eq!(
+            now[1].leader_epoch, 5,
+            "followed it: a new epoch all the same"
+        );
+        assert_eq!(now[2].isr, vec![2]);
+        assert_eq!(now[2].leader_epoch, 5);
+        // And in the snapshot.
+        let back = MetadataImage::decode(&img.encode()).unwrap();
+        assert_eq!(back.digest(), img.digest());
+        assert_eq!(back.brokers[&3].directory_id, Some([33; 16]));
+        // Another broker's move of directories touches only its own places.
+        img.apply(10, &reg(1, 2, Some(11)).encode());
+        let now = &img.topics[&[9; 16]].partitions;
+        assert!(now[0].elr.is_empty() && now[1].isr.is_empty() && now[1].leader == -1);
+        assert_eq!(now[2].isr, vec![2]);
     }
 
     #[test]
@@ -1006,6 +1192,7 @@ mod tests {
             epoch: 8,
             logs_intact: true,
             rack: None,
+            directory_id: None,
         };
         img.apply(4, &restart.encode());
         assert_eq!(img.topics[&[9; 16]].partitions[1].leader_epoch, 2);
@@ -1020,6 +1207,7 @@ mod tests {
             epoch,
             logs_intact,
             rack: None,
+            directory_id: None,
         };
         img.apply(6, &again(9, true).encode());
         assert_eq!(img.topics[&[9; 16]].partitions[0].elr, vec![3]);

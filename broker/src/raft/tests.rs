@@ -298,6 +298,7 @@ fn raft_follower_behind_log_start_fetches_snapshot() {
             epoch: 1,
             logs_intact: true,
             rack: None,
+            directory_id: None,
         };
         c.cores[l].propose(c.now, rec.encode()).unwrap();
         c.run(5);

@@ -311,6 +311,27 @@ where
     } = env;
     let metrics = Arc::new(BrokerMetrics::new());
     check_data_dir_mode(&storage, &config)?;
+    // Before any log is opened: a directory of another node's is refused untouched.
+    let directory = match &cluster_io {
+        None => None,
+        Some(_) => {
+            use crate::storage::meta_properties::{self, Loaded};
+            let loaded = meta_properties::load_or_create(
+                &storage,
+                &config.data_dir,
+                config.node_id,
+                seed.rotate_left(41) ^ clock.now_ms() as u64,
+            )?;
+            if let Loaded::Created(_) = loaded {
+                tracing::info!(
+                    dir = %config.data_dir.display(),
+                    "new data directory identity ({})",
+                    meta_properties::META_PROPERTIES_FILE
+                );
+            }
+            Some(loaded.properties())
+        }
+    };
     let replicas = {
         let config = config.clone();
         let now = clock.now_ms();
@@ -348,6 +369,7 @@ where
                 config.node_id,
                 incarnation,
                 logs_intact,
+                directory.expect("cluster nodes load one").directory_id,
                 inbox_tx.clone(),
             );
             let c = &config.cluster;

@@ -8,6 +8,7 @@
 pub mod dir_lock;
 pub mod file;
 pub mod mem;
+pub mod meta_properties;
 pub mod region;
 
 use std::io;

@@ -448,6 +448,135 @@ fn eligible_leader_replica_leads_when_the_last_isr_member_dies() {
     check_acked(&read_back(&c, &topic, 1, &all), &all, true);
 }
 
+/// A broker whose disk is replaced comes back with an empty data directory. If it was a
+/// partition's last in-sync replica and led again with its empty log, the other replicas would
+/// truncate to it and every acknowledged record would be gone. It registers with its new
+/// directory's id (`meta.properties`) instead, which takes it out of every ISR: the partition
+/// stays offline until its eligible replica returns and leads, and the broker copies the log
+/// again before it rejoins the ISR.
+#[test]
+fn a_broker_back_on_an_empty_disk_does_not_lead_what_it_lost() {
+    let mut c = Cluster::start();
+    // A broker-only node holds the copy that is lost, so the metadata quorum keeps its logs.
+    let four = c.add_broker();
+    let joined = wait_until(CONVERGE_TIMEOUT, || {
+        c.brokers().is_ok_and(|b| b == [1, 2, 3, four])
+    });
+    assert!(joined, "node {four} not in Metadata: {:?}", c.brokers());
+    let topic = unique_name("wiped");
+    let lists = [vec![four, 3]];
+    let refs: Vec<&[i32]> = lists.iter().map(|l| &l[..]).collect();
+    let nt = NewTopic::new(&topic, 1, TopicReplication::Variable(&refs));
+    let opts = rdkafka::admin::AdminOptions::new()
+        .operation_timeout(Some(Timeout::After(CONVERGE_TIMEOUT)))
+        .request_timeout(Some(Timeout::After(CONVERGE_TIMEOUT)));
+    let res = block_on(admin(&c.bootstrap_live()).create_topics([&nt], &opts));
+    assert!(res.as_ref().is_ok_and(|r| r[0].is_ok()), "{res:?}");
+    wait_placed(&c, &topic, &lists);
+    let reports = produce_and_read(&c, &topic, 0, 500);
+    // As in the ELR test: the follower's high-watermark checkpoint covers them.
+    thread::sleep(Duration::from_secs(3));
+
+    // The follower dies: node 4 is the ISR alone, node 3 an eligible leader replica.
+    c.kill9(3);
+    if let Err(e) = c.wait_partitions(&topic, CONVERGE_TIMEOUT, |p| p.isr == vec![four]) {
+        panic!("ISR did not shrink to [{four}]: {e}");
+    }
+    // Node 4 loses its disk: killed, its directory emptied, started on the empty one.
+    c.kill9(four);
+    let data = c.dir().join(format!("node-{four}"));
+    std::fs::remove_dir_all(&data).expect("empty node 4's data directory");
+    c.restart(four);
+    let back = wait_until(CONVERGE_TIMEOUT, || {
+        c.brokers().is_ok_and(|b| b.contains(&four))
+    });
+    assert!(
+        back,
+        "node {four} did not register again: {}",
+        c.log_tail(four, 30)
+    );
+    assert!(
+        data.join("meta.properties").exists(),
+        "the new directory got an identity"
+    );
+    // Registered, unfenced, and still not leading the partition it lost: for three seconds
+    // the partition is offline.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < deadline {
+        if let Ok(ps) = c.partitions(&topic) {
+            assert!(
+                ps[0].leader != four && !ps[0].isr.contains(&four),
+                "node {four} leads or is in sync on an empty disk: {:?}",
+                ps[0]
+            );
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+    // The eligible replica returns and leads with every acknowledged record.
+    c.restart(3);
+    if let Err(e) = c.wait_partitions(&topic, CONVERGE_TIMEOUT, |p| p.leader == 3) {
+        panic!(
+            "node 3 (eligible) was not elected: {e}\n{}",
+            c.log_tail(3, 30)
+        );
+    }
+    check_acked(&read_back(&c, &topic, 1, &reports), &reports, true);
+    // Node 4 copies the log again and rejoins the ISR; writes flow and read back.
+    c.wait_full_isr(&topic, Duration::from_secs(60));
+    let mut all = reports;
+    all.extend(produce_and_read(&c, &topic, 500, 200));
+    check_acked(&read_back(&c, &topic, 1, &all), &all, true);
+}
+
+/// Swapped volumes: a node started on another node's data directory refuses it, naming both,
+/// before it opens a log, and the directory's owner still starts on it afterwards.
+#[test]
+fn a_node_refuses_another_nodes_data_directory() {
+    let mut c = Cluster::start();
+    let topic = unique_name("owned");
+    create_replicated(&c, &topic, 1, 3, &[]);
+    let reports = produce_and_read(&c, &topic, 0, 100);
+    let two = c.dir().join("node-2");
+    let three = c.dir().join("node-3");
+    c.kill9(2);
+    c.kill9(3);
+    // Node 3's files in node 2's place: what a swapped volume mount does.
+    std::fs::rename(&two, c.dir().join("node-2.own")).expect("move node 2's directory");
+    std::fs::rename(&three, &two).expect("move node 3's directory");
+    let out = std::process::Command::new(broker_bin())
+        .args([
+            "--node-id",
+            "2",
+            "--voters",
+            &c.voters(),
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .arg("--controller-listen")
+        .arg("127.0.0.1:0")
+        .arg("--data-dir")
+        .arg(&two)
+        .output()
+        .expect("run the broker");
+    let text =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !out.status.success(),
+        "node 2 started on node 3's directory:\n{text}"
+    );
+    assert!(
+        text.contains("belongs to node 3") && text.contains("this is node 2"),
+        "the refusal names both nodes:\n{text}"
+    );
+    // Put back, both start on their own directories and every record is still there.
+    std::fs::rename(&two, &three).expect("move node 3's directory back");
+    std::fs::rename(c.dir().join("node-2.own"), &two).expect("move node 2's directory back");
+    c.restart(2);
+    c.restart(3);
+    c.wait_full_isr(&topic, Duration::from_secs(60));
+    check_acked(&read_back(&c, &topic, 1, &reports), &reports, true);
+}
+
 /// The cluster-level min.insync.replicas lives in the metadata log, as in Kafka with ELRs:
 /// `kafka-configs --entity-type brokers --entity-default` changes it for every broker and the
 /// controller at once, and the leaders apply it to acks=all.

@@ -32,7 +32,8 @@ use super::controller::{
     ELECT_PARTITIONS_MAX, REASSIGN_PARTITIONS_MAX,
 };
 use crate::raft::metadata::{
-    put_configs, put_ids, put_string, DecodeError, Reader, MAX_PARTITIONS,
+    put_configs, put_ids, put_registration_tail, put_string, read_registration_tail, DecodeError,
+    Reader, MAX_PARTITIONS,
 };
 use crate::raft::{NodeId, QuorumDescription, ReplicaDescription, OBSERVERS_MAX};
 
@@ -61,15 +62,7 @@ pub fn encode_request(request: &ControllerRequest) -> Bytes {
             out.extend_from_slice(&port.to_be_bytes());
             out.extend_from_slice(&incarnation.to_be_bytes());
             if let Some(id) = directory_id {
-                out.push(u8::from(*logs_intact));
-                out.extend_from_slice(id);
-                match rack {
-                    None => out.push(0),
-                    Some(rack) => {
-                        out.push(1);
-                        put_string(&mut out, rack);
-                    }
-                }
+                put_registration_tail(&mut out, *logs_intact, id, rack.as_deref());
             } else if let Some(rack) = rack {
                 out.push(u8::from(*logs_intact));
                 put_string(&mut out, rack);
@@ -192,19 +185,19 @@ pub fn decode_request(buf: &[u8]) -> Result<ControllerRequest, DecodeError> {
             rack: Some(r.string()?),
             directory_id: None,
         },
-        20 => ControllerRequest::RegisterBroker {
-            node_id: r.i32()?,
-            host: r.string()?,
-            port: r.u16()?,
-            incarnation: r.i64()?,
-            logs_intact: r.boolean("logs_intact is not a boolean")?,
-            directory_id: Some(r.id()?),
-            rack: if r.boolean("rack flag is not a boolean")? {
-                Some(r.string()?)
-            } else {
-                None
-            },
-        },
+        20 => {
+            let (node_id, host, port, incarnation) = (r.i32()?, r.string()?, r.u16()?, r.i64()?);
+            let (logs_intact, id, rack) = read_registration_tail(&mut r)?;
+            ControllerRequest::RegisterBroker {
+                node_id,
+                host,
+                port,
+                incarnation,
+                logs_intact,
+                rack,
+                directory_id: Some(id),
+            }
+        }
         2 => ControllerRequest::AlterPartition {
             topic_id: r.id()?,
             partition: r.u32()?,

@@ -202,6 +202,40 @@ pub(crate) fn put_configs(out: &mut Vec<u8>, configs: &[(String, String)]) {
     }
 }
 
+/// The end of a broker registration that carries a data directory id (record type 17, and
+/// the controller request kind 20): `u8 logs_intact`, the id, then `u8 0`, or `u8 1` and the
+/// rack.
+pub(crate) fn put_registration_tail(
+    out: &mut Vec<u8>,
+    logs_intact: bool,
+    directory_id: &[u8; 16],
+    rack: Option<&str>,
+) {
+    out.push(u8::from(logs_intact));
+    out.extend_from_slice(directory_id);
+    match rack {
+        None => out.push(0),
+        Some(rack) => {
+            out.push(1);
+            put_string(out, rack);
+        }
+    }
+}
+
+/// Reads what [`put_registration_tail`] writes.
+pub(crate) fn read_registration_tail(
+    r: &mut Reader<'_>,
+) -> Result<(bool, [u8; 16], Option<String>), DecodeError> {
+    let logs_intact = r.boolean("logs_intact is not a boolean")?;
+    let id = r.id()?;
+    let rack = if r.boolean("rack flag is not a boolean")? {
+        Some(r.string()?)
+    } else {
+        None
+    };
+    Ok((logs_intact, id, rack))
+}
+
 pub(crate) fn put_ids(out: &mut Vec<u8>, ids: &[NodeId]) {
     put_len(out, ids.len());
     for i in ids {
@@ -243,15 +277,7 @@ impl MetadataRecord {
                 out.extend_from_slice(&port.to_be_bytes());
                 out.extend_from_slice(&epoch.to_be_bytes());
                 if let Some(id) = directory_id {
-                    out.push(u8::from(*logs_intact));
-                    out.extend_from_slice(id);
-                    match rack {
-                        None => out.push(0),
-                        Some(rack) => {
-                            out.push(1);
-                            put_string(out, rack);
-                        }
-                    }
+                    put_registration_tail(out, *logs_intact, id, rack.as_deref());
                 } else if let Some(rack) = rack {
                     out.push(u8::from(*logs_intact));
                     put_string(out, rack);
@@ -387,19 +413,19 @@ impl MetadataRecord {
                 rack: Some(r.string()?),
                 directory_id: None,
             },
-            17 => MetadataRecord::RegisterBroker {
-                node_id: r.i32()?,
-                host: r.string()?,
-                port: r.u16()?,
-                epoch: r.i64()?,
-                logs_intact: r.boolean("logs_intact is not a boolean")?,
-                directory_id: Some(r.id()?),
-                rack: if r.boolean("rack flag is not a boolean")? {
-                    Some(r.string()?)
-                } else {
-                    None
-                },
-            },
+            17 => {
+                let (node_id, host, port, epoch) = (r.i32()?, r.string()?, r.u16()?, r.i64()?);
+                let (logs_intact, id, rack) = read_registration_tail(r)?;
+                MetadataRecord::RegisterBroker {
+                    node_id,
+                    host,
+                    port,
+                    epoch,
+                    logs_intact,
+                    rack,
+                    directory_id: Some(id),
+                }
+            }
             2 => MetadataRecord::CreateTopic {
                 name: r.string()?,
                 id: r.id()?,

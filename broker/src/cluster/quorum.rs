@@ -12,6 +12,13 @@
 //! [`OBSERVER_LINKS_MAX`]). Each peer has a bounded outbound queue; when it is full, frames are
 //! dropped (the quorum protocol resends what matters).
 //!
+//! A connection can die with no reset and no error (a middlebox that forgot it, a peer whose
+//! host vanished): writes into it then succeed, or wait, for good. [`PeerActivity`] records when
+//! each voter was last heard from, on any connection. A sender that wrote and heard nothing
+//! back for the request timeout redials; so does a sender whose peer dialed this node anew
+//! while its own connection is not young, since between voters each direction has its own
+//! connection and only the far end may see that one is dead.
+//!
 //! Controller rounds: the controller proposes at most one entry (a record batch) at a time and
 //! only when nothing proposed is uncommitted, so every decision is made on the committed image.
 
@@ -49,6 +56,59 @@ const APPLY_BATCH_ENTRIES_MAX: usize = 1024;
 const DIAL_BACKOFF_MS_MIN: u64 = 50;
 const DIAL_BACKOFF_MS_MAX: u64 = 1000;
 
+/// When this node last read a frame from each voter, on any connection, and whether a voter
+/// dialed this node anew: written by the connections' readers, read by the peer senders.
+pub struct PeerActivity {
+    peers: BTreeMap<NodeId, PeerHeard>,
+}
+
+struct PeerHeard {
+    last: Mutex<Option<tokio::time::Instant>>,
+    dialed_anew: tokio::sync::Notify,
+}
+
+impl PeerActivity {
+    /// Activity of `voters` (frames from other nodes are not tracked).
+    pub fn new(voters: impl IntoIterator<Item = NodeId>) -> Arc<Self> {
+        let peers = voters
+            .into_iter()
+            .map(|id| {
+                let heard = PeerHeard {
+                    last: Mutex::new(None),
+                    dialed_anew: tokio::sync::Notify::new(),
+                };
+                (id, heard)
+            })
+            .collect();
+        Arc::new(PeerActivity { peers })
+    }
+
+    fn heard(&self, node: NodeId) {
+        if let Some(p) = self.peers.get(&node) {
+            *p.last.lock().unwrap_or_else(|e| e.into_inner()) = Some(tokio::time::Instant::now());
+        }
+    }
+
+    fn last_heard(&self, node: NodeId) -> Option<tokio::time::Instant> {
+        let p = self.peers.get(&node)?;
+        *p.last.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn dialed_anew(&self, node: NodeId) {
+        if let Some(p) = self.peers.get(&node) {
+            p.dialed_anew.notify_one();
+        }
+    }
+
+    /// Resolves when `node` dials this node anew (never for an untracked node).
+    async fn peer_dialed_anew(&self, node: NodeId) {
+        match self.peers.get(&node) {
+            Some(p) => p.dialed_anew.notified().await,
+            None => std::future::pending().await,
+        }
+    }
+}
+
 /// What the quorum task needs.
 pub struct QuorumParams<S: Storage + Clone, D: Dialer> {
     pub storage: S,
@@ -61,6 +121,8 @@ pub struct QuorumParams<S: Storage + Clone, D: Dialer> {
     pub seed: u64,
     /// This quorum's inbox, for the frames an observer reads back on the connections it dials.
     pub inbox: mpsc::Sender<QuorumInput>,
+    /// Shared with [`serve_peers`].
+    pub activity: Arc<PeerActivity>,
 }
 
 fn monotonic_ms(start: tokio::time::Instant) -> u64 {
@@ -131,7 +193,9 @@ where
         dialer,
         seed,
         inbox: own_inbox,
+        activity,
     } = params;
+    let answer_timeout = Duration::from_millis(raft.request_timeout_ms);
     let observer = !voters.iter().any(|v| v.id == me);
     let (store, recovered) = {
         let storage = storage.clone();
@@ -179,9 +243,13 @@ where
             // An observer reads the voters' answers back on the connections it dials.
             let replies = observer.then(|| own_inbox.clone());
             tokio::spawn(peer_sender(
-                me,
-                v.addr(),
-                v.id,
+                PeerLink {
+                    me,
+                    addr: v.addr(),
+                    id: v.id,
+                    activity: Arc::clone(&activity),
+                    answer_timeout,
+                },
                 Arc::clone(&dialer),
                 rx,
                 replies,
@@ -445,18 +513,35 @@ where
     }
 }
 
-/// Keeps one connection to a peer's controller port and writes its queued frames. With
-/// `replies` (an observer), it also reads the peer's frames back from that connection into
-/// the quorum's inbox; a voter reads it only to notice its end. Either way the end of the
-/// connection means redialing.
-async fn peer_sender<D: Dialer>(
+/// One peer a sender keeps a connection to.
+struct PeerLink {
     me: NodeId,
     addr: String,
     id: NodeId,
+    activity: Arc<PeerActivity>,
+    /// Written frames with nothing heard back for this long mean a dead connection.
+    answer_timeout: Duration,
+}
+
+/// Keeps one connection to a peer's controller port and writes its queued frames. With
+/// `replies` (an observer), it also reads the peer's frames back from that connection into
+/// the quorum's inbox; a voter reads it only to notice its end. Either way the end of the
+/// connection means redialing, and so does silence: frames written and nothing heard from the
+/// peer for the answer timeout, a write that waits that long, or the peer dialing this node
+/// anew while this connection is older than the timeout.
+async fn peer_sender<D: Dialer>(
+    link: PeerLink,
     dialer: Arc<D>,
     mut rx: mpsc::Receiver<Bytes>,
     replies: Option<mpsc::Sender<QuorumInput>>,
 ) {
+    let PeerLink {
+        me,
+        addr,
+        id,
+        activity,
+        answer_timeout,
+    } = link;
     let mut backoff = DIAL_BACKOFF_MS_MIN;
     loop {
         let (r, mut writer) = match dialer.dial(addr.clone()).await {
@@ -471,16 +556,19 @@ async fn peer_sender<D: Dialer>(
             }
         };
         backoff = DIAL_BACKOFF_MS_MIN;
+        let dialed_at = tokio::time::Instant::now();
         // `closed` fires when the reader sees the connection end: the peer is gone (a
         // restarted process answers with resets), so the writer redials rather than write into
         // a dead connection whose errors may never surface.
         let (done_tx, closed) = oneshot::channel::<()>();
         let replies = replies.clone();
+        let reader_activity = Arc::clone(&activity);
         let reader_task = tokio::spawn(async move {
             match replies {
                 Some(inbox) => {
                     let mut from = None;
-                    if let Err(e) = read_frames(r, &inbox, &mut from, None).await {
+                    let read = read_frames(r, &inbox, &reader_activity, &mut from, None).await;
+                    if let Err(e) = read {
                         tracing::debug!(node = me, peer = id, error = %e, "peer's answers closed");
                     }
                     if let Some(node) = from {
@@ -494,12 +582,38 @@ async fn peer_sender<D: Dialer>(
             let _ = done_tx.send(());
         });
         tokio::pin!(closed);
+        // The first write since the peer was last heard from, and the last write.
+        let mut unanswered_since: Option<tokio::time::Instant> = None;
+        let mut last_write = dialed_at;
         loop {
+            let answer_due = unanswered_since.map(|t| t + answer_timeout);
+            let due = answer_due.unwrap_or(dialed_at);
             let frame = tokio::select! {
                 biased;
                 _ = &mut closed => {
                     tracing::debug!(node = me, peer = id, "peer closed the connection; redialing");
                     break;
+                }
+                _ = activity.peer_dialed_anew(id) => {
+                    if dialed_at.elapsed() < answer_timeout {
+                        continue;
+                    }
+                    tracing::info!(node = me, peer = id, "peer dialed anew; redialing it");
+                    break;
+                }
+                _ = tokio::time::sleep_until(due), if answer_due.is_some() => {
+                    let since = unanswered_since.unwrap_or(dialed_at);
+                    match activity.last_heard(id) {
+                        Some(heard) if heard >= last_write => unanswered_since = None,
+                        Some(heard) if heard >= since => unanswered_since = Some(last_write),
+                        _ => {
+                            let timeout_ms = answer_timeout.as_millis() as u64;
+                            tracing::info!(node = me, peer = id, timeout_ms,
+                                "no answer from peer; redialing");
+                            break;
+                        }
+                    }
+                    continue;
                 }
                 f = rx.recv() => match f {
                     Some(f) => f,
@@ -510,10 +624,13 @@ async fn peer_sender<D: Dialer>(
                 },
             };
             // A write to a peer that is gone may wait for buffer space for good: the reader's
-            // end of the connection ends it too.
+            // end of the connection ends it, and so does waiting for a whole answer timeout.
             let written = tokio::select! {
                 biased;
                 _ = &mut closed => Err(std::io::Error::other("the peer closed the connection")),
+                _ = tokio::time::sleep(answer_timeout) => {
+                    Err(std::io::Error::other("a write waited for the whole answer timeout"))
+                }
                 r = async {
                     writer.write_all(&frame).await?;
                     // Flush only when nothing else is queued, so bursts share a write.
@@ -526,6 +643,11 @@ async fn peer_sender<D: Dialer>(
             if let Err(e) = written {
                 tracing::debug!(node = me, peer = id, error = %e, "peer connection lost");
                 break;
+            }
+            last_write = tokio::time::Instant::now();
+            let answered = |t| activity.last_heard(id).is_some_and(|heard| heard >= t);
+            if unanswered_since.map_or(true, answered) {
+                unanswered_since = Some(last_write);
             }
         }
         reader_task.abort();
@@ -562,6 +684,7 @@ pub async fn serve_peers<A: Acceptor>(
     mut listener: A,
     voters: BTreeSet<NodeId>,
     inbox: mpsc::Sender<QuorumInput>,
+    activity: Arc<PeerActivity>,
     mut stop: watch::Receiver<bool>,
 ) {
     let voters = Arc::new(voters);
@@ -574,12 +697,13 @@ pub async fn serve_peers<A: Acceptor>(
                     Ok((reader, writer, peer)) => {
                         let inbox = inbox.clone();
                         let voters = Arc::clone(&voters);
+                        let activity = Arc::clone(&activity);
                         tokio::spawn(async move {
                             let (link, link_rx) = mpsc::channel(PEER_QUEUE_FRAMES_MAX);
                             let link_task = tokio::spawn(link_writer(writer, link_rx));
                             let mut from = None;
                             let observer = Some((&*voters, &link));
-                            if let Err(e) = read_frames(reader, &inbox, &mut from, observer).await {
+                            if let Err(e) = read_frames(reader, &inbox, &activity, &mut from, observer).await {
                                 tracing::debug!(%peer, error = %e, "peer connection closed");
                             }
                             // Closes the link before the quorum hears of the loss.
@@ -600,12 +724,14 @@ pub async fn serve_peers<A: Acceptor>(
     }
 }
 
-/// Feeds one connection's frames to the quorum; `from` learns the sender. With `link` (an
-/// accepted connection), a sender outside the voters is announced as an observer with the
-/// connection's link, before its first frame.
+/// Feeds one connection's frames to the quorum; `from` learns the sender, and `activity` when
+/// it was heard from. With `link` (an accepted connection), a sender outside the voters is
+/// announced as an observer with the connection's link, before its first frame; a voter's first
+/// frame tells its sender here that the voter dialed anew.
 async fn read_frames<R: AsyncRead + Unpin>(
     mut reader: R,
     inbox: &mpsc::Sender<QuorumInput>,
+    activity: &PeerActivity,
     from: &mut Option<NodeId>,
     link: Option<(&BTreeSet<NodeId>, &mpsc::Sender<Bytes>)>,
 ) -> anyhow::Result<()> {
@@ -632,7 +758,12 @@ async fn read_frames<R: AsyncRead + Unpin>(
                 if sender != *from && !voters.contains(&node) {
                     let frames = frames.clone();
                     let _ = inbox.send(QuorumInput::ObserverLink { node, frames }).await;
+                } else if sender != *from {
+                    activity.dialed_anew(node);
                 }
+            }
+            if let Some(node) = sender {
+                activity.heard(node);
             }
             *from = sender;
             // A full inbox drops the frame: the quorum protocol resends.
@@ -668,6 +799,7 @@ mod tests {
         let (inbox_tx, inbox_rx) = mpsc::channel(16);
         let view = ClusterView::new(me, 1, true, [me as u8; 16], inbox_tx.clone());
         let (_stop_tx, stop_rx) = watch::channel(false);
+        let activity = PeerActivity::new(voters.iter().map(|v| v.id));
         let params = QuorumParams {
             storage,
             dir: PathBuf::from("/meta"),
@@ -684,6 +816,7 @@ mod tests {
             dialer: Arc::new(crate::server::TcpDialer),
             seed: 1,
             inbox: inbox_tx,
+            activity,
         };
         run(params, view, inbox_rx, stop_rx).await
     }
@@ -714,5 +847,98 @@ mod tests {
             e.to_string().contains("cannot become a broker-only node"),
             "{e}"
         );
+    }
+
+    /// A sender to node 2 over real loopback TCP, with `answer_timeout_ms`.
+    async fn sender_to_listener(
+        answer_timeout_ms: u64,
+    ) -> (
+        tokio::net::TcpListener,
+        Arc<PeerActivity>,
+        mpsc::Sender<Bytes>,
+        tokio::task::JoinHandle<()>,
+    ) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let activity = PeerActivity::new([2]);
+        let (tx, rx) = mpsc::channel(16);
+        let link = PeerLink {
+            me: 1,
+            addr: listener.local_addr().unwrap().to_string(),
+            id: 2,
+            activity: Arc::clone(&activity),
+            answer_timeout: Duration::from_millis(answer_timeout_ms),
+        };
+        let task = tokio::spawn(peer_sender(
+            link,
+            Arc::new(crate::server::TcpDialer),
+            rx,
+            None,
+        ));
+        (listener, activity, tx, task)
+    }
+
+    /// Reads `conn` until it ends (the sender gave it up) or `within` passes; true if it ended.
+    async fn ends_within(conn: &mut tokio::net::TcpStream, within: Duration) -> bool {
+        let mut scratch = [0u8; 1024];
+        let read_to_end = async { while conn.read(&mut scratch).await.is_ok_and(|n| n > 0) {} };
+        tokio::time::timeout(within, read_to_end).await.is_ok()
+    }
+
+    /// A connection that takes frames and never brings an answer back (wedged, with no reset
+    /// and no error) is given up after the answer timeout: the sender closes it and dials again.
+    #[tokio::test]
+    async fn a_peer_that_never_answers_is_redialed() {
+        let (listener, _activity, tx, task) = sender_to_listener(200).await;
+        let (mut first, _) = listener.accept().await.unwrap();
+        tx.send(Bytes::from_static(b"a frame")).await.unwrap();
+        assert!(
+            ends_within(&mut first, Duration::from_secs(10)).await,
+            "the silent connection was kept"
+        );
+        let second = tokio::time::timeout(Duration::from_secs(10), listener.accept()).await;
+        assert!(
+            second.is_ok(),
+            "no second connection after giving up the first"
+        );
+        task.abort();
+    }
+
+    /// Frames that are answered (the peer heard from, on any connection) keep the connection;
+    /// the peer dialing this node anew makes the sender redial it, once its connection is older
+    /// than the answer timeout.
+    #[tokio::test]
+    async fn an_answering_peer_keeps_its_connection_until_it_dials_anew() {
+        let (listener, activity, tx, task) = sender_to_listener(300).await;
+        let (mut first, _) = listener.accept().await.unwrap();
+        // Young connection: a new dial from the peer is the same start-up, not a restart.
+        activity.dialed_anew(2);
+        let answers = {
+            let activity = Arc::clone(&activity);
+            tokio::spawn(async move {
+                for _ in 0..40 {
+                    tx.send(Bytes::from_static(b"a frame")).await.unwrap();
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    activity.heard(2);
+                    tokio::time::sleep(Duration::from_millis(15)).await;
+                }
+                tx
+            })
+        };
+        assert!(
+            !ends_within(&mut first, Duration::from_millis(900)).await,
+            "an answered connection was given up"
+        );
+        let _tx = answers.await.unwrap();
+        activity.dialed_anew(2);
+        assert!(
+            ends_within(&mut first, Duration::from_secs(10)).await,
+            "the peer dialed anew and its old connection was kept"
+        );
+        let second = tokio::time::timeout(Duration::from_secs(10), listener.accept()).await;
+        assert!(
+            second.is_ok(),
+            "no new connection after the peer dialed anew"
+        );
+        task.abort();
     }
 }

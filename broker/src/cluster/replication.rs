@@ -52,6 +52,8 @@ pub const REPLICA_FETCH_BYTES_MAX: i32 = 32 * 1024 * 1024;
 pub const REPLICA_FETCH_PARTITION_BYTES_MAX: i32 = 8 * 1024 * 1024;
 /// How long a follower fetch waits at the leader for new data.
 pub const REPLICA_FETCH_WAIT_MS: i32 = 500;
+/// The least time a follower waits for a fetch's answer before it gives the connection up.
+const REPLICA_FETCH_TIMEOUT_MS_MIN: u64 = 4 * REPLICA_FETCH_WAIT_MS as u64;
 /// Pause after a failed fetch round before the next.
 const FETCH_BACKOFF_MS: u64 = 100;
 /// How often leaders check their ISR.
@@ -110,6 +112,7 @@ pub async fn run<S, D>(
                         Arc::clone(&replicas),
                         Arc::clone(&dialer),
                         Arc::clone(&clock),
+                        fetch_timeout_ms(&config),
                         stop.clone(),
                     ));
                 }
@@ -307,6 +310,16 @@ async fn isr_loop<S: Storage + Clone>(
     }
 }
 
+/// How long a follower waits for a fetch's answer. A connection can die without a reset or an
+/// error (a middlebox that forgot it, a peer's host gone): its call would then wait for good
+/// while the leader, reachable on a new connection, drops this follower from the ISR. By the
+/// lag time the follower is out of the ISR anyway, so giving up then costs nothing.
+fn fetch_timeout_ms(config: &ClusterConfig) -> u64 {
+    config
+        .replica_lag_time_max_ms
+        .max(REPLICA_FETCH_TIMEOUT_MS_MIN)
+}
+
 /// One follower fetcher: fetches every partition this broker follows on `leader`.
 async fn fetch_from<S, D>(
     leader: NodeId,
@@ -314,6 +327,7 @@ async fn fetch_from<S, D>(
     replicas: Arc<ReplicaManager<S>>,
     dialer: Arc<D>,
     clock: Arc<dyn Clock>,
+    timeout_ms: u64,
     mut stop: watch::Receiver<bool>,
 ) where
     S: Storage + Clone,
@@ -455,6 +469,11 @@ async fn fetch_from<S, D>(
             _ = stop.changed() => return,
             r = c.call(&request, REPLICA_FETCH_VERSION) => r,
             _ = view.roles_changed_since(roles_seen) => {
+                conn = None;
+                continue;
+            }
+            _ = tokio::time::sleep(Duration::from_millis(timeout_ms)) => {
+                tracing::warn!(leader, timeout_ms, "no answer to a follower fetch; reconnecting");
                 conn = None;
                 continue;
             }

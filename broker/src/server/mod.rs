@@ -383,6 +383,7 @@ where
             raft.fetch_timeout_ms = c.election_timeout_ms * 3;
             raft.request_timeout_ms = c.election_timeout_ms * 3;
             raft.fetch_backoff_ms = 20;
+            let activity = crate::cluster::quorum::PeerActivity::new(c.voters.iter().map(|v| v.id));
             let params = crate::cluster::quorum::QuorumParams {
                 storage: storage.clone(),
                 dir: config.data_dir.join(crate::cluster::METADATA_DIR),
@@ -399,6 +400,7 @@ where
                 dialer: Arc::clone(&io.dialer),
                 seed,
                 inbox: inbox_tx.clone(),
+                activity: Arc::clone(&activity),
             };
             tracing::info!(node = config.node_id, incarnation, voters = ?c.voters.iter().map(|v| v.id).collect::<Vec<_>>(), roles = ?c.process_roles, "joining the cluster");
             quorum_task = Some(tokio::spawn(crate::cluster::quorum::run(
@@ -412,6 +414,7 @@ where
                     controller_listener,
                     c.voters.iter().map(|v| v.id).collect(),
                     inbox_tx,
+                    activity,
                     stop_rx.clone(),
                 ));
             }

@@ -5,7 +5,8 @@
 //! 2, acks=all, fsync always), so the broker-only node leads and follows partitions too. The
 //! Jepsen workload (`workload.rs`) finds partition leaders through Metadata and follows them
 //! across failovers. A seeded fault schedule power-cuts nodes (no FIN; unsynced writes lost or
-//! torn) and restarts them, isolates a node from its peers and/or the clients, skews clocks, and
+//! torn) and restarts them, isolates a node from its peers and/or the clients, wedges the
+//! connections between two nodes (a link drops segments; nothing resets), skews clocks, and
 //! sometimes isolates a follower long enough to leave the ISR and then crashes another node (the
 //! lagging replica must not be elected); rarely two nodes go down at once.
 //!
@@ -294,6 +295,11 @@ struct Faults {
     nodes: Vec<Node>,
     /// Host pairs (a < b) whose links currently hold their messages.
     held: BTreeSet<(usize, usize)>,
+    /// Two nodes whose link drops every segment until a step: a middlebox that forgot its
+    /// connections. turmoil's TCP does not retransmit, so every connection between them with a
+    /// segment lost stays wedged for good (no reset, no error): only the nodes' own request
+    /// timeouts can end it.
+    dropping: Option<(usize, usize, u64)>,
 }
 
 impl Faults {
@@ -310,6 +316,18 @@ impl Faults {
             .iter()
             .filter(|n| n.down_until.is_some() || n.isolated_until.is_some())
             .count()
+            + usize::from(self.dropping.is_some())
+    }
+
+    fn stop_dropping(&mut self, sim: &mut turmoil::Sim<'_>, step: u64, trace: &mut Trace) {
+        if let Some((a, b, _)) = self.dropping.take() {
+            sim.repair(node_name(a), node_name(b));
+            note(
+                trace,
+                step,
+                format_args!("{} and {} deliver again", node_name(a), node_name(b)),
+            );
+        }
     }
 
     fn wants_cut(&self, a: usize, b: usize) -> bool {
@@ -388,6 +406,9 @@ impl Faults {
     }
 
     fn step(&mut self, sim: &mut turmoil::Sim<'_>, step: u64, trace: &mut Trace) {
+        if self.dropping.is_some_and(|(_, _, until)| step >= until) {
+            self.stop_dropping(sim, step, trace);
+        }
         for i in 0..NODES {
             if self.nodes[i].down_until.is_some_and(|t| step >= t) {
                 self.nodes[i].down_until = None;
@@ -469,12 +490,29 @@ impl Faults {
                 let ms = self.rng.gen_range(200..1_500);
                 self.crash(sim, j, ms, step, trace);
             }
+            11 if self.enabled.net && calm => {
+                let j = (i + self.rng.gen_range(1..NODES)) % NODES;
+                let ms = self.rng.gen_range(20..1_000);
+                sim.partition(node_name(i), node_name(j));
+                self.dropping = Some((i, j, step + ms));
+                note(
+                    trace,
+                    step,
+                    format_args!(
+                        "{} and {} drop every segment between them for {ms} ms (connections \
+                         with a segment lost stay wedged)",
+                        node_name(i),
+                        node_name(j)
+                    ),
+                );
+            }
             _ => {}
         }
     }
 
     /// Heals everything: every node up, every link repaired (clock skews stay).
     fn heal(&mut self, sim: &mut turmoil::Sim<'_>, step: u64, trace: &mut Trace) {
+        self.stop_dropping(sim, step, trace);
         for i in 0..NODES {
             let n = &mut self.nodes[i];
             n.isolated_until = None;
@@ -812,6 +850,7 @@ pub fn run_cluster_seed(config: &ClusterSimConfig) -> ClusterSimResult {
         enabled: config.faults,
         nodes,
         held: BTreeSet::new(),
+        dropping: None,
     };
     let mut violations = Vec::new();
     let mut step = 0u64;

@@ -288,6 +288,15 @@ struct Node {
     failover_on_heal: bool,
 }
 
+/// A link that drops segments, one way or both, until a step.
+#[derive(Clone, Copy)]
+struct Dropping {
+    from: usize,
+    to: usize,
+    both: bool,
+    until: u64,
+}
+
 /// The fault schedule: what is broken and when it heals. Host index `NODES` is the clients.
 struct Faults {
     rng: ChaCha8Rng,
@@ -295,11 +304,11 @@ struct Faults {
     nodes: Vec<Node>,
     /// Host pairs (a < b) whose links currently hold their messages.
     held: BTreeSet<(usize, usize)>,
-    /// Two nodes whose link drops every segment until a step: a middlebox that forgot its
-    /// connections. turmoil's TCP does not retransmit, so every connection between them with a
-    /// segment lost stays wedged for good (no reset, no error): only the nodes' own request
-    /// timeouts can end it.
-    dropping: Option<(usize, usize, u64)>,
+    /// Two nodes whose link drops every segment from the first to the second (and back, if
+    /// `both`) until a step: a middlebox that forgot its connections. turmoil's TCP does not
+    /// retransmit, so every connection between them with a segment lost stays wedged for good
+    /// (no reset, no error): only the nodes' own timeouts can end it.
+    dropping: Option<Dropping>,
 }
 
 impl Faults {
@@ -320,13 +329,14 @@ impl Faults {
     }
 
     fn stop_dropping(&mut self, sim: &mut turmoil::Sim<'_>, step: u64, trace: &mut Trace) {
-        if let Some((a, b, _)) = self.dropping.take() {
-            sim.repair(node_name(a), node_name(b));
-            note(
-                trace,
-                step,
-                format_args!("{} and {} deliver again", node_name(a), node_name(b)),
-            );
+        if let Some(d) = self.dropping.take() {
+            let (a, b) = (node_name(d.from), node_name(d.to));
+            if d.both {
+                sim.repair(a.clone(), b.clone());
+            } else {
+                sim.repair_oneway(a.clone(), b.clone());
+            }
+            note(trace, step, format_args!("{a} to {b} delivers again"));
         }
     }
 
@@ -406,7 +416,7 @@ impl Faults {
     }
 
     fn step(&mut self, sim: &mut turmoil::Sim<'_>, step: u64, trace: &mut Trace) {
-        if self.dropping.is_some_and(|(_, _, until)| step >= until) {
+        if self.dropping.is_some_and(|d| step >= d.until) {
             self.stop_dropping(sim, step, trace);
         }
         for i in 0..NODES {
@@ -493,16 +503,27 @@ impl Faults {
             11 if self.enabled.net && calm => {
                 let j = (i + self.rng.gen_range(1..NODES)) % NODES;
                 let ms = self.rng.gen_range(20..1_000);
-                sim.partition(node_name(i), node_name(j));
-                self.dropping = Some((i, j, step + ms));
+                let both = self.rng.gen_bool(0.5);
+                if both {
+                    sim.partition(node_name(i), node_name(j));
+                } else {
+                    sim.partition_oneway(node_name(i), node_name(j));
+                }
+                self.dropping = Some(Dropping {
+                    from: i,
+                    to: j,
+                    both,
+                    until: step + ms,
+                });
                 note(
                     trace,
                     step,
                     format_args!(
-                        "{} and {} drop every segment between them for {ms} ms (connections \
-                         with a segment lost stay wedged)",
+                        "{} to {}{} drops every segment for {ms} ms (connections with a \
+                         segment lost stay wedged)",
                         node_name(i),
-                        node_name(j)
+                        node_name(j),
+                        if both { " and back" } else { "" }
                     ),
                 );
             }

@@ -351,6 +351,11 @@ async fn fetch_from<S, D>(
         let mut wanted: BTreeMap<String, Vec<(i32, FollowerPosition)>> = BTreeMap::new();
         for topic in replicas.topics() {
             for p in topic.partitions() {
+                // A failed replica fetches nothing (until a restart recovers its log): the
+                // leader drops it from the ISR for lagging, and the controller hears of it.
+                if p.is_failed() {
+                    continue;
+                }
                 if let Some(position) = p.follower_position() {
                     if position.leader == leader {
                         if throttling

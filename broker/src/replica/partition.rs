@@ -376,6 +376,12 @@ impl<S: Storage> Partition<S> {
         leader_log_start: i64,
         now_ms: i64,
     ) -> Result<(), AppendError> {
+        // A failed replica syncs nothing more: were it to take records, its fetch offset would
+        // keep it in the ISR while its durable end, and with it the high watermark, stood still.
+        if self.is_failed() {
+            let failed = std::io::Error::other("this replica failed; it takes no records");
+            return Err(AppendError::Storage(failed));
+        }
         let (high_watermark, ack_offset, policy) = {
             let mut core = self.core();
             if !matches!(core.role(), ReplicaRole::Follower { epoch: e, .. } if *e == epoch) {
@@ -782,6 +788,27 @@ mod tests {
             answered.expect("answered, not left to time out"),
             Err(DurableError::NotLeader)
         );
+    }
+
+    /// A failed follower takes no more records: its log end, which the leader counts as caught
+    /// up, stays where its last sync left it, so the leader drops it from the ISR rather than
+    /// wait on a durable end that never moves.
+    #[tokio::test]
+    async fn a_failed_follower_takes_no_records() {
+        let p = clustered_partition();
+        p.set_role(1, 2, 1, &[1, 2], &[1, 2], 1, T0);
+        p.follower_apply(1, &simple_batch(T0, &[b"a"]), 0, 0, T0)
+            .unwrap();
+        assert_eq!(p.core().log().log_end_offset(), 1);
+        p.fail();
+        let mut second = simple_batch(T0, &[b"b"]).to_vec();
+        second[..8].copy_from_slice(&1i64.to_be_bytes());
+        let refused = p.follower_apply(1, &second, 1, 0, T0);
+        assert!(
+            matches!(refused, Err(AppendError::Storage(_))),
+            "{refused:?}"
+        );
+        assert_eq!(p.core().log().log_end_offset(), 1);
     }
 
     /// A leader whose record is durable on itself only, so it is held out of the high

@@ -980,12 +980,15 @@ impl<S: Storage> Log<S> {
         let interval = self.config.index_interval_bytes;
         self.active_mut().truncate_to(offset, interval)?;
         assert_eq!(self.log_end_offset(), offset);
+        // Nothing at or above the new end is durable any more; should a step below fail (the
+        // caller then fails the log), the durable offset must not point past the end.
+        self.durable_offset = self.durable_offset.min(offset);
         if rebuild {
             self.rebuild_from_headers()?;
         }
         // Make the truncation and everything below it durable.
         for seg in self.segments.values() {
-            if seg.next_offset() >= self.durable_offset.min(offset) {
+            if seg.next_offset() >= self.durable_offset {
                 seg.file().sync()?;
             }
         }

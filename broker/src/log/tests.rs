@@ -361,6 +361,26 @@ fn truncate_to_then_append() {
     assert_eq!(log.log_end_offset(), 4);
 }
 
+/// A truncation whose sync fails reports the error with the log still consistent: nothing
+/// at or above the new end counts as durable (found by the cluster sim with a failing disk:
+/// the durable offset stayed above the end, and the next check panicked).
+#[test]
+fn a_truncation_whose_sync_fails_leaves_nothing_durable_past_the_end() {
+    let (s, mut log) = mem_log(small_config());
+    for i in 0..20 {
+        log.append(&batch(T0 + i, 2, 100), 0, T0).unwrap();
+    }
+    log.flush().unwrap();
+    assert_eq!(log.durable_offset(), 40);
+    s.fail_syncs("/data/t-0/", true);
+    assert!(log.truncate_to(14).is_err());
+    assert_eq!(log.log_end_offset(), 14);
+    assert!(log.durable_offset() <= 14, "{}", log.durable_offset());
+    s.fail_syncs("/data/t-0/", false);
+    log.truncate_to(14).unwrap();
+    assert_eq!(log.durable_offset(), 14);
+}
+
 /// The high-watermark checkpoint survives a clean restart, a lost (unsynced) write only makes
 /// it older, a truncation lowers it durably first, and a damaged one is ignored.
 #[test]

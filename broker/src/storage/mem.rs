@@ -40,6 +40,8 @@ struct FileData {
     durable: Vec<u8>,
     pending: Vec<u8>,
     fail_reads: bool,
+    /// Syncs fail with an I/O error, keeping their bytes pending (lost at a crash).
+    fail_syncs: bool,
     /// Truncations so far (see `FileRegion`).
     truncations: u64,
 }
@@ -198,6 +200,9 @@ impl StorageFile for MemFile {
 
     fn sync(&self) -> io::Result<()> {
         let mut f = self.data()?;
+        if f.fail_syncs {
+            return Err(io::Error::other("injected sync failure (EIO)"));
+        }
         let pending = std::mem::take(&mut f.pending);
         f.durable.extend_from_slice(&pending);
         Ok(())
@@ -287,6 +292,15 @@ impl MemStorage {
         let node = self.node(path)?;
         lock(&node).fail_reads = fail;
         Ok(())
+    }
+
+    /// While set, syncs of the files whose paths now begin with `prefix` fail with an I/O
+    /// error: a failing disk under those logs. Files created later are not affected.
+    pub fn fail_syncs(&self, prefix: &str, fail: bool) {
+        let ns = lock(&self.shared.ns);
+        for (_, node) in ns.files.iter().filter(|(path, _)| path.starts_with(prefix)) {
+            lock(node).fail_syncs = fail;
+        }
     }
 
     /// All bytes of a file (durable then pending), for assertions.
@@ -504,6 +518,16 @@ mod tests {
         assert!(f.read_at(0, &mut b).is_err());
         s.fail_reads(&p, false).unwrap();
         f.read_at(0, &mut b).unwrap();
+        // Failing syncs keep the bytes pending: a crash then loses them.
+        f.sync().unwrap();
+        f.append(b"y").unwrap();
+        s.fail_syncs("/e/", true);
+        f.sync().unwrap();
+        f.append(b"z").unwrap();
+        s.fail_syncs("/d/", true);
+        assert!(f.sync().is_err());
+        s.crash(TornWrite::DropUnsynced);
+        assert_eq!(s.contents(&p).unwrap().len(), 12);
     }
 
     #[test]

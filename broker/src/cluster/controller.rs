@@ -138,6 +138,16 @@ pub enum ControllerRequest {
         node_id: NodeId,
         incarnation: i64,
     },
+    /// The broker's copies of these partitions failed (a sync or write error; they serve and
+    /// take nothing until it restarts and recovers them). Each leaves the ISR and ELR, and
+    /// where it leads, leadership goes to another in-sync (else eligible) usable replica, if
+    /// there is one; a new leader epoch each time, so no leader counts its old progress. At
+    /// most [`ELECT_PARTITIONS_MAX`] partitions.
+    ReplicasOffline {
+        node_id: NodeId,
+        incarnation: i64,
+        partitions: Vec<([u8; 16], u32)>,
+    },
     /// Changes the cluster-level dynamic configs ([`CLUSTER_CONFIGS`]); `min.insync.replicas`
     /// must stay set.
     AlterClusterConfigs {
@@ -433,6 +443,30 @@ impl Round {
         isr: Vec<NodeId>,
         clean: bool,
     ) {
+        let change = Change {
+            leader,
+            leader_epoch,
+            isr,
+            clean,
+        };
+        self.partition_change_without(topic_id, partition, change, None);
+    }
+
+    /// [`Self::partition_change`], with `failed` (a replica whose copy failed) kept out of the
+    /// ELR too.
+    fn partition_change_without(
+        &mut self,
+        topic_id: [u8; 16],
+        partition: u32,
+        change: Change,
+        failed: Option<NodeId>,
+    ) {
+        let Change {
+            leader,
+            leader_epoch,
+            isr,
+            clean,
+        } = change;
         let old = self
             .view
             .topics
@@ -440,7 +474,8 @@ impl Round {
             .and_then(|t| t.partitions.get(partition as usize))
             .expect("partition changes name existing partitions")
             .clone();
-        let elr = self.next_elr(&topic_id, &old, &isr, clean);
+        let mut elr = self.next_elr(&topic_id, &old, &isr, clean);
+        elr.retain(|&n| Some(n) != failed);
         self.emit(MetadataRecord::PartitionChange {
             topic_id,
             partition,
@@ -935,6 +970,7 @@ impl Assignment {
 }
 
 /// What one partition should become this round, if anything.
+#[derive(Debug)]
 struct Change {
     leader: NodeId,
     leader_epoch: i32,
@@ -1360,6 +1396,57 @@ impl Controller {
                     });
                 }
                 self.shutting_down.insert(*node_id, *incarnation);
+                Some(ok)
+            }
+            ControllerRequest::ReplicasOffline {
+                node_id,
+                incarnation,
+                partitions,
+            } => {
+                if partitions.len() > ELECT_PARTITIONS_MAX {
+                    return Some(Err(ControllerError::InvalidRequest(format!(
+                        "at most {ELECT_PARTITIONS_MAX} partitions per offline report"
+                    ))));
+                }
+                let Some(b) = round
+                    .view
+                    .brokers
+                    .get(node_id)
+                    .filter(|_| q.from == *node_id)
+                else {
+                    return Some(Err(ControllerError::InvalidRequest(format!(
+                        "unknown broker {node_id} (from {})",
+                        q.from
+                    ))));
+                };
+                if b.epoch != *incarnation {
+                    return Some(Err(ControllerError::StaleRequest));
+                }
+                let mut changes = Vec::new();
+                let mut bytes = 0;
+                let mut seen = BTreeSet::new();
+                for &(topic_id, partition) in partitions {
+                    let p = round
+                        .view
+                        .topics
+                        .get(&topic_id)
+                        .and_then(|t| t.partitions.get(partition as usize));
+                    let Some(p) = p.filter(|_| seen.insert((topic_id, partition))) else {
+                        continue;
+                    };
+                    if let Some(change) = self.replica_offline(round, p, *node_id, now) {
+                        bytes += partition_record_bytes(p.replicas.len());
+                        changes.push((topic_id, partition, change));
+                    }
+                }
+                if !changes.is_empty() && !round.room(changes.len(), bytes) {
+                    return None;
+                }
+                for (id, partition, change) in changes {
+                    tracing::warn!(node = node_id, partition, leader = change.leader,
+                        isr = ?change.isr, "a broker's copy failed; it leaves the partition's ISR");
+                    round.partition_change_without(id, partition, change, Some(*node_id));
+                }
                 Some(ok)
             }
             ControllerRequest::AlterPartition {
@@ -1907,6 +1994,43 @@ impl Controller {
             }),
             None => Err(ElectionOutcome::EligibleNotAvailable),
         }
+    }
+
+    /// What partition `p` becomes when `node`'s copy of it failed: `node` out of the ISR and ELR
+    /// and, where it led (or nobody did), another usable ISR member, else ELR member, elected.
+    /// `None` when `node` is in neither, or when it leads and nothing else can: a sole copy
+    /// keeps its place, so that its restart brings the partition back with every record.
+    fn replica_offline(
+        &self,
+        round: &Round,
+        p: &PartitionImage,
+        node: NodeId,
+        now: u64,
+    ) -> Option<Change> {
+        if !p.isr.contains(&node) && !p.elr.contains(&node) {
+            return None;
+        }
+        let mut rest = p.clone();
+        rest.isr.retain(|&n| n != node);
+        rest.elr.retain(|&n| n != node);
+        let elected = if p.leader == node || p.leader == -1 {
+            self.elect(round, &rest, &rest.isr, now)
+                .or_else(|| self.elect(round, &rest, &rest.elr, now))
+        } else {
+            None
+        };
+        let change = match elected {
+            Some(leader) => clean_election(round, &rest, leader),
+            None if p.leader == node || rest.isr.is_empty() => return None,
+            None => Change {
+                leader: p.leader,
+                leader_epoch: p.leader_epoch + 1,
+                isr: rest.isr,
+                clean: true,
+            },
+        };
+        debug_assert!(!change.isr.contains(&node), "{change:?}");
+        Some(change)
     }
 
     /// A fresh, non-zero topic id from the seeded SplitMix64 stream.
@@ -2763,6 +2887,80 @@ mod tests {
         assert!(s.part("t", 0).elr.is_empty());
         assert_eq!(s.part("u", 0).elr, vec![2], "u's own override still holds");
         assert_eq!(s.image.cluster_configs[CLUSTER_MIN_ISR], "1");
+    }
+
+    fn offline(s: &mut Sim, from: NodeId, node_id: NodeId, incarnation: i64) -> ControllerError {
+        let partitions = vec![(s.id("t"), 0)];
+        let req = ControllerRequest::ReplicasOffline {
+            node_id,
+            incarnation,
+            partitions,
+        };
+        s.request(from, req).error
+    }
+
+    /// A broker whose copy failed leaves the ISR (never for the ELR), and leadership moves
+    /// where it led, each time with a new leader epoch; a sole copy keeps its place, since its
+    /// restart is what brings the records back.
+    #[test]
+    fn controller_a_failed_copy_leaves_the_isr_and_its_leadership() {
+        let _g = serial();
+        let mut s = manual_cluster();
+        s.seed("t", &[2, 3, 4], &[2, 3, 4], 2);
+        let inc = |s: &Sim, n: NodeId| s.incarnations[&n];
+        // The leader's copy failed: the next ISR member in replica order leads.
+        let i2 = inc(&s, 2);
+        assert_eq!(offline(&mut s, 2, 2, i2), ControllerError::None);
+        assert_eq!(pstate(s.part("t", 0)), (3, 1, vec![3, 4]));
+        // A follower's: it leaves, and though the ISR is now below min.insync.replicas it
+        // does not become eligible (its copy serves nothing).
+        let i4 = inc(&s, 4);
+        assert_eq!(offline(&mut s, 4, 4, i4), ControllerError::None);
+        assert_eq!(pstate(s.part("t", 0)), (3, 2, vec![3]));
+        assert!(s.part("t", 0).elr.is_empty(), "{:?}", s.part("t", 0));
+        // Reported again: nothing left to change.
+        assert_eq!(offline(&mut s, 4, 4, i4), ControllerError::None);
+        assert_eq!(pstate(s.part("t", 0)), (3, 2, vec![3]));
+        // The last copy in sync: nobody else can lead, so it stays (offline until restart).
+        let i3 = inc(&s, 3);
+        assert_eq!(offline(&mut s, 3, 3, i3), ControllerError::None);
+        assert_eq!(pstate(s.part("t", 0)), (3, 2, vec![3]));
+        // Only a broker's current incarnation speaks for it, and only for itself.
+        assert_eq!(offline(&mut s, 3, 3, i3 + 1), ControllerError::StaleRequest);
+        assert!(matches!(
+            offline(&mut s, 2, 3, i3),
+            ControllerError::InvalidRequest(_)
+        ));
+    }
+
+    /// An eligible replica (ELR) whose copy failed leaves the ELR, and an offline partition
+    /// whose only ISR member failed goes to an eligible replica.
+    #[test]
+    fn controller_a_failed_copy_leaves_the_elr() {
+        let _g = serial();
+        let mut s = manual_cluster();
+        s.seed("t", &[2, 3, 4], &[2, 3, 4], 2);
+        // 3 and 4 die: the ISR shrinks below min.insync.replicas and they become eligible.
+        s.run(SESSION_MS + 200, &[1, 2]);
+        assert_eq!(pstate(s.part("t", 0)), (2, 0, vec![2]));
+        let mut elr = s.part("t", 0).elr.clone();
+        elr.sort_unstable();
+        assert_eq!(elr, vec![3, 4]);
+        // 3 returns with a failed copy and says so: it leaves the ELR.
+        s.register(3);
+        s.run(300, &[1, 2, 3]);
+        let i3 = s.incarnations[&3];
+        assert_eq!(offline(&mut s, 3, 3, i3), ControllerError::None);
+        assert_eq!(s.part("t", 0).elr, vec![4]);
+        assert_eq!(s.part("t", 0).leader, 2);
+        // 4 returns healthy and 2's copy fails: 4, eligible, leads.
+        s.register(4);
+        s.run(LEADER_SETTLE_MS + 300, &[1, 2, 3, 4]);
+        let i2 = s.incarnations[&2];
+        assert_eq!(offline(&mut s, 2, 2, i2), ControllerError::None);
+        let p = s.part("t", 0);
+        assert_eq!((p.leader, p.isr.clone()), (4, vec![4]), "{p:?}");
+        assert!(p.elr.is_empty(), "{p:?}");
     }
 
     #[test]
@@ -3769,6 +3967,8 @@ mod tests {
         /// An operator's reassignment of the nth partition to the nodes in the mask's low
         /// four bits (1 to 4), or, for an empty mask, its cancellation.
         Reassign(u8, u8),
+        /// This node's copy of the nth partition failed, and it says so.
+        Fail(u8, NodeId),
     }
 
     fn op() -> impl Strategy<Value = Op> {
@@ -3788,6 +3988,7 @@ mod tests {
             1 => (1u8..=3).prop_map(Op::ClusterMinIsr),
             1 => (any::<u8>(), any::<bool>()).prop_map(|(k, u)| Op::Elect(k, u)),
             2 => (any::<u8>(), 0u8..16).prop_map(|(k, m)| Op::Reassign(k, m)),
+            1 => (any::<u8>(), 2..=4).prop_map(|(k, n)| Op::Fail(k, n)),
         ]
     }
 
@@ -3863,6 +4064,21 @@ mod tests {
                         ControllerRequest::ControlledShutdown {
                             node_id,
                             incarnation,
+                        },
+                    );
+                }
+                Op::Fail(k, n) => {
+                    let Some((topic_id, partition, _)) = nth_partition(&s.image, k) else {
+                        continue;
+                    };
+                    let incarnation = s.incarnations[&n];
+                    let partitions = vec![(topic_id, partition)];
+                    s.submit(
+                        n,
+                        ControllerRequest::ReplicasOffline {
+                            node_id: n,
+                            incarnation,
+                            partitions,
                         },
                     );
                 }

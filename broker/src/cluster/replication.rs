@@ -29,7 +29,7 @@ use kafka_protocol::ResponseError;
 use tokio::sync::watch;
 use uuid::Uuid;
 
-use super::controller::{ControllerError, ControllerRequest};
+use super::controller::{ControllerError, ControllerRequest, ELECT_PARTITIONS_MAX};
 use super::ClusterView;
 use crate::apis::{Advertised, Clock};
 use crate::config::ClusterConfig;
@@ -58,6 +58,9 @@ const REPLICA_FETCH_TIMEOUT_MS_MIN: u64 = 4 * REPLICA_FETCH_WAIT_MS as u64;
 const FETCH_BACKOFF_MS: u64 = 100;
 /// How often leaders check their ISR.
 const ISR_CHECK_INTERVAL_MS: u64 = 200;
+/// How often a broker repeats its report of failed copies while the image still counts them in
+/// an ISR or ELR (a new image makes it report at once).
+const OFFLINE_REPORT_RETRY_MS: u64 = 1_000;
 /// Pause between registration attempts.
 const REGISTER_RETRY_MS: u64 = 200;
 
@@ -253,7 +256,8 @@ fn reconcile<S: Storage + Clone>(
     }
 }
 
-/// Leaders ask the controller to shrink or expand their ISR.
+/// Leaders ask the controller to shrink or expand their ISR, and every broker reports its
+/// failed copies.
 async fn isr_loop<S: Storage + Clone>(
     view: Arc<ClusterView>,
     replicas: Arc<ReplicaManager<S>>,
@@ -262,14 +266,40 @@ async fn isr_loop<S: Storage + Clone>(
     metrics: Arc<BrokerMetrics>,
     mut stop: watch::Receiver<bool>,
 ) {
+    // The image version and the time of the last report of failed copies.
+    let mut reported: Option<(u64, tokio::time::Instant)> = None;
     loop {
         tokio::select! {
             biased;
             _ = stop.changed() => return,
             _ = tokio::time::sleep(Duration::from_millis(ISR_CHECK_INTERVAL_MS)) => {}
         }
+        let version = view.version();
         let image = view.image();
         let now_ms = clock.now_ms();
+        let offline = failed_copies_counted_in(&image, &replicas, view.me);
+        let due = reported.is_none_or(|(v, at)| {
+            v != version || at.elapsed() >= Duration::from_millis(OFFLINE_REPORT_RETRY_MS)
+        });
+        if !offline.is_empty() && due {
+            reported = Some((version, tokio::time::Instant::now()));
+            tracing::warn!(
+                partitions = offline.len(),
+                "asking the controller to take this broker's failed copies out of their ISRs"
+            );
+            let request = ControllerRequest::ReplicasOffline {
+                node_id: view.me,
+                incarnation: view.incarnation,
+                partitions: offline,
+            };
+            let view = Arc::clone(&view);
+            tokio::spawn(async move {
+                let r = view.controller_request(request).await;
+                if r.error != ControllerError::None {
+                    tracing::info!(error = ?r.error, "failed copies' report not accepted");
+                }
+            });
+        }
         for topic in replicas.topics() {
             let Some(topic_id) = image.topic_ids.get(&topic.name).copied() else {
                 continue;
@@ -308,6 +338,34 @@ async fn isr_loop<S: Storage + Clone>(
             }
         }
     }
+}
+
+/// This broker's failed copies (a sync or write error) that `image` still counts in an ISR or
+/// ELR, at most one request's worth.
+fn failed_copies_counted_in<S: Storage + Clone>(
+    image: &MetadataImage,
+    replicas: &ReplicaManager<S>,
+    me: NodeId,
+) -> Vec<([u8; 16], u32)> {
+    let mut failed = Vec::new();
+    for topic in replicas.topics() {
+        let Some(&topic_id) = image.topic_ids.get(&topic.name) else {
+            continue;
+        };
+        let Some(t) = image.topics.get(&topic_id) else {
+            continue;
+        };
+        for p in topic.partitions().iter().filter(|p| p.is_failed()) {
+            let counted = usize::try_from(p.index)
+                .ok()
+                .and_then(|i| t.partitions.get(i))
+                .is_some_and(|ip| ip.isr.contains(&me) || ip.elr.contains(&me));
+            if counted && failed.len() < ELECT_PARTITIONS_MAX {
+                failed.push((topic_id, p.index as u32));
+            }
+        }
+    }
+    failed
 }
 
 /// How long a follower waits for a fetch's answer. A connection can die without a reset or an

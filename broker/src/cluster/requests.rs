@@ -16,6 +16,8 @@
 //! the id (16 bytes), then `u8 0`, or `u8 1` and the rack.
 //! CreateTopic and CreatePartitions with an operator's replica lists travel as kinds 12 and
 //! 13: the fields of kinds 3 and 5, then `u32 count` + per new partition its broker ids.
+//! ReplicasOffline is kind 18: `i32 node_id`, `i64 incarnation`, then `u32 count` + per
+//! partition a topic id (16 bytes) and `u32 partition`.
 //! DescribeQuorum is kind 15, with no fields; its answer is `4` + `i32 leader`, `i32 epoch`,
 //! `i64 high watermark`, `u32 count` + per voter `i32 id`, `i64 log end`, `i64 last fetch`,
 //! `i64 last caught up`.
@@ -129,6 +131,16 @@ pub fn encode_request(request: &ControllerRequest) -> Bytes {
             out.extend_from_slice(&node_id.to_be_bytes());
             out.extend_from_slice(&incarnation.to_be_bytes());
         }
+        ControllerRequest::ReplicasOffline {
+            node_id,
+            incarnation,
+            partitions,
+        } => {
+            out.push(18);
+            out.extend_from_slice(&node_id.to_be_bytes());
+            out.extend_from_slice(&incarnation.to_be_bytes());
+            put_partitions(&mut out, partitions.iter().map(|&(id, p)| (id, p, None)));
+        }
         ControllerRequest::AlterClusterConfigs { change } => {
             out.push(change_kind(9, change));
             put_change(&mut out, change);
@@ -235,6 +247,14 @@ pub fn decode_request(buf: &[u8]) -> Result<ControllerRequest, DecodeError> {
         7 => ControllerRequest::ControlledShutdown {
             node_id: r.i32()?,
             incarnation: r.i64()?,
+        },
+        18 => ControllerRequest::ReplicasOffline {
+            node_id: r.i32()?,
+            incarnation: r.i64()?,
+            partitions: read_partitions(&mut r, false)?
+                .into_iter()
+                .map(|(id, p, _)| (id, p))
+                .collect(),
         },
         kind @ (9 | 19) => ControllerRequest::AlterClusterConfigs {
             change: read_change(&mut r, kind == 19)?,
@@ -702,6 +722,11 @@ mod tests {
             ControllerRequest::ElectLeaders {
                 unclean: true,
                 partitions: vec![],
+            },
+            ControllerRequest::ReplicasOffline {
+                node_id: 2,
+                incarnation: 9,
+                partitions: vec![([3; 16], 1), ([4; 16], 0)],
             },
             ControllerRequest::AlterReassignments {
                 partitions: vec![([1; 16], 0, Some(vec![3, 1, 2])), ([2; 16], 4, None)],

@@ -83,7 +83,8 @@ REQUIRE_EXTERNAL_CLIENTS=1 cargo test --workspace --release "$@"
 # group coordinator; raft: a 3-node metadata quorum over a faulty network; replication: brokers
 # of partition cores, the controller, follower fetches and acks=all producers; system: the real
 # broker server under turmoil with network, crash, disk and clock faults; cluster: three
-# replicating broker nodes under turmoil with crashes, isolations, wedged connections and clock skew), a determinism check
+# replicating broker nodes under turmoil with crashes, isolations, wedged connections, failing
+# syncs and clock skew), a determinism check
 # per layer (each seed run twice, trace hashes compared), proof that every planted bug is
 # caught, and the Jepsen-style `sim check` against the real broker binary over TCP. The planted
 # build is a separate feature set of `broker`, so it never reaches the binary tested above.

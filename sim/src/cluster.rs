@@ -6,7 +6,8 @@
 //! Jepsen workload (`workload.rs`) finds partition leaders through Metadata and follows them
 //! across failovers. A seeded fault schedule power-cuts nodes (no FIN; unsynced writes lost or
 //! torn) and restarts them, isolates a node from its peers and/or the clients, wedges the
-//! connections between two nodes (a link drops segments; nothing resets), skews clocks, and
+//! connections between two nodes (a link drops segments; nothing resets), fails a node's log
+//! syncs until it is restarted, skews clocks, and
 //! sometimes isolates a follower long enough to leave the ISR and then crashes another node (the
 //! lagging replica must not be elected); rarely two nodes go down at once.
 //!
@@ -84,6 +85,11 @@ const RESTORE_MS_MAX: u64 = 60_000;
 const FINAL_READ_MS_MAX: u64 = 120_000;
 /// Simulated time allowed on top of the run for healing and the final read.
 const DRAIN_MS_MAX: u64 = 600_000;
+
+/// The start of the workload topic's partition directories on each node.
+fn topic_logs() -> String {
+    format!("{DATA_DIR}/{TOPIC}-")
+}
 
 fn node_name(i: usize) -> String {
     format!("n{}", i + 1)
@@ -286,6 +292,9 @@ struct Node {
     isolated_from_clients: bool,
     /// When the isolation heals, crash another node (the lagging one must not be elected).
     failover_on_heal: bool,
+    /// The node's topic logs fail every sync until then; then it is power-cut and restarted
+    /// (what an operator does about a failing disk).
+    syncs_failing_until: Option<u64>,
 }
 
 /// A link that drops segments, one way or both, until a step.
@@ -323,7 +332,11 @@ impl Faults {
     fn impaired(&self) -> usize {
         self.nodes
             .iter()
-            .filter(|n| n.down_until.is_some() || n.isolated_until.is_some())
+            .filter(|n| {
+                n.down_until.is_some()
+                    || n.isolated_until.is_some()
+                    || n.syncs_failing_until.is_some()
+            })
             .count()
             + usize::from(self.dropping.is_some())
     }
@@ -420,6 +433,11 @@ impl Faults {
             self.stop_dropping(sim, step, trace);
         }
         for i in 0..NODES {
+            if self.nodes[i].syncs_failing_until.is_some_and(|t| step >= t) {
+                self.replace_failing_disk(sim, i, step, trace);
+            }
+        }
+        for i in 0..NODES {
             if self.nodes[i].down_until.is_some_and(|t| step >= t) {
                 self.nodes[i].down_until = None;
                 sim.bounce(node_name(i));
@@ -444,7 +462,7 @@ impl Faults {
         }
         let calm = self.impaired() == 0;
         let i = self.rng.gen_range(0..NODES);
-        match self.rng.gen_range(0..12u32) {
+        match self.rng.gen_range(0..13u32) {
             0..=2 if self.enabled.crash && calm => {
                 let ms = self.rng.gen_range(200..3_000);
                 self.crash(sim, i, ms, step, trace);
@@ -527,13 +545,44 @@ impl Faults {
                     ),
                 );
             }
+            12 if self.enabled.crash && calm => {
+                let ms = self.rng.gen_range(500..4_000);
+                self.nodes[i].storage.fail_syncs(&topic_logs(), true);
+                self.nodes[i].syncs_failing_until = Some(step + ms);
+                note(
+                    trace,
+                    step,
+                    format_args!(
+                        "{}'s topic logs fail every sync for {ms} ms, then it restarts",
+                        node_name(i)
+                    ),
+                );
+            }
             _ => {}
+        }
+    }
+
+    /// Ends node `i`'s failing syncs: the operator power-cuts it and starts it again.
+    fn replace_failing_disk(
+        &mut self,
+        sim: &mut turmoil::Sim<'_>,
+        i: usize,
+        step: u64,
+        trace: &mut Trace,
+    ) {
+        if self.nodes[i].syncs_failing_until.take().is_some() {
+            self.nodes[i].storage.fail_syncs(&topic_logs(), false);
+            let ms = self.rng.gen_range(200..1_000);
+            self.crash(sim, i, ms, step, trace);
         }
     }
 
     /// Heals everything: every node up, every link repaired (clock skews stay).
     fn heal(&mut self, sim: &mut turmoil::Sim<'_>, step: u64, trace: &mut Trace) {
         self.stop_dropping(sim, step, trace);
+        for i in 0..NODES {
+            self.replace_failing_disk(sim, i, step, trace);
+        }
         for i in 0..NODES {
             let n = &mut self.nodes[i];
             n.isolated_until = None;
@@ -771,6 +820,7 @@ pub fn run_cluster_seed(config: &ClusterSimConfig) -> ClusterSimResult {
             isolated_until: None,
             isolated_from_clients: false,
             failover_on_heal: false,
+            syncs_failing_until: None,
         });
     }
 

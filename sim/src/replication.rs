@@ -1282,12 +1282,23 @@ impl World {
 
     /// Whether node `id` is the only member of some partition's ISR and ELR: the only copy
     /// known to hold everything committed, which no disk replacement can leave recoverable.
+    /// Asked of the committed image and of the image the proposal in flight will make (seed
+    /// 9,641,188: a reassignment down to this node alone was in flight when its disk was
+    /// replaced, and committed after).
     fn only_eligible_copy(&self, id: NodeId) -> bool {
-        let topics = self.image.topics.values();
-        topics.flat_map(|t| t.partitions.iter()).any(|p| {
-            let mut holders = p.isr.iter().chain(p.elr.iter()).filter(|&&n| n != id);
-            holders.next().is_none()
-        })
+        let sole = |image: &MetadataImage| {
+            let topics = image.topics.values();
+            topics.flat_map(|t| t.partitions.iter()).any(|p| {
+                let mut holders = p.isr.iter().chain(p.elr.iter()).filter(|&&n| n != id);
+                holders.next().is_none()
+            })
+        };
+        let proposed = self.in_flight.as_ref().map(|entry| {
+            let mut image = self.image.clone();
+            image.apply(self.meta_log.len() as i64, entry);
+            image
+        });
+        sole(&self.image) || proposed.as_ref().is_some_and(sole)
     }
 
     fn restart(&mut self, node: usize) {

@@ -573,6 +573,26 @@ impl Round {
         }
     }
 
+    /// The registration of broker `node_id` when `from` is that broker in its current
+    /// incarnation; otherwise the error to answer (unknown or another node: invalid; an older
+    /// incarnation: stale).
+    fn speaking_for_itself(
+        &self,
+        from: NodeId,
+        node_id: NodeId,
+        incarnation: i64,
+    ) -> Result<&crate::raft::metadata::BrokerRegistration, ControllerError> {
+        let Some(b) = self.view.brokers.get(&node_id).filter(|_| from == node_id) else {
+            return Err(ControllerError::InvalidRequest(format!(
+                "unknown broker {node_id} (from {from})"
+            )));
+        };
+        if b.epoch != incarnation {
+            return Err(ControllerError::StaleRequest);
+        }
+        Ok(b)
+    }
+
     fn registered_unfenced(&self, n: NodeId) -> bool {
         self.view.brokers.get(&n).is_some_and(|b| !b.fenced)
     }
@@ -1371,21 +1391,10 @@ impl Controller {
                 node_id,
                 incarnation,
             } => {
-                let Some(b) = round
-                    .view
-                    .brokers
-                    .get(node_id)
-                    .filter(|_| q.from == *node_id)
-                else {
-                    return Some(Err(ControllerError::InvalidRequest(format!(
-                        "unknown broker {node_id} (from {})",
-                        q.from
-                    ))));
+                let fenced = match round.speaking_for_itself(q.from, *node_id, *incarnation) {
+                    Ok(b) => b.fenced,
+                    Err(e) => return Some(Err(e)),
                 };
-                if b.epoch != *incarnation {
-                    return Some(Err(ControllerError::StaleRequest));
-                }
-                let fenced = b.fenced;
                 if !fenced {
                     if !round.room(1, 32) {
                         return None;
@@ -1408,19 +1417,8 @@ impl Controller {
                         "at most {ELECT_PARTITIONS_MAX} partitions per offline report"
                     ))));
                 }
-                let Some(b) = round
-                    .view
-                    .brokers
-                    .get(node_id)
-                    .filter(|_| q.from == *node_id)
-                else {
-                    return Some(Err(ControllerError::InvalidRequest(format!(
-                        "unknown broker {node_id} (from {})",
-                        q.from
-                    ))));
-                };
-                if b.epoch != *incarnation {
-                    return Some(Err(ControllerError::StaleRequest));
+                if let Err(e) = round.speaking_for_itself(q.from, *node_id, *incarnation) {
+                    return Some(Err(e));
                 }
                 let mut changes = Vec::new();
                 let mut bytes = 0;

@@ -2,8 +2,8 @@
 //! manager, group-commit flusher) runs under turmoil, on simulated TCP and the in-memory
 //! `MemStorage`, while the Jepsen workload (`workload.rs`) talks the Kafka protocol to it from
 //! another simulated host. A seeded fault schedule crashes and restarts the broker (unsynced
-//! writes lost or torn), partitions and clogs the link, fills the disk and skews the broker's
-//! clock. At the end every fault is healed, the workload reads every partition to its end, and
+//! writes lost or torn), partitions and clogs the link, fills the disk or fails its syncs (each
+//! ending in a restart) and skews the broker's clock. At the end every fault is healed, the workload reads every partition to its end, and
 //! the history goes through the `invariants` checkers.
 //!
 //! Determinism: turmoil's network and each host's paused tokio runtime are driven from one
@@ -194,9 +194,19 @@ struct Faults {
     partitioned_until: Option<u64>,
     held_until: Option<u64>,
     disk_full_until: Option<u64>,
+    /// The disk fault is failing syncs (every file's), not a full disk.
+    syncs_failing: bool,
 }
 
 impl Faults {
+    /// Ends a full disk or failing syncs.
+    fn mend_disk(&mut self) {
+        self.storage.set_disk_full(false);
+        if std::mem::take(&mut self.syncs_failing) {
+            self.storage.fail_syncs("/", false);
+        }
+    }
+
     /// Maybe injects or heals a fault at `step` (one step = one simulated millisecond).
     fn step(&mut self, sim: &mut turmoil::Sim<'_>, step: u64, trace: &mut Trace) {
         if self.down_until.is_some_and(|t| step >= t) {
@@ -216,8 +226,8 @@ impl Faults {
         }
         if self.disk_full_until.is_some_and(|t| step >= t) {
             self.disk_full_until = None;
-            self.storage.set_disk_full(false);
-            note(trace, step, format_args!("disk has space again"));
+            self.mend_disk();
+            note(trace, step, format_args!("disk works again"));
             // The broker took its partitions offline when fsync failed; an operator restarts it.
             if self.down_until.is_none() {
                 self.crash(sim, step, trace);
@@ -269,8 +279,20 @@ impl Faults {
             }
             3 if self.enabled.disk && self.disk_full_until.is_none() => {
                 let ms = self.rng.gen_range(100..2_000);
-                self.storage.set_disk_full(true);
-                note(trace, step, format_args!("disk full for {ms} ms"));
+                // Failing syncs only under a running broker (it would not start on them).
+                if self.down_until.is_some() || self.rng.gen_bool(0.5) {
+                    self.storage.set_disk_full(true);
+                    note(trace, step, format_args!("disk full for {ms} ms"));
+                } else {
+                    // Files created meanwhile (a new segment) sync fine: a failing region.
+                    self.storage.fail_syncs("/", true);
+                    self.syncs_failing = true;
+                    note(
+                        trace,
+                        step,
+                        format_args!("every file's syncs fail for {ms} ms"),
+                    );
+                }
                 self.disk_full_until = Some(step + ms);
             }
             4 if self.enabled.clock => {
@@ -310,13 +332,18 @@ impl Faults {
         };
         note(trace, step, format_args!("broker crashed ({torn:?})"));
         self.storage.crash(torn);
+        // A broker does not start on a disk whose syncs fail (it reports that and exits); the
+        // operator brings it back on a working one.
+        if std::mem::take(&mut self.syncs_failing) {
+            self.storage.fail_syncs("/", false);
+        }
         self.down_until = Some(step + self.rng.gen_range(50..2_000));
     }
 
     /// Heals everything (for the final read).
     fn heal(&mut self, sim: &mut turmoil::Sim<'_>, step: u64, trace: &mut Trace) {
         if self.disk_full_until.take().is_some() {
-            self.storage.set_disk_full(false);
+            self.mend_disk();
             if self.down_until.is_none() {
                 self.crash(sim, step, trace);
             }
@@ -432,6 +459,7 @@ pub fn run_system_seed(config: &SystemConfig) -> SystemResult {
         partitioned_until: None,
         held_until: None,
         disk_full_until: None,
+        syncs_failing: false,
     };
     let mut violations = Vec::new();
     let mut step = 0u64;

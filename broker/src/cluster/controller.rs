@@ -1441,8 +1441,6 @@ impl Controller {
                     return None;
                 }
                 for (id, partition, change) in changes {
-                    tracing::warn!(node = node_id, partition, leader = change.leader,
-                        isr = ?change.isr, "a broker's copy failed; it leaves the partition's ISR");
                     round.partition_change_without(id, partition, change, Some(*node_id));
                 }
                 Some(ok)

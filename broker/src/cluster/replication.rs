@@ -282,11 +282,17 @@ async fn isr_loop<S: Storage + Clone>(
             v != version || at.elapsed() >= Duration::from_millis(OFFLINE_REPORT_RETRY_MS)
         });
         if !offline.is_empty() && due {
+            // Said once per image; the repeats (a sole in-sync copy stays put) go to debug.
+            let (partitions, news) = (offline.len(), reported.map(|(v, _)| v) != Some(version));
             reported = Some((version, tokio::time::Instant::now()));
-            tracing::warn!(
-                partitions = offline.len(),
-                "asking the controller to take this broker's failed copies out of their ISRs"
-            );
+            if news {
+                tracing::warn!(
+                    partitions,
+                    "asking the controller to take this broker's failed copies out of their ISRs"
+                );
+            } else {
+                tracing::debug!(partitions, "reporting this broker's failed copies again");
+            }
             let request = ControllerRequest::ReplicasOffline {
                 node_id: view.me,
                 incarnation: view.incarnation,

@@ -174,10 +174,27 @@ pub enum ControllerRequest {
     AlterReassignments {
         partitions: Vec<([u8; 16], u32, Option<Vec<NodeId>>)>,
     },
+    /// A block of [`PRODUCER_IDS_PER_BLOCK`] producer ids for the broker to hand out (Kafka's
+    /// AllocateProducerIds, KIP-730). The block is taken from the metadata log's next id, so
+    /// no two blocks overlap, across controller failovers and brokers' disk replacements.
+    AllocateProducerIds {
+        node_id: NodeId,
+        incarnation: i64,
+    },
     /// The quorum as its leader sees it (Kafka's DescribeQuorum). Answered by the leader's
     /// quorum shell from its [`crate::raft::RaftCore`], not by the controller: the controller
     /// refuses it.
     DescribeQuorum,
+}
+
+/// Producer ids in one [`ControllerRequest::AllocateProducerIds`] block (Kafka's 1,000).
+pub const PRODUCER_IDS_PER_BLOCK: i64 = 1_000;
+
+/// Producer ids `first..first + count`, handed to one broker.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProducerIdBlock {
+    pub first: i64,
+    pub count: i64,
 }
 
 /// Most partitions one AlterReassignments request names.
@@ -284,6 +301,8 @@ pub struct ControllerResponse {
     pub quorum: Option<QuorumDescription>,
     /// The set a config change wrote.
     pub configs: Option<Vec<(String, String)>>,
+    /// The block an AllocateProducerIds request got.
+    pub producer_ids: Option<ProducerIdBlock>,
 }
 
 impl ControllerResponse {
@@ -299,6 +318,7 @@ impl ControllerResponse {
             reassignments: Vec::new(),
             quorum: None,
             configs: None,
+            producer_ids: None,
         }
     }
 
@@ -1829,6 +1849,35 @@ impl Controller {
                     ..ControllerResponse::ok()
                 }))
             }
+            ControllerRequest::AllocateProducerIds {
+                node_id,
+                incarnation,
+            } => {
+                if let Err(e) = round.speaking_for_itself(q.from, *node_id, *incarnation) {
+                    return Some(Err(e));
+                }
+                let first = round.view.next_producer_id;
+                let Some(next) = first.checked_add(PRODUCER_IDS_PER_BLOCK) else {
+                    return Some(Err(ControllerError::InvalidRequest(
+                        "every producer id has been handed out".into(),
+                    )));
+                };
+                if !round.room(1, 32) {
+                    return None;
+                }
+                round.emit(MetadataRecord::ProducerIds {
+                    node_id: *node_id,
+                    next_producer_id: next,
+                });
+                assert_eq!(round.view.next_producer_id, next, "the block is taken");
+                Some(Ok(ControllerResponse {
+                    producer_ids: Some(ProducerIdBlock {
+                        first,
+                        count: PRODUCER_IDS_PER_BLOCK,
+                    }),
+                    ..ControllerResponse::ok()
+                }))
+            }
             ControllerRequest::DescribeQuorum => Some(Err(ControllerError::InvalidRequest(
                 "DescribeQuorum is answered by the quorum leader, not the controller".into(),
             ))),
@@ -2959,6 +3008,74 @@ mod tests {
         assert!(p.elr.is_empty(), "{p:?}");
     }
 
+    fn producer_ids(s: &mut Sim, from: NodeId, node_id: NodeId) -> u64 {
+        let incarnation = s.incarnations[&node_id];
+        let req = ControllerRequest::AllocateProducerIds {
+            node_id,
+            incarnation,
+        };
+        s.submit(from, req)
+    }
+
+    /// Producer id blocks come from the log's next id: never overlapping, answered only once
+    /// committed, and a new controller (or a snapshot) goes on where the log is.
+    #[test]
+    fn controller_producer_id_blocks_never_overlap() {
+        let _g = serial();
+        let mut s = Sim::cluster(3);
+        let block = |first| ProducerIdBlock {
+            first,
+            count: PRODUCER_IDS_PER_BLOCK,
+        };
+        // Two brokers in one round: consecutive blocks.
+        let (a, b) = (producer_ids(&mut s, 2, 2), producer_ids(&mut s, 3, 3));
+        let rec = s.ctl.step(s.now, &s.image).expect("a record");
+        s.collect();
+        assert!(
+            !s.answers.contains_key(&a) && !s.answers.contains_key(&b),
+            "nothing answered before the commit"
+        );
+        s.commit(&rec);
+        s.ctl.committed();
+        s.collect();
+        assert_eq!(s.answers[&a].producer_ids, Some(block(0)));
+        assert_eq!(
+            s.answers[&b].producer_ids,
+            Some(block(PRODUCER_IDS_PER_BLOCK))
+        );
+        // Only a broker in its current incarnation, for itself.
+        let stale = ControllerRequest::AllocateProducerIds {
+            node_id: 2,
+            incarnation: s.incarnations[&2] - 1,
+        };
+        assert_eq!(s.request(2, stale).error, ControllerError::StaleRequest);
+        let c = producer_ids(&mut s, 3, 2);
+        s.settle();
+        assert!(matches!(
+            s.answers[&c].error,
+            ControllerError::InvalidRequest(_)
+        ));
+        assert_eq!(s.image.next_producer_id, 2 * PRODUCER_IDS_PER_BLOCK);
+        // A block proposed but never committed is never answered with.
+        let lost = producer_ids(&mut s, 2, 2);
+        assert!(s.ctl.step(s.now, &s.image).is_some());
+        s.ctl.deactivate();
+        s.collect();
+        assert_eq!(s.answers[&lost].error, ControllerError::NotController);
+        // The next controller, from a snapshot of the log, goes on after the last committed
+        // block.
+        s.image = MetadataImage::decode(&s.image.encode()).unwrap();
+        s.ctl = Controller::new(cfg(false), ME, 8);
+        s.activate(2, None);
+        s.settle();
+        let d = producer_ids(&mut s, 2, 2);
+        s.settle();
+        assert_eq!(
+            s.answers[&d].producer_ids,
+            Some(block(2 * PRODUCER_IDS_PER_BLOCK))
+        );
+    }
+
     #[test]
     fn controller_fenced_follower_leaves_the_isr_without_epoch_bump() {
         let _g = serial();
@@ -3965,6 +4082,8 @@ mod tests {
         Reassign(u8, u8),
         /// This node's copy of the nth partition failed, and it says so.
         Fail(u8, NodeId),
+        /// This node asks for a block of producer ids.
+        ProducerIds(NodeId),
     }
 
     fn op() -> impl Strategy<Value = Op> {
@@ -3985,6 +4104,7 @@ mod tests {
             1 => (any::<u8>(), any::<bool>()).prop_map(|(k, u)| Op::Elect(k, u)),
             2 => (any::<u8>(), 0u8..16).prop_map(|(k, m)| Op::Reassign(k, m)),
             1 => (any::<u8>(), 2..=4).prop_map(|(k, n)| Op::Fail(k, n)),
+            1 => (1..=4).prop_map(Op::ProducerIds),
         ]
     }
 
@@ -4153,6 +4273,9 @@ mod tests {
                     };
                     s.submit(2, req);
                 }
+                Op::ProducerIds(n) => {
+                    producer_ids(&mut s, n, n);
+                }
                 Op::Round => round(&mut s)?,
                 Op::Elect(k, u) => {
                     let Some((topic_id, partition, _)) = nth_partition(&s.image, k) else {
@@ -4215,6 +4338,24 @@ mod tests {
                     break;
                 }
                 round(&mut s)?;
+            }
+        }
+        // Producer id blocks answered, across failovers, never overlap, and the log's next id
+        // is past every one of them.
+        let mut blocks: Vec<ProducerIdBlock> =
+            s.answers.values().filter_map(|r| r.producer_ids).collect();
+        blocks.sort_by_key(|b| b.first);
+        for pair in blocks.windows(2) {
+            if pair[0].first + pair[0].count > pair[1].first {
+                return Err(format!("producer id blocks overlap: {pair:?}"));
+            }
+        }
+        if let Some(last) = blocks.last() {
+            if last.first + last.count > s.image.next_producer_id {
+                return Err(format!(
+                    "block {last:?} beyond the log's next producer id {}",
+                    s.image.next_producer_id
+                ));
             }
         }
         let usable = |n: &NodeId| up.contains(n) && !shut.contains_key(n);

@@ -18,6 +18,8 @@
 //! 13: the fields of kinds 3 and 5, then `u32 count` + per new partition its broker ids.
 //! ReplicasOffline is kind 18: `i32 node_id`, `i64 incarnation`, then `u32 count` + per
 //! partition a topic id (16 bytes) and `u32 partition`.
+//! AllocateProducerIds is kind 21: `i32 node_id`, `i64 incarnation`; its answer is `6` +
+//! `i64 first` + `i64 count` (the block).
 //! DescribeQuorum is kind 15, with no fields; its answer is `4` + `i32 leader`, `i32 epoch`,
 //! `i64 high watermark`, `u32 count` + per voter `i32 id`, `i64 log end`, `i64 last fetch`,
 //! `i64 last caught up`.
@@ -30,8 +32,8 @@ use bytes::Bytes;
 
 use super::config_change::{ConfigChange, ConfigOp};
 use super::controller::{
-    ControllerError, ControllerRequest, ControllerResponse, ElectionOutcome, ReassignOutcome,
-    ELECT_PARTITIONS_MAX, REASSIGN_PARTITIONS_MAX,
+    ControllerError, ControllerRequest, ControllerResponse, ElectionOutcome, ProducerIdBlock,
+    ReassignOutcome, ELECT_PARTITIONS_MAX, REASSIGN_PARTITIONS_MAX,
 };
 use crate::raft::metadata::{
     put_configs, put_ids, put_registration_tail, put_string, read_registration_tail, DecodeError,
@@ -158,6 +160,14 @@ pub fn encode_request(request: &ControllerRequest) -> Bytes {
             out.push(u8::from(*unclean));
             put_partitions(&mut out, partitions.iter().map(|&(id, p)| (id, p, None)));
         }
+        ControllerRequest::AllocateProducerIds {
+            node_id,
+            incarnation,
+        } => {
+            out.push(21);
+            out.extend_from_slice(&node_id.to_be_bytes());
+            out.extend_from_slice(&incarnation.to_be_bytes());
+        }
         ControllerRequest::DescribeQuorum => out.push(15),
         ControllerRequest::AlterReassignments { partitions } => {
             out.push(11);
@@ -248,6 +258,10 @@ pub fn decode_request(buf: &[u8]) -> Result<ControllerRequest, DecodeError> {
             node_id: r.i32()?,
             incarnation: r.i64()?,
         },
+        21 => ControllerRequest::AllocateProducerIds {
+            node_id: r.i32()?,
+            incarnation: r.i64()?,
+        },
         18 => ControllerRequest::ReplicasOffline {
             node_id: r.i32()?,
             incarnation: r.i64()?,
@@ -308,6 +322,10 @@ pub fn encode_response(response: &ControllerResponse) -> (i16, String, Bytes) {
         payload.push(PAYLOAD_ELECTIONS);
         let each = response.elections.iter();
         put_partitions(&mut payload, each.map(|&(id, p, o)| (id, p, Some(o))));
+    } else if let Some(block) = response.producer_ids {
+        payload.push(PAYLOAD_PRODUCER_IDS);
+        payload.extend_from_slice(&block.first.to_be_bytes());
+        payload.extend_from_slice(&block.count.to_be_bytes());
     } else if let Some(configs) = &response.configs {
         payload.push(PAYLOAD_CONFIGS);
         put_configs(&mut payload, configs);
@@ -358,6 +376,7 @@ const PAYLOAD_ELECTIONS: u8 = 2;
 const PAYLOAD_REASSIGNMENTS: u8 = 3;
 const PAYLOAD_QUORUM: u8 = 4;
 const PAYLOAD_CONFIGS: u8 = 5;
+const PAYLOAD_PRODUCER_IDS: u8 = 6;
 /// Most voters a DescribeQuorum answer may list.
 const VOTERS_MAX: usize = 64;
 
@@ -595,6 +614,19 @@ pub fn decode_response(code: i16, message: String, payload: &[u8]) -> Controller
         }
         Ok(PAYLOAD_QUORUM) => response.quorum = read_quorum(&mut r).ok(),
         Ok(PAYLOAD_CONFIGS) => response.configs = r.configs().ok(),
+        Ok(PAYLOAD_PRODUCER_IDS) => {
+            response.producer_ids = match (r.i64(), r.i64()) {
+                (Ok(first), Ok(count))
+                    if first >= 0
+                        && count > 0
+                        && first.checked_add(count).is_some()
+                        && r.buf.is_empty() =>
+                {
+                    Some(ProducerIdBlock { first, count })
+                }
+                _ => None,
+            }
+        }
         _ => {}
     }
     response
@@ -696,6 +728,10 @@ mod tests {
                 node_id: 3,
                 incarnation: -4,
             },
+            ControllerRequest::AllocateProducerIds {
+                node_id: 2,
+                incarnation: 81,
+            },
             ControllerRequest::AlterClusterConfigs {
                 change: ConfigChange::Replace(vec![("min.insync.replicas".into(), "2".into())]),
             },
@@ -774,6 +810,15 @@ mod tests {
             }
             let r = ControllerResponse {
                 configs: Some(vec![("retention.ms".into(), "5".into())]),
+                ..ControllerResponse::err(error.clone())
+            };
+            let (code, message, payload) = encode_response(&r);
+            assert_eq!(decode_response(code, message, &payload), r);
+            let r = ControllerResponse {
+                producer_ids: Some(ProducerIdBlock {
+                    first: 3_000,
+                    count: 1_000,
+                }),
                 ..ControllerResponse::err(error.clone())
             };
             let (code, message, payload) = encode_response(&r);

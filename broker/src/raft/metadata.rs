@@ -96,6 +96,14 @@ pub enum MetadataRecord {
         node_id: NodeId,
         configs: Vec<(String, String)>,
     },
+    /// A block of producer ids handed to broker `node_id` (Kafka's ProducerIdsRecord,
+    /// KIP-730): every id below `next_producer_id` has been handed out, and the next block
+    /// starts there. Ids only go up, so no producer id is ever handed out twice, whatever
+    /// happens to the brokers' disks. A snapshot writes it with `node_id` -1.
+    ProducerIds {
+        node_id: NodeId,
+        next_producer_id: i64,
+    },
     /// Records that apply together or not at all is not needed here: they apply in order within
     /// one log entry, so a controller failover never leaves half of them (Kafka's metadata
     /// transactions, simplified). Batches do not nest.
@@ -374,6 +382,14 @@ impl MetadataRecord {
                 out.extend_from_slice(&node_id.to_be_bytes());
                 put_configs(out, configs);
             }
+            MetadataRecord::ProducerIds {
+                node_id,
+                next_producer_id,
+            } => {
+                out.push(18);
+                out.extend_from_slice(&node_id.to_be_bytes());
+                out.extend_from_slice(&next_producer_id.to_be_bytes());
+            }
         }
     }
 
@@ -511,6 +527,10 @@ impl MetadataRecord {
                 node_id: r.i32()?,
                 configs: r.configs()?,
             },
+            18 => MetadataRecord::ProducerIds {
+                node_id: r.i32()?,
+                next_producer_id: r.i64()?,
+            },
             _ => return Err(DecodeError("unknown record type")),
         })
     }
@@ -584,6 +604,8 @@ pub struct MetadataImage {
     pub broker_configs: BTreeMap<NodeId, BTreeMap<String, String>>,
     /// Last quorum leader change seen: (epoch, leader).
     pub quorum_leader: Option<(i32, NodeId)>,
+    /// The first producer id not yet handed out; see [`MetadataRecord::ProducerIds`].
+    pub next_producer_id: i64,
     /// Records that decoded but did not apply (unknown topic, duplicate name, ...) or did not
     /// decode: deterministic no-ops, counted.
     pub rejected: u64,
@@ -828,6 +850,15 @@ impl MetadataImage {
                         .insert(node_id, configs.into_iter().collect());
                 }
             }
+            MetadataRecord::ProducerIds {
+                next_producer_id, ..
+            } => {
+                // Going back (or standing still) would hand a block out twice.
+                if next_producer_id <= self.next_producer_id {
+                    return false;
+                }
+                self.next_producer_id = next_producer_id;
+            }
             MetadataRecord::NoOp => {}
         }
         true
@@ -870,6 +901,12 @@ impl MetadataImage {
             records.push(MetadataRecord::BrokerConfig {
                 node_id,
                 configs: configs.clone().into_iter().collect(),
+            });
+        }
+        if self.next_producer_id > 0 {
+            records.push(MetadataRecord::ProducerIds {
+                node_id: -1,
+                next_producer_id: self.next_producer_id,
             });
         }
         for (&id, t) in &self.topics {
@@ -1020,6 +1057,10 @@ mod tests {
             MetadataRecord::BrokerConfig {
                 node_id: 2,
                 configs: vec![("follower.replication.throttled.rate".into(), "1000".into())],
+            },
+            MetadataRecord::ProducerIds {
+                node_id: 2,
+                next_producer_id: 2_000,
             },
             MetadataRecord::Batch(vec![
                 MetadataRecord::NoOp,
@@ -1174,6 +1215,7 @@ mod tests {
             img.broker_configs[&2]["follower.replication.throttled.rate"],
             "1000"
         );
+        assert_eq!(img.next_producer_id, 2_000);
         let back = MetadataImage::decode(&img.encode()).unwrap();
         assert_eq!(back, img);
         assert_eq!(back.digest(), img.digest());
@@ -1198,6 +1240,28 @@ mod tests {
         }
         assert_eq!(img.rejected, 4, "not growing or too many: refused");
         assert!(img.topics[&[9; 16]].partitions[3].replicas.is_empty());
+    }
+
+    #[test]
+    fn raft_metadata_producer_ids_only_go_up() {
+        let mut img = MetadataImage::default();
+        let next = |next_producer_id| MetadataRecord::ProducerIds {
+            node_id: 1,
+            next_producer_id,
+        };
+        for (i, (to, now)) in [(1_000, 1_000), (1_000, 1_000), (500, 1_000), (2_000, 2_000)]
+            .into_iter()
+            .enumerate()
+        {
+            img.apply(i as i64, &next(to).encode());
+            assert_eq!(img.next_producer_id, now);
+        }
+        assert_eq!(img.rejected, 2, "standing still or going back: refused");
+        let back = MetadataImage::decode(&img.encode()).unwrap();
+        assert_eq!(
+            back.next_producer_id, 2_000,
+            "a snapshot keeps the next block"
+        );
     }
 
     #[test]

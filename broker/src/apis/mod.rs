@@ -252,9 +252,7 @@ impl<S: Storage + Clone> KafkaApis<S> {
             )),
             RequestKind::IncrementalAlterConfigs(r) => self.incremental_alter_configs(r, version),
             RequestKind::AlterConfigs(r) => self.alter_configs(r, version),
-            RequestKind::InitProducerId(r) => Reply::Now(ResponseKind::InitProducerId(
-                self.init_producer_id(r, version),
-            )),
+            RequestKind::InitProducerId(r) => self.init_producer_id(r, version),
             RequestKind::DescribeCluster(r) => Reply::Now(ResponseKind::DescribeCluster(
                 self.describe_cluster(r, version),
             )),

@@ -7,6 +7,7 @@
 //! - [`requests`]: the binary encoding of controller requests and responses between nodes.
 //! - [`quorum`]: the tokio shell around `raft::RaftCore`, its durable store, the peer transport
 //!   and, on the quorum leader, the controller; it publishes the committed [`MetadataImage`].
+//! - [`producer_ids`]: producer ids for InitProducerId, from blocks the controller allocates.
 //! - [`replication`]: applies the image to this broker's partitions (lead, follow, create,
 //!   delete), runs the follower fetchers and asks the controller for ISR changes.
 //!
@@ -15,6 +16,7 @@
 
 pub mod config_change;
 pub mod controller;
+pub mod producer_ids;
 pub mod quorum;
 pub mod replication;
 pub mod requests;
@@ -140,6 +142,8 @@ pub struct ClusterView {
     roles_version: Watch<u64>,
     quorum_leader: AtomicI32,
     inbox: mpsc::Sender<QuorumInput>,
+    /// The block of producer ids this start hands out.
+    pub producer_ids: producer_ids::ProducerIds,
 }
 
 impl ClusterView {
@@ -160,6 +164,7 @@ impl ClusterView {
             roles_version: Watch::new(0),
             quorum_leader: AtomicI32::new(-1),
             inbox,
+            producer_ids: producer_ids::ProducerIds::default(),
         })
     }
 

@@ -35,9 +35,8 @@ pub const TOPIC_NAME_BYTES_MAX: usize = 249;
 pub const TOPICS_MAX: usize = 100_000;
 /// How often replicated partitions record their high watermark (Kafka: 5 s).
 pub const HIGH_WATERMARK_CHECKPOINT_MS: u64 = 1_000;
-/// In a cluster, node N hands out producer ids `N * PRODUCER_IDS_PER_NODE + k`.
-pub const PRODUCER_IDS_PER_NODE: i64 = 1 << 40;
-/// Producer ids are reserved durably in blocks of this many, so InitProducerId rarely writes.
+/// A single broker reserves producer ids durably in blocks of this many, so InitProducerId
+/// rarely writes. (A cluster node's ids come from the controller: `cluster::producer_ids`.)
 pub const PRODUCER_ID_BLOCK: i64 = 1000;
 
 /// A topic and its partitions.
@@ -174,19 +173,6 @@ fn splitmix64(state: &mut u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// Where a clustered node on a new data directory starts handing out producer ids, inside the
-/// lower half of its range: a random block. The counter lives in the directory, so a node whose
-/// disk was replaced does not know which ids it handed out before; starting over at 0 handed
-/// the same ids out again, and a new producer then inherited an old one's sequence numbers
-/// (OUT_OF_ORDER_SEQUENCE_NUMBER, or a batch taken for a duplicate and dropped). A random start
-/// makes that overlap unlikely (about the ids handed out over 2^39), not impossible: blocks
-/// allocated through the metadata log, as Kafka's controller does (KIP-730), would close it.
-fn first_producer_id_block(seed: u64) -> i64 {
-    let mut state = seed ^ 0x7072_6f64_7563_6572;
-    let blocks = (PRODUCER_IDS_PER_NODE / 2 / PRODUCER_ID_BLOCK) as u64;
-    (splitmix64(&mut state) % blocks) as i64 * PRODUCER_ID_BLOCK
-}
-
 impl<S: Storage + Clone> ReplicaManager<S> {
     /// Opens every topic in the registry and recovers its logs. Partition directories that the
     /// registry does not name (a deletion or creation cut short by a crash) are removed.
@@ -199,10 +185,7 @@ impl<S: Storage + Clone> ReplicaManager<S> {
         storage.create_dir_all(&config.data_dir)?;
         let (registry, state) = Registry::open(storage.clone(), &config.data_dir.join("meta"))?;
         let records = state.topics;
-        let mut block_end = state.producer_id_block_end.max(0);
-        if config.cluster.is_clustered() && registry.is_new() {
-            block_end = first_producer_id_block(id_seed);
-        }
+        let block_end = state.producer_id_block_end.max(0);
         let data_version = Arc::new(Watch::new(0u64));
         let manager = ReplicaManager {
             storage,
@@ -671,9 +654,14 @@ impl<S: Storage + Clone> ReplicaManager<S> {
         Ok(())
     }
 
-    /// Hands out a producer id never handed out before, across restarts: ids are reserved in
-    /// durable blocks of [`PRODUCER_ID_BLOCK`].
+    /// A single broker's producer id, never handed out before, across restarts: ids are
+    /// reserved in durable blocks of [`PRODUCER_ID_BLOCK`]. A cluster node's come from the
+    /// controller instead (`cluster::producer_ids`): its disk may be replaced.
     pub fn allocate_producer_id(&self) -> Result<i64, TopicError> {
+        assert!(
+            !self.config.cluster.is_clustered(),
+            "a cluster node takes its producer ids from the controller"
+        );
         let mut registry = self.registry.lock().unwrap_or_else(|p| p.into_inner());
         let (next, end) = *self.producer_ids.lock().unwrap_or_else(|p| p.into_inner());
         debug_assert!(next <= end);
@@ -698,15 +686,6 @@ impl<S: Storage + Clone> ReplicaManager<S> {
             ids.0 <= ids.1,
             "a producer id is handed out only inside a durable block"
         );
-        if self.config.cluster.is_clustered() {
-            // Every node hands out ids from its own range, so two producers that asked
-            // different brokers never share an id (and so never share sequence numbers).
-            assert!(
-                id < PRODUCER_IDS_PER_NODE,
-                "producer id range of this node exhausted"
-            );
-            return Ok(i64::from(self.config.node_id) * PRODUCER_IDS_PER_NODE + id);
-        }
         Ok(id)
     }
 
@@ -780,50 +759,25 @@ impl<S: Storage + Clone> ReplicaManager<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Voter;
     use crate::storage::MemStorage;
 
-    fn clustered() -> BrokerConfig {
-        let mut config = BrokerConfig {
+    /// A single broker goes on after its durably reserved block when it restarts, so no id
+    /// comes back, even for ids of a block it had not finished.
+    #[test]
+    fn a_restarted_broker_does_not_hand_out_the_same_producer_ids_again() {
+        let storage = MemStorage::new();
+        let config = BrokerConfig {
             data_dir: PathBuf::from("/data"),
-            node_id: 4,
             ..BrokerConfig::default()
         };
-        config.cluster.voters = vec![Voter {
-            id: 1,
-            host: "127.0.0.1".into(),
-            port: 1,
-        }];
-        config
-    }
-
-    /// A clustered node goes on from its reserved block after a restart, and starts somewhere
-    /// else in its range on a new directory (a replaced disk), rather than at the ids it handed
-    /// out before.
-    #[test]
-    fn a_new_directory_does_not_hand_out_the_same_producer_ids_again() {
-        let storage = MemStorage::new();
-        let first = {
-            let replicas = ReplicaManager::open(storage.clone(), clustered(), 11, 0).unwrap();
-            let ids: Vec<i64> = (0..3)
-                .map(|_| replicas.allocate_producer_id().unwrap())
-                .collect();
-            assert_eq!(ids[1], ids[0] + 1);
-            assert!(
-                ids.iter().all(|id| id / PRODUCER_IDS_PER_NODE == 4),
-                "{ids:?}"
-            );
-            ids
-        };
-        let restarted = ReplicaManager::open(storage, clustered(), 12, 0).unwrap();
+        let replicas = ReplicaManager::open(storage.clone(), config.clone(), 11, 0).unwrap();
+        let first: Vec<i64> = (0..3)
+            .map(|_| replicas.allocate_producer_id().unwrap())
+            .collect();
+        assert_eq!(first, vec![0, 1, 2]);
+        drop(replicas);
+        let restarted = ReplicaManager::open(storage, config, 12, 0).unwrap();
         let next = restarted.allocate_producer_id().unwrap();
-        assert!(next > first[2], "{next} after {first:?}");
-        // The same node on an empty disk.
-        let replaced = ReplicaManager::open(MemStorage::new(), clustered(), 13, 0).unwrap();
-        let again = replaced.allocate_producer_id().unwrap();
-        assert!(
-            !first.contains(&again) && again != next,
-            "{again} among {first:?}, {next}"
-        );
+        assert_eq!(next, PRODUCER_ID_BLOCK, "the unfinished block is skipped");
     }
 }

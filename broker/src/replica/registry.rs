@@ -130,11 +130,6 @@ impl<S: Storage> Registry<S> {
         Ok((registry, RegistryState::default()))
     }
 
-    /// Whether no generation was read at open (a new or emptied directory, or none readable).
-    pub fn is_new(&self) -> bool {
-        self.generation == 0
-    }
-
     fn read(&self, generation: u64) -> io::Result<RegistryState> {
         let file = self.storage.open(&self.dir.join(file_name(generation)))?;
         let len = file.len();

@@ -969,6 +969,7 @@ pub fn run_cluster_seed(config: &ClusterSimConfig) -> ClusterSimResult {
                 final_read_state(&w, config.partitions)
             ));
         }
+        violations.extend(w.producer_ids_reused.iter().cloned());
         violations.extend(check_leaders(&w.leaders));
         violations.extend(check_high_watermarks(&w.high_watermarks));
         let storages: Vec<MemStorage> = faults.nodes.iter().map(|n| n.storage.clone()).collect();

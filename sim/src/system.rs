@@ -499,6 +499,7 @@ pub fn run_system_seed(config: &SystemConfig) -> SystemResult {
         if !outcome.final_read_complete {
             violations.push("the final read did not reach every high watermark".into());
         }
+        violations.extend(outcome.producer_ids_reused.iter().cloned());
         let report = check_all(&outcome.history, &options);
         summary = report
             .explain(&outcome.history)

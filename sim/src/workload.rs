@@ -111,6 +111,10 @@ pub struct WorkloadOutcome {
     pub final_high_watermarks: BTreeMap<i32, i64>,
     /// Partition reads a follower served (KIP-392) with no error.
     pub follower_reads: u64,
+    /// Each producer id InitProducerId handed out more than once, a line per repeat. A
+    /// repeated id shares its sequence numbers with the earlier producer, so a batch of one
+    /// can be taken for the other's duplicate and dropped after it was acknowledged.
+    pub producer_ids_reused: Vec<String>,
 }
 
 /// Shared between the workload's tasks: the history, and the start time for op timestamps.
@@ -127,6 +131,9 @@ pub struct Recorder {
     /// Per partition, the high watermark the final read stopped at.
     final_high_watermarks: BTreeMap<i32, i64>,
     follower_reads: u64,
+    /// Every producer id handed out, and to which process first.
+    producer_ids: BTreeMap<i64, u64>,
+    producer_ids_reused: Vec<String>,
 }
 
 /// One partition's leadership in one Metadata response.
@@ -183,6 +190,8 @@ pub async fn run<C: Connector>(
         acked_end: BTreeMap::new(),
         final_high_watermarks: BTreeMap::new(),
         follower_reads: 0,
+        producer_ids: BTreeMap::new(),
+        producer_ids_reused: Vec::new(),
     }));
     let mut router = Router::new(connector.clone(), &config, "setup");
     if config.create_topic {
@@ -258,6 +267,7 @@ pub async fn run<C: Connector>(
         high_watermarks: recorder.high_watermarks,
         final_high_watermarks: recorder.final_high_watermarks,
         follower_reads: recorder.follower_reads,
+        producer_ids_reused: recorder.producer_ids_reused,
     }
 }
 
@@ -684,11 +694,21 @@ async fn init_producer_id<C: Connector>(
         let addr = router.any_broker(attempt);
         match router.call(&addr, &request, INIT_PRODUCER_ID_VERSION).await {
             Ok(r) if r.error_code == 0 => {
-                shared.borrow_mut().event(format!(
-                    "p{process} producer id {} epoch {}",
-                    r.producer_id.0, r.producer_epoch
+                let mut s = shared.borrow_mut();
+                let id = r.producer_id.0;
+                s.event(format!(
+                    "p{process} producer id {id} epoch {}",
+                    r.producer_epoch
                 ));
-                return Some((r.producer_id.0, r.producer_epoch));
+                // This workload never asks for an epoch bump, so every answer is a new id.
+                if let Some(first) = s.producer_ids.insert(id, process) {
+                    s.producer_ids_reused.push(format!(
+                        "producer id {id} handed to p{first} and again to p{process} \
+                         (epoch {})",
+                        r.producer_epoch
+                    ));
+                }
+                return Some((id, r.producer_epoch));
             }
             Ok(r) => shared.borrow_mut().event(format!(
                 "p{process} init producer id: error {}",

@@ -642,17 +642,20 @@ impl Cluster {
         }
     }
 
-    /// The first live node's view of `topic`, if every live node's view satisfies `ok`.
+    /// The first live node's view of `topic`, if every live node's view satisfies `ok` and
+    /// has as many partitions (a node that has not applied a CreatePartitions yet shows fewer,
+    /// and a client bootstrapped from it would place keys on those only).
     fn partitions_everywhere(
         &self,
         topic: &str,
         ok: &mut impl FnMut(&PartitionInfo) -> bool,
     ) -> Result<Vec<PartitionInfo>, String> {
         let live = self.bootstrap_live();
-        let mut first = None;
+        let mut first: Option<Vec<PartitionInfo>> = None;
         for addr in live.split(',').filter(|a| !a.is_empty()) {
             let ps = self.partitions_at(addr, topic)?;
-            if ps.is_empty() || !ps.iter().all(&mut *ok) {
+            let count_differs = first.as_ref().is_some_and(|f| f.len() != ps.len());
+            if ps.is_empty() || count_differs || !ps.iter().all(&mut *ok) {
                 return Err(format!("{addr}: {ps:?}"));
             }
             first.get_or_insert(ps);

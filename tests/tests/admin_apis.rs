@@ -847,8 +847,9 @@ fn idempotent_producer_delivers_exactly_once_in_order() {
 }
 
 /// `kafka-log-dirs.sh --describe` and the cluster UIs' topic sizes: DescribeLogDirs lists the
-/// broker's data directory with every partition's size on disk, through kafka-python (v0) and
-/// v4 (volume sizes, a named subset, unknown names left out).
+/// broker's data directory with every partition's size on disk, the group log
+/// (`__consumer_offsets`) among them, through kafka-python (v0) and v4 (volume sizes, a named
+/// subset, unknown names left out).
 #[test]
 fn describe_log_dirs_reports_where_partitions_live_and_their_size() {
     let broker = Broker::start();
@@ -870,6 +871,22 @@ fn describe_log_dirs_reports_where_partitions_live_and_their_size() {
     );
     assert_eq!((sizes[0], sizes[2]), (0, 0), "{sizes:?}");
     let dir = std::fs::canonicalize(broker.data_dir()).expect("data dir");
+    // A committed offset, so the group log holds something.
+    let group: BaseConsumer = client_config(&bs)
+        .set("group.id", format!("{topic}-group"))
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("group member");
+    let mut committed = TopicPartitionList::new();
+    committed
+        .add_partition_offset(&topic, 1, Offset::Offset(7))
+        .expect("offset");
+    group
+        .commit(&committed, rdkafka::consumer::CommitMode::Sync)
+        .expect("offset commit");
+    drop(group);
+    let group_log_bytes = segment_bytes(&broker.data_dir().join("__consumer_offsets-0"));
+    assert!(group_log_bytes > 0, "the commit is in the group log");
 
     // Every replica, with volume sizes.
     let all = raw_describe_log_dirs(broker.addr(), None);
@@ -909,6 +926,17 @@ fn describe_log_dirs_reports_where_partitions_live_and_their_size() {
         .map(|p| (p, sizes[p as usize] as i64, 0, false))
         .collect();
     assert_eq!(listed, want);
+    let offsets = d
+        .topics
+        .iter()
+        .find(|t| t.name.0.as_str() == "__consumer_offsets")
+        .expect("the group log is listed");
+    let listed: Vec<(i32, i64)> = offsets
+        .partitions
+        .iter()
+        .map(|p| (p.partition_index, p.partition_size))
+        .collect();
+    assert_eq!(listed, vec![(0, group_log_bytes as i64)]);
 
     // Named partitions: those held, each once however often named, nothing for unknown
     // topics or partitions.

@@ -8,6 +8,9 @@
 //! definition for a current replica, so 0 unless a follower is behind what it knows to be
 //! committed). There are no future replicas (no moves between directories), and v4's volume
 //! sizes come from the file system (-1 where the storage has none, as under the simulator).
+//! A single broker's group log (`__consumer_offsets` partition 0, which the group manager
+//! owns rather than the replica manager) is listed like a topic, as Kafka lists its internal
+//! topic; a cluster's is a replicated topic and listed with the others.
 //! Null topics means every replica; named partitions this broker does not hold are left out,
 //! as Kafka does, and one named twice is listed once. Version 0 is version 1 on the wire
 //! (Kafka 4 dropped it, but kafka-python still sends it): see
@@ -24,6 +27,7 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::KafkaApis;
 use crate::replica::{Partition, Topic};
+use crate::server::group_manager::OFFSETS_TOPIC;
 use crate::storage::Storage;
 
 impl<S: Storage + Clone> KafkaApis<S> {
@@ -42,6 +46,15 @@ impl<S: Storage + Clone> KafkaApis<S> {
                 .and_then(|id| image.topics.get(id))
                 .and_then(|t| t.partitions.get(usize::try_from(index).ok()?))
                 .is_some_and(|p| p.replicas.contains(me)),
+        };
+        let group_log = match (&self.cluster, &request.topics) {
+            (Some(_), _) => None,
+            (None, None) => self.groups.log(),
+            (None, Some(named)) => self.groups.log().filter(|log| {
+                named.iter().any(|w| {
+                    w.topic.0.as_str() == OFFSETS_TOPIC && w.partitions.contains(&log.index)
+                })
+            }),
         };
         let mut topics = Vec::new();
         let wanted: Vec<Asked<S>> = match request.topics {
@@ -86,6 +99,9 @@ impl<S: Storage + Clone> KafkaApis<S> {
             if !here.is_empty() {
                 topics.push(described(&topic.name, here.into_iter()));
             }
+        }
+        if let Some(log) = group_log {
+            topics.push(described(OFFSETS_TOPIC, std::iter::once(&*log)));
         }
         let config = self.replicas.config();
         let dir = std::path::absolute(&config.data_dir).unwrap_or_else(|_| config.data_dir.clone());

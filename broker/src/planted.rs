@@ -33,10 +33,13 @@ pub enum PlantedBug {
     /// A broker that restarts on a replaced (wiped) data directory keeps its ISR and ELR
     /// memberships, as if its empty logs still held what the old directory did.
     ReplacedDirectoryKept,
+    /// The active controller answers AllocateProducerIds without writing the log's next
+    /// producer id, so every broker gets the same block.
+    ProducerIdsReused,
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 11] = [
+    pub const ALL: [PlantedBug; 12] = [
         PlantedBug::AckBeforeFsync,
         PlantedBug::RecoverySkipsCrc,
         PlantedBug::FetchPastHighWatermark,
@@ -48,6 +51,7 @@ impl PlantedBug {
         PlantedBug::HwCheckpointLogEnd,
         PlantedBug::ObserverCounts,
         PlantedBug::ReplacedDirectoryKept,
+        PlantedBug::ProducerIdsReused,
     ];
 
     pub fn name(self) -> &'static str {
@@ -63,6 +67,7 @@ impl PlantedBug {
             PlantedBug::HwCheckpointLogEnd => "hw-checkpoint-log-end",
             PlantedBug::ObserverCounts => "observer-counts",
             PlantedBug::ReplacedDirectoryKept => "replaced-directory-kept",
+            PlantedBug::ProducerIdsReused => "producer-ids-reused",
         }
     }
 
@@ -96,6 +101,9 @@ impl PlantedBug {
             }
             PlantedBug::ReplacedDirectoryKept => {
                 "a broker back on a wiped data directory keeps its ISR and ELR places"
+            }
+            PlantedBug::ProducerIdsReused => {
+                "the controller hands every broker the same block of producer ids"
             }
         }
     }

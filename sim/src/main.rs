@@ -618,6 +618,8 @@ fn plant_layers(bug: PlantedBug) -> &'static [Layer] {
         PlantedBug::HwCheckpointLogEnd => &[Layer::Replication],
         PlantedBug::ObserverCounts => &[Layer::Raft],
         PlantedBug::ReplacedDirectoryKept => &[Layer::Replication],
+        // Producers ask different brokers for their ids, each broker its own block.
+        PlantedBug::ProducerIdsReused => &[Layer::Cluster],
     }
 }
 

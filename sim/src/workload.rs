@@ -691,7 +691,8 @@ async fn init_producer_id<C: Connector>(
         .with_producer_id(kafka_protocol::messages::ProducerId(-1))
         .with_producer_epoch(-1);
     for attempt in 0..4 {
-        let addr = router.any_broker(attempt);
+        // Producers start at different brokers, so a cluster's brokers each hand out ids.
+        let addr = router.any_broker(2 * process as u32 + attempt);
         match router.call(&addr, &request, INIT_PRODUCER_ID_VERSION).await {
             Ok(r) if r.error_code == 0 => {
                 let mut s = shared.borrow_mut();

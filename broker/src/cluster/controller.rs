@@ -1857,6 +1857,16 @@ impl Controller {
                     return Some(Err(e));
                 }
                 let first = round.view.next_producer_id;
+                let block = ProducerIdBlock {
+                    first,
+                    count: PRODUCER_IDS_PER_BLOCK,
+                };
+                if planted::enabled(PlantedBug::ProducerIdsReused) {
+                    return Some(Ok(ControllerResponse {
+                        producer_ids: Some(block),
+                        ..ControllerResponse::ok()
+                    }));
+                }
                 let Some(next) = first.checked_add(PRODUCER_IDS_PER_BLOCK) else {
                     return Some(Err(ControllerError::InvalidRequest(
                         "every producer id has been handed out".into(),
@@ -1871,10 +1881,7 @@ impl Controller {
                 });
                 assert_eq!(round.view.next_producer_id, next, "the block is taken");
                 Some(Ok(ControllerResponse {
-                    producer_ids: Some(ProducerIdBlock {
-                        first,
-                        count: PRODUCER_IDS_PER_BLOCK,
-                    }),
+                    producer_ids: Some(block),
                     ..ControllerResponse::ok()
                 }))
             }

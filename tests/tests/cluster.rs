@@ -528,6 +528,101 @@ fn a_broker_back_on_an_empty_disk_does_not_lead_what_it_lost() {
     check_acked(&read_back(&c, &topic, 1, &all), &all, true);
 }
 
+/// A second process started with a node id in use (a copied config, two containers on one
+/// identity), on its own data directory: it registers, and the first sees its registration
+/// replaced from another directory and stops with an error naming the conflict, rather than
+/// take the id back (each registration would take the other's copies out of every ISR, and
+/// leaders could count one process's fetches as the other's). The second holds nothing yet,
+/// so it leaves every ISR as a new disk does; no acknowledged record is lost.
+#[test]
+fn a_second_process_with_a_node_id_in_use_stops_the_first_and_loses_nothing() {
+    let mut c = Cluster::start();
+    let four = c.add_broker();
+    let joined = wait_until(CONVERGE_TIMEOUT, || {
+        c.brokers().is_ok_and(|b| b == [1, 2, 3, four])
+    });
+    assert!(joined, "node {four} not in Metadata: {:?}", c.brokers());
+    let topic = unique_name("twice");
+    let lists = [vec![four, 1, 2]];
+    let refs: Vec<&[i32]> = lists.iter().map(|l| &l[..]).collect();
+    let nt = NewTopic::new(&topic, 1, TopicReplication::Variable(&refs));
+    let opts = rdkafka::admin::AdminOptions::new()
+        .operation_timeout(Some(Timeout::After(CONVERGE_TIMEOUT)))
+        .request_timeout(Some(Timeout::After(CONVERGE_TIMEOUT)));
+    let res = block_on(admin(&c.bootstrap_live()).create_topics([&nt], &opts));
+    assert!(res.as_ref().is_ok_and(|r| r[0].is_ok()), "{res:?}");
+    wait_placed(&c, &topic, &lists);
+    let reports = produce_and_read(&c, &topic, 0, 300);
+
+    // The same --node-id, another directory and port.
+    struct Reaped(std::process::Child);
+    impl Drop for Reaped {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let log_path = c.dir().join("second-node-4.log");
+    let log = std::fs::File::create(&log_path).expect("log file");
+    let second = Command::new(tests::broker_bin())
+        .args(["--node-id", &four.to_string(), "--process-roles", "broker"])
+        .args(["--voters", &c.voters()])
+        .args(["--listen", &format!("127.0.0.1:{}", free_ports(1)[0])])
+        .arg("--data-dir")
+        .arg(c.dir().join("second-node-4"))
+        .args([
+            "--default-replication-factor",
+            "3",
+            "--min-insync-replicas",
+            "2",
+        ])
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(log.try_clone().expect("log handle")))
+        .stderr(Stdio::from(log))
+        .spawn()
+        .expect("start the second process");
+    let _second = Reaped(second);
+
+    let mut status = None;
+    let stopped = wait_until(CONVERGE_TIMEOUT, || {
+        status = c.try_reap(four);
+        status.is_some()
+    });
+    let second_log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    assert!(
+        stopped,
+        "the first process with node id {four} still runs
+{}
+second:
+{}",
+        c.log_tail(four, 30),
+        second_log()
+    );
+    assert!(!status.expect("reaped").success(), "stopped with an error");
+    assert!(
+        c.log_text(four)
+            .contains(&format!("two processes share --node-id {four}")),
+        "{}",
+        c.log_tail(four, 30)
+    );
+    // The second keeps the id; its empty copy left the ISR, so another replica leads.
+    if let Err(e) = c.wait_partitions(&topic, CONVERGE_TIMEOUT, |p| {
+        p.leader >= 0 && p.leader != four
+    }) {
+        panic!(
+            "no leader but node {four}'s copies: {e}
+second:
+{}",
+            second_log()
+        );
+    }
+    check_acked(&read_back(&c, &topic, 1, &reports), &reports, true);
+    let mut all = reports;
+    all.extend(produce_and_read(&c, &topic, 300, 100));
+    check_acked(&read_back(&c, &topic, 1, &all), &all, true);
+}
+
 /// Swapped volumes: a node started on another node's data directory refuses it, naming both,
 /// before it opens a log, and the directory's owner still starts on it afterwards.
 #[test]

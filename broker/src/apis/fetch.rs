@@ -53,12 +53,29 @@ impl<S: Storage + Clone> KafkaApis<S> {
         let min_bytes = request.min_bytes.max(0) as usize;
         let replica = request.replica_id.0.max(request.replica_state.replica_id.0);
         if replica >= 0 {
+            let image = self.cluster.as_ref().map(|view| view.image());
+            let registration = image.as_ref().and_then(|i| i.brokers.get(&replica));
+            let incarnation = crate::cluster::replication::replica_incarnation(&request);
+            if let (Some(b), Some(incarnation)) = (registration, incarnation) {
+                if b.epoch != incarnation {
+                    // Another process than the registered one (or this leader's image is
+                    // behind a restart): nothing of it counts.
+                    tracing::debug!(
+                        replica,
+                        incarnation,
+                        registered = b.epoch,
+                        "refusing a replica fetch from an unregistered incarnation"
+                    );
+                    self.metrics.fetched(true, 0);
+                    return Reply::Fetch(FetchReply::in_memory(refused(
+                        &request,
+                        version,
+                        ResponseError::StaleBrokerEpoch,
+                    )));
+                }
+            }
             // Only registered brokers, so a client naming made-up replica ids cannot grow it.
-            let registered = self
-                .cluster
-                .as_ref()
-                .is_some_and(|view| view.image().brokers.contains_key(&replica));
-            if registered {
+            if registration.is_some() {
                 self.follower_links
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
@@ -504,6 +521,22 @@ impl<S: Storage + Clone> KafkaApis<S> {
 }
 
 /// A partition's answer before anything is read: no records, unknown offsets.
+/// Every partition `request` names, answered `error` and nothing else.
+fn refused(request: &FetchRequest, version: i16, error: ResponseError) -> FetchResponse {
+    let topics = request.topics.iter().map(|t| {
+        let partitions = t
+            .partitions
+            .iter()
+            .map(|fp| empty_partition_data(fp.partition, version).with_error_code(code(error)));
+        FetchableTopicResponse::default()
+            .with_topic(t.topic.clone())
+            .with_partitions(partitions.collect())
+    });
+    FetchResponse::default()
+        .with_session_id(0)
+        .with_responses(topics.collect())
+}
+
 fn empty_partition_data(index: i32, version: i16) -> PartitionData {
     let data = PartitionData::default()
         .with_partition_index(index)

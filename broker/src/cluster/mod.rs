@@ -21,12 +21,13 @@ pub mod quorum;
 pub mod replication;
 pub mod requests;
 
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
+use crate::raft::metadata::BrokerRegistration;
 use crate::raft::{MetadataImage, NodeId};
 use crate::sync::Watch;
 use controller::{ControllerError, ControllerRequest, ControllerResponse};
@@ -141,6 +142,8 @@ pub struct ClusterView {
     /// The version of the last image applied to the local partitions' roles.
     roles_version: Watch<u64>,
     quorum_leader: AtomicI32,
+    /// Some published image has held this start's registration.
+    seen_registered: AtomicBool,
     inbox: mpsc::Sender<QuorumInput>,
     /// The block of producer ids this start hands out.
     pub producer_ids: producer_ids::ProducerIds,
@@ -163,6 +166,7 @@ impl ClusterView {
             version: Watch::new(0),
             roles_version: Watch::new(0),
             quorum_leader: AtomicI32::new(-1),
+            seen_registered: AtomicBool::new(false),
             inbox,
             producer_ids: producer_ids::ProducerIds::default(),
         })
@@ -205,6 +209,13 @@ impl ClusterView {
     }
 
     pub(crate) fn publish(&self, image: Arc<MetadataImage>, quorum_leader: Option<NodeId>) {
+        if image
+            .brokers
+            .get(&self.me)
+            .is_some_and(|b| b.epoch == self.incarnation)
+        {
+            self.seen_registered.store(true, Ordering::Release);
+        }
         *self.image.write().unwrap_or_else(|p| p.into_inner()) = image;
         self.quorum_leader
             .store(quorum_leader.unwrap_or(-1), Ordering::Release);
@@ -229,6 +240,43 @@ impl ClusterView {
             .is_some_and(|b| b.epoch == self.incarnation && !b.fenced)
     }
 
+    /// The registration that replaced this start's, when it came from another data directory:
+    /// another process registered this node id after this one did (two processes share
+    /// `--node-id`; a replaced disk cannot be under a running process). Before this start's
+    /// registration is seen, an image showing another directory is the one this start
+    /// replaces, and None.
+    pub fn displaced_by<'a>(&self, image: &'a MetadataImage) -> Option<&'a BrokerRegistration> {
+        if !self.seen_registered.load(Ordering::Acquire) {
+            return None;
+        }
+        image.brokers.get(&self.me).filter(|b| {
+            b.epoch != self.incarnation && b.directory_id.is_some_and(|d| d != self.directory_id)
+        })
+    }
+
+    /// Waits until another process has registered this node id (see
+    /// [`ClusterView::displaced_by`]), and describes it.
+    pub async fn displaced(&self) -> String {
+        loop {
+            let seen = self.version();
+            if let Some(b) = self.displaced_by(&self.image()) {
+                let dir = b
+                    .directory_id
+                    .map(|d| uuid::Uuid::from_bytes(d).to_string());
+                return format!(
+                    "another process registered node id {} after this one (advertising {}:{}, \
+                     data directory id {}); two processes share --node-id {}",
+                    self.me,
+                    b.host,
+                    b.port,
+                    dir.unwrap_or_default(),
+                    self.me
+                );
+            }
+            self.changed_since(seen).await;
+        }
+    }
+
     /// Sends one request to the active controller and waits for its answer (bounded).
     pub async fn controller_request(&self, request: ControllerRequest) -> ControllerResponse {
         let (reply, answer) = oneshot::channel();
@@ -250,5 +298,53 @@ impl ClusterView {
             Ok(Err(_)) => unavailable("the quorum task dropped the request"),
             Err(_) => unavailable("the controller did not answer in time"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::raft::metadata::MetadataRecord;
+
+    fn registered(
+        image: &mut MetadataImage,
+        incarnation: i64,
+        directory: u8,
+    ) -> Arc<MetadataImage> {
+        let rec = MetadataRecord::RegisterBroker {
+            node_id: 4,
+            host: "h".into(),
+            port: 9092,
+            epoch: incarnation,
+            logs_intact: true,
+            rack: None,
+            directory_id: Some([directory; 16]),
+        };
+        image.apply(image.applied_offset, &rec.encode());
+        Arc::new(image.clone())
+    }
+
+    /// A registration from another directory displaces this start only once this start's own
+    /// has been seen: before, it is the registration this start replaces (a new disk).
+    #[test]
+    fn another_directory_registered_after_this_start_displaces_it() {
+        let (inbox, _rx) = mpsc::channel(1);
+        let view = ClusterView::new(4, 20, true, [2; 16], inbox);
+        let mut image = MetadataImage::default();
+        let old_disk = registered(&mut image, 10, 1);
+        view.publish(Arc::clone(&old_disk), None);
+        assert!(
+            view.displaced_by(&old_disk).is_none(),
+            "the disk this start replaced"
+        );
+        let ours = registered(&mut image, 20, 2);
+        view.publish(Arc::clone(&ours), None);
+        assert!(view.displaced_by(&ours).is_none());
+        // A restart of this node on its own directory is not another process.
+        let same_disk = registered(&mut image.clone(), 21, 2);
+        assert!(view.displaced_by(&same_disk).is_none());
+        let other = registered(&mut image, 30, 3);
+        view.publish(Arc::clone(&other), None);
+        assert_eq!(view.displaced_by(&other).map(|b| b.epoch), Some(30));
     }
 }

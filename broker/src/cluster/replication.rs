@@ -47,6 +47,13 @@ pub const REPLICA_FETCH_VERSION: i16 = 12;
 /// tags in FetchPartition are small (0 and 1 so far); this one is far above them. A fetch
 /// without it (another implementation's follower) counts its fetch offset as durable.
 pub const DURABLE_END_OFFSET_TAG: i32 = 10_000;
+/// Tag of this broker's own tagged field in a follower's FetchRequest: the follower's
+/// incarnation (i64, big-endian), Kafka's broker epoch in a replica fetch (KIP-903). A leader
+/// counts the fetch only when it matches the registration in its image, so a second process
+/// started with the same `--node-id` cannot make the leader count its progress (or its lack)
+/// as that of the registered one. A fetch without it (another implementation's follower) is
+/// counted.
+pub const REPLICA_INCARNATION_TAG: i32 = 10_001;
 /// Most bytes one follower fetch asks for, in total and per partition.
 pub const REPLICA_FETCH_BYTES_MAX: i32 = 32 * 1024 * 1024;
 pub const REPLICA_FETCH_PARTITION_BYTES_MAX: i32 = 8 * 1024 * 1024;
@@ -138,6 +145,11 @@ async fn register(
 ) {
     loop {
         let image = view.image();
+        if view.displaced_by(&image).is_some() {
+            // Registering again would take the id back from the other process, which would
+            // take it back in turn; the server stops this one instead.
+            return;
+        }
         if !view.registered(&image) {
             let response = view
                 .controller_request(ControllerRequest::RegisterBroker {
@@ -528,6 +540,10 @@ async fn fetch_from<S, D>(
                             )
                     })
                     .collect(),
+            )
+            .with_unknown_tagged_field(
+                REPLICA_INCARNATION_TAG,
+                Bytes::copy_from_slice(&view.incarnation.to_be_bytes()),
             );
         let Some(c) = conn.as_mut() else { continue };
         // A new image may add partitions to follow here (a failover): do not let a long poll
@@ -688,6 +704,15 @@ pub fn isr_change_refused_for_good(error: &ControllerError) -> bool {
 /// The tagged-field value carrying a follower's durable log end.
 pub fn durable_end_offset_field(offset: i64) -> Bytes {
     Bytes::copy_from_slice(&offset.to_be_bytes())
+}
+
+/// The incarnation a follower's FetchRequest carries, if it carries a well-formed one.
+pub fn replica_incarnation(request: &FetchRequest) -> Option<i64> {
+    let raw = request
+        .unknown_tagged_fields
+        .get(&REPLICA_INCARNATION_TAG)?;
+    let bytes: [u8; 8] = raw.as_ref().try_into().ok()?;
+    Some(i64::from_be_bytes(bytes))
 }
 
 /// The durable log end a follower's FetchPartition carries, if it carries a well-formed one.

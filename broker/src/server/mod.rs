@@ -555,10 +555,23 @@ where
     let slots = Arc::new(Semaphore::new(config.max_connections as usize));
     let mut connections = JoinSet::new();
     let mut fatal: Option<anyhow::Error> = None;
+    let displaced = async {
+        match &cluster {
+            Some(view) => view.displaced().await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(displaced);
     loop {
         tokio::select! {
             biased;
             _ = &mut shutdown => break,
+            why = &mut displaced => {
+                tracing::error!("{why}; stopping this one (the later keeps the id, as with a \
+                    replaced disk)");
+                fatal = Some(anyhow::anyhow!(why));
+                break;
+            }
             ended = &mut quorum_failed => {
                 let e = quorum_error(ended);
                 tracing::error!(error = %e, "metadata quorum failed; shutting down");

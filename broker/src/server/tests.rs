@@ -59,6 +59,14 @@ impl Harness {
 
 impl<S: Storage + Clone> Harness<S> {
     fn on(storage: S, data_dir: &Path) -> Harness<S> {
+        Harness::with_cluster(storage, data_dir, None)
+    }
+
+    fn with_cluster(
+        storage: S,
+        data_dir: &Path,
+        cluster: Option<Arc<crate::cluster::ClusterView>>,
+    ) -> Harness<S> {
         let config = BrokerConfig {
             data_dir: data_dir.into(),
             ..BrokerConfig::default()
@@ -86,7 +94,7 @@ impl<S: Storage + Clone> Harness<S> {
             groups,
             Arc::new(FixedClock),
             advertised,
-            None,
+            cluster,
         ));
         let (tx, rx) = watch::channel(false);
         Harness {
@@ -730,4 +738,52 @@ async fn describe_quorum_on_a_single_broker() {
         .await
         .unwrap();
     read_response(&mut c, ApiKey::Metadata, 4).await;
+}
+
+/// A replica fetch counts only from the incarnation the image has registered for that replica
+/// id: another process started with the same `--node-id` is answered STALE_BROKER_EPOCH for
+/// every partition, and nothing of its fetch reaches a partition.
+#[tokio::test]
+async fn a_replica_fetch_from_an_unregistered_incarnation_is_refused() {
+    use crate::cluster::replication::{REPLICA_FETCH_VERSION, REPLICA_INCARNATION_TAG};
+    use crate::raft::metadata::MetadataRecord;
+    let (inbox, _quorum) = tokio::sync::mpsc::channel(1);
+    let view = crate::cluster::ClusterView::new(1, 9, true, [1; 16], inbox);
+    let mut image = crate::raft::MetadataImage::default();
+    let registration = MetadataRecord::RegisterBroker {
+        node_id: 2,
+        host: "h2".into(),
+        port: 9092,
+        epoch: 5,
+        logs_intact: true,
+        rack: None,
+        directory_id: Some([2; 16]),
+    };
+    image.apply(0, &registration.encode());
+    view.publish(Arc::new(image), None);
+    let h = Harness::with_cluster(MemStorage::new(), Path::new("/data"), Some(view));
+    let mut c = h.connect();
+    let from = |incarnation: i64| {
+        fetch("t", 0, 0)
+            .with_replica_id(kafka_protocol::messages::BrokerId(2))
+            .with_unknown_tagged_field(
+                REPLICA_INCARNATION_TAG,
+                Bytes::copy_from_slice(&incarnation.to_be_bytes()),
+            )
+    };
+    let mut errors = Vec::new();
+    for (id, incarnation) in [(1, 6), (2, 5)] {
+        let request = frame(ApiKey::Fetch, REPLICA_FETCH_VERSION, id, &from(incarnation));
+        c.write_all(&request).await.unwrap();
+        let (got, mut body) = read_response(&mut c, ApiKey::Fetch, REPLICA_FETCH_VERSION).await;
+        assert_eq!(got, id);
+        let f = FetchResponse::decode(&mut body, REPLICA_FETCH_VERSION).unwrap();
+        errors.push(f.responses[0].partitions[0].error_code);
+    }
+    let stale = kafka_protocol::ResponseError::StaleBrokerEpoch.code();
+    assert_eq!(errors[0], stale, "another incarnation: refused");
+    assert_ne!(
+        errors[1], stale,
+        "the registered one goes on to the partition checks"
+    );
 }

@@ -448,6 +448,29 @@ fn eligible_leader_replica_leads_when_the_last_isr_member_dies() {
     check_acked(&read_back(&c, &topic, 1, &all), &all, true);
 }
 
+/// Three voters and a broker-only node (4), in Metadata.
+fn cluster_with_broker_only_node() -> (Cluster, i32) {
+    let mut c = Cluster::start();
+    let four = c.add_broker();
+    let joined = wait_until(CONVERGE_TIMEOUT, || {
+        c.brokers().is_ok_and(|b| b == [1, 2, 3, four])
+    });
+    assert!(joined, "node {four} not in Metadata: {:?}", c.brokers());
+    (c, four)
+}
+
+/// Creates `topic` with the operator's replica lists and waits until every node shows them.
+fn create_placed(c: &Cluster, topic: &str, lists: &[Vec<i32>]) {
+    let refs: Vec<&[i32]> = lists.iter().map(|l| &l[..]).collect();
+    let nt = NewTopic::new(topic, lists.len() as i32, TopicReplication::Variable(&refs));
+    let opts = rdkafka::admin::AdminOptions::new()
+        .operation_timeout(Some(Timeout::After(CONVERGE_TIMEOUT)))
+        .request_timeout(Some(Timeout::After(CONVERGE_TIMEOUT)));
+    let res = block_on(admin(&c.bootstrap_live()).create_topics([&nt], &opts));
+    assert!(res.as_ref().is_ok_and(|r| r[0].is_ok()), "{res:?}");
+    wait_placed(c, topic, lists);
+}
+
 /// A broker whose disk is replaced comes back with an empty data directory. If it was a
 /// partition's last in-sync replica and led again with its empty log, the other replicas would
 /// truncate to it and every acknowledged record would be gone. It registers with its new
@@ -456,23 +479,10 @@ fn eligible_leader_replica_leads_when_the_last_isr_member_dies() {
 /// again before it rejoins the ISR.
 #[test]
 fn a_broker_back_on_an_empty_disk_does_not_lead_what_it_lost() {
-    let mut c = Cluster::start();
     // A broker-only node holds the copy that is lost, so the metadata quorum keeps its logs.
-    let four = c.add_broker();
-    let joined = wait_until(CONVERGE_TIMEOUT, || {
-        c.brokers().is_ok_and(|b| b == [1, 2, 3, four])
-    });
-    assert!(joined, "node {four} not in Metadata: {:?}", c.brokers());
+    let (mut c, four) = cluster_with_broker_only_node();
     let topic = unique_name("wiped");
-    let lists = [vec![four, 3]];
-    let refs: Vec<&[i32]> = lists.iter().map(|l| &l[..]).collect();
-    let nt = NewTopic::new(&topic, 1, TopicReplication::Variable(&refs));
-    let opts = rdkafka::admin::AdminOptions::new()
-        .operation_timeout(Some(Timeout::After(CONVERGE_TIMEOUT)))
-        .request_timeout(Some(Timeout::After(CONVERGE_TIMEOUT)));
-    let res = block_on(admin(&c.bootstrap_live()).create_topics([&nt], &opts));
-    assert!(res.as_ref().is_ok_and(|r| r[0].is_ok()), "{res:?}");
-    wait_placed(&c, &topic, &lists);
+    create_placed(&c, &topic, &[vec![four, 3]]);
     let reports = produce_and_read(&c, &topic, 0, 500);
     // As in the ELR test: the follower's high-watermark checkpoint covers them.
     thread::sleep(Duration::from_secs(3));
@@ -536,22 +546,9 @@ fn a_broker_back_on_an_empty_disk_does_not_lead_what_it_lost() {
 /// so it leaves every ISR as a new disk does; no acknowledged record is lost.
 #[test]
 fn a_second_process_with_a_node_id_in_use_stops_the_first_and_loses_nothing() {
-    let mut c = Cluster::start();
-    let four = c.add_broker();
-    let joined = wait_until(CONVERGE_TIMEOUT, || {
-        c.brokers().is_ok_and(|b| b == [1, 2, 3, four])
-    });
-    assert!(joined, "node {four} not in Metadata: {:?}", c.brokers());
+    let (mut c, four) = cluster_with_broker_only_node();
     let topic = unique_name("twice");
-    let lists = [vec![four, 1, 2]];
-    let refs: Vec<&[i32]> = lists.iter().map(|l| &l[..]).collect();
-    let nt = NewTopic::new(&topic, 1, TopicReplication::Variable(&refs));
-    let opts = rdkafka::admin::AdminOptions::new()
-        .operation_timeout(Some(Timeout::After(CONVERGE_TIMEOUT)))
-        .request_timeout(Some(Timeout::After(CONVERGE_TIMEOUT)));
-    let res = block_on(admin(&c.bootstrap_live()).create_topics([&nt], &opts));
-    assert!(res.as_ref().is_ok_and(|r| r[0].is_ok()), "{res:?}");
-    wait_placed(&c, &topic, &lists);
+    create_placed(&c, &topic, &[vec![four, 1, 2]]);
     let reports = produce_and_read(&c, &topic, 0, 300);
 
     // The same --node-id, another directory and port.

@@ -520,7 +520,6 @@ impl<S: Storage + Clone> KafkaApis<S> {
     }
 }
 
-/// A partition's answer before anything is read: no records, unknown offsets.
 /// Every partition `request` names, answered `error` and nothing else.
 fn refused(request: &FetchRequest, version: i16, error: ResponseError) -> FetchResponse {
     let topics = request.topics.iter().map(|t| {
@@ -537,6 +536,7 @@ fn refused(request: &FetchRequest, version: i16, error: ResponseError) -> FetchR
         .with_responses(topics.collect())
 }
 
+/// A partition's answer before anything is read: no records, unknown offsets.
 fn empty_partition_data(index: i32, version: i16) -> PartitionData {
     let data = PartitionData::default()
         .with_partition_index(index)

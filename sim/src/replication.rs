@@ -360,6 +360,8 @@ enum Msg {
     FetchReq {
         from: usize,
         from_life: u64,
+        /// The follower's incarnation, as the shell's fetch carries it (a tagged field).
+        incarnation: i64,
         to: usize,
         p: usize,
         id: u64,
@@ -1061,6 +1063,7 @@ impl World {
             Msg::FetchReq {
                 from,
                 from_life,
+                incarnation,
                 to,
                 p,
                 id,
@@ -1070,7 +1073,17 @@ impl World {
                 last_epoch,
                 log_start,
             } => self.leader_fetch(
-                from, from_life, to, p, id, epoch, offset, durable, last_epoch, log_start,
+                from,
+                from_life,
+                incarnation,
+                to,
+                p,
+                id,
+                epoch,
+                offset,
+                durable,
+                last_epoch,
+                log_start,
             ),
             Msg::FetchResp {
                 from,
@@ -1728,9 +1741,11 @@ impl World {
         let Some(to) = self.nodes.iter().position(|x| x.id == leader) else {
             return;
         };
+        let incarnation = self.nodes[node].incarnation;
         self.send(Msg::FetchReq {
             from: node,
             from_life: life,
+            incarnation,
             to,
             p,
             id,
@@ -1748,6 +1763,7 @@ impl World {
         &mut self,
         from: usize,
         from_life: u64,
+        incarnation: i64,
         to: usize,
         p: usize,
         id: u64,
@@ -1760,12 +1776,23 @@ impl World {
         let now = T0_MS + self.now as i64;
         let replica = self.nodes[from].id;
         let max_bytes = self.p.fetch_bytes;
+        // As the shell's fetch handler: a fetch from another incarnation than the one the
+        // leader's image registers for that node counts for nothing (STALE_BROKER_EPOCH
+        // there; the follower backs off either way).
+        let stale = self.nodes[to]
+            .image
+            .brokers
+            .get(&replica)
+            .is_some_and(|b| b.epoch != incarnation);
         let Some(part) = self.nodes[to].parts[p].as_mut() else {
             return;
         };
-        let fetched =
+        let fetched = if stale {
+            Err(ReplicaFetchError::NotReplica)
+        } else {
             part.core
-                .replica_fetch(replica, epoch, offset, Some(durable), last_epoch, now);
+                .replica_fetch(replica, epoch, offset, Some(durable), last_epoch, now)
+        };
         if fetched.is_ok() {
             part.core.note_follower_log_start(replica, log_start);
         }

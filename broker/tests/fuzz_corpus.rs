@@ -529,6 +529,17 @@ fn corpus_quorum_frame() -> Vec<(String, Vec<u8>)> {
                 payload: Bytes::new(),
             },
         ),
+        (
+            "fetch-request",
+            raft(Message::FetchRequest {
+                correlation: 9,
+                epoch: 3,
+                replica: 1,
+                fetch_offset: 5,
+                last_fetched_epoch: 3,
+                replica_incarnation: 1_234_567,
+            }),
+        ),
     ];
     let mut out = Vec::new();
     for (name, frame) in frames {

@@ -385,6 +385,13 @@ enum Msg {
         from: usize,
         req: Option<ControllerRequest>,
     },
+    /// A node's metadata fetch as the quorum leader sees it (the shell's raft Fetch): the
+    /// process's incarnation and how much of the metadata log it held when it sent it.
+    Heartbeat {
+        from: usize,
+        incarnation: i64,
+        fetch_offset: i64,
+    },
     ProduceReq {
         to: usize,
         p: usize,
@@ -406,7 +413,7 @@ impl Msg {
             Msg::FetchReq { from, to, .. } | Msg::FetchResp { from, to, .. } => {
                 (Some(*from), Some(*to))
             }
-            Msg::ToController { from, .. } => (Some(*from), None),
+            Msg::ToController { from, .. } | Msg::Heartbeat { from, .. } => (Some(*from), None),
             Msg::ProduceReq { to, .. } => (None, Some(*to)),
             Msg::ProduceResp { from, .. } => (Some(*from), None),
         }
@@ -594,6 +601,8 @@ struct World {
     ctl: Controller,
     ctl_id: NodeId,
     ctl_epoch: i32,
+    /// Offset of this controller term's LeaderChange in `meta_log`.
+    ctl_term_start: usize,
     ctl_gen: u64,
     ctl_next: Option<u64>,
     meta_log: Vec<Bytes>,
@@ -680,6 +689,7 @@ impl World {
             log_config,
             ctl_id: CTL_ID_BASE,
             ctl_epoch: 1,
+            ctl_term_start: 0,
             ctl_gen: 0,
             ctl_next: None,
             meta_log: Vec::new(),
@@ -756,6 +766,7 @@ impl World {
         );
         let ctl_id = self.ctl_id;
         self.ctl.activate(0, self.ctl_epoch, None);
+        self.ctl_term_start = self.meta_log.len();
         self.propose(MetadataRecord::LeaderChange {
             epoch: self.ctl_epoch,
             leader: ctl_id,
@@ -937,9 +948,10 @@ impl World {
             }
             Ev::Heartbeat { node, life } => {
                 if self.nodes[node].up && self.nodes[node].life == life {
-                    self.send(Msg::ToController {
+                    self.send(Msg::Heartbeat {
                         from: node,
-                        req: None,
+                        incarnation: self.nodes[node].incarnation,
+                        fetch_offset: self.nodes[node].image.applied_offset,
                     });
                     let hb = (self.p.session_ms / HEARTBEATS_PER_SESSION).max(1);
                     self.schedule(hb, Ev::Heartbeat { node, life });
@@ -1111,6 +1123,22 @@ impl World {
                     self.ctl_schedule();
                 }
             }
+            Msg::Heartbeat {
+                from,
+                incarnation,
+                fetch_offset,
+            } => {
+                let node = self.nodes[from].id;
+                self.ctl.heard_from(node, self.now);
+                // The log from this term's LeaderChange on is this controller's.
+                let epoch = if fetch_offset > self.ctl_term_start as i64 {
+                    self.ctl_epoch
+                } else {
+                    -1
+                };
+                self.ctl.fetched(node, incarnation, fetch_offset, epoch);
+                self.ctl_schedule();
+            }
             Msg::ProduceReq { to, p, id, batch } => self.leader_produce(to, p, id, batch),
             Msg::ProduceResp {
                 from,
@@ -1248,6 +1276,7 @@ impl World {
         self.ctl_next = None;
         self.ctl.activate(self.now, self.ctl_epoch, Some(previous));
         let (epoch, leader) = (self.ctl_epoch, self.ctl_id);
+        self.ctl_term_start = self.meta_log.len();
         self.propose(MetadataRecord::LeaderChange { epoch, leader });
     }
 

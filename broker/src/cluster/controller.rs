@@ -380,10 +380,26 @@ pub struct Controller {
     /// committed before this controller's term.
     caught_up: bool,
     last_now_ms: u64,
+    /// Per node, the process last heard fetching this term's metadata log: its incarnation
+    /// and the offset it fetched from (it holds every entry below). This tells a registered
+    /// process that still runs from a registration whose process is gone, perhaps with its
+    /// disk (liveness alone is per node: a restarted process keeps its node alive).
+    fetched: BTreeMap<NodeId, (i64, i64)>,
+    /// Per partition under reassignment, the offset of the entry with which this controller
+    /// began (or last changed) its reassignment: a target counts as holding its copy only
+    /// once its registered process has fetched past it.
+    reassign_anchors: BTreeMap<([u8; 16], u32), i64>,
+    /// The last entry at this term's first round (this term's LeaderChange or later): the
+    /// anchor of reassignments begun before.
+    term_anchor: Option<i64>,
+    /// Targets a reassignment waits to hear from: a fetch from one wakes `step`.
+    awaiting: BTreeSet<NodeId>,
 }
 
 /// One round's working state: the image with the round's records applied so far.
 struct Round {
+    /// The log end the round started from: its records, one entry, go there.
+    anchor: i64,
     view: MetadataImage,
     records: Vec<MetadataRecord>,
     bytes: usize,
@@ -1044,6 +1060,10 @@ impl Controller {
             wake: false,
             caught_up: false,
             last_now_ms: 0,
+            fetched: BTreeMap::new(),
+            reassign_anchors: BTreeMap::new(),
+            term_anchor: None,
+            awaiting: BTreeSet::new(),
         }
     }
 
@@ -1092,6 +1112,10 @@ impl Controller {
         self.heard.clear();
         self.registered_at.clear();
         self.shutting_down.clear();
+        self.fetched.clear();
+        self.reassign_anchors.clear();
+        self.term_anchor = None;
+        self.awaiting.clear();
         self.presumed_dead = None;
         self.watched.clear();
         self.fenced.clear();
@@ -1111,6 +1135,54 @@ impl Controller {
         if self.fenced.contains(&node) && !self.shutting_down.contains_key(&node) {
             self.wake = true;
         }
+    }
+
+    /// `node`'s process `incarnation` fetched the metadata log from `fetch_offset`, its last
+    /// entry being of `last_fetched_epoch`. Counted only when that entry is of this term (the
+    /// quorum leader's own entries, so the fetcher holds this log up to `fetch_offset`).
+    /// The quorum leader reports itself too, with its log end.
+    pub fn fetched(
+        &mut self,
+        node: NodeId,
+        incarnation: i64,
+        fetch_offset: i64,
+        last_fetched_epoch: i32,
+    ) {
+        if self.active != Some(last_fetched_epoch) || incarnation < 0 {
+            return;
+        }
+        if !self.fetched.contains_key(&node) && self.fetched.len() >= BROKERS_MAX {
+            return;
+        }
+        let e = self
+            .fetched
+            .entry(node)
+            .or_insert((incarnation, fetch_offset));
+        if e.0 == incarnation {
+            e.1 = e.1.max(fetch_offset);
+        } else {
+            *e = (incarnation, fetch_offset);
+        }
+        if self.awaiting.contains(&node) {
+            self.wake = true;
+        }
+    }
+
+    /// Whether `node`'s registered process fetched past `anchor`: it ran, with the disk its
+    /// registration describes, after the entry at `anchor` was written.
+    fn holds_since(&self, round: &Round, node: NodeId, anchor: i64) -> bool {
+        let Some(b) = round.view.brokers.get(&node) else {
+            return false;
+        };
+        let fetched = self.fetched.get(&node);
+        fetched.is_some_and(|&(incarnation, offset)| incarnation == b.epoch && offset > anchor)
+    }
+
+    /// The anchor of the reassignment of partition `partition` of `topic_id` (see
+    /// `reassign_anchors`).
+    fn reassign_anchor(&self, topic_id: [u8; 16], partition: u32) -> i64 {
+        let anchor = self.reassign_anchors.get(&(topic_id, partition)).copied();
+        anchor.or(self.term_anchor).unwrap_or(i64::MAX)
     }
 
     /// The connection `node` sends frames on closed (its process died, or it is reconnecting).
@@ -1232,7 +1304,10 @@ impl Controller {
         self.last_now_ms = self.last_now_ms.max(now_ms);
         let now = self.last_now_ms;
         self.wake = false;
+        // The last entry applied is this term's (at or after its LeaderChange).
+        self.term_anchor.get_or_insert(image.applied_offset - 1);
         let mut round = Round {
+            anchor: image.applied_offset,
             view: image.clone(),
             records: Vec::new(),
             bytes: 0,
@@ -1288,6 +1363,11 @@ impl Controller {
         // A round that proposed something is followed by one more, so decisions that depend
         // on it are never left waiting for unrelated input.
         self.wake = round.full || !self.requests.is_empty() || !round.records.is_empty();
+        let topics = &round.view.topics;
+        self.reassign_anchors.retain(|(id, p), _| {
+            let part = topics.get(id).and_then(|t| t.partitions.get(*p as usize));
+            part.is_some_and(|p| p.reassigning())
+        });
         let brokers = round.view.brokers.iter();
         self.watched = brokers
             .filter(|&(n, b)| {
@@ -1915,8 +1995,14 @@ impl Controller {
                     if !seen.insert((*topic_id, *partition)) {
                         continue;
                     }
+                    let records = round.records.len();
                     let outcome =
                         self.reassign(round, *topic_id, *partition, target.as_deref(), now);
+                    if round.records.len() > records {
+                        // The round's one entry (at `round.anchor`) carries the change.
+                        let key = (*topic_id, *partition);
+                        self.reassign_anchors.insert(key, round.anchor);
+                    }
                     reassignments.push((*topic_id, *partition, outcome));
                 }
                 Some(Ok(ControllerResponse {
@@ -1966,6 +2052,22 @@ impl Controller {
         if to.replicas == p.replicas && to.adding == p.adding && to.removing == p.removing {
             return ReassignOutcome::Accepted;
         }
+        // Replicas leave at once (a cancellation, or a new target dropping replicas the last
+        // one added): some replica that stays in sync must be heard from in its registration
+        // since this reassignment began. Otherwise every in-sync copy that stays may belong
+        // to a process that is gone, its disk perhaps with it.
+        let drops = p.replicas.iter().any(|r| !to.replicas.contains(r));
+        if drops {
+            let anchor = self.reassign_anchor(topic_id, partition);
+            let kept = p.isr.iter().filter(|r| to.replicas.contains(r));
+            if !kept.clone().any(|&r| self.holds_since(round, r, anchor)) {
+                return ReassignOutcome::InvalidReplicas(format!(
+                    "no in-sync replica that stays ({:?}) has been heard from since the \
+                     reassignment began; retry once one has",
+                    kept.collect::<Vec<_>>()
+                ));
+            }
+        }
         let usable = |round: &Round, r: NodeId| self.usable(round, r, now);
         match round.reassign_to(topic_id, partition, to, usable) {
             Ok(()) => ReassignOutcome::Accepted,
@@ -1973,11 +2075,18 @@ impl Controller {
         }
     }
 
-    /// Finishes every reassignment whose target replicas are all in the ISR: the replicas
-    /// become the target, the removed ones leave (in a new leader epoch), and a leader being
-    /// removed hands over to the first in-sync, usable target replica (the reassignment waits
-    /// while there is none).
+    /// Finishes every reassignment whose target replicas are all in the ISR and all heard
+    /// from, in their registrations, since it began: the replicas become the target, the
+    /// removed ones leave (in a new leader epoch), and a leader being removed hands over to
+    /// the first in-sync, usable target replica (the reassignment waits while there is none).
+    ///
+    /// Being in the ISR is not enough: a target whose process died stays there until its
+    /// session times out, and one restarted on an empty disk stays there until its new
+    /// registration commits. Completing onto it then would delete the only copies left
+    /// (replication sim seed 9,731,376). A fetch since the reassignment began shows the
+    /// registered process, with its disk, outlived that moment.
     fn complete_reassignments(&mut self, round: &mut Round, now: u64) {
+        self.awaiting.clear();
         let ids: Vec<[u8; 16]> = round.view.topics.keys().copied().collect();
         for id in ids {
             let n = round.view.topics.get(&id).map_or(0, |t| t.partitions.len());
@@ -1987,6 +2096,15 @@ impl Controller {
                 };
                 let target = p.target_replicas();
                 if !p.reassigning() || !target.iter().all(|r| p.isr.contains(r)) {
+                    continue;
+                }
+                let anchor = self.reassign_anchor(id, i as u32);
+                let unheard = target
+                    .iter()
+                    .filter(|&&r| !self.holds_since(round, r, anchor));
+                let unheard: Vec<NodeId> = unheard.copied().collect();
+                if !unheard.is_empty() {
+                    self.awaiting.extend(unheard);
                     continue;
                 }
                 if !round.room(1, partition_record_bytes(p.replicas.len())) {
@@ -2407,7 +2525,7 @@ mod tests {
         }
 
         /// Advances the clock by `ms` in steps of at most a tenth of the session, hearing from
-        /// `alive` at each and settling.
+        /// `alive` (fetching the whole log) at each and settling.
         fn run(&mut self, ms: u64, alive: &[NodeId]) {
             let end = self.now + ms;
             while self.now < end {
@@ -2415,8 +2533,26 @@ mod tests {
                 for &n in alive {
                     self.ctl.heard_from(n, self.now);
                 }
-                self.settle();
+                self.fetch(alive);
             }
+        }
+
+        /// `nodes`' current processes fetch the metadata log from its end; then a settle.
+        fn fetch(&mut self, nodes: &[NodeId]) {
+            for &n in nodes {
+                let incarnation = self.incarnations.get(&n).copied().unwrap_or(0);
+                self.fetch_as(n, incarnation);
+            }
+            self.settle();
+        }
+
+        /// Process `incarnation` of node `n` fetches the metadata log from its end.
+        fn fetch_as(&mut self, n: NodeId, incarnation: i64) {
+            let Some(epoch) = self.ctl.active else {
+                return;
+            };
+            let end = self.image.applied_offset;
+            self.ctl.fetched(n, incarnation, end, epoch);
         }
 
         /// A one-partition topic committed directly, as an earlier controller left it.
@@ -3638,6 +3774,57 @@ mod tests {
         assert_eq!(none, ReassignOutcome::NoReassignmentInProgress);
     }
 
+    /// Replication sim seed 9,731,376: node 1 restarts on an empty disk and, before its new
+    /// registration reaches the controller, an operator moves a partition onto node 1 alone.
+    /// Its old registration is unfenced and in the ISR, yet the copies the move would delete
+    /// are the only ones left.
+    #[test]
+    fn controller_reassignment_waits_to_hear_from_its_targets_registered_processes() {
+        let _g = serial();
+        let mut s = manual_cluster();
+        let register = |s: &mut Sim, disk: u8| {
+            *s.incarnations.get_mut(&1).expect("registered") += 1;
+            let r = s.request(
+                1,
+                ControllerRequest::RegisterBroker {
+                    node_id: 1,
+                    host: "h1".into(),
+                    port: 9092,
+                    incarnation: s.incarnations[&1],
+                    logs_intact: true,
+                    rack: None,
+                    directory_id: Some([disk; 16]),
+                },
+            );
+            assert_eq!(r.error, ControllerError::None);
+        };
+        register(&mut s, 1);
+        s.seed("t", &[1, 2, 3], &[1, 2, 3], 2);
+        s.fetch(&[1, 2, 3]);
+        let removing = (vec![1, 2, 3], vec![], vec![2, 3]);
+        assert_eq!(reassign(&mut s, "t", Some(&[1])), ReassignOutcome::Accepted);
+        assert_eq!(assignment(s.part("t", 0)), removing);
+        // Node 1's new process fetches (its registration is yet to come); 2 and 3 fetch too.
+        s.fetch_as(1, s.incarnations[&1] + 1);
+        s.fetch(&[2, 3]);
+        s.run(SESSION_MS / 2, &[2, 3]);
+        assert_eq!(assignment(s.part("t", 0)), removing, "old copies kept");
+        assert_eq!(s.part("t", 0).isr, vec![1, 2, 3]);
+        // Its registration, with the new disk, takes it out of the ISR; the move waits on.
+        register(&mut s, 2);
+        s.fetch(&[1, 2, 3]);
+        assert_eq!(assignment(s.part("t", 0)), removing);
+        assert_eq!(s.part("t", 0).isr, vec![2, 3]);
+        // Node 1 copies the log and the leader takes it back in sync: now it completes.
+        let epoch = s.part("t", 0).leader_epoch;
+        s.alter(2, "t", epoch, &[2, 3], &[2, 3, 1]);
+        assert_eq!(s.last(), ControllerError::None);
+        s.fetch(&[1]);
+        let p = s.part("t", 0);
+        assert_eq!(assignment(p), (vec![1], vec![], vec![]));
+        assert_eq!((p.leader, p.isr.clone()), (1, vec![1]));
+    }
+
     #[test]
     fn controller_reassignment_cancel_reorder_shrink_and_refusals() {
         let _g = serial();
@@ -3653,6 +3840,20 @@ mod tests {
             assignment(s.part("t", 0)),
             (vec![4, 1, 2, 3], vec![4], vec![3])
         );
+        // Not before some in-sync replica that stays is heard from since the reassignment
+        // began (its process may be gone, and its disk with it).
+        let refused = reassign(&mut s, "t", None);
+        assert!(
+            matches!(refused, ReassignOutcome::InvalidReplicas(_)),
+            "{refused:?}"
+        );
+        s.fetch_as(3, s.incarnations[&3] + 1);
+        let refused = reassign(&mut s, "t", None);
+        assert!(
+            matches!(refused, ReassignOutcome::InvalidReplicas(_)),
+            "{refused:?}"
+        );
+        s.fetch(&[3]);
         assert_eq!(reassign(&mut s, "t", None), ReassignOutcome::Accepted);
         let p = s.part("t", 0);
         assert_eq!(assignment(p), (vec![1, 2, 3], vec![], vec![]));
@@ -3665,8 +3866,15 @@ mod tests {
         let p = s.part("t", 0);
         assert_eq!(assignment(p), (vec![3, 2, 1], vec![], vec![]));
         assert_eq!(pstate(p), (1, 1, vec![1, 2, 3]));
-        // A shrink to in-sync replicas completes in the same round; the leader leaves.
+        // A shrink to in-sync replicas completes once node 2 is heard from; the leader leaves.
         assert_eq!(reassign(&mut s, "t", Some(&[2])), ReassignOutcome::Accepted);
+        assert_eq!(
+            assignment(s.part("t", 0)),
+            (vec![2, 3, 1], vec![], vec![3, 1])
+        );
+        s.fetch(&[1, 3]);
+        assert!(s.part("t", 0).reassigning());
+        s.fetch(&[2]);
         let p = s.part("t", 0);
         assert_eq!(assignment(p), (vec![2], vec![], vec![]));
         assert_eq!(pstate(p), (2, 2, vec![2]));
@@ -3706,6 +3914,7 @@ mod tests {
         );
         // A new target replaces it, computed from the original replicas: 4 is dropped (in a
         // new epoch), 3 still joins.
+        s.fetch(&[2]);
         assert_eq!(
             reassign(&mut s, "t", Some(&[3, 1])),
             ReassignOutcome::Accepted
@@ -3715,6 +3924,10 @@ mod tests {
         assert_eq!(pstate(p), (1, 1, vec![1, 2]));
         s.alter(1, "t", 1, &[1, 2], &[1, 2, 3]);
         assert_eq!(s.last(), ControllerError::None);
+        // Both targets in sync; it completes once both are heard from since the new target.
+        s.fetch(&[3]);
+        assert!(s.part("t", 0).reassigning());
+        s.fetch(&[1]);
         let p = s.part("t", 0);
         assert_eq!(assignment(p), (vec![3, 1], vec![], vec![]));
         assert_eq!(pstate(p), (1, 2, vec![1, 3]));
@@ -4161,6 +4374,7 @@ mod tests {
                     s.now += u64::from(ms);
                     for &n in &up {
                         s.ctl.heard_from(n, s.now);
+                        s.fetch_as(n, s.incarnations.get(&n).copied().unwrap_or(0));
                     }
                 }
                 Op::Crash(n) => {
@@ -4338,6 +4552,7 @@ mod tests {
             s.now += SESSION_MS / 10;
             for &n in &up {
                 s.ctl.heard_from(n, s.now);
+                s.fetch_as(n, s.incarnations.get(&n).copied().unwrap_or(0));
             }
             round(&mut s)?;
             for _ in 0..100 {

@@ -40,7 +40,9 @@ use super::{ClusterView, QuorumInput};
 use crate::config::Voter;
 use crate::raft::store::RaftStore;
 use crate::raft::wire::{decode_body, encode_frame, split_frame, PeerFrame, PEER_FRAME_BYTES_MAX};
-use crate::raft::{Committed, MetadataImage, NodeId, RaftConfig, RaftCore, Role, StorageOp};
+use crate::raft::{
+    Committed, Message, MetadataImage, NodeId, RaftConfig, RaftCore, Role, StorageOp,
+};
 use crate::server::{Acceptor, Dialer};
 use crate::storage::Storage;
 
@@ -357,6 +359,7 @@ where
         }
         if leading {
             ctl.heard_from(me, now);
+            ctl.fetched(me, view.incarnation, core.log_end_offset(), core.epoch());
             if in_flight.is_some_and(|off| image.applied_offset > off) {
                 ctl.committed();
                 in_flight = None;
@@ -427,6 +430,15 @@ where
                         if env.to == me && env.from != me {
                             if leading {
                                 ctl.heard_from(env.from, now);
+                                if let Message::FetchRequest {
+                                    fetch_offset,
+                                    last_fetched_epoch,
+                                    replica_incarnation,
+                                    ..
+                                } = env.message
+                                {
+                                    ctl.fetched(env.from, replica_incarnation, fetch_offset, last_fetched_epoch);
+                                }
                             }
                             core.step(now, env);
                         }

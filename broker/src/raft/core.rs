@@ -700,6 +700,7 @@ impl RaftCore {
                 replica,
                 fetch_offset,
                 last_fetched_epoch,
+                replica_incarnation: _,
             } => self.handle_fetch(
                 from,
                 correlation,
@@ -1393,6 +1394,7 @@ impl RaftCore {
             replica: self.cfg.node_id,
             fetch_offset: self.log.end_offset(),
             last_fetched_epoch: self.log.last_epoch(),
+            replica_incarnation: self.cfg.incarnation,
         };
         self.send(to, m);
         self.election_deadline = self.now + self.cfg.fetch_backoff_ms.max(1);
@@ -1467,6 +1469,7 @@ impl RaftCore {
                 replica: self.cfg.node_id,
                 fetch_offset: self.log.end_offset(),
                 last_fetched_epoch: self.log.last_epoch(),
+                replica_incarnation: self.cfg.incarnation,
             },
         };
         let env = Envelope {

@@ -114,6 +114,9 @@ pub enum Message {
         replica: NodeId,
         fetch_offset: i64,
         last_fetched_epoch: i32,
+        /// The fetching process's broker incarnation (Kafka's `ReplicaState.ReplicaEpoch`),
+        /// -1 for none: the controller learns which process holds which prefix of the log.
+        replica_incarnation: i64,
     },
     FetchResponse {
         correlation: u64,
@@ -243,6 +246,8 @@ pub struct RaftConfig {
     pub pre_vote: bool,
     /// Seed for the election jitter (the shell can use the node id and boot time).
     pub seed: u64,
+    /// This process's broker incarnation, sent with every Fetch; -1 for none.
+    pub incarnation: i64,
 }
 
 impl RaftConfig {
@@ -264,6 +269,7 @@ impl RaftConfig {
             max_payload_bytes: 1 << 20,
             pre_vote: true,
             seed,
+            incarnation: -1,
         }
     }
 

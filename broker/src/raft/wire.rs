@@ -6,7 +6,7 @@
 //!
 //! ```text
 //! frame    = len:u32 body                      len = body length, at most PEER_FRAME_BYTES_MAX
-//! body     = version:u8 (=1) kind:u8 fields
+//! body     = version:u8 (=2) kind:u8 fields   (version 1: Fetch without replica_incarnation)
 //! kind 0   Raft               from:i32 to:i32 message
 //! kind 1   ControllerRequest  correlation:u64 from:i32 payload:bytes
 //! kind 2   ControllerResponse correlation:u64 error_code:i16 message:string payload:bytes
@@ -21,7 +21,7 @@
 //!   3 BeginQuorumEpochResponse epoch:i32
 //!   4 EndQuorumEpoch           epoch:i32 leader:i32 n:u32 n×successor:i32
 //!   5 FetchRequest             correlation:u64 epoch:i32 replica:i32 fetch_offset:i64
-//!                              last_fetched_epoch:i32
+//!                              last_fetched_epoch:i32 replica_incarnation:i64
 //!   6 FetchResponse            correlation:u64 epoch:i32 leader:opt_id high_watermark:i64
 //!                              log_start_offset:i64 result
 //!   7 FetchSnapshotRequest     correlation:u64 epoch:i32 replica:i32 snapshot_id:snap_id
@@ -41,7 +41,7 @@ use bytes::Bytes;
 use super::types::*;
 
 /// The only body version this codec speaks.
-pub const WIRE_VERSION: u8 = 1;
+pub const WIRE_VERSION: u8 = 2;
 
 /// The largest body a peer may send: room for an 8 MiB payload (RaftConfig's defaults fetch and
 /// chunk 1 MiB) plus headers and entry framing.
@@ -269,6 +269,7 @@ fn encode_message(m: &Message, out: &mut Vec<u8>) {
             replica,
             fetch_offset,
             last_fetched_epoch,
+            replica_incarnation,
         } => {
             out.push(5);
             put_u64(out, *correlation);
@@ -276,6 +277,7 @@ fn encode_message(m: &Message, out: &mut Vec<u8>) {
             put_i32(out, *replica);
             put_i64(out, *fetch_offset);
             put_i32(out, *last_fetched_epoch);
+            put_i64(out, *replica_incarnation);
         }
         Message::FetchResponse {
             correlation,
@@ -399,6 +401,7 @@ fn decode_message(r: &mut Reader<'_>) -> Result<Message, WireError> {
             replica: r.i32("replica")?,
             fetch_offset: r.i64("fetch_offset")?,
             last_fetched_epoch: r.i32("last_fetched_epoch")?,
+            replica_incarnation: r.i64("replica_incarnation")?,
         },
         6 => {
             let correlation = r.u64("correlation")?;
@@ -695,14 +698,15 @@ mod tests {
                     }
                 }
             ),
-            (any::<u64>(), id, id, any::<i64>(), id).prop_map(
-                |(correlation, epoch, replica, fetch_offset, last_fetched_epoch)| {
+            (any::<u64>(), id, id, any::<i64>(), id, any::<i64>()).prop_map(
+                |(correlation, epoch, replica, fetch_offset, last_fetched_epoch, incarnation)| {
                     Message::FetchRequest {
                         correlation,
                         epoch,
                         replica,
                         fetch_offset,
                         last_fetched_epoch,
+                        replica_incarnation: incarnation,
                     }
                 }
             ),
@@ -864,7 +868,7 @@ mod tests {
             buf,
             [
                 0, 0, 0, 22, // length
-                1, 0, // version, kind Raft
+                2, 0, // version, kind Raft
                 0, 0, 0, 1, 0, 0, 0, 2, // from, to
                 1, 0, 0, 0, 5, // VoteResponse, epoch
                 1, 0, 0, 0, 3, // leader Some(3)
@@ -914,25 +918,27 @@ mod tests {
         });
         encode_frame(&chunk, &mut Vec::new()).unwrap();
 
-        assert_eq!(decode_body(&[2, 0]), Err(WireError::UnsupportedVersion(2)));
+        // Version 1 (a node from before the Fetch carried its incarnation) and unknown ones.
+        assert_eq!(decode_body(&[1, 0]), Err(WireError::UnsupportedVersion(1)));
+        assert_eq!(decode_body(&[3, 0]), Err(WireError::UnsupportedVersion(3)));
         assert!(matches!(
-            decode_body(&[1, 3]),
+            decode_body(&[WIRE_VERSION, 3]),
             Err(WireError::UnknownTag { what: "kind", .. })
         ));
         assert!(matches!(
-            decode_body(&[1, 0, 0, 0, 0, 1, 0, 0, 0, 2, 9]),
+            decode_body(&[WIRE_VERSION, 0, 0, 0, 0, 1, 0, 0, 0, 2, 9]),
             Err(WireError::UnknownTag {
                 what: "message",
                 ..
             })
         ));
         // VoteRequest with pre_vote = 2.
-        let mut v = vec![1, 0, 0, 0, 0, 1, 0, 0, 0, 2, 0];
+        let mut v = vec![WIRE_VERSION, 0, 0, 0, 0, 1, 0, 0, 0, 2, 0];
         v.extend_from_slice(&[0; 4 + 4 + 4 + 8]);
         v.push(2);
         assert!(matches!(decode_body(&v), Err(WireError::UnknownTag { .. })));
         // An entry count far above what the body holds is refused before allocating.
-        let mut v = vec![1, 0, 0, 0, 0, 1, 0, 0, 0, 2, 6];
+        let mut v = vec![WIRE_VERSION, 0, 0, 0, 0, 1, 0, 0, 0, 2, 6];
         v.extend_from_slice(&[0; 8 + 4 + 1 + 8 + 8]);
         v.push(0);
         v.extend_from_slice(&u32::MAX.to_be_bytes());
@@ -941,7 +947,7 @@ mod tests {
             Err(WireError::Truncated { what: "entries" })
         ));
         // Invalid UTF-8 in a response message.
-        let mut v = vec![1, 2];
+        let mut v = vec![WIRE_VERSION, 2];
         v.extend_from_slice(&[0; 8 + 2]);
         v.extend_from_slice(&1u32.to_be_bytes());
         v.push(0xff);

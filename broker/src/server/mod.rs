@@ -383,6 +383,7 @@ where
             raft.fetch_timeout_ms = c.election_timeout_ms * 3;
             raft.request_timeout_ms = c.election_timeout_ms * 3;
             raft.fetch_backoff_ms = 20;
+            raft.incarnation = incarnation;
             let activity = crate::cluster::quorum::PeerActivity::new(c.voters.iter().map(|v| v.id));
             let params = crate::cluster::quorum::QuorumParams {
                 storage: storage.clone(),

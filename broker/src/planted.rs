@@ -36,10 +36,13 @@ pub enum PlantedBug {
     /// The active controller answers AllocateProducerIds without writing the log's next
     /// producer id, so every broker gets the same block.
     ProducerIdsReused,
+    /// The active controller completes a reassignment (and lets replicas leave) as soon as
+    /// the ISR says so, without hearing from the registered processes that would keep the data.
+    ReassignTrustsIsr,
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 12] = [
+    pub const ALL: [PlantedBug; 13] = [
         PlantedBug::AckBeforeFsync,
         PlantedBug::RecoverySkipsCrc,
         PlantedBug::FetchPastHighWatermark,
@@ -52,6 +55,7 @@ impl PlantedBug {
         PlantedBug::ObserverCounts,
         PlantedBug::ReplacedDirectoryKept,
         PlantedBug::ProducerIdsReused,
+        PlantedBug::ReassignTrustsIsr,
     ];
 
     pub fn name(self) -> &'static str {
@@ -68,6 +72,7 @@ impl PlantedBug {
             PlantedBug::ObserverCounts => "observer-counts",
             PlantedBug::ReplacedDirectoryKept => "replaced-directory-kept",
             PlantedBug::ProducerIdsReused => "producer-ids-reused",
+            PlantedBug::ReassignTrustsIsr => "reassign-trusts-isr",
         }
     }
 
@@ -104,6 +109,9 @@ impl PlantedBug {
             }
             PlantedBug::ProducerIdsReused => {
                 "the controller hands every broker the same block of producer ids"
+            }
+            PlantedBug::ReassignTrustsIsr => {
+                "the controller completes a reassignment on the ISR alone, unheard targets included"
             }
         }
     }

@@ -620,6 +620,7 @@ fn plant_layers(bug: PlantedBug) -> &'static [Layer] {
         PlantedBug::ReplacedDirectoryKept => &[Layer::Replication],
         // Producers ask different brokers for their ids, each broker its own block.
         PlantedBug::ProducerIdsReused => &[Layer::Cluster],
+        PlantedBug::ReassignTrustsIsr => &[Layer::Replication],
     }
 }
 

@@ -1409,6 +1409,18 @@ impl World {
             self,
             "n{id} up, incarnation {inc}, log ends {ends:?}, high watermarks {hws:?}"
         );
+        if wipe && self.running && self.wipe_rng.chance(0.5) {
+            // An operator moves a partition onto the node with the new disk (alone, or with
+            // one other node) as it comes back, racing its registration (seed 9,731,376).
+            let p = self.wipe_rng.pick(self.p.partitions) as u32;
+            let mut target = vec![id];
+            if self.wipe_rng.chance(0.5) {
+                let other =
+                    (node + 1 + self.wipe_rng.pick(self.nodes.len() - 1)) % self.nodes.len();
+                target.push(self.nodes[other].id);
+            }
+            self.ask_reassignment(node, p, Some(target));
+        }
         self.schedule(0, Ev::Register { node, life });
         self.schedule(1, Ev::Heartbeat { node, life });
         self.schedule(1, Ev::MetaPoll { node, life });
@@ -1634,28 +1646,33 @@ impl World {
     /// are not a leader of `epoch`'s to hold: a node whose metadata lags can take up an epoch
     /// the controller has already moved past, and it can neither acknowledge nor commit
     /// anything in it, as the other replicas follow the newer epoch.
-    fn check_holds_acks(&mut self, node: usize, p: usize, epoch: i32, what: &str) {
+    /// The acknowledged or committed batches of `p` up to leader epoch `epoch` that `node`
+    /// lacks, as (base, end, its log end); `None` when it has no open copy of `p`.
+    fn missing_acks(&self, node: usize, p: usize, epoch: i32) -> Option<Vec<(i64, i64, i64)>> {
+        let part = self.nodes[node].parts[p].as_ref()?;
+        let log = part.core.log();
+        let committed = self.committed.get(p).map_or(&[][..], |c| &c[..]);
+        // Records an operator deleted are gone on purpose.
+        let deleted_to = self.deleted_to.get(p).copied().unwrap_or(0);
+        let mine = |a: &&Ack| a.p == p && a.epoch <= epoch && a.base >= deleted_to;
         let mut missing = Vec::new();
-        {
-            let Some(part) = self.nodes[node].parts[p].as_ref() else {
-                return;
+        for a in self.acks.iter().chain(committed).filter(mine) {
+            let got = if a.end <= log.log_end_offset() {
+                log.read(a.base, 1, a.base + 1).ok()
+            } else {
+                None
             };
-            let log = part.core.log();
-            let committed = self.committed.get(p).map_or(&[][..], |c| &c[..]);
-            // Records an operator deleted are gone on purpose.
-            let deleted_to = self.deleted_to.get(p).copied().unwrap_or(0);
-            let mine = |a: &&Ack| a.p == p && a.epoch <= epoch && a.base >= deleted_to;
-            for a in self.acks.iter().chain(committed).filter(mine) {
-                let got = if a.end <= log.log_end_offset() {
-                    log.read(a.base, 1, a.base + 1).ok()
-                } else {
-                    None
-                };
-                if got.as_ref() != Some(&a.bytes) {
-                    missing.push((a.base, a.end, log.log_end_offset()));
-                }
+            if got.as_ref() != Some(&a.bytes) {
+                missing.push((a.base, a.end, log.log_end_offset()));
             }
         }
+        Some(missing)
+    }
+
+    fn check_holds_acks(&mut self, node: usize, p: usize, epoch: i32, what: &str) {
+        let Some(missing) = self.missing_acks(node, p, epoch) else {
+            return;
+        };
         if let Some((base, end, log_end)) = missing.first() {
             let id = self.nodes[node].id;
             self.violation(format!(
@@ -2497,6 +2514,19 @@ impl World {
             let Some(l) = self.nodes.iter().position(|x| x.id == pi.leader) else {
                 self.liveness
                     .push(format!("p{p} has no leader after healing ({pi:?})"));
+                // Leaderless may still be recoverable (an unclean election); not when no node
+                // holds every acknowledged batch any more.
+                let holds = |n: usize| {
+                    self.missing_acks(n, p, i32::MAX)
+                        .is_some_and(|m| m.is_empty())
+                };
+                if !(0..self.nodes.len()).any(holds) {
+                    self.violation(format!(
+                        "acknowledged or committed batches of p{p} lost: no node holds them all \
+                         (replicas {:?}, ISR {:?}, ELR {:?})",
+                        pi.replicas, pi.isr, pi.elr
+                    ));
+                }
                 continue;
             };
             let (hw, end, role_ok) = match self.nodes[l].parts[p].as_ref() {

@@ -1154,16 +1154,14 @@ impl Controller {
         if !self.fetched.contains_key(&node) && self.fetched.len() >= BROKERS_MAX {
             return;
         }
-        let e = self
-            .fetched
-            .entry(node)
-            .or_insert((incarnation, fetch_offset));
-        if e.0 == incarnation {
-            e.1 = e.1.max(fetch_offset);
-        } else {
-            *e = (incarnation, fetch_offset);
-        }
-        if self.awaiting.contains(&node) {
+        let was = self.fetched.get(&node).copied();
+        let now = match was {
+            Some((i, offset)) if i == incarnation => (i, offset.max(fetch_offset)),
+            _ => (incarnation, fetch_offset),
+        };
+        self.fetched.insert(node, now);
+        // Caught-up nodes fetch from the same offset again and again: only news wakes.
+        if was != Some(now) && self.awaiting.contains(&node) {
             self.wake = true;
         }
     }
@@ -3813,6 +3811,11 @@ mod tests {
         s.run(SESSION_MS / 2, &[2, 3]);
         assert_eq!(assignment(s.part("t", 0)), removing, "old copies kept");
         assert_eq!(s.part("t", 0).isr, vec![1, 2, 3]);
+        // The move waits on node 1, but a fetch that tells nothing new wakes nothing.
+        s.fetch_as(1, s.incarnations[&1] + 1);
+        s.settle();
+        s.fetch_as(1, s.incarnations[&1] + 1);
+        assert_ne!(s.ctl.poll_timeout(), Some(s.now));
         // Its registration, with the new disk, takes it out of the ISR; the move waits on.
         register(&mut s, 2);
         s.fetch(&[1, 2, 3]);

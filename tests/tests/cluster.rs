@@ -1256,7 +1256,8 @@ fn wait_reassigned(c: &Cluster, topic: &str, replicas: &[i32], leader_ok: impl F
 /// one broker that was not leading, which takes over. A target with an unregistered broker,
 /// a cancellation with nothing in progress, and (v1) a replication factor change without leave
 /// are refused with Kafka's errors; a move to a frozen broker stays listed as adding it until
-/// cancelled, which restores the replicas.
+/// cancelled, which restores the replicas; a move onto a frozen in-sync broker alone waits for
+/// it to be heard from again.
 #[test]
 fn reassignment_moves_replicas_and_keeps_every_record() {
     let mut c = Cluster::start();
@@ -1354,6 +1355,29 @@ fn reassignment_moves_replicas_and_keeps_every_record() {
     assert_eq!(listed_reassignment(&via, &topic, true), Ok(None));
     wait_reassigned(&c, &topic, &[only], |l| l == only);
     c.sigcont(frozen);
+    check_acked(&read_back(&c, &topic, 1, &reports), &reports, true);
+
+    // A move onto a frozen broker that is still in the ISR waits until that broker's own
+    // process is heard from again; meanwhile the replica it would remove keeps its copy. (A
+    // stopped or dead process stays in the ISR for a while, and one restarted on an empty
+    // disk stays there until it registers again: completing then could delete the only copy.)
+    let controller = quorum_row(&via, 2).expect("DescribeQuorum").leader_id.0;
+    let target = *c
+        .ids()
+        .iter()
+        .find(|&&id| id != only && id != controller)
+        .expect("a broker that neither leads the partition nor the quorum");
+    let answer = alter_reassignment(&via, &topic, Some(&[only, target]), None);
+    assert_eq!(answer, (0, None));
+    wait_reassigned(&c, &topic, &[only, target], |l| l == only);
+    c.sigstop(target);
+    let answer = alter_reassignment(&via, &topic, Some(&[target]), None);
+    assert_eq!(answer, (0, None));
+    thread::sleep(Duration::from_secs(1));
+    let listed = listed_reassignment(&via, &topic, true).expect("List");
+    assert_eq!(listed, Some((vec![target, only], vec![], vec![only])));
+    c.sigcont(target);
+    wait_reassigned(&c, &topic, &[target], |l| l == target);
     check_acked(&read_back(&c, &topic, 1, &reports), &reports, true);
 }
 

@@ -736,6 +736,13 @@ pub async fn serve_peers<A: Acceptor>(
     }
 }
 
+/// A bad frame closes its connection, loudly: a peer speaking another wire version (a
+/// half-upgraded cluster) would otherwise leave the quorum unformed with nothing said.
+fn bad_frame(peer: Option<NodeId>, e: crate::raft::wire::WireError) -> anyhow::Error {
+    tracing::warn!(?peer, error = %e, "bad peer frame; closing the connection");
+    anyhow::anyhow!("bad peer frame: {e:?}")
+}
+
 /// Feeds one connection's frames to the quorum; `from` learns the sender, and `activity` when
 /// it was heard from. With `link` (an accepted connection), a sender outside the voters is
 /// announced as an observer with the connection's link, before its first frame; a voter's first
@@ -757,9 +764,9 @@ async fn read_frames<R: AsyncRead + Unpin>(
         buf.extend_from_slice(&chunk[..n]);
         let mut consumed = 0;
         while let Some((used, body)) =
-            split_frame(&buf[consumed..]).map_err(|e| anyhow::anyhow!("bad peer frame: {e:?}"))?
+            split_frame(&buf[consumed..]).map_err(|e| bad_frame(*from, e))?
         {
-            let frame = decode_body(body).map_err(|e| anyhow::anyhow!("bad peer frame: {e:?}"))?;
+            let frame = decode_body(body).map_err(|e| bad_frame(*from, e))?;
             consumed += used;
             let sender = match &frame {
                 PeerFrame::Raft(env) => Some(env.from),

@@ -1641,11 +1641,6 @@ impl World {
         self.after_change(node, p);
     }
 
-    /// Every batch of `p` acknowledged in leader epoch `epoch` or before, and every batch a
-    /// high watermark passed by then, is in `node`'s log, byte for byte. Later epochs' batches
-    /// are not a leader of `epoch`'s to hold: a node whose metadata lags can take up an epoch
-    /// the controller has already moved past, and it can neither acknowledge nor commit
-    /// anything in it, as the other replicas follow the newer epoch.
     /// The acknowledged or committed batches of `p` up to leader epoch `epoch` that `node`
     /// lacks, as (base, end, its log end); `None` when it has no open copy of `p`.
     fn missing_acks(&self, node: usize, p: usize, epoch: i32) -> Option<Vec<(i64, i64, i64)>> {
@@ -1669,6 +1664,11 @@ impl World {
         Some(missing)
     }
 
+    /// Every batch of `p` acknowledged in leader epoch `epoch` or before, and every batch a
+    /// high watermark passed by then, is in `node`'s log, byte for byte. Later epochs' batches
+    /// are not a leader of `epoch`'s to hold: a node whose metadata lags can take up an epoch
+    /// the controller has already moved past, and it can neither acknowledge nor commit
+    /// anything in it, as the other replicas follow the newer epoch.
     fn check_holds_acks(&mut self, node: usize, p: usize, epoch: i32, what: &str) {
         let Some(missing) = self.missing_acks(node, p, epoch) else {
             return;

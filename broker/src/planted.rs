@@ -39,10 +39,13 @@ pub enum PlantedBug {
     /// The active controller completes a reassignment (and lets replicas leave) as soon as
     /// the ISR says so, without hearing from the registered processes that would keep the data.
     ReassignTrustsIsr,
+    /// A copy whose append fails for want of space is failed for good, as after a write error:
+    /// it takes records again only after a restart.
+    FullDiskFailsCopy,
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 13] = [
+    pub const ALL: [PlantedBug; 14] = [
         PlantedBug::AckBeforeFsync,
         PlantedBug::RecoverySkipsCrc,
         PlantedBug::FetchPastHighWatermark,
@@ -56,6 +59,7 @@ impl PlantedBug {
         PlantedBug::ReplacedDirectoryKept,
         PlantedBug::ProducerIdsReused,
         PlantedBug::ReassignTrustsIsr,
+        PlantedBug::FullDiskFailsCopy,
     ];
 
     pub fn name(self) -> &'static str {
@@ -73,6 +77,7 @@ impl PlantedBug {
             PlantedBug::ReplacedDirectoryKept => "replaced-directory-kept",
             PlantedBug::ProducerIdsReused => "producer-ids-reused",
             PlantedBug::ReassignTrustsIsr => "reassign-trusts-isr",
+            PlantedBug::FullDiskFailsCopy => "full-disk-fails-copy",
         }
     }
 
@@ -112,6 +117,9 @@ impl PlantedBug {
             }
             PlantedBug::ReassignTrustsIsr => {
                 "the controller completes a reassignment on the ISR alone, unheard targets included"
+            }
+            PlantedBug::FullDiskFailsCopy => {
+                "a copy refused an append for want of space fails until the broker restarts"
             }
         }
     }

@@ -295,6 +295,9 @@ struct Node {
     /// The node's topic logs fail every sync until then; then it is power-cut and restarted
     /// (what an operator does about a failing disk).
     syncs_failing_until: Option<u64>,
+    /// The volume under the node's topic logs is full until then (appends fail with ENOSPC;
+    /// the metadata log has room); then space returns with no restart.
+    full_until: Option<u64>,
 }
 
 /// A link that drops segments, one way or both, until a step.
@@ -336,6 +339,7 @@ impl Faults {
                 n.down_until.is_some()
                     || n.isolated_until.is_some()
                     || n.syncs_failing_until.is_some()
+                    || n.full_until.is_some()
             })
             .count()
             + usize::from(self.dropping.is_some())
@@ -435,6 +439,9 @@ impl Faults {
         for i in 0..NODES {
             if self.nodes[i].syncs_failing_until.is_some_and(|t| step >= t) {
                 self.replace_failing_disk(sim, i, step, trace);
+            }
+            if self.nodes[i].full_until.is_some_and(|t| step >= t) {
+                self.make_room(i, step, trace);
             }
         }
         for i in 0..NODES {
@@ -545,6 +552,20 @@ impl Faults {
                     ),
                 );
             }
+            12 if self.enabled.crash && calm && self.rng.gen_bool(0.5) => {
+                let ms = self.rng.gen_range(500..4_000);
+                self.nodes[i].storage.set_full_under(&topic_logs(), true);
+                self.nodes[i].full_until = Some(step + ms);
+                note(
+                    trace,
+                    step,
+                    format_args!(
+                        "{}'s topic logs have no room for {ms} ms (ENOSPC), then room again \
+                         with no restart",
+                        node_name(i)
+                    ),
+                );
+            }
             12 if self.enabled.crash && calm => {
                 let ms = self.rng.gen_range(500..4_000);
                 self.nodes[i].storage.fail_syncs(&topic_logs(), true);
@@ -577,11 +598,24 @@ impl Faults {
         }
     }
 
+    /// Ends node `i`'s full disk: an operator made room; the broker runs on.
+    fn make_room(&mut self, i: usize, step: u64, trace: &mut Trace) {
+        if self.nodes[i].full_until.take().is_some() {
+            self.nodes[i].storage.set_full_under(&topic_logs(), false);
+            note(
+                trace,
+                step,
+                format_args!("{}'s topic logs have room again", node_name(i)),
+            );
+        }
+    }
+
     /// Heals everything: every node up, every link repaired (clock skews stay).
     fn heal(&mut self, sim: &mut turmoil::Sim<'_>, step: u64, trace: &mut Trace) {
         self.stop_dropping(sim, step, trace);
         for i in 0..NODES {
             self.replace_failing_disk(sim, i, step, trace);
+            self.make_room(i, step, trace);
         }
         for i in 0..NODES {
             let n = &mut self.nodes[i];
@@ -821,6 +855,7 @@ pub fn run_cluster_seed(config: &ClusterSimConfig) -> ClusterSimResult {
             isolated_from_clients: false,
             failover_on_heal: false,
             syncs_failing_until: None,
+            full_until: None,
         });
     }
 

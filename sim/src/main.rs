@@ -621,6 +621,8 @@ fn plant_layers(bug: PlantedBug) -> &'static [Layer] {
         // Producers ask different brokers for their ids, each broker its own block.
         PlantedBug::ProducerIdsReused => &[Layer::Cluster],
         PlantedBug::ReassignTrustsIsr => &[Layer::Replication],
+        // Only the cluster layer fills a disk and then makes room without a restart.
+        PlantedBug::FullDiskFailsCopy => &[Layer::Cluster],
     }
 }
 

@@ -269,7 +269,7 @@ fn reconcile<S: Storage + Clone>(
 }
 
 /// Leaders ask the controller to shrink or expand their ISR, and every broker reports its
-/// failed copies.
+/// failed copies, and its in-sync copies whose disk is full.
 async fn isr_loop<S: Storage + Clone>(
     view: Arc<ClusterView>,
     replicas: Arc<ReplicaManager<S>>,
@@ -300,10 +300,13 @@ async fn isr_loop<S: Storage + Clone>(
             if news {
                 tracing::warn!(
                     partitions,
-                    "asking the controller to take this broker's failed copies out of their ISRs"
+                    "asking the controller to take this broker's failed or full copies out of their ISRs"
                 );
             } else {
-                tracing::debug!(partitions, "reporting this broker's failed copies again");
+                tracing::debug!(
+                    partitions,
+                    "reporting this broker's failed or full copies again"
+                );
             }
             let request = ControllerRequest::ReplicasOffline {
                 node_id: view.me,
@@ -359,7 +362,8 @@ async fn isr_loop<S: Storage + Clone>(
 }
 
 /// This broker's failed copies (a sync or write error) that `image` still counts in an ISR or
-/// ELR, at most one request's worth.
+/// ELR, and its full ones (appends refused for want of space) still in an ISR, at most one
+/// request's worth.
 fn failed_copies_counted_in<S: Storage + Clone>(
     image: &MetadataImage,
     replicas: &ReplicaManager<S>,
@@ -373,11 +377,17 @@ fn failed_copies_counted_in<S: Storage + Clone>(
         let Some(t) = image.topics.get(&topic_id) else {
             continue;
         };
-        for p in topic.partitions().iter().filter(|p| p.is_failed()) {
-            let counted = usize::try_from(p.index)
+        for p in topic.partitions() {
+            let image = usize::try_from(p.index)
                 .ok()
-                .and_then(|i| t.partitions.get(i))
-                .is_some_and(|ip| ip.isr.contains(&me) || ip.elr.contains(&me));
+                .and_then(|i| t.partitions.get(i));
+            // A failed copy leaves the ELR too (what it holds is unknown); a full one only the
+            // ISR, where it would hold the high watermark and, as leader, refuse every record.
+            let counted = if p.is_failed() {
+                image.is_some_and(|ip| ip.isr.contains(&me) || ip.elr.contains(&me))
+            } else {
+                p.is_out_of_space() && image.is_some_and(|ip| ip.isr.contains(&me))
+            };
             if counted && failed.len() < ELECT_PARTITIONS_MAX {
                 failed.push((topic_id, p.index as u32));
             }
@@ -635,10 +645,20 @@ async fn fetch_from<S, D>(
                                 now_ms,
                             )
                         {
-                            tracing::error!(topic = %partition.topic, partition = partition.index,
-                                error = ?e, "follower append failed");
-                            if matches!(e, crate::log::AppendError::Storage(_)) {
-                                partition.fail();
+                            match &e {
+                                // The log is intact; the next fetch asks for the same records
+                                // (said once, by the partition, when the disk fills).
+                                crate::log::AppendError::Storage(io)
+                                    if crate::storage::is_disk_full(io) => {}
+                                crate::log::AppendError::Storage(_) => {
+                                    tracing::error!(topic = %partition.topic,
+                                        partition = partition.index, error = ?e,
+                                        "follower append failed");
+                                    partition.fail();
+                                }
+                                _ => tracing::error!(topic = %partition.topic,
+                                    partition = partition.index, error = ?e,
+                                    "follower append failed"),
                             }
                             backoff = true;
                         }

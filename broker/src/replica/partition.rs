@@ -78,6 +78,9 @@ pub struct Partition<S: Storage> {
     flush_wanted: Notify,
     /// Set when an fsync failed: the data on disk can no longer be trusted to match memory.
     failed: AtomicBool,
+    /// Set while appends fail for want of space (ENOSPC): the log is intact but cannot grow.
+    /// Cleared by the next append that succeeds. Unlike `failed`, it heals without a restart.
+    out_of_space: AtomicBool,
     closed: AtomicBool,
     /// Bumped whenever any partition's high watermark advances; long-poll fetches watch it.
     data_version: Arc<Watch<u64>>,
@@ -120,6 +123,7 @@ impl<S: Storage> Partition<S> {
             ack_offset,
             flush_wanted: Notify::new(),
             failed: AtomicBool::new(false),
+            out_of_space: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             data_version,
             log_end_version,
@@ -147,6 +151,29 @@ impl<S: Storage> Partition<S> {
 
     pub fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)
+    }
+
+    /// Whether this replica's last append failed because its disk is full (see
+    /// `out_of_space`). In a cluster such a copy asks to leave its ISR, and so its
+    /// leadership, as a failed one does; it rejoins once appends succeed and it catches up.
+    pub fn is_out_of_space(&self) -> bool {
+        self.out_of_space.load(Ordering::Acquire)
+    }
+
+    /// Records whether an append succeeded or failed for want of space. Returns true when
+    /// this changed whether the partition is out of space (for logging the change once).
+    fn note_append<T>(&self, result: &Result<T, AppendError>) -> bool {
+        let full = match result {
+            Ok(_) => false,
+            Err(AppendError::Storage(e)) if crate::storage::is_disk_full(e) => true,
+            // Refused for other reasons: says nothing about the disk.
+            Err(_) => return false,
+        };
+        if full && crate::planted::enabled(crate::planted::PlantedBug::FullDiskFailsCopy) {
+            self.fail();
+            return false;
+        }
+        self.out_of_space.swap(full, Ordering::AcqRel) != full
     }
 
     /// Appends as received (as the standalone broker, in epoch 0) and publishes what changed.
@@ -188,9 +215,11 @@ impl<S: Storage> Partition<S> {
                 }
             }
             let epoch = core.leader_epoch();
-            let info = core
-                .append(batches, epoch, now_ms)
-                .map_err(ProduceError::Append)?;
+            let appended = core.append(batches, epoch, now_ms);
+            if self.note_append(&appended) && self.clustered {
+                self.log_space_change();
+            }
+            let info = appended.map_err(ProduceError::Append)?;
             (
                 info,
                 core.log().log_start_offset(),
@@ -388,7 +417,11 @@ impl<S: Storage> Partition<S> {
                 return Ok(());
             }
             if !records.is_empty() {
-                core.append_as_follower(records, now_ms)?;
+                let appended = core.append_as_follower(records, now_ms);
+                if self.note_append(&appended) {
+                    self.log_space_change();
+                }
+                appended?;
             }
             core.follower_high_watermark(leader_high_watermark);
             if core.follower_log_start(leader_log_start)? {
@@ -702,6 +735,18 @@ impl<S: Storage> Partition<S> {
         }
     }
 
+    /// Says once that appends started or stopped failing for want of space (a follower retries
+    /// every fetch; a leader every produce).
+    fn log_space_change(&self) {
+        if self.is_out_of_space() {
+            tracing::error!(topic = %self.topic, partition = self.index,
+                "the disk is full: this copy takes no records until there is room");
+        } else {
+            tracing::info!(topic = %self.topic, partition = self.index,
+                "the disk has room again: this copy takes records");
+        }
+    }
+
     /// Marks the partition failed and wakes every waiter so it can answer KAFKA_STORAGE_ERROR.
     pub fn fail(&self) {
         self.failed.store(true, Ordering::Release);
@@ -749,8 +794,12 @@ mod tests {
     const T0: i64 = 1_700_000_000_000;
 
     fn clustered_partition() -> Arc<Partition<MemStorage>> {
+        clustered_partition_on(MemStorage::new())
+    }
+
+    fn clustered_partition_on(storage: MemStorage) -> Arc<Partition<MemStorage>> {
         let (log, _) = Log::open(
-            MemStorage::new(),
+            storage,
             Path::new("/d/t-0").to_path_buf(),
             LogConfig::default(),
             T0,
@@ -809,6 +858,54 @@ mod tests {
             "{refused:?}"
         );
         assert_eq!(p.core().log().log_end_offset(), 1);
+    }
+
+    /// The batch `simple_batch(T0, [value])` placed at `offset`.
+    fn batch_at(offset: i64, value: &[u8]) -> Vec<u8> {
+        let mut batch = simple_batch(T0, &[value]).to_vec();
+        batch[..8].copy_from_slice(&offset.to_be_bytes());
+        batch
+    }
+
+    /// A full disk is not a failed one: the copy says it is out of space (so a cluster node
+    /// asks to leave the ISR) but keeps its log as it was, and takes records again, without a
+    /// restart, once there is room. As leader and as follower.
+    #[tokio::test]
+    async fn a_full_disk_refuses_records_until_there_is_room_and_fails_nothing() {
+        let storage = MemStorage::new();
+        let p = clustered_partition_on(storage.clone());
+        p.set_role(1, 1, 1, &[1, 2], &[1, 2], 1, T0);
+        p.produce(&simple_batch(T0, &[b"a"]), None, T0).unwrap();
+        assert!(!p.is_out_of_space());
+
+        storage.set_full_under("/d/t-0/", true);
+        let refused = p.produce(&simple_batch(T0, &[b"b"]), None, T0);
+        assert!(
+            matches!(&refused, Err(ProduceError::Append(AppendError::Storage(e))) if crate::storage::is_disk_full(e)),
+            "{refused:?}"
+        );
+        assert!(p.is_out_of_space());
+        assert!(!p.is_failed());
+        assert_eq!(p.core().log().log_end_offset(), 1);
+
+        // Leadership moves away; as a follower it is refused the same records until there is
+        // room, then takes them at the offset it asked for.
+        p.set_role(1, 2, 2, &[1, 2], &[2], 1, T0);
+        let refused = p.follower_apply(2, &batch_at(1, b"b"), 1, 0, T0);
+        assert!(
+            matches!(&refused, Err(AppendError::Storage(e)) if crate::storage::is_disk_full(e)),
+            "{refused:?}"
+        );
+        assert!(p.is_out_of_space() && !p.is_failed());
+        assert_eq!(p.core().log().log_end_offset(), 1);
+
+        storage.set_full_under("/d/t-0/", false);
+        p.follower_apply(2, &batch_at(1, b"b"), 2, 0, T0).unwrap();
+        assert!(!p.is_out_of_space());
+        assert_eq!(p.core().log().log_end_offset(), 2);
+        // What it took is synced as any follower's records are.
+        let synced = tokio::time::timeout(Duration::from_secs(10), p.wait_follower_durable(2));
+        assert_eq!(synced.await.expect("the flusher syncs it"), Ok(()));
     }
 
     /// A leader whose record is durable on itself only, so it is held out of the high

@@ -42,6 +42,8 @@ struct FileData {
     fail_reads: bool,
     /// Syncs fail with an I/O error, keeping their bytes pending (lost at a crash).
     fail_syncs: bool,
+    /// Appends fail with ENOSPC: the volume under this file is full.
+    no_space: bool,
     /// Truncations so far (see `FileRegion`).
     truncations: u64,
 }
@@ -167,7 +169,8 @@ impl StorageFile for MemFile {
 
     fn append(&self, data: &[u8]) -> io::Result<()> {
         let mut f = self.data()?;
-        if self.shared.disk_full.load(Ordering::Acquire) && !data.is_empty() {
+        let full = self.shared.disk_full.load(Ordering::Acquire) || f.no_space;
+        if full && !data.is_empty() {
             return Err(disk_full_error());
         }
         f.pending.extend_from_slice(data);
@@ -300,6 +303,16 @@ impl MemStorage {
         let ns = lock(&self.shared.ns);
         for (_, node) in ns.files.iter().filter(|(path, _)| path.starts_with(prefix)) {
             lock(node).fail_syncs = fail;
+        }
+    }
+
+    /// While set, non-empty appends to the files whose paths now begin with `prefix` fail with
+    /// ENOSPC: those logs' volume is full, the rest of the disk is not. Files created later are
+    /// not affected.
+    pub fn set_full_under(&self, prefix: &str, full: bool) {
+        let ns = lock(&self.shared.ns);
+        for (_, node) in ns.files.iter().filter(|(path, _)| path.starts_with(prefix)) {
+            lock(node).no_space = full;
         }
     }
 

@@ -95,6 +95,12 @@ pub fn disk_full_error() -> io::Error {
     io::Error::from_raw_os_error(28) // ENOSPC on Linux and macOS
 }
 
+/// Whether `e` says the disk is full (ENOSPC, or EDQUOT: over the user's quota): the file is
+/// intact and only cannot grow, unlike an I/O error, which says nothing about what landed.
+pub fn is_disk_full(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(28) | Some(122)) // ENOSPC, EDQUOT on Linux
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -538,6 +538,122 @@ fn a_broker_back_on_an_empty_disk_does_not_lead_what_it_lost() {
     check_acked(&read_back(&c, &topic, 1, &all), &all, true);
 }
 
+/// A small tmpfs mounted over one partition directory: that log's volume fills while the rest
+/// of the node's disk (its metadata log) has room, as with a log directory on its own disk.
+/// Unmounted lazily on drop (the broker still holds its files open).
+struct SmallVolume {
+    path: std::path::PathBuf,
+}
+
+impl SmallVolume {
+    /// None (after a note) where this process may not mount, as in a container without
+    /// CAP_SYS_ADMIN: the test is then skipped.
+    fn mount(path: &std::path::Path, bytes: u64) -> Option<SmallVolume> {
+        std::fs::create_dir_all(path).expect("create the mount point");
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={bytes}"), "tmpfs"])
+            .arg(path)
+            .output();
+        match out {
+            Ok(o) if o.status.success() => Some(SmallVolume {
+                path: path.to_path_buf(),
+            }),
+            other => {
+                eprintln!("skipped: cannot mount a tmpfs (needs root or CAP_SYS_ADMIN): {other:?}");
+                None
+            }
+        }
+    }
+
+    /// Makes room: the volume grows to `bytes` under the running broker.
+    fn grow(&self, bytes: u64) {
+        let out = Command::new("mount")
+            .args(["-o", &format!("remount,size={bytes}")])
+            .arg(&self.path)
+            .output()
+            .expect("run mount");
+        assert!(out.status.success(), "remount: {out:?}");
+    }
+}
+
+impl Drop for SmallVolume {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
+    }
+}
+
+/// A leader whose disk fills hands its leadership to an in-sync replica with room, so
+/// producers go on with acks=all and nothing they were told is lost; the full copy leaves the
+/// ISR but the broker keeps running, and once there is room again it catches up, rejoins the
+/// ISR and leads again, with no restart. (Kafka stops the broker instead.)
+#[test]
+fn a_full_disk_moves_leadership_and_the_copy_rejoins_once_there_is_room() {
+    const FULL: i32 = 2;
+    let mut c = Cluster::start_with(&[("leader-imbalance-check-interval-ms", "1000")]);
+    let topic = unique_name("full");
+    let mount_point = c.dir().join(format!("node-{FULL}/{topic}-0"));
+    let Some(volume) = SmallVolume::mount(&mount_point, 4 << 20) else {
+        return;
+    };
+    let pid = c.pid(FULL).expect("node 2 runs");
+    create_placed(&c, &topic, &[vec![FULL, 1, 3]]);
+
+    // 12 MB of records through a 4 MiB volume: node 2 fills a third of the way in.
+    let n = 12_000;
+    let acked = Arc::new(AtomicUsize::new(0));
+    let (bs, t, a) = (c.bootstrap_live(), topic.clone(), acked.clone());
+    let producer =
+        thread::spawn(move || produce_tracked(&bs, &t, "all", FAILOVER_PRODUCER, n, msg, a, true));
+    let moved = c.wait_partitions(&topic, Duration::from_secs(60), |p| {
+        p.leader >= 0 && p.leader != FULL && !p.isr.contains(&FULL)
+    });
+    if let Err(e) = moved {
+        panic!(
+            "leadership did not leave the full node {FULL} ({} acknowledged): {e}\n{}",
+            acked.load(Ordering::SeqCst),
+            c.log_tail(FULL, 30)
+        );
+    }
+    let reports = producer.join().expect("producer thread");
+    let failed: Vec<_> = reports.iter().filter_map(|r| r.as_ref().err()).collect();
+    assert!(
+        failed.is_empty(),
+        "{} of {n} records not acknowledged although two replicas had room; first: {:?}",
+        failed.len(),
+        &failed[..failed.len().min(5)]
+    );
+    assert!(
+        c.log_text(FULL).contains("the disk is full"),
+        "node {FULL} did not say its disk was full:\n{}",
+        c.log_tail(FULL, 30)
+    );
+    // Still out of the ISR while full, and still the same process.
+    let ps = c.partitions(&topic).expect("metadata");
+    assert!(
+        !ps[0].isr.contains(&FULL),
+        "full copy in the ISR: {:?}",
+        ps[0]
+    );
+    c.assert_alive(FULL);
+
+    // Room again: the copy catches up and rejoins, and (as the preferred replica) leads.
+    volume.grow(256 << 20);
+    if let Err(e) = c.wait_partitions(&topic, Duration::from_secs(60), |p| {
+        p.isr.contains(&FULL) && p.leader == FULL
+    }) {
+        panic!(
+            "node {FULL} did not rejoin the ISR and lead once there was room: {e}\n{}",
+            c.log_tail(FULL, 30)
+        );
+    }
+    assert_eq!(c.pid(FULL), Some(pid), "node {FULL} was restarted");
+    // It leads with every acknowledged record, and takes new ones.
+    let mut all = reports;
+    all.extend(produce_and_read(&c, &topic, n, 500));
+    check_acked(&read_back(&c, &topic, 1, &all), &all, true);
+    assert_eq!(c.node_for_leader(&topic, 0), Some(FULL));
+}
+
 /// A second process started with a node id in use (a copied config, two containers on one
 /// identity), on its own data directory: it registers, and the first sees its registration
 /// replaced from another directory and stops with an error naming the conflict, rather than

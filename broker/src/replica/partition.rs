@@ -422,6 +422,12 @@ impl<S: Storage> Partition<S> {
                     self.log_space_change();
                 }
                 appended?;
+            } else {
+                // Nothing to take: this copy holds all the leader had for it, so it is not
+                // short of space for anything yet (a leader that counts it caught up would
+                // otherwise see it ask out of the ISR after every return). Said again if an
+                // append fails again.
+                self.out_of_space.store(false, Ordering::Release);
             }
             core.follower_high_watermark(leader_high_watermark);
             if core.follower_log_start(leader_log_start)? {
@@ -898,6 +904,12 @@ mod tests {
         );
         assert!(p.is_out_of_space() && !p.is_failed());
         assert_eq!(p.core().log().log_end_offset(), 1);
+        // A fetch with nothing to take: the copy holds all there is, so it does not ask out
+        // of the ISR (a leader that counts it caught up would ask it back every time).
+        p.follower_apply(2, &[], 1, 0, T0).unwrap();
+        assert!(!p.is_out_of_space());
+        assert!(p.follower_apply(2, &batch_at(1, b"b"), 1, 0, T0).is_err());
+        assert!(p.is_out_of_space());
 
         storage.set_full_under("/d/t-0/", false);
         p.follower_apply(2, &batch_at(1, b"b"), 2, 0, T0).unwrap();

@@ -42,10 +42,13 @@ pub enum PlantedBug {
     /// A copy whose append fails for want of space is failed for good, as after a write error:
     /// it takes records again only after a restart.
     FullDiskFailsCopy,
+    /// A metadata-log write refused for want of space ends the quorum, and the broker with it,
+    /// instead of waiting for room.
+    FullDiskEndsQuorum,
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 14] = [
+    pub const ALL: [PlantedBug; 15] = [
         PlantedBug::AckBeforeFsync,
         PlantedBug::RecoverySkipsCrc,
         PlantedBug::FetchPastHighWatermark,
@@ -60,6 +63,7 @@ impl PlantedBug {
         PlantedBug::ProducerIdsReused,
         PlantedBug::ReassignTrustsIsr,
         PlantedBug::FullDiskFailsCopy,
+        PlantedBug::FullDiskEndsQuorum,
     ];
 
     pub fn name(self) -> &'static str {
@@ -78,6 +82,7 @@ impl PlantedBug {
             PlantedBug::ProducerIdsReused => "producer-ids-reused",
             PlantedBug::ReassignTrustsIsr => "reassign-trusts-isr",
             PlantedBug::FullDiskFailsCopy => "full-disk-fails-copy",
+            PlantedBug::FullDiskEndsQuorum => "full-disk-ends-quorum",
         }
     }
 
@@ -120,6 +125,9 @@ impl PlantedBug {
             }
             PlantedBug::FullDiskFailsCopy => {
                 "a copy refused an append for want of space fails until the broker restarts"
+            }
+            PlantedBug::FullDiskEndsQuorum => {
+                "a metadata-log write refused for want of space stops the broker"
             }
         }
     }

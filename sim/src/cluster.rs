@@ -7,7 +7,8 @@
 //! across failovers. A seeded fault schedule power-cuts nodes (no FIN; unsynced writes lost or
 //! torn) and restarts them, isolates a node from its peers and/or the clients, wedges the
 //! connections between two nodes (a link drops segments; nothing resets), fails a node's log
-//! syncs until it is restarted, skews clocks, and
+//! syncs until it is restarted, fills a node's disk (all of it, or only its topic logs' volume)
+//! for a while and then makes room without a restart, skews clocks, and
 //! sometimes isolates a follower long enough to leave the ISR and then crashes another node (the
 //! lagging replica must not be elected); rarely two nodes go down at once.
 //!
@@ -295,9 +296,10 @@ struct Node {
     /// The node's topic logs fail every sync until then; then it is power-cut and restarted
     /// (what an operator does about a failing disk).
     syncs_failing_until: Option<u64>,
-    /// The volume under the node's topic logs is full until then (appends fail with ENOSPC;
-    /// the metadata log has room); then space returns with no restart.
-    full_until: Option<u64>,
+    /// The node's disk is full until then (appends fail with ENOSPC): the whole disk, or
+    /// (`false`) only the volume under its topic logs, the metadata log having room. Then
+    /// space returns, with no restart.
+    full_until: Option<(u64, bool)>,
 }
 
 /// A link that drops segments, one way or both, until a step.
@@ -440,7 +442,7 @@ impl Faults {
             if self.nodes[i].syncs_failing_until.is_some_and(|t| step >= t) {
                 self.replace_failing_disk(sim, i, step, trace);
             }
-            if self.nodes[i].full_until.is_some_and(|t| step >= t) {
+            if self.nodes[i].full_until.is_some_and(|(t, _)| step >= t) {
                 self.make_room(i, step, trace);
             }
         }
@@ -554,15 +556,21 @@ impl Faults {
             }
             12 if self.enabled.crash && calm && self.rng.gen_bool(0.5) => {
                 let ms = self.rng.gen_range(500..4_000);
-                self.nodes[i].storage.set_full_under(&topic_logs(), true);
-                self.nodes[i].full_until = Some(step + ms);
+                let whole = self.rng.gen_bool(0.5);
+                let storage = &self.nodes[i].storage;
+                if whole {
+                    storage.set_disk_full(true);
+                } else {
+                    storage.set_full_under(&topic_logs(), true);
+                }
+                self.nodes[i].full_until = Some((step + ms, whole));
                 note(
                     trace,
                     step,
                     format_args!(
-                        "{}'s topic logs have no room for {ms} ms (ENOSPC), then room again \
-                         with no restart",
-                        node_name(i)
+                        "{}'s {} no room for {ms} ms (ENOSPC), then room again with no restart",
+                        node_name(i),
+                        if whole { "disk has" } else { "topic logs have" }
                     ),
                 );
             }
@@ -600,12 +608,16 @@ impl Faults {
 
     /// Ends node `i`'s full disk: an operator made room; the broker runs on.
     fn make_room(&mut self, i: usize, step: u64, trace: &mut Trace) {
-        if self.nodes[i].full_until.take().is_some() {
-            self.nodes[i].storage.set_full_under(&topic_logs(), false);
+        if let Some((_, whole)) = self.nodes[i].full_until.take() {
+            if whole {
+                self.nodes[i].storage.set_disk_full(false);
+            } else {
+                self.nodes[i].storage.set_full_under(&topic_logs(), false);
+            }
             note(
                 trace,
                 step,
-                format_args!("{}'s topic logs have room again", node_name(i)),
+                format_args!("{}'s disk has room again", node_name(i)),
             );
         }
     }

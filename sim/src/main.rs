@@ -623,6 +623,7 @@ fn plant_layers(bug: PlantedBug) -> &'static [Layer] {
         PlantedBug::ReassignTrustsIsr => &[Layer::Replication],
         // Only the cluster layer fills a disk and then makes room without a restart.
         PlantedBug::FullDiskFailsCopy => &[Layer::Cluster],
+        PlantedBug::FullDiskEndsQuorum => &[Layer::Cluster],
     }
 }
 

@@ -57,6 +57,9 @@ const APPLY_BATCH_ENTRIES_MAX: usize = 1024;
 /// Reconnect backoff bounds for peer connections.
 const DIAL_BACKOFF_MS_MIN: u64 = 50;
 const DIAL_BACKOFF_MS_MAX: u64 = 1000;
+/// Retries of a metadata-log write refused for want of space: from this, doubling, to the max.
+const FULL_DISK_BACKOFF_MS_MIN: u64 = 50;
+const FULL_DISK_BACKOFF_MS_MAX: u64 = 1000;
 
 /// When this node last read a frame from each voter, on any connection, and whether a voter
 /// dialed this node anew: written by the connections' readers, read by the peer senders.
@@ -173,7 +176,8 @@ fn describe_quorum(core: &RaftCore, now_ms: u64) -> ControllerResponse {
 }
 
 /// Opens the store and runs the quorum until `stop` turns true. Returns an error when storage
-/// fails (the node can no longer vote or replicate safely).
+/// fails (the node can no longer vote or replicate safely); a full disk only pauses it until
+/// there is room (see [`apply_while_full`]).
 pub async fn run<S, D>(
     params: QuorumParams<S, D>,
     view: Arc<ClusterView>,
@@ -301,7 +305,9 @@ where
                     core.synced(monotonic_ms(start), token);
                 }
                 op => {
-                    store.lock().unwrap_or_else(|p| p.into_inner()).apply(&op)?;
+                    if !apply_while_full(&store, &op, &mut stop).await? {
+                        return Ok(());
+                    }
                 }
             }
         }
@@ -738,6 +744,55 @@ pub async fn serve_peers<A: Acceptor>(
 
 /// A bad frame closes its connection, loudly: a peer speaking another wire version (a
 /// half-upgraded cluster) would otherwise leave the quorum unformed with nothing said.
+/// Applies a store op; while it fails because the disk is full, tries again after a backoff,
+/// this node's whole quorum role paused meanwhile: it neither votes nor fetches, so the others
+/// go on without it (and fence it), as if it were frozen. The store is unchanged by a failed
+/// op (`RaftStore::apply`), so the retry is the same op on the same state. Any other error
+/// ends the quorum (and the broker). Returns false if asked to stop while waiting.
+async fn apply_while_full<S: Storage>(
+    store: &Mutex<RaftStore<S>>,
+    op: &StorageOp,
+    stop: &mut watch::Receiver<bool>,
+) -> anyhow::Result<bool> {
+    let mut backoff_ms = FULL_DISK_BACKOFF_MS_MIN;
+    let mut waiting_since: Option<tokio::time::Instant> = None;
+    loop {
+        let result = store.lock().unwrap_or_else(|p| p.into_inner()).apply(op);
+        match result {
+            Ok(_) => {
+                if let Some(since) = waiting_since {
+                    tracing::info!(
+                        waited_ms = since.elapsed().as_millis() as u64,
+                        "the metadata log has room again; this node rejoins the quorum"
+                    );
+                }
+                return Ok(true);
+            }
+            Err(e)
+                if crate::storage::is_disk_full(&e)
+                    && !crate::planted::enabled(crate::planted::PlantedBug::FullDiskEndsQuorum) =>
+            {
+                if waiting_since.is_none() {
+                    tracing::error!(error = %e,
+                        "the metadata log's disk is full: this node stays out of the quorum until there is room");
+                    waiting_since = Some(tokio::time::Instant::now());
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
+        tokio::select! {
+            biased;
+            _ = stop.changed() => {
+                if *stop.borrow() {
+                    return Ok(false);
+                }
+            }
+            _ = tokio::time::sleep(Duration::from_millis(backoff_ms)) => {}
+        }
+        backoff_ms = (backoff_ms * 2).min(FULL_DISK_BACKOFF_MS_MAX);
+    }
+}
+
 fn bad_frame(peer: Option<NodeId>, e: crate::raft::wire::WireError) -> anyhow::Error {
     tracing::warn!(?peer, error = %e, "bad peer frame; closing the connection");
     anyhow::anyhow!("bad peer frame: {e:?}")

@@ -582,36 +582,65 @@ impl Drop for SmallVolume {
     }
 }
 
-/// A leader whose disk fills hands its leadership to an in-sync replica with room, so
-/// producers go on with acks=all and nothing they were told is lost; the full copy leaves the
-/// ISR but the broker keeps running, and once there is room again it catches up, rejoins the
-/// ISR and leads again, with no restart. (Kafka stops the broker instead.)
-#[test]
-fn a_full_disk_moves_leadership_and_the_copy_rejoins_once_there_is_room() {
-    const FULL: i32 = 2;
-    let mut c = Cluster::start_with(&[("leader-imbalance-check-interval-ms", "1000")]);
-    let topic = unique_name("full");
-    let mount_point = c.dir().join(format!("node-{FULL}/{topic}-0"));
-    let Some(volume) = SmallVolume::mount(&mount_point, 4 << 20) else {
-        return;
-    };
-    let pid = c.pid(FULL).expect("node 2 runs");
-    create_placed(&c, &topic, &[vec![FULL, 1, 3]]);
+/// Waits until nodes `by` all show partition 0 of `topic` satisfying `ok` (a node whose
+/// metadata is paused shows a stale view, so it is not asked).
+fn wait_seen_by(
+    c: &Cluster,
+    by: &[i32],
+    topic: &str,
+    timeout: Duration,
+    ok: impl Fn(&tests::cluster::PartitionInfo) -> bool,
+) -> Result<(), String> {
+    let mut last = String::new();
+    let seen = wait_until(timeout, || {
+        by.iter()
+            .all(|&id| match c.partitions_at(&c.addr(id), topic) {
+                Ok(ps) if ps.first().is_some_and(&ok) => true,
+                Ok(ps) => {
+                    last = format!("node {id}: {ps:?}");
+                    false
+                }
+                Err(e) => {
+                    last = e;
+                    false
+                }
+            })
+    });
+    if seen {
+        Ok(())
+    } else {
+        Err(format!("after {timeout:?}: {last}"))
+    }
+}
 
-    // 12 MB of records through a 4 MiB volume: node 2 fills a third of the way in.
+/// Node `full` leads a 1-partition RF=3 topic from a 4 MiB volume: 12 MB of acks=all records
+/// fill it a third of the way in. Every record must be acknowledged, with leadership on a
+/// replica with room and the full copy out of the ISR, while node `full` keeps running. Then
+/// `while_full` runs; then the volume grows, and the same process must rejoin the ISR and lead
+/// (it is the preferred replica) with every record, old and new.
+fn full_leader_hands_over_and_comes_back(
+    c: &Cluster,
+    topic: &str,
+    full: i32,
+    volume: &SmallVolume,
+    while_full: impl FnOnce(),
+) {
+    let others: Vec<i32> = c.ids().into_iter().filter(|&id| id != full).collect();
+    let pid = c.pid(full).expect("the full node runs");
+    create_placed(c, topic, &[vec![full, others[0], others[1]]]);
     let n = 12_000;
     let acked = Arc::new(AtomicUsize::new(0));
-    let (bs, t, a) = (c.bootstrap_live(), topic.clone(), acked.clone());
+    let (bs, t, a) = (c.bootstrap_live(), topic.to_string(), acked.clone());
     let producer =
         thread::spawn(move || produce_tracked(&bs, &t, "all", FAILOVER_PRODUCER, n, msg, a, true));
-    let moved = c.wait_partitions(&topic, Duration::from_secs(60), |p| {
-        p.leader >= 0 && p.leader != FULL && !p.isr.contains(&FULL)
+    let moved = wait_seen_by(c, &others, topic, Duration::from_secs(60), |p| {
+        p.leader >= 0 && p.leader != full && !p.isr.contains(&full)
     });
     if let Err(e) = moved {
         panic!(
-            "leadership did not leave the full node {FULL} ({} acknowledged): {e}\n{}",
+            "leadership did not leave the full node {full} ({} acknowledged): {e}\n{}",
             acked.load(Ordering::SeqCst),
-            c.log_tail(FULL, 30)
+            c.log_tail(full, 30)
         );
     }
     let reports = producer.join().expect("producer thread");
@@ -623,35 +652,129 @@ fn a_full_disk_moves_leadership_and_the_copy_rejoins_once_there_is_room() {
         &failed[..failed.len().min(5)]
     );
     assert!(
-        c.log_text(FULL).contains("the disk is full"),
-        "node {FULL} did not say its disk was full:\n{}",
-        c.log_tail(FULL, 30)
+        c.log_text(full).contains("the disk is full"),
+        "node {full} did not say its disk was full:\n{}",
+        c.log_tail(full, 30)
     );
     // Still out of the ISR while full, and still the same process.
-    let ps = c.partitions(&topic).expect("metadata");
-    assert!(
-        !ps[0].isr.contains(&FULL),
-        "full copy in the ISR: {:?}",
-        ps[0]
-    );
-    c.assert_alive(FULL);
+    if let Err(e) = wait_seen_by(c, &others, topic, Duration::ZERO, |p| {
+        !p.isr.contains(&full)
+    }) {
+        panic!("full copy back in the ISR: {e}");
+    }
+    assert_eq!(c.pid(full), Some(pid), "node {full} was restarted");
+    assert!(c.is_running(full));
+    while_full();
 
     // Room again: the copy catches up and rejoins, and (as the preferred replica) leads.
     volume.grow(256 << 20);
-    if let Err(e) = c.wait_partitions(&topic, Duration::from_secs(60), |p| {
-        p.isr.contains(&FULL) && p.leader == FULL
+    if let Err(e) = c.wait_partitions(topic, Duration::from_secs(60), |p| {
+        p.isr.contains(&full) && p.leader == full
     }) {
         panic!(
-            "node {FULL} did not rejoin the ISR and lead once there was room: {e}\n{}",
-            c.log_tail(FULL, 30)
+            "node {full} did not rejoin the ISR and lead once there was room: {e}\n{}",
+            c.log_tail(full, 30)
         );
     }
-    assert_eq!(c.pid(FULL), Some(pid), "node {FULL} was restarted");
+    assert_eq!(c.pid(full), Some(pid), "node {full} was restarted");
     // It leads with every acknowledged record, and takes new ones.
     let mut all = reports;
-    all.extend(produce_and_read(&c, &topic, n, 500));
-    check_acked(&read_back(&c, &topic, 1, &all), &all, true);
-    assert_eq!(c.node_for_leader(&topic, 0), Some(FULL));
+    all.extend(produce_and_read(c, topic, n, 500));
+    check_acked(&read_back(c, topic, 1, &all), &all, true);
+    assert_eq!(c.node_for_leader(topic, 0), Some(full));
+}
+
+/// A leader whose log's volume fills (its metadata log has room elsewhere, as with a log
+/// directory on its own disk) hands its leadership to an in-sync replica with room, so
+/// producers go on with acks=all and lose nothing; the full copy leaves the ISR but the broker
+/// keeps running, and once there is room it catches up, rejoins and leads again, with no
+/// restart.
+#[test]
+fn a_full_log_volume_moves_leadership_and_the_copy_rejoins_once_there_is_room() {
+    const FULL: i32 = 2;
+    let c = Cluster::start_with(&[("leader-imbalance-check-interval-ms", "1000")]);
+    let topic = unique_name("full");
+    let mount_point = c.dir().join(format!("node-{FULL}/{topic}-0"));
+    let Some(volume) = SmallVolume::mount(&mount_point, 4 << 20) else {
+        return;
+    };
+    full_leader_hands_over_and_comes_back(&c, &topic, FULL, &volume, || {});
+}
+
+/// The same with the broker's whole data directory on the small volume, metadata log included:
+/// a metadata-log write refused for want of space pauses the node's quorum role (it neither
+/// votes nor fetches; the others fence it) rather than stop the broker, and it resumes once
+/// there is room. Kafka stops the broker.
+#[test]
+fn a_full_data_directory_pauses_the_broker_and_it_resumes_once_there_is_room() {
+    const FULL: i32 = 2;
+    let mut c = Cluster::start_with(&[("leader-imbalance-check-interval-ms", "1000")]);
+    // Node 2's directory moves onto the volume while it is down.
+    c.kill9(FULL);
+    let data = c.dir().join(format!("node-{FULL}"));
+    let saved = c.dir().join(format!("node-{FULL}-saved"));
+    std::fs::rename(&data, &saved).expect("move node 2's directory aside");
+    let Some(volume) = SmallVolume::mount(&data, 4 << 20) else {
+        return;
+    };
+    let copied = Command::new("cp")
+        .arg("-a")
+        .arg(saved.join("."))
+        .arg(&data)
+        .status()
+        .expect("run cp");
+    assert!(copied.success(), "copy node 2's directory onto the volume");
+    c.restart(FULL);
+    let back = wait_until(CONVERGE_TIMEOUT, || {
+        c.brokers().is_ok_and(|b| b.contains(&FULL))
+    });
+    assert!(
+        back,
+        "node {FULL} did not register again: {}",
+        c.log_tail(FULL, 30)
+    );
+    let topic = unique_name("fulldir");
+    let ballast = data.join("ballast");
+    full_leader_hands_over_and_comes_back(&c, &topic, FULL, &volume, || {
+        // Something else takes the last bytes, so the metadata log cannot grow either; topics
+        // created elsewhere (on nodes 1 and 3) still put records in every node's metadata log.
+        let _ = Command::new("dd")
+            .args(["if=/dev/zero", "bs=4096"])
+            .arg(format!("of={}", ballast.display()))
+            .stderr(Stdio::null())
+            .status();
+        let names: Vec<String> = (0..40).map(|i| unique_name(&format!("meta{i}"))).collect();
+        let admin = admin(&c.bootstrap_live());
+        let opts = rdkafka::admin::AdminOptions::new()
+            .request_timeout(Some(Timeout::After(CONVERGE_TIMEOUT)));
+        for name in &names {
+            let nt = NewTopic::new(name, 1, TopicReplication::Variable(&[&[1, 3]]));
+            let res = block_on(admin.create_topics([&nt], &opts));
+            assert!(res.as_ref().is_ok_and(|r| r[0].is_ok()), "{res:?}");
+        }
+        let paused = || c.log_text(FULL).contains("the metadata log's disk is full");
+        let stopped = || c.log_text(FULL).contains("metadata quorum failed");
+        wait_until(CONVERGE_TIMEOUT, || paused() || stopped());
+        assert!(
+            !stopped(),
+            "node {FULL} stopped on a full disk:\n{}",
+            c.log_tail(FULL, 30)
+        );
+        assert!(
+            paused(),
+            "node {FULL}'s metadata log never ran out of room:\n{}",
+            c.log_tail(FULL, 30)
+        );
+        // Paused, not stopped.
+        thread::sleep(Duration::from_secs(2));
+        assert!(c.is_running(FULL), "node {FULL} stopped on a full disk");
+        std::fs::remove_file(&ballast).expect("remove the ballast");
+    });
+    assert!(
+        c.log_text(FULL).contains("the metadata log has room again"),
+        "node {FULL} did not say its quorum role resumed:\n{}",
+        c.log_tail(FULL, 30)
+    );
 }
 
 /// A second process started with a node id in use (a copied config, two containers on one

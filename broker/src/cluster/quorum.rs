@@ -742,8 +742,6 @@ pub async fn serve_peers<A: Acceptor>(
     }
 }
 
-/// A bad frame closes its connection, loudly: a peer speaking another wire version (a
-/// half-upgraded cluster) would otherwise leave the quorum unformed with nothing said.
 /// Applies a store op; while it fails because the disk is full, tries again after a backoff,
 /// this node's whole quorum role paused meanwhile: it neither votes nor fetches, so the others
 /// go on without it (and fence it), as if it were frozen. The store is unchanged by a failed
@@ -793,6 +791,8 @@ async fn apply_while_full<S: Storage>(
     }
 }
 
+/// A bad frame closes its connection, loudly: a peer speaking another wire version (a
+/// half-upgraded cluster) would otherwise leave the quorum unformed with nothing said.
 fn bad_frame(peer: Option<NodeId>, e: crate::raft::wire::WireError) -> anyhow::Error {
     tracing::warn!(?peer, error = %e, "bad peer frame; closing the connection");
     anyhow::anyhow!("bad peer frame: {e:?}")

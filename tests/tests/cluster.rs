@@ -230,15 +230,22 @@ fn produce_through_leader_kill(c: &mut Cluster, topic: &str, n: usize) -> (Vec<D
         "not even a third of {n} records acknowledged before the kill"
     );
     c.kill9(victim);
+    let reports = join_all_acked(producer, "2 of 3 nodes are up (min ISR 2)");
+    (reports, victim)
+}
+
+/// The reports of a producer thread, every record acknowledged although `why`.
+fn join_all_acked(producer: thread::JoinHandle<Vec<Delivery>>, why: &str) -> Vec<Delivery> {
     let reports = producer.join().expect("producer thread");
     let failed: Vec<_> = reports.iter().filter_map(|r| r.as_ref().err()).collect();
     assert!(
         failed.is_empty(),
-        "{} of {n} records not acknowledged although 2 of 3 nodes are up (min ISR 2); first: {:?}",
+        "{} of {} records not acknowledged although {why}; first: {:?}",
         failed.len(),
+        reports.len(),
         &failed[..failed.len().min(5)]
     );
-    (reports, victim)
+    reports
 }
 
 #[test]
@@ -471,6 +478,19 @@ fn create_placed(c: &Cluster, topic: &str, lists: &[Vec<i32>]) {
     wait_placed(c, topic, lists);
 }
 
+/// Starts node `id` again and waits until Metadata lists it (it registered).
+fn restart_and_wait_registered(c: &mut Cluster, id: i32) {
+    c.restart(id);
+    let back = wait_until(CONVERGE_TIMEOUT, || {
+        c.brokers().is_ok_and(|b| b.contains(&id))
+    });
+    assert!(
+        back,
+        "node {id} did not register again: {}",
+        c.log_tail(id, 30)
+    );
+}
+
 /// A broker whose disk is replaced comes back with an empty data directory. If it was a
 /// partition's last in-sync replica and led again with its empty log, the other replicas would
 /// truncate to it and every acknowledged record would be gone. It registers with its new
@@ -496,15 +516,7 @@ fn a_broker_back_on_an_empty_disk_does_not_lead_what_it_lost() {
     c.kill9(four);
     let data = c.dir().join(format!("node-{four}"));
     std::fs::remove_dir_all(&data).expect("empty node 4's data directory");
-    c.restart(four);
-    let back = wait_until(CONVERGE_TIMEOUT, || {
-        c.brokers().is_ok_and(|b| b.contains(&four))
-    });
-    assert!(
-        back,
-        "node {four} did not register again: {}",
-        c.log_tail(four, 30)
-    );
+    restart_and_wait_registered(&mut c, four);
     assert!(
         data.join("meta.properties").exists(),
         "the new directory got an identity"
@@ -643,14 +655,7 @@ fn full_leader_hands_over_and_comes_back(
             c.log_tail(full, 30)
         );
     }
-    let reports = producer.join().expect("producer thread");
-    let failed: Vec<_> = reports.iter().filter_map(|r| r.as_ref().err()).collect();
-    assert!(
-        failed.is_empty(),
-        "{} of {n} records not acknowledged although two replicas had room; first: {:?}",
-        failed.len(),
-        &failed[..failed.len().min(5)]
-    );
+    let reports = join_all_acked(producer, "two replicas had room");
     assert!(
         c.log_text(full).contains("the disk is full"),
         "node {full} did not say its disk was full:\n{}",
@@ -724,15 +729,7 @@ fn a_full_data_directory_pauses_the_broker_and_it_resumes_once_there_is_room() {
         .status()
         .expect("run cp");
     assert!(copied.success(), "copy node 2's directory onto the volume");
-    c.restart(FULL);
-    let back = wait_until(CONVERGE_TIMEOUT, || {
-        c.brokers().is_ok_and(|b| b.contains(&FULL))
-    });
-    assert!(
-        back,
-        "node {FULL} did not register again: {}",
-        c.log_tail(FULL, 30)
-    );
+    restart_and_wait_registered(&mut c, FULL);
     let topic = unique_name("fulldir");
     let ballast = data.join("ballast");
     full_leader_hands_over_and_comes_back(&c, &topic, FULL, &volume, || {

@@ -173,7 +173,9 @@ impl<S: Storage> Partition<S> {
             self.fail();
             return false;
         }
-        self.out_of_space.swap(full, Ordering::AcqRel) != full
+        // Every append passes here: read first, and write the shared line only on a change.
+        self.out_of_space.load(Ordering::Acquire) != full
+            && self.out_of_space.swap(full, Ordering::AcqRel) != full
     }
 
     /// Appends as received (as the standalone broker, in epoch 0) and publishes what changed.
@@ -427,7 +429,9 @@ impl<S: Storage> Partition<S> {
                 // short of space for anything yet (a leader that counts it caught up would
                 // otherwise see it ask out of the ISR after every return). Said again if an
                 // append fails again.
-                self.out_of_space.store(false, Ordering::Release);
+                if self.is_out_of_space() {
+                    self.out_of_space.store(false, Ordering::Release);
+                }
             }
             core.follower_high_watermark(leader_high_watermark);
             if core.follower_log_start(leader_log_start)? {

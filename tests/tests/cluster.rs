@@ -550,9 +550,9 @@ fn a_broker_back_on_an_empty_disk_does_not_lead_what_it_lost() {
     check_acked(&read_back(&c, &topic, 1, &all), &all, true);
 }
 
-/// A small tmpfs mounted over one partition directory: that log's volume fills while the rest
-/// of the node's disk (its metadata log) has room, as with a log directory on its own disk.
-/// Unmounted lazily on drop (the broker still holds its files open).
+/// A small tmpfs mounted over one of a node's directories (a partition's, so that log's volume
+/// fills while its metadata log has room, as with a log directory on its own disk; or its whole
+/// data directory). Unmounted lazily on drop (the broker still holds its files open).
 struct SmallVolume {
     path: std::path::PathBuf,
 }

@@ -45,10 +45,13 @@ pub enum PlantedBug {
     /// A metadata-log write refused for want of space ends the quorum, and the broker with it,
     /// instead of waiting for room.
     FullDiskEndsQuorum,
+    /// A quorum voter that starts with nothing stored votes and stands at once, as if its
+    /// empty log were all it ever acknowledged (a wiped disk's votes count again).
+    WipedVoterVotes,
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 15] = [
+    pub const ALL: [PlantedBug; 16] = [
         PlantedBug::AckBeforeFsync,
         PlantedBug::RecoverySkipsCrc,
         PlantedBug::FetchPastHighWatermark,
@@ -64,6 +67,7 @@ impl PlantedBug {
         PlantedBug::ReassignTrustsIsr,
         PlantedBug::FullDiskFailsCopy,
         PlantedBug::FullDiskEndsQuorum,
+        PlantedBug::WipedVoterVotes,
     ];
 
     pub fn name(self) -> &'static str {
@@ -83,6 +87,7 @@ impl PlantedBug {
             PlantedBug::ReassignTrustsIsr => "reassign-trusts-isr",
             PlantedBug::FullDiskFailsCopy => "full-disk-fails-copy",
             PlantedBug::FullDiskEndsQuorum => "full-disk-ends-quorum",
+            PlantedBug::WipedVoterVotes => "wiped-voter-votes",
         }
     }
 
@@ -128,6 +133,9 @@ impl PlantedBug {
             }
             PlantedBug::FullDiskEndsQuorum => {
                 "a metadata-log write refused for want of space stops the broker"
+            }
+            PlantedBug::WipedVoterVotes => {
+                "a quorum voter back on an empty disk votes at once, as if it held what it acknowledged"
             }
         }
     }

@@ -481,6 +481,7 @@ fn corpus_quorum_frame() -> Vec<(String, Vec<u8>)> {
                 leader: Some(1),
                 high_watermark: 5,
                 log_start_offset: 0,
+                log_end_offset: 7,
                 result: FetchResult::Entries(vec![
                     Entry {
                         offset: 5,

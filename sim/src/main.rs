@@ -69,7 +69,7 @@ struct Cli {
     /// System and cluster layers: simulated milliseconds the producers run before the world heals.
     #[arg(long, global = true, default_value_t = SYSTEM_RUN_MS)]
     run_ms: u64,
-    /// Replication layer: broker nodes (3 or 5).
+    /// Raft and replication layers: voters / broker nodes (3 or 5).
     #[arg(long, global = true, default_value_t = 3)]
     nodes: usize,
 }
@@ -221,8 +221,8 @@ impl Settings {
                 let mut problems: Vec<String> = r.violations.clone();
                 problems.extend(r.liveness.iter().map(|l| format!("liveness: {l}")));
                 let summary = format!(
-                    "{} elections, {} entries committed, {} crashes",
-                    r.elections, r.committed, r.crashes
+                    "{} elections, {} entries committed, {} crashes ({} wiped a disk)",
+                    r.elections, r.committed, r.crashes, r.wipes
                 );
                 SeedOutcome::from_lines(&problems, summary, detail_lines, r.trace_hash)
                     .with_trace(trace, &r.trace)
@@ -333,7 +333,7 @@ impl Settings {
         if let Some(steps) = self.steps {
             cmd.push_str(&format!(" --steps {steps}"));
         }
-        if self.layer == Layer::Replication && self.replication.nodes != 3 {
+        if matches!(self.layer, Layer::Replication | Layer::Raft) && self.replication.nodes != 3 {
             cmd.push_str(&format!(" --nodes {}", self.replication.nodes));
         }
         if matches!(self.layer, Layer::System | Layer::Cluster)
@@ -388,7 +388,10 @@ fn main() -> ExitCode {
     sim::install_panic_hook();
     let mut core = RunConfig::new(0);
     core.steps = cli.steps.unwrap_or(RunConfig::DEFAULT_STEPS);
-    let mut raft = RaftSimConfig::default();
+    let mut raft = RaftSimConfig {
+        nodes: cli.nodes,
+        ..RaftSimConfig::default()
+    };
     if let Some(steps) = cli.steps {
         raft.steps = steps;
     }
@@ -611,6 +614,7 @@ fn plant_layers(bug: PlantedBug) -> &'static [Layer] {
         PlantedBug::FetchPastHighWatermark => &[Layer::Core, Layer::Replication],
         PlantedBug::CommitBeforePersist => &[Layer::Groups, Layer::System],
         PlantedBug::VoteTwice => &[Layer::Raft],
+        PlantedBug::WipedVoterVotes => &[Layer::Raft],
         PlantedBug::HwFromLeader => &[Layer::Raft, Layer::Replication, Layer::Cluster],
         // Also caught by the controller's own proptest.
         PlantedBug::OutOfIsrElection => &[Layer::Replication, Layer::Cluster],

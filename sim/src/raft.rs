@@ -1,7 +1,9 @@
 //! Deterministic multi-node simulation of the metadata quorum ([`broker::raft::RaftCore`]): N
 //! voters and M observers (broker-only nodes, ids after the voters'), a virtual clock, a network with delay, loss, duplication, reordering and partitions
 //! (symmetric and one-way) that heal, crashes that lose whatever was not reported durable (any
-//! prefix of the unsynced storage operations may survive), per-node clock skew and drift, and a
+//! prefix of the unsynced storage operations may survive), disks wiped at a crash (one node at
+//! a time: the node restarts with nothing stored and must rejoin before another disk is lost),
+//! per-node clock skew and drift, and a
 //! client proposing metadata records to the leader. Safety invariants are checked online and at
 //! the end; liveness (a leader and converged high watermarks after the final heal) is reported
 //! separately. See [`run_raft_seed`].
@@ -31,7 +33,8 @@ pub struct RaftFaults {
     pub net: bool,
     /// Node crashes and restarts; unsynced storage operations are partly lost.
     pub crash: bool,
-    /// Slow syncs (latency spikes), which widen the window of undurable state.
+    /// Slow syncs (latency spikes), which widen the window of undurable state; with `crash`,
+    /// disks wiped at a crash.
     pub disk: bool,
     /// Per-node clock skew and drift.
     pub clock: bool,
@@ -98,6 +101,8 @@ pub struct RaftRunResult {
     pub committed: i64,
     pub snapshots_installed: u64,
     pub crashes: u64,
+    /// Crashes that also wiped the node's disk.
+    pub wipes: u64,
 }
 
 impl RaftRunResult {
@@ -132,6 +137,7 @@ pub fn run_raft_seed(seed: u64, config: &RaftSimConfig) -> RaftRunResult {
         committed: w.committed.len() as i64,
         snapshots_installed: w.snapshots_installed,
         crashes: w.crashes,
+        wipes: w.wipes,
     }
 }
 
@@ -147,6 +153,8 @@ struct Params {
     restart_delay: (u64, u64),
     sync_latency: (u64, u64),
     slow_sync: f64,
+    /// Chance that a crash also wipes the node's disk.
+    wipe: f64,
     propose_gap: (u64, u64),
     max_log_entries: usize,
     max_fetch_entries: usize,
@@ -172,6 +180,11 @@ impl Params {
             sync_latency: (50, rng.gen_range(200..5000)),
             slow_sync: if f.disk {
                 rng.gen_range(0.0..0.05)
+            } else {
+                0.0
+            },
+            wipe: if f.disk && f.crash {
+                [0.0, 0.1, 0.3][rng.gen_range(0..3)]
             } else {
                 0.0
             },
@@ -280,6 +293,7 @@ struct Node {
     image: MetadataImage,
     last_hw: i64,
     last_role: Option<(Role, i32)>,
+    last_rejoining: bool,
 }
 
 struct World {
@@ -309,6 +323,10 @@ struct World {
     topics: Vec<[u8; 16]>,
     snapshots_installed: u64,
     crashes: u64,
+    /// A node whose disk was wiped and that has not rejoined yet: no other disk is wiped
+    /// meanwhile (two lost disks of three lose committed entries whatever the protocol does).
+    wiped: Option<usize>,
+    wipes: u64,
 }
 
 /// A compact, payload-free rendering of a message for the trace.
@@ -406,6 +424,7 @@ impl World {
                     image: MetadataImage::default(),
                     last_hw: 0,
                     last_role: None,
+                    last_rejoining: false,
                 }
             })
             .collect();
@@ -432,6 +451,8 @@ impl World {
             topics: Vec::new(),
             snapshots_installed: 0,
             crashes: 0,
+            wiped: None,
+            wipes: 0,
         };
         tr!(
             w,
@@ -562,6 +583,9 @@ impl World {
         c.max_log_entries = self.p.max_log_entries;
         c.max_uncommitted_entries = 200;
         c.pre_vote = self.p.pre_vote;
+        // One per process, as the broker's: a leader tells a restarted voter's fetches from
+        // the previous process's.
+        c.incarnation = (self.nodes[i].seed >> 1) as i64;
         c
     }
 
@@ -583,6 +607,7 @@ impl World {
         };
         node.last_hw = -1;
         node.last_role = None;
+        node.last_rejoining = false;
         node.tick_at = u64::MAX;
         node.core = Some(RaftCore::new(cfg, recovered, now_ms));
         let inc = node.inc;
@@ -691,6 +716,12 @@ impl World {
         node.tick_gen += 1;
         self.crashes += 1;
         tr!(self, "n{} CRASH (kept {keep} unsynced ops)", i + 1);
+        if self.wipe_allowed(i) && self.p.wipe > 0.0 && self.rng.gen_bool(self.p.wipe) {
+            self.nodes[i].disk = Disk::default();
+            self.wiped = Some(i);
+            self.wipes += 1;
+            tr!(self, "n{} DISK WIPED", i + 1);
+        }
         // A dead process's connections close: most peers hear of it soon (not all: none may
         // have been open).
         for j in 0..self.nodes.len() {
@@ -699,6 +730,24 @@ impl World {
                 self.schedule(d, Ev::PeerLost { node: j, lost: i });
             }
         }
+    }
+
+    /// One stateless voter at a time: no disk is wiped while an earlier wipe has not rejoined,
+    /// or another voter is rejoining or holds nothing durable (it would come back rejoining
+    /// too, and could not help elect the leader a wiped one needs). Losing the state of two
+    /// voters of three loses what they alone acknowledged, whatever the protocol.
+    fn wipe_allowed(&self, i: usize) -> bool {
+        let durable = |n: &Node| {
+            !n.disk.qs.rejoining
+                && (n.disk.qs != QuorumState::default()
+                    || !n.disk.entries.is_empty()
+                    || n.disk.snapshot.is_some())
+                && n.core.as_ref().is_none_or(|c| !c.is_rejoining())
+        };
+        self.wiped.is_none()
+            && (0..self.cfg.nodes)
+                .filter(|&j| j != i)
+                .all(|j| durable(&self.nodes[j]))
     }
 
     fn net_fault(&mut self) {
@@ -961,6 +1010,15 @@ impl World {
     fn observe(&mut self, i: usize) {
         let core = self.nodes[i].core.as_ref().unwrap();
         let (role, epoch, id) = (core.role(), core.epoch(), self.nodes[i].id);
+        let rejoining = core.is_rejoining();
+        if rejoining != self.nodes[i].last_rejoining {
+            self.nodes[i].last_rejoining = rejoining;
+            tr!(self, "n{id} rejoining {rejoining}");
+        }
+        if self.wiped == Some(i) && !rejoining {
+            tr!(self, "n{id} rejoined after its wipe");
+            self.wiped = None;
+        }
         let mut problems = Vec::new();
         if self.nodes[i].last_role != Some((role, epoch)) {
             self.nodes[i].last_role = Some((role, epoch));
@@ -1076,6 +1134,15 @@ impl World {
                 self.nodes.len() - running.len()
             ));
             return;
+        }
+        for c in &running {
+            if c.is_rejoining() {
+                self.liveness.push(format!(
+                    "n{} still rejoining (not heard from {:?})",
+                    c.node_id(),
+                    c.rejoin_unheard()
+                ));
+            }
         }
         let leaders: Vec<&&RaftCore> = running
             .iter()

@@ -60,6 +60,8 @@ const DIAL_BACKOFF_MS_MAX: u64 = 1000;
 /// Retries of a metadata-log write refused for want of space: from this, doubling, to the max.
 const FULL_DISK_BACKOFF_MS_MIN: u64 = 50;
 const FULL_DISK_BACKOFF_MS_MAX: u64 = 1000;
+/// How often a voter that is still rejoining says which voters it waits for.
+const REJOIN_NOTE_MS: u64 = 10_000;
 
 /// When this node last read a frame from each voter, on any connection, and whether a voter
 /// dialed this node anew: written by the connections' readers, read by the peer senders.
@@ -275,6 +277,8 @@ where
     let mut published_leader: Option<NodeId> = None;
     let mut published_offset = -1i64;
     let mut last_role = (core.role(), -1, None);
+    let mut was_rejoining = false;
+    let mut rejoin_note_ms = 0u64;
 
     let send = |peers: &BTreeMap<NodeId, mpsc::Sender<Bytes>>,
                 links: &BTreeMap<NodeId, mpsc::Sender<Bytes>>,
@@ -341,6 +345,18 @@ where
                 "quorum role");
             last_role = role;
         }
+        let rejoining = core.is_rejoining();
+        if rejoining && (!was_rejoining || now >= rejoin_note_ms) {
+            // Once at start, then every REJOIN_NOTE_MS while it lasts: an operator waiting on
+            // a voter that never answers should see which one.
+            tracing::info!(node = me, unheard = ?core.rejoin_unheard(),
+                "this voter started with an empty metadata log (a new cluster or a replaced \
+                 disk): it votes once every voter has answered and it holds what they committed");
+            rejoin_note_ms = now + REJOIN_NOTE_MS;
+        } else if !rejoining && was_rejoining {
+            tracing::info!(node = me, epoch = core.epoch(), "this voter votes again");
+        }
+        was_rejoining = rejoining;
         let quorum_leader = core.leader();
         if let Some(l) = quorum_leader.filter(|l| *l != me) {
             last_other_leader = Some(l);
@@ -906,6 +922,7 @@ mod tests {
                 epoch: 3,
                 voted_for: Some(2),
                 leader: Some(2),
+                rejoining: false,
             };
             store.apply(&StorageOp::PersistQuorumState(qs)).unwrap();
             store.sync().unwrap();

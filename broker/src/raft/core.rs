@@ -11,6 +11,18 @@
 //! toward the high watermark. The leader tracks at most [`OBSERVERS_MAX`] of them, for
 //! DescribeQuorum.
 //!
+//! Rejoining: a voter that starts with nothing stored cannot tell a first start from a wiped or
+//! replaced disk, and a wiped voter that voted or granted as if it still held what it
+//! acknowledged could elect a leader missing committed entries. So it neither votes nor stands
+//! (it fetches like an observer, and counts toward the high watermark by what it truly holds)
+//! until it has heard every other voter's epoch, answering its own probes, and either all were
+//! 0 (no election ever happened: a first start) or it holds, durably, a leader's high
+//! watermark in an epoch at least the highest it heard, with the entry below it from that
+//! epoch (so every committed entry, and it will vote only in later epochs than any its old
+//! directory could have). A leader resets a voter's progress when a fetch comes from another
+//! process (its incarnation), and ignores fetches from incarnations it replaced, so an old
+//! directory's acknowledgements never count after a new one is heard.
+//!
 //! Durability rules: a new epoch, a vote, or leadership is written with `PersistQuorumState`
 //! and every message sent after it waits for the `Sync` that covers it; a follower's Fetch waits
 //! for every earlier storage operation (so its fetch offset is its durable log end); the
@@ -92,6 +104,28 @@ struct Progress {
     last_caught_up_ms: Option<u64>,
     /// The leader's log end at the voter's last valid fetch (-1 before one).
     leader_end_at_last_fetch: i64,
+    /// The process (broker incarnation) whose fetches `end_offset` counts; -1 before one that
+    /// carries an incarnation.
+    incarnation: i64,
+    /// Incarnations replaced by a later one in this epoch: their late fetches count for
+    /// nothing (that process may have been a wiped directory's).
+    retired: Vec<i64>,
+}
+
+/// Incarnations of one voter a leader remembers as replaced, per epoch.
+const RETIRED_INCARNATIONS_MAX: usize = 8;
+
+/// What a rejoining voter has learned (see the module doc); empty once it votes.
+#[derive(Clone, Debug, Default)]
+struct Rejoin {
+    /// Each other voter's highest answered epoch, and whether its latest answer had an empty
+    /// log, from answers to this process's own requests.
+    heard: BTreeMap<NodeId, (i32, bool)>,
+    /// When unanswered voters are probed next.
+    next_probe_ms: u64,
+    /// The latest leader high watermark this voter's log reached: (leader epoch, high
+    /// watermark), where the entry below that high watermark is of that epoch.
+    caught_up: Option<(i32, i64)>,
 }
 
 /// The quorum as its leader sees it (Kafka's DescribeQuorum): times are in the core's clock,
@@ -177,6 +211,10 @@ pub struct RaftCore {
     election_deadline: u64,
     last_leader_contact: Option<u64>,
     next_correlation: u64,
+    /// This process's first correlation id: answers carrying an id from here up to
+    /// `next_correlation` answer this process's requests.
+    first_correlation: u64,
+    rejoin: Rejoin,
 }
 
 impl RaftCore {
@@ -227,11 +265,32 @@ impl RaftCore {
             election_deadline: 0,
             last_leader_contact: None,
             next_correlation: 1,
+            first_correlation: 1,
+            rejoin: Rejoin::default(),
             cfg,
         };
         // Correlation ids start at a random point so responses to an earlier incarnation's
         // requests (still in the network) do not match this one's.
         core.next_correlation = splitmix64(&mut core.rng) >> 1;
+        core.first_correlation = core.next_correlation;
+        let nothing_stored = core.qs == QuorumState::default()
+            && core.snapshot.is_none()
+            && core.log.end_offset() == 0;
+        if nothing_stored
+            && !core.is_observer()
+            && core.cfg.voters.len() > 1
+            && !planted::enabled(PlantedBug::WipedVoterVotes)
+        {
+            // Written before anything else this process sends, so no message of ours goes out
+            // before a crash could forget that we are rejoining.
+            core.set_quorum_state(QuorumState {
+                rejoining: true,
+                ..QuorumState::default()
+            });
+        }
+        if core.qs.rejoining {
+            core.rejoin.next_probe_ms = core.now;
+        }
         core.election_deadline = core.now + core.random_election_timeout();
         match core.qs.leader {
             Some(l) if l == core.cfg.node_id => {
@@ -291,6 +350,23 @@ impl RaftCore {
 
     pub fn quorum_state(&self) -> &QuorumState {
         &self.qs
+    }
+
+    /// A voter that started with nothing stored and may not vote or stand yet (see the module
+    /// doc): it follows and fetches, and counts toward the high watermark by what it holds.
+    pub fn is_rejoining(&self) -> bool {
+        self.qs.rejoining && !self.is_observer()
+    }
+
+    /// The other voters a rejoining voter has not yet heard from (empty otherwise).
+    pub fn rejoin_unheard(&self) -> Vec<NodeId> {
+        if !self.is_rejoining() {
+            return Vec::new();
+        }
+        self.other_voters()
+            .into_iter()
+            .filter(|v| !self.rejoin.heard.contains_key(v))
+            .collect()
     }
 
     /// The quorum as this leader sees it; `None` unless this node leads. The leader is caught
@@ -392,7 +468,12 @@ impl RaftCore {
 
     /// When [`RaftCore::tick`] must next be called (ms, the caller's clock).
     pub fn poll_timeout(&self) -> u64 {
-        match &self.state {
+        let probe = if self.is_rejoining() && !self.rejoin_unheard().is_empty() {
+            self.rejoin.next_probe_ms
+        } else {
+            u64::MAX
+        };
+        probe.min(match &self.state {
             State::Leader(l) => self.quorum_deadline(l).min(l.begin_resend_ms),
             State::Follower(f) => {
                 let fetch = match f.in_flight {
@@ -402,7 +483,7 @@ impl RaftCore {
                 fetch.min(self.election_deadline)
             }
             _ => self.election_deadline,
-        }
+        })
     }
 
     /// What to apply after `applied_end` (the offset after the caller's last applied entry):
@@ -456,6 +537,7 @@ impl RaftCore {
         if matches!(self.state, State::Leader(_)) {
             self.update_leader_high_watermark();
         }
+        self.maybe_rejoined();
         self.check_invariants();
     }
 
@@ -463,6 +545,9 @@ impl RaftCore {
     pub fn tick(&mut self, now_ms: u64) {
         self.advance(now_ms);
         let now = self.now;
+        if self.is_rejoining() && now >= self.rejoin.next_probe_ms {
+            self.probe_unheard_voters();
+        }
         match &self.state {
             State::Leader(l) => {
                 if now >= self.quorum_deadline_of(l) {
@@ -501,6 +586,7 @@ impl RaftCore {
                 }
             }
         }
+        self.maybe_rejoined();
         self.check_invariants();
     }
 
@@ -608,6 +694,23 @@ impl RaftCore {
         let from = env.from;
         let msg = env.message;
         let epoch = msg.epoch();
+        if self.is_rejoining() && from != self.cfg.node_id && self.is_voter(from) {
+            // Only an answer to this process's own request tells what `from` holds now: a
+            // request, or an answer to an earlier process, may be older than this one's start.
+            let ours = |c: u64| c >= self.first_correlation && c < self.next_correlation;
+            let answered = match &msg {
+                Message::FetchResponse {
+                    correlation,
+                    log_end_offset,
+                    ..
+                } if ours(*correlation) => Some(*log_end_offset == 0),
+                _ => None,
+            };
+            if let Some(empty) = answered {
+                let heard = self.rejoin.heard.entry(from).or_insert((epoch, empty));
+                *heard = (heard.0.max(epoch), empty);
+            }
+        }
         if let Message::VoteRequest {
             pre_vote: true,
             epoch,
@@ -700,12 +803,12 @@ impl RaftCore {
                 replica,
                 fetch_offset,
                 last_fetched_epoch,
-                replica_incarnation: _,
+                replica_incarnation,
             } => self.handle_fetch(
                 from,
                 correlation,
                 epoch,
-                replica,
+                (replica, replica_incarnation),
                 fetch_offset,
                 last_fetched_epoch,
             ),
@@ -734,6 +837,7 @@ impl RaftCore {
                 ..
             } => self.handle_fetch_snapshot_response(correlation, epoch, snapshot_id, chunk),
         }
+        self.maybe_rejoined();
         self.check_invariants();
     }
 
@@ -775,6 +879,7 @@ impl RaftCore {
             epoch,
             voted_for: None,
             leader: None,
+            rejoining: self.qs.rejoining,
         });
         // Seeing a higher epoch is not hearing from a leader: keep a pending election timeout
         // (else a candidate with a stale log, refused by all, resets everyone's timer with each
@@ -797,6 +902,7 @@ impl RaftCore {
             epoch,
             voted_for,
             leader: Some(leader),
+            rejoining: self.qs.rejoining,
         });
         self.state = State::Follower(FollowerState {
             leader,
@@ -811,7 +917,19 @@ impl RaftCore {
     }
 
     fn become_prospective(&mut self) {
-        if !self.cfg.pre_vote {
+        if self.is_rejoining() {
+            // No leader to follow, and no standing yet: keep asking the voters who leads.
+            self.state = State::Unattached;
+            self.last_leader_contact = None;
+            self.election_deadline = self.now + self.random_election_timeout();
+            self.probe_voters(self.other_voters());
+            return;
+        }
+        // The first election of a cluster always asks for pre-votes: a voter still rejoining
+        // refuses them without the epoch moving, and an epoch that stays 0 is what lets the
+        // others see that no election happened yet and stop rejoining themselves. A candidate
+        // in epoch 1 would leave them all waiting for a leader they cannot help elect.
+        if !self.cfg.pre_vote && self.qs.epoch > 0 {
             self.become_candidate();
             return;
         }
@@ -837,10 +955,12 @@ impl RaftCore {
 
     fn become_candidate(&mut self) {
         let me = self.cfg.node_id;
+        assert!(!self.qs.rejoining, "a rejoining voter stands");
         self.set_quorum_state(QuorumState {
             epoch: self.qs.epoch + 1,
             voted_for: Some(me),
             leader: None,
+            rejoining: false,
         });
         let mut granted = BTreeSet::new();
         granted.insert(me);
@@ -879,6 +999,8 @@ impl RaftCore {
                     fetched_in_epoch: false,
                     last_caught_up_ms: None,
                     leader_end_at_last_fetch: -1,
+                    incarnation: -1,
+                    retired: Vec::new(),
                 };
                 (id, p)
             })
@@ -960,6 +1082,7 @@ impl RaftCore {
         let granted = epoch > self.qs.epoch
             && !heard_from_leader
             && !self.is_observer()
+            && !self.is_rejoining()
             && self.is_voter(candidate)
             && self.up_to_date(last_epoch, last_offset);
         let m = Message::VoteResponse {
@@ -983,6 +1106,7 @@ impl RaftCore {
         if epoch == self.qs.epoch
             && self.qs.leader.is_none()
             && !self.is_observer()
+            && !self.is_rejoining()
             && self.is_voter(candidate)
         {
             let free = match self.qs.voted_for {
@@ -1060,6 +1184,7 @@ impl RaftCore {
             leader: self.leader(),
             high_watermark: hw,
             log_start_offset: self.log.start_offset(),
+            log_end_offset: self.log.end_offset(),
             result,
         }
     }
@@ -1069,7 +1194,7 @@ impl RaftCore {
         from: NodeId,
         correlation: u64,
         epoch: i32,
-        replica: NodeId,
+        (replica, incarnation): (NodeId, i64),
         fetch_offset: i64,
         last_fetched_epoch: i32,
     ) {
@@ -1106,7 +1231,9 @@ impl RaftCore {
         let valid = matches!(result, FetchResult::Entries(_));
         let leader_end = self.log.end_offset();
         if let State::Leader(l) = &mut self.state {
-            if let Some(p) = fetcher_progress(l, &self.cfg, replica, now) {
+            let p = fetcher_progress(l, &self.cfg, replica, now)
+                .and_then(|p| same_process(p, incarnation).then_some(p));
+            if let Some(p) = p {
                 if valid {
                     // Before the fetch time moves: a fetch from at least the log end the
                     // previous fetch saw means the voter had all of it at that fetch.
@@ -1203,6 +1330,15 @@ impl RaftCore {
                     self.sync();
                 }
                 self.advance_high_watermark(leader_hw.min(self.log.end_offset()));
+                if self.is_rejoining()
+                    && leader_hw > 0
+                    && leader_hw <= self.log.end_offset()
+                    && self.log.epoch_at(leader_hw - 1) == Some(epoch)
+                {
+                    // The leader committed an entry of its own epoch, so everything committed
+                    // before it is below `leader_hw`, which this log now holds.
+                    self.rejoin.caught_up = Some((epoch, leader_hw));
+                }
                 if let State::Follower(f) = &mut self.state {
                     f.next_fetch_ms = if got {
                         now
@@ -1377,6 +1513,72 @@ impl RaftCore {
             .copied()
             .filter(|&v| v != self.cfg.node_id)
             .collect()
+    }
+
+    /// Rejoining: probes the voters not heard from yet.
+    fn probe_unheard_voters(&mut self) {
+        let unheard = self.rejoin_unheard();
+        self.probe_voters(unheard);
+    }
+
+    /// Rejoining: a Fetch to each of `to`. The answer tells each one's epoch (and the leader it
+    /// knows, which [`RaftCore::step`] follows). Released, like a follower's Fetch, only once
+    /// every storage operation so far is durable, since a leader counts its offset.
+    fn probe_voters(&mut self, to: Vec<NodeId>) {
+        debug_assert!(self.is_rejoining());
+        self.rejoin.next_probe_ms = self.now + self.cfg.request_timeout_ms.max(1);
+        let gate = self.next_token - 1;
+        for v in to {
+            let correlation = self.next_correlation;
+            self.next_correlation += 1;
+            let message = Message::FetchRequest {
+                correlation,
+                epoch: self.qs.epoch,
+                replica: self.cfg.node_id,
+                fetch_offset: self.log.end_offset(),
+                last_fetched_epoch: self.log.last_epoch(),
+                replica_incarnation: self.cfg.incarnation,
+            };
+            let env = Envelope {
+                from: self.cfg.node_id,
+                to: v,
+                message,
+            };
+            self.outbox.push_back((gate, env));
+        }
+    }
+
+    /// Rejoining: votes again once every other voter answered, and either every one's log was
+    /// empty (nothing can have been committed: a first start, or a cluster that never got
+    /// going), or this log durably holds a leader's high watermark from an epoch at least the
+    /// highest any of them answered with (so it holds every committed entry). See the module
+    /// doc.
+    fn maybe_rejoined(&mut self) {
+        if !self.is_rejoining() || !self.rejoin_unheard().is_empty() {
+            return;
+        }
+        let highest = self.rejoin.heard.values().map(|h| h.0).max().unwrap_or(0);
+        let all_empty = self.rejoin.heard.values().all(|h| h.1);
+        let caught_up = matches!(
+            self.rejoin.caught_up,
+            Some((epoch, hw)) if epoch >= highest && self.durable_end >= hw
+        );
+        if !all_empty && !caught_up {
+            return;
+        }
+        // A wiped directory may have voted in any epoch up to `highest` (the voter it voted for
+        // is at least there). Vote only above it: move past it unless this voter already
+        // follows a leader of `highest` (then it votes in no epoch up to there).
+        let may_vote_in_highest =
+            self.qs.epoch < highest || (self.qs.epoch == highest && self.qs.leader.is_none());
+        if highest > 0 && may_vote_in_highest {
+            self.become_unattached(highest + 1);
+        }
+        self.set_quorum_state(QuorumState {
+            rejoining: false,
+            ..self.qs.clone()
+        });
+        self.rejoin = Rejoin::default();
     }
 
     /// Observer without a leader: a Fetch to one voter, chosen at random. Any voter's answer
@@ -1583,6 +1785,11 @@ fn check_quorum_state(cfg: &RaftConfig, qs: &QuorumState) {
     if let Some(v) = qs.voted_for {
         assert!(cfg.voters.contains(&v), "voted for non-voter {v}");
         assert!(qs.epoch > 0, "vote in epoch 0");
+        assert!(
+            !qs.rejoining,
+            "a rejoining voter voted in epoch {}",
+            qs.epoch
+        );
     }
 }
 
@@ -1601,6 +1808,29 @@ fn fetcher_progress<'a>(
     } else {
         None
     }
+}
+
+/// Whether a fetch from process `incarnation` may count for `p`. A fetch from a new process
+/// (a restart, possibly on a wiped disk) resets what `p` counts to what that process reports;
+/// a late fetch from a process already replaced counts for nothing.
+fn same_process(p: &mut Progress, incarnation: i64) -> bool {
+    if incarnation == -1 || incarnation == p.incarnation {
+        return true;
+    }
+    if p.retired.contains(&incarnation) {
+        return false;
+    }
+    if p.incarnation != -1 {
+        if p.retired.len() >= RETIRED_INCARNATIONS_MAX {
+            p.retired.remove(0);
+        }
+        p.retired.push(p.incarnation);
+        p.end_offset = 0;
+        p.last_caught_up_ms = None;
+        p.leader_end_at_last_fetch = -1;
+    }
+    p.incarnation = incarnation;
+    true
 }
 
 /// The leader's record of observer `id`, made room for when new: the observer heard from least
@@ -1624,6 +1854,8 @@ fn observer_progress(
         fetched_in_epoch: false,
         last_caught_up_ms: None,
         leader_end_at_last_fetch: -1,
+        incarnation: -1,
+        retired: Vec::new(),
     })
 }
 

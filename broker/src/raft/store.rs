@@ -6,8 +6,9 @@
 //! Files in `dir` (every integer big-endian, every CRC a CRC32C):
 //!
 //! ```text
-//! quorum-state-0, quorum-state-1   one record each: seq:u64 epoch:i32 voted:u8 voted_for:i32
-//!                                  has_leader:u8 leader:i32 crc:u32 (over the 22 bytes before)
+//! quorum-state-0, quorum-state-1   one record each: seq:u64 epoch:i32 flags:u8 voted_for:i32
+//!                                  has_leader:u8 leader:i32 crc:u32 (over the 22 bytes before);
+//!                                  flags: bit 0 voted, bit 1 rejoining
 //! log-<start offset, 20 digits>    entries: len:u32 crc:u32 offset:i64 epoch:i32 payload
 //!                                  (len = 12 + payload bytes; crc over len, offset, epoch,
 //!                                  payload); the first entry's offset is the file's start
@@ -115,7 +116,7 @@ fn encode_qs(seq: u64, qs: &QuorumState) -> [u8; QS_RECORD_BYTES] {
     let mut b = [0u8; QS_RECORD_BYTES];
     b[0..8].copy_from_slice(&seq.to_be_bytes());
     b[8..12].copy_from_slice(&qs.epoch.to_be_bytes());
-    b[12] = u8::from(qs.voted_for.is_some());
+    b[12] = u8::from(qs.voted_for.is_some()) | (u8::from(qs.rejoining) << 1);
     b[13..17].copy_from_slice(&qs.voted_for.unwrap_or(0).to_be_bytes());
     b[17] = u8::from(qs.leader.is_some());
     b[18..22].copy_from_slice(&qs.leader.unwrap_or(0).to_be_bytes());
@@ -157,12 +158,16 @@ fn decode_qs(b: &[u8; QS_RECORD_BYTES]) -> Option<(u64, QuorumState)> {
         1 => Some(Some(be_i32(v))),
         _ => None,
     };
+    if b[12] > 3 {
+        return None;
+    }
     Some((
         be_u64(&b[0..8]),
         QuorumState {
             epoch: be_i32(&b[8..12]),
-            voted_for: opt(b[12], &b[13..17])?,
+            voted_for: opt(b[12] & 1, &b[13..17])?,
             leader: opt(b[17], &b[18..22])?,
+            rejoining: b[12] & 2 != 0,
         },
     ))
 }

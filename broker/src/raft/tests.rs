@@ -147,6 +147,9 @@ fn raft_elects_one_leader_and_commits() {
 #[test]
 fn raft_vote_waits_for_durable_quorum_state() {
     let mut c = Cluster::new(3);
+    // Every voter starts with nothing stored: they hear one another's empty logs and vote.
+    c.run(1);
+    assert!(c.cores.iter().all(|c| !c.is_rejoining()));
     c.auto_sync = false;
     let now = 1;
     // Node 2 asks node 1 for its vote directly.
@@ -598,4 +601,121 @@ fn raft_a_late_observer_finds_the_leader_at_once() {
     c.run(30);
     assert_eq!(c.cores[3].leader(), Some(l as NodeId + 1));
     assert_eq!(c.cores[3].high_watermark(), c.cores[l].high_watermark());
+}
+
+/// Restarts voter `i` on a replaced disk: nothing stored, a new process.
+fn wipe(c: &mut Cluster, i: usize, incarnation: i64) {
+    let mut cfg = c.cores[i].config().clone();
+    cfg.incarnation = incarnation;
+    c.cores[i] = RaftCore::new(cfg, Recovered::default(), c.now);
+    c.ops[i].clear();
+    c.unsynced[i].clear();
+}
+
+fn isolate(c: &mut Cluster, i: usize) {
+    for o in 0..c.cores.len() {
+        if o != i {
+            c.cut.push((i, o));
+            c.cut.push((o, i));
+        }
+    }
+}
+
+#[test]
+fn raft_a_wiped_voter_cannot_elect_a_leader_missing_committed_entries() {
+    let mut c = Cluster::new(3);
+    c.run(1000);
+    let l = c.leader().unwrap();
+    let (w, behind) = ((l + 1) % 3, (l + 2) % 3);
+    // Entries commit on the leader and `w` only.
+    c.cut.push((l, behind));
+    c.cut.push((behind, l));
+    for _ in 0..4 {
+        c.cores[l].propose(c.now, noop()).unwrap();
+    }
+    c.run(50);
+    let committed = c.cores[l].high_watermark();
+    assert!(committed > c.cores[behind].log_end_offset());
+    assert!(c.cores[w].durable_end_offset() >= committed);
+
+    // `w`'s disk is replaced and the leader goes away: `behind` and the wiped `w` are a
+    // majority, and only the leader holds what was committed.
+    wipe(&mut c, w, 2);
+    c.cut.clear();
+    isolate(&mut c, l);
+    c.run(3000);
+    assert_ne!(
+        c.cores[behind].role(),
+        Role::Leader,
+        "elected without the committed entries"
+    );
+    assert_eq!(
+        c.cores[w].quorum_state().voted_for,
+        None,
+        "a rejoining voter voted"
+    );
+    assert!(c.cores[w].is_rejoining());
+    assert_eq!(c.cores[w].rejoin_unheard(), vec![l as NodeId + 1]);
+
+    // The old leader returns: a leader holding every committed entry is elected, `w` catches
+    // up from it and votes again.
+    c.cut.clear();
+    c.run(3000);
+    let l2 = c.leader().expect("a leader");
+    assert!(!c.cores[w].is_rejoining());
+    for core in &c.cores {
+        assert!(core.durable_end_offset() >= committed);
+        for o in 0..committed {
+            assert_eq!(
+                core.log().entry(o),
+                c.cores[l2].log().entry(o),
+                "offset {o}"
+            );
+        }
+    }
+}
+
+#[test]
+fn raft_a_leader_counts_a_voter_by_its_newest_process_only() {
+    let mut c = Cluster::new(3);
+    c.run(1000);
+    let l = c.leader().unwrap();
+    let (b, o) = ((l + 1) % 3, (l + 2) % 3);
+    let epoch = c.cores[l].epoch();
+    // From here messages go nowhere: the test plays the followers' fetches by hand, and the
+    // leader's own appends stay unsynced until it says so.
+    isolate(&mut c, l);
+    c.auto_sync = false;
+    let start = c.cores[l].log_end_offset();
+    for _ in 0..4 {
+        c.cores[l].propose(c.now, noop()).unwrap();
+    }
+    let end = c.cores[l].log_end_offset();
+    let fetch = |from: usize, offset: i64, incarnation: i64| Envelope {
+        from: from as NodeId + 1,
+        to: l as NodeId + 1,
+        message: Message::FetchRequest {
+            correlation: 1,
+            epoch,
+            replica: from as NodeId + 1,
+            fetch_offset: offset,
+            last_fetched_epoch: epoch,
+            replica_incarnation: incarnation,
+        },
+    };
+    let (hw, now) = (c.cores[l].high_watermark(), c.now);
+    c.cores[l].step(now, fetch(o, start, 7));
+    // `b`'s old process had everything durably ...
+    c.cores[l].step(now, fetch(b, end, 11));
+    // ... then a new process on a replaced disk fetches from the start of the log.
+    c.cores[l].step(now, fetch(b, start, 12));
+    // A fetch of the old process, late in the network, counts for nothing.
+    c.cores[l].step(now, fetch(b, end, 11));
+    c.settle();
+    let token = *c.unsynced[l].last().expect("appends to sync");
+    c.cores[l].synced(now, token);
+    // Durable on the leader alone: not committed.
+    assert_eq!(c.cores[l].high_watermark(), hw.max(start));
+    c.cores[l].step(now, fetch(b, end, 12));
+    assert_eq!(c.cores[l].high_watermark(), end);
 }

@@ -24,6 +24,11 @@ pub struct QuorumState {
     pub epoch: i32,
     pub voted_for: Option<NodeId>,
     pub leader: Option<NodeId>,
+    /// This voter started with nothing stored (a first start, or a wiped or replaced disk: the
+    /// two look alike) and may not vote or stand until it knows it has forgotten nothing it
+    /// acknowledged or voted for (see [`super::RaftCore::is_rejoining`]). Durable, so a
+    /// crash before that point does not make a half-filled log look like a trustworthy one.
+    pub rejoining: bool,
 }
 
 /// Kafka's `SnapshotId`: the snapshot covers every offset below `end_offset`; `epoch` is the
@@ -124,6 +129,9 @@ pub enum Message {
         leader: Option<NodeId>,
         high_watermark: i64,
         log_start_offset: i64,
+        /// The responder's own log end (a leader's or not), -1 where unknown: a voter that
+        /// starts with nothing stored learns from it whether anything can have been committed.
+        log_end_offset: i64,
         result: FetchResult,
     },
     /// Kafka `FetchSnapshot`.

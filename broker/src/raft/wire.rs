@@ -6,7 +6,8 @@
 //!
 //! ```text
 //! frame    = len:u32 body                      len = body length, at most PEER_FRAME_BYTES_MAX
-//! body     = version:u8 (=2) kind:u8 fields   (version 1: Fetch without replica_incarnation)
+//! body     = version:u8 (=3) kind:u8 fields   (version 1: Fetch without replica_incarnation;
+//!                                              version 2: FetchResponse without log_end_offset)
 //! kind 0   Raft               from:i32 to:i32 message
 //! kind 1   ControllerRequest  correlation:u64 from:i32 payload:bytes
 //! kind 2   ControllerResponse correlation:u64 error_code:i16 message:string payload:bytes
@@ -23,7 +24,7 @@
 //!   5 FetchRequest             correlation:u64 epoch:i32 replica:i32 fetch_offset:i64
 //!                              last_fetched_epoch:i32 replica_incarnation:i64
 //!   6 FetchResponse            correlation:u64 epoch:i32 leader:opt_id high_watermark:i64
-//!                              log_start_offset:i64 result
+//!                              log_start_offset:i64 log_end_offset:i64 result
 //!   7 FetchSnapshotRequest     correlation:u64 epoch:i32 replica:i32 snapshot_id:snap_id
 //!                              position:u64
 //!   8 FetchSnapshotResponse    correlation:u64 epoch:i32 leader:opt_id snapshot_id:snap_id chunk
@@ -41,7 +42,7 @@ use bytes::Bytes;
 use super::types::*;
 
 /// The only body version this codec speaks.
-pub const WIRE_VERSION: u8 = 2;
+pub const WIRE_VERSION: u8 = 3;
 
 /// The largest body a peer may send: room for an 8 MiB payload (RaftConfig's defaults fetch and
 /// chunk 1 MiB) plus headers and entry framing.
@@ -285,6 +286,7 @@ fn encode_message(m: &Message, out: &mut Vec<u8>) {
             leader,
             high_watermark,
             log_start_offset,
+            log_end_offset,
             result,
         } => {
             out.push(6);
@@ -293,6 +295,7 @@ fn encode_message(m: &Message, out: &mut Vec<u8>) {
             put_opt_id(out, *leader);
             put_i64(out, *high_watermark);
             put_i64(out, *log_start_offset);
+            put_i64(out, *log_end_offset);
             match result {
                 FetchResult::Entries(entries) => {
                     out.push(0);
@@ -409,6 +412,7 @@ fn decode_message(r: &mut Reader<'_>) -> Result<Message, WireError> {
             let leader = r.opt_id("leader")?;
             let high_watermark = r.i64("high_watermark")?;
             let log_start_offset = r.i64("log_start_offset")?;
+            let log_end_offset = r.i64("log_end_offset")?;
             let result = match r.u8("fetch result tag")? {
                 0 => {
                     let n = r.count("entries", ENTRY_MIN_BYTES)?;
@@ -441,6 +445,7 @@ fn decode_message(r: &mut Reader<'_>) -> Result<Message, WireError> {
                 leader,
                 high_watermark,
                 log_start_offset,
+                log_end_offset,
                 result,
             }
         }
@@ -716,16 +721,26 @@ mod tests {
                 opt(),
                 any::<i64>(),
                 any::<i64>(),
+                any::<i64>(),
                 arb_fetch_result()
             )
                 .prop_map(
-                    |(correlation, epoch, leader, high_watermark, log_start_offset, result)| {
+                    |(
+                        correlation,
+                        epoch,
+                        leader,
+                        high_watermark,
+                        log_start_offset,
+                        log_end_offset,
+                        result,
+                    )| {
                         Message::FetchResponse {
                             correlation,
                             epoch,
                             leader,
                             high_watermark,
                             log_start_offset,
+                            log_end_offset,
                             result,
                         }
                     }
@@ -868,7 +883,7 @@ mod tests {
             buf,
             [
                 0, 0, 0, 22, // length
-                2, 0, // version, kind Raft
+                3, 0, // version, kind Raft
                 0, 0, 0, 1, 0, 0, 0, 2, // from, to
                 1, 0, 0, 0, 5, // VoteResponse, epoch
                 1, 0, 0, 0, 3, // leader Some(3)
@@ -918,9 +933,11 @@ mod tests {
         });
         encode_frame(&chunk, &mut Vec::new()).unwrap();
 
-        // Version 1 (a node from before the Fetch carried its incarnation) and unknown ones.
+        // Version 1 (a node from before the Fetch carried its incarnation), 2 (before the
+        // FetchResponse carried the responder's log end) and unknown ones.
         assert_eq!(decode_body(&[1, 0]), Err(WireError::UnsupportedVersion(1)));
-        assert_eq!(decode_body(&[3, 0]), Err(WireError::UnsupportedVersion(3)));
+        assert_eq!(decode_body(&[2, 0]), Err(WireError::UnsupportedVersion(2)));
+        assert_eq!(decode_body(&[4, 0]), Err(WireError::UnsupportedVersion(4)));
         assert!(matches!(
             decode_body(&[WIRE_VERSION, 3]),
             Err(WireError::UnknownTag { what: "kind", .. })
@@ -939,7 +956,7 @@ mod tests {
         assert!(matches!(decode_body(&v), Err(WireError::UnknownTag { .. })));
         // An entry count far above what the body holds is refused before allocating.
         let mut v = vec![WIRE_VERSION, 0, 0, 0, 0, 1, 0, 0, 0, 2, 6];
-        v.extend_from_slice(&[0; 8 + 4 + 1 + 8 + 8]);
+        v.extend_from_slice(&[0; 8 + 4 + 1 + 8 + 8 + 8]);
         v.push(0);
         v.extend_from_slice(&u32::MAX.to_be_bytes());
         assert!(matches!(

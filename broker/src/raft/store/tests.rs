@@ -36,6 +36,7 @@ fn qs(epoch: i32) -> QuorumState {
         epoch,
         voted_for: Some(2),
         leader: Some(3),
+        rejoining: epoch % 2 == 0,
     }
 }
 
@@ -535,6 +536,7 @@ fn op_for(h: &Harness, kind: u8, arg: u8) -> Option<StorageOp> {
                 v => Some(i32::from(v)),
             },
             leader: (arg % 5 == 1).then_some(1),
+            rejoining: arg % 7 == 3,
         }),
         6 => StorageOp::Sync {
             token: u64::from(arg),

@@ -478,6 +478,20 @@ impl Cluster {
         }
     }
 
+    /// Starts node `id` again without waiting for it to listen: a cluster node listens only
+    /// once registered, which needs a quorum leader. [`Cluster::wait_started`] waits later.
+    pub fn restart_unregistered(&mut self, id: i32) {
+        assert!(!self.is_running(id), "node {id} is running");
+        self.spawn(id);
+    }
+
+    /// Waits until node `id`, started by [`Cluster::restart_unregistered`], listens.
+    pub fn wait_started(&mut self, id: i32) {
+        if let Err(e) = self.wait_listening(&[id]) {
+            panic!("node {id} did not start: {e}");
+        }
+    }
+
     fn signal(&self, id: i32, sig: libc::c_int) {
         let pid = self
             .pid(id)

@@ -550,6 +550,73 @@ fn a_broker_back_on_an_empty_disk_does_not_lead_what_it_lost() {
     check_acked(&read_back(&c, &topic, 1, &all), &all, true);
 }
 
+/// A voter whose disk is replaced comes back with an empty metadata log. Had it voted at once,
+/// a voter that missed the latest metadata could win with its vote while the only other copy
+/// is down, and that copy would then truncate what it held: a created topic vanishes. It
+/// waits instead until every voter has answered and it holds what was committed.
+#[test]
+fn a_voter_back_on_an_empty_disk_cannot_elect_a_leader_that_forgot_a_topic() {
+    let mut c = Cluster::start();
+    let leader = quorum_row(&c.addr(1), 2)
+        .expect("DescribeQuorum")
+        .leader_id
+        .0;
+    let others: Vec<i32> = c.ids().into_iter().filter(|&id| id != leader).collect();
+    let (wiped, stale) = (others[0], others[1]);
+
+    // The third voter is frozen: the topic commits on the leader and `wiped` only.
+    c.sigstop(stale);
+    let topic = unique_name("remembered");
+    create_placed(&c, &topic, &[vec![leader]]);
+    if let Err(e) = wait_seen_by(&c, &[leader, wiped], &topic, CONVERGE_TIMEOUT, |_| true) {
+        panic!("topic not applied by nodes {leader} and {wiped}: {e}");
+    }
+
+    // `wiped` loses its disk, the leader dies, and `wiped` comes back empty beside the voter
+    // that never heard of the topic: the two are a majority.
+    c.kill9(wiped);
+    std::fs::remove_dir_all(c.dir().join(format!("node-{wiped}"))).expect("empty its directory");
+    c.kill9(leader);
+    c.restart_unregistered(wiped);
+    let rejoining = || {
+        c.log_text(wiped)
+            .contains("started with an empty metadata log")
+    };
+    assert!(
+        wait_until(CONVERGE_TIMEOUT, rejoining),
+        "node {wiped} did not say it is rejoining:\n{}",
+        c.log_tail(wiped, 30)
+    );
+    let leading_before = c.log_text(stale).matches("active controller").count();
+    c.sigcont(stale);
+    // Many election timeouts: node {stale} must not win, since only node {wiped} could vote
+    // for it.
+    thread::sleep(Duration::from_secs(6));
+    assert_eq!(
+        c.log_text(stale).matches("active controller").count(),
+        leading_before,
+        "node {stale}, which never saw the topic, was elected with the wiped voter's vote:\n{}",
+        c.log_tail(stale, 30)
+    );
+    assert!(!c.log_text(wiped).contains("this voter votes again"));
+
+    // The old leader returns: it is elected with the topic, and `wiped` catches up and votes.
+    c.restart(leader);
+    c.wait_started(wiped);
+    if let Err(e) = wait_seen_by(&c, &c.ids(), &topic, CONVERGE_TIMEOUT, |p| {
+        p.leader == leader
+    }) {
+        panic!("the topic was lost: {e}\n{}", c.log_tail(stale, 30));
+    }
+    assert!(
+        wait_until(CONVERGE_TIMEOUT, || c
+            .log_text(wiped)
+            .contains("this voter votes again")),
+        "node {wiped} never voted again:\n{}",
+        c.log_tail(wiped, 30)
+    );
+}
+
 /// A small tmpfs mounted over one of a node's directories (a partition's, so that log's volume
 /// fills while its metadata log has room, as with a log directory on its own disk; or its whole
 /// data directory). Unmounted lazily on drop (the broker still holds its files open).

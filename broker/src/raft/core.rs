@@ -112,6 +112,10 @@ struct Progress {
     retired: Vec<i64>,
 }
 
+/// The election backoff's range doubles at most this many times (then stays at the election
+/// timeout).
+const ELECTION_BACKOFF_DOUBLINGS_MAX: u32 = 8;
+
 /// Incarnations of one voter a leader remembers as replaced, per epoch.
 const RETIRED_INCARNATIONS_MAX: usize = 8;
 
@@ -215,6 +219,8 @@ pub struct RaftCore {
     /// `next_correlation` answer this process's requests.
     first_correlation: u64,
     rejoin: Rejoin,
+    /// Elections in a row that timed out without a leader (see `election_backoff`).
+    failed_elections: u32,
 }
 
 impl RaftCore {
@@ -267,6 +273,7 @@ impl RaftCore {
             next_correlation: 1,
             first_correlation: 1,
             rejoin: Rejoin::default(),
+            failed_elections: 0,
             cfg,
         };
         // Correlation ids start at a random point so responses to an earlier incarnation's
@@ -581,6 +588,12 @@ impl RaftCore {
                         // Observers never stand: they ask a voter who leads.
                         self.discover_leader();
                     } else {
+                        if matches!(
+                            self.state,
+                            State::Prospective { .. } | State::Candidate { .. }
+                        ) {
+                            self.failed_elections = self.failed_elections.saturating_add(1);
+                        }
                         self.become_prospective();
                     }
                 }
@@ -843,6 +856,19 @@ impl RaftCore {
 
     // ---- transitions ----
 
+    /// Extra wait before the next try after elections that did not end in a leader: random,
+    /// and up to twice as long after each one (Kafka's `quorum.election.backoff.max.ms`), so
+    /// two voters that keep standing at once (with a third that cannot vote yet, say) stop
+    /// splitting the vote.
+    fn election_backoff(&mut self) -> u64 {
+        if self.failed_elections == 0 {
+            return 0;
+        }
+        let shift = self.failed_elections.min(ELECTION_BACKOFF_DOUBLINGS_MAX);
+        let span = (self.cfg.election_jitter_ms.max(1) << shift).min(self.cfg.election_timeout_ms);
+        splitmix64(&mut self.rng) % span.max(1)
+    }
+
     fn random_election_timeout(&mut self) -> u64 {
         let r = splitmix64(&mut self.rng);
         self.cfg.election_timeout_ms + r % self.cfg.election_jitter_ms.max(1)
@@ -910,6 +936,7 @@ impl RaftCore {
             next_fetch_ms: self.now,
             download: None,
         });
+        self.failed_elections = 0;
         // Only the leader itself (BeginQuorumEpoch, fetch responses) counts as leader contact,
         // not another node's hint.
         self.election_deadline = self.now + self.cfg.fetch_timeout_ms;
@@ -936,7 +963,8 @@ impl RaftCore {
         let mut granted = BTreeSet::new();
         granted.insert(self.cfg.node_id);
         self.state = State::Prospective { granted };
-        self.election_deadline = self.now + self.random_election_timeout();
+        self.election_deadline =
+            self.now + self.random_election_timeout() + self.election_backoff();
         if self.majority() <= 1 {
             self.become_candidate();
             return;
@@ -965,7 +993,8 @@ impl RaftCore {
         let mut granted = BTreeSet::new();
         granted.insert(me);
         self.state = State::Candidate { granted };
-        self.election_deadline = self.now + self.random_election_timeout();
+        self.election_deadline =
+            self.now + self.random_election_timeout() + self.election_backoff();
         if self.majority() <= 1 {
             self.become_leader();
             return;
@@ -1005,6 +1034,7 @@ impl RaftCore {
                 (id, p)
             })
             .collect();
+        self.failed_elections = 0;
         self.state = State::Leader(LeaderState {
             epoch_start_offset: self.log.end_offset(),
             progress,

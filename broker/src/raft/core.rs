@@ -15,11 +15,12 @@
 //! replaced disk, and a wiped voter that voted or granted as if it still held what it
 //! acknowledged could elect a leader missing committed entries. So it neither votes nor stands
 //! (it fetches like an observer, and counts toward the high watermark by what it truly holds)
-//! until it has heard every other voter's epoch, answering its own probes, and either all were
-//! 0 (no election ever happened: a first start) or it holds, durably, a leader's high
-//! watermark in an epoch at least the highest it heard, with the entry below it from that
-//! epoch (so every committed entry, and it will vote only in later epochs than any its old
-//! directory could have). A leader resets a voter's progress when a fetch comes from another
+//! until every other voter has answered its own probes with its epoch and log end, and either
+//! every log was empty (nothing can have been committed: a first start) or it holds, durably, a
+//! leader's high watermark in an epoch at least the highest it heard, with the entry below it
+//! from that epoch (so every committed entry). It then moves past the highest epoch it heard,
+//! so it never votes where its old directory may have. The first election always asks for
+//! pre-votes, so the epoch stays 0 until a majority can vote. A leader resets a voter's progress when a fetch comes from another
 //! process (its incarnation), and ignores fetches from incarnations it replaced, so an old
 //! directory's acknowledgements never count after a new one is heard.
 //!
@@ -1559,16 +1560,7 @@ impl RaftCore {
         self.rejoin.next_probe_ms = self.now + self.cfg.request_timeout_ms.max(1);
         let gate = self.next_token - 1;
         for v in to {
-            let correlation = self.next_correlation;
-            self.next_correlation += 1;
-            let message = Message::FetchRequest {
-                correlation,
-                epoch: self.qs.epoch,
-                replica: self.cfg.node_id,
-                fetch_offset: self.log.end_offset(),
-                last_fetched_epoch: self.log.last_epoch(),
-                replica_incarnation: self.cfg.incarnation,
-            };
+            let message = self.leaderless_fetch();
             let env = Envelope {
                 from: self.cfg.node_id,
                 to: v,
@@ -1618,18 +1610,24 @@ impl RaftCore {
         debug_assert!(self.is_observer());
         let voters = &self.cfg.voters;
         let to = voters[(splitmix64(&mut self.rng) % voters.len() as u64) as usize];
+        let m = self.leaderless_fetch();
+        self.send(to, m);
+        self.election_deadline = self.now + self.cfg.fetch_backoff_ms.max(1);
+    }
+
+    /// A Fetch from this log's end under a new correlation id, for a voter that may not lead:
+    /// any voter's answer names the leader it knows, its epoch and its log end.
+    fn leaderless_fetch(&mut self) -> Message {
         let correlation = self.next_correlation;
         self.next_correlation += 1;
-        let m = Message::FetchRequest {
+        Message::FetchRequest {
             correlation,
             epoch: self.qs.epoch,
             replica: self.cfg.node_id,
             fetch_offset: self.log.end_offset(),
             last_fetched_epoch: self.log.last_epoch(),
             replica_incarnation: self.cfg.incarnation,
-        };
-        self.send(to, m);
-        self.election_deadline = self.now + self.cfg.fetch_backoff_ms.max(1);
+        }
     }
 
     fn send(&mut self, to: NodeId, message: Message) {

@@ -69,6 +69,8 @@ const CLIENT_RACK: &str = "r2";
 const DATA_DIR: &str = "/data";
 /// One fault decision per this many simulated ms, on average.
 const FAULT_EVERY_MS: u32 = 400;
+/// Chance that a single-node crash also replaces the node's disk (at most once per run).
+const WIPE_P: f64 = 0.15;
 /// No fault before the cluster has had this long to elect a controller and create the topic.
 const FAULTS_FROM_MS: u64 = 1_500;
 /// Largest node clock step, either way.
@@ -314,6 +316,11 @@ struct Dropping {
 /// The fault schedule: what is broken and when it heals. Host index `NODES` is the clients.
 struct Faults {
     rng: ChaCha8Rng,
+    /// Draws whether a crash also replaces the node's disk, apart from `rng` so that runs
+    /// without a wipe keep the schedule they had before wipes existed.
+    wipe_rng: ChaCha8Rng,
+    /// At most one disk is replaced per run.
+    wiped: bool,
     enabled: SystemFaults,
     nodes: Vec<Node>,
     /// Host pairs (a < b) whose links currently hold their messages.
@@ -475,6 +482,17 @@ impl Faults {
             0..=2 if self.enabled.crash && calm => {
                 let ms = self.rng.gen_range(200..3_000);
                 self.crash(sim, i, ms, step, trace);
+                if !self.wiped && self.wipe_rng.gen_bool(WIPE_P) {
+                    // The disk is replaced while the node is down: it comes back with an empty
+                    // data directory (a new directory id, an empty metadata log).
+                    self.wiped = true;
+                    self.nodes[i].storage.wipe();
+                    note(
+                        trace,
+                        step,
+                        format_args!("{}'s disk replaced by an empty one", node_name(i)),
+                    );
+                }
             }
             3 | 4 if self.enabled.net && calm => {
                 let ms = self.rng.gen_range(300..4_000);
@@ -965,6 +983,8 @@ pub fn run_cluster_seed(config: &ClusterSimConfig) -> ClusterSimResult {
     let mut trace = Trace::new(config.trace);
     let mut faults = Faults {
         rng: ChaCha8Rng::seed_from_u64(seed ^ 0xC105_7E55),
+        wipe_rng: ChaCha8Rng::seed_from_u64(seed ^ 0x0D15_C5EE_D000),
+        wiped: false,
         enabled: config.faults,
         nodes,
         held: BTreeSet::new(),

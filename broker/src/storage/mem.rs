@@ -267,6 +267,15 @@ impl MemStorage {
         }
     }
 
+    /// Simulates a replaced disk (or a deleted data directory): every file and directory is
+    /// gone. Handles opened before stop working, as after a crash.
+    pub fn wipe(&self) {
+        let mut ns = lock(&self.shared.ns);
+        self.shared.generation.fetch_add(1, Ordering::AcqRel);
+        ns.files.clear();
+        ns.dirs.clear();
+    }
+
     /// Flips one bit (0..8) of a stored byte, durable or not.
     pub fn flip_bit(&self, path: &Path, byte_pos: u64, bit: u8) -> io::Result<()> {
         assert!(bit < 8, "bit index {bit} out of range");

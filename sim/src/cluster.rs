@@ -5,7 +5,7 @@
 //! 2, acks=all, fsync always), so the broker-only node leads and follows partitions too. The
 //! Jepsen workload (`workload.rs`) finds partition leaders through Metadata and follows them
 //! across failovers. A seeded fault schedule power-cuts nodes (no FIN; unsynced writes lost or
-//! torn) and restarts them, isolates a node from its peers and/or the clients, wedges the
+//! torn) and restarts them (once per run at most, on a replaced, empty disk), isolates a node from its peers and/or the clients, wedges the
 //! connections between two nodes (a link drops segments; nothing resets), fails a node's log
 //! syncs until it is restarted, fills a node's disk (all of it, or only its topic logs' volume)
 //! for a while and then makes room without a restart, skews clocks, and

@@ -310,6 +310,24 @@ impl GroupCoordinator {
         self.settle(id, now_ms, false);
     }
 
+    /// This coordinator is about to be dropped: its offsets partition has another leader now.
+    /// Every request waiting for records already handed to the shell is answered as a failed
+    /// persist (COORDINATOR_NOT_AVAILABLE for a commit). Those records are in the log and may
+    /// survive under the next leader, so NOT_COORDINATOR, which tells a client that nothing was
+    /// done, would be wrong for them. Requests with no record out (a join waiting for its
+    /// rebalance) stay, for the shell to answer NOT_COORDINATOR. Records this produces are
+    /// not for persisting: the shell drops the core next.
+    pub fn resign(&mut self, now_ms: i64) {
+        self.settle(self.out.polled_through, now_ms, false);
+        assert!(
+            self.out
+                .waiters
+                .iter()
+                .all(|(first, _, _)| *first > self.out.polled_through),
+            "a request waiting for a record in the log outlived the resignation"
+        );
+    }
+
     fn settle(&mut self, id: PersistId, now_ms: i64, ok: bool) {
         assert!(
             id <= self.out.polled_through,

@@ -1135,6 +1135,26 @@ fn persist_failed_answers_with_an_error() {
     assert_eq!(r.generation_id, 2);
 }
 
+/// A coordinator that loses its offsets partition's leadership tells a commit whose record is
+/// already in the log that it may have happened (the record can survive under the next
+/// leader), not NOT_COORDINATOR, which says it did not (found by the nemesis interop test: a
+/// commit answered NOT_COORDINATOR was later read back). A join with nothing in the log is
+/// left for the shell to answer NOT_COORDINATOR.
+#[test]
+fn a_resigning_coordinator_says_a_commit_in_the_log_may_have_happened() {
+    let mut h = H::new();
+    let cid = h.commit(-1, "", &[("t", 0, 42)]);
+    assert_eq!(h.poll_records().len(), 1);
+    let id = h.join(5, "", None);
+    let member = expect!(h.take(id), Join).member_id.to_string();
+    let join = h.join(5, &member, None);
+    assert!(h.waiting(cid) && h.waiting(join));
+    h.c.resign(h.now);
+    let errors = commit_errors(h.take(cid));
+    assert_eq!(errors, vec![code(ResponseError::CoordinatorNotAvailable)]);
+    assert!(h.waiting(join));
+}
+
 /// The shell may settle a commit's records in two appends: if the first fails and the second
 /// persists, the commit failed (found by the group harness: it was acknowledged).
 #[test]

@@ -8,8 +8,10 @@
 //! Single broker: the manager owns the offsets log and replays it at start. Cluster: the
 //! offsets log is the replicated topic `__consumer_offsets` (one partition); this broker is the
 //! coordinator of every group exactly while it leads that partition. On becoming its leader it
-//! replays the log into a fresh coordinator; on losing it, it drops the coordinator and every
-//! waiting request is answered NOT_COORDINATOR, so clients find the new one.
+//! replays the log into a fresh coordinator; on losing it, it drops the coordinator, so clients
+//! find the new one: a request whose records are already in the log is answered
+//! COORDINATOR_NOT_AVAILABLE (they may survive under the next leader, so it may have
+//! happened), every other waiting request NOT_COORDINATOR (it did not).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -198,6 +200,16 @@ impl<S: Storage + Clone> GroupManager<S> {
             .map(|p| (Arc::clone(p), p.leader_epoch()));
         let mut state = self.state();
         let current = state.as_ref().map(|c| (Arc::as_ptr(&c.log), c.epoch));
+        let changing = match &leading {
+            Some((p, epoch)) => current != Some((Arc::as_ptr(p), *epoch)),
+            None => current.is_some(),
+        };
+        if changing {
+            if let Some(old) = state.as_mut() {
+                old.core.resign(self.clock.now_ms());
+                self.deliver(&mut old.core);
+            }
+        }
         match leading {
             Some((p, epoch)) if current != Some((Arc::as_ptr(&p), epoch)) => {
                 let mut core = GroupCoordinator::new(self.group_config.clone(), self.seed);
@@ -293,6 +305,11 @@ impl<S: Storage + Clone> GroupManager<S> {
             }
             self.persist(core, &st.log, st.epoch, records);
         }
+        self.deliver(core);
+    }
+
+    /// Hands the core's responses to their waiting requests.
+    fn deliver(&self, core: &mut GroupCoordinator) {
         let mut waiters = self.waiters.lock().unwrap_or_else(|p| p.into_inner());
         while let Some((id, response)) = core.poll_response() {
             match waiters.remove(&id) {

@@ -999,11 +999,20 @@ pub fn run_cluster_seed(config: &ClusterSimConfig) -> ClusterSimResult {
         } else if !heal_requested.get() && step > FAULTS_FROM_MS {
             faults.step(&mut sim, step, &mut trace);
         }
-        match sim.step() {
-            Ok(true) => break,
-            Ok(false) => {}
-            Err(e) => {
+        // turmoil itself may panic (a full listen backlog): a finding of this seed, reported
+        // with its trace, not the end of a sweep.
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| sim.step())) {
+            Ok(Ok(true)) => break,
+            Ok(Ok(false)) => {}
+            Ok(Err(e)) => {
                 violations.push(format!("simulation error at {step} ms: {e}"));
+                break;
+            }
+            Err(payload) => {
+                violations.push(format!(
+                    "the simulated network panicked at {step} ms: {}",
+                    crate::panic_message(&payload)
+                ));
                 break;
             }
         }
@@ -1148,7 +1157,7 @@ fn final_read_state(w: &workload::WorkloadOutcome, partitions: i32) -> String {
 
 /// At most one leader per (partition, leader epoch), across every Metadata response from every
 /// node.
-fn check_leaders(seen: &[LeaderSeen]) -> Vec<String> {
+pub fn check_leaders(seen: &[LeaderSeen]) -> Vec<String> {
     let mut first: BTreeMap<(i32, i32), &LeaderSeen> = BTreeMap::new();
     let mut out = Vec::new();
     let mut reported = BTreeSet::new();
@@ -1178,7 +1187,7 @@ fn check_leaders(seen: &[LeaderSeen]) -> Vec<String> {
 
 /// Within one (partition, leader epoch), a fetch invoked after another completed never returns
 /// a lower high watermark: one leader's high watermark only grows while its epoch lasts.
-fn check_high_watermarks(seen: &[HighWatermarkSeen]) -> Vec<String> {
+pub fn check_high_watermarks(seen: &[HighWatermarkSeen]) -> Vec<String> {
     let mut groups: BTreeMap<(i32, i32), Vec<&HighWatermarkSeen>> = BTreeMap::new();
     for h in seen {
         groups

@@ -470,11 +470,20 @@ pub fn run_system_seed(config: &SystemConfig) -> SystemResult {
         } else if !heal_requested.get() && step > 500 {
             faults.step(&mut sim, step, &mut trace);
         }
-        match sim.step() {
-            Ok(true) => break,
-            Ok(false) => {}
-            Err(e) => {
+        // turmoil itself may panic (a full listen backlog): a finding of this seed, reported
+        // with its trace, not the end of a sweep.
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| sim.step())) {
+            Ok(Ok(true)) => break,
+            Ok(Ok(false)) => {}
+            Ok(Err(e)) => {
                 violations.push(format!("simulation error at {step} ms: {e}"));
+                break;
+            }
+            Err(payload) => {
+                violations.push(format!(
+                    "the simulated network panicked at {step} ms: {}",
+                    crate::panic_message(&payload)
+                ));
                 break;
             }
         }

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use invariants::{check_all, CheckOptions};
-use sim::workload::{self, Connector, WorkloadConfig};
+use sim::workload::{self, TcpConnector, WorkloadConfig};
 
 #[derive(clap::Args, Debug)]
 pub struct CheckArgs {
@@ -39,26 +39,6 @@ pub struct CheckArgs {
     /// Write the recorded history here, one JSON operation per line.
     #[arg(long)]
     history: Option<std::path::PathBuf>,
-}
-
-/// tokio's TCP as the workload's connector.
-#[derive(Clone)]
-struct TcpConnector;
-
-impl Connector for TcpConnector {
-    type Read = tokio::net::tcp::OwnedReadHalf;
-    type Write = tokio::net::tcp::OwnedWriteHalf;
-    async fn connect(&self, addr: String) -> std::io::Result<(Self::Read, Self::Write)> {
-        let stream = tokio::net::TcpStream::connect(addr).await?;
-        stream.set_nodelay(true)?;
-        Ok(stream.into_split())
-    }
-    fn now_ms(&self) -> i64 {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as i64)
-            .unwrap_or(0)
-    }
 }
 
 pub fn main(args: &CheckArgs) -> ExitCode {

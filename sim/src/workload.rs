@@ -66,6 +66,27 @@ pub trait Connector: Clone + 'static {
     fn now_ms(&self) -> i64;
 }
 
+/// tokio's TCP as the workload's connector, with the machine's wall clock: for real brokers
+/// (`sim check`, the nemesis interop test), never under turmoil.
+#[derive(Clone)]
+pub struct TcpConnector;
+
+impl Connector for TcpConnector {
+    type Read = tokio::net::tcp::OwnedReadHalf;
+    type Write = tokio::net::tcp::OwnedWriteHalf;
+    async fn connect(&self, addr: String) -> std::io::Result<(Self::Read, Self::Write)> {
+        let stream = tokio::net::TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        Ok(stream.into_split())
+    }
+    fn now_ms(&self) -> i64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0)
+    }
+}
+
 /// What the workload does.
 #[derive(Clone, Debug)]
 pub struct WorkloadConfig {

@@ -7,6 +7,8 @@
 //! few replicas, a consumer group survives the loss of its coordinator, Metadata describes
 //! the cluster truthfully, and operators place replicas: reassignments move them without
 //! losing a record, and replica lists at creation put partitions where asked. Plus `broker dev-cluster` starts and stops cleanly.
+//! And a seeded nemesis (crashes, freezes, controlled shutdowns, lost disks, one node at a
+//! time) under librdkafka and the simulator's Jepsen workload, judged by its checkers.
 //!
 //! The replication tests are `#[ignore]`d until the replication wiring lands; run them with
 //! `cargo test -p tests --test cluster -- --ignored` after `cargo build --release -p broker`.
@@ -3216,4 +3218,260 @@ fn metrics_show_under_replication_while_a_broker_is_down() {
     );
     assert_eq!(sum(&all, active), Ok(1.0), "still one active controller");
     check_acked(&read_back(&c, &topic, PARTITIONS, &reports), &reports, true);
+}
+
+/// What the nemesis does to one node per round.
+#[derive(Clone, Copy, Debug)]
+enum Fault {
+    /// `kill -9`; the node restarts once the hold is over.
+    Crash,
+    /// SIGSTOP for the hold, then SIGCONT: sockets open, nothing answered.
+    Freeze,
+    /// SIGTERM (controlled shutdown); the node restarts once the hold is over.
+    Shutdown,
+    /// `kill -9` and an emptied data directory, as if its disk were replaced: the node
+    /// restarts on nothing, a voter rejoining the quorum and a broker refetching every copy.
+    LoseDisk,
+}
+
+const FAULTS: [Fault; 4] = [
+    Fault::Crash,
+    Fault::Freeze,
+    Fault::Shutdown,
+    Fault::LoseDisk,
+];
+
+/// How long a controlled shutdown may take before the nemesis gives up on the node.
+const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn env_u64(name: &str, default: u64) -> u64 {
+    match std::env::var(name) {
+        Ok(v) => v
+            .parse()
+            .unwrap_or_else(|_| panic!("{name}={v} is not a number")),
+        Err(_) => default,
+    }
+}
+
+/// The nodes' log tails, for a failure message.
+fn all_tails(c: &Cluster) -> String {
+    c.ids()
+        .into_iter()
+        .map(|id| format!("--- node {id} ---\n{}", c.log_tail(id, 25)))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// A Jepsen-style run against three real processes. For `NEMESIS_SECONDS` (60 by default) a
+/// nemesis, seeded by `NEMESIS_SEED` (printed, so a schedule can be run again; timing is the
+/// machine's), strikes one node at a time: a crash, a freeze, a controlled shutdown or a lost
+/// disk, held for up to four seconds, then healed, and the next round waits until every ISR is
+/// full again. Meanwhile two clients write and read:
+///
+/// * librdkafka's idempotent producer sends keyed 1 KiB records with acks=all to a 6-partition
+///   RF=3 topic (min.insync.replicas=2) at a steady rate. Every record must be acknowledged
+///   (one node down never stops a write), and read back at its acknowledged offset, once, in
+///   order.
+/// * the simulator's Jepsen workload (idempotent producers, an assigned consumer, a consumer
+///   group committing offsets) on a 3-partition RF=3 topic, judged by the same `invariants`
+///   checkers as the cluster sim: no lost or duplicated acknowledged write, one value per
+///   offset, polls in log order, committed offsets that never go back, at most one leader per
+///   leader epoch, high watermarks that never go back within an epoch.
+///
+/// And no node may die of anything but the nemesis.
+#[test]
+fn a_nemesis_of_crashes_freezes_shutdowns_and_lost_disks_loses_no_acknowledged_record() {
+    use rand::{Rng, SeedableRng};
+
+    let seconds = env_u64("NEMESIS_SECONDS", 60);
+    let seed = env_u64("NEMESIS_SEED", 1);
+    eprintln!("nemesis: seed {seed} for {seconds} s (NEMESIS_SEED, NEMESIS_SECONDS)");
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let mut c = Cluster::start();
+    let topic = unique_name("nemesis");
+    create_replicated(&c, &topic, PARTITIONS, 3, &[("min.insync.replicas", "2")]);
+
+    // librdkafka, paced so that its records span the whole run.
+    let per_second = 300u64;
+    let n = (per_second * seconds) as usize;
+    let started = Instant::now();
+    let producer = {
+        let (bs, t) = (c.bootstrap_live(), topic.clone());
+        thread::spawn(move || {
+            let paced = move |i: usize| {
+                let due = started + Duration::from_millis(i as u64 * 1000 / per_second);
+                thread::sleep(due.saturating_duration_since(Instant::now()));
+                msg(i)
+            };
+            let acked = Arc::new(AtomicUsize::new(0));
+            produce_tracked(&bs, &t, "all", FAILOVER_PRODUCER, n, paced, acked, true)
+        })
+    };
+
+    // The Jepsen workload, on its own thread and runtime; its final read waits for `healed`.
+    let jepsen_topic = unique_name("nemesis-jepsen");
+    let healed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let workload = {
+        let config = sim::workload::WorkloadConfig {
+            bootstrap: c.addr(1),
+            topic: jepsen_topic.clone(),
+            partitions: 3,
+            create_topic: true,
+            replication_factor: 3,
+            producers: 3,
+            group_members: 2,
+            run_for: Duration::from_secs(seconds),
+            send_interval: Duration::from_millis(10),
+            request_timeout: Duration::from_secs(10),
+            final_read_timeout: Duration::from_secs(60),
+            seed,
+            value_base: 0,
+            client_rack: None,
+        };
+        let healed = Arc::clone(&healed);
+        thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("workload runtime");
+            let quiesce = async move {
+                while !healed.load(Ordering::SeqCst) {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            };
+            let local = tokio::task::LocalSet::new();
+            local.block_on(
+                &runtime,
+                sim::workload::run(sim::workload::TcpConnector, config, quiesce),
+            )
+        })
+    };
+
+    let mut round = 0;
+    while started.elapsed() < Duration::from_secs(seconds) {
+        thread::sleep(Duration::from_millis(rng.gen_range(500..2_000)));
+        round += 1;
+        let fault = FAULTS[rng.gen_range(0..FAULTS.len())];
+        let ids = c.ids();
+        let victim = ids[rng.gen_range(0..ids.len())];
+        let hold = Duration::from_millis(rng.gen_range(500..4_000));
+        let at = started.elapsed();
+        for id in c.ids() {
+            c.assert_alive(id);
+        }
+        match fault {
+            Fault::Crash => c.kill9(victim),
+            Fault::Freeze => c.sigstop(victim),
+            Fault::Shutdown => {
+                c.sigterm(victim);
+                let exited = wait_until(SHUTDOWN_TIMEOUT, || c.try_reap(victim).is_some());
+                assert!(
+                    exited,
+                    "round {round}: node {victim} did not finish a controlled shutdown in \
+                     {SHUTDOWN_TIMEOUT:?}:\n{}",
+                    c.log_tail(victim, 40)
+                );
+            }
+            Fault::LoseDisk => {
+                c.kill9(victim);
+                std::fs::remove_dir_all(c.dir().join(format!("node-{victim}")))
+                    .expect("empty the data directory");
+            }
+        }
+        thread::sleep(hold);
+        match fault {
+            Fault::Freeze => c.sigcont(victim),
+            _ => c.restart(victim),
+        }
+        let heal_started = Instant::now();
+        // Every copy back in sync before the next round, the group offsets' too (once a
+        // group has made that topic): one node down at a time never leaves a partition with
+        // fewer than min.insync.replicas.
+        let mut topics = vec![topic.as_str(), jepsen_topic.as_str()];
+        if c.partitions("__consumer_offsets")
+            .is_ok_and(|p| !p.is_empty())
+        {
+            topics.push("__consumer_offsets");
+        }
+        for t in topics {
+            if let Err(e) = c.wait_partitions(t, Duration::from_secs(60), |p| {
+                p.leader >= 0 && p.isr.len() == p.replicas.len()
+            }) {
+                panic!(
+                    "seed {seed} round {round} ({fault:?} node {victim}): {t}: ISR not full a \
+                     minute after the heal: {e}\n{}",
+                    all_tails(&c)
+                );
+            }
+        }
+        if matches!(fault, Fault::LoseDisk) {
+            let votes = wait_until(CONVERGE_TIMEOUT, || {
+                c.log_text(victim).contains("this voter votes again")
+            });
+            assert!(
+                votes,
+                "seed {seed} round {round}: node {victim}, back on an empty disk, never voted \
+                 again:\n{}",
+                all_tails(&c)
+            );
+        }
+        eprintln!(
+            "nemesis round {round} at {:.1} s: {fault:?} node {victim} for {:.1} s; settled in \
+             {:.1} s",
+            at.as_secs_f64(),
+            hold.as_secs_f64(),
+            heal_started.elapsed().as_secs_f64()
+        );
+    }
+    healed.store(true, Ordering::SeqCst);
+
+    let reports = join_all_acked(producer, "at most one node was down at a time");
+    let outcome = workload.join().expect("workload thread");
+    for id in c.ids() {
+        c.assert_alive(id);
+    }
+    let got = read_back(&c, &topic, PARTITIONS, &reports);
+    check_acked(&got, &reports, true);
+
+    let options = invariants::CheckOptions {
+        final_read_complete: outcome.final_read_complete,
+        ..invariants::CheckOptions::default()
+    };
+    let report = invariants::check_all(&outcome.history, &options);
+    let mut problems: Vec<String> = report
+        .violations
+        .iter()
+        .map(|v| v.explain(&outcome.history))
+        .collect();
+    problems.extend(outcome.producer_ids_reused.iter().cloned());
+    problems.extend(sim::cluster::check_leaders(&outcome.leaders));
+    problems.extend(sim::cluster::check_high_watermarks(
+        &outcome.high_watermarks,
+    ));
+    if !outcome.final_read_complete {
+        problems.push("the Jepsen workload's final read did not reach every high watermark".into());
+    }
+    if report.stats.sends_ok == 0 {
+        problems.push("the Jepsen workload had no send acknowledged".into());
+    }
+    eprintln!(
+        "nemesis: {round} rounds; librdkafka {} records acknowledged; Jepsen workload: {}",
+        reports.len(),
+        report
+            .explain(&outcome.history)
+            .lines()
+            .next()
+            .unwrap_or("")
+    );
+    if !problems.is_empty() {
+        let path = c.dir().join("jepsen-history.jsonl");
+        let _ = std::fs::write(&path, outcome.history.to_json_lines());
+        panic!(
+            "seed {seed}: the Jepsen workload's history fails {} checks (history in {}, kept \
+             with CLUSTER_KEEP_LOGS=1):\n{}",
+            problems.len(),
+            path.display(),
+            problems.join("\n")
+        );
+    }
 }

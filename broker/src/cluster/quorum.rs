@@ -136,17 +136,40 @@ fn monotonic_ms(start: tokio::time::Instant) -> u64 {
     start.elapsed().as_millis() as u64
 }
 
+/// A local request waiting for its answer: the node deciding it (this one, or the leader it was
+/// forwarded to) and where the answer goes.
+type Parked = (NodeId, oneshot::Sender<ControllerResponse>);
+
 /// Keeps a local request's reply until its answer comes; when too many wait, the oldest
 /// waiter gives up (its caller retries).
 fn park(
-    pending: &mut BTreeMap<u64, oneshot::Sender<ControllerResponse>>,
+    pending: &mut BTreeMap<u64, Parked>,
     correlation: u64,
+    to: NodeId,
     reply: oneshot::Sender<ControllerResponse>,
 ) {
     if pending.len() >= PENDING_REQUESTS_MAX {
         pending.pop_first();
     }
-    pending.insert(correlation, reply);
+    pending.insert(correlation, (to, reply));
+}
+
+/// Answers NOT_CONTROLLER now to every request forwarded to a node that no longer leads, so
+/// its caller retries at the new controller rather than waiting out its timeout (a broker
+/// restarting amid elections spent ten seconds per lost registration). Whether the old leader
+/// decided it is unknown either way, as with a timeout. Requests this node decides itself are
+/// answered by the controller when it steps down.
+fn abandon_forwarded(pending: &mut BTreeMap<u64, Parked>, me: NodeId, leader: Option<NodeId>) {
+    let stale: Vec<u64> = pending
+        .iter()
+        .filter(|(_, (to, _))| *to != me && Some(*to) != leader)
+        .map(|(c, _)| *c)
+        .collect();
+    for correlation in stale {
+        if let Some((_, reply)) = pending.remove(&correlation) {
+            let _ = reply.send(super::error_response(ControllerError::NotController));
+        }
+    }
 }
 
 /// DescribeQuorum, answered from this node's core: the quorum as its leader sees it, with the
@@ -269,7 +292,7 @@ where
     let voter_ids: BTreeSet<NodeId> = voters.iter().map(|v| v.id).collect();
     // Observers' connections back, by node id (voters only: an observer has none).
     let mut links: BTreeMap<NodeId, mpsc::Sender<Bytes>> = BTreeMap::new();
-    let mut pending: BTreeMap<u64, oneshot::Sender<ControllerResponse>> = BTreeMap::new();
+    let mut pending: BTreeMap<u64, Parked> = BTreeMap::new();
     let mut next_correlation: u64 = 1;
     let mut leading = false;
     let mut last_other_leader: Option<NodeId> = None;
@@ -361,6 +384,9 @@ where
         if let Some(l) = quorum_leader.filter(|l| *l != me) {
             last_other_leader = Some(l);
         }
+        if quorum_leader != published_leader {
+            abandon_forwarded(&mut pending, me, quorum_leader);
+        }
         if image.applied_offset != published_offset || quorum_leader != published_leader {
             view.publish(Arc::new(image.clone()), quorum_leader);
             published_offset = image.applied_offset;
@@ -398,7 +424,7 @@ where
         }
         while let Some((correlation, to, response)) = ctl.poll_response() {
             if to == me {
-                if let Some(reply) = pending.remove(&correlation) {
+                if let Some((_, reply)) = pending.remove(&correlation) {
                     let _ = reply.send(response);
                 }
             } else {
@@ -490,7 +516,7 @@ where
                         }
                     }
                     QuorumInput::Frame(PeerFrame::ControllerResponse { correlation, error_code, message, payload }) => {
-                        if let Some(reply) = pending.remove(&correlation) {
+                        if let Some((_, reply)) = pending.remove(&correlation) {
                             let _ = reply.send(requests::decode_response(error_code, message, &payload));
                         }
                     }
@@ -523,10 +549,10 @@ where
                         if describe && core.role() == Role::Leader {
                             let _ = reply.send(describe_quorum(&core, now));
                         } else if leading && !describe {
-                            park(&mut pending, correlation, reply);
+                            park(&mut pending, correlation, me, reply);
                             ctl.submit(correlation, me, request);
                         } else if let Some(leader) = core.leader().filter(|l| *l != me) {
-                            park(&mut pending, correlation, reply);
+                            park(&mut pending, correlation, leader, reply);
                             send(&peers, &links, leader, &PeerFrame::ControllerRequest {
                                 correlation,
                                 from: me,
@@ -543,7 +569,7 @@ where
             }
         }
         // Waiters whose callers gave up (timed out) are dropped here.
-        pending.retain(|_, reply| !reply.is_closed());
+        pending.retain(|_, (_, reply)| !reply.is_closed());
     }
 }
 
@@ -875,6 +901,26 @@ mod tests {
     use super::*;
     use crate::raft::QuorumState;
     use crate::storage::MemStorage;
+
+    /// A request forwarded to a leader that lost its place is answered at once; one forwarded
+    /// to the leader still in place, or decided here, keeps waiting.
+    #[test]
+    fn a_request_forwarded_to_a_deposed_leader_is_answered_at_once() {
+        let mut pending = BTreeMap::new();
+        let (to_old, mut old_answer) = oneshot::channel();
+        let (to_new, mut new_answer) = oneshot::channel();
+        let (to_me, mut my_answer) = oneshot::channel();
+        park(&mut pending, 1, 2, to_old);
+        park(&mut pending, 2, 3, to_new);
+        park(&mut pending, 3, 1, to_me);
+        abandon_forwarded(&mut pending, 1, Some(3));
+        let answered = old_answer
+            .try_recv()
+            .expect("the deposed leader's request answered");
+        assert_eq!(answered.error, ControllerError::NotController);
+        assert!(new_answer.try_recv().is_err() && my_answer.try_recv().is_err());
+        assert_eq!(pending.keys().copied().collect::<Vec<_>>(), vec![2, 3]);
+    }
 
     /// Runs the quorum task of node `me` over `storage` with `voters`, until it returns.
     async fn run_once(storage: MemStorage, me: NodeId, voters: &[NodeId]) -> anyhow::Result<()> {

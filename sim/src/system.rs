@@ -374,6 +374,9 @@ pub fn run_system_seed(config: &SystemConfig) -> SystemResult {
     broker::blocking::set_inline_latency(Duration::from_millis(FSYNC_MS));
     let mut sim = turmoil::Builder::new()
         .rng_seed(seed)
+        // A listener's backlog as tokio's (1024), not turmoil's 64: a node that binds its port
+        // before it serves (it registers first) queues connections as a kernel would.
+        .tcp_capacity(1024)
         .epoch(UNIX_EPOCH + Duration::from_secs(EPOCH_SECS))
         .tick_duration(Duration::from_millis(1))
         .simulation_duration(Duration::from_millis(config.run_ms + 600_000))

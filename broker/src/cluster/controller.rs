@@ -139,14 +139,19 @@ pub enum ControllerRequest {
         incarnation: i64,
     },
     /// The broker's copies of these partitions failed (a sync or write error; they serve and
-    /// take nothing until it restarts and recovers them). Each leaves the ISR and ELR, and
-    /// where it leads, leadership goes to another in-sync (else eligible) usable replica, if
-    /// there is one; a new leader epoch each time, so no leader counts its old progress. At
-    /// most [`ELECT_PARTITIONS_MAX`] partitions.
+    /// take nothing until it restarts and recovers them), or with `full` their disk is full
+    /// (they refuse appends until there is room). Each leaves the ISR, and where it leads,
+    /// leadership goes to another in-sync (else eligible) usable replica, if there is one; a
+    /// new leader epoch each time, so no leader counts its old progress. A failed copy leaves
+    /// the ELR too, since what it holds is unknown. A full copy holds every record it has, so
+    /// one leaving an ISR below min.insync.replicas becomes eligible (ELR), as a fenced member
+    /// would: it may be the last copy of what was committed. At most [`ELECT_PARTITIONS_MAX`]
+    /// partitions.
     ReplicasOffline {
         node_id: NodeId,
         incarnation: i64,
         partitions: Vec<([u8; 16], u32)>,
+        full: bool,
     },
     /// Changes the cluster-level dynamic configs ([`CLUSTER_CONFIGS`]); `min.insync.replicas`
     /// must stay set.
@@ -1512,6 +1517,7 @@ impl Controller {
                 node_id,
                 incarnation,
                 partitions,
+                full,
             } => {
                 if partitions.len() > ELECT_PARTITIONS_MAX {
                     return Some(Err(ControllerError::InvalidRequest(format!(
@@ -1533,7 +1539,7 @@ impl Controller {
                     let Some(p) = p.filter(|_| seen.insert((topic_id, partition))) else {
                         continue;
                     };
-                    if let Some(change) = self.replica_offline(round, p, *node_id, now) {
+                    if let Some(change) = self.replica_offline(round, p, *node_id, *full, now) {
                         bytes += partition_record_bytes(p.replicas.len());
                         changes.push((topic_id, partition, change));
                     }
@@ -1541,8 +1547,9 @@ impl Controller {
                 if !changes.is_empty() && !round.room(changes.len(), bytes) {
                     return None;
                 }
+                let failed = (!*full).then_some(*node_id);
                 for (id, partition, change) in changes {
-                    round.partition_change_without(id, partition, change, Some(*node_id));
+                    round.partition_change_without(id, partition, change, failed);
                 }
                 Some(ok)
             }
@@ -2167,18 +2174,21 @@ impl Controller {
         }
     }
 
-    /// What partition `p` becomes when `node`'s copy of it failed: `node` out of the ISR and ELR
-    /// and, where it led (or nobody did), another usable ISR member, else ELR member, elected.
-    /// `None` when `node` is in neither, or when it leads and nothing else can: a sole copy
-    /// keeps its place, so that its restart brings the partition back with every record.
+    /// What partition `p` becomes when `node`'s copy of it failed (or, `full`, has no room):
+    /// `node` out of the ISR (a failed copy out of the ELR too) and, where it led (or nobody
+    /// did), another usable ISR member, else ELR member, elected. `None` when `node` is in
+    /// neither (a full copy: not in the ISR), or when it leads and nothing else can: a sole
+    /// copy keeps its place, so that its restart (or room) brings the partition back with
+    /// every record.
     fn replica_offline(
         &self,
         round: &Round,
         p: &PartitionImage,
         node: NodeId,
+        full: bool,
         now: u64,
     ) -> Option<Change> {
-        if !p.isr.contains(&node) && !p.elr.contains(&node) {
+        if !p.isr.contains(&node) && (full || !p.elr.contains(&node)) {
             return None;
         }
         let mut rest = p.clone();
@@ -3079,11 +3089,22 @@ mod tests {
     }
 
     fn offline(s: &mut Sim, from: NodeId, node_id: NodeId, incarnation: i64) -> ControllerError {
+        report(s, from, node_id, incarnation, false)
+    }
+
+    fn report(
+        s: &mut Sim,
+        from: NodeId,
+        node_id: NodeId,
+        incarnation: i64,
+        full: bool,
+    ) -> ControllerError {
         let partitions = vec![(s.id("t"), 0)];
         let req = ControllerRequest::ReplicasOffline {
             node_id,
             incarnation,
             partitions,
+            full,
         };
         s.request(from, req).error
     }
@@ -3120,6 +3141,31 @@ mod tests {
             offline(&mut s, 2, 3, i3),
             ControllerError::InvalidRequest(_)
         ));
+    }
+
+    /// A full copy leaves the ISR, but with its records intact it becomes eligible (ELR) when
+    /// the ISR falls below min.insync.replicas, as a fenced member would; so when the last
+    /// in-sync copy is lost, it leads with what was committed. Found by the cluster sim (seed
+    /// 9,890,349): a full copy was kept out of the ELR, and when the disk of the only in-sync
+    /// copy was then replaced, the partition stayed offline for good although the full copy
+    /// held every acknowledged record.
+    #[test]
+    fn controller_a_full_copy_stays_eligible() {
+        let _g = serial();
+        let mut s = manual_cluster();
+        s.seed("t", &[2, 3], &[2, 3], 2);
+        let i3 = s.incarnations[&3];
+        assert_eq!(report(&mut s, 3, 3, i3, true), ControllerError::None);
+        let p = s.part("t", 0).clone();
+        assert_eq!((p.leader, p.isr, p.elr), (2, vec![2], vec![3]));
+        // Reported again: nothing left to change.
+        assert_eq!(report(&mut s, 3, 3, i3, true), ControllerError::None);
+        assert_eq!(s.part("t", 0).leader_epoch, p.leader_epoch);
+        // The last in-sync copy fails: the full one, eligible, leads.
+        let i2 = s.incarnations[&2];
+        assert_eq!(offline(&mut s, 2, 2, i2), ControllerError::None);
+        let p = s.part("t", 0);
+        assert_eq!((p.leader, p.isr.clone()), (3, vec![3]), "{p:?}");
     }
 
     /// An eligible replica (ELR) whose copy failed leaves the ELR, and an offline partition
@@ -4307,7 +4353,8 @@ mod tests {
         /// four bits (1 to 4), or, for an empty mask, its cancellation.
         Reassign(u8, u8),
         /// This node's copy of the nth partition failed, and it says so.
-        Fail(u8, NodeId),
+        /// A broker reports its copy of the k-th partition failed, or (true) full.
+        Fail(u8, NodeId, bool),
         /// This node asks for a block of producer ids.
         ProducerIds(NodeId),
     }
@@ -4329,7 +4376,7 @@ mod tests {
             1 => (1u8..=3).prop_map(Op::ClusterMinIsr),
             1 => (any::<u8>(), any::<bool>()).prop_map(|(k, u)| Op::Elect(k, u)),
             2 => (any::<u8>(), 0u8..16).prop_map(|(k, m)| Op::Reassign(k, m)),
-            1 => (any::<u8>(), 2..=4).prop_map(|(k, n)| Op::Fail(k, n)),
+            1 => (any::<u8>(), 2..=4, any::<bool>()).prop_map(|(k, n, full)| Op::Fail(k, n, full)),
             1 => (1..=4).prop_map(Op::ProducerIds),
         ]
     }
@@ -4410,7 +4457,7 @@ mod tests {
                         },
                     );
                 }
-                Op::Fail(k, n) => {
+                Op::Fail(k, n, full) => {
                     let Some((topic_id, partition, _)) = nth_partition(&s.image, k) else {
                         continue;
                     };
@@ -4422,6 +4469,7 @@ mod tests {
                             node_id: n,
                             incarnation,
                             partitions,
+                            full,
                         },
                     );
                 }

@@ -289,13 +289,14 @@ async fn isr_loop<S: Storage + Clone>(
         let version = view.version();
         let image = view.image();
         let now_ms = clock.now_ms();
-        let offline = failed_copies_counted_in(&image, &replicas, view.me);
+        let (failed, full) = failed_copies_counted_in(&image, &replicas, view.me);
         let due = reported.is_none_or(|(v, at)| {
             v != version || at.elapsed() >= Duration::from_millis(OFFLINE_REPORT_RETRY_MS)
         });
-        if !offline.is_empty() && due {
+        if (!failed.is_empty() || !full.is_empty()) && due {
             // Said once per image; the repeats (a sole in-sync copy stays put) go to debug.
-            let (partitions, news) = (offline.len(), reported.map(|(v, _)| v) != Some(version));
+            let partitions = failed.len() + full.len();
+            let news = reported.map(|(v, _)| v) != Some(version);
             reported = Some((version, tokio::time::Instant::now()));
             if news {
                 tracing::warn!(
@@ -308,18 +309,24 @@ async fn isr_loop<S: Storage + Clone>(
                     "reporting this broker's failed or full copies again"
                 );
             }
-            let request = ControllerRequest::ReplicasOffline {
-                node_id: view.me,
-                incarnation: view.incarnation,
-                partitions: offline,
-            };
-            let view = Arc::clone(&view);
-            tokio::spawn(async move {
-                let r = view.controller_request(request).await;
-                if r.error != ControllerError::None {
-                    tracing::info!(error = ?r.error, "failed copies' report not accepted");
+            for (partitions, full) in [(failed, false), (full, true)] {
+                if partitions.is_empty() {
+                    continue;
                 }
-            });
+                let request = ControllerRequest::ReplicasOffline {
+                    node_id: view.me,
+                    incarnation: view.incarnation,
+                    partitions,
+                    full,
+                };
+                let view = Arc::clone(&view);
+                tokio::spawn(async move {
+                    let r = view.controller_request(request).await;
+                    if r.error != ControllerError::None {
+                        tracing::info!(error = ?r.error, full, "failed copies' report not accepted");
+                    }
+                });
+            }
         }
         for topic in replicas.topics() {
             let Some(topic_id) = image.topic_ids.get(&topic.name).copied() else {
@@ -363,13 +370,13 @@ async fn isr_loop<S: Storage + Clone>(
 
 /// This broker's failed copies (a sync or write error) that `image` still counts in an ISR or
 /// ELR, and its full ones (appends refused for want of space) still in an ISR, at most one
-/// request's worth.
+/// request's worth of each.
 fn failed_copies_counted_in<S: Storage + Clone>(
     image: &MetadataImage,
     replicas: &ReplicaManager<S>,
     me: NodeId,
-) -> Vec<([u8; 16], u32)> {
-    let mut failed = Vec::new();
+) -> (Vec<([u8; 16], u32)>, Vec<([u8; 16], u32)>) {
+    let (mut failed, mut full) = (Vec::new(), Vec::new());
     for topic in replicas.topics() {
         let Some(&topic_id) = image.topic_ids.get(&topic.name) else {
             continue;
@@ -383,17 +390,19 @@ fn failed_copies_counted_in<S: Storage + Clone>(
                 .and_then(|i| t.partitions.get(i));
             // A failed copy leaves the ELR too (what it holds is unknown); a full one only the
             // ISR, where it would hold the high watermark and, as leader, refuse every record.
-            let counted = if p.is_failed() {
-                image.is_some_and(|ip| ip.isr.contains(&me) || ip.elr.contains(&me))
+            let (counted, into) = if p.is_failed() {
+                let counted = image.is_some_and(|ip| ip.isr.contains(&me) || ip.elr.contains(&me));
+                (counted, &mut failed)
             } else {
-                p.is_out_of_space() && image.is_some_and(|ip| ip.isr.contains(&me))
+                let counted = p.is_out_of_space() && image.is_some_and(|ip| ip.isr.contains(&me));
+                (counted, &mut full)
             };
-            if counted && failed.len() < ELECT_PARTITIONS_MAX {
-                failed.push((topic_id, p.index as u32));
+            if counted && into.len() < ELECT_PARTITIONS_MAX {
+                into.push((topic_id, p.index as u32));
             }
         }
     }
-    failed
+    (failed, full)
 }
 
 /// How long a follower waits for a fetch's answer. A connection can die without a reset or an

@@ -16,8 +16,8 @@
 //! the id (16 bytes), then `u8 0`, or `u8 1` and the rack.
 //! CreateTopic and CreatePartitions with an operator's replica lists travel as kinds 12 and
 //! 13: the fields of kinds 3 and 5, then `u32 count` + per new partition its broker ids.
-//! ReplicasOffline is kind 18: `i32 node_id`, `i64 incarnation`, then `u32 count` + per
-//! partition a topic id (16 bytes) and `u32 partition`.
+//! ReplicasOffline is kind 18 (failed copies) or 25 (full ones): `i32 node_id`, `i64
+//! incarnation`, then `u32 count` + per partition a topic id (16 bytes) and `u32 partition`.
 //! AllocateProducerIds is kind 21: `i32 node_id`, `i64 incarnation`; its answer is `6` +
 //! `i64 first` + `i64 count` (the block).
 //! DescribeQuorum is kind 15, with no fields; its answer is `4` + `i32 leader`, `i32 epoch`,
@@ -137,8 +137,9 @@ pub fn encode_request(request: &ControllerRequest) -> Bytes {
             node_id,
             incarnation,
             partitions,
+            full,
         } => {
-            out.push(18);
+            out.push(if *full { 25 } else { 18 });
             out.extend_from_slice(&node_id.to_be_bytes());
             out.extend_from_slice(&incarnation.to_be_bytes());
             put_partitions(&mut out, partitions.iter().map(|&(id, p)| (id, p, None)));
@@ -262,13 +263,14 @@ pub fn decode_request(buf: &[u8]) -> Result<ControllerRequest, DecodeError> {
             node_id: r.i32()?,
             incarnation: r.i64()?,
         },
-        18 => ControllerRequest::ReplicasOffline {
+        kind @ (18 | 25) => ControllerRequest::ReplicasOffline {
             node_id: r.i32()?,
             incarnation: r.i64()?,
             partitions: read_partitions(&mut r, false)?
                 .into_iter()
                 .map(|(id, p, _)| (id, p))
                 .collect(),
+            full: kind == 25,
         },
         kind @ (9 | 19) => ControllerRequest::AlterClusterConfigs {
             change: read_change(&mut r, kind == 19)?,
@@ -763,6 +765,13 @@ mod tests {
                 node_id: 2,
                 incarnation: 9,
                 partitions: vec![([3; 16], 1), ([4; 16], 0)],
+                full: false,
+            },
+            ControllerRequest::ReplicasOffline {
+                node_id: 3,
+                incarnation: 7,
+                partitions: vec![([5; 16], 2)],
+                full: true,
             },
             ControllerRequest::AlterReassignments {
                 partitions: vec![([1; 16], 0, Some(vec![3, 1, 2])), ([2; 16], 4, None)],

@@ -204,14 +204,23 @@ impl<S: Storage + Clone> GroupManager<S> {
             Some((p, epoch)) => current != Some((Arc::as_ptr(p), *epoch)),
             None => current.is_some(),
         };
-        if changing {
-            if let Some(old) = state.as_mut() {
-                old.core.resign(self.clock.now_ms());
-                self.deliver(&mut old.core);
-            }
+        if !changing {
+            return;
         }
+        if let Some(old) = state.as_mut() {
+            old.core.resign(self.clock.now_ms());
+            self.deliver(&mut old.core);
+        }
+        // The old coordinator's other requests get NOT_COORDINATOR (their senders are dropped).
+        // Cleared under the state lock, before a new coordinator takes requests: a request it
+        // took in between would be answered NOT_COORDINATOR and then carried out anyway (found
+        // by the nemesis interop test, seed 3: a commit so answered was read back).
+        self.waiters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
         match leading {
-            Some((p, epoch)) if current != Some((Arc::as_ptr(&p), epoch)) => {
+            Some((p, epoch)) => {
                 let mut core = GroupCoordinator::new(self.group_config.clone(), self.seed);
                 let replayed = {
                     let guard = p.core();
@@ -237,23 +246,12 @@ impl<S: Storage + Clone> GroupManager<S> {
                     }
                 }
                 drop(state);
-                // Requests of the previous coordinator get NOT_COORDINATOR.
-                self.waiters
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .clear();
                 self.timer.notify_one();
             }
-            None if state.is_some() => {
+            None => {
                 tracing::info!("no longer coordinating groups");
                 *state = None;
-                drop(state);
-                self.waiters
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .clear();
             }
-            _ => {}
         }
     }
 

@@ -1343,6 +1343,17 @@ impl World {
         sole(&self.image) || proposed.as_ref().is_some_and(sole)
     }
 
+    /// A node's disk was replaced and the committed image does not yet register its new
+    /// directory.
+    fn replaced_disk_unregistered(&self) -> bool {
+        self.nodes.iter().any(|n| {
+            self.image
+                .brokers
+                .get(&n.id)
+                .is_some_and(|b| b.directory_id.is_some_and(|d| d != n.directory_id))
+        })
+    }
+
     fn restart(&mut self, node: usize) {
         let wipe = self.wipe_allowed
             && self.wipe_rng.chance(WIPE_CHANCE)
@@ -2467,6 +2478,18 @@ impl World {
     /// min.insync.replicas becomes `v`.
     fn ask_min_isr(&mut self, node: usize, v: u64) {
         let id = self.nodes[node].id;
+        if v < 2 && self.replaced_disk_unregistered() {
+            // The replaced disk was allowed because another eligible copy existed; lowering
+            // min.insync.replicas now would clear that copy's eligibility (the high watermark
+            // could pass it) before the replaced node's registration takes its old copies
+            // away, leaving nothing eligible: the sim's precondition broken, not the broker
+            // (seed 9,902,901 of the 5-node layer).
+            tr!(
+                self,
+                "MIN ISR {v} not asked through n{id}: a replaced disk is not registered yet"
+            );
+            return;
+        }
         self.stats.min_isr_changes += 1;
         if v < 2 {
             // Batches acknowledged from here may have one durable copy: no wipe may take it.

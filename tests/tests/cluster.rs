@@ -3220,6 +3220,35 @@ fn metrics_show_under_replication_while_a_broker_is_down() {
     check_acked(&read_back(&c, &topic, PARTITIONS, &reports), &reports, true);
 }
 
+/// The Jepsen workload's history judged as the cluster sim judges it: its summary line and
+/// every problem found.
+fn jepsen_verdict(outcome: &sim::workload::WorkloadOutcome) -> (String, Vec<String>) {
+    let options = invariants::CheckOptions {
+        final_read_complete: outcome.final_read_complete,
+        ..invariants::CheckOptions::default()
+    };
+    let report = invariants::check_all(&outcome.history, &options);
+    let mut problems: Vec<String> = report
+        .violations
+        .iter()
+        .map(|v| v.explain(&outcome.history))
+        .collect();
+    problems.extend(outcome.producer_ids_reused.iter().cloned());
+    problems.extend(sim::cluster::check_leaders(&outcome.leaders));
+    problems.extend(sim::cluster::check_high_watermarks(
+        &outcome.high_watermarks,
+    ));
+    if !outcome.final_read_complete {
+        problems.push("the Jepsen workload's final read did not reach every high watermark".into());
+    }
+    if report.stats.sends_ok == 0 {
+        problems.push("the Jepsen workload had no send acknowledged".into());
+    }
+    let explained = report.explain(&outcome.history);
+    let summary = explained.lines().next().unwrap_or("").to_string();
+    (summary, problems)
+}
+
 /// What the nemesis does to one node per round.
 #[derive(Clone, Copy, Debug)]
 enum Fault {
@@ -3240,6 +3269,36 @@ const FAULTS: [Fault; 4] = [
     Fault::Shutdown,
     Fault::LoseDisk,
 ];
+
+impl Fault {
+    fn strike(self, c: &mut Cluster, victim: i32) {
+        match self {
+            Fault::Crash => c.kill9(victim),
+            Fault::Freeze => c.sigstop(victim),
+            Fault::Shutdown => {
+                c.sigterm(victim);
+                let exited = wait_until(SHUTDOWN_TIMEOUT, || c.try_reap(victim).is_some());
+                assert!(
+                    exited,
+                    "node {victim} did not finish a controlled shutdown in {SHUTDOWN_TIMEOUT:?}:\n{}",
+                    c.log_tail(victim, 40)
+                );
+            }
+            Fault::LoseDisk => {
+                c.kill9(victim);
+                std::fs::remove_dir_all(c.dir().join(format!("node-{victim}")))
+                    .expect("empty the data directory");
+            }
+        }
+    }
+
+    fn heal(self, c: &mut Cluster, victim: i32) {
+        match self {
+            Fault::Freeze => c.sigcont(victim),
+            Fault::Crash | Fault::Shutdown | Fault::LoseDisk => c.restart(victim),
+        }
+    }
+}
 
 /// How long a controlled shutdown may take before the nemesis gives up on the node.
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -3359,30 +3418,9 @@ fn a_nemesis_of_crashes_freezes_shutdowns_and_lost_disks_loses_no_acknowledged_r
         for id in c.ids() {
             c.assert_alive(id);
         }
-        match fault {
-            Fault::Crash => c.kill9(victim),
-            Fault::Freeze => c.sigstop(victim),
-            Fault::Shutdown => {
-                c.sigterm(victim);
-                let exited = wait_until(SHUTDOWN_TIMEOUT, || c.try_reap(victim).is_some());
-                assert!(
-                    exited,
-                    "round {round}: node {victim} did not finish a controlled shutdown in \
-                     {SHUTDOWN_TIMEOUT:?}:\n{}",
-                    c.log_tail(victim, 40)
-                );
-            }
-            Fault::LoseDisk => {
-                c.kill9(victim);
-                std::fs::remove_dir_all(c.dir().join(format!("node-{victim}")))
-                    .expect("empty the data directory");
-            }
-        }
+        fault.strike(&mut c, victim);
         thread::sleep(hold);
-        match fault {
-            Fault::Freeze => c.sigcont(victim),
-            _ => c.restart(victim),
-        }
+        fault.heal(&mut c, victim);
         let heal_started = Instant::now();
         // Every copy back in sync before the next round, the group offsets' too (once a
         // group has made that topic): one node down at a time never leaves a partition with
@@ -3433,35 +3471,10 @@ fn a_nemesis_of_crashes_freezes_shutdowns_and_lost_disks_loses_no_acknowledged_r
     let got = read_back(&c, &topic, PARTITIONS, &reports);
     check_acked(&got, &reports, true);
 
-    let options = invariants::CheckOptions {
-        final_read_complete: outcome.final_read_complete,
-        ..invariants::CheckOptions::default()
-    };
-    let report = invariants::check_all(&outcome.history, &options);
-    let mut problems: Vec<String> = report
-        .violations
-        .iter()
-        .map(|v| v.explain(&outcome.history))
-        .collect();
-    problems.extend(outcome.producer_ids_reused.iter().cloned());
-    problems.extend(sim::cluster::check_leaders(&outcome.leaders));
-    problems.extend(sim::cluster::check_high_watermarks(
-        &outcome.high_watermarks,
-    ));
-    if !outcome.final_read_complete {
-        problems.push("the Jepsen workload's final read did not reach every high watermark".into());
-    }
-    if report.stats.sends_ok == 0 {
-        problems.push("the Jepsen workload had no send acknowledged".into());
-    }
+    let (summary, problems) = jepsen_verdict(&outcome);
     eprintln!(
-        "nemesis: {round} rounds; librdkafka {} records acknowledged; Jepsen workload: {}",
-        reports.len(),
-        report
-            .explain(&outcome.history)
-            .lines()
-            .next()
-            .unwrap_or("")
+        "nemesis: {round} rounds; librdkafka {} records acknowledged; Jepsen workload: {summary}",
+        reports.len()
     );
     if !problems.is_empty() {
         let path = c.dir().join("jepsen-history.jsonl");

@@ -69,6 +69,20 @@ pub fn take_panic() -> Option<String> {
     LAST_PANIC.lock().unwrap_or_else(|e| e.into_inner()).take()
 }
 
+/// One turmoil step. An error, or a panic inside turmoil itself (a full listen backlog), comes
+/// back as the seed's violation, so it fails the seed with its trace instead of ending a sweep
+/// (the panic hook keeps messages for per-seed reports, so an uncaught one printed nothing).
+pub fn step_turmoil(sim: &mut turmoil::Sim<'_>, at_ms: u64) -> Result<bool, String> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| sim.step())) {
+        Ok(Ok(done)) => Ok(done),
+        Ok(Err(e)) => Err(format!("simulation error at {at_ms} ms: {e}")),
+        Err(payload) => Err(format!(
+            "the simulated network panicked at {at_ms} ms: {}",
+            panic_message(&payload)
+        )),
+    }
+}
+
 /// The message of a caught panic, with its location when the hook saw it.
 pub fn panic_message(payload: &Box<dyn std::any::Any + Send>) -> String {
     let hooked = LAST_PANIC.lock().unwrap_or_else(|e| e.into_inner()).take();

@@ -374,8 +374,9 @@ pub fn run_system_seed(config: &SystemConfig) -> SystemResult {
     broker::blocking::set_inline_latency(Duration::from_millis(FSYNC_MS));
     let mut sim = turmoil::Builder::new()
         .rng_seed(seed)
-        // A listener's backlog as tokio's (1024), not turmoil's 64: a node that binds its port
-        // before it serves (it registers first) queues connections as a kernel would.
+        // A listener's backlog as tokio's (1024), not turmoil's 64, which panics when full: a
+        // node binds its port before it serves (a cluster node registers first), and a kernel
+        // queues connections meanwhile.
         .tcp_capacity(1024)
         .epoch(UNIX_EPOCH + Duration::from_secs(EPOCH_SECS))
         .tick_duration(Duration::from_millis(1))
@@ -473,20 +474,11 @@ pub fn run_system_seed(config: &SystemConfig) -> SystemResult {
         } else if !heal_requested.get() && step > 500 {
             faults.step(&mut sim, step, &mut trace);
         }
-        // turmoil itself may panic (a full listen backlog): a finding of this seed, reported
-        // with its trace, not the end of a sweep.
-        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| sim.step())) {
-            Ok(Ok(true)) => break,
-            Ok(Ok(false)) => {}
-            Ok(Err(e)) => {
-                violations.push(format!("simulation error at {step} ms: {e}"));
-                break;
-            }
-            Err(payload) => {
-                violations.push(format!(
-                    "the simulated network panicked at {step} ms: {}",
-                    crate::panic_message(&payload)
-                ));
+        match crate::step_turmoil(&mut sim, step) {
+            Ok(true) => break,
+            Ok(false) => {}
+            Err(violation) => {
+                violations.push(violation);
                 break;
             }
         }

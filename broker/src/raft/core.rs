@@ -725,6 +725,10 @@ impl RaftCore {
                 *heard = (heard.0.max(epoch), empty);
             }
         }
+        if self.is_rejoining() && self.rejoin_holds(&msg) {
+            self.check_invariants();
+            return;
+        }
         if let Message::VoteRequest {
             pre_vote: true,
             epoch,
@@ -802,6 +806,12 @@ impl RaftCore {
                         self.become_follower(epoch, leader);
                     }
                     self.last_leader_contact = Some(self.now);
+                    self.send(from, Message::BeginQuorumEpochResponse { epoch });
+                } else if epoch < self.qs.epoch {
+                    // A leader of an epoch this voter has moved past (a rejoining voter moves
+                    // past every epoch its old directory may have voted in): tell it, or, with
+                    // pre-vote, nothing ever makes it step down and this voter never follows.
+                    let epoch = self.qs.epoch;
                     self.send(from, Message::BeginQuorumEpochResponse { epoch });
                 }
             }
@@ -1568,6 +1578,32 @@ impl RaftCore {
             };
             self.outbox.push_back((gate, env));
         }
+    }
+
+    /// Rejoining: until every other voter has answered, this voter follows no leader. A leader
+    /// counts a follower's fetches toward its high watermark, and this voter's old directory
+    /// may have voted in a newer epoch than the leader it would find first: counted, its
+    /// fetches could let a deposed leader commit entries the newer leader (elected with that
+    /// old vote) never had. So a message that would make it follow (a fetch or vote answer, a
+    /// BeginQuorumEpoch) is dropped until then; the answer that completes the set moves it to
+    /// the highest epoch heard first, where no deposed leader can count it. Returns whether
+    /// `msg` is dropped. Found by the quorum model with wiped voters.
+    fn rejoin_holds(&mut self, msg: &Message) -> bool {
+        debug_assert!(self.is_rejoining());
+        if self.rejoin_unheard().is_empty() {
+            let highest = self.rejoin.heard.values().map(|h| h.0).max().unwrap_or(0);
+            if highest > self.qs.epoch {
+                self.become_unattached(highest);
+            }
+            return false;
+        }
+        matches!(
+            msg,
+            Message::BeginQuorumEpoch { .. }
+                | Message::FetchResponse { .. }
+                | Message::FetchSnapshotResponse { .. }
+                | Message::VoteResponse { .. }
+        )
     }
 
     /// Rejoining: votes again once every other voter answered, and either every one's log was

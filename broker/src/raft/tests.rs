@@ -15,6 +15,8 @@ struct Cluster {
     ops: Vec<Vec<StorageOp>>,
     /// Links that drop messages: (from index, to index).
     cut: Vec<(usize, usize)>,
+    /// Links that carry only fetch requests: (from index, to index).
+    fetches_only: Vec<(usize, usize)>,
 }
 
 impl Cluster {
@@ -46,6 +48,7 @@ impl Cluster {
             unsynced: vec![Vec::new(); n + observers],
             ops: vec![Vec::new(); n + observers],
             cut: Vec::new(),
+            fetches_only: Vec::new(),
         }
     }
 
@@ -75,7 +78,10 @@ impl Cluster {
                 while let Some(env) = self.cores[i].poll_message() {
                     progressed = true;
                     let to = Self::idx(env.to);
-                    if !self.cut.contains(&(i, to)) {
+                    let fetch = matches!(env.message, Message::FetchRequest { .. });
+                    if !self.cut.contains(&(i, to))
+                        && (fetch || !self.fetches_only.contains(&(i, to)))
+                    {
                         self.cores[to].step(self.now, env);
                     }
                 }
@@ -672,6 +678,112 @@ fn raft_a_wiped_voter_cannot_elect_a_leader_missing_committed_entries() {
                 "offset {o}"
             );
         }
+    }
+}
+
+/// Found by the quorum model (`models`, wiped voters): a wiped voter's old disk voted in a
+/// newer epoch than a stale leader's, so the new process must not help that stale leader commit.
+#[test]
+fn raft_a_wiped_voter_does_not_help_a_stale_leader_commit() {
+    let mut c = Cluster::new(3);
+    c.run(1000);
+    let a = c.leader().unwrap();
+    let e = c.cores[a].epoch();
+    let (p, q) = ((a + 1) % 3, (a + 2) % 3);
+    // `a` stops reaching anyone, and only `q`'s fetches reach it (which keeps it leading), so
+    // `p` and `q` elect a new leader while `a` still leads its epoch.
+    c.cut = vec![(a, p), (p, a), (a, q)];
+    c.fetches_only = vec![(q, a)];
+    let mut b = None;
+    for _ in 0..1000 {
+        c.run(1);
+        b = [p, q]
+            .into_iter()
+            .find(|&i| c.cores[i].role() == Role::Leader && c.cores[i].epoch() > e);
+        if b.is_some() {
+            break;
+        }
+    }
+    let b = b.expect("a new leader among the two");
+    let w = if b == p { q } else { p };
+    assert_eq!(
+        c.cores[a].role(),
+        Role::Leader,
+        "the stale leader resigned too soon"
+    );
+    assert_eq!(c.cores[w].quorum_state().voted_for, Some(b as NodeId + 1));
+    // The voter that elected `b` loses its disk. Its new process reaches `a` both ways, and
+    // `b`'s answers to it are lost for now.
+    wipe(&mut c, w, 2);
+    c.cut = vec![(a, b), (b, a), (b, w)];
+    c.fetches_only.clear();
+    for _ in 0..3 {
+        c.cores[a].propose(c.now, noop()).unwrap();
+    }
+    c.run(60);
+    let hw = c.cores[a].high_watermark();
+    let committed: Vec<Entry> = (0..hw)
+        .map(|o| {
+            c.cores[a]
+                .log()
+                .entry(o)
+                .expect("below the high watermark")
+                .clone()
+        })
+        .collect();
+    assert!(
+        c.cores[w].is_rejoining(),
+        "the wiped voter stopped rejoining without hearing from every voter"
+    );
+    c.cut.clear();
+    c.run(3000);
+    let l = c.leader().expect("a leader");
+    assert!(hw > 0);
+    for (o, entry) in committed.iter().enumerate() {
+        assert_eq!(
+            c.cores[l].log().entry(o as i64),
+            Some(entry),
+            "committed offset {o} lost (stale leader's high watermark {hw})"
+        );
+    }
+}
+
+/// A voter that moved past the leader's epoch (a vote request that went nowhere; a rejoining
+/// voter moving past every epoch its old disk may have voted in) follows again: with pre-vote
+/// nothing else would make the leader leave its epoch. Found by the raft sim (seed 9,956,068).
+#[test]
+fn raft_a_leader_steps_down_for_a_voter_past_its_epoch() {
+    let mut c = Cluster::new(3);
+    c.run(1000);
+    let l = c.leader().unwrap();
+    let e = c.cores[l].epoch();
+    let (f, o) = ((l + 1) % 3, (l + 2) % 3);
+    // A vote request of `o`'s for the next epoch, from a log too short to win, reaches `f` only.
+    let request = Envelope {
+        from: o as NodeId + 1,
+        to: f as NodeId + 1,
+        message: Message::VoteRequest {
+            epoch: e + 1,
+            candidate: o as NodeId + 1,
+            last_epoch: 0,
+            last_offset: 0,
+            pre_vote: false,
+        },
+    };
+    let now = c.now;
+    c.cores[f].step(now, request);
+    assert_eq!(c.cores[f].epoch(), e + 1);
+    assert_eq!(c.cores[f].quorum_state().voted_for, None);
+    // Its refusal is lost, so only `f` knows the new epoch.
+    c.cut = vec![(f, o)];
+    c.settle();
+    c.cut.clear();
+    c.run(3000);
+    let l2 = c.leader().expect("a leader");
+    assert!(c.cores[l2].epoch() > e + 1, "the old leader kept its epoch");
+    for core in &c.cores {
+        assert_eq!(core.epoch(), c.cores[l2].epoch());
+        assert_eq!(core.leader(), Some(l2 as NodeId + 1));
     }
 }
 

@@ -1,4 +1,6 @@
-//! Prints the quorum model's state count for a few bounds: `cargo run --release -p models --example quorum_size`.
+//! Prints the quorum model's state count for some bounds:
+//! `cargo run --release -p models --example quorum_size -- EPOCHS LOG CANDIDATES DEPTH [WIPES WIPEABLE]`
+//! (WIPEABLE is a bit per voter; DEPTH 0 is unbounded; EARLY_FOLLOW=1 plants that bug).
 use models::quorum::QuorumModel;
 use stateright::{Checker, Model};
 fn main() {
@@ -10,19 +12,22 @@ fn main() {
         max_epoch: a[0] as u8,
         max_log: a[1] as usize,
         candidates: a[2] as u8,
+        wipes_max: a.get(4).copied().unwrap_or(0) as u8,
+        wipeable: a.get(5).copied().unwrap_or(0) as u8,
+        early_follow: std::env::var("EARLY_FOLLOW").is_ok(),
         ..QuorumModel::default()
     };
     let t = std::time::Instant::now();
-    let c = m
-        .checker()
-        .threads(2)
-        .target_max_depth(a[4] as usize)
-        .spawn_bfs()
-        .join();
+    let mut c = m.checker().threads(2);
+    if a[3] > 0 {
+        c = c.target_max_depth(a[3] as usize);
+    }
+    let c = c.spawn_bfs().join();
     println!(
         "{:?}: {} unique, {:.1?}",
         a,
         c.unique_state_count(),
         t.elapsed()
     );
+    c.assert_properties();
 }

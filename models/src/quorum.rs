@@ -7,6 +7,16 @@
 //! set of every message ever sent (as in the TLA+ Raft specifications): delivery leaves a
 //! message in place, so any message may be delivered again (duplication), late (reordering) or
 //! never (loss). Independent of the broker crate: a model of the protocol, not the code.
+//!
+//! Wiped voters (`wipes_max` > 0): a voter may lose everything it stored and restart as a new
+//! incarnation, as a replaced disk does. It then follows `RaftCore`'s rejoining rule. It follows
+//! no leader until every other voter has answered a probe of this incarnation with its epoch and
+//! whether its log is empty; it then moves to the highest epoch heard. It neither votes nor
+//! stands until, also, either every answer was empty or it holds a leader's high watermark, from
+//! an epoch at least the highest answer, whose entry below is from that epoch; it then moves
+//! past the highest epoch it heard unless it follows a leader of that epoch. Acknowledgements
+//! carry the incarnation, and a leader counts only the newest it has heard per voter. The
+//! planted `early_follow` is the rule as it was before this model found it wrong.
 
 use std::collections::BTreeSet;
 
@@ -30,6 +40,21 @@ pub struct Node {
     pub log: Vec<u8>,
     /// Leader only: matched log length per voter.
     pub acked: Vec<u8>,
+    /// Leader only: the incarnation whose acknowledgements `acked` counts, per voter.
+    pub acked_inc: Vec<u8>,
+    /// The leader this voter follows in its epoch (a voter that knows one grants no vote).
+    pub leader: Option<u8>,
+    /// Leader only: the high watermark (a majority-replicated prefix ending in its own epoch).
+    pub hw: u8,
+    /// Durable: started on an empty disk and may neither vote nor stand yet.
+    pub rejoining: bool,
+    /// This process's incarnation (a wipe starts a new one).
+    pub inc: u8,
+    /// Rejoining: each other voter's answer to this incarnation's probe (epoch, log empty).
+    pub heard: Vec<Option<(u8, bool)>>,
+    /// Rejoining: (leader epoch, high watermark) of an append whose high watermark this log
+    /// held, with the entry below it from that epoch.
+    pub caught_up: Option<(u8, u8)>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord)]
@@ -46,17 +71,31 @@ pub enum Msg {
         from: u8,
         to: u8,
     },
-    /// The leader's log, broadcast.
+    /// The leader's log and high watermark, broadcast.
     Append {
         epoch: u8,
         leader: u8,
         log: Vec<u8>,
+        hw: u8,
     },
     Ack {
         epoch: u8,
         from: u8,
         to: u8,
         len: u8,
+        inc: u8,
+    },
+    /// A rejoining voter asks every other voter what it holds (broadcast).
+    Probe {
+        from: u8,
+        inc: u8,
+    },
+    ProbeResp {
+        from: u8,
+        to: u8,
+        inc: u8,
+        epoch: u8,
+        empty: bool,
     },
 }
 
@@ -70,6 +109,8 @@ pub struct State {
     pub committed: Vec<(u8, u8)>,
     /// Ghost: a leader committed a prefix that disagrees with an earlier commit.
     pub commit_conflict: bool,
+    /// Wipes so far (bounded by `wipes_max`).
+    pub wipes: u8,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq)]
@@ -77,6 +118,10 @@ pub enum Action {
     Timeout(u8),
     Propose(u8),
     Replicate(u8),
+    /// The voter loses its disk and restarts as a new incarnation.
+    Wipe(u8),
+    /// A rejoining voter probes the others.
+    Probe(u8),
     /// The message stays in the network: it may be delivered again (duplication), later
     /// (reordering) or never (loss).
     Deliver {
@@ -97,6 +142,15 @@ pub struct QuorumModel {
     pub vote_twice: bool,
     /// The other planted bug: the leader commits its whole log without a majority.
     pub commit_from_leader: bool,
+    /// Wipes in all, of the voters in `wipeable` (a bit per voter).
+    pub wipes_max: u8,
+    pub wipeable: u8,
+    /// Planted: a wiped voter votes and stands at once, as if its empty log were all it had
+    /// acknowledged.
+    pub wiped_votes: bool,
+    /// Planted: a rejoining voter follows a leader before every other voter answered it (the
+    /// broker's rule until this model refuted it).
+    pub early_follow: bool,
 }
 
 impl Default for QuorumModel {
@@ -108,6 +162,10 @@ impl Default for QuorumModel {
             candidates: 2,
             vote_twice: false,
             commit_from_leader: false,
+            wipes_max: 0,
+            wipeable: 0,
+            wiped_votes: false,
+            early_follow: false,
         }
     }
 }
@@ -117,14 +175,77 @@ impl QuorumModel {
         self.voters as usize / 2 + 1
     }
 
+    /// The model with one wipe of any voter.
+    pub fn with_wipes() -> Self {
+        QuorumModel {
+            wipes_max: 1,
+            wipeable: 0b111,
+            ..QuorumModel::default()
+        }
+    }
+
     fn observe_epoch(n: &mut Node, epoch: u8) {
         if epoch > n.epoch {
             n.epoch = epoch;
             n.voted_for = None;
             n.role = Role::Follower;
+            n.leader = None;
             n.votes = 0;
             n.acked.clear();
+            n.acked_inc.clear();
         }
+    }
+
+    /// What a voter that never stored anything starts as (a first start or a wipe).
+    fn empty_node(&self, inc: u8, rejoining: bool) -> Node {
+        Node {
+            epoch: 0,
+            voted_for: None,
+            role: Role::Follower,
+            votes: 0,
+            log: Vec::new(),
+            acked: Vec::new(),
+            acked_inc: Vec::new(),
+            leader: None,
+            hw: 0,
+            rejoining,
+            inc,
+            heard: if rejoining {
+                vec![None; self.voters as usize]
+            } else {
+                Vec::new()
+            },
+            caught_up: None,
+        }
+    }
+
+    /// Rejoining voter `i` has an answer from every other voter.
+    fn heard_all(&self, n: &Node, i: usize) -> bool {
+        (0..self.voters as usize).all(|v| v == i || n.heard[v].is_some())
+    }
+
+    /// Rejoining voter `i`: votes again once every other voter answered, and either every log
+    /// was empty or this log holds a caught-up high watermark from an epoch at least the
+    /// highest answer; then moves past that epoch unless it follows a leader of it.
+    fn maybe_rejoined(&self, n: &mut Node, i: usize) {
+        if !n.rejoining || !self.heard_all(n, i) {
+            return;
+        }
+        let answers = n.heard.iter().flatten();
+        let highest = answers.clone().map(|h| h.0).max().unwrap_or(0);
+        let all_empty = answers.clone().all(|h| h.1);
+        let caught_up = matches!(n.caught_up,
+            Some((e, hw)) if e >= highest && n.log.len() >= hw as usize);
+        if !all_empty && !caught_up {
+            return;
+        }
+        let may_vote_in_highest = n.epoch < highest || (n.epoch == highest && n.leader.is_none());
+        if highest > 0 && may_vote_in_highest {
+            Self::observe_epoch(n, highest + 1);
+        }
+        n.rejoining = false;
+        n.heard.clear();
+        n.caught_up = None;
     }
 
     /// Leader `l`: advance the commit point from acknowledgements (own epoch only).
@@ -140,6 +261,12 @@ impl QuorumModel {
         if c == 0 || n.log[c - 1] != n.epoch {
             return;
         }
+        if self.wipes_max > 0 {
+            // Only a rejoining voter reads the high watermark; without wipes it would only
+            // multiply the appends in flight.
+            s.nodes[l].hw = s.nodes[l].hw.max(c as u8);
+        }
+        let n = &s.nodes[l];
         let prefix = &n.log[..c];
         let known: Vec<u8> = s.committed.iter().map(|x| x.0).collect();
         let agree = known.iter().zip(prefix).all(|(a, b)| a == b);
@@ -159,28 +286,36 @@ impl Model for QuorumModel {
     type Action = Action;
 
     fn init_states(&self) -> Vec<State> {
-        let node = Node {
-            epoch: 0,
-            voted_for: None,
-            role: Role::Follower,
-            votes: 0,
-            log: Vec::new(),
-            acked: Vec::new(),
-        };
         vec![State {
-            nodes: vec![node; self.voters as usize],
+            nodes: vec![self.empty_node(0, false); self.voters as usize],
             net: BTreeSet::new(),
             elected: BTreeSet::new(),
             committed: Vec::new(),
             commit_conflict: false,
+            wipes: 0,
         }]
     }
 
     fn actions(&self, s: &State, out: &mut Vec<Action>) {
         for (i, n) in s.nodes.iter().enumerate() {
             let i = i as u8;
-            if n.role != Role::Leader && n.epoch < self.max_epoch && i < self.candidates {
+            if n.role != Role::Leader
+                && n.epoch < self.max_epoch
+                && i < self.candidates
+                && !n.rejoining
+            {
                 out.push(Action::Timeout(i));
+            }
+            if s.wipes < self.wipes_max && self.wipeable & (1 << i) != 0 {
+                out.push(Action::Wipe(i));
+            }
+            if n.rejoining
+                && !s.net.contains(&Msg::Probe {
+                    from: i,
+                    inc: n.inc,
+                })
+            {
+                out.push(Action::Probe(i));
             }
             if n.role == Role::Leader {
                 if n.log.len() < self.max_log {
@@ -190,19 +325,22 @@ impl Model for QuorumModel {
                     epoch: n.epoch,
                     leader: i,
                     log: n.log.clone(),
+                    hw: n.hw,
                 };
-                // Replicate only while some voter is not known to have the whole log, and
-                // not while the same append is in flight.
+                // Replicate only while some voter is not known to have the whole log or the
+                // high watermark moved, and not while the same append is in flight.
                 let behind = (0..self.voters as usize)
                     .any(|v| v != i as usize && (n.acked[v] as usize) < n.log.len());
-                if behind && !s.net.contains(&msg) {
+                if (behind || n.hw > 0) && !s.net.contains(&msg) {
                     out.push(Action::Replicate(i));
                 }
             }
         }
         for msg in &s.net {
             match msg {
-                Msg::VoteReq { cand: from, .. } | Msg::Append { leader: from, .. } => {
+                Msg::VoteReq { cand: from, .. }
+                | Msg::Append { leader: from, .. }
+                | Msg::Probe { from, .. } => {
                     for to in (0..self.voters).filter(|t| t != from) {
                         out.push(Action::Deliver {
                             msg: msg.clone(),
@@ -210,7 +348,7 @@ impl Model for QuorumModel {
                         });
                     }
                 }
-                Msg::VoteResp { to, .. } | Msg::Ack { to, .. } => {
+                Msg::VoteResp { to, .. } | Msg::Ack { to, .. } | Msg::ProbeResp { to, .. } => {
                     out.push(Action::Deliver {
                         msg: msg.clone(),
                         to: *to,
@@ -229,7 +367,9 @@ impl Model for QuorumModel {
                 n.voted_for = Some(i);
                 n.role = Role::Candidate;
                 n.votes = 1 << i;
+                n.leader = None;
                 n.acked.clear();
+                n.acked_inc.clear();
                 let (epoch, last_epoch, len) = (
                     n.epoch,
                     n.log.last().copied().unwrap_or(0),
@@ -255,7 +395,17 @@ impl Model for QuorumModel {
                     epoch: n.epoch,
                     leader,
                     log: n.log.clone(),
+                    hw: n.hw,
                 });
+            }
+            Action::Wipe(i) => {
+                let inc = s.nodes[i as usize].inc + 1;
+                s.nodes[i as usize] = self.empty_node(inc, !self.wiped_votes);
+                s.wipes += 1;
+            }
+            Action::Probe(i) => {
+                let inc = s.nodes[i as usize].inc;
+                s.net.insert(Msg::Probe { from: i, inc });
             }
             Action::Deliver { msg, to } => {
                 let t = to as usize;
@@ -275,6 +425,8 @@ impl Model for QuorumModel {
                         };
                         if epoch == n.epoch
                             && n.role != Role::Leader
+                            && n.leader.is_none()
+                            && !n.rejoining
                             && free
                             && (last_epoch, len) >= mine
                         {
@@ -298,7 +450,10 @@ impl Model for QuorumModel {
                         n.votes |= 1 << from;
                         if n.votes.count_ones() as usize >= majority {
                             n.role = Role::Leader;
+                            n.leader = Some(to);
+                            n.hw = 0;
                             n.acked = vec![0; self.voters as usize];
+                            n.acked_inc = vec![0; self.voters as usize];
                             if n.log.len() < self.max_log {
                                 n.log.push(epoch);
                             }
@@ -306,35 +461,93 @@ impl Model for QuorumModel {
                         }
                     }
                     Msg::Append {
-                        epoch, leader, log, ..
+                        epoch,
+                        leader,
+                        log,
+                        hw,
                     } => {
                         let n = &mut s.nodes[t];
-                        if epoch < n.epoch {
+                        if epoch < n.epoch
+                            || (n.rejoining && !self.heard_all(n, t) && !self.early_follow)
+                        {
+                            // A rejoining voter follows no leader before it knows every epoch
+                            // its old disk may have voted in.
                             return None;
                         }
                         Self::observe_epoch(n, epoch);
                         n.role = Role::Follower;
+                        n.leader = Some(leader);
                         n.votes = 0;
                         if !n.log.starts_with(&log) {
                             n.log = log.clone();
                         }
+                        let h = hw as usize;
+                        if n.rejoining && h > 0 && h <= n.log.len() && n.log[h - 1] == epoch {
+                            n.caught_up = Some((epoch, hw));
+                        }
+                        let inc = n.inc;
+                        self.maybe_rejoined(n, t);
                         s.net.insert(Msg::Ack {
                             epoch,
                             from: to,
                             to: leader,
                             len: log.len() as u8,
+                            inc,
                         });
                     }
                     Msg::Ack {
-                        epoch, from, len, ..
+                        epoch,
+                        from,
+                        len,
+                        inc,
+                        ..
                     } => {
                         let n = &mut s.nodes[t];
                         if n.role != Role::Leader || n.epoch != epoch {
                             return None;
                         }
-                        let a = &mut n.acked[from as usize];
-                        *a = (*a).max(len);
+                        let f = from as usize;
+                        if inc > n.acked_inc[f] {
+                            // Another process answers for this voter: its old acks are void.
+                            n.acked_inc[f] = inc;
+                            n.acked[f] = len;
+                        } else if inc == n.acked_inc[f] {
+                            n.acked[f] = n.acked[f].max(len);
+                        } else {
+                            return None;
+                        }
                         self.commit(&mut s, t);
+                    }
+                    Msg::Probe { from, inc } => {
+                        let n = &s.nodes[t];
+                        s.net.insert(Msg::ProbeResp {
+                            from: to,
+                            to: from,
+                            inc,
+                            epoch: n.epoch,
+                            empty: n.log.is_empty(),
+                        });
+                    }
+                    Msg::ProbeResp {
+                        from,
+                        inc,
+                        epoch,
+                        empty,
+                        ..
+                    } => {
+                        let n = &mut s.nodes[t];
+                        if !n.rejoining || inc != n.inc {
+                            return None; // an answer to an earlier process says nothing now
+                        }
+                        let f = from as usize;
+                        let e = n.heard[f].map_or(epoch, |h| h.0.max(epoch));
+                        n.heard[f] = Some((e, empty));
+                        if self.heard_all(n, t) {
+                            // First to the highest epoch heard: no deposed leader counts it.
+                            let highest = n.heard.iter().flatten().map(|h| h.0).max();
+                            Self::observe_epoch(n, highest.unwrap_or(0));
+                        }
+                        self.maybe_rejoined(n, t);
                     }
                 }
             }
@@ -372,6 +585,9 @@ mod tests {
     use stateright::{Checker, HasDiscoveries};
     use std::time::Instant;
 
+    /// Steps explored with a wiped voter.
+    const WIPED_DEPTH_MAX: usize = 15;
+
     /// Exhaustive BFS: 3 voters, epochs up to 3, logs up to 2 entries, two of the voters may
     /// stand for election. About 580k unique states.
     #[test]
@@ -407,6 +623,87 @@ mod tests {
         let path = checker.assert_any_discovery("at most one leader per epoch");
         eprintln!(
             "vote-twice counterexample: {} steps, {} states, {:.1?}",
+            path.into_actions().len(),
+            checker.unique_state_count(),
+            t.elapsed()
+        );
+    }
+
+    /// BFS with one wipe of any voter at any point, every behaviour up to
+    /// [`WIPED_DEPTH_MAX`] steps (about 6 million states, 40 s and 4 GiB on 2 cores; the full
+    /// space does not fit in memory): the rejoining rule keeps both properties.
+    #[test]
+    fn quorum_model_with_a_wiped_voter_holds() {
+        let t = Instant::now();
+        let checker = QuorumModel::with_wipes()
+            .checker()
+            .threads(2)
+            .target_max_depth(WIPED_DEPTH_MAX)
+            .spawn_bfs()
+            .join();
+        eprintln!(
+            "quorum model with a wipe: {} unique states ({} visited) in {:.1?}",
+            checker.unique_state_count(),
+            checker.state_count(),
+            t.elapsed()
+        );
+        checker.assert_properties();
+        assert!(checker.unique_state_count() > 1_000_000, "the model shrank");
+    }
+
+    #[test]
+    fn quorum_model_refutes_a_wiped_voter_that_votes_at_once() {
+        let t = Instant::now();
+        let model = QuorumModel {
+            wiped_votes: true,
+            ..QuorumModel::with_wipes()
+        };
+        let checker = model
+            .checker()
+            .threads(2)
+            .target_max_depth(WIPED_DEPTH_MAX)
+            .finish_when(HasDiscoveries::AnyFailures)
+            .spawn_bfs()
+            .join();
+        let failures: Vec<_> = checker
+            .discoveries()
+            .into_iter()
+            .filter(|(name, _)| !name.starts_with("a ") && !name.starts_with("an "))
+            .collect();
+        for (name, path) in &failures {
+            eprintln!(
+                "wiped-votes counterexample ({name}): {} steps, {} states, {:.1?}",
+                path.clone().into_actions().len(),
+                checker.unique_state_count(),
+                t.elapsed()
+            );
+        }
+        assert!(
+            !failures.is_empty(),
+            "a wiped voter voting at once went unnoticed"
+        );
+    }
+
+    /// The rule `RaftCore` had until the model found it wrong: a rejoining voter followed the
+    /// first leader it heard of, and its acknowledgements let a deposed leader commit entries
+    /// that the leader its old disk had voted for never got.
+    #[test]
+    fn quorum_model_refutes_a_rejoining_voter_that_follows_before_all_answered() {
+        let t = Instant::now();
+        let model = QuorumModel {
+            early_follow: true,
+            ..QuorumModel::with_wipes()
+        };
+        let checker = model
+            .checker()
+            .threads(2)
+            .target_max_depth(13)
+            .finish_when(HasDiscoveries::AnyFailures)
+            .spawn_bfs()
+            .join();
+        let path = checker.assert_any_discovery("committed entries never lost");
+        eprintln!(
+            "early-follow counterexample: {} steps, {} states, {:.1?}",
             path.into_actions().len(),
             checker.unique_state_count(),
             t.elapsed()

@@ -2,7 +2,8 @@
 //! voters and M observers (broker-only nodes, ids after the voters'), a virtual clock, a network with delay, loss, duplication, reordering and partitions
 //! (symmetric and one-way) that heal, crashes that lose whatever was not reported durable (any
 //! prefix of the unsynced storage operations may survive), disks wiped at a crash (one node at
-//! a time: the node restarts with nothing stored and must rejoin before another disk is lost),
+//! a time: the node restarts with nothing stored and must rejoin before another disk is lost;
+//! some seeds wipe a voter moments after it grants a vote, and restart it at once),
 //! per-node clock skew and drift, and a
 //! client proposing metadata records to the leader. Safety invariants are checked online and at
 //! the end; liveness (a leader and converged high watermarks after the final heal) is reported
@@ -155,6 +156,10 @@ struct Params {
     slow_sync: f64,
     /// Chance that a crash also wipes the node's disk.
     wipe: f64,
+    /// Chance that a voter that just granted a vote loses its disk moments later and comes
+    /// back at once: its old vote may elect a leader while a deposed one still leads the
+    /// epoch before, which the rejoining rule must not let the new process help.
+    wipe_after_vote: f64,
     propose_gap: (u64, u64),
     max_log_entries: usize,
     max_fetch_entries: usize,
@@ -188,6 +193,11 @@ impl Params {
             } else {
                 0.0
             },
+            wipe_after_vote: if f.disk && f.crash {
+                [0.0, 0.2, 0.5][rng.gen_range(0..3)]
+            } else {
+                0.0
+            },
             propose_gap: (MS, rng.gen_range(2..40) * MS),
             max_log_entries: rng.gen_range(8..80),
             max_fetch_entries: rng.gen_range(2..20),
@@ -214,6 +224,8 @@ enum Ev {
         token: u64,
     },
     Crash(usize),
+    /// A crash that also wipes the disk (if one may be wiped now), with a quick restart.
+    CrashWiping(usize),
     Restart(usize),
     /// The transport tells `node` that its connection from node index `lost` closed.
     PeerLost {
@@ -657,12 +669,20 @@ impl World {
                     return;
                 }
                 if self.nodes[i].core.is_some() {
-                    self.crash(i);
+                    let wipe = self.p.wipe > 0.0 && self.rng.gen_bool(self.p.wipe);
+                    self.crash(i, wipe);
                     let d = self.rand_in(self.p.restart_delay);
                     self.schedule(d, Ev::Restart(i));
                 }
                 let d = self.rand_in(self.p.crash_gap);
                 self.schedule(d, Ev::Crash(i));
+            }
+            Ev::CrashWiping(i) => {
+                if self.faults_on && self.nodes[i].core.is_some() {
+                    self.crash(i, true);
+                    let d = self.rand_in((MS, 50 * MS));
+                    self.schedule(d, Ev::Restart(i));
+                }
             }
             Ev::PeerLost { node, lost } => {
                 let lost_id = self.nodes[lost].id;
@@ -705,7 +725,9 @@ impl World {
         }
     }
 
-    fn crash(&mut self, i: usize) {
+    /// Node `i` dies, keeping a random prefix of its unsynced operations; with `wipe`, its
+    /// disk is also lost if one may be now ([`Self::wipe_allowed`]).
+    fn crash(&mut self, i: usize, wipe: bool) {
         let keep = self.rng.gen_range(0..=self.nodes[i].disk.pending.len());
         let node = &mut self.nodes[i];
         let pending: Vec<StorageOp> = node.disk.pending.drain(..).collect();
@@ -716,7 +738,7 @@ impl World {
         node.tick_gen += 1;
         self.crashes += 1;
         tr!(self, "n{} CRASH (kept {keep} unsynced ops)", i + 1);
-        if self.wipe_allowed(i) && self.p.wipe > 0.0 && self.rng.gen_bool(self.p.wipe) {
+        if wipe && self.wipe_allowed(i) {
             self.nodes[i].disk = Disk::default();
             self.wiped = Some(i);
             self.wipes += 1;
@@ -912,6 +934,22 @@ impl World {
             }
             while let Some(env) = self.nodes[i].core.as_mut().unwrap().poll_message() {
                 progressed = true;
+                let granted = matches!(
+                    env.message,
+                    Message::VoteResponse {
+                        granted: true,
+                        pre_vote: false,
+                        ..
+                    }
+                );
+                if granted
+                    && self.faults_on
+                    && self.p.wipe_after_vote > 0.0
+                    && self.rng.gen_bool(self.p.wipe_after_vote)
+                {
+                    let d = self.rand_in((0, 10 * MS));
+                    self.schedule(d, Ev::CrashWiping(i));
+                }
                 self.send(i, env);
             }
             if self.apply_committed(i) {

@@ -14,8 +14,11 @@
 //! Rejoining: a voter that starts with nothing stored cannot tell a first start from a wiped or
 //! replaced disk, and a wiped voter that voted or granted as if it still held what it
 //! acknowledged could elect a leader missing committed entries. So it neither votes nor stands
-//! (it fetches like an observer, and counts toward the high watermark by what it truly holds)
-//! until every other voter has answered its own probes with its epoch and log end, and either
+//! until every other voter has answered its own probes with its epoch and log end, and it
+//! follows no leader before then either (its old directory may have voted in a newer epoch than
+//! the first leader it hears of, which must not count its fetches); it then moves to the
+//! highest epoch heard and follows, counting toward the high watermark by what it truly holds.
+//! It votes again once, also, either
 //! every log was empty (nothing can have been committed: a first start) or it holds, durably, a
 //! leader's high watermark in an epoch at least the highest it heard, with the entry below it
 //! from that epoch (so every committed entry). It then moves past the highest epoch it heard,

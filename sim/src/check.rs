@@ -39,6 +39,11 @@ pub struct CheckArgs {
     /// Write the recorded history here, one JSON operation per line.
     #[arg(long)]
     history: Option<std::path::PathBuf>,
+    /// Count a commit answered NOT_COORDINATOR as possibly written, as Apache Kafka's
+    /// coordinator may have written it (this broker answers it only for commits it did not
+    /// write). Use it when checking another broker.
+    #[arg(long)]
+    not_coordinator_may_write: bool,
 }
 
 pub fn main(args: &CheckArgs) -> ExitCode {
@@ -64,6 +69,7 @@ pub fn main(args: &CheckArgs) -> ExitCode {
         seed: args.seed,
         value_base: 0,
         client_rack: None,
+        not_coordinator_may_write: args.not_coordinator_may_write,
     };
     println!(
         "checking {} on topic {} ({} partitions, {} producers, {} s)",

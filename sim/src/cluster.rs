@@ -908,6 +908,7 @@ pub fn run_cluster_seed(config: &ClusterSimConfig) -> ClusterSimResult {
         seed,
         value_base: 0,
         client_rack: Some(CLIENT_RACK.into()),
+        not_coordinator_may_write: false,
     };
     let quiesced = Rc::new(Cell::new(false));
     let heal_requested = Rc::new(Cell::new(false));

@@ -447,16 +447,21 @@ async fn commit<C: Connector>(
                 .map(|p| p.error_code)
                 .find(|c| *c != 0)
                 .unwrap_or(0);
+            let definite = code != NOT_COORDINATOR || !router.not_coordinator_may_write;
             match code {
                 0 => (CommitResult::Ok, Ok(())),
                 // Refused before anything was written: fenced, or not the coordinator.
                 ILLEGAL_GENERATION
                 | UNKNOWN_MEMBER_ID
                 | REBALANCE_IN_PROGRESS
-                | NOT_COORDINATOR => (
-                    CommitResult::Failed(format!("error code {code}")),
-                    Err(rejoin_for(code)),
-                ),
+                | NOT_COORDINATOR
+                    if definite =>
+                {
+                    (
+                        CommitResult::Failed(format!("error code {code}")),
+                        Err(rejoin_for(code)),
+                    )
+                }
                 // Anything else may or may not have been written: COORDINATOR_NOT_AVAILABLE
                 // answers a commit whose record was appended but not fsynced, and a crash may
                 // keep that record.

@@ -436,6 +436,7 @@ pub fn run_system_seed(config: &SystemConfig) -> SystemResult {
             seed,
             value_base: 0,
             client_rack: None,
+            not_coordinator_may_write: false,
         };
         let quiesced = Rc::clone(&quiesced);
         let heal_requested = Rc::clone(&heal_requested);

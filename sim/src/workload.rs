@@ -116,6 +116,11 @@ pub struct WorkloadConfig {
     /// the replica a leader names as preferred (KIP-392) until that replica refuses. The final
     /// read always reads from leaders.
     pub client_rack: Option<String>,
+    /// A commit answered NOT_COORDINATOR may still have been written. This broker promises it
+    /// was not (a commit already in the log gets COORDINATOR_NOT_AVAILABLE); Apache Kafka's
+    /// coordinator answers NOT_COORDINATOR when its offsets append fails on a leadership
+    /// change, and that record may survive, so checking another broker needs this.
+    pub not_coordinator_may_write: bool,
 }
 
 /// The workload's recorded result.
@@ -301,6 +306,8 @@ pub(crate) struct Router<C: Connector> {
     connector: C,
     client_id: String,
     pub(crate) topic: String,
+    /// See [`WorkloadConfig::not_coordinator_may_write`].
+    pub(crate) not_coordinator_may_write: bool,
     partitions: i32,
     replication_factor: i16,
     bootstrap: String,
@@ -326,6 +333,7 @@ impl<C: Connector> Router<C> {
             connector,
             client_id: client_id.to_string(),
             topic: config.topic.clone(),
+            not_coordinator_may_write: config.not_coordinator_may_write,
             partitions: config.partitions,
             replication_factor: config.replication_factor,
             bootstrap: config.bootstrap.clone(),

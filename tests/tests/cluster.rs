@@ -3386,6 +3386,7 @@ fn a_nemesis_of_crashes_freezes_shutdowns_and_lost_disks_loses_no_acknowledged_r
             seed,
             value_base: 0,
             client_rack: None,
+            not_coordinator_may_write: false,
         };
         let healed = Arc::clone(&healed);
         thread::spawn(move || {

@@ -306,7 +306,14 @@ impl Model for QuorumModel {
             {
                 out.push(Action::Timeout(i));
             }
-            if s.wipes < self.wipes_max && self.wipeable & (1 << i) != 0 {
+            // One stateless voter at a time: losing two voters' state at once loses what they
+            // alone acknowledged, whatever the protocol.
+            let other_rejoining = s
+                .nodes
+                .iter()
+                .enumerate()
+                .any(|(j, m)| j != i as usize && m.rejoining);
+            if s.wipes < self.wipes_max && self.wipeable & (1 << i) != 0 && !other_rejoining {
                 out.push(Action::Wipe(i));
             }
             if n.rejoining

@@ -615,27 +615,6 @@ mod tests {
         assert!(checker.unique_state_count() > 100_000, "the model shrank");
     }
 
-    #[test]
-    fn quorum_model_refutes_vote_twice() {
-        let t = Instant::now();
-        let model = QuorumModel {
-            vote_twice: true,
-            ..QuorumModel::default()
-        };
-        let checker = model
-            .checker()
-            .finish_when(HasDiscoveries::AnyFailures)
-            .spawn_bfs()
-            .join();
-        let path = checker.assert_any_discovery("at most one leader per epoch");
-        eprintln!(
-            "vote-twice counterexample: {} steps, {} states, {:.1?}",
-            path.into_actions().len(),
-            checker.unique_state_count(),
-            t.elapsed()
-        );
-    }
-
     /// BFS with one wipe of any voter at any point, every behaviour up to
     /// [`WIPED_DEPTH_MAX`] steps (about 6 million states, 40 s and 4 GiB on 2 cores; the full
     /// space does not fit in memory): the rejoining rule keeps both properties.
@@ -658,63 +637,34 @@ mod tests {
         assert!(checker.unique_state_count() > 1_000_000, "the model shrank");
     }
 
-    #[test]
-    fn quorum_model_refutes_a_wiped_voter_that_votes_at_once() {
+    /// Runs `model` (up to `depth` steps, 0 for all) until a safety property fails, and
+    /// asserts that `property` did, printing the counterexample's length.
+    fn assert_refuted(model: QuorumModel, depth: usize, property: &'static str, label: &str) {
         let t = Instant::now();
-        let model = QuorumModel {
-            wiped_votes: true,
-            ..QuorumModel::with_wipes()
-        };
-        let checker = model
+        let mut checker = model
             .checker()
             .threads(2)
-            .target_max_depth(WIPED_DEPTH_MAX)
-            .finish_when(HasDiscoveries::AnyFailures)
-            .spawn_bfs()
-            .join();
-        let failures: Vec<_> = checker
-            .discoveries()
-            .into_iter()
-            .filter(|(name, _)| !name.starts_with("a ") && !name.starts_with("an "))
-            .collect();
-        for (name, path) in &failures {
-            eprintln!(
-                "wiped-votes counterexample ({name}): {} steps, {} states, {:.1?}",
-                path.clone().into_actions().len(),
-                checker.unique_state_count(),
-                t.elapsed()
-            );
+            .finish_when(HasDiscoveries::AnyFailures);
+        if depth > 0 {
+            checker = checker.target_max_depth(depth);
         }
-        assert!(
-            !failures.is_empty(),
-            "a wiped voter voting at once went unnoticed"
-        );
-    }
-
-    /// The rule `RaftCore` had until the model found it wrong: a rejoining voter followed the
-    /// first leader it heard of, and its acknowledgements let a deposed leader commit entries
-    /// that the leader its old disk had voted for never got.
-    #[test]
-    fn quorum_model_refutes_a_rejoining_voter_that_follows_before_all_answered() {
-        let t = Instant::now();
-        let model = QuorumModel {
-            early_follow: true,
-            ..QuorumModel::with_wipes()
-        };
-        let checker = model
-            .checker()
-            .threads(2)
-            .target_max_depth(13)
-            .finish_when(HasDiscoveries::AnyFailures)
-            .spawn_bfs()
-            .join();
-        let path = checker.assert_any_discovery("committed entries never lost");
+        let checker = checker.spawn_bfs().join();
+        let path = checker.assert_any_discovery(property);
         eprintln!(
-            "early-follow counterexample: {} steps, {} states, {:.1?}",
+            "{label} counterexample ({property}): {} steps, {} states, {:.1?}",
             path.into_actions().len(),
             checker.unique_state_count(),
             t.elapsed()
         );
+    }
+
+    #[test]
+    fn quorum_model_refutes_vote_twice() {
+        let model = QuorumModel {
+            vote_twice: true,
+            ..QuorumModel::default()
+        };
+        assert_refuted(model, 0, "at most one leader per epoch", "vote-twice");
     }
 
     #[test]
@@ -723,11 +673,33 @@ mod tests {
             commit_from_leader: true,
             ..QuorumModel::default()
         };
-        let checker = model
-            .checker()
-            .finish_when(HasDiscoveries::AnyFailures)
-            .spawn_bfs()
-            .join();
-        checker.assert_any_discovery("committed entries never lost");
+        assert_refuted(
+            model,
+            0,
+            "committed entries never lost",
+            "commit-from-leader",
+        );
+    }
+
+    #[test]
+    fn quorum_model_refutes_a_wiped_voter_that_votes_at_once() {
+        let model = QuorumModel {
+            wiped_votes: true,
+            ..QuorumModel::with_wipes()
+        };
+        let (depth, property) = (WIPED_DEPTH_MAX, "at most one leader per epoch");
+        assert_refuted(model, depth, property, "wiped-votes");
+    }
+
+    /// The rule `RaftCore` had until the model found it wrong: a rejoining voter followed the
+    /// first leader it heard of, and its acknowledgements let a deposed leader commit entries
+    /// that the leader its old disk had voted for never got.
+    #[test]
+    fn quorum_model_refutes_a_rejoining_voter_that_follows_before_all_answered() {
+        let model = QuorumModel {
+            early_follow: true,
+            ..QuorumModel::with_wipes()
+        };
+        assert_refuted(model, 13, "committed entries never lost", "early-follow");
     }
 }

@@ -165,7 +165,10 @@ fn read_back(c: &Cluster, topic: &str, partitions: i32, reports: &[Delivery]) ->
 /// Every acknowledged record is in `got` at its reported (partition, offset) with its bytes, so
 /// per partition in produce order; with `idempotent`, no record appears twice.
 fn check_acked(got: &[Consumed], reports: &[Delivery], idempotent: bool) {
-    let mut seen: HashSet<usize> = HashSet::new();
+    let mut first_at: BTreeMap<usize, (i32, i64)> = BTreeMap::new();
+    // (index, first position, second position): every repeat, so a failure shows whether
+    // whole batches came back (a producer that resent them under a new epoch) or single records.
+    let mut repeats: Vec<(usize, (i32, i64), (i32, i64))> = Vec::new();
     let mut at: BTreeMap<(i32, i64), usize> = BTreeMap::new();
     for m in got {
         let i = index_of(m.key.as_deref().expect("key"));
@@ -175,14 +178,24 @@ fn check_acked(got: &[Consumed], reports: &[Delivery], idempotent: bool) {
             m.partition,
             m.offset
         );
-        assert!(
-            seen.insert(i) || !idempotent,
-            "record k{i} appears twice (second at {}:{}) although the producer is idempotent",
-            m.partition,
-            m.offset
-        );
-        at.insert((m.partition, m.offset), i);
+        let here = (m.partition, m.offset);
+        if let Some(first) = first_at.insert(i, here) {
+            first_at.insert(i, first);
+            repeats.push((i, first, here));
+        }
+        at.insert(here, i);
     }
+    assert!(
+        repeats.is_empty() || !idempotent,
+        "{} records appear twice although the producer is idempotent; first 20 as (index, \
+         first at, again at, acknowledged at): {:?}",
+        repeats.len(),
+        repeats
+            .iter()
+            .take(20)
+            .map(|&(i, a, b)| (i, a, b, reports.get(i).map(|r| r.as_ref().ok().copied())))
+            .collect::<Vec<_>>()
+    );
     let lost: Vec<_> = reports
         .iter()
         .enumerate()

@@ -65,6 +65,8 @@ const CONSUME_TIMEOUT: Duration = Duration::from_secs(60);
 /// leader is noticed quickly, retries until the message timeout.
 const FAILOVER_PRODUCER: &[(&str, &str)] = &[
     ("enable.idempotence", "true"),
+    // Idempotence recovery (epoch bumps) reaches the log callback: `common::Collect::log`.
+    ("debug", "eos"),
     ("socket.timeout.ms", "10000"),
     ("message.timeout.ms", "60000"),
     ("topic.metadata.refresh.interval.ms", "1000"),

@@ -19,6 +19,7 @@ use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
@@ -140,7 +141,20 @@ struct Collect {
     acked: Arc<AtomicUsize>,
 }
 
-impl ClientContext for Collect {}
+impl ClientContext for Collect {
+    /// With `debug=eos`, librdkafka's idempotence recovery: a drained epoch bump resends what
+    /// was not acknowledged under new sequence numbers, which is the one way an idempotent
+    /// producer writes a record twice without the broker erring. Printed, so the test harness
+    /// shows it when a test fails (and `--nocapture` always).
+    fn log(&self, _level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        if matches!(
+            fac,
+            "DRAIN" | "IDEMPSTATE" | "ERRSEQ" | "DUPSEQ" | "UNKPID" | "ERRPID"
+        ) {
+            eprintln!("librdkafka {fac}: {log_message}");
+        }
+    }
+}
 
 impl ProducerContext for Collect {
     type DeliveryOpaque = usize;
@@ -204,6 +218,10 @@ pub fn produce_tracked(
         .set("queue.buffering.max.kbytes", "1048576");
     for (k, v) in extra {
         cfg.set(*k, *v);
+    }
+    if extra.iter().any(|(k, _)| *k == "debug") {
+        // Debug lines reach the log callback only at this level.
+        cfg.set_log_level(RDKafkaLogLevel::Debug);
     }
     let ctx = Collect {
         reports: Mutex::new(vec![None; n]),

@@ -181,9 +181,11 @@ fn check_acked(got: &[Consumed], reports: &[Delivery], idempotent: bool) {
             m.offset
         );
         let here = (m.partition, m.offset);
-        if let Some(first) = first_at.insert(i, here) {
-            first_at.insert(i, first);
-            repeats.push((i, first, here));
+        match first_at.entry(i) {
+            std::collections::btree_map::Entry::Occupied(e) => repeats.push((i, *e.get(), here)),
+            std::collections::btree_map::Entry::Vacant(e) => {
+                e.insert(here);
+            }
         }
         at.insert(here, i);
     }

@@ -6,3 +6,4 @@
 //!   a rejoining voter that follows too early) as refuted variants.
 
 pub mod quorum;
+pub mod replication;

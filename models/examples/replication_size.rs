@@ -1,0 +1,43 @@
+//! Prints the replication model's state count for some bounds:
+//! `cargo run --release -p models --example replication_size -- ENTRIES CHANGES FENCES CRASHES DEPTH`
+//! (DEPTH 0 is unbounded; AP_CHECKS_ISR, HW_IGNORES_PENDING, HW_BELOW_MIN_ISR and
+//! RESTART_KEEPS_EPOCH set plant those variants).
+use models::replication::ReplicationModel;
+use stateright::{Checker, Model};
+fn main() {
+    let a: Vec<u64> = std::env::args()
+        .skip(1)
+        .map(|x| x.parse().unwrap())
+        .collect();
+    let m = ReplicationModel {
+        entries_max: a[0] as u8,
+        changes_max: a[1] as u8,
+        fences_max: a[2] as u8,
+        crashes_max: a[3] as u8,
+        ap_checks_isr: std::env::var("AP_CHECKS_ISR").is_ok(),
+        hw_ignores_pending: std::env::var("HW_IGNORES_PENDING").is_ok(),
+        hw_below_min_isr: std::env::var("HW_BELOW_MIN_ISR").is_ok(),
+        restart_keeps_epoch: std::env::var("RESTART_KEEPS_EPOCH").is_ok(),
+        join_before_epoch_start: std::env::var("JOIN_BEFORE_EPOCH_START").is_ok(),
+        elect_any: std::env::var("ELECT_ANY").is_ok(),
+        refusal_ignores_ask: std::env::var("REFUSAL_IGNORES_ASK").is_ok(),
+        refusal_keeps_epoch: std::env::var("REFUSAL_KEEPS_EPOCH").is_ok(),
+        ..ReplicationModel::default()
+    };
+    let t = std::time::Instant::now();
+    let mut c = m.checker().threads(2);
+    if a[4] > 0 {
+        c = c.target_max_depth(a[4] as usize);
+    }
+    let c = c
+        .finish_when(stateright::HasDiscoveries::AnyFailures)
+        .spawn_bfs()
+        .join();
+    println!(
+        "{:?}: {} unique, {:.1?}",
+        a,
+        c.unique_state_count(),
+        t.elapsed()
+    );
+    c.assert_properties();
+}

@@ -380,10 +380,12 @@ enum Msg {
         id: u64,
         answer: FetchAnswer,
     },
-    /// A request to the controller (None: a heartbeat).
+    /// A request to the controller (None: a heartbeat), sent at `sent_ms` (an AlterPartition's
+    /// refusal names the ask by it).
     ToController {
         from: usize,
         req: Option<ControllerRequest>,
+        sent_ms: i64,
     },
     /// A node's metadata fetch as the quorum leader sees it (the shell's raft Fetch): the
     /// process's incarnation and how much of the metadata log it held when it sent it.
@@ -623,7 +625,7 @@ struct World {
     deleted_to: Vec<i64>,
     /// AlterPartition requests the controller has not answered: correlation -> (node,
     /// partition, new ISR).
-    isr_asks: BTreeMap<u64, (usize, usize, Vec<NodeId>)>,
+    isr_asks: BTreeMap<u64, (usize, usize, Vec<NodeId>, i64)>,
     stats: ReplRunResult,
     /// Draws whether a crash wipes the disk, apart from `rng` so runs without a wipe are
     /// what they were before wipes existed.
@@ -972,6 +974,7 @@ impl World {
                         self.send(Msg::ToController {
                             from: node,
                             req: Some(req),
+                            sent_ms: T0_MS + self.now as i64,
                         });
                     }
                     self.schedule(REGISTER_RETRY_MS, Ev::Register { node, life });
@@ -1105,7 +1108,7 @@ impl World {
                 id,
                 answer,
             } => self.follower_response(from, to, to_life, p, id, answer),
-            Msg::ToController { from, req } => {
+            Msg::ToController { from, req, sent_ms } => {
                 let node = self.nodes[from].id;
                 self.ctl.heard_from(node, self.now);
                 if let Some(req) = req {
@@ -1114,7 +1117,7 @@ impl World {
                         partition, new_isr, ..
                     } = &req
                     {
-                        let ask = (from, *partition as usize, new_isr.clone());
+                        let ask = (from, *partition as usize, new_isr.clone(), sent_ms);
                         self.isr_asks.insert(self.correlation, ask);
                     }
                     self.ctl.submit(self.correlation, node, req);
@@ -1223,10 +1226,10 @@ impl World {
             }
             // The answer to a leader's AlterPartition reaches it (the shell acts on it the
             // same way); a refusal for good frees it to ask for another change.
-            if let Some((node, p, new_isr)) = self.isr_asks.remove(&c) {
+            if let Some((node, p, new_isr, asked_ms)) = self.isr_asks.remove(&c) {
                 if isr_change_refused_for_good(&resp.error) {
                     if let Some(part) = self.nodes[node].parts[p].as_mut() {
-                        part.core.isr_change_refused(&new_isr);
+                        part.core.isr_change_refused(&new_isr, asked_ms);
                     }
                     self.after_change(node, p);
                 }
@@ -1498,19 +1501,14 @@ impl World {
                 } else {
                     pi.leader
                 };
-                (
-                    i,
-                    leader,
-                    pi.leader_epoch,
-                    pi.replicas.clone(),
-                    pi.isr.clone(),
-                )
+                let epochs = (pi.leader_epoch, pi.partition_epoch);
+                (i, leader, epochs, pi.replicas.clone(), pi.isr.clone())
             })
             .collect();
-        for (p, leader, epoch, replicas, isr) in plan {
+        for (p, leader, epochs, replicas, isr) in plan {
             // As the shell: a registered node a reassignment removed deletes its copy.
             let removed = registered && !replicas.is_empty() && !replicas.contains(&me);
-            self.set_role(node, p, leader, epoch, replicas, isr, min_isr);
+            self.set_role(node, p, leader, epochs, replicas, isr, min_isr);
             if removed {
                 self.drop_removed_replica(node, p);
             }
@@ -1547,7 +1545,7 @@ impl World {
         node: usize,
         p: usize,
         leader: NodeId,
-        epoch: i32,
+        (epoch, partition_epoch): (i32, i32),
         replicas: Vec<NodeId>,
         isr: Vec<NodeId>,
         min_isr: usize,
@@ -1573,12 +1571,12 @@ impl World {
         let same_epoch = core.leader_epoch() == epoch;
         match before.clone() {
             ReplicaRole::Leader(_) if leader == me && same_epoch => {
-                core.update_leader_isr(replicas, isr, T0_MS + now);
+                core.update_leader_isr(partition_epoch, replicas, isr, T0_MS + now);
             }
             ReplicaRole::Follower { leader: l, .. }
                 if leader != me && l == leader && same_epoch => {}
             _ if leader == me && isr.contains(&me) => {
-                core.become_leader(me, epoch, replicas, isr, T0_MS + now);
+                core.become_leader(me, epoch, partition_epoch, replicas, isr, T0_MS + now);
             }
             _ if leader >= 0 && leader != me && replicas.contains(&me) => {
                 core.become_follower(leader, epoch);
@@ -1749,24 +1747,27 @@ impl World {
                 continue;
             };
             let epoch = part.core.leader_epoch();
+            let partition_epoch = part.core.partition_epoch().unwrap_or(-1);
             let image = &n.image;
             let joinable = |b: NodeId| image.brokers.get(&b).is_some_and(|r| !r.fenced);
             if let Some((current, new)) = part.core.isr_change(now, lag, joinable) {
                 tr!(
                     self,
-                    "n{me} p{p} asks ISR {current:?} -> {new:?} (epoch {epoch})"
+                    "n{me} p{p} asks ISR {current:?} -> {new:?} (epoch {epoch}, partition epoch {partition_epoch})"
                 );
                 let req = ControllerRequest::AlterPartition {
                     topic_id,
                     partition: p as u32,
                     leader: me,
                     leader_epoch: epoch,
+                    partition_epoch,
                     current_isr: current,
                     new_isr: new,
                 };
                 self.send(Msg::ToController {
                     from: node,
                     req: Some(req),
+                    sent_ms: now,
                 });
             }
         }
@@ -2449,6 +2450,7 @@ impl World {
         self.send(Msg::ToController {
             from: node,
             req: Some(req),
+            sent_ms: T0_MS + self.now as i64,
         });
     }
 
@@ -2471,6 +2473,7 @@ impl World {
         self.send(Msg::ToController {
             from: node,
             req: Some(req),
+            sent_ms: T0_MS + self.now as i64,
         });
     }
 
@@ -2502,6 +2505,7 @@ impl World {
         self.send(Msg::ToController {
             from: node,
             req: Some(req),
+            sent_ms: T0_MS + self.now as i64,
         });
     }
 

@@ -398,6 +398,7 @@ mod tests {
             elr: Vec::new(),
             adding: adding.to_vec(),
             removing: removing.to_vec(),
+            partition_epoch: 0,
         }
     }
 

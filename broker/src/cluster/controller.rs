@@ -100,11 +100,15 @@ pub enum ControllerRequest {
         /// Its data directory's id: see [`MetadataRecord::RegisterBroker`].
         directory_id: Option<[u8; 16]>,
     },
+    /// The leader asks for a new ISR. The controller applies it only to the partition as the
+    /// leader saw it: same leader epoch, ISR and partition epoch (-1 from brokers before
+    /// partition epochs, which are checked by the rest alone).
     AlterPartition {
         topic_id: [u8; 16],
         partition: u32,
         leader: NodeId,
         leader_epoch: i32,
+        partition_epoch: i32,
         current_isr: Vec<NodeId>,
         new_isr: Vec<NodeId>,
     },
@@ -1558,6 +1562,7 @@ impl Controller {
                 partition,
                 leader,
                 leader_epoch,
+                partition_epoch,
                 current_isr,
                 new_isr,
             } => {
@@ -1576,7 +1581,15 @@ impl Controller {
                         q.from
                     ))));
                 }
-                if p.leader != *leader || p.leader_epoch != *leader_epoch || p.isr != *current_isr {
+                // The partition epoch tells a late copy of an old request from a new one when the
+                // ISR changed and changed back since (an expansion judged on a follower's old
+                // position would add it back below the high watermark).
+                let stale_epoch = *partition_epoch >= 0 && p.partition_epoch != *partition_epoch;
+                if p.leader != *leader
+                    || p.leader_epoch != *leader_epoch
+                    || p.isr != *current_isr
+                    || stale_epoch
+                {
                     return Some(Err(ControllerError::StaleRequest));
                 }
                 if !distinct(new_isr) {
@@ -1592,9 +1605,29 @@ impl Controller {
                 }
                 let added = new_isr.iter().filter(|n| !p.isr.contains(n));
                 if let Some(bad) = added.copied().find(|&n| !round.registered_unfenced(n)) {
-                    return Some(Err(ControllerError::IneligibleReplica(format!(
-                        "broker {bad} is fenced or unregistered"
-                    ))));
+                    // The refusal moves the partition epoch (a change to the same ISR) and is
+                    // answered once that is committed. The leader then stops counting `bad`
+                    // for its high watermark, so no other copy of this request (a retry, or
+                    // the first copy late) may apply once `bad` is unfenced: they all name
+                    // the old epoch now. The replication model found this.
+                    let bytes = partition_record_bytes(p.replicas.len());
+                    let isr = p.isr.clone();
+                    if !round.room(1, bytes) {
+                        return None;
+                    }
+                    round.partition_change(
+                        *topic_id,
+                        *partition,
+                        *leader,
+                        *leader_epoch,
+                        isr,
+                        true,
+                    );
+                    return Some(Ok(ControllerResponse::err(
+                        ControllerError::IneligibleReplica(format!(
+                            "broker {bad} is fenced or unregistered"
+                        )),
+                    )));
                 }
                 if p.isr != *new_isr {
                     if !round.room(1, partition_record_bytes(p.replicas.len())) {
@@ -2600,18 +2633,36 @@ mod tests {
             self.image.brokers[&n].fenced
         }
 
+        /// AlterPartition of partition 0 as `from` sees it now (the current partition epoch).
         fn alter(&mut self, from: NodeId, name: &str, epoch: i32, cur: &[NodeId], new: &[NodeId]) {
+            let req = self.alter_request(from, name, epoch, cur, new);
+            let r = self.request(from, req);
+            self.answers.insert(u64::MAX, r);
+        }
+
+        fn alter_request(
+            &self,
+            from: NodeId,
+            name: &str,
+            epoch: i32,
+            cur: &[NodeId],
+            new: &[NodeId],
+        ) -> ControllerRequest {
             let topic_id = self.image.topic_ids.get(name).copied().unwrap_or([7; 16]);
-            let req = ControllerRequest::AlterPartition {
+            let partition_epoch = self
+                .image
+                .topics
+                .get(&topic_id)
+                .map_or(0, |t| t.partitions[0].partition_epoch);
+            ControllerRequest::AlterPartition {
                 topic_id,
                 partition: 0,
                 leader: from,
                 leader_epoch: epoch,
+                partition_epoch,
                 current_isr: cur.to_vec(),
                 new_isr: new.to_vec(),
-            };
-            let r = self.request(from, req);
-            self.answers.insert(u64::MAX, r);
+            }
         }
 
         fn last(&mut self) -> ControllerError {
@@ -3426,6 +3477,7 @@ mod tests {
                 partition: 0,
                 leader: 2,
                 leader_epoch: 0,
+                partition_epoch: s.part("t", 0).partition_epoch,
                 current_isr: vec![2, 3],
                 new_isr: vec![2],
             },
@@ -3443,6 +3495,61 @@ mod tests {
         s.alter(2, "t", 0, &[2, 3], &[2, 3, 4]);
         assert_eq!(s.last(), ControllerError::None);
         assert_eq!(pstate(s.part("t", 0)), (2, 0, vec![2, 3, 4]));
+    }
+
+    /// The replication model's counterexample: a leader's expansion is committed, the
+    /// follower falls behind and is shrunk out again, and then a late copy of the expansion
+    /// (a retry that sat in a connection) arrives. Its leader epoch and current ISR match
+    /// again; only the partition epoch tells it is stale. Applied, it would put back into the
+    /// ISR a follower that misses what the high watermark passed meanwhile, and the next
+    /// election could pick it.
+    #[test]
+    fn controller_alter_partition_refuses_a_late_copy_after_the_isr_came_back() {
+        let _g = serial();
+        let mut s = Sim::cluster(4);
+        s.seed("t", &[2, 3, 4], &[2, 3], 2);
+        let expand = s.alter_request(2, "t", 0, &[2, 3], &[2, 3, 4]);
+        assert_eq!(s.request(2, expand.clone()).error, ControllerError::None);
+        assert_eq!(pstate(s.part("t", 0)), (2, 0, vec![2, 3, 4]));
+        s.alter(2, "t", 0, &[2, 3, 4], &[2, 3]);
+        assert_eq!(s.last(), ControllerError::None);
+        assert_eq!(pstate(s.part("t", 0)), (2, 0, vec![2, 3]));
+        assert_eq!(
+            s.request(2, expand).error,
+            ControllerError::StaleRequest,
+            "a late copy of an applied expansion"
+        );
+        assert_eq!(pstate(s.part("t", 0)), (2, 0, vec![2, 3]));
+        // The same change asked afresh, with the partition epoch the leader sees now, applies.
+        s.alter(2, "t", 0, &[2, 3], &[2, 3, 4]);
+        assert_eq!(s.last(), ControllerError::None);
+        assert_eq!(pstate(s.part("t", 0)), (2, 0, vec![2, 3, 4]));
+    }
+
+    /// The model's other counterexample: an expansion refused because the broker it adds is
+    /// fenced frees the leader to stop counting that broker, so a copy of the same request
+    /// (the leader's retry, or the first copy late) must not apply once the broker is back.
+    /// The refusal moves the partition epoch, which makes every such copy stale.
+    #[test]
+    fn controller_a_refused_expansion_cannot_apply_once_the_broker_is_back() {
+        let _g = serial();
+        let mut s = Sim::cluster(4);
+        s.seed("t", &[2, 3, 4], &[2, 3], 2);
+        s.run(SESSION_MS + 200, &[1, 2, 3]);
+        assert!(s.fenced(4));
+        let expand = s.alter_request(2, "t", 0, &[2, 3], &[2, 3, 4]);
+        let before = s.part("t", 0).partition_epoch;
+        let refused = s.request(2, expand.clone()).error;
+        assert!(
+            matches!(refused, ControllerError::IneligibleReplica(_)),
+            "{refused:?}"
+        );
+        assert_eq!(s.part("t", 0).partition_epoch, before + 1);
+        assert_eq!(pstate(s.part("t", 0)), (2, 0, vec![2, 3]));
+        s.run(200, &[1, 2, 3, 4]);
+        assert!(!s.fenced(4));
+        assert_eq!(s.request(2, expand).error, ControllerError::StaleRequest);
+        assert_eq!(pstate(s.part("t", 0)), (2, 0, vec![2, 3]));
     }
 
     #[test]
@@ -4499,6 +4606,7 @@ mod tests {
                             partition,
                             leader: p.leader,
                             leader_epoch: p.leader_epoch,
+                            partition_epoch: p.partition_epoch,
                             current_isr: p.isr,
                             new_isr,
                         },

@@ -242,6 +242,7 @@ fn reconcile<S: Storage + Clone>(
                 view.me,
                 leader,
                 p.leader_epoch,
+                p.partition_epoch,
                 &p.replicas,
                 &p.isr,
                 min_isr,
@@ -334,12 +335,12 @@ async fn isr_loop<S: Storage + Clone>(
             };
             for p in topic.partitions() {
                 let joinable = |n: NodeId| image.brokers.get(&n).is_some_and(|b| !b.fenced);
-                let Some((epoch, current, new)) =
+                let Some((epoch, partition_epoch, current, new)) =
                     p.isr_change(now_ms, config.replica_lag_time_max_ms as i64, joinable)
                 else {
                     continue;
                 };
-                tracing::info!(topic = %topic.name, partition = p.index, epoch, ?current, ?new,
+                tracing::info!(topic = %topic.name, partition = p.index, epoch, partition_epoch, ?current, ?new,
                     "asking the controller for an ISR change");
                 let metrics = Arc::clone(&metrics);
                 let current_len = current.len();
@@ -349,6 +350,7 @@ async fn isr_loop<S: Storage + Clone>(
                     partition: p.index as u32,
                     leader: view.me,
                     leader_epoch: epoch,
+                    partition_epoch,
                     current_isr: current,
                     new_isr: new.clone(),
                 };
@@ -360,7 +362,7 @@ async fn isr_loop<S: Storage + Clone>(
                         metrics.isr_changed(current_len, new.len());
                     }
                     if isr_change_refused_for_good(&r.error) {
-                        p.isr_change_refused(&new);
+                        p.isr_change_refused(&new, now_ms);
                     }
                 });
             }

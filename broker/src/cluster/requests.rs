@@ -77,14 +77,19 @@ pub fn encode_request(request: &ControllerRequest) -> Bytes {
             partition,
             leader,
             leader_epoch,
+            partition_epoch,
             current_isr,
             new_isr,
         } => {
-            out.push(2);
+            // Type 2 is the request before partition epochs.
+            out.push(if *partition_epoch < 0 { 2 } else { 26 });
             out.extend_from_slice(topic_id);
             out.extend_from_slice(&partition.to_be_bytes());
             out.extend_from_slice(&leader.to_be_bytes());
             out.extend_from_slice(&leader_epoch.to_be_bytes());
+            if *partition_epoch >= 0 {
+                out.extend_from_slice(&partition_epoch.to_be_bytes());
+            }
             put_ids(&mut out, current_isr);
             put_ids(&mut out, new_isr);
         }
@@ -221,11 +226,20 @@ pub fn decode_request(buf: &[u8]) -> Result<ControllerRequest, DecodeError> {
                 directory_id: Some(id),
             }
         }
-        2 => ControllerRequest::AlterPartition {
+        kind @ (2 | 26) => ControllerRequest::AlterPartition {
             topic_id: r.id()?,
             partition: r.u32()?,
             leader: r.i32()?,
             leader_epoch: r.i32()?,
+            partition_epoch: if kind == 26 {
+                let e = r.i32()?;
+                if e < 0 {
+                    return Err(DecodeError("negative partition epoch"));
+                }
+                e
+            } else {
+                -1
+            },
             current_isr: r.ids()?,
             new_isr: r.ids()?,
         },
@@ -682,6 +696,16 @@ mod tests {
                 partition: 5,
                 leader: 1,
                 leader_epoch: 9,
+                partition_epoch: 14,
+                current_isr: vec![1, 2, 3],
+                new_isr: vec![1, 3],
+            },
+            ControllerRequest::AlterPartition {
+                topic_id: [3; 16],
+                partition: 5,
+                leader: 1,
+                leader_epoch: 9,
+                partition_epoch: -1,
                 current_isr: vec![1, 2, 3],
                 new_isr: vec![1, 3],
             },

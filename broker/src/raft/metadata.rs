@@ -104,6 +104,14 @@ pub enum MetadataRecord {
         node_id: NodeId,
         next_producer_id: i64,
     },
+    /// Sets a partition's partition epoch (see [`PartitionImage::partition_epoch`]). Only
+    /// snapshots write it, after the partition's [`MetadataRecord::PartitionChange`]: the log
+    /// itself carries the epoch implicitly, one step per change.
+    PartitionEpoch {
+        topic_id: [u8; 16],
+        partition: u32,
+        partition_epoch: i32,
+    },
     /// Records that apply together or not at all is not needed here: they apply in order within
     /// one log entry, so a controller failover never leaves half of them (Kafka's metadata
     /// transactions, simplified). Batches do not nest.
@@ -390,6 +398,16 @@ impl MetadataRecord {
                 out.extend_from_slice(&node_id.to_be_bytes());
                 out.extend_from_slice(&next_producer_id.to_be_bytes());
             }
+            MetadataRecord::PartitionEpoch {
+                topic_id,
+                partition,
+                partition_epoch,
+            } => {
+                out.push(19);
+                out.extend_from_slice(topic_id);
+                out.extend_from_slice(&partition.to_be_bytes());
+                out.extend_from_slice(&partition_epoch.to_be_bytes());
+            }
         }
     }
 
@@ -531,6 +549,11 @@ impl MetadataRecord {
                 node_id: r.i32()?,
                 next_producer_id: r.i64()?,
             },
+            19 => MetadataRecord::PartitionEpoch {
+                topic_id: r.id()?,
+                partition: r.u32()?,
+                partition_epoch: r.i32()?,
+            },
             _ => return Err(DecodeError("unknown record type")),
         })
     }
@@ -561,9 +584,28 @@ pub struct PartitionImage {
     /// A reassignment in progress; see [`MetadataRecord::PartitionChange`].
     pub adding: Vec<NodeId>,
     pub removing: Vec<NodeId>,
+    /// Kafka's partition epoch: one more with every change to the partition (each
+    /// [`MetadataRecord::PartitionChange`], and the changes a broker's registration makes).
+    /// AlterPartition names the one its leader saw, and the controller refuses any other, so
+    /// a late copy of an old request cannot apply after the ISR changed and changed back.
+    pub partition_epoch: i32,
 }
 
 impl PartitionImage {
+    /// A partition just created: no replicas, no leader, epoch 0.
+    pub fn empty() -> Self {
+        PartitionImage {
+            leader: -1,
+            leader_epoch: 0,
+            isr: Vec::new(),
+            replicas: Vec::new(),
+            elr: Vec::new(),
+            adding: Vec::new(),
+            removing: Vec::new(),
+            partition_epoch: 0,
+        }
+    }
+
     /// Whether a reassignment is in progress.
     pub fn reassigning(&self) -> bool {
         !self.adding.is_empty() || !self.removing.is_empty()
@@ -653,6 +695,7 @@ impl MetadataImage {
                     p.leader = -1;
                 }
                 p.leader_epoch += 1;
+                p.partition_epoch += 1;
                 debug_assert!(!p.isr.contains(&node) && !p.elr.contains(&node) && p.leader != node);
             }
         }
@@ -697,7 +740,10 @@ impl MetadataImage {
                     // leader of anything.
                     for t in self.topics.values_mut() {
                         for p in t.partitions.iter_mut() {
-                            p.elr.retain(|&n| n != node_id);
+                            if p.elr.contains(&node_id) {
+                                p.elr.retain(|&n| n != node_id);
+                                p.partition_epoch += 1;
+                            }
                         }
                     }
                 }
@@ -709,6 +755,7 @@ impl MetadataImage {
                     for t in self.topics.values_mut() {
                         for p in t.partitions.iter_mut().filter(|p| p.leader == node_id) {
                             p.leader_epoch += 1;
+                            p.partition_epoch += 1;
                         }
                     }
                 }
@@ -725,17 +772,7 @@ impl MetadataImage {
                 {
                     return false;
                 }
-                let parts = (0..partitions)
-                    .map(|_| PartitionImage {
-                        leader: -1,
-                        leader_epoch: 0,
-                        isr: Vec::new(),
-                        replicas: Vec::new(),
-                        elr: Vec::new(),
-                        adding: Vec::new(),
-                        removing: Vec::new(),
-                    })
-                    .collect();
+                let parts = (0..partitions).map(|_| PartitionImage::empty()).collect();
                 self.topic_ids.insert(name.clone(), id);
                 self.topics.insert(
                     id,
@@ -771,18 +808,7 @@ impl MetadataImage {
                 if count as usize <= t.partitions.len() || count > MAX_PARTITIONS {
                     return false;
                 }
-                t.partitions.resize(
-                    count as usize,
-                    PartitionImage {
-                        leader: -1,
-                        leader_epoch: 0,
-                        isr: Vec::new(),
-                        replicas: Vec::new(),
-                        elr: Vec::new(),
-                        adding: Vec::new(),
-                        removing: Vec::new(),
-                    },
-                );
+                t.partitions.resize(count as usize, PartitionImage::empty());
             }
             MetadataRecord::Batch(records) => {
                 let mut all = true;
@@ -828,6 +854,7 @@ impl MetadataImage {
                     elr,
                     adding,
                     removing,
+                    partition_epoch: p.partition_epoch + 1,
                 };
             }
             MetadataRecord::LeaderChange { epoch, leader } => {
@@ -858,6 +885,23 @@ impl MetadataImage {
                     return false;
                 }
                 self.next_producer_id = next_producer_id;
+            }
+            MetadataRecord::PartitionEpoch {
+                topic_id,
+                partition,
+                partition_epoch,
+            } => {
+                let Some(p) = self
+                    .topics
+                    .get_mut(&topic_id)
+                    .and_then(|t| t.partitions.get_mut(partition as usize))
+                else {
+                    return false;
+                };
+                if partition_epoch < 0 {
+                    return false;
+                }
+                p.partition_epoch = partition_epoch;
             }
             MetadataRecord::NoOp => {}
         }
@@ -922,7 +966,11 @@ impl MetadataImage {
                 });
             }
             for (i, p) in t.partitions.iter().enumerate() {
-                if p.leader_epoch != 0 || p.leader != -1 || !p.replicas.is_empty() {
+                if p.leader_epoch != 0
+                    || p.leader != -1
+                    || !p.replicas.is_empty()
+                    || p.partition_epoch != 0
+                {
                     records.push(MetadataRecord::PartitionChange {
                         topic_id: id,
                         partition: i as u32,
@@ -933,6 +981,11 @@ impl MetadataImage {
                         elr: p.elr.clone(),
                         adding: p.adding.clone(),
                         removing: p.removing.clone(),
+                    });
+                    records.push(MetadataRecord::PartitionEpoch {
+                        topic_id: id,
+                        partition: i as u32,
+                        partition_epoch: p.partition_epoch,
                     });
                 }
             }
@@ -1186,7 +1239,12 @@ mod tests {
 
     #[test]
     fn raft_metadata_roundtrip_and_truncation() {
-        for r in samples() {
+        let epoch = MetadataRecord::PartitionEpoch {
+            topic_id: [9; 16],
+            partition: 1,
+            partition_epoch: 7,
+        };
+        for r in samples().into_iter().chain([epoch]) {
             let b = r.encode();
             assert_eq!(MetadataRecord::decode(&b).unwrap(), r);
             for cut in 0..b.len() {
@@ -1216,7 +1274,15 @@ mod tests {
             "1000"
         );
         assert_eq!(img.next_producer_id, 2_000);
+        // One partition epoch per change, and a snapshot keeps them (not one per record it
+        // replays).
+        let epochs = |img: &MetadataImage| -> Vec<i32> {
+            let parts = img.topics[&[9; 16]].partitions.iter();
+            parts.map(|p| p.partition_epoch).collect()
+        };
+        assert_eq!(epochs(&img), vec![2, 1, 0]);
         let back = MetadataImage::decode(&img.encode()).unwrap();
+        assert_eq!(epochs(&back), vec![2, 1, 0]);
         assert_eq!(back, img);
         assert_eq!(back.digest(), img.digest());
     }

@@ -80,6 +80,9 @@ pub enum DeleteRecordsError {
 pub struct LeaderState {
     pub me: NodeId,
     pub epoch: i32,
+    /// The partition epoch of the metadata `isr` came from: an AlterPartition names it, so the
+    /// controller can refuse the request once the partition changed.
+    pub partition_epoch: i32,
     pub replicas: Vec<NodeId>,
     /// The ISR as committed by the controller.
     pub isr: Vec<NodeId>,
@@ -367,6 +370,7 @@ impl<S: Storage> PartitionCore<S> {
         &mut self,
         me: NodeId,
         epoch: i32,
+        partition_epoch: i32,
         replicas: Vec<NodeId>,
         isr: Vec<NodeId>,
         now_ms: i64,
@@ -387,6 +391,7 @@ impl<S: Storage> PartitionCore<S> {
         self.role = ReplicaRole::Leader(LeaderState {
             me,
             epoch,
+            partition_epoch,
             replicas,
             isr,
             pending_isr: None,
@@ -397,10 +402,17 @@ impl<S: Storage> PartitionCore<S> {
     }
 
     /// The metadata changed this leader's ISR (or replicas) within its epoch.
-    pub fn update_leader_isr(&mut self, replicas: Vec<NodeId>, isr: Vec<NodeId>, now_ms: i64) {
+    pub fn update_leader_isr(
+        &mut self,
+        partition_epoch: i32,
+        replicas: Vec<NodeId>,
+        isr: Vec<NodeId>,
+        now_ms: i64,
+    ) {
         let ReplicaRole::Leader(l) = &mut self.role else {
             return;
         };
+        l.partition_epoch = partition_epoch;
         if l.pending_isr.as_ref().is_some_and(|(p, _)| *p == isr) || l.isr != isr {
             l.pending_isr = None;
         }
@@ -568,13 +580,27 @@ impl<S: Storage> PartitionCore<S> {
         Some((l.isr.clone(), new_isr))
     }
 
-    /// The controller refused the ISR change to `new_isr` for good (a broker it adds is fenced
-    /// or no replica, or the request is malformed): it was not committed, so if it is the
-    /// pending one it stops counting, and the next [`isr_change`](Self::isr_change) may ask for
-    /// another.
-    pub fn isr_change_refused(&mut self, new_isr: &[NodeId]) {
+    /// A leader's partition epoch (see [`LeaderState::partition_epoch`]).
+    pub fn partition_epoch(&self) -> Option<i32> {
+        match &self.role {
+            ReplicaRole::Leader(l) => Some(l.partition_epoch),
+            _ => None,
+        }
+    }
+
+    /// The controller refused for good the ISR change to `new_isr` that
+    /// [`isr_change`](Self::isr_change) asked for at `asked_ms` (a broker it adds is fenced or
+    /// no replica, or the request is malformed): that request was not committed, so if it is
+    /// the pending one's latest it stops counting, and the next `isr_change` may ask for
+    /// another. A refusal of an earlier copy (the retry went out before it came back) does
+    /// nothing: the controller may have committed the retry after refusing the first, as when
+    /// the broker it adds was unfenced in between, and a leader that stopped counting that
+    /// member would advance its high watermark past what an ISR member holds. The replication
+    /// model found this.
+    pub fn isr_change_refused(&mut self, new_isr: &[NodeId], asked_ms: i64) {
         if let ReplicaRole::Leader(l) = &mut self.role {
-            if l.pending_isr.as_ref().is_some_and(|(p, _)| p == new_isr) {
+            let latest = |(p, sent_ms): &(Vec<NodeId>, i64)| p == new_isr && *sent_ms == asked_ms;
+            if l.pending_isr.as_ref().is_some_and(latest) {
                 l.pending_isr = None;
                 self.maybe_advance_high_watermark();
                 self.check_invariants();
@@ -817,7 +843,7 @@ mod tests {
         let s = MemStorage::new();
         {
             let mut leader = core(&s, "/l/t-0");
-            leader.become_leader(1, 1, vec![1, 2], vec![1, 2], T0);
+            leader.become_leader(1, 1, 0, vec![1, 2], vec![1, 2], T0);
             leader
                 .append(&simple_batch(T0, &[b"a", b"b"]), 1, T0)
                 .unwrap();
@@ -827,7 +853,7 @@ mod tests {
         let mut leader = core(&s, "/l/t-0");
         assert_eq!(leader.log().log_end_offset(), 2);
         assert_eq!(leader.high_watermark(), 0, "nothing is known committed");
-        leader.become_leader(1, 2, vec![1, 2], vec![1, 2], T0);
+        leader.become_leader(1, 2, 0, vec![1, 2], vec![1, 2], T0);
         assert_eq!(leader.high_watermark(), 0, "follower 2 still has nothing");
         leader.replica_fetch(2, 2, 0, None, -1, T0).unwrap();
         assert_eq!(leader.high_watermark(), 0);
@@ -846,7 +872,7 @@ mod tests {
     fn high_watermark_waits_for_every_isr_member_durably() {
         let s = MemStorage::new();
         let mut leader = core(&s, "/l/t-0");
-        leader.become_leader(1, 1, vec![1, 2, 3], vec![1, 2, 3], T0);
+        leader.become_leader(1, 1, 0, vec![1, 2, 3], vec![1, 2, 3], T0);
         leader
             .append(&simple_batch(T0, &[b"a", b"b"]), 1, T0)
             .unwrap();
@@ -882,7 +908,7 @@ mod tests {
         let s = MemStorage::new();
         let mut leader = core(&s, "/l/t-0");
         let mut follower = core(&s, "/f/t-0");
-        leader.become_leader(1, 1, vec![1, 2, 3], vec![1, 2, 3], T0);
+        leader.become_leader(1, 1, 0, vec![1, 2, 3], vec![1, 2, 3], T0);
         follower.become_follower(1, 1);
         assert!(follower.is_follower() && !leader.is_follower());
         assert!(
@@ -952,7 +978,7 @@ mod tests {
         assert_eq!(at5, vec![(1, 6, T0 + 3), (2, 6, T0 + 2)]);
         assert_eq!(leader.read_candidates(3, T0 + 3).len(), 3);
         // Out of the ISR, follower 3 is no candidate even for offsets it holds.
-        leader.update_leader_isr(vec![1, 2, 3], vec![1, 2], T0 + 4);
+        leader.update_leader_isr(0, vec![1, 2, 3], vec![1, 2], T0 + 4);
         let ids: Vec<NodeId> = leader
             .read_candidates(3, T0 + 4)
             .iter()
@@ -976,7 +1002,7 @@ mod tests {
         let s = MemStorage::new();
         let mut leader = core(&s, "/l/t-0");
         let mut follower = core(&s, "/f/t-0");
-        leader.become_leader(1, 1, vec![1, 2], vec![1, 2], T0);
+        leader.become_leader(1, 1, 0, vec![1, 2], vec![1, 2], T0);
         follower.become_follower(1, 1);
         for _ in 0..5 {
             leader
@@ -1042,7 +1068,7 @@ mod tests {
     fn a_log_start_inside_a_batch_neither_blocks_appends_nor_truncation() {
         let s = MemStorage::new();
         let mut leader = core(&s, "/l/t-0");
-        leader.become_leader(1, 1, vec![1, 2], vec![1], T0);
+        leader.become_leader(1, 1, 0, vec![1, 2], vec![1], T0);
         for _ in 0..3 {
             leader
                 .append(&simple_batch(T0, &[b"a", b"b"]), 1, T0)
@@ -1093,7 +1119,7 @@ mod tests {
         let s = MemStorage::new();
         let mut leader = core(&s, "/l/t-0");
         leader.set_min_insync_replicas(2);
-        leader.become_leader(1, 1, vec![1, 2, 3], vec![1, 2], T0);
+        leader.become_leader(1, 1, 0, vec![1, 2, 3], vec![1, 2], T0);
         leader.append(&simple_batch(T0, &[b"a"]), 1, T0).unwrap();
         flush(&mut leader);
         leader.replica_fetch(2, 1, 1, None, 1, T0).unwrap();
@@ -1103,7 +1129,7 @@ mod tests {
             "ISR of 2 at min.insync.replicas 2"
         );
         // 2 leaves: the ISR is below the minimum, and what comes next is not committed.
-        leader.update_leader_isr(vec![1, 2, 3], vec![1], T0);
+        leader.update_leader_isr(0, vec![1, 2, 3], vec![1], T0);
         leader.append(&simple_batch(T0, &[b"b"]), 1, T0).unwrap();
         flush(&mut leader);
         assert_eq!(leader.log().durable_offset(), 2);
@@ -1115,10 +1141,10 @@ mod tests {
             1,
             "3 is not in the committed ISR yet"
         );
-        leader.update_leader_isr(vec![1, 2, 3], vec![1, 3], T0);
+        leader.update_leader_isr(0, vec![1, 2, 3], vec![1, 3], T0);
         assert_eq!(leader.high_watermark(), 2);
         // Lowering the minimum frees a held high watermark at once.
-        leader.update_leader_isr(vec![1, 2, 3], vec![1], T0);
+        leader.update_leader_isr(0, vec![1, 2, 3], vec![1], T0);
         leader.append(&simple_batch(T0, &[b"c"]), 1, T0).unwrap();
         flush(&mut leader);
         assert_eq!(leader.high_watermark(), 2);
@@ -1129,7 +1155,7 @@ mod tests {
         // Kafka), or a topic of one replica would never commit anything.
         let mut single = core(&s, "/l/t-1");
         single.set_min_insync_replicas(2);
-        single.become_leader(1, 1, vec![1], vec![1], T0);
+        single.become_leader(1, 1, 0, vec![1], vec![1], T0);
         single.append(&simple_batch(T0, &[b"a"]), 1, T0).unwrap();
         flush(&mut single);
         assert_eq!(single.high_watermark(), 1);
@@ -1141,7 +1167,7 @@ mod tests {
     fn high_watermark_and_expansion_go_by_the_durable_end_not_the_fetch_offset() {
         let s = MemStorage::new();
         let mut leader = core(&s, "/l/t-0");
-        leader.become_leader(1, 1, vec![1, 2, 3], vec![1, 2], T0);
+        leader.become_leader(1, 1, 0, vec![1, 2, 3], vec![1, 2], T0);
         leader
             .append(&simple_batch(T0, &[b"a", b"b", b"c"]), 1, T0)
             .unwrap();
@@ -1167,7 +1193,7 @@ mod tests {
     fn shrink_counts_only_once_committed_and_expand_counts_at_once() {
         let s = MemStorage::new();
         let mut leader = core(&s, "/l/t-0");
-        leader.become_leader(1, 1, vec![1, 2, 3], vec![1, 2, 3], T0);
+        leader.become_leader(1, 1, 0, vec![1, 2, 3], vec![1, 2, 3], T0);
         leader.append(&simple_batch(T0, &[b"a"]), 1, T0).unwrap();
         flush(&mut leader);
         leader.replica_fetch(2, 1, 1, None, 1, T0 + 19_000).unwrap();
@@ -1181,7 +1207,7 @@ mod tests {
             None,
             "one change at a time"
         );
-        leader.update_leader_isr(vec![1, 2, 3], vec![1, 2], T0 + 20_002);
+        leader.update_leader_isr(0, vec![1, 2, 3], vec![1, 2], T0 + 20_002);
         assert_eq!(leader.high_watermark(), 1);
         // 3 catches up: it is asked back in, and counts for the HW at once.
         leader.append(&simple_batch(T0, &[b"b"]), 1, T0).unwrap();
@@ -1206,7 +1232,7 @@ mod tests {
     fn a_fenced_follower_is_not_asked_into_the_isr() {
         let s = MemStorage::new();
         let mut leader = core(&s, "/l/t-0");
-        leader.become_leader(1, 1, vec![1, 2, 3], vec![1, 2], T0);
+        leader.become_leader(1, 1, 0, vec![1, 2, 3], vec![1, 2], T0);
         leader.append(&simple_batch(T0, &[b"a"]), 1, T0).unwrap();
         flush(&mut leader);
         leader.replica_fetch(3, 1, 1, Some(1), 1, T0 + 1).unwrap();
@@ -1232,7 +1258,7 @@ mod tests {
     fn an_unanswered_expansion_is_asked_again_and_keeps_counting() {
         let s = MemStorage::new();
         let mut leader = core(&s, "/l/t-0");
-        leader.become_leader(1, 1, vec![1, 2, 3], vec![1, 3], T0);
+        leader.become_leader(1, 1, 0, vec![1, 2, 3], vec![1, 3], T0);
         leader.replica_fetch(2, 1, 0, None, -1, T0).unwrap();
         leader.replica_fetch(3, 1, 0, None, -1, T0).unwrap();
         let ask = Some((vec![1, 3], vec![1, 3, 2]));
@@ -1245,10 +1271,18 @@ mod tests {
         assert_eq!(leader.isr_change(later, 10_000, |_| true), ask);
         assert_eq!(leader.high_watermark(), 0, "2 may be in the ISR: it counts");
         assert_eq!(leader.isr_change(later + 1, 10_000, |_| true), None);
-        // A refusal of another change does nothing; a refusal of this one frees the leader.
-        leader.isr_change_refused(&[1, 2]);
+        // A refusal of another change does nothing, nor does a late refusal of the first copy
+        // (the controller may have committed the retry); a refusal of the retry frees the
+        // leader.
+        leader.isr_change_refused(&[1, 2], later);
         assert_eq!(leader.high_watermark(), 0);
-        leader.isr_change_refused(&[1, 3, 2]);
+        leader.isr_change_refused(&[1, 3, 2], T0 + 1);
+        assert_eq!(
+            leader.high_watermark(),
+            0,
+            "the retry may be committed: 2 counts"
+        );
+        leader.isr_change_refused(&[1, 3, 2], later);
         assert_eq!(leader.high_watermark(), 1);
     }
 
@@ -1256,11 +1290,11 @@ mod tests {
     fn a_diverging_follower_is_told_where_to_truncate() {
         let s = MemStorage::new();
         let mut leader = core(&s, "/l/t-0");
-        leader.become_leader(1, 1, vec![1, 2], vec![1, 2], T0);
+        leader.become_leader(1, 1, 0, vec![1, 2], vec![1, 2], T0);
         leader
             .append(&simple_batch(T0, &[b"a", b"b"]), 1, T0)
             .unwrap();
-        leader.become_leader(1, 3, vec![1, 2], vec![1, 2], T0);
+        leader.become_leader(1, 3, 0, vec![1, 2], vec![1, 2], T0);
         leader.append(&simple_batch(T0, &[b"c"]), 3, T0).unwrap();
         // The follower holds offsets 0..5 of epoch 1 (an old leader's unacknowledged tail).
         assert_eq!(

@@ -272,6 +272,7 @@ impl<S: Storage> Partition<S> {
         me: NodeId,
         leader: NodeId,
         epoch: i32,
+        partition_epoch: i32,
         replicas: &[NodeId],
         isr: &[NodeId],
         min_isr: usize,
@@ -296,12 +297,14 @@ impl<S: Storage> Partition<S> {
             let same_epoch = core.leader_epoch() == epoch;
             match core.role().clone() {
                 ReplicaRole::Leader(_) if leader == me && same_epoch => {
-                    core.update_leader_isr(replicas.to_vec(), isr.to_vec(), now_ms);
+                    let (replicas, isr) = (replicas.to_vec(), isr.to_vec());
+                    core.update_leader_isr(partition_epoch, replicas, isr, now_ms);
                 }
                 ReplicaRole::Follower { leader: l, .. }
                     if leader != me && l == leader && same_epoch => {}
                 _ if leader == me && isr.contains(&me) => {
-                    core.become_leader(me, epoch, replicas.to_vec(), isr.to_vec(), now_ms);
+                    let (replicas, isr) = (replicas.to_vec(), isr.to_vec());
+                    core.become_leader(me, epoch, partition_epoch, replicas, isr, now_ms);
                     tracing::info!(topic = %self.topic, partition = self.index, epoch,
                         log_end = core.log().log_end_offset(), "leading");
                 }
@@ -563,26 +566,27 @@ impl<S: Storage> Partition<S> {
     }
 
     /// See [`PartitionCore::isr_change_refused`].
-    pub fn isr_change_refused(&self, new_isr: &[NodeId]) {
+    pub fn isr_change_refused(&self, new_isr: &[NodeId], asked_ms: i64) {
         let (high_watermark, ack_offset) = {
             let mut core = self.core();
-            core.isr_change_refused(new_isr);
+            core.isr_change_refused(new_isr, asked_ms);
             (core.high_watermark(), core.ack_offset())
         };
         self.publish(high_watermark, ack_offset);
     }
 
-    /// An ISR change to ask the controller for, with this leader's epoch.
+    /// An ISR change to ask the controller for: (leader epoch, partition epoch, current ISR,
+    /// new ISR). A refusal names it by `now_ms`, when it was asked.
     pub fn isr_change(
         &self,
         now_ms: i64,
         lag_max_ms: i64,
         joinable: impl Fn(NodeId) -> bool,
-    ) -> Option<(i32, Vec<NodeId>, Vec<NodeId>)> {
+    ) -> Option<(i32, i32, Vec<NodeId>, Vec<NodeId>)> {
         let mut core = self.core();
-        let epoch = core.leader_epoch();
+        let (epoch, partition_epoch) = (core.leader_epoch(), core.partition_epoch()?);
         core.isr_change(now_ms, lag_max_ms, joinable)
-            .map(|(current, new)| (epoch, current, new))
+            .map(|(current, new)| (epoch, partition_epoch, current, new))
     }
 
     /// A consumer's read at `offset`, with the high watermark and log start it was made against.
@@ -838,12 +842,12 @@ mod tests {
     #[tokio::test]
     async fn an_acks_one_wait_ends_when_leadership_moves_before_the_write_is_durable() {
         let p = clustered_partition();
-        p.set_role(1, 1, 1, &[1, 2], &[1, 2], 1, T0);
+        p.set_role(1, 1, 1, 0, &[1, 2], &[1, 2], 1, T0);
         // The flusher is a task of this single-threaded runtime: nothing syncs until we wait.
         let (info, _, epoch) = p.produce(&simple_batch(T0, &[b"a"]), None, T0).unwrap();
         assert_eq!(epoch, 1);
         // Leadership moves; as a follower the replica then cuts its unreplicated tail.
-        p.set_role(1, 2, 2, &[1, 2], &[1, 2], 1, T0);
+        p.set_role(1, 2, 2, 0, &[1, 2], &[1, 2], 1, T0);
         p.follower_truncate(2, (1, 0)).unwrap();
         assert_eq!(p.core().log().log_end_offset(), 0);
         let answered = tokio::time::timeout(
@@ -863,7 +867,7 @@ mod tests {
     #[tokio::test]
     async fn a_failed_follower_takes_no_records() {
         let p = clustered_partition();
-        p.set_role(1, 2, 1, &[1, 2], &[1, 2], 1, T0);
+        p.set_role(1, 2, 1, 0, &[1, 2], &[1, 2], 1, T0);
         p.follower_apply(1, &simple_batch(T0, &[b"a"]), 0, 0, T0)
             .unwrap();
         assert_eq!(p.core().log().log_end_offset(), 1);
@@ -892,7 +896,7 @@ mod tests {
     async fn a_full_disk_refuses_records_until_there_is_room_and_fails_nothing() {
         let storage = MemStorage::new();
         let p = clustered_partition_on(storage.clone());
-        p.set_role(1, 1, 1, &[1, 2], &[1, 2], 1, T0);
+        p.set_role(1, 1, 1, 0, &[1, 2], &[1, 2], 1, T0);
         p.produce(&simple_batch(T0, &[b"a"]), None, T0).unwrap();
         assert!(!p.is_out_of_space());
 
@@ -908,7 +912,7 @@ mod tests {
 
         // Leadership moves away; as a follower it is refused the same records until there is
         // room, then takes them at the offset it asked for.
-        p.set_role(1, 2, 2, &[1, 2], &[2], 1, T0);
+        p.set_role(1, 2, 2, 0, &[1, 2], &[2], 1, T0);
         // A new epoch starts with no failed append: kept, the mark would be reported with no
         // answer ever clearing it while each report changed the epoch again.
         assert!(!p.is_out_of_space());
@@ -942,7 +946,7 @@ mod tests {
         min_isr: usize,
     ) -> Arc<Partition<MemStorage>> {
         let p = clustered_partition();
-        p.set_role(1, 1, 1, &[1, 2], isr, min_isr, T0);
+        p.set_role(1, 1, 1, 0, &[1, 2], isr, min_isr, T0);
         let (info, _, epoch) = p.produce(&simple_batch(T0, &[b"a"]), None, T0).unwrap();
         let synced = tokio::time::timeout(
             Duration::from_secs(10),
@@ -960,7 +964,7 @@ mod tests {
     #[tokio::test]
     async fn a_lower_min_isr_does_not_commit_in_an_ended_epoch() {
         let p = leader_with_a_held_record(&[1], 2).await;
-        p.set_role(1, 2, 2, &[1, 2], &[2], 1, T0);
+        p.set_role(1, 2, 2, 0, &[1, 2], &[2], 1, T0);
         assert_eq!(p.core().high_watermark(), 0);
         assert_eq!(p.core().min_insync_replicas(), 1);
     }
@@ -970,18 +974,18 @@ mod tests {
     #[tokio::test]
     async fn a_raised_min_isr_holds_before_the_isr_shrinks() {
         let p = leader_with_a_held_record(&[1, 2], 1).await;
-        p.set_role(1, 1, 1, &[1, 2], &[1], 2, T0);
+        p.set_role(1, 1, 1, 0, &[1, 2], &[1], 2, T0);
         assert_eq!(p.core().high_watermark(), 0);
         assert_eq!(p.core().min_insync_replicas(), 2);
         // With the minimum lowered again, the ISR of one commits it.
-        p.set_role(1, 1, 1, &[1, 2], &[1], 1, T0);
+        p.set_role(1, 1, 1, 0, &[1, 2], &[1], 1, T0);
         assert_eq!(p.core().high_watermark(), 1);
     }
 
     #[tokio::test]
     async fn an_acks_one_wait_in_the_current_epoch_ends_when_the_write_is_durable() {
         let p = clustered_partition();
-        p.set_role(1, 1, 1, &[1, 2], &[1, 2], 1, T0);
+        p.set_role(1, 1, 1, 0, &[1, 2], &[1, 2], 1, T0);
         let (info, _, epoch) = p.produce(&simple_batch(T0, &[b"a"]), None, T0).unwrap();
         let answered = tokio::time::timeout(
             Duration::from_secs(10),

@@ -48,10 +48,13 @@ pub enum PlantedBug {
     /// A quorum voter that starts with nothing stored votes and stands at once, as if its
     /// empty log were all it ever acknowledged (a wiped disk's votes count again).
     WipedVoterVotes,
+    /// The controller applies an AlterPartition whatever the partition epoch it names, so a
+    /// late copy of an old request applies once the ISR it names is back.
+    StaleAlterPartition,
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 16] = [
+    pub const ALL: [PlantedBug; 17] = [
         PlantedBug::AckBeforeFsync,
         PlantedBug::RecoverySkipsCrc,
         PlantedBug::FetchPastHighWatermark,
@@ -68,6 +71,7 @@ impl PlantedBug {
         PlantedBug::FullDiskFailsCopy,
         PlantedBug::FullDiskEndsQuorum,
         PlantedBug::WipedVoterVotes,
+        PlantedBug::StaleAlterPartition,
     ];
 
     pub fn name(self) -> &'static str {
@@ -88,6 +92,7 @@ impl PlantedBug {
             PlantedBug::FullDiskFailsCopy => "full-disk-fails-copy",
             PlantedBug::FullDiskEndsQuorum => "full-disk-ends-quorum",
             PlantedBug::WipedVoterVotes => "wiped-voter-votes",
+            PlantedBug::StaleAlterPartition => "stale-alter-partition",
         }
     }
 
@@ -136,6 +141,9 @@ impl PlantedBug {
             }
             PlantedBug::WipedVoterVotes => {
                 "a quorum voter back on an empty disk votes at once, as if it held what it acknowledged"
+            }
+            PlantedBug::StaleAlterPartition => {
+                "the controller applies an AlterPartition from an older partition epoch"
             }
         }
     }

@@ -628,6 +628,8 @@ fn plant_layers(bug: PlantedBug) -> &'static [Layer] {
         // Only the cluster layer fills a disk and then makes room without a restart.
         PlantedBug::FullDiskFailsCopy => &[Layer::Cluster],
         PlantedBug::FullDiskEndsQuorum => &[Layer::Cluster],
+        // Only the replication layer delivers late copies of AlterPartition requests.
+        PlantedBug::StaleAlterPartition => &[Layer::Replication],
     }
 }
 

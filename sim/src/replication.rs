@@ -633,6 +633,11 @@ struct World {
     /// A crash may still wipe a disk: at most one per run, and only while every acknowledged
     /// batch has two durable copies (min.insync.replicas never asked below 2), so one is left.
     wipe_allowed: bool,
+    /// Draws late copies of AlterPartition requests, apart from `rng` (as `wipe_rng`).
+    late_rng: Rng,
+    /// Chance that an AlterPartition also reaches the controller again much later, as a
+    /// retry that sat in a connection does: a stale copy must not apply.
+    late_copy: f64,
 }
 
 impl World {
@@ -670,6 +675,12 @@ impl World {
             })
             .collect();
         let ctl_cfg = controller_config(&p);
+        let mut late_rng = Rng(seed ^ 0x1a7e_c0b1_e5e5_0000);
+        let late_copy = if random_faults {
+            [0.0, 0.0, 0.2, 0.5][late_rng.pick(4)]
+        } else {
+            0.0
+        };
         World {
             ctl: Controller::new(ctl_cfg, CTL_ID_BASE, seed),
             rng,
@@ -709,6 +720,8 @@ impl World {
             stats: ReplRunResult::default(),
             wipe_rng: Rng(seed ^ 0x0d15_c0ff_ee5e_ed00),
             wipe_allowed: random_faults,
+            late_rng,
+            late_copy,
         }
     }
 
@@ -1053,6 +1066,25 @@ impl World {
     // ---- network ------------------------------------------------------------------------------
 
     fn send(&mut self, m: Msg) {
+        if let Msg::ToController {
+            from,
+            req: Some(req @ ControllerRequest::AlterPartition { .. }),
+            sent_ms,
+        } = &m
+        {
+            if self.late_copy > 0.0 && self.late_rng.chance(self.late_copy) {
+                // Late enough for the ISR to change and change back meanwhile.
+                let lag = self.p.lag_max_ms;
+                let d = self.late_rng.range(lag, 4 * lag + 2_000);
+                tr!(self, "a copy of this AlterPartition arrives in {d} ms");
+                let copy = Msg::ToController {
+                    from: *from,
+                    req: Some(req.clone()),
+                    sent_ms: *sent_ms,
+                };
+                self.schedule(d, Ev::Deliver(copy));
+            }
+        }
         if self.p.loss > 0.0 && self.rng.chance(self.p.loss) {
             return;
         }

@@ -1584,7 +1584,9 @@ impl Controller {
                 // The partition epoch tells a late copy of an old request from a new one when the
                 // ISR changed and changed back since (an expansion judged on a follower's old
                 // position would add it back below the high watermark).
-                let stale_epoch = *partition_epoch >= 0 && p.partition_epoch != *partition_epoch;
+                let stale_epoch = *partition_epoch >= 0
+                    && p.partition_epoch != *partition_epoch
+                    && !planted::enabled(PlantedBug::StaleAlterPartition);
                 if p.leader != *leader
                     || p.leader_epoch != *leader_epoch
                     || p.isr != *current_isr

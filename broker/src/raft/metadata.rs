@@ -701,6 +701,15 @@ impl MetadataImage {
         }
     }
 
+    fn partition_mut(
+        &mut self,
+        topic_id: &[u8; 16],
+        partition: u32,
+    ) -> Option<&mut PartitionImage> {
+        let topic = self.topics.get_mut(topic_id)?;
+        topic.partitions.get_mut(partition as usize)
+    }
+
     fn apply_record(&mut self, rec: MetadataRecord) -> bool {
         match rec {
             MetadataRecord::RegisterBroker {
@@ -830,11 +839,7 @@ impl MetadataImage {
                 adding,
                 removing,
             } => {
-                let Some(p) = self
-                    .topics
-                    .get_mut(&topic_id)
-                    .and_then(|t| t.partitions.get_mut(partition as usize))
-                else {
+                let Some(p) = self.partition_mut(&topic_id, partition) else {
                     return false;
                 };
                 let within = |ids: &[NodeId]| ids.iter().all(|n| replicas.contains(n));
@@ -891,11 +896,7 @@ impl MetadataImage {
                 partition,
                 partition_epoch,
             } => {
-                let Some(p) = self
-                    .topics
-                    .get_mut(&topic_id)
-                    .and_then(|t| t.partitions.get_mut(partition as usize))
-                else {
+                let Some(p) = self.partition_mut(&topic_id, partition) else {
                     return false;
                 };
                 if partition_epoch < 0 {

@@ -1533,7 +1533,7 @@ impl World {
                 } else {
                     pi.leader
                 };
-                let epochs = (pi.leader_epoch, pi.partition_epoch);
+                let epochs = (pi.leader_epoch, n.image.alter_partition_epoch(pi));
                 (i, leader, epochs, pi.replicas.clone(), pi.isr.clone())
             })
             .collect();

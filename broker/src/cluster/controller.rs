@@ -1585,6 +1585,7 @@ impl Controller {
                 // ISR changed and changed back since (an expansion judged on a follower's old
                 // position would add it back below the high watermark).
                 let stale_epoch = *partition_epoch >= 0
+                    && !round.view.partition_epochs_inexact
                     && p.partition_epoch != *partition_epoch
                     && !planted::enabled(PlantedBug::StaleAlterPartition);
                 if p.leader != *leader
@@ -3526,6 +3527,44 @@ mod tests {
         s.alter(2, "t", 0, &[2, 3], &[2, 3, 4]);
         assert_eq!(s.last(), ControllerError::None);
         assert_eq!(pstate(s.part("t", 0)), (2, 0, vec![2, 3, 4]));
+    }
+
+    /// A controller whose image came from a snapshot older than partition epochs counts them
+    /// otherwise than the leaders may: it checks the leader epoch and ISR only, rather than
+    /// refuse every ISR change.
+    #[test]
+    fn controller_on_inexact_partition_epochs_checks_the_isr_only() {
+        let _g = serial();
+        let mut s = Sim::cluster(4);
+        s.seed("t", &[2, 3, 4], &[2, 3, 4], 2);
+        let ControllerRequest::AlterPartition {
+            topic_id,
+            partition,
+            leader,
+            leader_epoch,
+            partition_epoch,
+            current_isr,
+            new_isr,
+        } = s.alter_request(2, "t", 0, &[2, 3, 4], &[2, 3])
+        else {
+            unreachable!()
+        };
+        let elsewhere = ControllerRequest::AlterPartition {
+            topic_id,
+            partition,
+            leader,
+            leader_epoch,
+            partition_epoch: partition_epoch + 5,
+            current_isr,
+            new_isr,
+        };
+        assert_eq!(
+            s.request(2, elsewhere.clone()).error,
+            ControllerError::StaleRequest
+        );
+        s.image.partition_epochs_inexact = true;
+        assert_eq!(s.request(2, elsewhere).error, ControllerError::None);
+        assert_eq!(pstate(s.part("t", 0)), (2, 0, vec![2, 3]));
     }
 
     /// The model's other counterexample: an expansion refused because the broker it adds is

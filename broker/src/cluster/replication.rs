@@ -242,7 +242,7 @@ fn reconcile<S: Storage + Clone>(
                 view.me,
                 leader,
                 p.leader_epoch,
-                p.partition_epoch,
+                image.alter_partition_epoch(p),
                 &p.replicas,
                 &p.isr,
                 min_isr,

@@ -12,6 +12,9 @@ use super::types::NodeId;
 use crate::planted::{self, PlantedBug};
 
 const VERSION: u8 = 1;
+/// Snapshot header versions: 2 holds exact partition epochs; 1 (from before them) does not.
+const SNAPSHOT_VERSION: u8 = 2;
+const SNAPSHOT_VERSION_NO_PARTITION_EPOCHS: u8 = 1;
 /// Bound on any decoded string or list, so hostile bytes cannot allocate much.
 const MAX_LEN: usize = 1 << 16;
 
@@ -651,6 +654,11 @@ pub struct MetadataImage {
     /// Records that decoded but did not apply (unknown topic, duplicate name, ...) or did not
     /// decode: deterministic no-ops, counted.
     pub rejected: u64,
+    /// Built on a snapshot from before partition epochs: each partition's epoch counts from
+    /// there, so other nodes may count otherwise. Leaders then name none in AlterPartition
+    /// and the controller checks none (leader epoch and ISR only, as before), rather than
+    /// refuse every ISR change as stale. A snapshot of such an image says so in turn.
+    pub partition_epochs_inexact: bool,
 }
 
 /// Bound on partitions per topic in the image.
@@ -698,6 +706,16 @@ impl MetadataImage {
                 p.partition_epoch += 1;
                 debug_assert!(!p.isr.contains(&node) && !p.elr.contains(&node) && p.leader != node);
             }
+        }
+    }
+
+    /// The partition epoch a leader names in AlterPartition for `p` of this image: -1 when this
+    /// image's partition epochs are inexact (see [`Self::partition_epochs_inexact`]).
+    pub fn alter_partition_epoch(&self, p: &PartitionImage) -> i32 {
+        if self.partition_epochs_inexact {
+            -1
+        } else {
+            p.partition_epoch
         }
     }
 
@@ -913,7 +931,11 @@ impl MetadataImage {
     /// rebuild this image, each length-prefixed.
     pub fn encode(&self) -> Bytes {
         let mut out = Vec::with_capacity(256);
-        out.push(VERSION);
+        out.push(if self.partition_epochs_inexact {
+            SNAPSHOT_VERSION_NO_PARTITION_EPOCHS
+        } else {
+            SNAPSHOT_VERSION
+        });
         out.extend_from_slice(&self.applied_offset.to_be_bytes());
         out.extend_from_slice(&self.rejected.to_be_bytes());
         let mut records = Vec::new();
@@ -1003,7 +1025,8 @@ impl MetadataImage {
 
     pub fn decode(buf: &[u8]) -> Result<MetadataImage, DecodeError> {
         let mut r = Reader { buf };
-        if r.u8()? != VERSION {
+        let version = r.u8()?;
+        if version != SNAPSHOT_VERSION && version != SNAPSHOT_VERSION_NO_PARTITION_EPOCHS {
             return Err(DecodeError("unknown image version"));
         }
         let applied_offset = r.i64()?;
@@ -1021,6 +1044,7 @@ impl MetadataImage {
         }
         image.applied_offset = applied_offset;
         image.rejected = rejected;
+        image.partition_epochs_inexact = version == SNAPSHOT_VERSION_NO_PARTITION_EPOCHS;
         Ok(image)
     }
 
@@ -1255,6 +1279,33 @@ mod tests {
             longer.push(0);
             assert!(MetadataRecord::decode(&longer).is_err());
         }
+    }
+
+    /// A snapshot from before partition epochs (header version 1) counts them from where it
+    /// was taken, so the image says its epochs are inexact, leaders name none, and its own
+    /// snapshots say the same.
+    #[test]
+    fn raft_metadata_an_old_snapshot_has_inexact_partition_epochs() {
+        let mut img = MetadataImage::default();
+        for (i, r) in samples().into_iter().enumerate() {
+            img.apply(i as i64, &r.encode());
+        }
+        let p = img.topics[&[9; 16]].partitions[0].clone();
+        assert_eq!(img.alter_partition_epoch(&p), 2);
+        let mut old = img.encode().to_vec();
+        assert_eq!(old[0], SNAPSHOT_VERSION);
+        old[0] = SNAPSHOT_VERSION_NO_PARTITION_EPOCHS;
+        let back = MetadataImage::decode(&old).unwrap();
+        assert!(back.partition_epochs_inexact);
+        assert_eq!(back.alter_partition_epoch(&p), -1);
+        assert_eq!(back.encode()[0], SNAPSHOT_VERSION_NO_PARTITION_EPOCHS);
+        assert!(
+            MetadataImage::decode(&back.encode())
+                .unwrap()
+                .partition_epochs_inexact
+        );
+        old[0] = 3;
+        assert!(MetadataImage::decode(&old).is_err());
     }
 
     #[test]

@@ -3537,27 +3537,13 @@ mod tests {
         let _g = serial();
         let mut s = Sim::cluster(4);
         s.seed("t", &[2, 3, 4], &[2, 3, 4], 2);
-        let ControllerRequest::AlterPartition {
-            topic_id,
-            partition,
-            leader,
-            leader_epoch,
-            partition_epoch,
-            current_isr,
-            new_isr,
-        } = s.alter_request(2, "t", 0, &[2, 3, 4], &[2, 3])
-        else {
-            unreachable!()
-        };
-        let elsewhere = ControllerRequest::AlterPartition {
-            topic_id,
-            partition,
-            leader,
-            leader_epoch,
-            partition_epoch: partition_epoch + 5,
-            current_isr,
-            new_isr,
-        };
+        let mut elsewhere = s.alter_request(2, "t", 0, &[2, 3, 4], &[2, 3]);
+        if let ControllerRequest::AlterPartition {
+            partition_epoch, ..
+        } = &mut elsewhere
+        {
+            *partition_epoch += 5;
+        }
         assert_eq!(
             s.request(2, elsewhere.clone()).error,
             ControllerError::StaleRequest

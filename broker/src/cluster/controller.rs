@@ -2059,7 +2059,9 @@ impl Controller {
 
     /// One partition of an AlterReassignments request, decided and emitted on the round's
     /// view. A new target replaces any reassignment in progress (moving from the original
-    /// replicas); `None` cancels one, back to the original replicas.
+    /// replicas); `None` cancels one, back to the original replicas. Either way a replica in
+    /// the ISR or ELR that the new target leaves out stays, being removed, until that target
+    /// is in sync; it then counts among the original replicas.
     fn reassign(
         &self,
         round: &mut Round,
@@ -2078,7 +2080,7 @@ impl Controller {
             return ReassignOutcome::UnknownPartition;
         };
         let original = p.original_replicas();
-        let to = match target {
+        let mut to = match target {
             None if !p.reassigning() => return ReassignOutcome::NoReassignmentInProgress,
             None => Assignment::settled(original),
             Some(target) => {
@@ -2093,13 +2095,26 @@ impl Controller {
                 Assignment::moving(&original, target)
             }
         };
+        // An ISR or ELR member holds every committed record; the new target may not. It stays,
+        // as a replica being removed, until the target is in sync (Kafka drops a replica the
+        // replaced reassignment was adding at once: replication sim seed 10,200,352 lost every
+        // copy that way when the one kept in-sync replica turned out to be on a wiped disk).
+        let keep = p
+            .replicas
+            .iter()
+            .copied()
+            .filter(|r| !to.replicas.contains(r) && (p.isr.contains(r) || p.elr.contains(r)));
+        let keep: Vec<NodeId> = keep.collect();
+        to.replicas.extend(&keep);
+        to.removing.extend(keep);
         if to.replicas == p.replicas && to.adding == p.adding && to.removing == p.removing {
             return ReassignOutcome::Accepted;
         }
-        // Replicas leave at once (a cancellation, or a new target dropping replicas the last
-        // one added): some replica that stays in sync must be heard from in its registration
-        // since this reassignment began. Otherwise every in-sync copy that stays may belong
-        // to a process that is gone, its disk perhaps with it.
+        // Out-of-sync replicas leave at once (a cancellation, or a new target dropping replicas
+        // the last one added): some replica that stays in sync must be heard from in its
+        // registration since this reassignment began. Otherwise every in-sync copy that stays
+        // may belong to a process that is gone, its disk perhaps with it, and the dropped
+        // replica may hold the only copy.
         let drops = p.replicas.iter().any(|r| !to.replicas.contains(r));
         if drops {
             let anchor = self.reassign_anchor(topic_id, partition);
@@ -2569,6 +2584,25 @@ mod tests {
                     directory_id: None,
                 },
             )
+        }
+
+        /// Node `n`'s next process registers with its log directory on disk `disk` (a new disk
+        /// takes it out of every ISR), and settles.
+        fn register_on_disk(&mut self, n: NodeId, disk: u8) {
+            *self.incarnations.entry(n).or_insert(0) += 1;
+            let r = self.request(
+                n,
+                ControllerRequest::RegisterBroker {
+                    node_id: n,
+                    host: format!("h{n}"),
+                    port: 9092,
+                    incarnation: self.incarnations[&n],
+                    logs_intact: true,
+                    rack: None,
+                    directory_id: Some([disk; 16]),
+                },
+            );
+            assert_eq!(r.error, ControllerError::None);
         }
 
         /// Advances the clock by `ms` in steps of at most a tenth of the session, hearing from
@@ -3963,23 +3997,7 @@ mod tests {
     fn controller_reassignment_waits_to_hear_from_its_targets_registered_processes() {
         let _g = serial();
         let mut s = manual_cluster();
-        let register = |s: &mut Sim, disk: u8| {
-            *s.incarnations.get_mut(&1).expect("registered") += 1;
-            let r = s.request(
-                1,
-                ControllerRequest::RegisterBroker {
-                    node_id: 1,
-                    host: "h1".into(),
-                    port: 9092,
-                    incarnation: s.incarnations[&1],
-                    logs_intact: true,
-                    rack: None,
-                    directory_id: Some([disk; 16]),
-                },
-            );
-            assert_eq!(r.error, ControllerError::None);
-        };
-        register(&mut s, 1);
+        s.register_on_disk(1, 1);
         s.seed("t", &[1, 2, 3], &[1, 2, 3], 2);
         s.fetch(&[1, 2, 3]);
         let removing = (vec![1, 2, 3], vec![], vec![2, 3]);
@@ -3997,7 +4015,7 @@ mod tests {
         s.fetch_as(1, s.incarnations[&1] + 1);
         assert_ne!(s.ctl.poll_timeout(), Some(s.now));
         // Its registration, with the new disk, takes it out of the ISR; the move waits on.
-        register(&mut s, 2);
+        s.register_on_disk(1, 2);
         s.fetch(&[1, 2, 3]);
         assert_eq!(assignment(s.part("t", 0)), removing);
         assert_eq!(s.part("t", 0).isr, vec![2, 3]);
@@ -4117,6 +4135,55 @@ mod tests {
         let p = s.part("t", 0);
         assert_eq!(assignment(p), (vec![3, 1], vec![], vec![]));
         assert_eq!(pstate(p), (1, 2, vec![1, 3]));
+    }
+
+    /// Replication sim seed 10,200,352: a move from [1] to [2, 3, 1] has node 2 in sync when
+    /// an operator asks for [1, 3] instead, just as node 1 comes back on an empty disk. Dropping
+    /// node 2 at once, as Kafka does with a replica the replaced move was adding, would leave
+    /// node 1's old registration as the only in-sync copy, and its new one empties the ISR.
+    #[test]
+    fn controller_reassignment_keeps_an_in_sync_replica_the_new_target_drops() {
+        let _g = serial();
+        let mut s = manual_cluster();
+        s.register_on_disk(1, 1);
+        s.seed("t", &[1], &[1], 1);
+        assert_eq!(
+            reassign(&mut s, "t", Some(&[2, 3, 1])),
+            ReassignOutcome::Accepted
+        );
+        s.alter(1, "t", 0, &[1], &[1, 2]);
+        assert_eq!(s.last(), ControllerError::None);
+        s.fetch(&[1, 2, 3]);
+        assert_eq!(
+            reassign(&mut s, "t", Some(&[1, 3])),
+            ReassignOutcome::Accepted
+        );
+        // Node 2 stays, being removed, in the same epoch; node 3 is still being added.
+        let p = s.part("t", 0);
+        assert_eq!(assignment(p), (vec![1, 3, 2], vec![3], vec![2]));
+        assert_eq!(pstate(p), (1, 0, vec![1, 2]));
+        // Node 1's new disk takes it out of the ISR: node 2 leads with the only copy.
+        s.register_on_disk(1, 2);
+        s.fetch(&[1, 2, 3]);
+        let p = s.part("t", 0);
+        assert_eq!(assignment(p), (vec![1, 3, 2], vec![3], vec![2]));
+        assert_eq!((p.leader, p.isr.clone()), (2, vec![2]));
+        // Nodes 1 and 3 copy it; once both are in sync the move completes onto them.
+        let epoch = p.leader_epoch;
+        s.alter(2, "t", epoch, &[2], &[2, 1, 3]);
+        assert_eq!(s.last(), ControllerError::None);
+        s.fetch(&[1, 3]);
+        let p = s.part("t", 0);
+        assert_eq!(assignment(p), (vec![1, 3], vec![], vec![]));
+        assert_eq!((p.leader, p.isr.clone()), (1, vec![1, 3]));
+        // A cancellation keeps in-sync replicas the same way: they count as original ones.
+        assert_eq!(reassign(&mut s, "t", Some(&[4])), ReassignOutcome::Accepted);
+        let epoch = s.part("t", 0).leader_epoch;
+        s.alter(1, "t", epoch, &[1, 3], &[1, 3, 4]);
+        assert_eq!(reassign(&mut s, "t", None), ReassignOutcome::Accepted);
+        let p = s.part("t", 0);
+        assert_eq!(assignment(p), (vec![1, 3, 4], vec![], vec![4]));
+        assert_eq!(pstate(p), (1, epoch, vec![1, 3, 4]));
     }
 
     #[test]

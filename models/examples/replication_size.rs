@@ -1,9 +1,13 @@
 //! Prints the replication model's state count for some bounds:
 //! `cargo run --release -p models --example replication_size -- ENTRIES CHANGES FENCES CRASHES DEPTH`
-//! (DEPTH 0 is unbounded; AP_CHECKS_ISR, HW_IGNORES_PENDING, HW_BELOW_MIN_ISR and
-//! RESTART_KEEPS_EPOCH set plant those variants).
+//! (DEPTH 0 is unbounded). REASSIGNS, WIPES, START (the first replicas, a bit each),
+//! START_ENTRIES and NO_FETCH_LOSS set those bounds; the planted flags' names in capitals
+//! (AP_CHECKS_ISR, REASSIGN_DROPS_IN_SYNC, ...) plant those variants.
 use models::replication::ReplicationModel;
 use stateright::{Checker, Model};
+fn env_u8(name: &str, default: u8) -> u8 {
+    std::env::var(name).map_or(default, |v| v.parse().unwrap())
+}
 fn main() {
     let a: Vec<u64> = std::env::args()
         .skip(1)
@@ -22,6 +26,13 @@ fn main() {
         elect_any: std::env::var("ELECT_ANY").is_ok(),
         refusal_ignores_ask: std::env::var("REFUSAL_IGNORES_ASK").is_ok(),
         refusal_keeps_epoch: std::env::var("REFUSAL_KEEPS_EPOCH").is_ok(),
+        reassign_drops_in_sync: std::env::var("REASSIGN_DROPS_IN_SYNC").is_ok(),
+        reassign_trusts_isr: std::env::var("REASSIGN_TRUSTS_ISR").is_ok(),
+        reassigns_max: env_u8("REASSIGNS", 0),
+        wipes_max: env_u8("WIPES", 0),
+        start_replicas: env_u8("START", 0b111),
+        start_entries: env_u8("START_ENTRIES", 0),
+        fetch_loss: std::env::var("NO_FETCH_LOSS").is_err(),
         ..ReplicationModel::default()
     };
     let t = std::time::Instant::now();

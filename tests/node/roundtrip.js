@@ -7,12 +7,12 @@
 //    describeConfigs (the override comes back), listTopics.
 // 2. Producer with idempotent: true (InitProducerId + sequence numbers) sends N keyed messages
 //    with acks -1, in several send() calls; kafkajs's default partitioner spreads them by key.
-// 3. Read back. kafkajs's public consumer only works through consumer groups (subscribe,
-//    JoinGroup, offset commits), which the broker does not have yet. So this uses kafkajs's
-//    own lower-level client underneath the consumer: its Cluster (metadata, leader lookup) and
-//    Broker.fetch (the same Fetch request encoder and record-batch decoder the consumer uses),
-//    reading every partition from offset 0 to the high watermark that admin.fetchTopicOffsets
-//    reports. That cluster is reached through a private symbol of the Kafka object, so it is
+// 3. Read back, partition by partition from offset 0. (kafkajs's public consumer reads through
+//    a consumer group; group.js tests that.) To check every message at the exact offset the
+//    producer was told, this uses kafkajs's own lower-level client underneath the consumer:
+//    its Cluster (metadata, leader lookup) and Broker.fetch (the same Fetch request encoder and
+//    record-batch decoder the consumer uses), reading every partition from offset 0 to the
+//    high watermark that admin.fetchTopicOffsets reports. That cluster is reached through a private symbol of the Kafka object, so it is
 //    tied to the pinned kafkajs version (package.json).
 //
 // Exits 0 when every message came back exactly once, at the partition and offset the producer

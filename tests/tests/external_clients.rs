@@ -8,9 +8,11 @@
 //! work unchanged: `kcat -L` lists metadata, `kcat -P`/`kcat -C` round-trip keyed messages,
 //! and kafka-python negotiates versions via ApiVersions, produces with acks='all' and reads
 //! everything back at the offsets it was told. kafkajs (`tests/node/roundtrip.js`) creates a
-//! topic, describes its configs and produces keyed messages idempotently with acks -1; since
-//! its consumer needs consumer groups, which the broker lacks, it reads back through its own
-//! lower-level Fetch client instead, and rdkafka reads the same messages here too.
+//! topic, describes its configs and produces keyed messages idempotently with acks -1, then
+//! reads them back through its own lower-level Fetch client at the exact offsets it was told,
+//! and rdkafka reads the same messages here too; its consumer-group client
+//! (`tests/node/group.js`) splits partitions between members, resumes from commits after a
+//! member leaves, and its admin client describes, lists and deletes groups.
 //! confluent-kafka (`tests/python/confluent_roundtrip.py`) drives the AdminClient
 //! (create_topics with configs, describe_configs, incremental_alter_configs, describe_cluster
 //! and their error codes), an idempotent acks=all producer and an assign-only consumer.
@@ -195,6 +197,35 @@ fn kafkajs_roundtrip() {
     assert!(msgs
         .iter()
         .all(|m| m.value.as_ref().map(|v| v.len()) == Some(300)));
+}
+
+/// kafkajs's own consumer-group client (`tests/node/group.js`): two members split a topic's
+/// partitions and read each message once, one leaves and the other takes over from its
+/// commits, another group reads everything, and the admin client describes and deletes a group.
+#[test]
+fn kafkajs_consumer_group() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("node");
+    if !have(
+        "node with kafkajs (npm ci in tests/node)",
+        Command::new("node")
+            .args(["-e", "require('kafkajs')"])
+            .current_dir(&dir),
+    ) {
+        return;
+    }
+    let broker = Broker::start();
+    let bs = broker.bootstrap();
+    let topic = unique_name("jsgroup");
+    let out = run(
+        Command::new("node")
+            .arg(dir.join("group.js"))
+            .args([&bs, &topic, "1000"])
+            .current_dir(&dir),
+        None,
+        Duration::from_secs(180),
+    );
+    assert_success("tests/node/group.js", &out);
+    eprintln!("{}", String::from_utf8_lossy(&out.stdout));
 }
 
 #[test]

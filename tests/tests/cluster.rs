@@ -4,14 +4,15 @@
 //! min.insync.replicas=2 survives `kill -9` of its leader, a restarted node catches up and can
 //! take over without losing anything acknowledged, a frozen (SIGSTOPped) node does not stop
 //! the cluster, acks=all is refused with NOT_ENOUGH_REPLICAS rather than acknowledged by too
-//! few replicas, a consumer group survives the loss of its coordinator, Metadata describes
+//! few replicas, a consumer group survives the loss of its coordinator (under librdkafka and
+//! kafkajs, whose producer also rides through the loss of leaders), Metadata describes
 //! the cluster truthfully, and operators place replicas: reassignments move them without
 //! losing a record, and replica lists at creation put partitions where asked. Plus `broker dev-cluster` starts and stops cleanly.
 //! And a seeded nemesis (crashes, freezes, controlled shutdowns, lost disks, one node at a
 //! time) under librdkafka and the simulator's Jepsen workload, judged by its checkers.
 //!
-//! The replication tests are `#[ignore]`d until the replication wiring lands; run them with
-//! `cargo test -p tests --test cluster -- --ignored` after `cargo build --release -p broker`.
+//! Run them with `cargo test --release -p tests --test cluster` after
+//! `cargo build --release -p broker`; `tests/run-all.sh` runs them with every client installed.
 
 mod common;
 
@@ -1343,6 +1344,108 @@ fn consumer_group_survives_coordinator_loss() {
     assert!(
         missing.is_empty(),
         "uncommitted records never redelivered: {missing:?}"
+    );
+}
+
+/// kafkajs (`tests/node/failover.js`) through `kill -9` of its group's coordinator: its
+/// idempotent producer finds the new leaders and every send it was told succeeded is there,
+/// and its consumer finds the new coordinator, reads every acknowledged message and commits.
+#[test]
+fn kafkajs_survives_the_loss_of_its_coordinator() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("node");
+    if !have(
+        "node with kafkajs (npm ci in tests/node)",
+        Command::new("node")
+            .args(["-e", "require('kafkajs')"])
+            .current_dir(&dir),
+    ) {
+        return;
+    }
+    let mut c = Cluster::start();
+    let topic = unique_name("js-failover");
+    let group = unique_name("js-g");
+    create_replicated(&c, &topic, 3, 3, &[("min.insync.replicas", "2")]);
+    let mut child = Command::new("node")
+        .arg(dir.join("failover.js"))
+        .args([c.bootstrap().as_str(), &topic, &group, "300"])
+        .current_dir(&dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn node failover.js");
+    let (lines_tx, lines) = mpsc::channel::<String>();
+    let stdout = child.stdout.take().expect("piped stdout");
+    thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = lines_tx.send(line);
+        }
+    });
+    let mut stderr = child.stderr.take().expect("piped stderr");
+    let stderr = thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stderr.read_to_string(&mut s);
+        s
+    });
+    let mut printed = Vec::new();
+    let ready = loop {
+        match lines.recv_timeout(Duration::from_secs(120)) {
+            Ok(line) => {
+                let ready = line.starts_with("READY");
+                printed.push(line);
+                if ready {
+                    break true;
+                }
+            }
+            Err(_) => break false,
+        }
+    };
+    if !ready {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!(
+            "failover.js never got READY:\n{}\n{}",
+            printed.join("\n"),
+            stderr.join().unwrap_or_default()
+        );
+    }
+    let mut coordinator = None;
+    let found = wait_until(CONVERGE_TIMEOUT, || {
+        coordinator = find_group_coordinator(&c.addr(1), &group).ok();
+        coordinator.is_some()
+    });
+    assert!(found, "FindCoordinator for {group} kept failing");
+    let coordinator = coordinator.unwrap();
+    c.kill9(coordinator);
+    eprintln!("killed node {coordinator}, the coordinator of {group}");
+    child
+        .stdin
+        .take()
+        .expect("piped stdin")
+        .write_all(b"go\n")
+        .expect("tell failover.js the coordinator is gone");
+    let deadline = Instant::now() + Duration::from_secs(240);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break Some(status);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        thread::sleep(Duration::from_millis(100));
+    };
+    printed.extend(lines.try_iter());
+    let stderr = stderr.join().unwrap_or_default();
+    eprintln!("{}", printed.join("\n"));
+    if std::env::var_os("KAFKAJS_LOG").is_some() {
+        eprintln!("{stderr}");
+    }
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "failover.js failed ({status:?}):\n{stderr}\nnode {coordinator}'s log:\n{}",
+        c.log_tail(coordinator, 40)
     );
 }
 

@@ -30,6 +30,7 @@ use common::*;
 use kafka_protocol::messages::create_partitions_request::{
     CreatePartitionsAssignment, CreatePartitionsTopic,
 };
+use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
 use kafka_protocol::messages::describe_quorum_request;
 use kafka_protocol::messages::describe_quorum_response::PartitionData as QuorumPartition;
@@ -38,7 +39,8 @@ use kafka_protocol::messages::incremental_alter_configs_request::{
     AlterConfigsResource, AlterableConfig,
 };
 use kafka_protocol::messages::{
-    ApiKey, BrokerId, CreatePartitionsRequest, CreatePartitionsResponse, DescribeConfigsRequest,
+    ApiKey, BrokerId, CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest,
+    CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse, DescribeConfigsRequest,
     DescribeConfigsResponse, DescribeQuorumRequest, DescribeQuorumResponse,
     DescribeTopicPartitionsRequest, DescribeTopicPartitionsResponse, FindCoordinatorRequest,
     FindCoordinatorResponse, IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
@@ -2546,6 +2548,102 @@ fn grow_raw(addr: &str, topic: &str, count: i32, lists: &[Vec<i32>]) -> (i16, Op
         r.error_code,
         r.error_message.as_ref().map(|m| m.to_string()),
     )
+}
+
+/// CreateTopics v7 on the wire for one topic (3 partitions, RF 3) with `timeout_ms`: the
+/// topic's error code.
+fn create_raw(addr: &str, topic: &str, timeout_ms: i32) -> i16 {
+    let request = CreateTopicsRequest::default()
+        .with_topics(vec![CreatableTopic::default()
+            .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+            .with_num_partitions(3)
+            .with_replication_factor(3)])
+        .with_timeout_ms(timeout_ms);
+    let response: CreateTopicsResponse =
+        raw_call(addr, ApiKey::CreateTopics, 7, &request).expect("CreateTopics");
+    response.topics[0].error_code
+}
+
+/// DeleteTopics v5 on the wire for one topic with `timeout_ms`: the topic's error code.
+fn delete_raw(addr: &str, topic: &str, timeout_ms: i32) -> i16 {
+    let request = DeleteTopicsRequest::default()
+        .with_topic_names(vec![TopicName(StrBytes::from_string(topic.to_string()))])
+        .with_timeout_ms(timeout_ms);
+    let response: DeleteTopicsResponse =
+        raw_call(addr, ApiKey::DeleteTopics, 5, &request).expect("DeleteTopics");
+    response.responses[0].error_code
+}
+
+/// `timeout_ms` as Kafka documents it: above 0 the answer waits until the broker shows the
+/// change; at 0 the change is made and answered REQUEST_TIMED_OUT at once ("triggered, not
+/// awaited"), which librdkafka's `operation_timeout` 0 reports as success. Refusals are still
+/// real refusals.
+#[test]
+fn admin_timeout_zero_makes_the_change_without_waiting() {
+    const REQUEST_TIMED_OUT: i16 = 7;
+    const TOPIC_ALREADY_EXISTS: i16 = 36;
+    const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+    let c = Cluster::start();
+    let ok = wait_until(CONVERGE_TIMEOUT, || c.brokers().is_ok_and(|b| b == c.ids()));
+    assert!(ok, "not every broker registered");
+    let addr = c.addr(1);
+
+    // Waited for: the same broker's Metadata shows the topic as soon as the answer arrives.
+    let waited = unique_name("t-waited");
+    assert_eq!(create_raw(&addr, &waited, 30_000), 0);
+    let shown = c
+        .partitions_at(&addr, &waited)
+        .expect("Metadata after CreateTopics");
+    assert_eq!(
+        shown.len(),
+        3,
+        "{waited} right after a waited CreateTopics: {shown:?}"
+    );
+
+    // Not waited for: REQUEST_TIMED_OUT, and the topic is made all the same.
+    let triggered = unique_name("t-triggered");
+    assert_eq!(create_raw(&addr, &triggered, 0), REQUEST_TIMED_OUT);
+    if let Err(e) = c.wait_partitions(&triggered, CONVERGE_TIMEOUT, |p| p.leader >= 0) {
+        panic!("{triggered}, created with timeout_ms 0, never appeared: {e}");
+    }
+    assert_eq!(create_raw(&addr, &triggered, 0), TOPIC_ALREADY_EXISTS);
+    assert_eq!(create_raw(&addr, &triggered, -1), TOPIC_ALREADY_EXISTS);
+
+    // librdkafka's operation_timeout 0 means exactly this, and reports success.
+    let admin = admin(&c.bootstrap());
+    let quick = unique_name("t-librdkafka");
+    let opts = rdkafka::admin::AdminOptions::new()
+        .operation_timeout(Some(Timeout::After(Duration::ZERO)))
+        .request_timeout(Some(Timeout::After(CONVERGE_TIMEOUT)));
+    let nt = NewTopic::new(&quick, 2, TopicReplication::Fixed(3));
+    let res = block_on(admin.create_topics([&nt], &opts)).expect("CreateTopics");
+    assert_eq!(
+        res[0],
+        Ok(quick.clone()),
+        "librdkafka with operation_timeout 0"
+    );
+    if let Err(e) = c.wait_partitions(&quick, CONVERGE_TIMEOUT, |p| p.leader >= 0) {
+        panic!("{quick}, created by librdkafka with operation_timeout 0, never appeared: {e}");
+    }
+
+    // Deleting the same way: made, answered at once; an unknown topic is still refused.
+    let absent = |topic: &str| match c.partitions_at(&addr, topic) {
+        Ok(p) => p.is_empty(),
+        Err(e) => e.contains("UNKNOWN_TOPIC"),
+    };
+    assert_eq!(delete_raw(&addr, &triggered, 0), REQUEST_TIMED_OUT);
+    let gone = wait_until(CONVERGE_TIMEOUT, || absent(&triggered));
+    assert!(
+        gone,
+        "{triggered}, deleted with timeout_ms 0, is still listed"
+    );
+    assert_eq!(delete_raw(&addr, &triggered, 0), UNKNOWN_TOPIC_OR_PARTITION);
+    assert_eq!(delete_raw(&addr, &waited, 30_000), 0);
+    assert!(
+        absent(&waited),
+        "{waited} right after a waited DeleteTopics: {:?}",
+        c.partitions_at(&addr, &waited)
+    );
 }
 
 #[test]

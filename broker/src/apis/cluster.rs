@@ -1,8 +1,9 @@
 //! The cluster-mode answers: Metadata and DescribeCluster from the committed metadata image
 //! (true leaders, leader epochs, replicas, ISRs, the active controller), and topic
 //! administration (CreateTopics, DeleteTopics, CreatePartitions, auto-creation) forwarded to the
-//! active controller. Each admin answer waits (bounded) until this broker's image shows the
-//! change, so a client's next Metadata request to this broker sees it.
+//! active controller. Each request's `timeout_ms` is its deadline ([`AdminTimeout`]): an accepted
+//! change is answered once this broker's image shows it (so the client's next Metadata request
+//! here sees it) or the deadline passes, whichever is first.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,15 +28,15 @@ use uuid::Uuid;
 use super::describe_partitions::{self, PartitionView, TopicView};
 use super::metadata::METADATA_TOPICS_MAX;
 use super::{code, KafkaApis, Reply};
-use crate::cluster::controller::{ControllerError, ControllerRequest};
+use crate::cluster::controller::{ControllerError, ControllerRequest, ControllerResponse};
 use crate::cluster::ClusterView;
 use crate::config::PARTITIONS_PER_TOPIC_MAX;
 use crate::raft::MetadataImage;
 use crate::replica::{topic_config, validate_topic_name};
 use crate::storage::Storage;
 
-/// Longest an admin request waits for its change to reach this broker's image.
-pub const ADMIN_PROPAGATION_MS_MAX: u64 = 5_000;
+/// Longest an admin request waits, whatever its `timeout_ms` asks (the protocol's default).
+pub const ADMIN_TIMEOUT_MS_MAX: u64 = 60_000;
 
 pub(super) fn controller_error(e: &ControllerError) -> (ResponseError, String) {
     match e {
@@ -65,20 +66,91 @@ pub(super) fn controller_error(e: &ControllerError) -> (ResponseError, String) {
     }
 }
 
-/// Waits until `done(image)` holds, bounded.
-pub(super) async fn until_image(view: &ClusterView, done: impl Fn(&MetadataImage) -> bool) -> bool {
-    let wait = async {
-        loop {
-            let seen = view.version();
-            if done(&view.image()) {
-                return;
-            }
-            view.changed_since(seen).await;
+/// An admin request's `timeout_ms` (CreateTopics, DeleteTopics, CreatePartitions, ElectLeaders,
+/// AlterPartitionReassignments), read as Kafka documents it.
+///
+/// - Above 0 it is a deadline for the whole request, capped at [`ADMIN_TIMEOUT_MS_MAX`]. A
+///   change the controller has not answered by then gets REQUEST_TIMED_OUT: it may or may not
+///   happen. One it accepted is answered once this broker's image shows it, or at the
+///   deadline: it is committed either way, as KRaft answers at commit.
+/// - At 0 or below the client asks not to wait (librdkafka's `operation_timeout` ≤ 0: "return
+///   immediately after triggering"). The change is still sent and its errors reported, but an
+///   accepted one is answered REQUEST_TIMED_OUT without waiting for it to spread, as
+///   ZooKeeper-mode Kafka did, and librdkafka turns that answer into success. (KRaft Kafka
+///   instead refuses to do anything with a deadline already past, which leaves librdkafka
+///   reporting success for a topic never created.)
+#[derive(Clone, Copy, Debug)]
+pub(super) struct AdminTimeout {
+    deadline: Option<tokio::time::Instant>,
+}
+
+impl AdminTimeout {
+    pub(super) fn new(timeout_ms: i32) -> AdminTimeout {
+        let deadline = u64::try_from(timeout_ms)
+            .ok()
+            .filter(|&ms| ms > 0)
+            .map(|ms| {
+                tokio::time::Instant::now() + Duration::from_millis(ms.min(ADMIN_TIMEOUT_MS_MAX))
+            });
+        AdminTimeout { deadline }
+    }
+
+    /// Sends `request` to the active controller. REQUEST_TIMED_OUT if the deadline passes
+    /// first; nothing is sent once it has passed.
+    pub(super) async fn controller_request(
+        &self,
+        view: &ClusterView,
+        request: ControllerRequest,
+    ) -> Result<ControllerResponse, (ResponseError, String)> {
+        let Some(deadline) = self.deadline else {
+            return Ok(view.controller_request(request).await);
+        };
+        let timed_out = || {
+            (
+                ResponseError::RequestTimedOut,
+                "the controller did not answer within timeout_ms; the change may still be made"
+                    .to_string(),
+            )
+        };
+        if tokio::time::Instant::now() >= deadline {
+            return Err((
+                ResponseError::RequestTimedOut,
+                "timeout_ms passed before this change was sent; nothing was changed".to_string(),
+            ));
         }
-    };
-    tokio::time::timeout(Duration::from_millis(ADMIN_PROPAGATION_MS_MAX), wait)
-        .await
-        .is_ok()
+        tokio::time::timeout_at(deadline, view.controller_request(request))
+            .await
+            .map_err(|_| timed_out())
+    }
+
+    /// After the controller accepted a change: waits until `shown(image)` holds on this broker
+    /// or the deadline passes. The error to answer with, if any: REQUEST_TIMED_OUT when the
+    /// client asked not to wait.
+    pub(super) async fn accepted(
+        &self,
+        view: &ClusterView,
+        shown: impl Fn(&MetadataImage) -> bool,
+    ) -> Option<(ResponseError, String)> {
+        let Some(deadline) = self.deadline else {
+            return Some((
+                ResponseError::RequestTimedOut,
+                "made, not awaited: timeout_ms is not above 0".to_string(),
+            ));
+        };
+        let wait = async {
+            loop {
+                let seen = view.version();
+                if shown(&view.image()) {
+                    return;
+                }
+                view.changed_since(seen).await;
+            }
+        };
+        if tokio::time::timeout_at(deadline, wait).await.is_err() {
+            tracing::info!("an accepted admin change did not reach this broker within timeout_ms");
+        }
+        None
+    }
 }
 
 impl<S: Storage + Clone> KafkaApis<S> {
@@ -239,6 +311,7 @@ impl<S: Storage + Clone> KafkaApis<S> {
     ) -> Reply {
         let view = Arc::clone(self.cluster.as_ref().expect("cluster mode"));
         let config = self.replicas.config().clone();
+        let timeout = AdminTimeout::new(request.timeout_ms);
         Reply::Later(Box::pin(async move {
             let mut results = Vec::with_capacity(request.topics.len());
             for t in request.topics {
@@ -299,25 +372,28 @@ impl<S: Storage + Clone> KafkaApis<S> {
                     Err(e) => Err(e),
                     Ok(()) if request.validate_only => Ok(None),
                     Ok(()) => {
-                        let r = view
-                            .controller_request(ControllerRequest::CreateTopic {
-                                name: name.clone(),
-                                partitions: partitions as u32,
-                                replication_factor: rf as u16,
-                                configs: configs.clone().into_iter().collect(),
-                                assignments,
-                            })
-                            .await;
-                        match r.error {
-                            ControllerError::None => {
-                                let id = r.topic_id;
-                                until_image(&view, |img| {
-                                    img.topic_ids.get(&name).is_some_and(|i| Some(*i) == id)
-                                })
-                                .await;
-                                Ok(id)
+                        let request = ControllerRequest::CreateTopic {
+                            name: name.clone(),
+                            partitions: partitions as u32,
+                            replication_factor: rf as u16,
+                            configs: configs.clone().into_iter().collect(),
+                            assignments,
+                        };
+                        match timeout.controller_request(&view, request).await {
+                            Err(timed_out) => Err(timed_out),
+                            Ok(r) if r.error != ControllerError::None => {
+                                Err(controller_error(&r.error))
                             }
-                            e => Err(controller_error(&e)),
+                            Ok(r) => {
+                                let id = r.topic_id;
+                                let shown = |img: &MetadataImage| {
+                                    img.topic_ids.get(&name).is_some_and(|i| Some(*i) == id)
+                                };
+                                match timeout.accepted(&view, shown).await {
+                                    Some(not_awaited) => Err(not_awaited),
+                                    None => Ok(id),
+                                }
+                            }
                         }
                     }
                 };
@@ -355,26 +431,27 @@ impl<S: Storage + Clone> KafkaApis<S> {
         version: i16,
     ) -> Reply {
         let view = Arc::clone(self.cluster.as_ref().expect("cluster mode"));
+        let timeout = AdminTimeout::new(request.timeout_ms);
         Reply::Later(Box::pin(async move {
             let mut responses = Vec::with_capacity(request.topic_names.len());
             for name in request.topic_names {
                 let topic = name.0.as_str().to_string();
-                let r = view
-                    .controller_request(ControllerRequest::DeleteTopic {
-                        name: topic.clone(),
-                    })
-                    .await;
-                let mut out = DeletableTopicResult::default().with_name(Some(name));
-                match r.error {
-                    ControllerError::None => {
-                        until_image(&view, |img| !img.topic_ids.contains_key(&topic)).await;
+                let request = ControllerRequest::DeleteTopic {
+                    name: topic.clone(),
+                };
+                let outcome = match timeout.controller_request(&view, request).await {
+                    Err(timed_out) => Some(timed_out),
+                    Ok(r) if r.error != ControllerError::None => Some(controller_error(&r.error)),
+                    Ok(_) => {
+                        let shown = |img: &MetadataImage| !img.topic_ids.contains_key(&topic);
+                        timeout.accepted(&view, shown).await
                     }
-                    e => {
-                        let (error, message) = controller_error(&e);
-                        out = out.with_error_code(code(error));
-                        if version >= 5 {
-                            out = out.with_error_message(Some(StrBytes::from_string(message)));
-                        }
+                };
+                let mut out = DeletableTopicResult::default().with_name(Some(name));
+                if let Some((error, message)) = outcome {
+                    out = out.with_error_code(code(error));
+                    if version >= 5 {
+                        out = out.with_error_message(Some(StrBytes::from_string(message)));
                     }
                 }
                 responses.push(out);
@@ -389,6 +466,7 @@ impl<S: Storage + Clone> KafkaApis<S> {
         _version: i16,
     ) -> Reply {
         let view = Arc::clone(self.cluster.as_ref().expect("cluster mode"));
+        let timeout = AdminTimeout::new(request.timeout_ms);
         Reply::Later(Box::pin(async move {
             let mut results = Vec::with_capacity(request.topics.len());
             for t in request.topics {
@@ -412,25 +490,25 @@ impl<S: Storage + Clone> KafkaApis<S> {
                 } else if request.validate_only {
                     Ok(())
                 } else {
-                    let r = view
-                        .controller_request(ControllerRequest::CreatePartitions {
-                            name: topic.clone(),
-                            count: count as u32,
-                            assignments: manual.ok().flatten().unwrap_or_default(),
-                        })
-                        .await;
-                    match r.error {
-                        ControllerError::None => {
-                            until_image(&view, |img| {
+                    let request = ControllerRequest::CreatePartitions {
+                        name: topic.clone(),
+                        count: count as u32,
+                        assignments: manual.ok().flatten().unwrap_or_default(),
+                    };
+                    match timeout.controller_request(&view, request).await {
+                        Err(timed_out) => Err(timed_out),
+                        Ok(r) if r.error != ControllerError::None => {
+                            Err(controller_error(&r.error))
+                        }
+                        Ok(_) => {
+                            let shown = |img: &MetadataImage| {
                                 img.topic_ids
                                     .get(&topic)
                                     .and_then(|id| img.topics.get(id))
                                     .is_some_and(|t| t.partitions.len() >= count as usize)
-                            })
-                            .await;
-                            Ok(())
+                            };
+                            timeout.accepted(&view, shown).await.map_or(Ok(()), Err)
                         }
-                        e => Err(controller_error(&e)),
                     }
                 };
                 if let Err((error, message)) = outcome {

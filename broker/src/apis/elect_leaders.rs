@@ -22,7 +22,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
-use super::cluster::{controller_error, until_image};
+use super::cluster::{controller_error, AdminTimeout};
 use super::{code, KafkaApis, Reply};
 use crate::cluster::controller::{
     ControllerError, ControllerRequest, ElectionOutcome, ELECT_PARTITIONS_MAX,
@@ -162,7 +162,8 @@ impl<S: Storage + Clone> KafkaApis<S> {
             None => Reply::Now(self.single_broker_elect(named)),
             Some(view) => {
                 let view = Arc::clone(view);
-                Reply::Later(Box::pin(cluster_elect(view, named, unclean)))
+                let timeout = AdminTimeout::new(request.timeout_ms);
+                Reply::Later(Box::pin(cluster_elect(view, named, unclean, timeout)))
             }
         }
     }
@@ -195,6 +196,7 @@ async fn cluster_elect(
     view: Arc<ClusterView>,
     named: Option<Vec<(String, i32)>>,
     unclean: bool,
+    timeout: AdminTimeout,
 ) -> ResponseKind {
     let image = view.image();
     let all = named.is_none();
@@ -220,22 +222,23 @@ async fn cluster_elect(
             .and_then(|t| t.partitions.get(p as usize))
             .map(|p| p.leader_epoch)
     };
-    let mut elected: Vec<([u8; 16], u32, Option<i32>)> = Vec::new();
+    let mut elected: Vec<(usize, [u8; 16], u32, Option<i32>)> = Vec::new();
     for chunk in send.chunks(ELECT_PARTITIONS_MAX) {
         let partitions = chunk.iter().map(|&(_, id, p)| (id, p)).collect();
-        let r = view
-            .controller_request(ControllerRequest::ElectLeaders {
-                unclean,
-                partitions,
-            })
-            .await;
-        if r.error != ControllerError::None {
-            let failed = Some(controller_error(&r.error));
-            for &(row, _, _) in chunk {
-                rows[row].2 = failed.clone();
+        let request = ControllerRequest::ElectLeaders {
+            unclean,
+            partitions,
+        };
+        let r = match timeout.controller_request(&view, request).await {
+            Ok(r) if r.error == ControllerError::None => r,
+            answer => {
+                let failed = Some(answer.map_or_else(|e| e, |r| controller_error(&r.error)));
+                for &(row, _, _) in chunk {
+                    rows[row].2 = failed.clone();
+                }
+                continue;
             }
-            continue;
-        }
+        };
         // The controller answers each distinct partition once, in order; match them up.
         let outcomes: BTreeMap<([u8; 16], u32), ElectionOutcome> =
             r.elections.iter().map(|&(id, p, o)| ((id, p), o)).collect();
@@ -245,18 +248,22 @@ async fn cluster_elect(
                 .copied()
                 .unwrap_or(ElectionOutcome::UnknownPartition);
             if o == ElectionOutcome::Elected {
-                elected.push((id, p, epoch_of(&image, &id, p)));
+                elected.push((row, id, p, epoch_of(&image, &id, p)));
             }
             rows[row].2 = outcome_error(o);
         }
     }
     if !elected.is_empty() {
-        until_image(&view, |img| {
+        let shown = |img: &MetadataImage| {
             elected
                 .iter()
-                .all(|(id, p, before)| epoch_of(img, id, *p) > *before)
-        })
-        .await;
+                .all(|(_, id, p, before)| epoch_of(img, id, *p) > *before)
+        };
+        if let Some(not_awaited) = timeout.accepted(&view, shown).await {
+            for &(row, ..) in &elected {
+                rows[row].2 = Some(not_awaited.clone());
+            }
+        }
     }
     if all {
         rows.retain(|(_, _, o)| !matches!(o, Some((ResponseError::ElectionNotNeeded, _))));

@@ -26,7 +26,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
-use super::cluster::{controller_error, until_image};
+use super::cluster::{controller_error, AdminTimeout};
 use super::{code, KafkaApis, Reply};
 use crate::cluster::controller::{
     ControllerError, ControllerRequest, ReassignOutcome, REASSIGN_PARTITIONS_MAX,
@@ -190,7 +190,13 @@ impl<S: Storage + Clone> KafkaApis<S> {
             None => Reply::Now(self.single_broker_alter(named, allow_rf_change)),
             Some(view) => {
                 let view = Arc::clone(view);
-                Reply::Later(Box::pin(cluster_alter(view, named, allow_rf_change)))
+                let timeout = AdminTimeout::new(request.timeout_ms);
+                Reply::Later(Box::pin(cluster_alter(
+                    view,
+                    named,
+                    allow_rf_change,
+                    timeout,
+                )))
             }
         }
     }
@@ -298,6 +304,7 @@ async fn cluster_alter(
     view: Arc<ClusterView>,
     named: Vec<Named>,
     allow_rf_change: bool,
+    timeout: AdminTimeout,
 ) -> ResponseKind {
     let image = view.image();
     // Rows in request order; the known partitions are sent, the others answered here.
@@ -337,22 +344,23 @@ async fn cluster_alter(
         }
         rows.push((topic, p, o));
     }
-    let mut accepted: Vec<Move> = Vec::new();
+    let mut accepted: Vec<(usize, Move)> = Vec::new();
     let mut failed: Outcome = None;
     let mut answered = false;
     for chunk in send.chunks(REASSIGN_PARTITIONS_MAX) {
         let partitions = chunk.iter().map(|(_, m)| m.clone()).collect();
-        let r = view
-            .controller_request(ControllerRequest::AlterReassignments { partitions })
-            .await;
-        if r.error != ControllerError::None {
-            let error = Some(controller_error(&r.error));
-            for (row, _) in chunk {
-                rows[*row].2 = error.clone();
+        let request = ControllerRequest::AlterReassignments { partitions };
+        let r = match timeout.controller_request(&view, request).await {
+            Ok(r) if r.error == ControllerError::None => r,
+            answer => {
+                let error = Some(answer.map_or_else(|e| e, |r| controller_error(&r.error)));
+                for (row, _) in chunk {
+                    rows[*row].2 = error.clone();
+                }
+                failed = failed.or(error);
+                continue;
             }
-            failed = failed.or(error);
-            continue;
-        }
+        };
         answered = true;
         // The controller answers each distinct partition once, in order; match them up.
         let outcomes: BTreeMap<([u8; 16], u32), &ReassignOutcome> = r
@@ -366,16 +374,19 @@ async fn cluster_alter(
                 .copied()
                 .unwrap_or(&ReassignOutcome::UnknownPartition);
             if *o == ReassignOutcome::Accepted {
-                accepted.push((*id, *p, target.clone()));
+                accepted.push((*row, (*id, *p, target.clone())));
             }
             rows[*row].2 = outcome_error(o);
         }
     }
     if !accepted.is_empty() {
-        until_image(&view, |img| {
-            accepted.iter().all(|(id, p, t)| shows(img, id, *p, t))
-        })
-        .await;
+        let shown =
+            |img: &MetadataImage| accepted.iter().all(|(_, (id, p, t))| shows(img, id, *p, t));
+        if let Some(not_awaited) = timeout.accepted(&view, shown).await {
+            for (row, _) in &accepted {
+                rows[*row].2 = Some(not_awaited.clone());
+            }
+        }
     }
     // The request as a whole failed when no controller request was answered.
     let top = if answered { None } else { failed };

@@ -1,13 +1,15 @@
-//! Replication interop: three real broker processes (`tests::cluster::Cluster`) and librdkafka.
+//! Replication interop: three real broker processes (`tests::cluster::Cluster`) and librdkafka
+//! (plus kafkajs, kafka-python and confluent-kafka where named).
 //!
 //! What users rely on that this proves: a record acknowledged with acks=all and
 //! min.insync.replicas=2 survives `kill -9` of its leader, a restarted node catches up and can
 //! take over without losing anything acknowledged, a frozen (SIGSTOPped) node does not stop
 //! the cluster, acks=all is refused with NOT_ENOUGH_REPLICAS rather than acknowledged by too
-//! few replicas, a consumer group survives the loss of its coordinator (under librdkafka and
-//! kafkajs, whose producer also rides through the loss of leaders), Metadata describes
-//! the cluster truthfully, and operators place replicas: reassignments move them without
-//! losing a record, and replica lists at creation put partitions where asked. Plus `broker dev-cluster` starts and stops cleanly.
+//! few replicas, a consumer group survives the loss of its coordinator (under librdkafka,
+//! kafkajs and kafka-python, whose producers also ride through the loss of leaders), Metadata
+//! describes the cluster truthfully, admin requests honour `timeout_ms`, and operators place
+//! replicas: reassignments move them without losing a record, and replica lists at creation
+//! put partitions where asked. Plus `broker dev-cluster` starts and stops cleanly.
 //! And a seeded nemesis (crashes, freezes, controlled shutdowns, lost disks, one node at a
 //! time) under librdkafka and the simulator's Jepsen workload, judged by its checkers.
 //!
@@ -1363,19 +1365,39 @@ fn kafkajs_survives_the_loss_of_its_coordinator() {
     ) {
         return;
     }
+    let mut node = Command::new("node");
+    node.arg(dir.join("failover.js")).current_dir(&dir);
+    through_coordinator_kill("tests/node/failover.js", node);
+}
+
+/// The same with kafka-python (`tests/python/failover.py`), its own protocol implementation.
+#[test]
+fn kafka_python_survives_the_loss_of_its_coordinator() {
+    let Some(python) = python_with("kafka") else {
+        return;
+    };
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("python/failover.py");
+    let mut cmd = Command::new(python);
+    cmd.arg(script);
+    through_coordinator_kill("tests/python/failover.py", cmd);
+}
+
+/// Runs `client BOOTSTRAP TOPIC GROUP N` against a fresh cluster and a topic of 3 partitions
+/// (RF 3, min.insync.replicas 2). The client prints a line starting with READY once its group
+/// has read and committed N messages, then waits for a line on stdin; in between, the group's
+/// coordinator is killed. The client must then exit 0 (its own checks passed).
+fn through_coordinator_kill(name: &str, mut client: Command) {
     let mut c = Cluster::start();
-    let topic = unique_name("js-failover");
-    let group = unique_name("js-g");
+    let topic = unique_name("client-failover");
+    let group = unique_name("client-g");
     create_replicated(&c, &topic, 3, 3, &[("min.insync.replicas", "2")]);
-    let mut child = Command::new("node")
-        .arg(dir.join("failover.js"))
+    let mut child = client
         .args([c.bootstrap().as_str(), &topic, &group, "300"])
-        .current_dir(&dir)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("spawn node failover.js");
+        .unwrap_or_else(|e| panic!("spawn {name}: {e}"));
     let (lines_tx, lines) = mpsc::channel::<String>();
     let stdout = child.stdout.take().expect("piped stdout");
     thread::spawn(move || {
@@ -1406,7 +1428,7 @@ fn kafkajs_survives_the_loss_of_its_coordinator() {
         let _ = child.kill();
         let _ = child.wait();
         panic!(
-            "failover.js never got READY:\n{}\n{}",
+            "{name} never printed READY:\n{}\n{}",
             printed.join("\n"),
             stderr.join().unwrap_or_default()
         );
@@ -1425,7 +1447,7 @@ fn kafkajs_survives_the_loss_of_its_coordinator() {
         .take()
         .expect("piped stdin")
         .write_all(b"go\n")
-        .expect("tell failover.js the coordinator is gone");
+        .unwrap_or_else(|e| panic!("tell {name} the coordinator is gone: {e}"));
     let deadline = Instant::now() + Duration::from_secs(240);
     let status = loop {
         if let Some(status) = child.try_wait().expect("try_wait") {
@@ -1446,7 +1468,7 @@ fn kafkajs_survives_the_loss_of_its_coordinator() {
     }
     assert!(
         status.is_some_and(|s| s.success()),
-        "failover.js failed ({status:?}):\n{stderr}\nnode {coordinator}'s log:\n{}",
+        "{name} failed ({status:?}):\n{stderr}\nnode {coordinator}'s log:\n{}",
         c.log_tail(coordinator, 40)
     );
 }

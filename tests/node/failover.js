@@ -64,7 +64,7 @@ async function main() {
   const kafka = new Kafka({
     clientId: 'kafkajs-failover',
     brokers: bootstrap.split(','),
-    logLevel: process.env.KAFKAJS_LOG === 'info' ? logLevel.INFO : logLevel.NOTHING,
+    logLevel: { info: logLevel.INFO, debug: logLevel.DEBUG }[process.env.KAFKAJS_LOG] || logLevel.NOTHING,
     connectionTimeout: 3000,
     requestTimeout: 10000,
     retry: { retries: 30, initialRetryTime: 200, maxRetryTime: 2000 },

@@ -606,3 +606,94 @@ fn describe(
     }
     t
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::QuorumInput;
+
+    fn create(name: &str) -> ControllerRequest {
+        ControllerRequest::CreateTopic {
+            name: name.into(),
+            partitions: 1,
+            replication_factor: 1,
+            configs: Default::default(),
+            assignments: Vec::new(),
+        }
+    }
+
+    /// A controller that never answers: a positive timeout_ms ends the wait at its deadline
+    /// with REQUEST_TIMED_OUT, and a deadline already past sends nothing.
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_controller_is_answered_request_timed_out_at_the_deadline() {
+        let (inbox, mut quorum) = tokio::sync::mpsc::channel(4);
+        let view = ClusterView::new(1, 1, true, [1; 16], inbox);
+        let started = tokio::time::Instant::now();
+        let timeout = AdminTimeout::new(1_500);
+        let answer = timeout.controller_request(&view, create("a")).await;
+        let (error, _) = answer.expect_err("no controller answered");
+        assert_eq!(error, ResponseError::RequestTimedOut);
+        assert_eq!(started.elapsed(), Duration::from_millis(1_500));
+        assert!(matches!(quorum.try_recv(), Ok(QuorumInput::Local { .. })));
+
+        // The same request's next change, past its deadline: refused without being sent.
+        let (error, message) = timeout
+            .controller_request(&view, create("b"))
+            .await
+            .expect_err("deadline passed");
+        assert_eq!(error, ResponseError::RequestTimedOut);
+        assert!(message.contains("nothing was changed"), "{message}");
+        assert!(
+            quorum.try_recv().is_err(),
+            "a change was sent after the deadline"
+        );
+    }
+
+    /// timeout_ms is capped: a huge one waits ADMIN_TIMEOUT_MS_MAX, not 24 days.
+    #[tokio::test(start_paused = true)]
+    async fn timeout_ms_is_capped() {
+        let (inbox, _quorum) = tokio::sync::mpsc::channel(4);
+        let view = ClusterView::new(1, 1, true, [1; 16], inbox);
+        let started = tokio::time::Instant::now();
+        let answer = AdminTimeout::new(i32::MAX).accepted(&view, |_| false).await;
+        assert_eq!(answer, None, "an accepted change is answered as made");
+        assert_eq!(
+            started.elapsed(),
+            Duration::from_millis(ADMIN_TIMEOUT_MS_MAX)
+        );
+    }
+
+    /// At 0 or below an accepted change is answered at once, REQUEST_TIMED_OUT ("made, not
+    /// awaited"); above 0 it waits for the image to show it.
+    #[tokio::test(start_paused = true)]
+    async fn zero_answers_an_accepted_change_at_once_and_positive_waits_for_the_image() {
+        let (inbox, _quorum) = tokio::sync::mpsc::channel(4);
+        let view = ClusterView::new(1, 1, true, [1; 16], inbox);
+        for timeout_ms in [0, -1, i32::MIN] {
+            let started = tokio::time::Instant::now();
+            let answer = AdminTimeout::new(timeout_ms)
+                .accepted(&view, |_| false)
+                .await;
+            let (error, _) = answer.expect("not awaited");
+            assert_eq!(
+                error,
+                ResponseError::RequestTimedOut,
+                "timeout_ms {timeout_ms}"
+            );
+            assert_eq!(started.elapsed(), Duration::ZERO);
+        }
+
+        let publisher = Arc::clone(&view);
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let mut image = MetadataImage::default();
+            image.topic_ids.insert("t".into(), [7; 16]);
+            publisher.publish(Arc::new(image), None);
+        });
+        let started = tokio::time::Instant::now();
+        let shown = |img: &MetadataImage| img.topic_ids.contains_key("t");
+        assert_eq!(AdminTimeout::new(30_000).accepted(&view, shown).await, None);
+        assert_eq!(started.elapsed(), Duration::from_millis(200));
+        assert!(shown(&view.image()));
+    }
+}

@@ -40,7 +40,7 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::SyncGroup, 0, 5),
     (ApiKey::Heartbeat, 0, 4),
     (ApiKey::LeaveGroup, 0, 5),
-    (ApiKey::OffsetCommit, 2, 8),
+    (ApiKey::OffsetCommit, 1, 8),
     (ApiKey::OffsetFetch, 1, 8),
     (ApiKey::OffsetDelete, 0, 0),
     (ApiKey::DescribeGroups, 0, 5),
@@ -53,10 +53,12 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
 
 /// The version a request or response body is decoded and encoded at. Kafka 4 dropped
 /// DescribeLogDirs v0 (and `kafka-protocol` with it), but kafka-python still sends it; its body
-/// is the same as v1's (v1 only changed how the broker throttles).
+/// is the same as v1's (v1 only changed how the broker throttles). OffsetCommit v1, which Sarama
+/// sends, has v2's response layout; its request is decoded by hand ([`legacy`]).
 pub fn body_version(key: ApiKey, version: i16) -> i16 {
     match key {
         ApiKey::DescribeLogDirs => version.max(1),
+        ApiKey::OffsetCommit => version.max(2),
         _ => version,
     }
 }
@@ -147,13 +149,20 @@ pub fn decode_request(frame: Bytes) -> Result<Request, FrameError> {
             peek,
             reason: format!("header: {e:#}"),
         })?;
-    let body =
-        RequestKind::decode(key, &mut buf, body_version(key, peek.api_version)).map_err(|e| {
-            FrameError::Malformed {
+    let body = match (key, peek.api_version) {
+        (ApiKey::OffsetCommit, 1) => legacy::decode_offset_commit_v1(&mut buf)
+            .map(RequestKind::OffsetCommit)
+            .map_err(|reason| FrameError::Malformed {
+                peek,
+                reason: format!("body: {reason}"),
+            })?,
+        _ => RequestKind::decode(key, &mut buf, body_version(key, peek.api_version)).map_err(
+            |e| FrameError::Malformed {
                 peek,
                 reason: format!("body: {e:#}"),
-            }
-        })?;
+            },
+        )?,
+    };
     if !buf.is_empty() {
         // Kafka ignores bytes after the body, and librdkafka 2.12 relies on it: its Metadata v12
         // "all topics" request reserves a 4-byte count, writes a 1-byte null, and leaves 3 zeros.
@@ -194,6 +203,7 @@ pub fn encode_response(
 
 pub mod client;
 pub mod fetch_frame;
+pub mod legacy;
 
 #[cfg(test)]
 mod tests {

@@ -4,9 +4,9 @@
 # On a fresh Debian 12 machine with the Rust toolchain, gcc, python3 and git it installs what
 # the suite needs (kcat; make and zlib headers for the bundled librdkafka build that rdkafka
 # does; pip, kafka-python and confluent-kafka for the Python client tests; node/npm if absent
-# and kafkajs, via `npm ci` in tests/node, for the JavaScript client test), builds the release
-# broker, and runs every workspace test in release mode with the external-client tests made
-# mandatory.
+# and kafkajs, via `npm ci` in tests/node, for the JavaScript client tests; Go and Debian's
+# Sarama for the Go client test), builds the release broker, and runs every workspace test in
+# release mode with the external-client tests made mandatory.
 #
 #   SKIP_INSTALL=1   skip the apt/pip/npm steps (everything is already there)
 #   Extra arguments are passed to `cargo test` (e.g. a test name filter).
@@ -34,6 +34,9 @@ install_deps() {
     "$PYTHON" -m pip --version >/dev/null 2>&1 || pkgs+=(python3-pip)
     command -v node >/dev/null 2>&1 || pkgs+=(nodejs)
     command -v npm >/dev/null 2>&1 || pkgs+=(npm)
+    # Go and Debian's Sarama for the Go client test (a GOPATH-mode build, offline).
+    command -v go >/dev/null 2>&1 || pkgs+=(golang-go)
+    [ -d /usr/share/gocode/src/github.com/Shopify/sarama ] || pkgs+=(golang-github-shopify-sarama-dev)
     if [ "${#pkgs[@]}" -gt 0 ]; then
         log "apt-get install ${pkgs[*]}"
         "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null

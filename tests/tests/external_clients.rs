@@ -1,8 +1,8 @@
 //! Other clients than rdkafka-in-Rust: the `kcat` command-line tool (librdkafka as packaged
 //! by Debian, an older release than the one bundled with rdkafka), the pure-Python
-//! `kafka-python` client and the pure-JavaScript `kafkajs` client (each with its own protocol
-//! implementation), and Confluent's Python client `confluent-kafka` (the librdkafka in its
-//! wheel).
+//! `kafka-python` client, the pure-JavaScript `kafkajs` client and the Go client Sarama (each
+//! with its own protocol implementation), and Confluent's Python client `confluent-kafka` (the
+//! librdkafka in its wheel).
 //!
 //! What users rely on that this proves: the everyday tools people point at a Kafka broker
 //! work unchanged: `kcat -L` lists metadata, `kcat -P`/`kcat -C` round-trip keyed messages,
@@ -197,6 +197,50 @@ fn kafkajs_roundtrip() {
     assert!(msgs
         .iter()
         .all(|m| m.value.as_ref().map(|v| v.len()) == Some(300)));
+}
+
+/// Where Debian's golang-github-shopify-sarama-dev puts Sarama, for a GOPATH-mode build.
+const GOPATH_DEBIAN: &str = "/usr/share/gocode";
+
+/// Sarama (`tests/go/sarama_roundtrip.go`), the Go client with its own protocol code, as
+/// Debian packages it: admin, an idempotent acks=all producer, and two consumer groups reading
+/// at the offsets the producer was told, one committing (OffsetCommit v1, which Sarama sends
+/// and Kafka 4 no longer answers).
+#[test]
+fn sarama_roundtrip() {
+    let sarama = Path::new(GOPATH_DEBIAN).join("src/github.com/Shopify/sarama");
+    if !have(
+        "go with Sarama (apt: golang-go golang-github-shopify-sarama-dev)",
+        Command::new("test").arg("-d").arg(&sarama),
+    ) || !have("go", Command::new("go").arg("version"))
+    {
+        return;
+    }
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("go/sarama_roundtrip.go");
+    let out_dir = tempfile::tempdir().expect("temp dir");
+    let bin = out_dir.path().join("sarama_roundtrip");
+    let built = run(
+        Command::new("go")
+            .arg("build")
+            .arg("-o")
+            .arg(&bin)
+            .arg(&src)
+            .env("GO111MODULE", "off")
+            .env("GOPATH", GOPATH_DEBIAN)
+            .env("GOFLAGS", "")
+            .env("GOCACHE", std::env::temp_dir().join("broker-tests-gocache")),
+        None,
+        Duration::from_secs(300),
+    );
+    assert_success("go build tests/go/sarama_roundtrip.go", &built);
+    let broker = Broker::start();
+    let out = run(
+        Command::new(&bin).args([&broker.bootstrap(), &unique_name("sarama"), "500"]),
+        None,
+        Duration::from_secs(180),
+    );
+    assert_success("tests/go/sarama_roundtrip.go", &out);
+    eprintln!("{}", String::from_utf8_lossy(&out.stdout));
 }
 
 /// kafkajs's own consumer-group client (`tests/node/group.js`): two members split a topic's

@@ -20,26 +20,13 @@
 'use strict'
 
 const { Kafka, logLevel } = require('kafkajs')
+const common = require('./common')
+
+const { fail, sleep } = common
 
 const DEADLINE_MS = 60000
 
-function fail(msg) {
-  console.error('FAIL: ' + msg)
-  process.exit(1)
-}
-
-function sleep(ms) {
-  return new Promise(resolve => setTimeout(resolve, ms))
-}
-
-async function until(what, check) {
-  const deadline = Date.now() + DEADLINE_MS
-  for (;;) {
-    if (await check()) return
-    if (Date.now() > deadline) fail(`timed out waiting for ${what}`)
-    await sleep(50)
-  }
-}
+const until = (what, check) => common.until(what, check, DEADLINE_MS)
 
 // A consumer that records what it reads and the assignment of its latest generation.
 class Member {

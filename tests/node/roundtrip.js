@@ -21,11 +21,7 @@
 
 const crypto = require('crypto')
 const { Kafka, Partitioners, logLevel } = require('kafkajs')
-
-function fail(msg) {
-  console.error('FAIL: ' + msg)
-  process.exit(1)
-}
+const { fail } = require('./common')
 
 // Deterministic 300 bytes per message: every byte is checkable.
 function value(i) {

@@ -1238,6 +1238,20 @@ fn find_group_coordinator(addr: &str, group: &str) -> Result<i32, String> {
     Ok(r.node_id.0)
 }
 
+/// Finds `group`'s coordinator (asking node 1) and kills it with SIGKILL; returns its id.
+fn kill_group_coordinator(c: &mut Cluster, group: &str) -> i32 {
+    let mut coordinator = None;
+    let found = wait_until(CONVERGE_TIMEOUT, || {
+        coordinator = find_group_coordinator(&c.addr(1), group).ok();
+        coordinator.is_some()
+    });
+    assert!(found, "FindCoordinator for {group} kept failing");
+    let coordinator = coordinator.unwrap();
+    c.kill9(coordinator);
+    eprintln!("killed node {coordinator}, the coordinator of {group}");
+    coordinator
+}
+
 fn group_consumer(c: &Cluster, group: &str, topic: &str) -> BaseConsumer {
     let consumer: BaseConsumer = client_config(&c.bootstrap_live())
         .set("group.id", group)
@@ -1307,14 +1321,7 @@ fn consumer_group_survives_coordinator_loss() {
     drop(first);
     assert!(!committed_part.is_empty() && !committed.is_empty());
 
-    let mut coordinator = None;
-    let ok = wait_until(CONVERGE_TIMEOUT, || {
-        coordinator = find_group_coordinator(&c.addr(1), &group).ok();
-        coordinator.is_some()
-    });
-    assert!(ok, "FindCoordinator for {group} kept failing");
-    let coordinator = coordinator.unwrap();
-    c.kill9(coordinator);
+    kill_group_coordinator(&mut c, &group);
 
     // A new member of the group starts exactly at the committed offsets.
     let second = group_consumer(&c, &group, &topic);
@@ -1356,15 +1363,9 @@ fn consumer_group_survives_coordinator_loss() {
 /// and its consumer finds the new coordinator, reads every acknowledged message and commits.
 #[test]
 fn kafkajs_survives_the_loss_of_its_coordinator() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("node");
-    if !have(
-        "node with kafkajs (npm ci in tests/node)",
-        Command::new("node")
-            .args(["-e", "require('kafkajs')"])
-            .current_dir(&dir),
-    ) {
+    let Some(dir) = kafkajs_dir() else {
         return;
-    }
+    };
     let mut node = Command::new("node");
     node.arg(dir.join("failover.js")).current_dir(&dir);
     through_coordinator_kill("tests/node/failover.js", node);
@@ -1433,15 +1434,7 @@ fn through_coordinator_kill(name: &str, mut client: Command) {
             stderr.join().unwrap_or_default()
         );
     }
-    let mut coordinator = None;
-    let found = wait_until(CONVERGE_TIMEOUT, || {
-        coordinator = find_group_coordinator(&c.addr(1), &group).ok();
-        coordinator.is_some()
-    });
-    assert!(found, "FindCoordinator for {group} kept failing");
-    let coordinator = coordinator.unwrap();
-    c.kill9(coordinator);
-    eprintln!("killed node {coordinator}, the coordinator of {group}");
+    let coordinator = kill_group_coordinator(&mut c, &group);
     child
         .stdin
         .take()

@@ -157,18 +157,12 @@ fn kafka_python_roundtrip() {
     assert_eq!(watermarks(&bs, &topic, 0), (0, 500));
 }
 
-/// `node` plus the kafkajs install under `tests/node` (`npm ci` there; run-all.sh does it).
+/// kafkajs's producer, admin and lower-level fetch (`tests/node/roundtrip.js`).
 #[test]
 fn kafkajs_roundtrip() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("node");
-    if !have(
-        "node with kafkajs (npm ci in tests/node)",
-        Command::new("node")
-            .args(["-e", "require('kafkajs')"])
-            .current_dir(&dir),
-    ) {
+    let Some(dir) = kafkajs_dir() else {
         return;
-    }
+    };
     let broker = Broker::start();
     let bs = broker.bootstrap();
     let topic = unique_name("js");
@@ -248,15 +242,9 @@ fn sarama_roundtrip() {
 /// commits, another group reads everything, and the admin client describes and deletes a group.
 #[test]
 fn kafkajs_consumer_group() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("node");
-    if !have(
-        "node with kafkajs (npm ci in tests/node)",
-        Command::new("node")
-            .args(["-e", "require('kafkajs')"])
-            .current_dir(&dir),
-    ) {
+    let Some(dir) = kafkajs_dir() else {
         return;
-    }
+    };
     let broker = Broker::start();
     let bs = broker.bootstrap();
     let topic = unique_name("jsgroup");

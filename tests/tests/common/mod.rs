@@ -450,6 +450,19 @@ pub fn python_with(module: &str) -> Option<String> {
     have(&what, Command::new(&python).args(["-c", &import])).then_some(python)
 }
 
+/// `tests/node` if `node` can load kafkajs there (`npm ci` there; run-all.sh does it);
+/// otherwise None, after [`have`] skipped the test or failed it.
+pub fn kafkajs_dir() -> Option<std::path::PathBuf> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("node");
+    have(
+        "node with kafkajs (npm ci in tests/node)",
+        Command::new("node")
+            .args(["-e", "require('kafkajs')"])
+            .current_dir(&dir),
+    )
+    .then_some(dir)
+}
+
 /// Runs a command with optional stdin, killing it after `timeout`.
 pub fn run(cmd: &mut Command, stdin: Option<Vec<u8>>, timeout: Duration) -> Output {
     cmd.stdin(if stdin.is_some() {

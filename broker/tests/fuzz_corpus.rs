@@ -80,6 +80,10 @@ fn client_frame(key: ApiKey, version: i16, body: &RequestKind) -> Vec<u8> {
             broker::protocol::legacy::encode_offset_commit_v1(r, &mut buf)
                 .unwrap_or_else(|e| panic!("{key:?} v{version}: {e}"))
         }
+        (ApiKey::DescribeConfigs, RequestKind::DescribeConfigs(r)) if version == 0 => {
+            broker::protocol::legacy::encode_describe_configs_v0_request(r, &mut buf)
+                .unwrap_or_else(|e| panic!("{key:?} v{version}: {e}"))
+        }
         _ => body
             .encode(&mut buf, body_version(key, version))
             .unwrap_or_else(|e| panic!("{key:?} v{version}: {e:#}")),
@@ -135,7 +139,19 @@ fn request_body(key: ApiKey) -> RequestKind {
         ApiKey::CreateTopics => CreateTopicsRequest::default().into(),
         ApiKey::DeleteTopics => DeleteTopicsRequest::default().into(),
         ApiKey::CreatePartitions => CreatePartitionsRequest::default().into(),
-        ApiKey::DescribeConfigs => DescribeConfigsRequest::default().into(),
+        ApiKey::DescribeConfigs => DescribeConfigsRequest::default()
+            .with_resources(vec![
+                describe_configs_request::DescribeConfigsResource::default()
+                    .with_resource_type(2)
+                    .with_resource_name(topic.0.clone()),
+                describe_configs_request::DescribeConfigsResource::default()
+                    .with_resource_type(4)
+                    .with_resource_name(StrBytes::from_static_str("1"))
+                    .with_configuration_keys(Some(vec![StrBytes::from_static_str(
+                        "log.retention.ms",
+                    )])),
+            ])
+            .into(),
         ApiKey::AlterConfigs => AlterConfigsRequest::default().into(),
         ApiKey::IncrementalAlterConfigs => IncrementalAlterConfigsRequest::default().into(),
         ApiKey::DescribeCluster => DescribeClusterRequest::default().into(),

@@ -3,7 +3,9 @@
 //
 // Usage: sarama_roundtrip BOOTSTRAP TOPIC N
 //
-//  1. ClusterAdmin creates TOPIC with 3 partitions and describes it.
+//  1. ClusterAdmin creates TOPIC with 3 partitions and a retention.ms override, describes it,
+//     describes its configs (DescribeConfigs v0: the override is the one non-default value)
+//     and lists it with ListTopics (Metadata v0, then DescribeConfigs v0 of every topic).
 //  2. An idempotent SyncProducer (acks WaitForAll) sends N keyed messages and notes the
 //     partition and offset each was given.
 //  3. A ConsumerGroup in group A reads every message exactly once, at the partition and offset
@@ -170,14 +172,47 @@ func main() {
 	if err != nil {
 		fail("NewClusterAdmin: %v", err)
 	}
-	if err := admin.CreateTopic(topic, &sarama.TopicDetail{NumPartitions: 3, ReplicationFactor: 1}, false); err != nil {
+	retention := "86400000"
+	detail := &sarama.TopicDetail{
+		NumPartitions:     3,
+		ReplicationFactor: 1,
+		ConfigEntries:     map[string]*string{"retention.ms": &retention},
+	}
+	if err := admin.CreateTopic(topic, detail, false); err != nil {
 		fail("CreateTopic: %v", err)
 	}
 	md, err := admin.DescribeTopics([]string{topic})
 	if err != nil || len(md) != 1 || md[0].Err != sarama.ErrNoError || len(md[0].Partitions) != 3 {
 		fail("DescribeTopics: %v %+v", err, md)
 	}
-	fmt.Printf("admin: created %s with 3 partitions\n", topic)
+	// DescribeConfigs v0: the override is not default, the rest are.
+	entries, err := admin.DescribeConfig(sarama.ConfigResource{Type: sarama.TopicResource, Name: topic})
+	if err != nil {
+		fail("DescribeConfig: %v", err)
+	}
+	described := map[string]sarama.ConfigEntry{}
+	for _, e := range entries {
+		described[e.Name] = e
+	}
+	if e, ok := described["retention.ms"]; !ok || e.Value != retention || e.Default {
+		fail("DescribeConfig retention.ms: %+v", described["retention.ms"])
+	}
+	if e, ok := described["segment.bytes"]; !ok || !e.Default {
+		fail("DescribeConfig segment.bytes: %+v", described["segment.bytes"])
+	}
+	// ListTopics: Metadata v0 for all topics, then DescribeConfigs v0 of each; only
+	// non-default configs are listed.
+	topics, err := admin.ListTopics()
+	if err != nil {
+		fail("ListTopics: %v", err)
+	}
+	listed, ok := topics[topic]
+	if !ok || listed.NumPartitions != 3 || listed.ReplicationFactor != 1 ||
+		len(listed.ConfigEntries) != 1 || listed.ConfigEntries["retention.ms"] == nil ||
+		*listed.ConfigEntries["retention.ms"] != retention {
+		fail("ListTopics %s: %+v", topic, listed)
+	}
+	fmt.Printf("admin: created %s with 3 partitions; its retention.ms override described and listed\n", topic)
 
 	// --- 2. idempotent producer, acks all ---
 	producer, err := sarama.NewSyncProducer(bootstrap, config())

@@ -8,15 +8,24 @@
 //!   response is v2's layout exactly, so it is encoded as v2 ([`super::body_version`]). The
 //!   timestamp is read and ignored: offsets are stamped when the coordinator applies them, as
 //!   for `-1`, which is what every client sends.
+//! - **DescribeConfigs v0**: Sarama (1.22, as Debian packages it) describes configs with v0,
+//!   and its `ListTopics` describes every topic's configs that way. The request is v1's without
+//!   `include_synonyms`; the response has `is_default` where v1 has `config_source`, and no
+//!   synonyms. Both are written by hand here. A value is default when it was not set on the
+//!   resource itself: for a topic, anything but a topic override; for a broker, the built-in
+//!   default or a cluster-wide dynamic default.
 //!
 //! Each count is checked against the bytes left before anything is allocated for it, so a
-//! hostile count costs nothing (the request_frame fuzz target reaches this decoder).
+//! hostile count costs nothing (the request_frame fuzz target reaches these decoders).
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
 use kafka_protocol::messages::offset_commit_request::{
     OffsetCommitRequestPartition, OffsetCommitRequestTopic,
 };
-use kafka_protocol::messages::{GroupId, OffsetCommitRequest, TopicName};
+use kafka_protocol::messages::{
+    DescribeConfigsRequest, DescribeConfigsResponse, GroupId, OffsetCommitRequest, TopicName,
+};
 use kafka_protocol::protocol::StrBytes;
 
 /// Why a hand-decoded body was refused.
@@ -63,6 +72,108 @@ pub fn decode_offset_commit_v1(buf: &mut Bytes) -> Result<OffsetCommitRequest, L
         .with_member_id(member_id)
         .with_retention_time_ms(-1)
         .with_topics(topics))
+}
+
+/// Smallest encoding of one v0 config resource: type, empty name, null key list.
+const RESOURCE_BYTES_MIN: usize = 1 + 2 + 4;
+/// Smallest encoding of one config key: an empty string.
+const KEY_BYTES_MIN: usize = 2;
+/// Kafka's resource type of a topic.
+const RESOURCE_TOPIC: i8 = 2;
+/// Kafka's config sources a v0 answer calls default (see the module doc).
+const SOURCE_TOPIC_OVERRIDE: i8 = 1;
+const SOURCE_DYNAMIC_DEFAULT_BROKER: i8 = 3;
+const SOURCE_DEFAULT: i8 = 5;
+
+/// Decodes a DescribeConfigs v0 body (after the request header).
+pub fn decode_describe_configs_v0(buf: &mut Bytes) -> Result<DescribeConfigsRequest, LegacyError> {
+    let resources_n = count(buf, RESOURCE_BYTES_MIN, "resources")?;
+    let mut resources = Vec::with_capacity(resources_n);
+    for _ in 0..resources_n {
+        need(buf, 1, "resource_type")?;
+        let resource_type = buf.get_i8();
+        let name = string(buf, "resource_name")?;
+        let keys = match nullable_count(buf, KEY_BYTES_MIN, "configuration_keys")? {
+            None => None,
+            Some(n) => {
+                let mut keys = Vec::with_capacity(n);
+                for _ in 0..n {
+                    keys.push(string(buf, "configuration key")?);
+                }
+                Some(keys)
+            }
+        };
+        resources.push(
+            DescribeConfigsResource::default()
+                .with_resource_type(resource_type)
+                .with_resource_name(name)
+                .with_configuration_keys(keys),
+        );
+    }
+    debug_assert_eq!(resources.len(), resources_n);
+    Ok(DescribeConfigsRequest::default()
+        .with_resources(resources)
+        .with_include_synonyms(false))
+}
+
+/// Encodes a DescribeConfigs v0 response body.
+pub fn encode_describe_configs_v0(
+    r: &DescribeConfigsResponse,
+    out: &mut BytesMut,
+) -> Result<(), LegacyError> {
+    out.put_i32(r.throttle_time_ms);
+    put_count(out, r.results.len())?;
+    for result in &r.results {
+        out.put_i16(result.error_code);
+        put_string(out, result.error_message.as_ref().map(|m| m.as_str()))?;
+        out.put_i8(result.resource_type);
+        put_string(out, Some(result.resource_name.as_str()))?;
+        put_count(out, result.configs.len())?;
+        for c in &result.configs {
+            let is_default = if result.resource_type == RESOURCE_TOPIC {
+                c.config_source != SOURCE_TOPIC_OVERRIDE
+            } else {
+                matches!(
+                    c.config_source,
+                    SOURCE_DEFAULT | SOURCE_DYNAMIC_DEFAULT_BROKER
+                )
+            };
+            put_string(out, Some(c.name.as_str()))?;
+            put_string(out, c.value.as_ref().map(|v| v.as_str()))?;
+            out.put_u8(u8::from(c.read_only));
+            out.put_u8(u8::from(is_default));
+            out.put_u8(u8::from(c.is_sensitive));
+        }
+    }
+    Ok(())
+}
+
+/// Encodes `r` as a DescribeConfigs v0 request body, as Sarama does, for tests and the fuzz
+/// corpus.
+pub fn encode_describe_configs_v0_request(
+    r: &DescribeConfigsRequest,
+    out: &mut BytesMut,
+) -> Result<(), LegacyError> {
+    put_count(out, r.resources.len())?;
+    for resource in &r.resources {
+        out.put_i8(resource.resource_type);
+        put_string(out, Some(resource.resource_name.as_str()))?;
+        match &resource.configuration_keys {
+            None => out.put_i32(-1),
+            Some(keys) => {
+                put_count(out, keys.len())?;
+                for k in keys {
+                    put_string(out, Some(k.as_str()))?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn put_count(out: &mut BytesMut, n: usize) -> Result<(), LegacyError> {
+    out.put_i32(i32::try_from(n).map_err(|_| format!("array of {n} elements"))?);
+    Ok(())
 }
 
 /// Encodes `r` as an OffsetCommit v1 body, as Sarama does (commit timestamps -1), for tests and
@@ -124,12 +235,24 @@ fn i64_of(buf: &mut Bytes, what: &str) -> Result<i64, LegacyError> {
 /// An array's element count: not null, and each element's smallest encoding must fit in what is
 /// left.
 fn count(buf: &mut Bytes, element_bytes_min: usize, what: &str) -> Result<usize, LegacyError> {
+    nullable_count(buf, element_bytes_min, what)?.ok_or_else(|| format!("{what}: null"))
+}
+
+/// A nullable array's element count (None for null), bounded as [`count`].
+fn nullable_count(
+    buf: &mut Bytes,
+    element_bytes_min: usize,
+    what: &str,
+) -> Result<Option<usize>, LegacyError> {
     let n = i32_of(buf, what)?;
+    if n == -1 {
+        return Ok(None);
+    }
     let n = usize::try_from(n).map_err(|_| format!("{what}: count {n}"))?;
     if n > buf.remaining() / element_bytes_min {
         return Err(format!("{what}: {n} elements in {} bytes", buf.remaining()));
     }
-    Ok(n)
+    Ok(Some(n))
 }
 
 fn nullable_string(buf: &mut Bytes, what: &str) -> Result<Option<StrBytes>, LegacyError> {
@@ -204,6 +327,133 @@ mod tests {
             })
             .collect();
         assert_eq!(got, vec![(0, 174, Some(String::new())), (2, 9, None)]);
+    }
+
+    /// What Sarama 1.22's DescribeConfig sends: one topic, all keys (null list); then one
+    /// broker with two named keys.
+    fn sarama_describe() -> Bytes {
+        let mut b = BytesMut::new();
+        b.put_i32(2);
+        b.put_i8(2);
+        put_str(&mut b, Some("orders"));
+        b.put_i32(-1);
+        b.put_i8(4);
+        put_str(&mut b, Some("1"));
+        b.put_i32(2);
+        put_str(&mut b, Some("log.retention.ms"));
+        put_str(&mut b, Some("num.partitions"));
+        b.freeze()
+    }
+
+    #[test]
+    fn describe_configs_v0_decodes_and_encodes_back() {
+        let mut buf = sarama_describe();
+        let r = decode_describe_configs_v0(&mut buf).expect("decodes");
+        assert!(buf.is_empty());
+        assert!(!r.include_synonyms);
+        let got: Vec<_> = r
+            .resources
+            .iter()
+            .map(|x| {
+                let keys = x
+                    .configuration_keys
+                    .as_ref()
+                    .map(|k| k.iter().map(|k| k.to_string()).collect::<Vec<_>>());
+                (x.resource_type, x.resource_name.to_string(), keys)
+            })
+            .collect();
+        let keys = vec!["log.retention.ms".to_string(), "num.partitions".to_string()];
+        assert_eq!(
+            got,
+            vec![(2, "orders".into(), None), (4, "1".into(), Some(keys))]
+        );
+        let mut out = BytesMut::new();
+        encode_describe_configs_v0_request(&r, &mut out).expect("encodes");
+        assert_eq!(out.freeze(), sarama_describe());
+        let whole = sarama_describe();
+        for len in 0..whole.len() {
+            let mut cut = whole.slice(..len);
+            assert!(decode_describe_configs_v0(&mut cut).is_err(), "{len} bytes");
+        }
+    }
+
+    /// The v0 answer: `is_default` from the source (a topic's override is not default, a
+    /// static broker value is not default for the broker), no synonyms, no types.
+    #[test]
+    fn describe_configs_v0_answer_is_written_as_sarama_reads_it() {
+        use kafka_protocol::messages::describe_configs_response::{
+            DescribeConfigsResourceResult, DescribeConfigsResult,
+        };
+        let config = |name: &'static str, source: i8| {
+            DescribeConfigsResourceResult::default()
+                .with_name(StrBytes::from_static_str(name))
+                .with_value(Some(StrBytes::from_static_str("7")))
+                .with_config_source(source)
+                .with_config_type(5)
+        };
+        let response = DescribeConfigsResponse::default().with_results(vec![
+            DescribeConfigsResult::default()
+                .with_error_message(None)
+                .with_resource_type(2)
+                .with_resource_name(StrBytes::from_static_str("orders"))
+                .with_configs(vec![config("retention.ms", 1), config("segment.bytes", 4)]),
+            DescribeConfigsResult::default()
+                .with_error_code(42)
+                .with_error_message(Some(StrBytes::from_static_str("no")))
+                .with_resource_type(4)
+                .with_resource_name(StrBytes::from_static_str("1"))
+                .with_configs(vec![config("a", 4), config("b", 5), config("c", 3)]),
+        ]);
+        let mut out = BytesMut::new();
+        encode_describe_configs_v0(&response, &mut out).expect("encodes");
+        let mut b = out.freeze();
+        assert_eq!(b.get_i32(), 0, "throttle");
+        assert_eq!(b.get_i32(), 2, "results");
+        let mut seen = Vec::new();
+        for _ in 0..2 {
+            let error = b.get_i16();
+            let message = nullable_string(&mut b, "message").unwrap();
+            let kind = b.get_i8();
+            let name = string(&mut b, "name").unwrap();
+            let n = b.get_i32();
+            for _ in 0..n {
+                let config = string(&mut b, "config").unwrap();
+                let value = nullable_string(&mut b, "value").unwrap();
+                let flags = (b.get_u8(), b.get_u8(), b.get_u8());
+                seen.push((
+                    error,
+                    message.as_ref().map(|m| m.to_string()),
+                    kind,
+                    name.to_string(),
+                    config.to_string(),
+                    value.map(|v| v.to_string()),
+                    flags,
+                ));
+            }
+        }
+        assert!(b.is_empty(), "{} bytes left", b.len());
+        let row = |e, m: Option<&str>, k, n: &str, c: &str, default| {
+            let m = m.map(String::from);
+            (
+                e,
+                m,
+                k,
+                n.to_string(),
+                c.to_string(),
+                Some("7".to_string()),
+                (0, default, 0),
+            )
+        };
+        assert_eq!(
+            seen,
+            vec![
+                row(0, None, 2, "orders", "retention.ms", 0),
+                row(0, None, 2, "orders", "segment.bytes", 1),
+                row(42, Some("no"), 4, "1", "a", 0),
+                row(42, Some("no"), 4, "1", "b", 1),
+                row(42, Some("no"), 4, "1", "c", 1),
+            ]
+        );
     }
 
     #[test]

@@ -27,7 +27,7 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::CreateTopics, 2, 7),
     (ApiKey::DeleteTopics, 1, 5),
     (ApiKey::CreatePartitions, 0, 3),
-    (ApiKey::DescribeConfigs, 1, 4),
+    (ApiKey::DescribeConfigs, 0, 4),
     (ApiKey::AlterConfigs, 0, 2),
     (ApiKey::IncrementalAlterConfigs, 0, 1),
     (ApiKey::DescribeCluster, 0, 1),
@@ -54,10 +54,11 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
 /// The version a request or response body is decoded and encoded at. Kafka 4 dropped
 /// DescribeLogDirs v0 (and `kafka-protocol` with it), but kafka-python still sends it; its body
 /// is the same as v1's (v1 only changed how the broker throttles). OffsetCommit v1, which Sarama
-/// sends, has v2's response layout; its request is decoded by hand ([`legacy`]).
+/// sends, has v2's response layout; its request is decoded by hand ([`legacy`]). DescribeConfigs
+/// v0 (Sarama's too) is decoded and encoded by hand; this names the version its handler serves.
 pub fn body_version(key: ApiKey, version: i16) -> i16 {
     match key {
-        ApiKey::DescribeLogDirs => version.max(1),
+        ApiKey::DescribeLogDirs | ApiKey::DescribeConfigs => version.max(1),
         ApiKey::OffsetCommit => version.max(2),
         _ => version,
     }
@@ -149,13 +150,19 @@ pub fn decode_request(frame: Bytes) -> Result<Request, FrameError> {
             peek,
             reason: format!("header: {e:#}"),
         })?;
+    let legacy = |decoded: Result<RequestKind, legacy::LegacyError>| {
+        decoded.map_err(|reason| FrameError::Malformed {
+            peek,
+            reason: format!("body: {reason}"),
+        })
+    };
     let body = match (key, peek.api_version) {
-        (ApiKey::OffsetCommit, 1) => legacy::decode_offset_commit_v1(&mut buf)
-            .map(RequestKind::OffsetCommit)
-            .map_err(|reason| FrameError::Malformed {
-                peek,
-                reason: format!("body: {reason}"),
-            })?,
+        (ApiKey::OffsetCommit, 1) => {
+            legacy(legacy::decode_offset_commit_v1(&mut buf).map(RequestKind::OffsetCommit))?
+        }
+        (ApiKey::DescribeConfigs, 0) => {
+            legacy(legacy::decode_describe_configs_v0(&mut buf).map(RequestKind::DescribeConfigs))?
+        }
         _ => RequestKind::decode(key, &mut buf, body_version(key, peek.api_version)).map_err(
             |e| FrameError::Malformed {
                 peek,
@@ -194,7 +201,12 @@ pub fn encode_response(
     let mut buf = BytesMut::with_capacity(256 + body_bytes);
     buf.put_i32(0);
     header.encode(&mut buf, header_version)?;
-    body.encode(&mut buf, body_version(key, version))?;
+    match (body, version) {
+        (ResponseKind::DescribeConfigs(r), 0) => {
+            legacy::encode_describe_configs_v0(r, &mut buf).map_err(anyhow::Error::msg)?
+        }
+        _ => body.encode(&mut buf, body_version(key, version))?,
+    }
     let size = buf.len() - FRAME_SIZE_PREFIX_BYTES;
     let size = i32::try_from(size).map_err(|_| anyhow::anyhow!("response of {size} bytes"))?;
     buf[..FRAME_SIZE_PREFIX_BYTES].copy_from_slice(&size.to_be_bytes());

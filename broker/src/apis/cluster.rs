@@ -105,13 +105,6 @@ impl AdminTimeout {
         let Some(deadline) = self.deadline else {
             return Ok(view.controller_request(request).await);
         };
-        let timed_out = || {
-            (
-                ResponseError::RequestTimedOut,
-                "the controller did not answer within timeout_ms; the change may still be made"
-                    .to_string(),
-            )
-        };
         if tokio::time::Instant::now() >= deadline {
             return Err((
                 ResponseError::RequestTimedOut,
@@ -120,7 +113,11 @@ impl AdminTimeout {
         }
         tokio::time::timeout_at(deadline, view.controller_request(request))
             .await
-            .map_err(|_| timed_out())
+            .map_err(|_| {
+                let why = "the controller did not answer within timeout_ms; the change may still \
+                           be made";
+                (ResponseError::RequestTimedOut, why.to_string())
+            })
     }
 
     /// After the controller accepted a change: waits until `shown(image)` holds on this broker

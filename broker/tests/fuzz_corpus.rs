@@ -84,6 +84,18 @@ fn client_frame(key: ApiKey, version: i16, body: &RequestKind) -> Vec<u8> {
             broker::protocol::legacy::encode_describe_configs_v0_request(r, &mut buf)
                 .unwrap_or_else(|e| panic!("{key:?} v{version}: {e}"))
         }
+        (ApiKey::DescribeAcls, RequestKind::DescribeAcls(r)) if version == 0 => {
+            broker::protocol::legacy::encode_describe_acls_v0_request(r, &mut buf)
+                .unwrap_or_else(|e| panic!("{key:?} v{version}: {e}"))
+        }
+        (ApiKey::CreateAcls, RequestKind::CreateAcls(r)) if version == 0 => {
+            broker::protocol::legacy::encode_create_acls_v0_request(r, &mut buf)
+                .unwrap_or_else(|e| panic!("{key:?} v{version}: {e}"))
+        }
+        (ApiKey::DeleteAcls, RequestKind::DeleteAcls(r)) if version == 0 => {
+            broker::protocol::legacy::encode_delete_acls_v0_request(r, &mut buf)
+                .unwrap_or_else(|e| panic!("{key:?} v{version}: {e}"))
+        }
         _ => body
             .encode(&mut buf, body_version(key, version))
             .unwrap_or_else(|e| panic!("{key:?} v{version}: {e:#}")),
@@ -237,6 +249,36 @@ fn request_body(key: ApiKey) -> RequestKind {
                     describe_quorum_request::PartitionData::default().with_partition_index(0),
                 ])])
             .into(),
+        ApiKey::DescribeAcls => kafka_protocol::messages::DescribeAclsRequest::default()
+            .with_resource_type_filter(2)
+            .with_resource_name_filter(Some(StrBytes::from_static_str("orders")))
+            .with_pattern_type_filter(3)
+            .with_operation(1)
+            .with_permission_type(1)
+            .into(),
+        ApiKey::CreateAcls => {
+            use kafka_protocol::messages::create_acls_request::AclCreation;
+            kafka_protocol::messages::CreateAclsRequest::default()
+                .with_creations(vec![AclCreation::default()
+                    .with_resource_type(2)
+                    .with_resource_name(StrBytes::from_static_str("orders"))
+                    .with_resource_pattern_type(3)
+                    .with_principal(StrBytes::from_static_str("User:alice"))
+                    .with_host(StrBytes::from_static_str("*"))
+                    .with_operation(3)
+                    .with_permission_type(3)])
+                .into()
+        }
+        ApiKey::DeleteAcls => {
+            use kafka_protocol::messages::delete_acls_request::DeleteAclsFilter;
+            kafka_protocol::messages::DeleteAclsRequest::default()
+                .with_filters(vec![DeleteAclsFilter::default()
+                    .with_resource_type_filter(1)
+                    .with_pattern_type_filter(1)
+                    .with_operation(1)
+                    .with_permission_type(1)])
+                .into()
+        }
         other => panic!("no corpus body for {other:?}: add one"),
     }
 }

@@ -14,7 +14,8 @@
 //! (`offsets_for_times`) finds the first message at or after a time, and an idempotent
 //! producer (`enable.idempotence=true`) delivers every message exactly once, in order.
 //! DeleteRecords moves a partition's start for good. DescribeLogDirs reports the data directory
-//! and each partition's size on disk, to kafka-python too.
+//! and each partition's size on disk, to kafka-python too. ACL requests get SECURITY_DISABLED,
+//! as from Kafka with no authorizer, at v0 (older Sarama's) and v3 and through kafka-python.
 
 mod common;
 
@@ -989,4 +990,129 @@ fn describe_log_dirs_reports_where_partitions_live_and_their_size() {
         .map(|p| format!("{topic} {p} {} 0 False", sizes[p as usize]))
         .collect();
     assert_eq!(rows, want, "{text}");
+}
+
+/// One ACL request on the wire at `version`, its body written by `body`: the response body
+/// after its header (v0 for these non-flexible versions, v1 for flexible ones).
+fn raw_acl_call(
+    addr: SocketAddr,
+    key: ApiKey,
+    version: i16,
+    body: impl FnOnce(&mut BytesMut),
+) -> bytes::Bytes {
+    let corr = 4713;
+    let header = RequestHeader::default()
+        .with_request_api_key(key as i16)
+        .with_request_api_version(version)
+        .with_correlation_id(corr)
+        .with_client_id(Some(StrBytes::from_static_str("admin-apis-acls")));
+    let mut frame = BytesMut::new();
+    header
+        .encode(&mut frame, key.request_header_version(version))
+        .expect("encode header");
+    body(&mut frame);
+    let mut resp = raw_exchange(addr, &frame, &format!("{key:?} v{version}"));
+    let got = kafka_protocol::messages::ResponseHeader::decode(
+        &mut resp,
+        key.response_header_version(version),
+    )
+    .expect("response header");
+    assert_eq!(got.correlation_id, corr, "{key:?} correlation id");
+    resp
+}
+
+/// A v0 result list as Kafka writes it for CreateAcls and DeleteAcls (each result an error
+/// code and a message; DeleteAcls adds its matched ACLs, which must be none): the codes.
+fn v0_result_codes(mut b: bytes::Bytes, with_matches: bool) -> Vec<i16> {
+    use bytes::Buf;
+    let _throttle = b.get_i32();
+    let n = b.get_i32();
+    let codes = (0..n)
+        .map(|_| {
+            let code = b.get_i16();
+            let len = b.get_i16();
+            assert!(len > 0, "an error message is sent");
+            b.advance(len as usize);
+            if with_matches {
+                assert_eq!(b.get_i32(), 0, "no ACL matched");
+            }
+            code
+        })
+        .collect();
+    assert!(b.is_empty(), "{} bytes after the v0 answer", b.len());
+    codes
+}
+
+/// No authentication, so no authorizer: like Kafka without one, every ACL request is answered
+/// SECURITY_DISABLED (one per creation and per delete filter) and nothing is ever listed. At
+/// v0, which Kafka 4 dropped but older Sarama sends, as well as at the newest version, and
+/// through kafka-python's AdminClient. (confluent-kafka's are in its round trip.)
+#[test]
+fn acl_requests_are_refused_as_without_an_authorizer() {
+    use broker::protocol::legacy;
+    use kafka_protocol::messages::create_acls_request::AclCreation;
+    use kafka_protocol::messages::delete_acls_request::DeleteAclsFilter;
+    use kafka_protocol::messages::{
+        CreateAclsRequest, DeleteAclsRequest, DescribeAclsRequest, DescribeAclsResponse,
+    };
+    const SECURITY_DISABLED: i16 = 54;
+    let broker = Broker::start();
+    let bs = broker.bootstrap();
+    let addr = broker.addr();
+    let topic = unique_name("acls");
+    create_topic(&bs, &topic, 1, &[]);
+
+    let creation = |op| {
+        AclCreation::default()
+            .with_resource_type(2)
+            .with_resource_name(StrBytes::from_string(topic.clone()))
+            .with_principal(StrBytes::from_static_str("User:alice"))
+            .with_host(StrBytes::from_static_str("*"))
+            .with_operation(op)
+            .with_permission_type(3)
+    };
+    let create = CreateAclsRequest::default().with_creations(vec![creation(3), creation(4)]);
+    let resp = raw_acl_call(addr, ApiKey::CreateAcls, 0, |b| {
+        legacy::encode_create_acls_v0_request(&create, b).expect("encode")
+    });
+    assert_eq!(v0_result_codes(resp, false), vec![SECURITY_DISABLED; 2]);
+
+    let delete = DeleteAclsRequest::default().with_filters(vec![DeleteAclsFilter::default()
+        .with_resource_type_filter(1)
+        .with_operation(1)
+        .with_permission_type(1)]);
+    let resp = raw_acl_call(addr, ApiKey::DeleteAcls, 0, |b| {
+        legacy::encode_delete_acls_v0_request(&delete, b).expect("encode")
+    });
+    assert_eq!(v0_result_codes(resp, true), vec![SECURITY_DISABLED]);
+
+    let describe = DescribeAclsRequest::default()
+        .with_resource_type_filter(1)
+        .with_pattern_type_filter(1)
+        .with_operation(1)
+        .with_permission_type(1);
+    let mut resp = raw_acl_call(addr, ApiKey::DescribeAcls, 3, |b| {
+        describe.encode(b, 3).expect("encode")
+    });
+    let r = DescribeAclsResponse::decode(&mut resp, 3).expect("DescribeAcls v3 answer");
+    assert_eq!(
+        (r.error_code, r.resources.len()),
+        (SECURITY_DISABLED, 0),
+        "{r:?}"
+    );
+    assert!(r.error_message.is_some(), "{r:?}");
+
+    // The broker is still up and serving after all of that.
+    smoke_roundtrip(&bs);
+
+    let Some(python) = python_with("kafka") else {
+        return;
+    };
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("python/acls.py");
+    let out = run(
+        Command::new(&python).arg(&script).arg(&bs).arg(&topic),
+        None,
+        Duration::from_secs(120),
+    );
+    assert_success("tests/python/acls.py", &out);
 }

@@ -15,7 +15,8 @@
 //! member leaves, and its admin client describes, lists and deletes groups.
 //! confluent-kafka (`tests/python/confluent_roundtrip.py`) drives the AdminClient
 //! (create_topics with configs, describe_configs, incremental_alter_configs, describe_cluster
-//! and their error codes), an idempotent acks=all producer and an assign-only consumer.
+//! and their error codes, ACL calls refused with SECURITY_DISABLED), an idempotent acks=all
+//! producer and an assign-only consumer.
 //! Consumer groups: kcat's balanced consumer (`kcat -G`) reads every record once and commits
 //! on exit, so a second one in the group continues after them; kafka-python's KafkaConsumer
 //! with a group_id (`tests/python/group_consumer.py`) consumes, commits, finds nothing new

@@ -2,6 +2,7 @@
 //! (appends) runs synchronously in [`KafkaApis::handle`]; waiting (fsync acks, long-poll fetches)
 //! is returned as a future, so a connection can pipeline requests and still answer in order.
 
+mod acls;
 mod admin;
 mod cluster;
 mod configs;
@@ -267,6 +268,15 @@ impl<S: Storage + Clone> KafkaApis<S> {
             RequestKind::DescribeQuorum(r) => self.describe_quorum(r, version),
             RequestKind::ListPartitionReassignments(r) => {
                 Reply::Now(self.list_partition_reassignments(r))
+            }
+            RequestKind::DescribeAcls(r) => {
+                Reply::Now(ResponseKind::DescribeAcls(acls::describe_acls(r)))
+            }
+            RequestKind::CreateAcls(r) => {
+                Reply::Now(ResponseKind::CreateAcls(acls::create_acls(r)))
+            }
+            RequestKind::DeleteAcls(r) => {
+                Reply::Now(ResponseKind::DeleteAcls(acls::delete_acls(r)))
             }
             // decode_request only lets through the APIs in SUPPORTED_APIS, each handled above.
             other => unreachable!("request {other:?} passed the version check but has no handler"),

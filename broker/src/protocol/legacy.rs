@@ -14,17 +14,24 @@
 //!   synonyms. Both are written by hand here. A value is default when it was not set on the
 //!   resource itself: for a topic, anything but a topic override; for a broker, the built-in
 //!   default or a cluster-wide dynamic default.
+//! - **DescribeAcls, CreateAcls and DeleteAcls v0**: Sarama (1.22) sends v0 for `ListAcls`,
+//!   `CreateACL` and `DeleteACL`. v0 lacks v1's pattern type, which means a literal resource
+//!   name (Kafka's default, 3). The answers this broker gives (SECURITY_DISABLED, nothing
+//!   listed or matched) have the same bytes at v0 and v1, so they are encoded as v1.
 //!
 //! Each count is checked against the bytes left before anything is allocated for it, so a
 //! hostile count costs nothing (the request_frame fuzz target reaches these decoders).
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::create_acls_request::AclCreation;
+use kafka_protocol::messages::delete_acls_request::DeleteAclsFilter;
 use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
 use kafka_protocol::messages::offset_commit_request::{
     OffsetCommitRequestPartition, OffsetCommitRequestTopic,
 };
 use kafka_protocol::messages::{
-    DescribeConfigsRequest, DescribeConfigsResponse, GroupId, OffsetCommitRequest, TopicName,
+    CreateAclsRequest, DeleteAclsRequest, DescribeAclsRequest, DescribeConfigsRequest,
+    DescribeConfigsResponse, GroupId, OffsetCommitRequest, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 
@@ -167,6 +174,148 @@ pub fn encode_describe_configs_v0_request(
                 }
             }
         }
+    }
+    Ok(())
+}
+
+/// Kafka's pattern type for a literal resource name, what v0 of the ACL APIs always means.
+const PATTERN_LITERAL: i8 = 3;
+/// Smallest encoding of one v0 ACL creation or filter: three one-byte enums and three strings
+/// (empty, or null where a filter allows it).
+const ACL_BYTES_MIN: usize = 1 + 3 * 2 + 1 + 1;
+
+/// A v0 ACL filter, as DescribeAcls sends it at the top level and DeleteAcls once per filter.
+struct AclFilterV0 {
+    resource_type: i8,
+    resource_name: Option<StrBytes>,
+    principal: Option<StrBytes>,
+    host: Option<StrBytes>,
+    operation: i8,
+    permission_type: i8,
+}
+
+fn acl_filter_v0(buf: &mut Bytes) -> Result<AclFilterV0, LegacyError> {
+    need(buf, 1, "resource_type_filter")?;
+    let resource_type = buf.get_i8();
+    let resource_name = nullable_string(buf, "resource_name_filter")?;
+    let principal = nullable_string(buf, "principal_filter")?;
+    let host = nullable_string(buf, "host_filter")?;
+    need(buf, 2, "operation and permission_type")?;
+    Ok(AclFilterV0 {
+        resource_type,
+        resource_name,
+        principal,
+        host,
+        operation: buf.get_i8(),
+        permission_type: buf.get_i8(),
+    })
+}
+
+/// Decodes a DescribeAcls v0 body (after the request header).
+pub fn decode_describe_acls_v0(buf: &mut Bytes) -> Result<DescribeAclsRequest, LegacyError> {
+    let f = acl_filter_v0(buf)?;
+    Ok(DescribeAclsRequest::default()
+        .with_resource_type_filter(f.resource_type)
+        .with_resource_name_filter(f.resource_name)
+        .with_pattern_type_filter(PATTERN_LITERAL)
+        .with_principal_filter(f.principal)
+        .with_host_filter(f.host)
+        .with_operation(f.operation)
+        .with_permission_type(f.permission_type))
+}
+
+/// Decodes a CreateAcls v0 body (after the request header).
+pub fn decode_create_acls_v0(buf: &mut Bytes) -> Result<CreateAclsRequest, LegacyError> {
+    let n = count(buf, ACL_BYTES_MIN, "creations")?;
+    let mut creations = Vec::with_capacity(n);
+    for _ in 0..n {
+        need(buf, 1, "resource_type")?;
+        let resource_type = buf.get_i8();
+        let resource_name = string(buf, "resource_name")?;
+        let principal = string(buf, "principal")?;
+        let host = string(buf, "host")?;
+        need(buf, 2, "operation and permission_type")?;
+        creations.push(
+            AclCreation::default()
+                .with_resource_type(resource_type)
+                .with_resource_name(resource_name)
+                .with_resource_pattern_type(PATTERN_LITERAL)
+                .with_principal(principal)
+                .with_host(host)
+                .with_operation(buf.get_i8())
+                .with_permission_type(buf.get_i8()),
+        );
+    }
+    debug_assert_eq!(creations.len(), n);
+    Ok(CreateAclsRequest::default().with_creations(creations))
+}
+
+/// Decodes a DeleteAcls v0 body (after the request header).
+pub fn decode_delete_acls_v0(buf: &mut Bytes) -> Result<DeleteAclsRequest, LegacyError> {
+    let n = count(buf, ACL_BYTES_MIN, "filters")?;
+    let mut filters = Vec::with_capacity(n);
+    for _ in 0..n {
+        let f = acl_filter_v0(buf)?;
+        filters.push(
+            DeleteAclsFilter::default()
+                .with_resource_type_filter(f.resource_type)
+                .with_resource_name_filter(f.resource_name)
+                .with_pattern_type_filter(PATTERN_LITERAL)
+                .with_principal_filter(f.principal)
+                .with_host_filter(f.host)
+                .with_operation(f.operation)
+                .with_permission_type(f.permission_type),
+        );
+    }
+    debug_assert_eq!(filters.len(), n);
+    Ok(DeleteAclsRequest::default().with_filters(filters))
+}
+
+/// Encodes the ACL requests at v0, as Sarama 1.22 does, for tests and the fuzz corpus. Pattern
+/// types are dropped: v0 has none.
+pub fn encode_describe_acls_v0_request(
+    r: &DescribeAclsRequest,
+    out: &mut BytesMut,
+) -> Result<(), LegacyError> {
+    out.put_i8(r.resource_type_filter);
+    put_string(out, r.resource_name_filter.as_deref())?;
+    put_string(out, r.principal_filter.as_deref())?;
+    put_string(out, r.host_filter.as_deref())?;
+    out.put_i8(r.operation);
+    out.put_i8(r.permission_type);
+    Ok(())
+}
+
+/// See [`encode_describe_acls_v0_request`].
+pub fn encode_create_acls_v0_request(
+    r: &CreateAclsRequest,
+    out: &mut BytesMut,
+) -> Result<(), LegacyError> {
+    put_count(out, r.creations.len())?;
+    for c in &r.creations {
+        out.put_i8(c.resource_type);
+        put_string(out, Some(&c.resource_name))?;
+        put_string(out, Some(&c.principal))?;
+        put_string(out, Some(&c.host))?;
+        out.put_i8(c.operation);
+        out.put_i8(c.permission_type);
+    }
+    Ok(())
+}
+
+/// See [`encode_describe_acls_v0_request`].
+pub fn encode_delete_acls_v0_request(
+    r: &DeleteAclsRequest,
+    out: &mut BytesMut,
+) -> Result<(), LegacyError> {
+    put_count(out, r.filters.len())?;
+    for f in &r.filters {
+        out.put_i8(f.resource_type_filter);
+        put_string(out, f.resource_name_filter.as_deref())?;
+        put_string(out, f.principal_filter.as_deref())?;
+        put_string(out, f.host_filter.as_deref())?;
+        out.put_i8(f.operation);
+        out.put_i8(f.permission_type);
     }
     Ok(())
 }
@@ -509,5 +658,122 @@ mod tests {
             decode_offset_commit_v1(&mut b.freeze()).is_err(),
             "not UTF-8"
         );
+    }
+
+    /// Sarama 1.22's v0 ACL requests: a filter with a null name and principal, two creations,
+    /// one delete filter.
+    fn sarama_acl_filter(b: &mut BytesMut) {
+        b.put_i8(2);
+        put_str(b, None);
+        put_str(b, None);
+        put_str(b, Some("*"));
+        b.put_i8(1);
+        b.put_i8(3);
+    }
+
+    fn sarama_acl_creations() -> Bytes {
+        let mut b = BytesMut::new();
+        b.put_i32(2);
+        for (name, op) in [("orders", 3), ("payments", 4)] {
+            b.put_i8(2);
+            put_str(&mut b, Some(name));
+            put_str(&mut b, Some("User:alice"));
+            put_str(&mut b, Some("*"));
+            b.put_i8(op);
+            b.put_i8(3);
+        }
+        b.freeze()
+    }
+
+    #[test]
+    fn acl_requests_v0_decode_as_literal_patterns_and_encode_back() {
+        let mut b = BytesMut::new();
+        sarama_acl_filter(&mut b);
+        let whole = b.freeze();
+        let r = decode_describe_acls_v0(&mut whole.clone()).expect("describe decodes");
+        assert_eq!(
+            (r.resource_type_filter, r.pattern_type_filter, r.operation),
+            (2, PATTERN_LITERAL, 1)
+        );
+        assert_eq!(r.resource_name_filter, None);
+        assert_eq!(r.host_filter.as_deref(), Some("*"));
+        let mut out = BytesMut::new();
+        encode_describe_acls_v0_request(&r, &mut out).expect("encodes");
+        assert_eq!(out.freeze(), whole);
+        for len in 0..whole.len() {
+            assert!(
+                decode_describe_acls_v0(&mut whole.slice(..len)).is_err(),
+                "{len}"
+            );
+        }
+
+        let whole = sarama_acl_creations();
+        let r = decode_create_acls_v0(&mut whole.clone()).expect("create decodes");
+        let got: Vec<_> = r
+            .creations
+            .iter()
+            .map(|c| {
+                (
+                    c.resource_name.to_string(),
+                    c.resource_pattern_type,
+                    c.operation,
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("orders".into(), PATTERN_LITERAL, 3),
+                ("payments".into(), PATTERN_LITERAL, 4)
+            ]
+        );
+        assert!(r
+            .creations
+            .iter()
+            .all(|c| c.principal.as_str() == "User:alice"));
+        let mut out = BytesMut::new();
+        encode_create_acls_v0_request(&r, &mut out).expect("encodes");
+        assert_eq!(out.freeze(), whole);
+        for len in 0..whole.len() {
+            assert!(
+                decode_create_acls_v0(&mut whole.slice(..len)).is_err(),
+                "{len}"
+            );
+        }
+
+        let mut b = BytesMut::new();
+        b.put_i32(1);
+        sarama_acl_filter(&mut b);
+        let whole = b.freeze();
+        let r = decode_delete_acls_v0(&mut whole.clone()).expect("delete decodes");
+        assert_eq!(r.filters.len(), 1);
+        assert_eq!(r.filters[0].pattern_type_filter, PATTERN_LITERAL);
+        let mut out = BytesMut::new();
+        encode_delete_acls_v0_request(&r, &mut out).expect("encodes");
+        assert_eq!(out.freeze(), whole);
+        for len in 0..whole.len() {
+            assert!(
+                decode_delete_acls_v0(&mut whole.slice(..len)).is_err(),
+                "{len}"
+            );
+        }
+    }
+
+    #[test]
+    fn acl_requests_v0_refuse_hostile_counts_and_null_names() {
+        for n in [i32::MAX, -1, -5, 1] {
+            let mut b = BytesMut::new();
+            b.put_i32(n);
+            assert!(
+                decode_create_acls_v0(&mut b.clone().freeze()).is_err(),
+                "{n}"
+            );
+            assert!(decode_delete_acls_v0(&mut b.freeze()).is_err(), "{n}");
+        }
+        // A creation names its resource, principal and host; only filters may leave them null.
+        let mut b = BytesMut::new();
+        b.put_i32(1);
+        sarama_acl_filter(&mut b);
+        assert!(decode_create_acls_v0(&mut b.freeze()).is_err());
     }
 }

@@ -3,7 +3,8 @@
 
 Usage: confluent_roundtrip.py BOOTSTRAP TOPIC N
 
-1. AdminClient: describe_cluster (if this version has it), create_topics with a config,
+1. AdminClient: describe_cluster and describe_topics with their authorized operations (every
+   one: no authorizer), create_topics with a config,
    describe_configs (override vs default, unknown topic -> UNKNOWN_TOPIC_OR_PART),
    incremental_alter_configs SET/DELETE (if this version has it) and its INVALID_CONFIG
    refusals, create_topics refusals (TOPIC_ALREADY_EXISTS, INVALID_REPLICATION_FACTOR),
@@ -59,10 +60,16 @@ def describe(admin, topic):
 
 def admin_checks(admin, topic):
     if hasattr(admin, "describe_cluster"):
-        cluster = admin.describe_cluster().result(timeout=TIMEOUT)
+        cluster = admin.describe_cluster(include_authorized_operations=True).result(
+            timeout=TIMEOUT)
         ids = [n.id for n in cluster.nodes]
         if ids != [1] or cluster.controller is None or cluster.controller.id != 1:
             fail("describe_cluster: nodes %r controller %r" % (ids, cluster.controller))
+        # No authorizer: every operation Kafka defines on the cluster is allowed.
+        ops = {o.name for o in cluster.authorized_operations or []}
+        if ops != {"CREATE", "ALTER", "DESCRIBE", "CLUSTER_ACTION", "DESCRIBE_CONFIGS",
+                   "ALTER_CONFIGS", "IDEMPOTENT_WRITE"}:
+            fail("describe_cluster authorized operations: %r" % ops)
         print("describe_cluster: node 1, cluster id %r" % cluster.cluster_id)
 
     fs = admin.create_topics(
@@ -89,6 +96,14 @@ def admin_checks(admin, topic):
         if time.time() > deadline:
             fail("topic not ready: %r" % md)
         time.sleep(0.1)
+
+    if hasattr(admin, "describe_topics"):
+        from confluent_kafka import TopicCollection
+        d = admin.describe_topics(TopicCollection([topic]), include_authorized_operations=True)
+        ops = {o.name for o in d[topic].result(timeout=TIMEOUT).authorized_operations or []}
+        if ops != {"READ", "WRITE", "CREATE", "DELETE", "ALTER", "DESCRIBE",
+                   "DESCRIBE_CONFIGS", "ALTER_CONFIGS"}:
+            fail("describe_topics authorized operations: %r" % ops)
 
     cfg = describe(admin, topic)
     SOURCE_TOPIC = 1  # ConfigSource.DYNAMIC_TOPIC_CONFIG

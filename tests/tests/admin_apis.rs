@@ -15,7 +15,8 @@
 //! producer (`enable.idempotence=true`) delivers every message exactly once, in order.
 //! DeleteRecords moves a partition's start for good. DescribeLogDirs reports the data directory
 //! and each partition's size on disk, to kafka-python too. ACL requests get SECURITY_DISABLED,
-//! as from Kafka with no authorizer, at v0 (older Sarama's) and v3 and through kafka-python.
+//! as from Kafka with no authorizer, at v0 (older Sarama's) and v3; kafka-python's admin calls,
+//! which ask for authorized operations, get every operation of each resource.
 
 mod common;
 
@@ -1045,8 +1046,8 @@ fn v0_result_codes(mut b: bytes::Bytes, with_matches: bool) -> Vec<i16> {
 
 /// No authentication, so no authorizer: like Kafka without one, every ACL request is answered
 /// SECURITY_DISABLED (one per creation and per delete filter) and nothing is ever listed. At
-/// v0, which Kafka 4 dropped but older Sarama sends, as well as at the newest version, and
-/// through kafka-python's AdminClient. (confluent-kafka's are in its round trip.)
+/// v0, which Kafka 4 dropped but older Sarama sends, as well as at the newest version.
+/// (kafka-python's and confluent-kafka's calls are in their own tests.)
 #[test]
 fn acl_requests_are_refused_as_without_an_authorizer() {
     use broker::protocol::legacy;
@@ -1104,15 +1105,53 @@ fn acl_requests_are_refused_as_without_an_authorizer() {
 
     // The broker is still up and serving after all of that.
     smoke_roundtrip(&bs);
+}
 
+/// kafka-python's KafkaAdminClient asks for authorized operations on every admin Metadata and
+/// DescribeGroups call and cannot read Kafka's "not asked" value (`i32::MIN`) as a set: its
+/// list_topics, describe_topics, describe_cluster, describe_consumer_groups and delete_records
+/// failed. With no authorizer every operation is allowed, and the answer lists each one Kafka
+/// defines for the resource. Its ACL calls get SECURITY_DISABLED (`python/kafka_python_admin.py`).
+#[test]
+fn kafka_python_admin_reads_authorized_operations_and_acl_refusals() {
     let Some(python) = python_with("kafka") else {
         return;
     };
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("python/acls.py");
+    let broker = Broker::start();
+    let bs = broker.bootstrap();
+    let topic = unique_name("kp-admin");
+    create_topic(&bs, &topic, 1, &[]);
+    let r = produce(&bs, &topic, "all", &[], 5, |i| Outgoing {
+        key: format!("k{i}").into_bytes(),
+        value: payload(i as u64, 100),
+        partition: Some(0),
+    });
+    all_ok(&r);
+    // A group with a committed offset and no members: Empty.
+    let group = unique_name("kp-group");
+    let consumer: BaseConsumer = client_config(&bs)
+        .set("group.id", &group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(&topic, 0, Offset::Offset(3))
+        .unwrap();
+    consumer
+        .commit(&tpl, rdkafka::consumer::CommitMode::Sync)
+        .expect("commit");
+    drop(consumer);
+
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("python/kafka_python_admin.py");
     let out = run(
-        Command::new(&python).arg(&script).arg(&bs).arg(&topic),
+        Command::new(&python)
+            .arg(&script)
+            .arg(&bs)
+            .arg(&topic)
+            .arg(&group),
         None,
         Duration::from_secs(120),
     );
-    assert_success("tests/python/acls.py", &out);
+    assert_success("tests/python/kafka_python_admin.py", &out);
 }

@@ -105,8 +105,7 @@ pub(super) fn page(
                 .with_name(topic_name)
                 .with_topic_id(view.id)
                 .with_is_internal(name.starts_with("__"))
-                .with_partitions(partitions)
-                .with_topic_authorized_operations(i32::MIN),
+                .with_partitions(partitions),
         );
         if next.is_some() {
             break;

@@ -148,9 +148,15 @@ impl<S: Storage + Clone> KafkaApis<S> {
         // Kept to answer NOT_COORDINATOR if this broker is not (or stops being) the
         // coordinator before the answer comes; a single broker always coordinates.
         let fallback = self.cluster.as_ref().map(|_| request.clone());
+        let include_operations =
+            matches!(&request, GroupRequest::Describe(r) if r.include_authorized_operations);
         let answer = self.groups.submit(version, client_id, client_host, request);
         Reply::Later(Box::pin(async move {
             match (answer.await, fallback) {
+                (Ok(GroupResponse::Describe(mut r)), _) => {
+                    super::acls::describe_groups_operations(&mut r, include_operations);
+                    ResponseKind::DescribeGroups(r)
+                }
                 (Ok(response), _) => group_response(response),
                 (Err(_), Some(request)) => group_response(crate::group::coordinator_error(
                     &request,

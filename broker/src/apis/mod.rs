@@ -208,17 +208,23 @@ impl<S: Storage + Clone> KafkaApis<S> {
                 Reply::Now(ResponseKind::ApiVersions(api_versions(version, 0)))
             }
             RequestKind::DescribeTopicPartitions(r) => {
-                Reply::Now(ResponseKind::DescribeTopicPartitions(match &self.cluster {
+                let mut response = match &self.cluster {
                     Some(view) => self.cluster_describe_topic_partitions(view, r),
                     None => self.describe_topic_partitions(r),
-                }))
+                };
+                acls::describe_topic_partitions_operations(&mut response);
+                Reply::Now(ResponseKind::DescribeTopicPartitions(response))
             }
-            RequestKind::Metadata(r) => match &self.cluster {
-                Some(view) => Reply::Now(ResponseKind::Metadata(
-                    self.cluster_metadata(view, r, version),
-                )),
-                None => Reply::Now(ResponseKind::Metadata(self.metadata(r, version))),
-            },
+            RequestKind::Metadata(r) => {
+                let include_topics = r.include_topic_authorized_operations;
+                let include_cluster = r.include_cluster_authorized_operations;
+                let mut response = match &self.cluster {
+                    Some(view) => self.cluster_metadata(view, r, version),
+                    None => self.metadata(r, version),
+                };
+                acls::metadata_operations(&mut response, include_topics, include_cluster);
+                Reply::Now(ResponseKind::Metadata(response))
+            }
             RequestKind::CreateTopics(r) if self.cluster.is_some() => {
                 self.cluster_create_topics(r, version)
             }
@@ -228,9 +234,6 @@ impl<S: Storage + Clone> KafkaApis<S> {
             RequestKind::CreatePartitions(r) if self.cluster.is_some() => {
                 self.cluster_create_partitions(r, version)
             }
-            RequestKind::DescribeCluster(r) if self.cluster.is_some() => Reply::Now(
-                ResponseKind::DescribeCluster(self.cluster_describe(r, version)),
-            ),
             RequestKind::Produce(r) => self.produce(r, version),
             RequestKind::Fetch(r) => self.fetch(r, version, &client.open),
             RequestKind::ListOffsets(r) => {
@@ -254,9 +257,15 @@ impl<S: Storage + Clone> KafkaApis<S> {
             RequestKind::IncrementalAlterConfigs(r) => self.incremental_alter_configs(r, version),
             RequestKind::AlterConfigs(r) => self.alter_configs(r, version),
             RequestKind::InitProducerId(r) => self.init_producer_id(r, version),
-            RequestKind::DescribeCluster(r) => Reply::Now(ResponseKind::DescribeCluster(
-                self.describe_cluster(r, version),
-            )),
+            RequestKind::DescribeCluster(r) => {
+                let include = r.include_cluster_authorized_operations;
+                let mut response = match &self.cluster {
+                    Some(_) => self.cluster_describe(r, version),
+                    None => self.describe_cluster(r, version),
+                };
+                acls::describe_cluster_operations(&mut response, include);
+                Reply::Now(ResponseKind::DescribeCluster(response))
+            }
             RequestKind::ElectLeaders(r) => self.elect_leaders(r, version),
             RequestKind::AlterPartitionReassignments(r) => {
                 self.alter_partition_reassignments(r, version)

@@ -25,10 +25,9 @@ use std::net::SocketAddr;
 use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use bytes::BytesMut;
 use common::*;
 use kafka_protocol::messages::alter_configs_request::{AlterConfigsResource, AlterableConfig};
-use kafka_protocol::messages::{AlterConfigsRequest, AlterConfigsResponse, ApiKey, RequestHeader};
+use kafka_protocol::messages::{AlterConfigsRequest, AlterConfigsResponse, ApiKey};
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use rdkafka::admin::{
     AdminOptions, AlterConfig, ConfigResource, ConfigSource, NewPartitions, NewTopic,
@@ -107,13 +106,7 @@ fn try_alter(bs: &str, topic: &str, set: &[(&str, &str)]) -> Result<(), RDKafkaE
 /// AlterConfigs v1 for one topic over a plain socket (kafka-protocol codec), returning the
 /// resource's error code and message as the broker sent them.
 fn raw_alter_configs(addr: SocketAddr, topic: &str, set: &[(&str, &str)]) -> (i16, Option<String>) {
-    const VERSION: i16 = 1; // request header v1, response header v0
-    let corr = 4711;
-    let header = RequestHeader::default()
-        .with_request_api_key(ApiKey::AlterConfigs as i16)
-        .with_request_api_version(VERSION)
-        .with_correlation_id(corr)
-        .with_client_id(Some(StrBytes::from_static_str("admin-apis-raw")));
+    const VERSION: i16 = 1;
     let configs = set
         .iter()
         .map(|(k, v)| {
@@ -126,12 +119,9 @@ fn raw_alter_configs(addr: SocketAddr, topic: &str, set: &[(&str, &str)]) -> (i1
         .with_resource_type(2)
         .with_resource_name(StrBytes::from_string(topic.to_string()))
         .with_configs(configs)]);
-    let mut body = BytesMut::new();
-    header.encode(&mut body, 1).expect("encode header");
-    req.encode(&mut body, VERSION).expect("encode AlterConfigs");
-    let mut resp = raw_exchange(addr, &body, "AlterConfigs");
-    let got_corr = i32::from_be_bytes(resp.split_to(4)[..].try_into().unwrap());
-    assert_eq!(got_corr, corr, "AlterConfigs correlation id");
+    let mut resp = raw_request(addr, ApiKey::AlterConfigs, VERSION, |b| {
+        req.encode(b, VERSION).expect("encode AlterConfigs")
+    });
     let r = AlterConfigsResponse::decode(&mut resp, VERSION).expect("decode AlterConfigs response");
     assert_eq!(r.responses.len(), 1, "{r:?}");
     let one = &r.responses[0];
@@ -993,35 +983,6 @@ fn describe_log_dirs_reports_where_partitions_live_and_their_size() {
     assert_eq!(rows, want, "{text}");
 }
 
-/// One ACL request on the wire at `version`, its body written by `body`: the response body
-/// after its header (v0 for these non-flexible versions, v1 for flexible ones).
-fn raw_acl_call(
-    addr: SocketAddr,
-    key: ApiKey,
-    version: i16,
-    body: impl FnOnce(&mut BytesMut),
-) -> bytes::Bytes {
-    let corr = 4713;
-    let header = RequestHeader::default()
-        .with_request_api_key(key as i16)
-        .with_request_api_version(version)
-        .with_correlation_id(corr)
-        .with_client_id(Some(StrBytes::from_static_str("admin-apis-acls")));
-    let mut frame = BytesMut::new();
-    header
-        .encode(&mut frame, key.request_header_version(version))
-        .expect("encode header");
-    body(&mut frame);
-    let mut resp = raw_exchange(addr, &frame, &format!("{key:?} v{version}"));
-    let got = kafka_protocol::messages::ResponseHeader::decode(
-        &mut resp,
-        key.response_header_version(version),
-    )
-    .expect("response header");
-    assert_eq!(got.correlation_id, corr, "{key:?} correlation id");
-    resp
-}
-
 /// A v0 result list as Kafka writes it for CreateAcls and DeleteAcls (each result an error
 /// code and a message; DeleteAcls adds its matched ACLs, which must be none): the codes.
 fn v0_result_codes(mut b: bytes::Bytes, with_matches: bool) -> Vec<i16> {
@@ -1073,7 +1034,7 @@ fn acl_requests_are_refused_as_without_an_authorizer() {
             .with_permission_type(3)
     };
     let create = CreateAclsRequest::default().with_creations(vec![creation(3), creation(4)]);
-    let resp = raw_acl_call(addr, ApiKey::CreateAcls, 0, |b| {
+    let resp = raw_request(addr, ApiKey::CreateAcls, 0, |b| {
         legacy::encode_create_acls_v0_request(&create, b).expect("encode")
     });
     assert_eq!(v0_result_codes(resp, false), vec![SECURITY_DISABLED; 2]);
@@ -1082,7 +1043,7 @@ fn acl_requests_are_refused_as_without_an_authorizer() {
         .with_resource_type_filter(1)
         .with_operation(1)
         .with_permission_type(1)]);
-    let resp = raw_acl_call(addr, ApiKey::DeleteAcls, 0, |b| {
+    let resp = raw_request(addr, ApiKey::DeleteAcls, 0, |b| {
         legacy::encode_delete_acls_v0_request(&delete, b).expect("encode")
     });
     assert_eq!(v0_result_codes(resp, true), vec![SECURITY_DISABLED]);
@@ -1092,7 +1053,7 @@ fn acl_requests_are_refused_as_without_an_authorizer() {
         .with_pattern_type_filter(1)
         .with_operation(1)
         .with_permission_type(1);
-    let mut resp = raw_acl_call(addr, ApiKey::DescribeAcls, 3, |b| {
+    let mut resp = raw_request(addr, ApiKey::DescribeAcls, 3, |b| {
         describe.encode(b, 3).expect("encode")
     });
     let r = DescribeAclsResponse::decode(&mut resp, 3).expect("DescribeAcls v3 answer");

@@ -184,8 +184,9 @@ const PATTERN_LITERAL: i8 = 3;
 /// (empty, or null where a filter allows it).
 const ACL_BYTES_MIN: usize = 1 + 3 * 2 + 1 + 1;
 
-/// A v0 ACL filter, as DescribeAcls sends it at the top level and DeleteAcls once per filter.
-struct AclFilterV0 {
+/// One v0 ACL entry: a filter (DescribeAcls sends one at the top level, DeleteAcls one per
+/// filter; null strings match anything) or a creation (no nulls allowed).
+struct AclV0 {
     resource_type: i8,
     resource_name: Option<StrBytes>,
     principal: Option<StrBytes>,
@@ -194,26 +195,59 @@ struct AclFilterV0 {
     permission_type: i8,
 }
 
-fn acl_filter_v0(buf: &mut Bytes) -> Result<AclFilterV0, LegacyError> {
-    need(buf, 1, "resource_type_filter")?;
-    let resource_type = buf.get_i8();
-    let resource_name = nullable_string(buf, "resource_name_filter")?;
-    let principal = nullable_string(buf, "principal_filter")?;
-    let host = nullable_string(buf, "host_filter")?;
-    need(buf, 2, "operation and permission_type")?;
-    Ok(AclFilterV0 {
-        resource_type,
-        resource_name,
-        principal,
-        host,
-        operation: buf.get_i8(),
-        permission_type: buf.get_i8(),
-    })
+impl AclV0 {
+    fn decode(buf: &mut Bytes) -> Result<AclV0, LegacyError> {
+        need(buf, 1, "resource_type")?;
+        let resource_type = buf.get_i8();
+        let resource_name = nullable_string(buf, "resource_name")?;
+        let principal = nullable_string(buf, "principal")?;
+        let host = nullable_string(buf, "host")?;
+        need(buf, 2, "operation and permission_type")?;
+        Ok(AclV0 {
+            resource_type,
+            resource_name,
+            principal,
+            host,
+            operation: buf.get_i8(),
+            permission_type: buf.get_i8(),
+        })
+    }
+
+    /// A creation's strings: each must be there.
+    fn named(self) -> Result<(i8, [StrBytes; 3], i8, i8), LegacyError> {
+        let need = |s: Option<StrBytes>, what: &str| s.ok_or_else(|| format!("{what}: null"));
+        Ok((
+            self.resource_type,
+            [
+                need(self.resource_name, "resource_name")?,
+                need(self.principal, "principal")?,
+                need(self.host, "host")?,
+            ],
+            self.operation,
+            self.permission_type,
+        ))
+    }
+
+    fn encode(
+        out: &mut BytesMut,
+        resource_type: i8,
+        strings: [Option<&str>; 3],
+        operation: i8,
+        permission_type: i8,
+    ) -> Result<(), LegacyError> {
+        out.put_i8(resource_type);
+        for s in strings {
+            put_string(out, s)?;
+        }
+        out.put_i8(operation);
+        out.put_i8(permission_type);
+        Ok(())
+    }
 }
 
 /// Decodes a DescribeAcls v0 body (after the request header).
 pub fn decode_describe_acls_v0(buf: &mut Bytes) -> Result<DescribeAclsRequest, LegacyError> {
-    let f = acl_filter_v0(buf)?;
+    let f = AclV0::decode(buf)?;
     Ok(DescribeAclsRequest::default()
         .with_resource_type_filter(f.resource_type)
         .with_resource_name_filter(f.resource_name)
@@ -229,21 +263,17 @@ pub fn decode_create_acls_v0(buf: &mut Bytes) -> Result<CreateAclsRequest, Legac
     let n = count(buf, ACL_BYTES_MIN, "creations")?;
     let mut creations = Vec::with_capacity(n);
     for _ in 0..n {
-        need(buf, 1, "resource_type")?;
-        let resource_type = buf.get_i8();
-        let resource_name = string(buf, "resource_name")?;
-        let principal = string(buf, "principal")?;
-        let host = string(buf, "host")?;
-        need(buf, 2, "operation and permission_type")?;
+        let (resource_type, [name, principal, host], operation, permission_type) =
+            AclV0::decode(buf)?.named()?;
         creations.push(
             AclCreation::default()
                 .with_resource_type(resource_type)
-                .with_resource_name(resource_name)
+                .with_resource_name(name)
                 .with_resource_pattern_type(PATTERN_LITERAL)
                 .with_principal(principal)
                 .with_host(host)
-                .with_operation(buf.get_i8())
-                .with_permission_type(buf.get_i8()),
+                .with_operation(operation)
+                .with_permission_type(permission_type),
         );
     }
     debug_assert_eq!(creations.len(), n);
@@ -255,7 +285,7 @@ pub fn decode_delete_acls_v0(buf: &mut Bytes) -> Result<DeleteAclsRequest, Legac
     let n = count(buf, ACL_BYTES_MIN, "filters")?;
     let mut filters = Vec::with_capacity(n);
     for _ in 0..n {
-        let f = acl_filter_v0(buf)?;
+        let f = AclV0::decode(buf)?;
         filters.push(
             DeleteAclsFilter::default()
                 .with_resource_type_filter(f.resource_type)
@@ -277,13 +307,15 @@ pub fn encode_describe_acls_v0_request(
     r: &DescribeAclsRequest,
     out: &mut BytesMut,
 ) -> Result<(), LegacyError> {
-    out.put_i8(r.resource_type_filter);
-    put_string(out, r.resource_name_filter.as_deref())?;
-    put_string(out, r.principal_filter.as_deref())?;
-    put_string(out, r.host_filter.as_deref())?;
-    out.put_i8(r.operation);
-    out.put_i8(r.permission_type);
-    Ok(())
+    let strings = [&r.resource_name_filter, &r.principal_filter, &r.host_filter];
+    let strings = strings.map(|s| s.as_deref());
+    AclV0::encode(
+        out,
+        r.resource_type_filter,
+        strings,
+        r.operation,
+        r.permission_type,
+    )
 }
 
 /// See [`encode_describe_acls_v0_request`].
@@ -293,12 +325,14 @@ pub fn encode_create_acls_v0_request(
 ) -> Result<(), LegacyError> {
     put_count(out, r.creations.len())?;
     for c in &r.creations {
-        out.put_i8(c.resource_type);
-        put_string(out, Some(&c.resource_name))?;
-        put_string(out, Some(&c.principal))?;
-        put_string(out, Some(&c.host))?;
-        out.put_i8(c.operation);
-        out.put_i8(c.permission_type);
+        let strings = [&c.resource_name, &c.principal, &c.host].map(|s| Some(s.as_str()));
+        AclV0::encode(
+            out,
+            c.resource_type,
+            strings,
+            c.operation,
+            c.permission_type,
+        )?;
     }
     Ok(())
 }
@@ -310,12 +344,15 @@ pub fn encode_delete_acls_v0_request(
 ) -> Result<(), LegacyError> {
     put_count(out, r.filters.len())?;
     for f in &r.filters {
-        out.put_i8(f.resource_type_filter);
-        put_string(out, f.resource_name_filter.as_deref())?;
-        put_string(out, f.principal_filter.as_deref())?;
-        put_string(out, f.host_filter.as_deref())?;
-        out.put_i8(f.operation);
-        out.put_i8(f.permission_type);
+        let strings = [&f.resource_name_filter, &f.principal_filter, &f.host_filter];
+        let strings = strings.map(|s| s.as_deref());
+        AclV0::encode(
+            out,
+            f.resource_type_filter,
+            strings,
+            f.operation,
+            f.permission_type,
+        )?;
     }
     Ok(())
 }

@@ -548,18 +548,39 @@ pub fn raw_exchange(addr: impl std::net::ToSocketAddrs, frame: &[u8], what: &str
     Bytes::from(resp)
 }
 
+/// One request on a fresh connection at `version`, its body written by `body` after a header
+/// of the version's kind: the response body after its header, whose correlation id is checked.
+pub fn raw_request(
+    addr: impl std::net::ToSocketAddrs,
+    key: ApiKey,
+    version: i16,
+    body: impl FnOnce(&mut BytesMut),
+) -> Bytes {
+    let corr = 4712;
+    let header = RequestHeader::default()
+        .with_request_api_key(key as i16)
+        .with_request_api_version(version)
+        .with_correlation_id(corr)
+        .with_client_id(Some(StrBytes::from_static_str("tests-raw")));
+    let mut frame = BytesMut::new();
+    header
+        .encode(&mut frame, key.request_header_version(version))
+        .expect("encode header");
+    body(&mut frame);
+    let what = format!("{key:?} v{version}");
+    let mut resp = raw_exchange(addr, &frame, &what);
+    let got = ResponseHeader::decode(&mut resp, key.response_header_version(version))
+        .unwrap_or_else(|e| panic!("{what} response header: {e}"));
+    assert_eq!(got.correlation_id, corr, "{what} correlation id");
+    resp
+}
+
 /// DescribeLogDirs v4 over a plain socket (kafka-protocol codec), for `topics` (None: all).
 pub fn raw_describe_log_dirs(
     addr: impl std::net::ToSocketAddrs,
     topics: Option<Vec<(&str, Vec<i32>)>>,
 ) -> DescribeLogDirsResponse {
-    const VERSION: i16 = 4; // flexible: request header v2, response header v1
-    let corr = 4712;
-    let header = RequestHeader::default()
-        .with_request_api_key(ApiKey::DescribeLogDirs as i16)
-        .with_request_api_version(VERSION)
-        .with_correlation_id(corr)
-        .with_client_id(Some(StrBytes::from_static_str("admin-apis-raw")));
+    const VERSION: i16 = 4;
     let req = DescribeLogDirsRequest::default().with_topics(topics.map(|ts| {
         ts.into_iter()
             .map(|(name, partitions)| {
@@ -569,16 +590,9 @@ pub fn raw_describe_log_dirs(
             })
             .collect()
     }));
-    let mut body = BytesMut::new();
-    header.encode(&mut body, 2).expect("encode header");
-    req.encode(&mut body, VERSION)
-        .expect("encode DescribeLogDirs");
-    let mut resp = raw_exchange(addr, &body, "DescribeLogDirs");
-    let header = ResponseHeader::decode(&mut resp, 1).expect("response header");
-    assert_eq!(
-        header.correlation_id, corr,
-        "DescribeLogDirs correlation id"
-    );
+    let mut resp = raw_request(addr, ApiKey::DescribeLogDirs, VERSION, |b| {
+        req.encode(b, VERSION).expect("encode DescribeLogDirs")
+    });
     DescribeLogDirsResponse::decode(&mut resp, VERSION).expect("decode DescribeLogDirs response")
 }
 

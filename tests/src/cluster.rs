@@ -427,8 +427,16 @@ impl Cluster {
                 let child = self.node_mut(id).child.as_mut().expect("spawned");
                 if let Ok(Some(status)) = child.try_wait() {
                     self.node_mut(id).child = None;
+                    // Read again now that it has exited: the error is its last words, and a
+                    // backtrace after it may push it out of the tail.
+                    let text = fs::read_to_string(&log).unwrap_or_default();
+                    let in_use = if text.contains("in use") {
+                        " (a port it was given is in use)"
+                    } else {
+                        ""
+                    };
                     return Err(format!(
-                        "node {id} exited during startup ({status}); log:\n{}",
+                        "node {id} exited during startup ({status}){in_use}; log:\n{}",
                         tail(&log, LOG_TAIL_LINES)
                     ));
                 }

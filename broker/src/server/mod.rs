@@ -194,7 +194,9 @@ pub async fn run(
         seed,
         metrics_listener,
     };
-    let listener = TcpListener::bind(&config.listen).await?;
+    let listener = TcpListener::bind(&config.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("binding the Kafka listener {}: {e}", config.listen))?;
     if config.cluster.is_clustered() {
         let voter = config
             .cluster

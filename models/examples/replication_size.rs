@@ -2,7 +2,8 @@
 //! `cargo run --release -p models --example replication_size -- ENTRIES CHANGES FENCES CRASHES DEPTH`
 //! (DEPTH 0 is unbounded). REASSIGNS, WIPES, START (the first replicas, a bit each),
 //! START_ENTRIES and NO_FETCH_LOSS set those bounds; the planted flags' names in capitals
-//! (AP_CHECKS_ISR, REASSIGN_DROPS_IN_SYNC, ...) plant those variants.
+//! (AP_CHECKS_ISR, REASSIGN_DROPS_IN_SYNC, ...) plant those variants. MIN_ISR and
+//! MIN_ISR_CHANGES set min.insync.replicas at the start and how often an operator changes it.
 use models::replication::ReplicationModel;
 use stateright::{Checker, Model};
 fn env_u8(name: &str, default: u8) -> u8 {
@@ -28,6 +29,9 @@ fn main() {
         refusal_keeps_epoch: std::env::var("REFUSAL_KEEPS_EPOCH").is_ok(),
         reassign_drops_in_sync: std::env::var("REASSIGN_DROPS_IN_SYNC").is_ok(),
         reassign_trusts_isr: std::env::var("REASSIGN_TRUSTS_ISR").is_ok(),
+        min_isr_after_isr: std::env::var("MIN_ISR_AFTER_ISR").is_ok(),
+        min_isr: env_u8("MIN_ISR", 2),
+        min_isr_changes_max: env_u8("MIN_ISR_CHANGES", 0),
         reassigns_max: env_u8("REASSIGNS", 0),
         wipes_max: env_u8("WIPES", 0),
         start_replicas: env_u8("START", 0b111),

@@ -136,6 +136,17 @@ impl<F: StorageFile> LogSegment<F> {
 
     /// Bookkeeping for one batch just stored at `pos` (== current size).
     pub fn track_batch(&mut self, b: StoredBatch, index_interval_bytes: u32) {
+        if let Err(e) = self.try_track_batch(b, index_interval_bytes) {
+            panic!("tracking an appended batch: {e}");
+        }
+    }
+
+    /// [`Self::track_batch`] for a batch read back from the file. Err, with nothing changed,
+    /// when the batch contradicts the time index loaded from disk: its max timestamp is
+    /// above the last entry's, which points at or past this batch. The index files are
+    /// checked on their own when loaded; only the data can show this, so replay reports it
+    /// and the segment's indexes are rebuilt from the data.
+    fn try_track_batch(&mut self, b: StoredBatch, index_interval_bytes: u32) -> Result<(), String> {
         assert_eq!(b.pos, self.size_bytes, "batches are contiguous");
         assert_eq!(b.base_offset, self.next_offset, "offsets are consecutive");
         assert!(b.last_offset >= b.base_offset);
@@ -146,8 +157,24 @@ impl<F: StorageFile> LogSegment<F> {
         let index_now = (self.offset_index.is_empty()
             || self.bytes_since_index_entry >= index_interval_bytes as u64)
             && !self.offset_index.is_full();
+        let rel = (b.base_offset - self.base_offset) as u32;
+        // The time index entry this batch would add: the running max and where it is.
+        let (max_after, max_rel_after) = if b.max_timestamp > self.max_timestamp {
+            (b.max_timestamp, rel)
+        } else {
+            let max_rel = (self.offset_of_max_timestamp - self.base_offset) as u32;
+            (self.max_timestamp, max_rel)
+        };
+        if let Some((t, o)) = self.time_index.last() {
+            if index_now && max_after != NO_TIMESTAMP && max_after > t && max_rel_after <= o {
+                return Err(format!(
+                    "time index entry ({t}, {o}) is not before offset {} with timestamp \
+                     {max_after}",
+                    self.base_offset + i64::from(max_rel_after)
+                ));
+            }
+        }
         if index_now {
-            let rel = (b.base_offset - self.base_offset) as u32;
             self.offset_index.append(rel, b.pos as u32);
             self.bytes_since_index_entry = 0;
         }
@@ -163,6 +190,7 @@ impl<F: StorageFile> LogSegment<F> {
         self.size_bytes = b.pos + b.size;
         self.next_offset = b.last_offset + 1;
         self.indexes_dirty = true;
+        Ok(())
     }
 
     /// Reads and structurally checks the header at `pos` (the file must hold the whole batch).
@@ -317,7 +345,9 @@ impl<F: StorageFile> LogSegment<F> {
                     });
                 }
             }
-            self.track_batch(b, index_interval_bytes);
+            if let Err(reason) = self.try_track_batch(b, index_interval_bytes) {
+                return Ok(ReplayEnd::Invalid { pos, reason });
+            }
         }
         Ok(ReplayEnd::Complete)
     }

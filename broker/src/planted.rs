@@ -51,10 +51,14 @@ pub enum PlantedBug {
     /// The controller applies an AlterPartition whatever the partition epoch it names, so a
     /// late copy of an old request applies once the ISR it names is back.
     StaleAlterPartition,
+    /// A follower told to truncate below its log start (an unclean leader that holds less
+    /// than DeleteRecords left on it) stops at its log start, so a fully deleted log never
+    /// changes and the leader says the same at every fetch.
+    TruncationStopsAtLogStart,
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 17] = [
+    pub const ALL: [PlantedBug; 18] = [
         PlantedBug::AckBeforeFsync,
         PlantedBug::RecoverySkipsCrc,
         PlantedBug::FetchPastHighWatermark,
@@ -72,6 +76,7 @@ impl PlantedBug {
         PlantedBug::FullDiskEndsQuorum,
         PlantedBug::WipedVoterVotes,
         PlantedBug::StaleAlterPartition,
+        PlantedBug::TruncationStopsAtLogStart,
     ];
 
     pub fn name(self) -> &'static str {
@@ -93,6 +98,7 @@ impl PlantedBug {
             PlantedBug::FullDiskEndsQuorum => "full-disk-ends-quorum",
             PlantedBug::WipedVoterVotes => "wiped-voter-votes",
             PlantedBug::StaleAlterPartition => "stale-alter-partition",
+            PlantedBug::TruncationStopsAtLogStart => "truncation-stops-at-log-start",
         }
     }
 
@@ -144,6 +150,9 @@ impl PlantedBug {
             }
             PlantedBug::StaleAlterPartition => {
                 "the controller applies an AlterPartition from an older partition epoch"
+            }
+            PlantedBug::TruncationStopsAtLogStart => {
+                "a follower told to truncate below its log start keeps its log start"
             }
         }
     }

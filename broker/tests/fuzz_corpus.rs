@@ -1275,6 +1275,33 @@ fn corpus_replication_actions() -> Vec<(String, Vec<u8>)> {
                 ],
             ),
         ),
+        (
+            // Node 2 falls behind and out of the ISR; the others delete everything committed,
+            // then are cut off until fenced, and an operator's unclean election makes node 2
+            // lead with less than their log starts: they must start over at its log end.
+            "unclean-election-below-deleted-records".into(),
+            program(
+                8,
+                &[
+                    warm(),
+                    vec![Partition(2)],
+                    produce(8),
+                    vec![Run(255), Run(255), DeleteRecords(63 << 2), Run(255)],
+                    produce(2),
+                    vec![Run(255), DeleteRecords(63 << 2), Run(255), Heal(2)],
+                    vec![Partition(0), Partition(1), Run(255), Run(255), Run(255)],
+                    vec![
+                        Run(255),
+                        Run(255),
+                        UncleanElection,
+                        Run(255),
+                        UncleanElection,
+                    ],
+                    vec![Run(255), Run(255), Heal(0), Heal(1), Run(255), Run(255)],
+                    produce(4),
+                ],
+            ),
+        ),
     ]
 }
 
@@ -1378,5 +1405,8 @@ fn every_replication_seed_acknowledges_batches() {
             .filter(|a| matches!(a, targets::replication::Action::DeleteRecords(_)))
             .count() as u64;
         assert_eq!(deletes, r.records_deleted, "{}", path.display());
+        if path.ends_with("unclean-election-below-deleted-records") {
+            assert!(r.unclean_elections > 0, "{}: {r:?}", path.display());
+        }
     }
 }

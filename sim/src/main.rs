@@ -239,7 +239,8 @@ impl Settings {
                      {} controller failovers, {} truncations, {} ELR elections, \
                      {} min.insync.replicas changes, {} preferred elections asked, \
                      {} reassignments asked, {} removed copies deleted, {} DeleteRecords, \
-                     {} batches read from followers, {} disks wiped",
+                     {} batches read from followers, {} disks wiped, \
+                     {} unclean elections asked, {} leaders elected uncleanly",
                     r.acked,
                     r.leader_epochs,
                     r.crashes,
@@ -253,7 +254,9 @@ impl Settings {
                     r.replicas_removed,
                     r.records_deleted,
                     r.follower_reads,
-                    r.wipes
+                    r.wipes,
+                    r.unclean_asked,
+                    r.unclean_elections
                 );
                 let mut outcome = SeedOutcome::from_lines(
                     &r.problems(),
@@ -630,6 +633,8 @@ fn plant_layers(bug: PlantedBug) -> &'static [Layer] {
         PlantedBug::FullDiskEndsQuorum => &[Layer::Cluster],
         // Only the replication layer delivers late copies of AlterPartition requests.
         PlantedBug::StaleAlterPartition => &[Layer::Replication],
+        // Only the replication layer runs unclean elections.
+        PlantedBug::TruncationStopsAtLogStart => &[Layer::Replication],
     }
 }
 

@@ -9,9 +9,12 @@
 //!
 //! Faults: node crashes (torn or dropped unsynced writes), network partitions of a node, slow
 //! disks, slow metadata delivery, controller failover; operators' elections, reassignments and
-//! DeleteRecords (followers take the leader's log start from fetch answers). Checks: acknowledged batches survive
+//! DeleteRecords (followers take the leader's log start from fetch answers). A quarter of the
+//! seeds also run with unclean leader elections (the controller's setting and operators'
+//! requests). Checks: acknowledged batches survive
 //! (online at every leadership change, and in the final leader's log, except those an
-//! operator deleted; no log starts past every deletion), replicas byte-identical
+//! operator deleted or an unclean election forfeited; no log starts past every deletion; no
+//! leader from outside the ISR and ELR unless unclean elections are on), replicas byte-identical
 //! below the final high watermark, a consumer reading from a follower (KIP-392) gets only
 //! committed batches, byte for byte, the high watermark never goes back within a leader epoch,
 //! one leader per (partition, epoch), leader epochs never go back on a node, and liveness after
@@ -101,6 +104,11 @@ pub struct ReplRunResult {
     pub follower_reads: u64,
     /// Crashes that replaced the node's disk with an empty one.
     pub wipes: u64,
+    /// Unclean elections asked by operators (ElectLeaders, election type unclean).
+    pub unclean_asked: u64,
+    /// Leaders elected from outside the ISR and ELR: what the partition had committed
+    /// before may be gone (the unclean seeds only).
+    pub unclean_elections: u64,
 }
 
 impl ReplRunResult {
@@ -144,6 +152,9 @@ pub enum Action {
     Partition(u8),
     Heal(u8),
     ControllerFailover,
+    /// An operator's unclean election of every leaderless partition, through the first node
+    /// that is up and connected.
+    UncleanElection,
     /// An operator sets the cluster-level min.insync.replicas to `1 + v % 3` (`v` below 128).
     MinIsr(u8),
     /// An operator reassigns a partition (`a`, below 128): partition `a >> 3 & 1`, target the
@@ -171,7 +182,8 @@ impl Action {
             11 => Action::Crash(arg),
             12 => Action::Partition(arg),
             13 => Action::Heal(arg),
-            14 => Action::ControllerFailover,
+            14 if arg < 128 => Action::ControllerFailover,
+            14 => Action::UncleanElection,
             _ if arg < 128 => Action::MinIsr(arg),
             _ => Action::Reassign(arg - 128),
         })
@@ -191,6 +203,7 @@ impl Action {
             Action::Partition(n) => (12, n),
             Action::Heal(n) => (13, n),
             Action::ControllerFailover => (14, 0),
+            Action::UncleanElection => (14, 0x80),
             Action::MinIsr(v) => (15, v & 0x7f),
             Action::Reassign(a) => (15, 0x80 | (a & 0x7f)),
             Action::DeleteRecords(a) => (3, a),
@@ -638,6 +651,17 @@ struct World {
     /// Chance that an AlterPartition also reaches the controller again much later, as a
     /// retry that sat in a connection does: a stale copy must not apply.
     late_copy: f64,
+    /// This seed runs with `unclean.leader.election.enable` and operators' unclean
+    /// elections. Drawn, with the operators' elections, from `unclean_rng`, apart from `rng`
+    /// (as `wipe_rng`).
+    unclean: bool,
+    unclean_rng: Rng,
+    /// Per partition, the leader epoch of its latest unclean election (0: none). Batches
+    /// acknowledged or committed in an earlier epoch may be gone; none from this one on may.
+    unclean_epoch: Vec<i32>,
+    /// Per partition, the batches committed before each unclean election: a follower that
+    /// has not truncated yet may still show them (Kafka's followers do too).
+    forfeited: Vec<Vec<Ack>>,
 }
 
 impl World {
@@ -674,7 +698,9 @@ impl World {
                 next_id: 0,
             })
             .collect();
-        let ctl_cfg = controller_config(&p);
+        let mut unclean_rng = Rng(seed ^ 0x0c1e_a4e1_ec70_0000);
+        let unclean = random_faults && unclean_rng.chance(UNCLEAN_SEEDS);
+        let ctl_cfg = controller_config(&p, unclean);
         let mut late_rng = Rng(seed ^ 0x1a7e_c0b1_e5e5_0000);
         let late_copy = if random_faults {
             [0.0, 0.0, 0.2, 0.5][late_rng.pick(4)]
@@ -722,6 +748,10 @@ impl World {
             wipe_allowed: random_faults,
             late_rng,
             late_copy,
+            unclean,
+            unclean_rng,
+            unclean_epoch: Vec::new(),
+            forfeited: Vec::new(),
         }
     }
 
@@ -862,6 +892,11 @@ impl World {
                 self.nodes[node].partitioned = false;
             }
             Action::ControllerFailover => self.failover(),
+            Action::UncleanElection => {
+                let up = |i: &usize| self.nodes[*i].up && !self.nodes[*i].partitioned;
+                let via = (0..n).find(up).unwrap_or(0);
+                self.ask_election(via, true);
+            }
             Action::MinIsr(v) => self.ask_min_isr(0, 1 + u64::from(v % 3)),
             Action::Reassign(a) => {
                 let p = u32::from(a >> 3 & 1) % self.p.partitions as u32;
@@ -1037,6 +1072,9 @@ impl World {
             Ev::Fault => {
                 if self.running {
                     self.fault();
+                    if self.unclean {
+                        self.unclean_fault();
+                    }
                     let d = self.rand_in(self.p.fault_gap_ms);
                     self.schedule(d, Ev::Fault);
                 }
@@ -1198,6 +1236,7 @@ impl World {
     fn commit(&mut self, entry: Bytes) {
         let offset = self.meta_log.len() as i64;
         let rejected = self.image.rejected;
+        let image_before = self.image.clone();
         let before = self
             .topic_id
             .and_then(|id| self.image.topics.get(&id))
@@ -1211,6 +1250,38 @@ impl World {
         {
             if new.leader != old.leader && old.elr.contains(&new.leader) {
                 self.stats.elr_elections += 1;
+            }
+        }
+        // Every clean election takes an ISR or ELR member, as the record before it left them:
+        // step a copy of the image record by record (one entry may change a partition more
+        // than once, and a registration on a replaced disk takes the broker out of both).
+        let records = match MetadataRecord::decode(&entry) {
+            _ if self.image.rejected != rejected => Vec::new(),
+            Ok(MetadataRecord::Batch(records)) => records,
+            Ok(record) => vec![record],
+            Err(_) => Vec::new(),
+        };
+        let mut stepped = image_before;
+        for record in records {
+            let part = |image: &MetadataImage, p: u32| {
+                let id = self.topic_id?;
+                let x = image.topics.get(&id)?.partitions.get(p as usize)?;
+                Some((x.leader, x.leader_epoch, [&x.isr[..], &x.elr[..]].concat()))
+            };
+            let changed = match &record {
+                MetadataRecord::PartitionChange { partition, .. } => Some(*partition),
+                _ => None,
+            };
+            let old = changed.and_then(|p| part(&stepped, p));
+            stepped.apply(stepped.applied_offset, &record.encode());
+            let (Some(p), Some((old_leader, _, eligible))) = (changed, old) else {
+                continue;
+            };
+            let Some((leader, epoch, _)) = part(&stepped, p) else {
+                continue;
+            };
+            if leader >= 0 && leader != old_leader && !eligible.contains(&leader) {
+                self.unclean_election(p as usize, leader, epoch);
             }
         }
         if self.image.rejected != rejected {
@@ -1307,12 +1378,67 @@ impl World {
             self.ctl_epoch
         );
         let seed = self.rng.next();
-        self.ctl = Controller::new(controller_config(&self.p), self.ctl_id, seed);
+        self.ctl = Controller::new(controller_config(&self.p, self.unclean), self.ctl_id, seed);
         self.ctl_next = None;
         self.ctl.activate(self.now, self.ctl_epoch, Some(previous));
         let (epoch, leader) = (self.ctl_epoch, self.ctl_id);
         self.ctl_term_start = self.meta_log.len();
         self.propose(MetadataRecord::LeaderChange { epoch, leader });
+    }
+
+    /// The unclean seeds' extra faults: a partition's leader crashes (so that its ISR and ELR
+    /// run out sooner), and operators ask for unclean elections.
+    fn unclean_fault(&mut self) {
+        let n = self.nodes.len();
+        if self.unclean_rng.chance(UNCLEAN_KILL_CHANCE) {
+            let p = self.unclean_rng.pick(self.p.partitions);
+            let leader = self
+                .topic_id
+                .and_then(|id| self.image.topics.get(&id))
+                .and_then(|t| t.partitions.get(p))
+                .map_or(-1, |x| x.leader);
+            let impaired = self.nodes.iter().filter(|x| !x.up || x.partitioned).count();
+            if let Some(node) = self.nodes.iter().position(|x| x.id == leader) {
+                if self.nodes[node].up && impaired < n - 1 {
+                    tr!(self, "KILL the leader of p{p}");
+                    self.crash(node);
+                    let d = self.rand_in(self.p.down_ms);
+                    self.schedule(d, Ev::Restart { node });
+                }
+            }
+        }
+        if self.unclean_rng.chance(UNCLEAN_ASK_CHANCE) {
+            let node = self.unclean_rng.pick(n);
+            self.ask_election(node, true);
+        }
+    }
+
+    /// An unclean election committed: `leader` leads `p` from `epoch` on with whatever it
+    /// holds. What was acknowledged or committed before may be gone from now on (Kafka's
+    /// contract for an unclean election); everything from this epoch on is owed again.
+    fn unclean_election(&mut self, p: usize, leader: NodeId, epoch: i32) {
+        if !self.unclean && self.stats.unclean_asked == 0 {
+            self.violation(format!(
+                "p{p}: n{leader} elected for epoch {epoch} from outside the ISR and ELR, with \
+                 unclean elections off and none asked"
+            ));
+            return;
+        }
+        self.stats.unclean_elections += 1;
+        tr!(self, "UNCLEAN ELECTION p{p}: n{leader} leads epoch {epoch}");
+        if self.unclean_epoch.len() <= p {
+            self.unclean_epoch.resize(p + 1, 0);
+            self.forfeited.resize_with(p + 1, Vec::new);
+        }
+        self.unclean_epoch[p] = self.unclean_epoch[p].max(epoch);
+        if let Some(committed) = self.committed.get_mut(p) {
+            self.forfeited[p].append(committed);
+        }
+    }
+
+    /// The leader epoch of `p`'s latest unclean election (0: none).
+    fn unclean_epoch(&self, p: usize) -> i32 {
+        self.unclean_epoch.get(p).copied().unwrap_or(0)
     }
 
     /// Creates the topic until the image has it.
@@ -1688,9 +1814,12 @@ impl World {
         let part = self.nodes[node].parts[p].as_ref()?;
         let log = part.core.log();
         let committed = self.committed.get(p).map_or(&[][..], |c| &c[..]);
-        // Records an operator deleted are gone on purpose.
+        // Records an operator deleted are gone on purpose, and so may be those an unclean
+        // election forfeited.
         let deleted_to = self.deleted_to.get(p).copied().unwrap_or(0);
-        let mine = |a: &&Ack| a.p == p && a.epoch <= epoch && a.base >= deleted_to;
+        let floor = self.unclean_epoch(p);
+        let mine =
+            |a: &&Ack| a.p == p && a.epoch <= epoch && a.epoch >= floor && a.base >= deleted_to;
         let mut missing = Vec::new();
         for a in self.acks.iter().chain(committed).filter(mine) {
             let got = if a.end <= log.log_end_offset() {
@@ -1728,22 +1857,36 @@ impl World {
     /// leader's high watermark must not go back within its epoch; waiting produces settle.
     fn after_change(&mut self, node: usize, p: usize) {
         let me = self.nodes[node].id;
+        let floor = self.unclean_epoch(p);
         if let Some(part) = self.nodes[node].parts[p].as_mut() {
             if let ReplicaRole::Leader(l) = part.core.role() {
                 let hw = part.core.high_watermark();
                 let epoch = l.epoch;
-                // Record the batches this high watermark passes first.
+                // Record the batches this high watermark passes first. A leader that an
+                // unclean election deposed (it has not heard yet) can still commit with
+                // followers that have not heard either: the lineage the election forfeited.
                 if self.committed.len() <= p {
                     self.committed.resize_with(p + 1, Vec::new);
                 }
+                let deposed = epoch < floor;
+                let ledger = if deposed {
+                    &mut self.forfeited[p]
+                } else {
+                    &mut self.committed[p]
+                };
                 let log = part.core.log();
-                let from = self.committed[p].last().map_or(0, |a| a.end);
+                let from = if deposed {
+                    let mine = ledger.iter().filter(|a| a.epoch == epoch);
+                    mine.map(|a| a.end).max().unwrap_or(0)
+                } else {
+                    ledger.last().map_or(0, |a| a.end)
+                };
                 // Past what an operator deleted.
                 let mut from = from.max(log.log_start_offset());
                 while from < hw {
                     let bytes = log.read(from, 1, from + 1).unwrap_or_default();
                     let Some(end) = batch_end(&bytes) else { break };
-                    self.committed[p].push(Ack {
+                    ledger.push(Ack {
                         p,
                         epoch,
                         base: from,
@@ -1942,6 +2085,7 @@ impl World {
             return;
         }
         let committed = self.committed.get(p).map_or(&[][..], |c| &c[..]);
+        let forfeited = self.forfeited.get(p).map_or(&[][..], |c| &c[..]);
         let hw = part.core.high_watermark();
         // A log restarted or truncated below where the consumer was: it starts over at the
         // high watermark (a real one would be told OFFSET_OUT_OF_RANGE and go to the leader).
@@ -1969,10 +2113,19 @@ impl World {
                 let (batch, after) = rest.split_at(len);
                 rest = after;
                 let base = i64::from_be_bytes(batch[..8].try_into().expect("8 bytes"));
-                let i = committed.partition_point(|a| a.end <= base.max(from));
-                match committed.get(i).filter(|a| a.base <= base.max(from)) {
+                let at = base.max(from);
+                let i = committed.partition_point(|a| a.end <= at);
+                // Committed before an unclean election, and not yet truncated here.
+                let earlier = forfeited
+                    .iter()
+                    .find(|a| a.base <= at && at < a.end && batch == &a.bytes[..]);
+                match committed.get(i).filter(|a| a.base <= at) {
                     Some(a) if batch == &a.bytes[..] => {
                         from = a.end;
+                        self.stats.follower_reads += 1;
+                    }
+                    _ if earlier.is_some() => {
+                        from = earlier.map_or(from, |a| a.end);
                         self.stats.follower_reads += 1;
                     }
                     Some(a) => {
@@ -2035,17 +2188,10 @@ impl World {
                 _,
                 _,
             )) if de >= 0 => {
-                let log = part.core.log();
-                let local_end = log
-                    .end_offset_for_epoch(de)
-                    .map_or(log.log_end_offset(), |(_, end)| end.max(0));
-                let to = end_offset
-                    .min(local_end)
-                    .min(log.log_end_offset())
-                    .max(log.log_start_offset());
-                let from_end = log.log_end_offset();
+                let from_end = part.core.log().log_end_offset();
                 let hw_before = part.core.high_watermark();
-                let r = part.core.truncate_to(to);
+                let r = part.core.truncate_diverging(de, end_offset);
+                let to = *r.as_ref().unwrap_or(&from_end);
                 part.read_to = part.read_to.min(to);
                 let hw_after = part.core.high_watermark();
                 part.fetch = FetchState::Idle;
@@ -2372,8 +2518,11 @@ impl World {
         let impaired = self.nodes.iter().filter(|x| !x.up || x.partitioned).count();
         let node = self.rng.pick(n);
         let id = self.nodes[node].id;
+        // A majority stays up and connected, except where unclean elections may lose data
+        // anyway: there all but one node can be down, so that no ISR member may be left.
+        let impaired_max = if self.unclean { n - 1 } else { (n - 1) / 2 };
         match kind {
-            0 | 1 if impaired >= (n - 1) / 2 || !self.nodes[node].up => {}
+            0 | 1 if impaired >= impaired_max || !self.nodes[node].up => {}
             0 => {
                 self.crash(node);
                 let d = self.rand_in(self.p.down_ms);
@@ -2407,7 +2556,7 @@ impl World {
                 let v = self.rng.range(1, 3);
                 self.ask_min_isr(node, v);
             }
-            6 => self.ask_preferred_election(node),
+            6 => self.ask_election(node, false),
             8 => {
                 let p = self.rng.pick(self.p.partitions);
                 let share = self.rng.range(0, 4);
@@ -2486,20 +2635,25 @@ impl World {
         });
     }
 
-    /// An operator's `kafka-leader-election --election-type preferred --all-topic-partitions`
-    /// through `node`.
-    fn ask_preferred_election(&mut self, node: usize) {
+    /// An operator's `kafka-leader-election --election-type preferred` (or `unclean`)
+    /// `--all-topic-partitions` through `node`. Unclean elects only leaderless partitions.
+    fn ask_election(&mut self, node: usize, unclean: bool) {
         let Some(topic_id) = self.topic_id else {
             return;
         };
         let id = self.nodes[node].id;
-        self.stats.elections_asked += 1;
-        tr!(self, "PREFERRED ELECTION asked through n{id}");
+        if unclean {
+            self.stats.unclean_asked += 1;
+            tr!(self, "UNCLEAN ELECTION asked through n{id}");
+        } else {
+            self.stats.elections_asked += 1;
+            tr!(self, "PREFERRED ELECTION asked through n{id}");
+        }
         let partitions = (0..self.p.partitions as u32)
             .map(|p| (topic_id, p))
             .collect();
         let req = ControllerRequest::ElectLeaders {
-            unclean: false,
+            unclean,
             partitions,
         };
         self.send(Msg::ToController {
@@ -2646,6 +2800,14 @@ impl World {
                     ));
                     continue;
                 }
+                let fstart = part.core.log().log_start_offset();
+                if fstart > hw {
+                    self.liveness.push(format!(
+                        "p{p}: n{id} log starts at {fstart}, past the high watermark {hw}, after \
+                         healing"
+                    ));
+                    continue;
+                }
                 // Compared where both logs start (DeleteRecords moves log starts).
                 let from = leader_start.max(part.core.log().log_start_offset());
                 let reference = self.nodes[l].parts[p]
@@ -2692,12 +2854,12 @@ fn batch_end(bytes: &[u8]) -> Option<i64> {
     Some(base + i64::from(delta) + 1)
 }
 
-fn controller_config(p: &Params) -> ControllerConfig {
+fn controller_config(p: &Params, unclean: bool) -> ControllerConfig {
     ControllerConfig {
         session_timeout_ms: p.session_ms,
         auto_leader_rebalance: true,
         leader_imbalance_check_ms: LEADER_IMBALANCE_CHECK_MS,
-        unclean_leader_election: false,
+        unclean_leader_election: unclean,
         min_insync_replicas: MIN_ISR,
     }
 }
@@ -2707,6 +2869,12 @@ const TOPIC: &str = "t";
 const MIN_ISR: usize = 2;
 /// The chance that a crash replaces the node's disk (see `World::wipe_allowed`).
 const WIPE_CHANCE: f64 = 0.2;
+/// The share of seeds run with unclean leader elections (see `World::unclean`).
+const UNCLEAN_SEEDS: f64 = 0.25;
+/// In an unclean seed, the chance that a fault also brings an operator's unclean election.
+const UNCLEAN_ASK_CHANCE: f64 = 0.15;
+/// In an unclean seed, the chance that a fault also crashes a partition's leader.
+const UNCLEAN_KILL_CHANCE: f64 = 0.3;
 /// Node ids of controllers: the first one, and each failover's successor after it; outside the
 /// broker ids so the controller's "I am always alive" rule covers no broker.
 const CTL_ID_BASE: NodeId = 1000;

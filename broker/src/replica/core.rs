@@ -662,6 +662,35 @@ impl<S: Storage> PartitionCore<S> {
         self.check_invariants();
     }
 
+    /// Follower side: the leader's answer that this log diverges from its own after
+    /// `end_offset` of `epoch` (Kafka's DivergingEpoch). Truncates to where both agree: the
+    /// lower of that offset and where `epoch` ends here. Returns the offset truncated to.
+    ///
+    /// That offset may lie below this log's start, when a leader an unclean election chose
+    /// holds less than DeleteRecords left here: the log then starts over, empty, there (Kafka's
+    /// `truncateFullyAndStartAt`). Stopping at the log start instead left a fully deleted log
+    /// unchanged, to be told the same at every fetch (replication sim seed 20,001,154).
+    pub fn truncate_diverging(&mut self, epoch: i32, end_offset: i64) -> std::io::Result<i64> {
+        let log_end = self.log.log_end_offset();
+        let local_end = self
+            .log
+            .end_offset_for_epoch(epoch)
+            .map_or(log_end, |(_, end)| end.max(0));
+        let floor = if planted::enabled(PlantedBug::TruncationStopsAtLogStart) {
+            self.log.log_start_offset()
+        } else {
+            0
+        };
+        let to = end_offset.min(local_end).min(log_end).max(floor);
+        self.truncate_to(to)?;
+        assert!(
+            self.log.log_end_offset() <= to,
+            "truncated to {to}, the log ends at {}",
+            self.log.log_end_offset()
+        );
+        Ok(to)
+    }
+
     /// Follower side: drops a divergent suffix (durably). The high watermark never needs to
     /// go down for committed data; if it does, that is logged by the caller.
     pub fn truncate_to(&mut self, offset: i64) -> std::io::Result<()> {
@@ -1060,6 +1089,58 @@ mod tests {
         // -1 deletes up to the high watermark.
         assert_eq!(leader.delete_records(-1).unwrap(), 6);
         assert_eq!(leader.low_watermark(), 4);
+    }
+
+    /// An unclean election can give the partition a leader holding less than DeleteRecords
+    /// left on a follower: the follower's whole log diverges, so it starts over where the
+    /// leader's log ends, rather than keeping its log start and being told the same again
+    /// at every fetch.
+    #[test]
+    fn a_follower_whose_log_start_is_past_an_unclean_leaders_end_starts_over_there() {
+        let s = MemStorage::new();
+        let mut old = core(&s, "/old/t-0");
+        let mut follower = core(&s, "/f/t-0");
+        old.become_leader(1, 1, 0, vec![1, 2], vec![1, 2], T0);
+        follower.become_follower(1, 1);
+        for _ in 0..3 {
+            old.append(&simple_batch(T0, &[b"a", b"b"]), 1, T0).unwrap();
+        }
+        flush(&mut old);
+        let batches = old
+            .read_for_replica(0, 1 << 20)
+            .unwrap()
+            .to_bytes()
+            .unwrap();
+        follower.append_as_follower(&batches, T0).unwrap();
+        flush(&mut follower);
+        follower.follower_high_watermark(6);
+        assert!(follower.follower_log_start(6).unwrap());
+        let log = follower.log();
+        assert_eq!((log.log_start_offset(), log.log_end_offset()), (6, 6));
+
+        // Replica 3, empty, is elected uncleanly in epoch 2 and leads from offset 0.
+        let mut unclean = core(&s, "/new/t-0");
+        unclean.become_leader(3, 2, 1, vec![3, 2], vec![3], T0);
+        follower.become_follower(3, 2);
+        let last_epoch = follower.log().latest_epoch().unwrap_or(-1);
+        let answer = unclean
+            .replica_fetch(2, 2, 6, None, last_epoch, T0)
+            .unwrap();
+        let ReplicaFetchPosition::Diverging { epoch, end_offset } = answer else {
+            panic!("a fetch past the leader's end diverges: {answer:?}");
+        };
+        assert_eq!(follower.truncate_diverging(epoch, end_offset).unwrap(), 0);
+        let log = follower.log();
+        assert_eq!((log.log_start_offset(), log.log_end_offset()), (0, 0));
+        assert_eq!(follower.high_watermark(), 0);
+        let last_epoch = follower.log().latest_epoch().unwrap_or(-1);
+        assert_eq!(
+            unclean
+                .replica_fetch(2, 2, 0, None, last_epoch, T0)
+                .unwrap(),
+            ReplicaFetchPosition::Read,
+            "the next fetch reads"
+        );
     }
 
     /// A log start inside a batch (DeleteRecords): a follower restarted there takes the

@@ -476,18 +476,10 @@ impl<S: Storage> Partition<S> {
             return Ok(());
         }
         let (diverging_epoch, leader_end) = leader_epoch_end;
-        let local_end = core
-            .log()
-            .end_offset_for_epoch(diverging_epoch)
-            .map_or(core.log().log_end_offset(), |(_, end)| end.max(0));
-        let to = leader_end
-            .min(local_end)
-            .min(core.log().log_end_offset())
-            .max(core.log().log_start_offset());
-        let hw_before = core.high_watermark();
+        let (hw_before, from) = (core.high_watermark(), core.log().log_end_offset());
+        let to = core.truncate_diverging(diverging_epoch, leader_end)?;
         tracing::info!(topic = %self.topic, partition = self.index, epoch, diverging_epoch,
-            leader_end, from = core.log().log_end_offset(), to, "truncating a divergent suffix");
-        core.truncate_to(to)?;
+            leader_end, from, to, "truncated a divergent suffix");
         // The mirrors follow a lowered high watermark exactly (publish only raises them).
         self.high_watermark
             .store(core.high_watermark(), Ordering::Release);

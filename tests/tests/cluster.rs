@@ -1515,7 +1515,10 @@ fn operator_elections_with_confluent_kafka() {
 
 /// The operator's way back for a partition whose every in-sync replica is gone:
 /// `--election-type unclean` (confluent-kafka's elect_leaders) elects a live replica outside the
-/// ISR, although unclean election is off; until then the partition stays offline.
+/// ISR, although unclean election is off; until then the partition stays offline. The old
+/// leader, whose records DeleteRecords had removed, comes back past the new leader's log end:
+/// its log starts over there, and it rejoins the ISR (it used to stop at its own log start and
+/// be told to truncate again at every fetch).
 #[test]
 fn operator_unclean_election_brings_an_offline_partition_back() {
     let Some(python) = python_with("confluent_kafka") else {
@@ -1539,6 +1542,11 @@ fn operator_unclean_election_brings_an_offline_partition_back() {
         panic!("frozen follower {follower} did not leave the ISR: {e}");
     }
     all_ok(&produce(&c.bootstrap_live(), &topic, "all", &[], 10, msg));
+    assert_eq!(
+        delete_records(&c, &topic, -1),
+        Ok(10),
+        "deleted to the high watermark"
+    );
     c.kill9(leader);
     c.sigcont(follower);
     if let Err(e) = c.wait_partitions(&topic, CONVERGE_TIMEOUT, |p| p.leader == -1) {
@@ -1555,6 +1563,9 @@ fn operator_unclean_election_brings_an_offline_partition_back() {
     }) {
         panic!("unclean election did not make {follower} the leader: {e}");
     }
+    // The old leader's log starts at 10; the new leader's ends at 0.
+    c.restart(leader);
+    c.wait_full_isr(&topic, CONVERGE_TIMEOUT);
     // Writable again through the new leader (min.insync.replicas 1).
     all_ok(&produce(
         &c.bootstrap_live(),

@@ -1023,29 +1023,37 @@ mod tests {
         assert!(!follower.serves_follower_reads());
     }
 
+    /// Node 1 leading epoch 1 (ISR [1, 2]) with `batches` batches of two records, and node 2
+    /// following it with the same batches; both logs synced.
+    fn leader_and_follower(
+        s: &MemStorage,
+        batches: usize,
+    ) -> (PartitionCore<MemStorage>, PartitionCore<MemStorage>) {
+        let mut leader = core(s, "/l/t-0");
+        let mut follower = core(s, "/f/t-0");
+        leader.become_leader(1, 1, 0, vec![1, 2], vec![1, 2], T0);
+        follower.become_follower(1, 1);
+        for _ in 0..batches {
+            leader
+                .append(&simple_batch(T0, &[b"a", b"b"]), 1, T0)
+                .unwrap();
+        }
+        flush(&mut leader);
+        let stored = leader.read_for_replica(0, 1 << 20).unwrap();
+        follower
+            .append_as_follower(&stored.to_bytes().unwrap(), T0)
+            .unwrap();
+        flush(&mut follower);
+        (leader, follower)
+    }
+
     /// DeleteRecords: only a leader deletes, only committed records; a follower deletes as far
     /// as the leader's log start and its own high watermark go; the leader's low watermark
     /// waits for every in-sync follower to report a log start past the deleted offset.
     #[test]
     fn deleted_records_follow_the_leader_within_committed_records() {
         let s = MemStorage::new();
-        let mut leader = core(&s, "/l/t-0");
-        let mut follower = core(&s, "/f/t-0");
-        leader.become_leader(1, 1, 0, vec![1, 2], vec![1, 2], T0);
-        follower.become_follower(1, 1);
-        for _ in 0..5 {
-            leader
-                .append(&simple_batch(T0, &[b"a", b"b"]), 1, T0)
-                .unwrap();
-        }
-        flush(&mut leader);
-        let batches = leader
-            .read_for_replica(0, 1 << 20)
-            .unwrap()
-            .to_bytes()
-            .unwrap();
-        follower.append_as_follower(&batches, T0).unwrap();
-        flush(&mut follower);
+        let (mut leader, mut follower) = leader_and_follower(&s, 5);
         leader.replica_fetch(2, 1, 6, None, 1, T0).unwrap();
         assert_eq!(leader.high_watermark(), 6);
         follower.follower_high_watermark(6);
@@ -1098,21 +1106,7 @@ mod tests {
     #[test]
     fn a_follower_whose_log_start_is_past_an_unclean_leaders_end_starts_over_there() {
         let s = MemStorage::new();
-        let mut old = core(&s, "/old/t-0");
-        let mut follower = core(&s, "/f/t-0");
-        old.become_leader(1, 1, 0, vec![1, 2], vec![1, 2], T0);
-        follower.become_follower(1, 1);
-        for _ in 0..3 {
-            old.append(&simple_batch(T0, &[b"a", b"b"]), 1, T0).unwrap();
-        }
-        flush(&mut old);
-        let batches = old
-            .read_for_replica(0, 1 << 20)
-            .unwrap()
-            .to_bytes()
-            .unwrap();
-        follower.append_as_follower(&batches, T0).unwrap();
-        flush(&mut follower);
+        let (_, mut follower) = leader_and_follower(&s, 3);
         follower.follower_high_watermark(6);
         assert!(follower.follower_log_start(6).unwrap());
         let log = follower.log();

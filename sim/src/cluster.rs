@@ -70,7 +70,9 @@ const DATA_DIR: &str = "/data";
 /// One fault decision per this many simulated ms, on average.
 const FAULT_EVERY_MS: u32 = 400;
 /// Chance that a single-node crash also replaces the node's disk (at most once per run).
-const WIPE_P: f64 = 0.15;
+const WIPE_P: f64 = 0.3;
+/// A disk is replaced only this long after the last node came back.
+const WIPE_SETTLED_MS: u64 = 1_500;
 /// No fault before the cluster has had this long to elect a controller and create the topic.
 const FAULTS_FROM_MS: u64 = 1_500;
 /// Largest node clock step, either way.
@@ -321,6 +323,9 @@ struct Faults {
     wipe_rng: ChaCha8Rng,
     /// At most one disk is replaced per run.
     wiped: bool,
+    /// The last step at which a node came back (restarted, or rejoined its peers): its copies
+    /// may be out of the ISR until they catch up.
+    came_back_at: u64,
     enabled: SystemFaults,
     nodes: Vec<Node>,
     /// Host pairs (a < b) whose links currently hold their messages.
@@ -456,11 +461,13 @@ impl Faults {
         for i in 0..NODES {
             if self.nodes[i].down_until.is_some_and(|t| step >= t) {
                 self.nodes[i].down_until = None;
+                self.came_back_at = step;
                 sim.bounce(node_name(i));
                 note(trace, step, format_args!("{} restarted", node_name(i)));
             }
             if self.nodes[i].isolated_until.is_some_and(|t| step >= t) {
                 self.nodes[i].isolated_until = None;
+                self.came_back_at = step;
                 self.apply_links(sim);
                 note(trace, step, format_args!("{} rejoined", node_name(i)));
                 if std::mem::take(&mut self.nodes[i].failover_on_heal) {
@@ -477,12 +484,16 @@ impl Faults {
             return;
         }
         let calm = self.impaired() == 0;
+        // A disk is replaced only once every copy had time to get back in sync: replacing the
+        // only eligible copy of a partition (say, while the other one still catches up after a
+        // restart) leaves the partition offline for good, as it should (seed 10,601,435).
+        let settled = step >= self.came_back_at + WIPE_SETTLED_MS;
         let i = self.rng.gen_range(0..NODES);
         match self.rng.gen_range(0..13u32) {
             0..=2 if self.enabled.crash && calm => {
                 let ms = self.rng.gen_range(200..3_000);
                 self.crash(sim, i, ms, step, trace);
-                if !self.wiped && self.wipe_rng.gen_bool(WIPE_P) {
+                if settled && !self.wiped && self.wipe_rng.gen_bool(WIPE_P) {
                     // The disk is replaced while the node is down: it comes back with an empty
                     // data directory (a new directory id, an empty metadata log).
                     self.wiped = true;
@@ -990,6 +1001,7 @@ pub fn run_cluster_seed(config: &ClusterSimConfig) -> ClusterSimResult {
         rng: ChaCha8Rng::seed_from_u64(seed ^ 0xC105_7E55),
         wipe_rng: ChaCha8Rng::seed_from_u64(seed ^ 0x0D15_C5EE_D000),
         wiped: false,
+        came_back_at: 0,
         enabled: config.faults,
         nodes,
         held: BTreeSet::new(),
